@@ -1,0 +1,81 @@
+// swift-tools-version:6.1
+// Layers, bottom to top (dependencies point down only; see docs/design.md):
+//   C shims (CSodium, CZstd, CFuse3) -> HypernetCrypto -> HypernetModel -> HypernetStore
+//   -> HypernetVFS -> HypernetFUSE -> HypernetDaemon -> hypernet (CLI)
+import PackageDescription
+
+let package = Package(
+    name: "Hypernet",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "hypernet", targets: ["hypernet"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C modules: a module map and a shim header each, no logic.
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+
+        // The only importer of CSodium: keys in sodium memory, sign, AEAD, hash.
+        .target(name: "HypernetCrypto", dependencies: ["CSodium"]),
+        // Pure values and codecs: ids, revisions, manifests, HLC, DAG. No I/O.
+        .target(name: "HypernetModel", dependencies: ["HypernetCrypto"]),
+        // Durable local state: SQLite catalog, packs, chunker, zstd (the only importer of CZstd).
+        .target(
+            name: "HypernetStore",
+            dependencies: [
+                "HypernetCrypto", "HypernetModel", "CZstd",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // Filesystem semantics without a kernel: inodes, handles, staging, xattrs.
+        .target(
+            name: "HypernetVFS",
+            dependencies: [
+                "HypernetCrypto", "HypernetModel", "HypernetStore",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The only importer of CFuse3: low-level FUSE ops mapped onto HypernetVFS.
+        .target(
+            name: "HypernetFUSE",
+            dependencies: [
+                "CFuse3", "HypernetVFS",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // Composition root: node start-up, mount, control socket, signals, logging.
+        .target(
+            name: "HypernetDaemon",
+            dependencies: [
+                "HypernetCrypto", "HypernetModel", "HypernetStore", "HypernetVFS", "HypernetFUSE",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .executableTarget(
+            name: "hypernet",
+            dependencies: [
+                "HypernetDaemon", "HypernetModel",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        .testTarget(name: "HypernetCryptoTests", dependencies: ["HypernetCrypto"]),
+        .testTarget(name: "HypernetModelTests", dependencies: ["HypernetModel", "HypernetCrypto"]),
+        .testTarget(
+            name: "HypernetStoreTests",
+            dependencies: [
+                "HypernetStore", "HypernetModel", "HypernetCrypto",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "HypernetVFSTests",
+            dependencies: [
+                "HypernetVFS", "HypernetStore", "HypernetModel", "HypernetCrypto",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

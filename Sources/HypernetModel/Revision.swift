@@ -1,0 +1,108 @@
+import HypernetCrypto
+
+public enum RevisionKind: UInt8, Sendable, Codable {
+    case file = 1
+    case directory = 2
+    case symlink = 3
+    /// The document was deleted; its history stays.
+    case tombstone = 4
+}
+
+/// An immutable, signed revision of one document. The exact signed bytes are what is stored and sent;
+/// the id is BLAKE2b-256 over them, so equal ids mean equal records (docs/store-format.md, "Revision").
+public struct Revision: Sendable, Equatable {
+    public static let formatVersion: UInt8 = 1
+    static let signatureContext = Array("hypernet revision v1\n".utf8)
+    static let maximumParents = 1024
+    static let maximumSealedMetadata = 16 << 20
+
+    public var document: DocumentID
+    public var kind: RevisionKind
+    public var epoch: UInt32
+    public var time: HLCTime
+    public var author: SigningPublicKey
+    public var parents: [RevisionID]
+    /// `RevisionMetadata`, sealed with the epoch's metadata key (see `RevisionMetadata.seal`).
+    public var sealedMetadata: [UInt8]
+
+    public init(
+        document: DocumentID, kind: RevisionKind, epoch: UInt32, time: HLCTime, author: SigningPublicKey,
+        parents: [RevisionID], sealedMetadata: [UInt8]
+    ) {
+        self.document = document
+        self.kind = kind
+        self.epoch = epoch
+        self.time = time
+        self.author = author
+        self.parents = parents
+        self.sealedMetadata = sealedMetadata
+    }
+
+    /// The canonical encoding that is signed.
+    public var body: [UInt8] {
+        var w = ByteWriter(capacity: 128 + sealedMetadata.count + 32 * parents.count)
+        w.u8(Self.formatVersion)
+        w.raw(document.bytes)
+        w.u8(kind.rawValue)
+        w.u32(epoch)
+        w.u64(time.rawValue)
+        w.raw(author.bytes)
+        w.u16(UInt16(parents.count))
+        for p in parents { w.digest(p) }
+        w.blob(sealedMetadata)
+        return w.bytes
+    }
+
+    /// Signs with `key` (whose public key must be `author`) and returns the stored record.
+    public func signed(by key: SigningKeyPair) -> SignedRevision {
+        precondition(key.publicKey == author, "a revision is signed by its author")
+        let body = self.body
+        let signature = key.signature(for: Self.signatureContext + body)
+        return SignedRevision(revision: self, record: body + signature)
+    }
+}
+
+/// A revision with its exact stored bytes: body || Ed25519 signature (64 bytes).
+public struct SignedRevision: Sendable, Equatable {
+    public let revision: Revision
+    public let record: [UInt8]
+
+    public var id: RevisionID { BLAKE2b.hash(record) }
+
+    fileprivate init(revision: Revision, record: [UInt8]) {
+        self.revision = revision
+        self.record = record
+    }
+
+    /// Decodes and verifies a record received or read from disk: structure, version and signature.
+    public init(record: [UInt8]) throws(DecodingError) {
+        let signatureCount = SigningKeyPair.signatureByteCount
+        guard record.count > signatureCount else { throw .truncated("revision") }
+        let body = Array(record[..<(record.count - signatureCount)])
+        let signature = Array(record[(record.count - signatureCount)...])
+        var r = ByteReader(body, context: "revision")
+        let version = try r.u8()
+        guard version == Revision.formatVersion else { throw .unsupportedVersion(Int(version)) }
+        let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
+        guard let kind = RevisionKind(rawValue: try r.u8()) else { throw .invalid("revision kind") }
+        let epoch = try r.u32()
+        let time = HLCTime(rawValue: try r.u64())
+        let author: SigningPublicKey
+        do { author = try SigningPublicKey(bytes: r.raw(SigningPublicKey.byteCount)) } catch {
+            throw .invalid("revision author")
+        }
+        let parentCount = Int(try r.u16())
+        guard parentCount <= Revision.maximumParents else { throw .invalid("revision parent count") }
+        var parents: [RevisionID] = []
+        for _ in 0..<parentCount { parents.append(try r.digest()) }
+        let sealed = try r.blob(limit: Revision.maximumSealedMetadata)
+        try r.expectEnd()
+        guard author.isValidSignature(signature, for: Revision.signatureContext + body) else {
+            throw .invalid("revision signature")
+        }
+        self.revision = Revision(
+            document: document, kind: kind, epoch: epoch, time: time, author: author, parents: parents,
+            sealedMetadata: sealed)
+        self.record = record
+    }
+}

@@ -1,0 +1,40 @@
+/// The causal DAG of one document's revisions, enough to compute heads and the visible winner.
+public struct RevisionGraph: Sendable {
+    public struct Node: Sendable {
+        public var id: RevisionID
+        public var parents: [RevisionID]
+        public var time: HLCTime
+        public init(id: RevisionID, parents: [RevisionID], time: HLCTime) {
+            self.id = id
+            self.parents = parents
+            self.time = time
+        }
+    }
+
+    public private(set) var nodes: [RevisionID: Node] = [:]
+    private var children: [RevisionID: Set<RevisionID>] = [:]
+
+    public init(_ nodes: some Sequence<Node> = []) {
+        for n in nodes { insert(n) }
+    }
+
+    public mutating func insert(_ node: Node) {
+        guard nodes[node.id] == nil else { return }
+        nodes[node.id] = node
+        for p in node.parents { children[p, default: []].insert(node.id) }
+    }
+
+    /// Revisions without children. More than one is a conflict; all are kept.
+    public var heads: [RevisionID] {
+        nodes.keys.filter { children[$0]?.isEmpty ?? true }.sorted()
+    }
+
+    /// The head every node shows: the greatest by (HLC time, id) — the same on every node.
+    public var winner: RevisionID? {
+        heads.max { Self.order(nodes[$0]!, nodes[$1]!) }
+    }
+
+    static func order(_ a: Node, _ b: Node) -> Bool {
+        (a.time, a.id) < (b.time, b.id)
+    }
+}

@@ -1,0 +1,151 @@
+import HypernetCrypto
+
+/// What a revision says about its document beyond the header, sealed so storage nodes learn nothing
+/// from it: POSIX attributes, user xattrs and where the content is.
+public struct RevisionMetadata: Sendable, Equatable {
+    static let formatVersion: UInt8 = 1
+    static let keyContext = Array("hypernet metadata key v1".utf8)
+    static let maximumXattrs = 4096
+    static let maximumXattrValue = 64 << 10
+
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var mtimeSeconds: Int64
+    public var mtimeNanoseconds: UInt32
+    public var ctimeSeconds: Int64
+    public var ctimeNanoseconds: UInt32
+    public var size: UInt64
+    /// Quorum set on this document (`user.hypernet.quorum`); 0 = inherited.
+    public var quorum: UInt8
+    /// User xattrs (`user.*` other than `user.hypernet.*`), sorted by name.
+    public var xattrs: [Xattr]
+    /// Files and directories: the root of the content's manifest tree; nil for empty content.
+    public var content: ManifestReference?
+    /// Symlinks: the target.
+    public var symlinkTarget: [UInt8]
+
+    public struct Xattr: Sendable, Equatable {
+        public var name: String
+        public var value: [UInt8]
+        public init(name: String, value: [UInt8]) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public init(
+        mode: UInt32, uid: UInt32, gid: UInt32, mtimeSeconds: Int64, mtimeNanoseconds: UInt32,
+        ctimeSeconds: Int64, ctimeNanoseconds: UInt32, size: UInt64, quorum: UInt8, xattrs: [Xattr],
+        content: ManifestReference?, symlinkTarget: [UInt8]
+    ) {
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.mtimeSeconds = mtimeSeconds
+        self.mtimeNanoseconds = mtimeNanoseconds
+        self.ctimeSeconds = ctimeSeconds
+        self.ctimeNanoseconds = ctimeNanoseconds
+        self.size = size
+        self.quorum = quorum
+        self.xattrs = xattrs
+        self.content = content
+        self.symlinkTarget = symlinkTarget
+    }
+
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: 128)
+        w.u8(Self.formatVersion)
+        w.u32(mode)
+        w.u32(uid)
+        w.u32(gid)
+        w.i64(mtimeSeconds)
+        w.u32(mtimeNanoseconds)
+        w.i64(ctimeSeconds)
+        w.u32(ctimeNanoseconds)
+        w.u64(size)
+        w.u8(quorum)
+        w.u32(UInt32(xattrs.count))
+        for x in xattrs {
+            w.string(x.name)
+            w.blob(x.value)
+        }
+        if let content {
+            w.u8(1)
+            content.encode(into: &w)
+        } else {
+            w.u8(0)
+        }
+        w.blob(symlinkTarget)
+        return w.bytes
+    }
+
+    public init(decoding bytes: [UInt8]) throws(DecodingError) {
+        var r = ByteReader(bytes, context: "revision metadata")
+        let version = try r.u8()
+        guard version == Self.formatVersion else { throw .unsupportedVersion(Int(version)) }
+        mode = try r.u32()
+        uid = try r.u32()
+        gid = try r.u32()
+        mtimeSeconds = try r.i64()
+        mtimeNanoseconds = try r.u32()
+        ctimeSeconds = try r.i64()
+        ctimeNanoseconds = try r.u32()
+        size = try r.u64()
+        quorum = try r.u8()
+        let count = Int(try r.u32())
+        guard count <= Self.maximumXattrs else { throw .invalid("xattr count") }
+        xattrs = []
+        for _ in 0..<count {
+            let name = try r.string(limit: 255)
+            xattrs.append(Xattr(name: name, value: try r.blob(limit: Self.maximumXattrValue)))
+        }
+        switch try r.u8() {
+        case 0: content = nil
+        case 1: content = try ManifestReference(from: &r)
+        default: throw .invalid("content flag")
+        }
+        symlinkTarget = try r.blob(limit: 4096)
+        try r.expectEnd()
+    }
+
+    /// Seals the encoding with XChaCha20-Poly1305 under a key derived from the epoch key, a random nonce
+    /// in front, and the document id as associated data (so metadata cannot be moved to another document).
+    public func sealed(epochKey: SecureBytes, document: DocumentID) -> [UInt8] {
+        let nonce = SecureRandom.bytes(count: AEAD.nonceByteCount)
+        let key = Self.metadataKey(epochKey)
+        return nonce + key.bytes.withUnsafeBytes { k in
+            encoded().withUnsafeBytes { p in
+                nonce.withUnsafeBytes { n in
+                    document.bytes.withUnsafeBytes { ad in AEAD.seal(p, key: k, nonce: n, associatedData: ad) }
+                }
+            }
+        }
+    }
+
+    public init(unsealing sealed: [UInt8], epochKey: SecureBytes, document: DocumentID) throws(DecodingError) {
+        guard sealed.count >= AEAD.nonceByteCount + AEAD.tagByteCount else { throw .truncated("sealed metadata") }
+        let nonce = Array(sealed[..<AEAD.nonceByteCount])
+        let box = Array(sealed[AEAD.nonceByteCount...])
+        let key = Self.metadataKey(epochKey)
+        let plain: [UInt8]
+        do {
+            plain = try key.bytes.withUnsafeBytes { k in
+                try box.withUnsafeBytes { c in
+                    try nonce.withUnsafeBytes { n in
+                        try document.bytes.withUnsafeBytes { ad in
+                            try AEAD.open(c, key: k, nonce: n, associatedData: ad)
+                        }
+                    }
+                }
+            }
+        } catch {
+            throw .invalid("sealed metadata (authentication failed)")
+        }
+        try self.init(decoding: plain)
+    }
+
+    static func metadataKey(_ epochKey: SecureBytes) -> Digest {
+        BLAKE2b.hash(keyContext, key: epochKey)
+    }
+}

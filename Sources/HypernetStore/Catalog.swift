@@ -1,0 +1,118 @@
+import Foundation
+import GRDB
+import HypernetCrypto
+import HypernetModel
+
+/// The SQLite catalog (WAL, `synchronous=NORMAL`: a commit survives a process crash; `Store.sync` makes it
+/// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
+final class Catalog: Sendable {
+    /// The format this code writes; a catalog with a greater one is refused, never misread.
+    static let formatVersion = 1
+    let pool: DatabasePool
+    let path: String
+
+    init(path: String) throws(StoreError) {
+        self.path = path
+        var config = Configuration()
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        }
+        config.busyMode = .timeout(10)
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            try pool.write { db in
+                try db.execute(sql: "CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                if let found = try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = 'format'"),
+                    let version = Int(found), version > Self.formatVersion
+                {
+                    throw StoreError.unsupportedFormat(found: version, supported: Self.formatVersion)
+                }
+            }
+            try Self.migrator.migrate(pool)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw .database("\(path): \(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-documents-revisions-chunks") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '1');
+                    CREATE TABLE documents (
+                        inode INTEGER PRIMARY KEY AUTOINCREMENT,
+                        id BLOB UNIQUE,            -- NULL once replaced by a rename-over
+                        kind INTEGER NOT NULL,
+                        head BLOB,                 -- visible head revision
+                        metadata BLOB NOT NULL,    -- RevisionMetadata encoding of the current state
+                        atime_s INTEGER NOT NULL DEFAULT 0,
+                        atime_ns INTEGER NOT NULL DEFAULT 0,
+                        dirty INTEGER NOT NULL DEFAULT 0  -- content changed since head (directories)
+                    );
+                    CREATE TABLE entries (
+                        parent INTEGER NOT NULL REFERENCES documents(inode),
+                        name TEXT NOT NULL,
+                        child INTEGER NOT NULL REFERENCES documents(inode),
+                        PRIMARY KEY (parent, name)
+                    ) WITHOUT ROWID;
+                    CREATE INDEX entries_child ON entries(child);
+                    CREATE TABLE revisions (
+                        id BLOB PRIMARY KEY,
+                        document BLOB NOT NULL,
+                        time INTEGER NOT NULL,
+                        kind INTEGER NOT NULL,
+                        size INTEGER NOT NULL,
+                        record BLOB NOT NULL       -- the exact signed bytes
+                    );
+                    CREATE INDEX revisions_document ON revisions(document, time);
+                    CREATE TABLE heads (
+                        document BLOB NOT NULL,
+                        revision BLOB NOT NULL,
+                        PRIMARY KEY (document, revision)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE chunks (
+                        id BLOB PRIMARY KEY,
+                        pack INTEGER NOT NULL,
+                        offset INTEGER NOT NULL,
+                        length INTEGER NOT NULL
+                    ) WITHOUT ROWID;
+                    """)
+        }
+        return m
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        do { return try pool.read(body) } catch let e as StoreError { throw e } catch { throw .database("\(error)") }
+    }
+
+    func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        do { return try pool.write(body) } catch let e as StoreError { throw e } catch { throw .database("\(error)") }
+    }
+
+    func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
+        try read { db in
+            try Row.fetchOne(db, sql: "SELECT pack, offset, length FROM chunks WHERE id = ?", arguments: [Data(id.bytes)])
+                .map { ChunkLocation(id: id, pack: $0[0], offset: $0[1], length: $0[2]) }
+        }
+    }
+
+    /// The subset of `ids` already stored.
+    func existing(_ ids: [ChunkID]) throws(StoreError) -> Set<ChunkID> {
+        guard !ids.isEmpty else { return [] }
+        return try read { db in
+            var found = Set<ChunkID>()
+            for batch in stride(from: 0, to: ids.count, by: 500) {
+                let slice = ids[batch..<min(batch + 500, ids.count)]
+                let marks = Array(repeating: "?", count: slice.count).joined(separator: ",")
+                let rows = try Data.fetchAll(
+                    db, sql: "SELECT id FROM chunks WHERE id IN (\(marks))",
+                    arguments: StatementArguments(slice.map { Data($0.bytes) }))
+                for d in rows { if let id = try? Digest(bytes: d) { found.insert(id) } }
+            }
+            return found
+        }
+    }
+}

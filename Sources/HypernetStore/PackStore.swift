@@ -1,0 +1,182 @@
+import Glibc
+import HypernetCrypto
+import HypernetModel
+import Synchronization
+
+/// Where a chunk's record lies: pack number and the offset of the record header.
+public struct ChunkLocation: Sendable, Equatable {
+    public var id: ChunkID
+    public var pack: Int64
+    public var offset: Int64
+    public var length: Int64
+}
+
+/// Append-only pack files: `packs/NNNNNNNN.pack`, an 8-byte header then records
+/// `u32 length | 32-byte chunk id | ciphertext`. A record, once written, is never modified (docs/store-format.md).
+final class PackStore: Sendable {
+    static let header: [UInt8] = Array("HNPACK".utf8) + [0, 1]
+    static let recordHeaderSize = 4 + Digest.byteCount
+    static let maximumPackSize: Int64 = 1 << 32
+    static let maximumRecordLength = 1 << 24
+
+    private struct Writable {
+        var number: Int64
+        var fd: Int32
+        var size: Int64
+        /// Packs appended to since the last `sync`.
+        var unsynced: Set<Int64>
+    }
+
+    private let directory: String
+    private let writable: Mutex<Writable>
+    /// Read descriptors by pack number; opened lazily, closed at deinit.
+    private let readers = Mutex<[Int64: Int32]>([:])
+
+    init(directory: String) throws(StoreError) {
+        self.directory = directory
+        try Home.makeDirectory(directory)
+        let last = try Self.packNumbers(in: directory).max() ?? 1
+        let (fd, size) = try Self.openForAppend(directory: directory, number: last)
+        writable = Mutex(Writable(number: last, fd: fd, size: size, unsynced: []))
+    }
+
+    deinit {
+        writable.withLock { _ = close($0.fd) }
+        readers.withLock { for fd in $0.values { close(fd) } }
+    }
+
+    func path(of number: Int64) -> String { Self.path(directory: directory, number: number) }
+
+    static func path(directory: String, number: Int64) -> String {
+        let digits = String(number)
+        return directory + "/" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".pack"
+    }
+
+    static func packNumbers(in directory: String) throws(StoreError) -> [Int64] {
+        guard let dir = opendir(directory) else { throw .io(path: directory, errno: errno) }
+        defer { closedir(dir) }
+        var numbers: [Int64] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasSuffix(".pack"), let n = Int64(name.dropLast(5)) { numbers.append(n) }
+        }
+        return numbers.sorted()
+    }
+
+    private static func openForAppend(directory: String, number: Int64) throws(StoreError) -> (Int32, Int64) {
+        let path = Self.path(directory: directory, number: number)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .io(path: path, errno: errno) }
+        var st = stat()
+        fstat(fd, &st)
+        var size = Int64(st.st_size)
+        if size < Int64(header.count) {
+            // New, or a header torn by a crash before any record: (re)write it.
+            let written = header.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+            guard written == header.count else { throw .io(path: path, errno: errno) }
+            size = Int64(header.count)
+        } else {
+            var found = [UInt8](repeating: 0, count: header.count)
+            _ = found.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+            guard found == header else {
+                close(fd)
+                throw .corrupt(object: "pack \(path)", reason: "bad header (unknown format or not a pack)")
+            }
+        }
+        return (fd, size)
+    }
+
+    /// Appends one record; the bytes are in the kernel (safe against a process crash) when this returns,
+    /// on disk only after `sync`.
+    func append(id: ChunkID, ciphertext: [UInt8]) throws(StoreError) -> ChunkLocation {
+        var record = [UInt8]()
+        record.reserveCapacity(Self.recordHeaderSize + ciphertext.count)
+        withUnsafeBytes(of: UInt32(ciphertext.count).littleEndian) { record.append(contentsOf: $0) }
+        id.withUnsafeBytes { record.append(contentsOf: $0) }
+        record.append(contentsOf: ciphertext)
+        let length = Int64(record.count)
+        let (fd, number, offset): (Int32, Int64, Int64) = try writable.withLock { (w) throws(StoreError) in
+            if w.size + length > Self.maximumPackSize {
+                let (fd, size) = try Self.openForAppend(directory: directory, number: w.number + 1)
+                // The old descriptor stays open until synced: close it after fsync.
+                fsync(w.fd)
+                close(w.fd)
+                w.unsynced.remove(w.number)
+                w = Writable(number: w.number + 1, fd: fd, size: size, unsynced: w.unsynced)
+            }
+            let offset = w.size
+            w.size += length
+            w.unsynced.insert(w.number)
+            return (w.fd, w.number, offset)
+        }
+        var done = 0
+        while done < record.count {
+            let n = record.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path(of: number), errno: errno)
+            }
+            done += n
+        }
+        return ChunkLocation(id: id, pack: number, offset: offset, length: Int64(ciphertext.count))
+    }
+
+    /// Reads the ciphertext at `location`, checking the record header names the expected chunk.
+    func read(_ location: ChunkLocation) throws(StoreError) -> [UInt8] {
+        let object = "chunk \(location.id.hex) in pack \(path(of: location.pack)) at offset \(location.offset)"
+        guard location.length >= 0, location.length <= Self.maximumRecordLength else {
+            throw .corrupt(object: object, reason: "length \(location.length) out of range")
+        }
+        let fd = try reader(location.pack)
+        let total = Self.recordHeaderSize + Int(location.length)
+        var record = [UInt8](repeating: 0, count: total)
+        var done = 0
+        while done < total {
+            let n = record.withUnsafeMutableBytes {
+                pread(fd, $0.baseAddress! + done, total - done, off_t(location.offset) + off_t(done))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .io(path: path(of: location.pack), errno: errno)
+            }
+            if n == 0 { throw .corrupt(object: object, reason: "pack truncated") }
+            done += n
+        }
+        let storedLength = UInt32(record[0]) | UInt32(record[1]) << 8 | UInt32(record[2]) << 16 | UInt32(record[3]) << 24
+        guard Int64(storedLength) == location.length, record[4..<36].elementsEqual(location.id.bytes) else {
+            throw .corrupt(object: object, reason: "record header does not match the catalog")
+        }
+        return Array(record[Self.recordHeaderSize...])
+    }
+
+    private func reader(_ number: Int64) throws(StoreError) -> Int32 {
+        try readers.withLock { (fds) throws(StoreError) in
+            if let fd = fds[number] { return fd }
+            let fd = open(path(of: number), O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw .io(path: path(of: number), errno: errno) }
+            fds[number] = fd
+            return fd
+        }
+    }
+
+    /// Makes every record appended so far durable.
+    func sync() throws(StoreError) {
+        let (fd, number, pending) = writable.withLock { w in
+            let pending = w.unsynced
+            w.unsynced = []
+            return (w.fd, w.number, pending)
+        }
+        guard pending.contains(number) else { return }
+        if fdatasync(fd) != 0 { throw .io(path: path(of: number), errno: errno) }
+    }
+
+    /// Total bytes in all packs.
+    func totalSize() -> UInt64 {
+        var total: UInt64 = 0
+        for n in (try? Self.packNumbers(in: directory)) ?? [] {
+            var st = stat()
+            if stat(path(of: n), &st) == 0 { total += UInt64(st.st_size) }
+        }
+        return total
+    }
+}

@@ -1,0 +1,482 @@
+import Dispatch
+import Foundation
+import GRDB
+import Glibc
+import HypernetCrypto
+import HypernetModel
+import Logging
+import Synchronization
+
+/// The current state of one document as the catalog keeps it (a materialized view of its visible head
+/// plus local changes not yet in a revision).
+public struct DocumentRecord: Sendable {
+    public var inode: UInt64
+    public var id: DocumentID
+    public var kind: RevisionKind
+    public var head: RevisionID?
+    public var metadata: RevisionMetadata
+    public var atimeSeconds: Int64
+    public var atimeNanoseconds: UInt32
+    /// The directory listing changed since `head` (a directory revision is due).
+    public var dirty: Bool
+
+    public init(
+        inode: UInt64, id: DocumentID, kind: RevisionKind, head: RevisionID?, metadata: RevisionMetadata,
+        atimeSeconds: Int64, atimeNanoseconds: UInt32, dirty: Bool
+    ) {
+        self.inode = inode
+        self.id = id
+        self.kind = kind
+        self.head = head
+        self.metadata = metadata
+        self.atimeSeconds = atimeSeconds
+        self.atimeNanoseconds = atimeNanoseconds
+        self.dirty = dirty
+    }
+}
+
+public struct EntryRecord: Sendable {
+    public var parent: UInt64
+    public var name: String
+    public var child: UInt64
+}
+
+/// One revision as `hypernet log` shows it.
+public struct RevisionSummary: Sendable {
+    public var id: RevisionID
+    public var time: HLCTime
+    public var kind: RevisionKind
+    public var size: UInt64
+    public var author: SigningPublicKey
+    public var parents: [RevisionID]
+    public var isHead: Bool
+}
+
+/// A document's content as an ordered chunk list plus the manifest nodes that describe it. Keeping the
+/// leaf nodes lets the next revision reuse every leaf whose chunks did not change.
+public struct ManifestTree: Sendable {
+    public private(set) var chunks: [ChunkReference]
+    public private(set) var root: ManifestReference?
+    /// One leaf per `ManifestNode.fanout` chunks, in order.
+    fileprivate var leaves: [ChunkReference]
+
+    public static let empty = ManifestTree(chunks: [], root: nil, leaves: [])
+    public var length: UInt64 { root?.node.length ?? 0 }
+}
+
+/// A node's durable local state: the SQLite catalog and the chunk packs under `Home.storeDirectory`.
+public final class Store: Sendable {
+    public let home: Home
+    public let keyring: Keyring
+    let catalog: Catalog
+    let packs: PackStore
+    private let cache = Mutex(ChunkCache(capacity: 96))
+    private let clock: Mutex<HybridLogicalClock>
+    private let logger: Logger
+
+    /// Opens the store of `home`, creating it if missing.
+    public init(home: Home, keyring: Keyring, logger: Logger) throws(StoreError) {
+        self.home = home
+        self.keyring = keyring
+        self.logger = logger
+        try Home.makeDirectory(home.storeDirectory)
+        catalog = try Catalog(path: home.catalogPath)
+        packs = try PackStore(directory: home.packsDirectory)
+        let last = try catalog.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(time) FROM revisions") ?? 0 }
+        clock = Mutex(HybridLogicalClock(last: HLCTime(rawValue: UInt64(bitPattern: last))))
+    }
+
+    /// The key for content of the owner's tree (one epoch until permission blocks exist).
+    public var epochKey: SecureBytes { keyring.treeKey }
+
+    /// How an author is shown: the identity token if it is ours, else its signing key.
+    public func authorName(_ key: SigningPublicKey) -> String {
+        key == keyring.identity.publicKey ? keyring.identityToken.description : "ed25519:" + Hex.encode(key.bytes)
+    }
+
+    // MARK: Content
+
+    /// Seals the plaintext `ranges` of `buffer` (in parallel) and appends the new ones to the packs.
+    /// Returns the references in order and the locations to record in the committing transaction.
+    public func writeChunks(_ buffer: UnsafeRawBufferPointer, ranges: [Range<Int>]) throws(StoreError)
+        -> (references: [ChunkReference], locations: [ChunkLocation])
+    {
+        guard !ranges.isEmpty else { return ([], []) }
+        let key = epochKey
+        let sealed = [ChunkSealer.Sealed](unsafeUninitializedCapacity: ranges.count) { out, count in
+            // Each iteration writes its own slot of `out`; concurrentPerform returns only when all are done.
+            nonisolated(unsafe) let slots = out
+            nonisolated(unsafe) let source = buffer
+            DispatchQueue.concurrentPerform(iterations: ranges.count) { i in
+                let piece = UnsafeRawBufferPointer(rebasing: source[ranges[i]])
+                (slots.baseAddress! + i).initialize(to: ChunkSealer.seal(piece, epochKey: key))
+            }
+            count = ranges.count
+        }
+        let known = try catalog.existing(sealed.map(\.reference.id))
+        var written = Set<ChunkID>()
+        var locations: [ChunkLocation] = []
+        for s in sealed where !known.contains(s.reference.id) && written.insert(s.reference.id).inserted {
+            locations.append(try packs.append(id: s.reference.id, ciphertext: s.ciphertext))
+        }
+        return (sealed.map(\.reference), locations)
+    }
+
+    /// The plaintext of one chunk; EIO-worthy `StoreError.corrupt` naming it if it is missing or damaged.
+    public func readChunk(_ reference: ChunkReference) throws(StoreError) -> [UInt8] {
+        if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
+        guard let location = try catalog.location(of: reference.id) else {
+            throw .corrupt(object: "chunk \(reference.id.hex)", reason: "missing from the catalog")
+        }
+        let plaintext = try ChunkSealer.open(try packs.read(location), reference: reference)
+        cache.withLock { $0.put(reference.id, plaintext) }
+        return plaintext
+    }
+
+    /// Builds (and stores) the manifest tree for `chunks`, reusing `previous`'s unchanged leaves.
+    public func writeManifest(chunks: [ChunkReference], previous: ManifestTree) throws(StoreError)
+        -> (tree: ManifestTree, locations: [ChunkLocation])
+    {
+        guard !chunks.isEmpty else { return (.empty, []) }
+        let fanout = ManifestNode.fanout
+        var leaves: [ChunkReference?] = []
+        var encoded: [[UInt8]] = []
+        var fresh: [Int] = []
+        for (n, start) in stride(from: 0, to: chunks.count, by: fanout).enumerated() {
+            let group = chunks[start..<min(start + fanout, chunks.count)]
+            if n < previous.leaves.count, start + group.count <= previous.chunks.count,
+                previous.chunks[start..<start + group.count].elementsEqual(group),
+                group.count == fanout || start + group.count == previous.chunks.count
+            {
+                leaves.append(previous.leaves[n])
+            } else {
+                leaves.append(nil)
+                fresh.append(n)
+                encoded.append(ManifestNode(level: 0, children: Array(group)).encoded())
+            }
+        }
+        var locations: [ChunkLocation] = []
+        let (refs, locs) = try writeBlobs(encoded)
+        locations += locs
+        for (i, n) in fresh.enumerated() {
+            leaves[n] = ChunkReference(id: refs[i].id, key: refs[i].key, length: chunks[(n * fanout)..<min((n + 1) * fanout, chunks.count)].reduce(0) { $0 + $1.length })
+        }
+        var level: UInt8 = 0
+        var current = leaves.map { $0! }
+        let finalLeaves = current
+        while current.count > 1 {
+            level += 1
+            let groups = stride(from: 0, to: current.count, by: fanout).map { Array(current[$0..<min($0 + fanout, current.count)]) }
+            let (upper, locs) = try writeBlobs(groups.map { ManifestNode(level: level, children: $0).encoded() })
+            locations += locs
+            current = zip(upper, groups).map { ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length }) }
+        }
+        let tree = ManifestTree(chunks: chunks, root: ManifestReference(node: current[0], level: level), leaves: finalLeaves)
+        return (tree, locations)
+    }
+
+    private func writeBlobs(_ blobs: [[UInt8]]) throws(StoreError) -> ([ChunkReference], [ChunkLocation]) {
+        guard !blobs.isEmpty else { return ([], []) }
+        let joined = blobs.flatMap { $0 }
+        var ranges: [Range<Int>] = []
+        var offset = 0
+        for b in blobs {
+            ranges.append(offset..<offset + b.count)
+            offset += b.count
+        }
+        let result = try joined.withBytes { (buffer) throws(StoreError) in try writeChunks(buffer, ranges: ranges) }
+        return (result.references, result.locations)
+    }
+
+    /// Loads the chunk list below `root`.
+    public func loadManifest(_ root: ManifestReference?) throws(StoreError) -> ManifestTree {
+        guard let root else { return .empty }
+        var chunks: [ChunkReference] = []
+        var leaves: [ChunkReference] = []
+        func walk(_ ref: ChunkReference, level: UInt8) throws(StoreError) {
+            let node: ManifestNode
+            do { node = try ManifestNode(decoding: try readChunk(ref)) } catch let e as StoreError { throw e } catch {
+                throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "\(error)")
+            }
+            guard node.level == level else { throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "wrong level") }
+            if level == 0 {
+                leaves.append(ref)
+                chunks += node.children
+            } else {
+                for child in node.children { try walk(child, level: level - 1) }
+            }
+        }
+        try walk(root.node, level: root.level)
+        return ManifestTree(chunks: chunks, root: root, leaves: leaves)
+    }
+
+    /// Stores a small whole value (a directory listing) as content: chunked, then a manifest.
+    public func writeContent(_ bytes: [UInt8]) throws(StoreError) -> (root: ManifestReference?, locations: [ChunkLocation]) {
+        var ranges: [Range<Int>] = []
+        var start = 0
+        try bytes.withBytes { (all) throws(StoreError) in
+            while start < all.count {
+                let rest = UnsafeRawBufferPointer(rebasing: all[start...])
+                let n = Chunker.standard.firstChunkLength(in: rest, atEnd: true) ?? rest.count
+                ranges.append(start..<start + n)
+                start += n
+            }
+        }
+        let (refs, locations) = try bytes.withBytes { (b) throws(StoreError) in try writeChunks(b, ranges: ranges) }
+        let (tree, more) = try writeManifest(chunks: refs, previous: .empty)
+        return (tree.root, locations + more)
+    }
+
+    public func readContent(_ root: ManifestReference?) throws(StoreError) -> [UInt8] {
+        var out: [UInt8] = []
+        for c in try loadManifest(root).chunks { out += try readChunk(c) }
+        return out
+    }
+
+    // MARK: Catalog
+
+    public func loadDocuments() throws(StoreError) -> [DocumentRecord] {
+        try catalog.read { db in
+            try Row.fetchAll(db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id IS NOT NULL")
+                .map { row in try Self.document(row) }
+        }
+    }
+
+    public func loadEntries() throws(StoreError) -> [EntryRecord] {
+        try catalog.read { db in
+            try Row.fetchAll(db, sql: "SELECT parent, name, child FROM entries").map {
+                EntryRecord(parent: UInt64($0[0] as Int64), name: $0[1], child: UInt64($0[2] as Int64))
+            }
+        }
+    }
+
+    static func document(_ row: Row) throws -> DocumentRecord {
+        let idData: Data = row[1]
+        guard let kind = RevisionKind(rawValue: UInt8(row[2] as Int)) else {
+            throw StoreError.corrupt(object: "document row \(row[0] as Int64)", reason: "kind")
+        }
+        let headData: Data? = row[3]
+        let metadataData: Data = row[4]
+        return DocumentRecord(
+            inode: UInt64(row[0] as Int64), id: try DocumentID(bytes: Array(idData)), kind: kind,
+            head: try headData.map { try Digest(bytes: $0) },
+            metadata: try RevisionMetadata(decoding: Array(metadataData)),
+            atimeSeconds: row[5], atimeNanoseconds: UInt32(row[6] as Int64), dirty: row[7])
+    }
+
+    /// Runs `body` in one catalog write transaction: all of it is committed, or none.
+    public func transaction<T>(_ body: (StoreTransaction) throws -> T) throws(StoreError) -> T {
+        try catalog.write { db in try body(StoreTransaction(db: db, store: self)) }
+    }
+
+    fileprivate func nextTime() -> HLCTime {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let ms = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec / 1_000_000)
+        return clock.withLock { $0.now(wallMilliseconds: ms) }
+    }
+
+    public func revisions(of document: DocumentID) throws(StoreError) -> [RevisionSummary] {
+        try catalog.read { db in
+            let heads = Set(try Data.fetchAll(db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)]))
+            return try Row.fetchAll(
+                db, sql: "SELECT id, record, size FROM revisions WHERE document = ? ORDER BY time DESC, id DESC",
+                arguments: [Data(document.bytes)]
+            ).map { row in
+                let record: Data = row[1]
+                let signed = try SignedRevision(record: Array(record))
+                let r = signed.revision
+                return RevisionSummary(
+                    id: signed.id, time: r.time, kind: r.kind, size: UInt64(row[2] as Int64), author: r.author,
+                    parents: r.parents, isHead: heads.contains(row[0]))
+            }
+        }
+    }
+
+    /// A stored revision and its unsealed metadata.
+    public func revision(_ id: RevisionID) throws(StoreError) -> (revision: Revision, metadata: RevisionMetadata) {
+        let record = try catalog.read { db in
+            try Data.fetchOne(db, sql: "SELECT record FROM revisions WHERE id = ?", arguments: [Data(id.bytes)])
+        }
+        guard let record else { throw .notFound("revision \(id.hex)") }
+        do {
+            let r = try SignedRevision(record: Array(record)).revision
+            return (r, try RevisionMetadata(unsealing: r.sealedMetadata, epochKey: epochKey, document: r.document))
+        } catch {
+            throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
+        }
+    }
+
+    // MARK: Durability
+
+    /// Makes everything committed so far durable: packs first, then the catalog's WAL (fsync of the WAL
+    /// file is exactly what SQLite's `synchronous=FULL` does at commit).
+    public func sync() throws(StoreError) {
+        try packs.sync()
+        let wal = home.catalogPath + "-wal"
+        let fd = open(wal, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return }
+            throw .io(path: wal, errno: errno)
+        }
+        defer { close(fd) }
+        if fdatasync(fd) != 0 { throw .io(path: wal, errno: errno) }
+    }
+
+    // MARK: Checks
+
+    /// Checks every chunk against its id, every revision's signature, and every document's content.
+    /// Reports problems, never deletes. Empty result: consistent.
+    public func check() -> [String] {
+        var problems: [String] = []
+        do {
+            let chunkRows = try catalog.read { db in try Row.fetchAll(db, sql: "SELECT id, pack, offset, length FROM chunks") }
+            for row in chunkRows {
+                let idData: Data = row[0]
+                guard let id = try? Digest(bytes: idData) else {
+                    problems.append("chunk row with a malformed id")
+                    continue
+                }
+                let location = ChunkLocation(id: id, pack: row[1], offset: row[2], length: row[3])
+                do {
+                    let ciphertext = try packs.read(location)
+                    if BLAKE2b.hash(ciphertext) != id { problems.append("chunk \(id.hex): bytes do not match its id") }
+                } catch {
+                    problems.append("\(error)")
+                }
+            }
+            let revisionRows = try catalog.read { db in try Row.fetchAll(db, sql: "SELECT id, record FROM revisions") }
+            for row in revisionRows {
+                let idData: Data = row[0]
+                let record: Data = row[1]
+                do {
+                    let signed = try SignedRevision(record: Array(record))
+                    if Array(idData) != signed.id.bytes { problems.append("revision \(Hex.encode(idData)): id mismatch") }
+                } catch {
+                    problems.append("revision \(Hex.encode(idData)): \(error)")
+                }
+            }
+            for doc in try loadDocuments() {
+                do { _ = try readContent(doc.metadata.content) } catch {
+                    problems.append("document \(doc.id) (inode \(doc.inode)): \(error)")
+                }
+            }
+        } catch {
+            problems.append("\(error)")
+        }
+        return problems
+    }
+
+    /// Numbers for `hypernet status`.
+    public func statistics() -> StoreStatistics {
+        var s = StoreStatistics()
+        _ = try? catalog.read { db in
+            s.documents = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM documents WHERE id IS NOT NULL") ?? 0
+            s.revisions = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM revisions") ?? 0
+            s.chunks = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM chunks") ?? 0
+        }
+        s.packBytes = packs.totalSize()
+        return s
+    }
+}
+
+/// Catalog writes inside one `Store.transaction`. Valid only inside the closure.
+public struct StoreTransaction {
+    let db: Database
+    let store: Store
+
+    public func insertDocument(id: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, dirty: Bool) throws -> UInt64 {
+        try db.execute(
+            sql: "INSERT INTO documents (id, kind, metadata, dirty) VALUES (?, ?, ?, ?)",
+            arguments: [Data(id.bytes), Int(kind.rawValue), Data(metadata.encoded()), dirty])
+        return UInt64(db.lastInsertedRowID)
+    }
+
+    public func updateDocument(_ d: DocumentRecord) throws {
+        try db.execute(
+            sql: "UPDATE documents SET id = ?, kind = ?, head = ?, metadata = ?, atime_s = ?, atime_ns = ?, dirty = ? WHERE inode = ?",
+            arguments: [
+                Data(d.id.bytes), Int(d.kind.rawValue), d.head.map { Data($0.bytes) }, Data(d.metadata.encoded()),
+                d.atimeSeconds, Int64(d.atimeNanoseconds), d.dirty, Int64(d.inode),
+            ])
+    }
+
+    /// The row stays (its inode number is never reused) but no longer names a document.
+    public func retireDocument(inode: UInt64) throws {
+        try db.execute(sql: "UPDATE documents SET id = NULL WHERE inode = ?", arguments: [Int64(inode)])
+    }
+
+    public func setEntry(parent: UInt64, name: String, child: UInt64) throws {
+        try db.execute(
+            sql: "INSERT OR REPLACE INTO entries (parent, name, child) VALUES (?, ?, ?)",
+            arguments: [Int64(parent), name, Int64(child)])
+    }
+
+    public func removeEntry(parent: UInt64, name: String) throws {
+        try db.execute(sql: "DELETE FROM entries WHERE parent = ? AND name = ?", arguments: [Int64(parent), name])
+    }
+
+    public func recordChunks(_ locations: [ChunkLocation]) throws {
+        for l in locations {
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO chunks (id, pack, offset, length) VALUES (?, ?, ?, ?)",
+                arguments: [Data(l.id.bytes), l.pack, l.offset, l.length])
+        }
+    }
+
+    /// Signs a new revision of `document` by this node's identity, stores it and moves the heads.
+    public func appendRevision(
+        document: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, parents: [RevisionID]
+    ) throws -> RevisionID {
+        let keyring = store.keyring
+        let revision = Revision(
+            document: document, kind: kind, epoch: 0, time: store.nextTime(), author: keyring.identity.publicKey,
+            parents: parents, sealedMetadata: metadata.sealed(epochKey: store.epochKey, document: document))
+        let signed = revision.signed(by: keyring.identity)
+        let id = signed.id
+        let doc = Data(document.bytes)
+        try db.execute(
+            sql: "INSERT OR IGNORE INTO revisions (id, document, time, kind, size, record) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [
+                Data(id.bytes), doc, Int64(bitPattern: revision.time.rawValue), Int(kind.rawValue),
+                Int64(metadata.size), Data(signed.record),
+            ])
+        for p in parents {
+            try db.execute(sql: "DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])
+        }
+        try db.execute(sql: "INSERT OR IGNORE INTO heads (document, revision) VALUES (?, ?)", arguments: [doc, Data(id.bytes)])
+        return id
+    }
+}
+
+public struct StoreStatistics: Sendable, Codable {
+    public var documents = 0
+    public var revisions = 0
+    public var chunks = 0
+    public var packBytes: UInt64 = 0
+    public init() {}
+}
+
+/// A small LRU of chunk plaintexts: sequential reads touch each chunk many times (kernel reads are ≤ 1 MiB).
+struct ChunkCache {
+    let capacity: Int
+    private var entries: [ChunkID: (bytes: [UInt8], tick: UInt64)] = [:]
+    private var tick: UInt64 = 0
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    mutating func get(_ id: ChunkID) -> [UInt8]? {
+        guard let e = entries[id] else { return nil }
+        tick += 1
+        entries[id] = (e.bytes, tick)
+        return e.bytes
+    }
+
+    mutating func put(_ id: ChunkID, _ bytes: [UInt8]) {
+        tick += 1
+        entries[id] = (bytes, tick)
+        if entries.count > capacity, let oldest = entries.min(by: { $0.value.tick < $1.value.tick }) {
+            entries.removeValue(forKey: oldest.key)
+        }
+    }
+}

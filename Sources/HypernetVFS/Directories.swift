@@ -1,0 +1,62 @@
+import Glibc
+import HypernetStore
+
+extension VirtualFileSystem {
+    public func opendir(inode: UInt64) throws(VFSError) -> UInt64 {
+        try state.withLock { (s) throws(VFSError) in
+            let dir = try Self.directory(inode, in: s)
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.handles[h] = .directory(inode: inode, entries: Self.listing(dir))
+            return h
+        }
+    }
+
+    /// `.`, `..`, then the children by name: a snapshot taken at opendir and at each rewind (offset 0).
+    static func listing(_ dir: Node) -> [(name: String, inode: UInt64)] {
+        [(".", dir.inode), ("..", dir.parent)] + dir.children.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    /// Entries after `offset` (0 = from the start, including `.` and `..`), in a stable order.
+    public func readdir(handle: UInt64, offset: UInt64) throws(VFSError) -> [DirectoryEntry] {
+        try state.withLock { (s) throws(VFSError) in
+            guard case .directory(let inode, var entries)? = s.handles[handle] else { throw VFSError(EBADF) }
+            if offset == 0, let dir = s.nodes[inode] {
+                entries = Self.listing(dir)
+                s.handles[handle] = .directory(inode: inode, entries: entries)
+            }
+            guard offset < UInt64(entries.count) else { return [] }
+            var out: [DirectoryEntry] = []
+            for i in Int(offset)..<entries.count {
+                // Entries removed since the snapshot are skipped, as on a native filesystem.
+                guard let node = s.nodes[entries[i].inode], node.linked || i < 2 else { continue }
+                out.append(DirectoryEntry(name: entries[i].name, attributes: node.attributes(), nextOffset: UInt64(i + 1)))
+            }
+            return out
+        }
+    }
+
+    public func releasedir(handle: UInt64) {
+        _ = state.withLock { s in s.handles.removeValue(forKey: handle) }
+    }
+
+    public func fsyncdir(handle: UInt64) throws(VFSError) {
+        let inode: UInt64 = try state.withLock { (s) throws(VFSError) in
+            guard case .directory(let inode, _)? = s.handles[handle] else { throw VFSError(EBADF) }
+            return inode
+        }
+        commitDirectories()
+        do { try store.sync() } catch { throw fail(error, "fsyncdir", inode: inode) }
+    }
+
+    /// Space of the filesystem holding the home: that is where the store grows.
+    public func statfs() throws(VFSError) -> FileSystemStatistics {
+        var st = statvfs()
+        guard statvfs(store.home.path, &st) == 0 else { throw VFSError(errno) }
+        let documents = state.withLock { s in UInt64(s.nodes.count) }
+        return FileSystemStatistics(
+            blockSize: UInt64(st.f_frsize), blocks: UInt64(st.f_blocks), blocksFree: UInt64(st.f_bfree),
+            blocksAvailable: UInt64(st.f_bavail), files: documents + UInt64(st.f_ffree), filesFree: UInt64(st.f_ffree),
+            nameMax: UInt64(Self.nameMax))
+    }
+}

@@ -1,0 +1,224 @@
+import Glibc
+import HypernetModel
+import HypernetStore
+import Synchronization
+
+/// The content of one open regular file: the committed manifest overlaid by writes staged in a sparse
+/// file under HOME/staging. A commit re-chunks only from the chunk holding the first changed byte, and
+/// stops early when the new cut points meet old ones again, so an append costs the appended bytes plus
+/// at most one chunk, and a small edit a few chunks.
+///
+/// Lock order: `FileContent.state` may be held while taking the VFS's state lock, never the reverse.
+final class FileContent: Sendable {
+    struct State {
+        var tree: ManifestTree
+        /// `offsets[i]` is where chunk i starts; one extra element holds the committed length.
+        var offsets: [UInt64]
+        /// Committed bytes below this offset are still part of the file (a truncate lowers it).
+        var baseValid: UInt64
+        var dirty = RangeSet()
+        var size: UInt64
+        /// Something changed since the last commit (content, size, or a new file's first revision).
+        var modified: Bool
+        var lastCommit: ContinuousClock.Instant = .now
+        var handles = 0
+    }
+
+    let state: Mutex<State>
+    let stagingFD: Int32
+    private let stagingPath: String
+    private let store: Store
+
+    init(store: Store, tree: ManifestTree, stagingPath: String, isNew: Bool) throws(VFSError) {
+        self.store = store
+        self.stagingPath = stagingPath
+        stagingFD = open(stagingPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard stagingFD >= 0 else { throw VFSError(errno) }
+        state = Mutex(
+            State(
+                tree: tree, offsets: Self.offsets(tree), baseValid: tree.length, size: tree.length,
+                modified: isNew))
+    }
+
+    deinit {
+        close(stagingFD)
+        unlink(stagingPath)
+    }
+
+    static func offsets(_ tree: ManifestTree) -> [UInt64] {
+        var offsets: [UInt64] = [0]
+        offsets.reserveCapacity(tree.chunks.count + 1)
+        for c in tree.chunks { offsets.append(offsets.last! + c.length) }
+        return offsets
+    }
+
+    // MARK: Reading
+
+    /// Fills `buffer` with the file's bytes from `offset` (the caller keeps it within `size`).
+    static func fill(
+        _ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, state s: State, stagingFD: Int32, store: Store
+    ) throws(VFSError) {
+        let end = offset + UInt64(buffer.count)
+        // Committed bytes first, zeros past them, then the staged writes on top.
+        var pos = offset
+        if pos < s.baseValid, !s.tree.chunks.isEmpty {
+            var i = Self.chunkIndex(containing: pos, offsets: s.offsets)
+            while pos < min(end, s.baseValid), i < s.tree.chunks.count {
+                let chunk: [UInt8]
+                do { chunk = try store.readChunk(s.tree.chunks[i]) } catch { throw VFSError(EIO) }
+                let chunkStart = s.offsets[i]
+                let from = Int(pos - chunkStart)
+                let to = Int(min(UInt64(chunk.count), min(end, s.baseValid) - chunkStart))
+                chunk.withUnsafeBytes { src in
+                    let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)...])
+                    dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[from..<to]))
+                }
+                pos = chunkStart + UInt64(to)
+                i += 1
+            }
+        }
+        if pos < end {
+            UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)...]).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+        for r in s.dirty.intersections(with: offset..<end) {
+            var done = 0
+            let count = Int(r.count)
+            while done < count {
+                let n = pread(
+                    stagingFD, buffer.baseAddress! + Int(r.lowerBound - offset) + done, count - done,
+                    off_t(r.lowerBound) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw VFSError(EIO)
+                }
+                if n == 0 { throw VFSError(EIO) }
+                done += n
+            }
+        }
+    }
+
+    static func chunkIndex(containing offset: UInt64, offsets: [UInt64]) -> Int {
+        // Last i with offsets[i] <= offset, among chunk starts.
+        var lo = 0
+        var hi = offsets.count - 2
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if offsets[mid] <= offset { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+
+    func read(offset: UInt64, count: Int) throws(VFSError) -> [UInt8] {
+        try state.withLock { (s) throws(VFSError) -> [UInt8] in
+            guard offset < s.size else { return [] }
+            let n = Int(min(UInt64(count), s.size - offset))
+            var out = [UInt8](repeating: 0, count: n)
+            try out.withMutableBytes { (b) throws(VFSError) in
+                try Self.fill(b, at: offset, state: s, stagingFD: stagingFD, store: store)
+            }
+            return out
+        }
+    }
+
+    // MARK: Committing
+
+    /// Re-chunks what changed since the last commit and stores the new chunks and manifest. The caller holds
+    /// `state` (passed in) so no write slips between the snapshot and `committed`.
+    static let window = 8 << 20
+
+    func rebuild(_ s: inout State) throws(VFSError) -> (tree: ManifestTree, locations: [ChunkLocation]) {
+        let baseSize = s.tree.length
+        var changeStart = s.dirty.lowerBound ?? .max
+        if s.baseValid < baseSize { changeStart = min(changeStart, s.baseValid) }
+        if s.size != baseSize { changeStart = min(changeStart, min(s.size, baseSize)) }
+        guard changeStart != .max else { return (s.tree, []) }
+        let resync = s.size == baseSize && s.baseValid == baseSize
+        let changeEnd = s.dirty.upperBound ?? 0
+
+        let old = s.tree.chunks
+        var keep = 0
+        if !old.isEmpty {
+            keep = changeStart >= baseSize ? old.count - 1 : Self.chunkIndex(containing: changeStart, offsets: s.offsets)
+        }
+        var chunks = Array(old[0..<keep])
+        var locations: [ChunkLocation] = []
+        var pos = keep < s.offsets.count ? s.offsets[keep] : 0
+        // Old boundaries where the new cuts may meet the old ones again (only for same-size edits).
+        var oldBoundaries: [UInt64: Int] = [:]
+        if resync { for j in (keep + 1)..<s.offsets.count where s.offsets[j] >= changeEnd { oldBoundaries[s.offsets[j]] = j } }
+
+        var buffer = [UInt8](repeating: 0, count: Self.window + Int(Chunker.standard.maximum))
+        var carry = 0  // bytes at the front of `buffer` not yet cut
+        var done = false
+        while !done {
+            let readCount = Int(min(UInt64(Self.window), s.size - (pos + UInt64(carry))))
+            let atEnd = pos + UInt64(carry + readCount) == s.size
+            let state = s
+            try buffer.withMutableBytes { (b) throws(VFSError) in
+                try Self.fill(
+                    UnsafeMutableRawBufferPointer(rebasing: b[carry..<carry + readCount]),
+                    at: pos + UInt64(carry), state: state, stagingFD: stagingFD, store: store)
+            }
+            let available = carry + readCount
+            var ranges: [Range<Int>] = []
+            var start = 0
+            var resumeAt: Int? = nil
+            buffer.withUnsafeBytes { b in
+                while start < available {
+                    let rest = UnsafeRawBufferPointer(rebasing: b[start..<available])
+                    guard let n = Chunker.standard.firstChunkLength(in: rest, atEnd: atEnd) else { break }
+                    ranges.append(start..<start + n)
+                    start += n
+                    if let j = oldBoundaries[pos + UInt64(start)] {
+                        resumeAt = j
+                        break
+                    }
+                }
+            }
+            do {
+                let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges) }
+                chunks += written.references
+                locations += written.locations
+            } catch {
+                throw VFSError(error.isNoSpace ? ENOSPC : EIO)
+            }
+            if let j = resumeAt {
+                chunks += old[j...]
+                done = true
+            } else if atEnd && start == available {
+                done = true
+            } else {
+                // Move the uncut tail to the front and read on.
+                buffer.withUnsafeMutableBytes { b in
+                    b.baseAddress!.copyMemory(from: b.baseAddress! + start, byteCount: available - start)
+                }
+                pos += UInt64(start)
+                carry = available - start
+            }
+        }
+        do {
+            let manifest = try store.writeManifest(chunks: chunks, previous: s.tree)
+            return (manifest.tree, locations + manifest.locations)
+        } catch {
+            throw VFSError(error.isNoSpace ? ENOSPC : EIO)
+        }
+    }
+
+    /// Marks the state committed with `tree` as its content.
+    func committed(_ s: inout State, tree: ManifestTree) {
+        s.tree = tree
+        s.offsets = Self.offsets(tree)
+        s.baseValid = tree.length
+        s.dirty.removeAll()
+        s.modified = false
+        s.lastCommit = .now
+        ftruncate(stagingFD, 0)
+    }
+}
+
+extension StoreError {
+    var isNoSpace: Bool {
+        if case .io(_, let e) = self { return e == ENOSPC || e == EDQUOT }
+        return false
+    }
+}

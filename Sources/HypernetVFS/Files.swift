@@ -1,0 +1,265 @@
+import Glibc
+import HypernetModel
+import HypernetStore
+
+extension VirtualFileSystem {
+    // MARK: Open files
+
+    /// The node's `FileContent`, created (manifest loaded) on first use; pair with `detachContent`.
+    func attachContent(_ inode: UInt64, isNew: Bool = false) throws(VFSError) -> FileContent {
+        try state.withLock { (s) throws(VFSError) in
+            var node = try Self.node(inode, in: s)
+            guard node.kind == .file else { throw node.isDirectory ? VFSError(EISDIR) : VFSError(EINVAL) }
+            if let content = node.content {
+                node.openCount += 1
+                s.nodes[inode] = node
+                return content
+            }
+            let tree: ManifestTree
+            do { tree = try store.loadManifest(node.record.metadata.content) } catch {
+                throw fail(error, "load content", inode: inode)
+            }
+            let path = store.home.stagingDirectory + "/\(inode).\(s.nextStaging)"
+            s.nextStaging += 1
+            let content = try FileContent(store: store, tree: tree, stagingPath: path, isNew: isNew)
+            node.content = content
+            node.openCount = 1
+            s.nodes[inode] = node
+            return content
+        }
+    }
+
+    /// Drops one use of the node's content; the last one commits anything left and frees the staging file.
+    func detachContent(_ inode: UInt64) {
+        do { try commit(inode) } catch { logger.error("commit at release failed", metadata: ["inode": "\(inode)"]) }
+        state.withLock { s in
+            guard var node = s.nodes[inode] else { return }
+            node.openCount -= 1
+            if node.openCount == 0 { node.content = nil }
+            s.nodes[inode] = node
+            Self.dropIfUnreferenced(inode, in: &s)
+        }
+    }
+
+    /// Opens an existing file; `flags` are the open(2) flags (O_TRUNC arrives here). Returns a handle.
+    public func open(inode: UInt64, flags: Int32, caller: Caller) throws(VFSError) -> UInt64 {
+        let content = try attachContent(inode)
+        if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
+            content.state.withLock { c in
+                c.dirty.removeAll()
+                c.baseValid = 0
+                c.size = 0
+                c.modified = true
+                state.withLock { s in
+                    s.nodes[inode]?.record.metadata.size = 0
+                    s.nodes[inode]?.touch()
+                }
+            }
+        }
+        return state.withLock { s in
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.handles[h] = .file(inode: inode)
+            return h
+        }
+    }
+
+    private func fileHandle(_ handle: UInt64) throws(VFSError) -> (inode: UInt64, content: FileContent) {
+        try state.withLock { (s) throws(VFSError) in
+            guard case .file(let inode)? = s.handles[handle], let content = s.nodes[inode]?.content else {
+                throw VFSError(EBADF)
+            }
+            return (inode, content)
+        }
+    }
+
+    public func read(handle: UInt64, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {
+        let (inode, content) = try fileHandle(handle)
+        do { return try content.read(offset: offset, count: size) } catch {
+            logger.error("read failed: content unreadable (see earlier store errors)", metadata: ["inode": "\(inode)"])
+            throw error
+        }
+    }
+
+    /// Returns the number of bytes written (always all of them on success).
+    public func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(VFSError) -> Int {
+        let (inode, content) = try fileHandle(handle)
+        guard offset.addingReportingOverflow(UInt64(data.count)).overflow == false,
+            offset + UInt64(data.count) <= UInt64(Int64.max)
+        else { throw VFSError(EFBIG) }
+        try content.state.withLock { (c) throws(VFSError) in
+            var done = 0
+            while done < data.count {
+                let n = pwrite(content.stagingFD, data.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw VFSError(errno == ENOSPC ? ENOSPC : EIO)
+                }
+                done += n
+            }
+            c.dirty.insert(offset..<offset + UInt64(data.count))
+            c.size = max(c.size, offset + UInt64(data.count))
+            c.modified = true
+            let size = c.size
+            state.withLock { s in
+                s.nodes[inode]?.record.metadata.size = size
+                s.nodes[inode]?.touch()
+            }
+        }
+        return data.count
+    }
+
+    /// `close` of one file descriptor: commits a revision if the file was written. Never waits on the network.
+    public func flush(handle: UInt64) throws(VFSError) {
+        let (inode, _) = try fileHandle(handle)
+        try commit(inode)
+    }
+
+    public func release(handle: UInt64) {
+        let inode: UInt64? = state.withLock { s in
+            guard case .file(let inode)? = s.handles.removeValue(forKey: handle) else { return nil }
+            return inode
+        }
+        if let inode { detachContent(inode) }
+    }
+
+    /// Commits and makes durable everything written before the call, then waits for the quorum.
+    public func fsync(handle: UInt64, dataOnly: Bool) throws(VFSError) {
+        let (inode, _) = try fileHandle(handle)
+        try commit(inode)
+        try makeDurable(inode)
+    }
+
+    func makeDurable(_ inode: UInt64) throws(VFSError) {
+        do { try store.sync() } catch { throw fail(error, "fsync", inode: inode) }
+        let quorum = state.withLock { s in Self.quorum(of: inode, in: s, default: configuration.quorum) }
+        // One node holds everything durably; more need peers, which this node has none of yet.
+        guard quorum > 1 else { return }
+        if let timeout = configuration.fsyncTimeout {
+            sleep(forSeconds: timeout)
+            logger.warning("fsync quorum not reached", metadata: ["inode": "\(inode)", "quorum": "\(quorum)", "replicas": "1"])
+            throw VFSError(EIO)
+        }
+        while true { sleep(forSeconds: .seconds(3600)) }
+    }
+
+    private func sleep(forSeconds d: Duration) {
+        var request = timespec(tv_sec: Int(d.components.seconds), tv_nsec: Int(d.components.attoseconds / 1_000_000_000))
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+    }
+
+    // MARK: Committing
+
+    /// Makes a revision of `inode` if its content or metadata changed since the last one.
+    func commit(_ inode: UInt64) throws(VFSError) {
+        let content: FileContent? = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).content }
+        guard let content else {
+            try state.withLock { (s) throws(VFSError) in try commitMetadataLocked(inode, in: &s) }
+            return
+        }
+        try content.state.withLock { (c) throws(VFSError) in
+            let changed = state.withLock { s in s.nodes[inode].map { $0.linked && $0.metadataChanged } ?? false }
+            guard c.modified || changed else { return }
+            let (tree, locations) = try content.rebuild(&c)
+            try state.withLock { (s) throws(VFSError) in
+                guard var node = s.nodes[inode], node.linked else { return }
+                node.record.metadata.content = tree.root
+                node.record.metadata.size = c.size
+                try appendRevisionLocked(&node, locations: locations)
+                s.nodes[inode] = node
+            }
+            content.committed(&c, tree: tree)
+        }
+    }
+
+    /// A revision for a metadata-only change (the content stays the committed one).
+    func commitMetadataLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
+        guard var node = s.nodes[inode], node.linked else { return }
+        if node.isDirectory { return try commitDirectoryLocked(inode, in: &s) }
+        guard node.metadataChanged || node.record.head == nil else { return }
+        try appendRevisionLocked(&node, locations: [])
+        s.nodes[inode] = node
+    }
+
+    /// A directory revision: its listing (when changed) as encrypted content, and its metadata.
+    func commitDirectoryLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
+        guard var dir = s.nodes[inode], dir.isDirectory, dir.linked else {
+            s.dirtyDirectories.remove(inode)
+            return
+        }
+        let listingChanged = s.dirtyDirectories.contains(inode) || dir.record.head == nil
+        guard listingChanged || dir.metadataChanged else { return }
+        var locations: [ChunkLocation] = []
+        if listingChanged {
+            let entries = dir.children.compactMap { name, child in
+                s.nodes[child].map { DirectoryListing.Entry(name: name, document: $0.record.id, kind: $0.kind) }
+            }
+            let listing = DirectoryListing(entries: entries).encoded()
+            do {
+                let (root, written) = try store.writeContent(listing)
+                dir.record.metadata.content = root
+                dir.record.metadata.size = UInt64(listing.count)
+                locations = written
+            } catch {
+                throw fail(error, "directory listing", inode: inode)
+            }
+        }
+        try appendRevisionLocked(&dir, locations: locations)
+        s.nodes[inode] = dir
+        s.dirtyDirectories.remove(inode)
+    }
+
+    func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation]) throws(VFSError) {
+        var record = node.record
+        let head = try persist("commit") { tx in
+            try tx.recordChunks(locations)
+            let head = try tx.appendRevision(
+                document: record.id, kind: record.kind, metadata: record.metadata, parents: record.head.map { [$0] } ?? [])
+            record.head = head
+            record.dirty = false
+            try tx.updateDocument(record)
+            return head
+        }
+        node.record.head = head
+        node.record.dirty = false
+        node.metadataChanged = false
+    }
+
+    /// The once-a-second pass: files written while held open, then directories whose listing changed.
+    func commitDue() {
+        let open: [UInt64] = state.withLock { s in s.nodes.values.filter { $0.content != nil }.map(\.inode) }
+        for inode in open {
+            guard let content = state.withLock({ s in s.nodes[inode]?.content }) else { continue }
+            let due = content.state.withLock { c in c.modified && c.lastCommit.duration(to: .now) >= Self.commitInterval }
+            if due {
+                do { try commit(inode) } catch { logger.error("periodic commit failed", metadata: ["inode": "\(inode)"]) }
+            }
+        }
+        commitDirectories()
+    }
+
+    /// Writes a revision for every directory whose entries changed.
+    func commitDirectories() {
+        state.withLock { s in
+            for inode in s.dirtyDirectories.sorted() {
+                do { try commitDirectoryLocked(inode, in: &s) } catch {
+                    logger.error("directory revision failed", metadata: ["inode": "\(inode)"])
+                }
+            }
+        }
+    }
+
+    /// Commits every written file and every changed directory and stops the timer; call once, after the
+    /// kernel is gone (unmount).
+    public func shutdown() {
+        timer.source.cancel()
+        let open: [UInt64] = state.withLock { s in s.nodes.values.filter { $0.content != nil }.map(\.inode) }
+        for inode in open {
+            do { try commit(inode) } catch { logger.error("commit at shutdown failed", metadata: ["inode": "\(inode)"]) }
+        }
+        commitDirectories()
+        do { try store.sync() } catch { logger.error("store sync at shutdown failed: \(error)") }
+        logger.info("filesystem stopped")
+    }
+}

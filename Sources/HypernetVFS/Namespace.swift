@@ -1,0 +1,303 @@
+import Glibc
+import HypernetModel
+import HypernetStore
+
+extension VirtualFileSystem {
+    // MARK: Creating
+
+    /// Regular files only (`S_IFREG`); other node types fail with EPERM.
+    public func mknod(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
+        guard mode & S_IFMT == S_IFREG || mode & S_IFMT == 0 else { throw VFSError(EPERM) }
+        let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
+        try commit(inode)
+        return try getattr(inode: inode)
+    }
+
+    public func mkdir(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
+        let inode = try makeNode(parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller)
+        return try getattr(inode: inode)
+    }
+
+    public func symlink(parent: UInt64, name: String, target: String, caller: Caller) throws(VFSError) -> Attributes {
+        guard target.utf8.count < 4096 else { throw VFSError(ENAMETOOLONG) }
+        let inode = try makeNode(
+            parent: parent, name: name, kind: .symlink, mode: S_IFLNK | 0o777, caller: caller, target: Array(target.utf8))
+        try commit(inode)
+        return try getattr(inode: inode)
+    }
+
+    /// Creates and opens a regular file.
+    public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32, caller: Caller)
+        throws(VFSError) -> (attributes: Attributes, handle: UInt64)
+    {
+        let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
+        _ = try attachContent(inode, isNew: true)
+        let handle = state.withLock { s in
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.handles[h] = .file(inode: inode)
+            return h
+        }
+        return (try getattr(inode: inode), handle)
+    }
+
+    /// Adds a document under `parent`; the new inode has one kernel reference (the lookup the reply makes).
+    func makeNode(
+        parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, caller: Caller, target: [UInt8] = []
+    ) throws(VFSError) -> UInt64 {
+        try Self.validate(name: name)
+        return try state.withLock { (s) throws(VFSError) in
+            var dir = try Self.directory(parent, in: s)
+            guard dir.children[name] == nil else { throw VFSError(EEXIST) }
+            var mode = mode
+            var gid = caller.gid
+            if dir.record.metadata.mode & S_ISGID != 0 {
+                // BSD group semantics under a set-gid directory, as on ext4.
+                gid = dir.record.metadata.gid
+                if kind == .directory { mode |= S_ISGID }
+            }
+            var metadata = RevisionMetadata.new(mode: mode, uid: caller.uid, gid: gid)
+            metadata.symlinkTarget = target
+            let now = Timestamp.now()
+            dir.touch(at: now)
+            dir.record.dirty = true
+            let id = DocumentID.random()
+            let parentRecord = dir.record
+            let inode = try persist("create") { tx in
+                let inode = try tx.insertDocument(id: id, kind: kind, metadata: metadata, dirty: kind == .directory)
+                try tx.setEntry(parent: parent, name: name, child: inode)
+                try tx.updateDocument(parentRecord)
+                return inode
+            }
+            var node = Node(
+                record: DocumentRecord(
+                    inode: inode, id: id, kind: kind, head: nil, metadata: metadata, atimeSeconds: now.seconds,
+                    atimeNanoseconds: UInt32(now.nanoseconds), dirty: kind == .directory),
+                parent: parent, name: name)
+            node.lookups = 1
+            node.metadataChanged = true
+            dir.children[name] = inode
+            if kind == .directory {
+                dir.subdirectories += 1
+                s.dirtyDirectories.insert(inode)
+            }
+            s.nodes[parent] = dir
+            s.nodes[inode] = node
+            s.dirtyDirectories.insert(parent)
+            return inode
+        }
+    }
+
+    // MARK: Removing
+
+    public func unlink(parent: UInt64, name: String) throws(VFSError) {
+        try remove(parent: parent, name: name, directory: false)
+    }
+
+    public func rmdir(parent: UInt64, name: String) throws(VFSError) {
+        if name == "." { throw VFSError(EINVAL) }
+        if name == ".." { throw VFSError(ENOTEMPTY) }
+        try remove(parent: parent, name: name, directory: true)
+    }
+
+    private func remove(parent: UInt64, name: String, directory: Bool) throws(VFSError) {
+        try state.withLock { (s) throws(VFSError) in
+            guard name.utf8.count <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
+            let dir = try Self.directory(parent, in: s)
+            guard let child = dir.children[name], let node = s.nodes[child] else { throw VFSError(ENOENT) }
+            if directory {
+                guard node.isDirectory else { throw VFSError(ENOTDIR) }
+                guard node.children.isEmpty else { throw VFSError(ENOTEMPTY) }
+            } else if node.isDirectory {
+                throw VFSError(EISDIR)
+            }
+            try unlinkLocked(child, in: &s)
+        }
+    }
+
+    /// Removes `inode` from its directory and records a tombstone revision (history stays).
+    func unlinkLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
+        var node = s.nodes[inode]!
+        var dir = s.nodes[node.parent]!
+        let now = Timestamp.now()
+        dir.touch(at: now)
+        dir.record.dirty = true
+        node.touch(modified: false, at: now)
+        let parentRecord = dir.record
+        var record = node.record
+        let name = node.name
+        let head: RevisionID? = try persist("remove") { tx in
+            try tx.removeEntry(parent: dir.inode, name: name)
+            try tx.updateDocument(parentRecord)
+            var head = record.head
+            if record.head != nil || record.kind != .directory {
+                head = try tx.appendRevision(
+                    document: record.id, kind: .tombstone, metadata: record.metadata, parents: record.head.map { [$0] } ?? [])
+            }
+            record.kind = .tombstone
+            record.head = head
+            try tx.updateDocument(record)
+            return head
+        }
+        node.record.head = head
+        node.linked = false
+        node.metadataChanged = false
+        dir.children.removeValue(forKey: name)
+        if node.isDirectory { dir.subdirectories -= 1 }
+        s.nodes[dir.inode] = dir
+        s.nodes[inode] = node
+        s.dirtyDirectories.insert(dir.inode)
+        s.dirtyDirectories.remove(inode)
+        Self.dropIfUnreferenced(inode, in: &s)
+    }
+
+    // MARK: Renaming
+
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: RenameFlags)
+        throws(VFSError)
+    {
+        try Self.validate(name: newName)
+        guard name.utf8.count <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
+        guard !(flags.contains(.noReplace) && flags.contains(.exchange)) else { throw VFSError(EINVAL) }
+        let saved: UInt64? = try state.withLock { (s) throws(VFSError) -> UInt64? in
+            let from = try Self.directory(parent, in: s)
+            let to = try Self.directory(newParent, in: s)
+            guard let source = from.children[name], let sourceNode = s.nodes[source] else { throw VFSError(ENOENT) }
+            let target = to.children[newName]
+            if flags.contains(.exchange) {
+                guard let target else { throw VFSError(ENOENT) }
+                try exchangeLocked(source, target, in: &s)
+                return nil
+            }
+            if let target {
+                if flags.contains(.noReplace) { throw VFSError(EEXIST) }
+                if target == source { return nil }
+            }
+            if sourceNode.isDirectory, Self.isAncestor(source, of: newParent, in: s) { throw VFSError(EINVAL) }
+            guard let target, let targetNode = s.nodes[target] else {
+                try moveLocked(source, to: newParent, name: newName, in: &s)
+                return nil
+            }
+            if sourceNode.isDirectory {
+                guard targetNode.isDirectory else { throw VFSError(ENOTDIR) }
+                guard targetNode.children.isEmpty else { throw VFSError(ENOTEMPTY) }
+            } else if targetNode.isDirectory {
+                throw VFSError(EISDIR)
+            }
+            if sourceNode.kind == .file && targetNode.kind == .file {
+                // A save by rename-over (vim, sed -i, os.replace, mv): the target document lives on
+                // with the source's content; the source's own document ends in a tombstone.
+                try adoptIdentityLocked(of: target, into: source, in: &s)
+                try moveLocked(source, to: newParent, name: newName, in: &s)
+                return source
+            }
+            try unlinkLocked(target, in: &s)
+            try moveLocked(source, to: newParent, name: newName, in: &s)
+            return nil
+        }
+        if let saved { try commit(saved) }
+    }
+
+    static func isAncestor(_ ancestor: UInt64, of inode: UInt64, in s: State) -> Bool {
+        var current = inode
+        while true {
+            if current == ancestor { return true }
+            guard current != rootInode, let node = s.nodes[current] else { return false }
+            current = node.parent
+        }
+    }
+
+    /// Moves the entry of `inode` to `newParent/newName` (which must be free).
+    private func moveLocked(_ inode: UInt64, to newParent: UInt64, name newName: String, in s: inout State) throws(VFSError) {
+        var node = s.nodes[inode]!
+        let oldParent = node.parent
+        let oldName = node.name
+        let now = Timestamp.now()
+        node.touch(modified: false, at: now)
+        s.nodes[oldParent]!.children.removeValue(forKey: oldName)
+        s.nodes[newParent]!.children[newName] = inode
+        if node.isDirectory {
+            s.nodes[oldParent]!.subdirectories -= 1
+            s.nodes[newParent]!.subdirectories += 1
+        }
+        for p in Set([oldParent, newParent]) {
+            s.nodes[p]!.touch(at: now)
+            s.nodes[p]!.record.dirty = true
+            s.dirtyDirectories.insert(p)
+        }
+        node.parent = newParent
+        node.name = newName
+        s.nodes[inode] = node
+        let records = Set([oldParent, newParent]).map { s.nodes[$0]!.record }
+        try persist("rename") { tx in
+            try tx.removeEntry(parent: oldParent, name: oldName)
+            try tx.setEntry(parent: newParent, name: newName, child: inode)
+            for r in records { try tx.updateDocument(r) }
+        }
+    }
+
+    /// RENAME_EXCHANGE: the two entries swap places.
+    private func exchangeLocked(_ a: UInt64, _ b: UInt64, in s: inout State) throws(VFSError) {
+        guard a != b else { return }
+        let na = s.nodes[a]!
+        let nb = s.nodes[b]!
+        if na.isDirectory, Self.isAncestor(a, of: nb.parent, in: s) { throw VFSError(EINVAL) }
+        if nb.isDirectory, Self.isAncestor(b, of: na.parent, in: s) { throw VFSError(EINVAL) }
+        let now = Timestamp.now()
+        s.nodes[na.parent]!.children[na.name] = b
+        s.nodes[nb.parent]!.children[nb.name] = a
+        if na.isDirectory != nb.isDirectory {
+            let delta = na.isDirectory ? 1 : -1
+            s.nodes[na.parent]!.subdirectories -= delta
+            s.nodes[nb.parent]!.subdirectories += delta
+        }
+        s.nodes[a]!.parent = nb.parent
+        s.nodes[a]!.name = nb.name
+        s.nodes[b]!.parent = na.parent
+        s.nodes[b]!.name = na.name
+        s.nodes[a]!.touch(modified: false, at: now)
+        s.nodes[b]!.touch(modified: false, at: now)
+        for p in Set([na.parent, nb.parent]) {
+            s.nodes[p]!.touch(at: now)
+            s.nodes[p]!.record.dirty = true
+            s.dirtyDirectories.insert(p)
+        }
+        let records = Set([na.parent, nb.parent]).map { s.nodes[$0]!.record }
+        try persist("rename") { tx in
+            try tx.setEntry(parent: na.parent, name: na.name, child: b)
+            try tx.setEntry(parent: nb.parent, name: nb.name, child: a)
+            for r in records { try tx.updateDocument(r) }
+        }
+    }
+
+    /// `source` takes over `target`'s document id and history; the caller commits `source` next so the
+    /// target document gets exactly one new revision. `target` leaves the tree.
+    private func adoptIdentityLocked(of target: UInt64, into source: UInt64, in s: inout State) throws(VFSError) {
+        var t = s.nodes[target]!
+        var src = s.nodes[source]!
+        let oldSource = src.record
+        var adopted = src.record
+        adopted.id = t.record.id
+        adopted.head = t.record.head
+        let targetParent = t.parent
+        let targetName = t.name
+        try persist("rename-over") { tx in
+            try tx.removeEntry(parent: targetParent, name: targetName)
+            try tx.retireDocument(inode: target)
+            if oldSource.head != nil {
+                _ = try tx.appendRevision(
+                    document: oldSource.id, kind: .tombstone, metadata: oldSource.metadata,
+                    parents: oldSource.head.map { [$0] } ?? [])
+            }
+            try tx.updateDocument(adopted)
+        }
+        s.nodes[targetParent]!.children.removeValue(forKey: targetName)
+        t.linked = false
+        t.touch(modified: false)
+        s.nodes[target] = t
+        src.record = adopted
+        src.metadataChanged = true
+        s.nodes[source] = src
+        Self.dropIfUnreferenced(target, in: &s)
+    }
+}

@@ -1,0 +1,59 @@
+import Glibc
+import HypernetModel
+import HypernetStore
+
+/// One inode: a document as the kernel sees it. Lives in `VirtualFileSystem.State`, under its lock.
+struct Node {
+    var record: DocumentRecord
+    /// Directories: entries by name. Files and symlinks: empty.
+    var children: [String: UInt64] = [:]
+    var subdirectories = 0
+    /// The directory holding this node, and its name there (a node has one name: no hard links).
+    var parent: UInt64
+    var name: String
+    /// Kernel references (lookup counts); the node is dropped when this is 0 and it is unlinked and closed.
+    var lookups: UInt64 = 0
+    /// Set while any handle (or a truncate) uses a regular file's content.
+    var content: FileContent?
+    var openCount = 0
+    /// False once unlinked/removed; the node stays while the kernel or a handle still refers to it.
+    var linked = true
+    /// A metadata change (mode, times, xattrs) not yet in a revision.
+    var metadataChanged = false
+
+    var inode: UInt64 { record.inode }
+    var kind: RevisionKind { record.kind }
+    var isDirectory: Bool { record.kind == .directory }
+
+    func attributes() -> Attributes {
+        let m = record.metadata
+        let nlink: UInt32 = isDirectory ? UInt32(2 + subdirectories) : (linked ? 1 : 0)
+        let size: UInt64 = record.kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size
+        return Attributes(
+            inode: inode, mode: m.mode, nlink: nlink, uid: m.uid, gid: m.gid, size: size,
+            blocks: (size + 511) / 512,
+            atime: Timestamp(seconds: record.atimeSeconds, nanoseconds: Int32(record.atimeNanoseconds)),
+            mtime: Timestamp(seconds: m.mtimeSeconds, nanoseconds: Int32(m.mtimeNanoseconds)),
+            ctime: Timestamp(seconds: m.ctimeSeconds, nanoseconds: Int32(m.ctimeNanoseconds)))
+    }
+
+    mutating func touch(modified: Bool = true, changed: Bool = true, at now: Timestamp = .now()) {
+        if modified {
+            record.metadata.mtimeSeconds = now.seconds
+            record.metadata.mtimeNanoseconds = UInt32(now.nanoseconds)
+        }
+        if changed {
+            record.metadata.ctimeSeconds = now.seconds
+            record.metadata.ctimeNanoseconds = UInt32(now.nanoseconds)
+        }
+    }
+}
+
+extension RevisionMetadata {
+    static func new(mode: UInt32, uid: UInt32, gid: UInt32, at now: Timestamp = .now()) -> RevisionMetadata {
+        RevisionMetadata(
+            mode: mode, uid: uid, gid: gid, mtimeSeconds: now.seconds, mtimeNanoseconds: UInt32(now.nanoseconds),
+            ctimeSeconds: now.seconds, ctimeNanoseconds: UInt32(now.nanoseconds), size: 0, quorum: 0, xattrs: [],
+            content: nil, symlinkTarget: [])
+    }
+}

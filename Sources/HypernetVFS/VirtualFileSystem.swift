@@ -1,0 +1,251 @@
+import Dispatch
+import Glibc
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+import Logging
+import Synchronization
+
+/// The filesystem as the kernel sees it, without the kernel: inode numbers, open handles, write
+/// staging and the xattr namespace, on top of a `Store`. Every method is thread-safe; the FUSE
+/// adapter calls them from its worker threads and replies with the result or the `VFSError`.
+///
+/// Inode numbers are the catalog's document rows: stable for the life of the store and never reused, so
+/// the FUSE generation is always 0. The root directory is inode 1 (`FUSE_ROOT_ID`).
+///
+/// Revisions are made when a written file is flushed (close) or fsynced, on every metadata change
+/// (chmod, chown, utimens, truncate, xattrs), on rename-over (the target document gets the source's
+/// content and keeps its id and history), and once a second for files held open while written.
+/// Directory revisions (their listings) are written by the same once-a-second pass; the catalog's
+/// entries are committed with each operation, so nothing waits for that pass to be durable.
+public final class VirtualFileSystem: Sendable {
+    public static let rootInode: UInt64 = 1
+    static let nameMax = 255
+    static let commitInterval: Duration = .seconds(1)
+
+    enum Handle {
+        case file(inode: UInt64)
+        case directory(inode: UInt64, entries: [(name: String, inode: UInt64)])
+    }
+
+    struct State {
+        var nodes: [UInt64: Node] = [:]
+        var handles: [UInt64: Handle] = [:]
+        var nextHandle: UInt64 = 1
+        var nextStaging: UInt64 = 1
+        var dirtyDirectories: Set<UInt64> = []
+    }
+
+    let store: Store
+    let configuration: VFSConfiguration
+    let logger: Logger
+    /// Lock order: a `FileContent.state` lock may be held when taking this one, never the reverse.
+    let state: Mutex<State>
+    let timer: CommitTimer
+
+    /// Starts the filesystem on `store`, including its once-a-second commit timer for files held open.
+    public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        // Staged writes of a previous run were never acknowledged (close/fsync commit first): discard them.
+        try Self.clearStaging(store.home.stagingDirectory)
+        var s = State()
+        for record in try store.loadDocuments() where record.kind != .tombstone {
+            s.nodes[record.inode] = Node(record: record, parent: Self.rootInode, name: "")
+        }
+        if s.nodes[Self.rootInode] == nil {
+            try Self.createRoot(store: store, into: &s)
+        }
+        for e in try store.loadEntries() {
+            guard s.nodes[e.parent] != nil, s.nodes[e.child] != nil else {
+                logger.warning("catalog entry points at a missing document", metadata: ["name": "\(e.name)"])
+                continue
+            }
+            s.nodes[e.parent]!.children[e.name] = e.child
+            s.nodes[e.child]!.parent = e.parent
+            s.nodes[e.child]!.name = e.name
+            if s.nodes[e.child]!.isDirectory { s.nodes[e.parent]!.subdirectories += 1 }
+        }
+        s.dirtyDirectories = Set(s.nodes.values.filter { $0.isDirectory && ($0.record.dirty || $0.record.head == nil) }.map(\.inode))
+        state = Mutex(s)
+        timer = CommitTimer()
+        timer.source.setEventHandler { [weak self] in self?.commitDue() }
+        timer.source.resume()
+        logger.info("filesystem ready", metadata: ["documents": "\(s.nodes.count)"])
+    }
+
+    private static func createRoot(store: Store, into s: inout State) throws(StoreError) {
+        let metadata = RevisionMetadata.new(mode: S_IFDIR | 0o755, uid: getuid(), gid: getgid())
+        let id = DocumentID.random()
+        let inode = try store.transaction { tx in try tx.insertDocument(id: id, kind: .directory, metadata: metadata, dirty: true) }
+        guard inode == rootInode else { throw .corrupt(object: "catalog", reason: "root document is inode \(inode)") }
+        let now = Timestamp.now()
+        s.nodes[inode] = Node(
+            record: DocumentRecord(
+                inode: inode, id: id, kind: .directory, head: nil, metadata: metadata, atimeSeconds: now.seconds,
+                atimeNanoseconds: UInt32(now.nanoseconds), dirty: true),
+            parent: inode, name: "")
+    }
+
+    private static func clearStaging(_ directory: String) throws(StoreError) {
+        try Home.makeDirectory(directory)
+        guard let dir = Glibc.opendir(directory) else { throw .io(path: directory, errno: errno) }
+        defer { closedir(dir) }
+        while let entry = Glibc.readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { Glibc.unlink(directory + "/" + name) }
+        }
+    }
+
+    // MARK: Errors
+
+    /// Store failures become EIO (ENOSPC when the disk is full), with a log line naming the object.
+    func fail(_ error: any Error, _ operation: String, inode: UInt64? = nil) -> VFSError {
+        if let e = error as? VFSError { return e }
+        if let e = error as? StoreError, e.isNoSpace { return VFSError(ENOSPC) }
+        logger.error("\(operation) failed: \(error)", metadata: inode.map { ["inode": "\($0)"] } ?? [:])
+        return VFSError(EIO)
+    }
+
+    func persist<T>(_ operation: String, _ body: (StoreTransaction) throws -> T) throws(VFSError) -> T {
+        do { return try store.transaction(body) } catch { throw fail(error, operation) }
+    }
+
+    // MARK: Names and attributes
+
+    /// Looks `name` up in directory `parent`; on success the inode's lookup count grows by one.
+    public func lookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
+        try state.withLock { (s) throws(VFSError) in
+            let dir = try Self.directory(parent, in: s)
+            guard name.utf8.count <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
+            guard let child = dir.children[name] else { throw VFSError(ENOENT) }
+            s.nodes[child]!.lookups += 1
+            return s.nodes[child]!.attributes()
+        }
+    }
+
+    /// The kernel dropped `count` references to `inode` (FUSE `forget`).
+    public func forget(inode: UInt64, count: UInt64) {
+        state.withLock { s in
+            guard var node = s.nodes[inode] else { return }
+            node.lookups -= min(count, node.lookups)
+            s.nodes[inode] = node
+            Self.dropIfUnreferenced(inode, in: &s)
+        }
+    }
+
+    /// Counts one more kernel reference, for each entry that `readdirplus` returns (not `.`/`..`).
+    public func retain(inode: UInt64) {
+        state.withLock { s in s.nodes[inode]?.lookups += 1 }
+    }
+
+    public func getattr(inode: UInt64) throws(VFSError) -> Attributes {
+        try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).attributes() }
+    }
+
+    public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, caller: Caller)
+        throws(VFSError) -> Attributes
+    {
+        if let size = changes.size {
+            let kind = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).kind }
+            if kind == .directory { throw VFSError(EISDIR) }
+            if kind != .file { throw VFSError(EINVAL) }
+            let content = try attachContent(inode)
+            defer { detachContent(inode) }
+            try content.state.withLock { (c) throws(VFSError) in
+                c.dirty.clip(to: size)
+                c.baseValid = min(c.baseValid, size)
+                c.size = size
+                c.modified = true
+                try state.withLock { (s) throws(VFSError) in
+                    s.nodes[inode]!.record.metadata.size = size
+                    s.nodes[inode]!.touch()
+                }
+            }
+        }
+        try state.withLock { (s) throws(VFSError) in
+            var node = try Self.node(inode, in: s)
+            let now = Timestamp.now()
+            var m = node.record.metadata
+            if let mode = changes.mode { m.mode = (m.mode & S_IFMT) | (mode & 0o7777) }
+            if let uid = changes.uid { m.uid = uid }
+            if let gid = changes.gid { m.gid = gid }
+            if changes.killSetID {
+                m.mode &= ~S_ISUID
+                if m.mode & S_IXGRP != 0 { m.mode &= ~S_ISGID }
+            }
+            switch changes.mtime {
+            case .now?: (m.mtimeSeconds, m.mtimeNanoseconds) = (now.seconds, UInt32(now.nanoseconds))
+            case .set(let t)?: (m.mtimeSeconds, m.mtimeNanoseconds) = (t.seconds, UInt32(t.nanoseconds))
+            case nil: break
+            }
+            switch changes.atime {
+            case .now?: (node.record.atimeSeconds, node.record.atimeNanoseconds) = (now.seconds, UInt32(now.nanoseconds))
+            case .set(let t)?: (node.record.atimeSeconds, node.record.atimeNanoseconds) = (t.seconds, UInt32(t.nanoseconds))
+            case nil: break
+            }
+            (m.ctimeSeconds, m.ctimeNanoseconds) = (now.seconds, UInt32(now.nanoseconds))
+            node.record.metadata = m
+            node.metadataChanged = true
+            s.nodes[inode] = node
+        }
+        try commit(inode)
+        return try getattr(inode: inode)
+    }
+
+    public func readlink(inode: UInt64) throws(VFSError) -> String {
+        try state.withLock { (s) throws(VFSError) in
+            let node = try Self.node(inode, in: s)
+            guard node.kind == .symlink else { throw VFSError(EINVAL) }
+            return String(decoding: node.record.metadata.symlinkTarget, as: UTF8.self)
+        }
+    }
+
+    // MARK: Lookup helpers (call with the state lock held)
+
+    static func node(_ inode: UInt64, in s: State) throws(VFSError) -> Node {
+        guard let node = s.nodes[inode] else { throw VFSError(ENOENT) }
+        return node
+    }
+
+    static func directory(_ inode: UInt64, in s: State) throws(VFSError) -> Node {
+        let node = try node(inode, in: s)
+        guard node.isDirectory else { throw VFSError(ENOTDIR) }
+        guard node.linked else { throw VFSError(ENOENT) }
+        return node
+    }
+
+    static func validate(name: String) throws(VFSError) {
+        guard name.utf8.count <= nameMax else { throw VFSError(ENAMETOOLONG) }
+        guard !name.isEmpty, name != ".", name != "..", !name.contains("/") else { throw VFSError(EINVAL) }
+    }
+
+    static func dropIfUnreferenced(_ inode: UInt64, in s: inout State) {
+        guard let node = s.nodes[inode], !node.linked, node.lookups == 0, node.content == nil else { return }
+        s.nodes.removeValue(forKey: inode)
+    }
+
+    /// Effective quorum: the nearest `user.hypernet.quorum` up the tree, else the mount's.
+    static func quorum(of inode: UInt64, in s: State, default value: Int) -> Int {
+        var current = inode
+        while let node = s.nodes[current] {
+            if node.record.metadata.quorum > 0 { return Int(node.record.metadata.quorum) }
+            if current == rootInode || node.parent == current { break }
+            current = node.parent
+        }
+        return value
+    }
+}
+
+/// The once-a-second commit pass.
+// @unchecked Sendable: a dispatch source is thread-safe (libdispatch documents every call as such); the
+// reference itself never changes.
+final class CommitTimer: @unchecked Sendable {
+    let source: DispatchSourceTimer
+
+    init() {
+        source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.vfs.commit"))
+        source.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(100))
+    }
+}

@@ -1,0 +1,114 @@
+import Glibc
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+
+/// The `user.hypernet.*` names (docs/xattrs.md). Other `user.*` names are stored and versioned;
+/// names outside `user.` are refused with ENOTSUP and never stored.
+enum HypernetXattr: String, CaseIterable {
+    case id = "user.hypernet.id"
+    case revision = "user.hypernet.revision"
+    case history = "user.hypernet.history"
+    case conflicts = "user.hypernet.conflicts"
+    case replicas = "user.hypernet.replicas"
+    case quorum = "user.hypernet.quorum"
+
+    static let prefix = "user.hypernet."
+    static let maximumValue = 64 << 10
+}
+
+extension VirtualFileSystem {
+    public func getxattr(inode: UInt64, name: String) throws(VFSError) -> [UInt8] {
+        guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if name.hasPrefix(HypernetXattr.prefix) {
+            guard let known = HypernetXattr(rawValue: name) else { throw VFSError(ENODATA) }
+            return Array(try hypernetValue(known, inode: inode).utf8)
+        }
+        return try state.withLock { (s) throws(VFSError) in
+            let node = try Self.node(inode, in: s)
+            guard let x = node.record.metadata.xattrs.first(where: { $0.name == name }) else { throw VFSError(ENODATA) }
+            return x.value
+        }
+    }
+
+    private func hypernetValue(_ name: HypernetXattr, inode: UInt64) throws(VFSError) -> String {
+        let (node, quorum) = try state.withLock { (s) throws(VFSError) in
+            (try Self.node(inode, in: s), Self.quorum(of: inode, in: s, default: configuration.quorum))
+        }
+        switch name {
+        case .id: return node.record.id.description
+        case .revision: return node.record.head?.hex ?? ""
+        case .history:
+            return try history(of: node).map { "\($0.revision) \($0.time) \($0.author) \($0.size)\n" }.joined()
+        case .conflicts: return ""  // one node cannot fork its own chain
+        case .replicas: return node.record.head == nil ? "0" : "1"
+        case .quorum: return "\(quorum)"
+        }
+    }
+
+    public func listxattr(inode: UInt64) throws(VFSError) -> [String] {
+        try state.withLock { (s) throws(VFSError) in
+            let node = try Self.node(inode, in: s)
+            return HypernetXattr.allCases.map(\.rawValue) + node.record.metadata.xattrs.map(\.name)
+        }
+    }
+
+    public func setxattr(inode: UInt64, name: String, value: [UInt8], flags: XattrFlags, caller: Caller)
+        throws(VFSError)
+    {
+        guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        guard name.utf8.count <= 255, name.utf8.count > 5 else { throw VFSError(ERANGE) }
+        if name.hasPrefix(HypernetXattr.prefix) {
+            guard HypernetXattr(rawValue: name) == .quorum else { throw VFSError(EINVAL) }
+            let text = String(decoding: value, as: UTF8.self).trimmingWhitespace()
+            guard let quorum = UInt8(text), quorum >= 1 else { throw VFSError(EINVAL) }
+            try changeMetadata(inode) { m throws(VFSError) in m.quorum = quorum }
+            return
+        }
+        guard value.count <= HypernetXattr.maximumValue else { throw VFSError(E2BIG) }
+        try changeMetadata(inode) { m throws(VFSError) in
+            let existing = m.xattrs.firstIndex { $0.name == name }
+            if flags.contains(.create), existing != nil { throw VFSError(EEXIST) }
+            if flags.contains(.replace), existing == nil { throw VFSError(ENODATA) }
+            if let existing {
+                m.xattrs[existing].value = value
+            } else {
+                m.xattrs.append(.init(name: name, value: value))
+                m.xattrs.sort { $0.name < $1.name }
+            }
+        }
+    }
+
+    public func removexattr(inode: UInt64, name: String) throws(VFSError) {
+        guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if name.hasPrefix(HypernetXattr.prefix) {
+            throw HypernetXattr(rawValue: name) == nil ? VFSError(ENODATA) : VFSError(EINVAL)
+        }
+        try changeMetadata(inode) { m throws(VFSError) in
+            guard let i = m.xattrs.firstIndex(where: { $0.name == name }) else { throw VFSError(ENODATA) }
+            m.xattrs.remove(at: i)
+        }
+    }
+
+    /// Applies `change` to the node's metadata, bumps ctime and commits a revision.
+    private func changeMetadata(_ inode: UInt64, _ change: (inout RevisionMetadata) throws(VFSError) -> Void) throws(VFSError) {
+        try state.withLock { (s) throws(VFSError) in
+            var node = try Self.node(inode, in: s)
+            try change(&node.record.metadata)
+            node.touch(modified: false)
+            node.metadataChanged = true
+            s.nodes[inode] = node
+        }
+        try commit(inode)
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else { return "" }
+        return String(scalars[first...last])
+    }
+}
