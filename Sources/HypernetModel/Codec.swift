@@ -55,7 +55,7 @@ public struct ByteReader: Sendable {
     public var isAtEnd: Bool { offset == bytes.count }
     public var remaining: Int { bytes.count - offset }
 
-    public mutating func u8() throws(DecodingError) -> UInt8 { try take(1)[0] }
+    public mutating func u8() throws(DecodingError) -> UInt8 { try take(1).first! }
     public mutating func u16() throws(DecodingError) -> UInt16 { try integer() }
     public mutating func u32() throws(DecodingError) -> UInt32 { try integer() }
     public mutating func u64() throws(DecodingError) -> UInt64 { try integer() }

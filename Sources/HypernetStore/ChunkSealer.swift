@@ -48,7 +48,8 @@ enum ChunkSealer {
         return Sealed(reference: ChunkReference(id: id, key: key, length: UInt64(plaintext.count)), ciphertext: ciphertext)
     }
 
-    static func open(_ ciphertext: [UInt8], reference: ChunkReference) throws(StoreError) -> [UInt8] {
+    /// `isData`: the reference's length is the plaintext's (for manifest nodes it is the subtree's).
+    static func open(_ ciphertext: [UInt8], reference: ChunkReference, isData: Bool) throws(StoreError) -> [UInt8] {
         let object = "chunk \(reference.id.hex)"
         let frame: [UInt8]
         do {
@@ -76,7 +77,7 @@ enum ChunkSealer {
         default:
             throw .corrupt(object: object, reason: "unknown codec \(codec)")
         }
-        guard UInt64(plaintext.count) == reference.length else {
+        guard !isData || UInt64(plaintext.count) == reference.length else {
             throw .corrupt(object: object, reason: "length \(plaintext.count), expected \(reference.length)")
         }
         return plaintext

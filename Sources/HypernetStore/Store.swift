@@ -124,11 +124,15 @@ public final class Store: Sendable {
 
     /// The plaintext of one chunk; EIO-worthy `StoreError.corrupt` naming it if it is missing or damaged.
     public func readChunk(_ reference: ChunkReference) throws(StoreError) -> [UInt8] {
+        try readChunk(reference, isData: true)
+    }
+
+    func readChunk(_ reference: ChunkReference, isData: Bool) throws(StoreError) -> [UInt8] {
         if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
         guard let location = try catalog.location(of: reference.id) else {
             throw .corrupt(object: "chunk \(reference.id.hex)", reason: "missing from the catalog")
         }
-        let plaintext = try ChunkSealer.open(try packs.read(location), reference: reference)
+        let plaintext = try ChunkSealer.open(try packs.read(location), reference: reference, isData: isData)
         cache.withLock { $0.put(reference.id, plaintext) }
         return plaintext
     }
@@ -195,7 +199,7 @@ public final class Store: Sendable {
         var leaves: [ChunkReference] = []
         func walk(_ ref: ChunkReference, level: UInt8) throws(StoreError) {
             let node: ManifestNode
-            do { node = try ManifestNode(decoding: try readChunk(ref)) } catch let e as StoreError { throw e } catch {
+            do { node = try ManifestNode(decoding: try readChunk(ref, isData: false)) } catch let e as StoreError { throw e } catch {
                 throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "\(error)")
             }
             guard node.level == level else { throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "wrong level") }

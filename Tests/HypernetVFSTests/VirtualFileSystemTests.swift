@@ -1,0 +1,206 @@
+import Glibc
+import HypernetStore
+import HypernetVFS
+import Logging
+import Testing
+
+/// A VFS on a fresh home in a temp directory, reopenable to check what survives a restart.
+final class Fixture {
+    let home: Home
+    var vfs: VirtualFileSystem
+    let caller = Caller(uid: 0, gid: 0, pid: 1)
+
+    init() throws {
+        var template = Array("/tmp/hypernet-vfs-XXXXXX".utf8CString)
+        let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        home = Home(path: path)
+        vfs = try Self.open(home)
+    }
+
+    static func open(_ home: Home) throws -> VirtualFileSystem {
+        let keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: "test").keyring
+        let store = try Store(home: home, keyring: keyring, logger: Logger(label: "test"))
+        return try VirtualFileSystem(store: store, configuration: VFSConfiguration(), logger: Logger(label: "test"))
+    }
+
+    func reopen() throws {
+        vfs.shutdown()
+        vfs = try Self.open(home)
+    }
+
+    deinit {
+        vfs.shutdown()
+        _ = system("rm -rf '\(home.path)'")
+    }
+
+    @discardableResult
+    func write(_ name: String, _ bytes: [UInt8], parent: UInt64 = VirtualFileSystem.rootInode) throws -> UInt64 {
+        let inode: UInt64
+        let handle: UInt64
+        if let existing = try? vfs.lookup(parent: parent, name: name) {
+            inode = existing.inode
+            handle = try vfs.open(inode: inode, flags: O_WRONLY | O_TRUNC, caller: caller)
+        } else {
+            let created = try vfs.create(parent: parent, name: name, mode: 0o644, flags: O_WRONLY, caller: caller)
+            inode = created.attributes.inode
+            handle = created.handle
+        }
+        _ = try bytes.withUnsafeBytes { b in try vfs.write(handle: handle, offset: 0, data: b) }
+        try vfs.flush(handle: handle)
+        vfs.release(handle: handle)
+        return inode
+    }
+
+    func read(_ name: String, parent: UInt64 = VirtualFileSystem.rootInode) throws -> [UInt8] {
+        let inode = try vfs.lookup(parent: parent, name: name).inode
+        let handle = try vfs.open(inode: inode, flags: O_RDONLY, caller: caller)
+        defer { vfs.release(handle: handle) }
+        return try vfs.read(handle: handle, offset: 0, size: 1 << 30)
+    }
+
+    func xattr(_ name: String, _ file: String) throws -> String {
+        let inode = try vfs.lookup(parent: VirtualFileSystem.rootInode, name: file).inode
+        return String(decoding: try vfs.getxattr(inode: inode, name: name), as: UTF8.self)
+    }
+}
+
+func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed
+    return (0..<count).map { _ in
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+@Suite struct VirtualFileSystemTests {
+    @Test func writeReadAndSurviveRestart() throws {
+        let f = try Fixture()
+        let data = randomBytes(1 << 20, seed: 1)
+        try f.write("a.bin", data)
+        #expect(try f.read("a.bin") == data)
+        try f.reopen()
+        #expect(try f.read("a.bin") == data)
+        #expect(try f.vfs.getattr(inode: f.vfs.lookup(parent: 1, name: "a.bin").inode).size == UInt64(data.count))
+    }
+
+    @Test func eachCloseOfAWrittenFileIsOneRevision() throws {
+        let f = try Fixture()
+        try f.write("f", Array("one\n".utf8))
+        try f.write("f", Array("two\n".utf8))
+        let history = try f.vfs.history(path: "f")
+        #expect(history.count == 2)
+        #expect(try f.vfs.content(path: "f", revision: history[1].revision) == Array("one\n".utf8))
+        #expect(try f.xattr("user.hypernet.revision", "f") == history[0].revision)
+    }
+
+    @Test func renameOverKeepsTheTargetsIdentityAndAddsOneRevision() throws {
+        let f = try Fixture()
+        try f.write("doc", Array("v1".utf8))
+        let id = try f.xattr("user.hypernet.id", "doc")
+        try f.write(".doc.tmp", Array("v2".utf8))
+        try f.vfs.rename(parent: 1, name: ".doc.tmp", newParent: 1, newName: "doc", flags: [])
+        #expect(try f.xattr("user.hypernet.id", "doc") == id)
+        #expect(try f.read("doc") == Array("v2".utf8))
+        #expect(try f.vfs.history(path: "doc").count == 2)
+        #expect(throws: VFSError(ENOENT)) { try f.vfs.lookup(parent: 1, name: ".doc.tmp") }
+        try f.reopen()
+        #expect(try f.xattr("user.hypernet.id", "doc") == id)
+        #expect(try f.read("doc") == Array("v2".utf8))
+    }
+
+    @Test func appendRewritesOnlyTheTail() throws {
+        let f = try Fixture()
+        let packs = f.home.packsDirectory
+        func packBytes() -> Int {
+            var total = 0
+            for n in 1...9 {
+                var st = stat()
+                if stat(packs + "/0000000\(n).pack", &st) == 0 { total += Int(st.st_size) }
+            }
+            return total
+        }
+        let big = randomBytes(24 << 20, seed: 2)
+        let inode = try f.write("log", big)
+        let before = packBytes()
+        let handle = try f.vfs.open(inode: inode, flags: O_WRONLY, caller: f.caller)
+        _ = try Array(repeating: UInt8(ascii: "x"), count: 100).withUnsafeBytes { b in
+            try f.vfs.write(handle: handle, offset: UInt64(big.count), data: b)
+        }
+        try f.vfs.fsync(handle: handle, dataOnly: false)
+        f.vfs.release(handle: handle)
+        let added = packBytes() - before
+        // The last chunk (≤ 256 KiB), one leaf and a root node — never the 24 MiB file.
+        #expect(added < 600 << 10)
+        #expect(try f.read("log") == big + Array(repeating: UInt8(ascii: "x"), count: 100))
+    }
+
+    @Test func editInTheMiddleResynchronizesChunks() throws {
+        let f = try Fixture()
+        var data = randomBytes(8 << 20, seed: 3)
+        let inode = try f.write("m", data)
+        let handle = try f.vfs.open(inode: inode, flags: O_RDWR, caller: f.caller)
+        let patch = Array("PATCH".utf8)
+        _ = try patch.withUnsafeBytes { b in try f.vfs.write(handle: handle, offset: 3 << 20, data: b) }
+        try f.vfs.flush(handle: handle)
+        f.vfs.release(handle: handle)
+        data.replaceSubrange((3 << 20)..<((3 << 20) + 5), with: patch)
+        #expect(try f.read("m") == data)
+    }
+
+    @Test func truncateAndExtendGiveZeros() throws {
+        let f = try Fixture()
+        let inode = try f.write("t", randomBytes(300_000, seed: 4))
+        _ = try f.vfs.setattr(inode: inode, changes: AttributeChanges(size: 1000), handle: nil, caller: f.caller)
+        _ = try f.vfs.setattr(inode: inode, changes: AttributeChanges(size: 5000), handle: nil, caller: f.caller)
+        let content = try f.read("t")
+        #expect(content.count == 5000)
+        #expect(Array(content[..<1000]) == Array(randomBytes(300_000, seed: 4)[..<1000]))
+        #expect(content[1000...].allSatisfy { $0 == 0 })
+    }
+
+    @Test func directoriesAndErrnos() throws {
+        let f = try Fixture()
+        let d = try f.vfs.mkdir(parent: 1, name: "d", mode: 0o755, caller: f.caller)
+        try f.write("inner", Array("x".utf8), parent: d.inode)
+        #expect(throws: VFSError(ENOTEMPTY)) { try f.vfs.rmdir(parent: 1, name: "d") }
+        #expect(throws: VFSError(EEXIST)) { try f.vfs.mkdir(parent: 1, name: "d", mode: 0o755, caller: f.caller) }
+        #expect(throws: VFSError(EINVAL)) { try f.vfs.rename(parent: 1, name: "d", newParent: d.inode, newName: "x", flags: []) }
+        #expect(throws: VFSError(ENAMETOOLONG)) {
+            try f.vfs.mkdir(parent: 1, name: String(repeating: "n", count: 256), mode: 0o755, caller: f.caller)
+        }
+        #expect(try f.vfs.getattr(inode: 1).nlink == 3)
+        try f.reopen()
+        #expect(try f.read("inner", parent: f.vfs.lookup(parent: 1, name: "d").inode) == Array("x".utf8))
+    }
+
+    @Test func xattrsFollowTheContract() throws {
+        let f = try Fixture()
+        let inode = try f.write("x", [1, 2, 3])
+        try f.vfs.setxattr(inode: inode, name: "user.color", value: Array("blue".utf8), flags: [], caller: f.caller)
+        #expect(try f.xattr("user.color", "x") == "blue")
+        #expect(try f.vfs.history(path: "x").count == 2)
+        #expect(throws: VFSError(ENODATA)) { try f.vfs.getxattr(inode: inode, name: "user.hypernet.nope") }
+        #expect(throws: VFSError(EINVAL)) {
+            try f.vfs.setxattr(inode: inode, name: "user.hypernet.nope", value: [], flags: [], caller: f.caller)
+        }
+        #expect(throws: VFSError(EINVAL)) {
+            try f.vfs.setxattr(inode: inode, name: "user.hypernet.quorum", value: Array("zero".utf8), flags: [], caller: f.caller)
+        }
+        #expect(throws: VFSError(ENOTSUP)) {
+            try f.vfs.setxattr(inode: inode, name: "trusted.x", value: [], flags: [], caller: f.caller)
+        }
+        try f.vfs.setxattr(inode: 1, name: "user.hypernet.quorum", value: Array("2".utf8), flags: [], caller: f.caller)
+        #expect(try f.xattr("user.hypernet.quorum", "x") == "2")
+        #expect(try f.xattr("user.hypernet.replicas", "x") == "1")
+    }
+
+    @Test func restoreMakesANewRevisionWithOldContent() throws {
+        let f = try Fixture()
+        try f.write("r", Array("first".utf8))
+        try f.write("r", Array("second".utf8))
+        let old = try f.vfs.history(path: "r")[1].revision
+        _ = try f.vfs.restore(path: "r", revision: String(old.prefix(8)))
+        #expect(try f.read("r") == Array("first".utf8))
+        #expect(try f.vfs.history(path: "r").count == 3)
+    }
+}
