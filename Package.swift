@@ -68,6 +68,7 @@ let package = Package(
             name: "HypernetStoreTests",
             dependencies: [
                 "HypernetStore", "HypernetModel", "HypernetCrypto",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .testTarget(

@@ -1,0 +1,58 @@
+import GRDB
+import Glibc
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+import Logging
+import Testing
+
+@Suite struct StoreTests {
+    func makeStore() throws -> (Store, Home) {
+        var template = Array("/tmp/hypernet-store-XXXXXX".utf8CString)
+        let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        let home = Home(path: path)
+        let keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: nil).keyring
+        return (try Store(home: home, keyring: keyring, logger: Logger(label: "test")), home)
+    }
+
+    @Test func contentRoundTripsAndDeduplicates() throws {
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let bytes = (0..<700_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
+        let first = try store.writeContent(bytes)
+        let second = try store.writeContent(bytes)
+        try store.transaction { tx in try tx.recordChunks(first.locations) }
+        #expect(second.root == first.root)
+        #expect(try store.readContent(first.root) == bytes)
+        #expect(store.check().isEmpty)
+    }
+
+    @Test func aFlippedByteInAPackIsReportedNotReturned() throws {
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let bytes = [UInt8](repeating: 7, count: 10_000) + (0..<50_000).map { UInt8(truncatingIfNeeded: $0 * 7919) }
+        let written = try store.writeContent(bytes)
+        try store.transaction { tx in try tx.recordChunks(written.locations) }
+        let pack = home.packsDirectory + "/00000001.pack"
+        let fd = open(pack, O_RDWR)
+        var st = stat()
+        fstat(fd, &st)
+        var byte: UInt8 = 0
+        pread(fd, &byte, 1, 100)
+        byte ^= 0xff
+        pwrite(fd, &byte, 1, 100)
+        close(fd)
+        let reopened = try Store(home: home, keyring: store.keyring, logger: Logger(label: "test"))
+        #expect(throws: StoreError.self) { try reopened.readContent(written.root) }
+        #expect(!reopened.check().isEmpty)
+    }
+
+    @Test func newerCatalogFormatIsRefused() throws {
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let db = try DatabaseQueue(path: home.catalogPath)
+        try db.write { try $0.execute(sql: "UPDATE settings SET value = '99' WHERE key = 'format'") }
+        try db.close()
+        #expect(throws: StoreError.self) { try Store(home: home, keyring: store.keyring, logger: Logger(label: "test")) }
+    }
+}
