@@ -1,0 +1,84 @@
+import CZstd
+import Glibc
+
+/// zstd compression of chunk plaintexts; the only importer of CZstd. Every libzstd result goes through
+/// ZSTD_isError, and decompression trusts nothing a frame declares beyond a caller-given limit.
+public enum Zstd {
+    /// Level-1 compression; returns nil when the output would not save at least 1/16 of the input (store raw then).
+    public static func compressIfSmaller(_ source: UnsafeRawBufferPointer, level: Int32 = 1) -> [UInt8]? {
+        let capacity = source.count - source.count / 16
+        guard source.count > 0, capacity > 0 else { return nil }
+        let context = CompressionContext.forCurrentThread()
+        var failed = false
+        let output = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            // A frame that does not fit in `capacity` fails with dstSize_tooSmall: not worth storing compressed.
+            let written = ZSTD_compressCCtx(context, buffer.baseAddress, capacity, source.baseAddress, source.count, level)
+            if ZSTD_isError(written) != 0 {
+                failed = true
+                count = 0
+            } else {
+                count = written
+            }
+        }
+        return failed ? nil : output
+    }
+
+    /// Refuses frames whose declared content size is unknown or above `limit` (peers are untrusted).
+    /// Exactly one frame, and nothing after it, is accepted.
+    public static func decompress(_ source: UnsafeRawBufferPointer, limit: Int) throws(ZstdError) -> [UInt8] {
+        guard let base = source.baseAddress, source.count > 0 else { throw ZstdError("empty input") }
+        let declared = ZSTD_getFrameContentSize(base, source.count)
+        // ZSTD_CONTENTSIZE_UNKNOWN and _ERROR are macros Swift does not import: (0ULL - 1) and (0ULL - 2).
+        guard declared != UInt64.max - 1 else { throw ZstdError("not a zstd frame") }
+        guard declared != UInt64.max else { throw ZstdError("frame does not declare its content size") }
+        guard declared <= UInt64(max(limit, 0)) else {
+            throw ZstdError("declared content size \(declared) exceeds the limit \(limit)")
+        }
+        let frameSize = ZSTD_findFrameCompressedSize(base, source.count)
+        if let error = ZstdError(code: frameSize) { throw error }
+        guard frameSize == source.count else { throw ZstdError("\(source.count - frameSize) bytes after the frame") }
+
+        let size = Int(declared)
+        var result = 0
+        let output = [UInt8](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
+            result = ZSTD_decompress(buffer.baseAddress, size, base, source.count)
+            count = ZSTD_isError(result) == 0 ? result : 0
+        }
+        if let error = ZstdError(code: result) { throw error }
+        guard result == size else { throw ZstdError("frame declared \(size) bytes but held \(result)") }
+        return output
+    }
+}
+
+public struct ZstdError: Error, Sendable, CustomStringConvertible {
+    public let description: String
+
+    init(_ description: String) { self.description = description }
+
+    /// nil unless `code` is a libzstd error code.
+    init?(code: Int) {
+        guard ZSTD_isError(code) != 0 else { return nil }
+        description = String(cString: ZSTD_getErrorName(code))
+    }
+}
+
+/// One ZSTD_CCtx per thread, kept for the thread's life: creating a context per call costs an
+/// allocation of its workspace every time, reusing it does not (measured in ZstdTests notes / report).
+private enum CompressionContext {
+    /// The key's destructor frees a thread's context when the thread exits.
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        let rc = pthread_key_create(&key) { context in
+            ZSTD_freeCCtx(OpaquePointer(context))
+        }
+        precondition(rc == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    static func forCurrentThread() -> OpaquePointer {
+        if let existing = pthread_getspecific(key) { return OpaquePointer(existing) }
+        guard let context = ZSTD_createCCtx() else { fatalError("ZSTD_createCCtx failed (out of memory)") }
+        precondition(pthread_setspecific(key, UnsafeRawPointer(context)) == 0)
+        return context
+    }
+}
