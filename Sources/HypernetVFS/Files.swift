@@ -31,7 +31,10 @@ extension VirtualFileSystem {
 
     /// Drops one use of the node's content; the last one commits anything left and frees the staging file.
     func detachContent(_ inode: UInt64) {
-        do { try commit(inode) } catch { logger.error("commit at release failed", metadata: ["inode": "\(inode)"]) }
+        let last = state.withLock { s in s.nodes[inode]?.openCount == 1 }
+        if last {
+            do { try commit(inode) } catch { logger.error("commit at release failed", metadata: ["inode": "\(inode)"]) }
+        }
         state.withLock { s in
             guard var node = s.nodes[inode] else { return }
             node.openCount -= 1

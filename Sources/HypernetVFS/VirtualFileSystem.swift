@@ -147,22 +147,10 @@ public final class VirtualFileSystem: Sendable {
     public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, caller: Caller)
         throws(VFSError) -> Attributes
     {
-        if let size = changes.size {
+        if changes.size != nil {
             let kind = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).kind }
             if kind == .directory { throw VFSError(EISDIR) }
             if kind != .file { throw VFSError(EINVAL) }
-            let content = try attachContent(inode)
-            defer { detachContent(inode) }
-            try content.state.withLock { (c) throws(VFSError) in
-                c.dirty.clip(to: size)
-                c.baseValid = min(c.baseValid, size)
-                c.size = size
-                c.modified = true
-                try state.withLock { (s) throws(VFSError) in
-                    s.nodes[inode]!.record.metadata.size = size
-                    s.nodes[inode]!.touch()
-                }
-            }
         }
         try state.withLock { (s) throws(VFSError) in
             var node = try Self.node(inode, in: s)
@@ -190,7 +178,25 @@ public final class VirtualFileSystem: Sendable {
             node.metadataChanged = true
             s.nodes[inode] = node
         }
-        try commit(inode)
+        var truncated: FileContent? = nil
+        if let size = changes.size {
+            let content = try attachContent(inode)
+            truncated = content
+            content.state.withLock { c in
+                c.dirty.clip(to: size)
+                c.baseValid = min(c.baseValid, size)
+                c.size = size
+                c.modified = true
+                state.withLock { s in
+                    s.nodes[inode]?.record.metadata.size = size
+                    s.nodes[inode]?.touch()
+                }
+            }
+        }
+        defer { if truncated != nil { detachContent(inode) } }
+        // An ftruncate through an open handle is part of a save in progress (vim truncates, then writes):
+        // its revision is the one made when that handle is flushed, not one more.
+        if handle == nil || changes.size == nil { try commit(inode) }
         return try getattr(inode: inode)
     }
 

@@ -203,4 +203,19 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(try f.read("r") == Array("first".utf8))
         #expect(try f.vfs.history(path: "r").count == 3)
     }
+
+    @Test func inPlaceSaveWithFtruncateIsOneRevisionAndPathTruncateIsOne() throws {
+        let f = try Fixture()
+        let inode = try f.write("v", Array("hello\n".utf8))
+        // vim: open O_WRONLY, ftruncate(fd, 0), write, close.
+        let handle = try f.vfs.open(inode: inode, flags: O_WRONLY, caller: f.caller)
+        _ = try f.vfs.setattr(inode: inode, changes: AttributeChanges(size: 0), handle: handle, caller: f.caller)
+        _ = try Array("bye\n".utf8).withUnsafeBytes { b in try f.vfs.write(handle: handle, offset: 0, data: b) }
+        try f.vfs.flush(handle: handle)
+        f.vfs.release(handle: handle)
+        #expect(try f.vfs.history(path: "v").count == 2)
+        #expect(try f.read("v") == Array("bye\n".utf8))
+        _ = try f.vfs.setattr(inode: inode, changes: AttributeChanges(size: 1), handle: nil, caller: f.caller)
+        #expect(try f.vfs.history(path: "v").count == 3)
+    }
 }
