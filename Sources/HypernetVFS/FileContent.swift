@@ -21,7 +21,9 @@ final class FileContent: Sendable {
         /// Something changed since the last commit (content, size, or a new file's first revision).
         var modified: Bool
         var lastCommit: ContinuousClock.Instant = .now
-        var handles = 0
+
+        /// Bytes were written or the size changed (not merely created or opened).
+        var wasWritten: Bool { !dirty.isEmpty || size != tree.length || baseValid < tree.length }
     }
 
     let state: Mutex<State>

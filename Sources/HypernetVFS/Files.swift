@@ -113,8 +113,12 @@ extension VirtualFileSystem {
     }
 
     /// `close` of one file descriptor: commits a revision if the file was written. Never waits on the network.
+    ///
+    /// Only written content is committed here: a shell's `echo hi > f` closes a dup of the new, still empty
+    /// file before writing, and that close is not a save. A file only created gets its revision at release.
     public func flush(handle: UInt64) throws(VFSError) {
-        let (inode, _) = try fileHandle(handle)
+        let (inode, content) = try fileHandle(handle)
+        guard content.state.withLock({ $0.wasWritten }) else { return }
         try commit(inode)
     }
 
