@@ -56,3 +56,22 @@ import Testing
         #expect(throws: StoreError.self) { try Store(home: home, keyring: store.keyring, logger: Logger(label: "test")) }
     }
 }
+
+/// The worked example of docs/store-format.md: if these sizes change, the format changed.
+@Suite struct StoreFormatExampleTests {
+    @Test func helloCostsOneChunkRecordAndOneLeafRecord() throws {
+        var template = Array("/tmp/hypernet-format-XXXXXX".utf8CString)
+        let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        let home = Home(path: path)
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: nil).keyring
+        let store = try Store(home: home, keyring: keyring, logger: Logger(label: "test"))
+        let written = try store.writeContent(Array("hello".utf8))
+        #expect(written.locations.map(\.length) == [22, 95])
+        var st = stat()
+        stat(home.packsDirectory + "/00000001.pack", &st)
+        #expect(st.st_size == 8 + (4 + 32 + 22) + (4 + 32 + 95))
+        #expect(written.root?.level == 0)
+        #expect(written.root?.node.length == 5)
+    }
+}
