@@ -24,12 +24,10 @@ enum ChunkSealer {
     }
 
     static func seal(_ plaintext: UnsafeRawBufferPointer, epochKey: SecureBytes) -> Sealed {
-        let key: Digest = epochKey.withUnsafeBytes { k in
-            var hasher = BLAKE2b.Hasher(key: Array(k))
-            hasher.update(context)
-            hasher.update(plaintext)
-            return hasher.finalize()
-        }
+        var hasher = BLAKE2b.Hasher(key: epochKey)
+        hasher.update(context)
+        hasher.update(plaintext)
+        let key = hasher.finalize()
         var frame: [UInt8]
         let probe = UnsafeRawBufferPointer(rebasing: plaintext.prefix(probeLength))
         if plaintext.count >= 64, Zstd.compressIfSmaller(probe) != nil || plaintext.count <= probeLength,
