@@ -13,7 +13,7 @@ import HypernetModel
 enum ChunkSealer {
     static let context = Array("hypernet chunk v1".utf8)
     static let zeroNonce = [UInt8](repeating: 0, count: AEAD.nonceByteCount)
-    /// Compression is tried on a prefix first; incompressible data skips the full attempt.
+    /// Compression is tried on a prefix first; data that is (nearly) incompressible skips the full attempt.
     static let probeLength = 8 << 10
     /// The largest chunk plaintext a peer may make us decompress.
     static let maximumPlaintext = 1 << 22
@@ -30,7 +30,7 @@ enum ChunkSealer {
         let key = hasher.finalize()
         var frame: [UInt8]
         let probe = UnsafeRawBufferPointer(rebasing: plaintext.prefix(probeLength))
-        if plaintext.count >= 64, Zstd.compressIfSmaller(probe) != nil || plaintext.count <= probeLength,
+        if plaintext.count >= 64, plaintext.count <= probeLength || probeWorthIt(probe),
             let compressed = Zstd.compressIfSmaller(plaintext)
         {
             frame = [1]
@@ -47,6 +47,13 @@ enum ChunkSealer {
     }
 
     /// `isData`: the reference's length is the plaintext's (for manifest nodes it is the subtree's).
+    /// A prefix that zstd shrinks by at least 1/8 predicts a chunk worth compressing; data that is only a
+    /// few percent compressible (most media, fio's buffers) is not worth the time it would cost.
+    static func probeWorthIt(_ probe: UnsafeRawBufferPointer) -> Bool {
+        guard let compressed = Zstd.compressIfSmaller(probe) else { return false }
+        return compressed.count <= probe.count - probe.count / 8
+    }
+
     static func open(_ ciphertext: [UInt8], reference: ChunkReference, isData: Bool) throws(StoreError) -> [UInt8] {
         let object = "chunk \(reference.id.hex)"
         let frame: [UInt8]
