@@ -1,6 +1,6 @@
 // swift-tools-version:6.1
 // Layers, bottom to top (dependencies point down only; see docs/design.md):
-//   C shims (CSodium, CZstd, CFuse3) -> HypernetCrypto -> HypernetModel -> HypernetStore
+//   C shims (CSodium, CZstd, CFuse3, CLinux) -> HypernetCrypto -> HypernetModel -> HypernetStore
 //   -> HypernetVFS -> HypernetFUSE -> HypernetDaemon -> hypernet (CLI)
 import PackageDescription
 
@@ -20,6 +20,8 @@ let package = Package(
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // Linux calls Glibc's Swift module hides behind _GNU_SOURCE (memfd_create).
+        .target(name: "CLinux"),
 
         // The only importer of CSodium: keys in sodium memory, sign, AEAD, hash.
         .target(name: "HypernetCrypto", dependencies: ["CSodium"]),
@@ -37,7 +39,7 @@ let package = Package(
         .target(
             name: "HypernetVFS",
             dependencies: [
-                "HypernetCrypto", "HypernetModel", "HypernetStore",
+                "CLinux", "HypernetCrypto", "HypernetModel", "HypernetStore",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // The only importer of CFuse3: low-level FUSE ops mapped onto HypernetVFS.

@@ -4,7 +4,6 @@ import Glibc
 ///
 ///     HOME/keys/          identity, node and tree keys (0700 dir, 0600 files)
 ///     HOME/store/         catalog.sqlite (+ -wal, -shm) and packs/NNNNNNNN.pack
-///     HOME/staging/       per-open-file write staging; discarded at start-up
 ///     HOME/control.sock   the daemon's control socket (0600)
 ///     HOME/hypernet.log   the daemon's log
 ///     HOME/daemon.pid     PID of the running daemon
@@ -25,7 +24,6 @@ public struct Home: Sendable {
     public var storeDirectory: String { path + "/store" }
     public var catalogPath: String { storeDirectory + "/catalog.sqlite" }
     public var packsDirectory: String { storeDirectory + "/packs" }
-    public var stagingDirectory: String { path + "/staging" }
     public var controlSocketPath: String { path + "/control.sock" }
     public var logPath: String { path + "/hypernet.log" }
     public var pidPath: String { path + "/daemon.pid" }

@@ -1,10 +1,13 @@
+import CLinux
 import Glibc
 import HypernetModel
 import HypernetStore
 import Synchronization
 
 /// The content of one open regular file: the committed manifest overlaid by writes staged in a sparse
-/// file under HOME/staging. A commit re-chunks only from the chunk holding the first changed byte, and
+/// memory file (memfd: staging never costs disk bandwidth, and vanishes with the process — it holds
+/// nothing that was acknowledged). Staged bytes are sealed into chunks (checkpointed) once they pass
+/// `checkpointBytes`, so memory stays bounded however long a file is written without a close. A commit re-chunks only from the chunk holding the first changed byte, and
 /// stops early when the new cut points meet old ones again, so an append costs the appended bytes plus
 /// at most one chunk, and a small edit a few chunks.
 ///
@@ -20,21 +23,20 @@ final class FileContent: Sendable {
         var size: UInt64
         /// Something changed since the last commit (content, size, or a new file's first revision).
         var modified: Bool
+        /// Bytes were written or the size changed since the last revision (not merely created or opened).
+        var writtenSinceRevision = false
         var lastCommit: ContinuousClock.Instant = .now
-
-        /// Bytes were written or the size changed (not merely created or opened).
-        var wasWritten: Bool { !dirty.isEmpty || size != tree.length || baseValid < tree.length }
     }
+
+    static let checkpointBytes: UInt64 = 64 << 20
 
     let state: Mutex<State>
     let stagingFD: Int32
-    private let stagingPath: String
     private let store: Store
 
-    init(store: Store, tree: ManifestTree, stagingPath: String, isNew: Bool) throws(VFSError) {
+    init(store: Store, tree: ManifestTree, isNew: Bool) throws(VFSError) {
         self.store = store
-        self.stagingPath = stagingPath
-        stagingFD = open(stagingPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        stagingFD = CLinux_memfd_create("hypernet-staging")
         guard stagingFD >= 0 else { throw VFSError(errno) }
         state = Mutex(
             State(
@@ -44,7 +46,6 @@ final class FileContent: Sendable {
 
     deinit {
         close(stagingFD)
-        unlink(stagingPath)
     }
 
     static func offsets(_ tree: ManifestTree) -> [UInt64] {
@@ -206,15 +207,21 @@ final class FileContent: Sendable {
         }
     }
 
-    /// Marks the state committed with `tree` as its content.
-    func committed(_ s: inout State, tree: ManifestTree) {
+    /// Makes `tree` (the staged writes, sealed) the base and empties the staging file.
+    func rebase(_ s: inout State, tree: ManifestTree) {
         s.tree = tree
         s.offsets = Self.offsets(tree)
         s.baseValid = tree.length
         s.dirty.removeAll()
-        s.modified = false
-        s.lastCommit = .now
         ftruncate(stagingFD, 0)
+    }
+
+    /// Marks the state committed as a revision with `tree` as its content.
+    func committed(_ s: inout State, tree: ManifestTree) {
+        rebase(&s, tree: tree)
+        s.modified = false
+        s.writtenSinceRevision = false
+        s.lastCommit = .now
     }
 }
 

@@ -19,9 +19,7 @@ extension VirtualFileSystem {
             do { tree = try store.loadManifest(node.record.metadata.content) } catch {
                 throw fail(error, "load content", inode: inode)
             }
-            let path = store.home.stagingDirectory + "/\(inode).\(s.nextStaging)"
-            s.nextStaging += 1
-            let content = try FileContent(store: store, tree: tree, stagingPath: path, isNew: isNew)
+            let content = try FileContent(store: store, tree: tree, isNew: isNew)
             node.content = content
             node.openCount = 1
             s.nodes[inode] = node
@@ -53,6 +51,7 @@ extension VirtualFileSystem {
                 c.baseValid = 0
                 c.size = 0
                 c.modified = true
+                c.writtenSinceRevision = true
                 state.withLock { s in
                     s.nodes[inode]?.record.metadata.size = 0
                     s.nodes[inode]?.touch()
@@ -103,6 +102,14 @@ extension VirtualFileSystem {
             c.dirty.insert(offset..<offset + UInt64(data.count))
             c.size = max(c.size, offset + UInt64(data.count))
             c.modified = true
+            c.writtenSinceRevision = true
+            if c.dirty.byteCount >= FileContent.checkpointBytes {
+                // Seal what is staged without making a revision: memory stays bounded, the work is
+                // spread over the write, and the revision still comes at flush/fsync.
+                let (tree, locations) = try content.rebuild(&c)
+                try persist("checkpoint") { tx in try tx.recordChunks(locations) }
+                content.rebase(&c, tree: tree)
+            }
             let size = c.size
             state.withLock { s in
                 s.nodes[inode]?.record.metadata.size = size
@@ -118,7 +125,7 @@ extension VirtualFileSystem {
     /// file before writing, and that close is not a save. A file only created gets its revision at release.
     public func flush(handle: UInt64) throws(VFSError) {
         let (inode, content) = try fileHandle(handle)
-        guard content.state.withLock({ $0.wasWritten }) else { return }
+        guard content.state.withLock({ $0.writtenSinceRevision }) else { return }
         try commit(inode)
     }
 

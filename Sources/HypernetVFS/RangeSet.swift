@@ -5,6 +5,7 @@ struct RangeSet: Sendable, Equatable {
     var isEmpty: Bool { ranges.isEmpty }
     var lowerBound: UInt64? { ranges.first?.lowerBound }
     var upperBound: UInt64? { ranges.last?.upperBound }
+    var byteCount: UInt64 { ranges.reduce(0) { $0 + ($1.upperBound - $1.lowerBound) } }
 
     mutating func insert(_ r: Range<UInt64>) {
         guard !r.isEmpty else { return }

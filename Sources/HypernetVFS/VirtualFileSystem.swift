@@ -32,7 +32,6 @@ public final class VirtualFileSystem: Sendable {
         var nodes: [UInt64: Node] = [:]
         var handles: [UInt64: Handle] = [:]
         var nextHandle: UInt64 = 1
-        var nextStaging: UInt64 = 1
         var dirtyDirectories: Set<UInt64> = []
     }
 
@@ -48,8 +47,6 @@ public final class VirtualFileSystem: Sendable {
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        // Staged writes of a previous run were never acknowledged (close/fsync commit first): discard them.
-        try Self.clearStaging(store.home.stagingDirectory)
         var s = State()
         for record in try store.loadDocuments() where record.kind != .tombstone {
             s.nodes[record.inode] = Node(record: record, parent: Self.rootInode, name: "")
@@ -86,16 +83,6 @@ public final class VirtualFileSystem: Sendable {
                 inode: inode, id: id, kind: .directory, head: nil, metadata: metadata, atimeSeconds: now.seconds,
                 atimeNanoseconds: UInt32(now.nanoseconds), dirty: true),
             parent: inode, name: "")
-    }
-
-    private static func clearStaging(_ directory: String) throws(StoreError) {
-        try Home.makeDirectory(directory)
-        guard let dir = Glibc.opendir(directory) else { throw .io(path: directory, errno: errno) }
-        defer { closedir(dir) }
-        while let entry = Glibc.readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { Glibc.unlink(directory + "/" + name) }
-        }
     }
 
     // MARK: Errors
@@ -187,6 +174,7 @@ public final class VirtualFileSystem: Sendable {
                 c.baseValid = min(c.baseValid, size)
                 c.size = size
                 c.modified = true
+                c.writtenSinceRevision = true
                 state.withLock { s in
                     s.nodes[inode]?.record.metadata.size = size
                     s.nodes[inode]?.touch()

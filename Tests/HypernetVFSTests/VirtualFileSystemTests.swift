@@ -218,4 +218,25 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         _ = try f.vfs.setattr(inode: inode, changes: AttributeChanges(size: 1), handle: nil, caller: f.caller)
         #expect(try f.vfs.history(path: "v").count == 3)
     }
+
+    @Test func aLongWriteIsCheckpointedNotARevisionPerCheckpoint() throws {
+        let f = try Fixture()
+        let start = ContinuousClock.now
+        let created = try f.vfs.create(parent: 1, name: "big", mode: 0o644, flags: O_WRONLY, caller: f.caller)
+        let piece = randomBytes(1 << 20, seed: 9)
+        var expected: [UInt8] = []
+        for i in 0..<80 {
+            var block = piece
+            block[0] = UInt8(i)
+            _ = try block.withUnsafeBytes { b in try f.vfs.write(handle: created.handle, offset: UInt64(i) << 20, data: b) }
+            expected += block
+        }
+        try f.vfs.flush(handle: created.handle)
+        f.vfs.release(handle: created.handle)
+        // One revision at flush, plus at most one a second from the held-open timer; the 80 MiB passed
+        // the 64 MiB checkpoint without a revision of its own.
+        let seconds = Int((ContinuousClock.now - start).components.seconds)
+        #expect(try f.vfs.history(path: "big").count <= 1 + seconds)
+        #expect(try f.read("big") == expected)
+    }
 }

@@ -1,0 +1,10 @@
+#pragma once
+// Linux calls that Glibc's Swift module does not export (they need _GNU_SOURCE). Only what Swift
+// cannot call: no logic.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <sys/mman.h>
+
+/// memfd_create(name, MFD_CLOEXEC): an anonymous memory file for write staging.
+static inline int CLinux_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
