@@ -71,6 +71,10 @@ public final class Store: Sendable {
     let catalog: Catalog
     let packs: PackStore
     private let cache = Mutex(ChunkCache(capacity: 96))
+    /// Chunk locations already looked up: a sequential read would otherwise query SQLite per chunk.
+    /// Pack records never move, so an entry is never stale; the map is simply dropped when it grows large.
+    private let locations = Mutex<[ChunkID: ChunkLocation]>([:])
+    private static let maximumCachedLocations = 1 << 18
     private let clock: Mutex<HybridLogicalClock>
     private let logger: Logger
 
@@ -129,12 +133,22 @@ public final class Store: Sendable {
 
     func readChunk(_ reference: ChunkReference, isData: Bool) throws(StoreError) -> [UInt8] {
         if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
-        guard let location = try catalog.location(of: reference.id) else {
+        guard let location = try location(of: reference.id) else {
             throw .corrupt(object: "chunk \(reference.id.hex)", reason: "missing from the catalog")
         }
         let plaintext = try ChunkSealer.open(try packs.read(location), reference: reference, isData: isData)
         cache.withLock { $0.put(reference.id, plaintext) }
         return plaintext
+    }
+
+    private func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
+        if let known = locations.withLock({ $0[id] }) { return known }
+        guard let found = try catalog.location(of: id) else { return nil }
+        locations.withLock { map in
+            if map.count >= Self.maximumCachedLocations { map.removeAll(keepingCapacity: true) }
+            map[id] = found
+        }
+        return found
     }
 
     /// Builds (and stores) the manifest tree for `chunks`, reusing `previous`'s unchanged leaves.

@@ -111,8 +111,22 @@ final class FileContent: Sendable {
         return lo
     }
 
+    /// Reads committed chunks without holding the lock (they are immutable), so concurrent readahead
+    /// requests decrypt in parallel; a range touching staged bytes is read under the lock.
     func read(offset: UInt64, count: Int) throws(VFSError) -> [UInt8] {
-        try state.withLock { (s) throws(VFSError) -> [UInt8] in
+        let committed: (State, Int)? = state.withLock { s in
+            guard offset < s.size else { return (s, 0) }
+            let n = Int(min(UInt64(count), s.size - offset))
+            return s.dirty.intersections(with: offset..<offset + UInt64(n)).isEmpty ? (s, n) : nil
+        }
+        if let (snapshot, n) = committed {
+            var out = [UInt8](repeating: 0, count: n)
+            try out.withMutableBytes { (b) throws(VFSError) in
+                try Self.fill(b, at: offset, state: snapshot, stagingFD: stagingFD, store: store)
+            }
+            return out
+        }
+        return try state.withLock { (s) throws(VFSError) -> [UInt8] in
             guard offset < s.size else { return [] }
             let n = Int(min(UInt64(count), s.size - offset))
             var out = [UInt8](repeating: 0, count: n)
