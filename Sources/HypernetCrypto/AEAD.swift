@@ -113,7 +113,8 @@ extension AEAD {
         let result: Result<[UInt8], CryptoError> = ciphertext.withUnsafeBytes { ciphertext in
             nonce.withUnsafeBytes { nonce in
                 withOptionalBytes(associatedData) { ad in
-                    Result { () throws(CryptoError) in try open(ciphertext, key: key, nonce: nonce, associatedData: ad) }
+                    Result { () throws(CryptoError) in try open(ciphertext, key: key, nonce: nonce, associatedData: ad)
+                    }
                 }
             }
         }

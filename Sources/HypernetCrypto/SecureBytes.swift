@@ -14,8 +14,7 @@ public final class SecureBytes: @unchecked Sendable {
     public init(count: Int) {
         precondition(count >= 0)
         Sodium.ready()
-        // sodium_malloc(0) is allowed but returns a pointer we must still free; ask for one byte so the
-        // pointer is never nil-like and always owned.
+        // At least one byte, so that every instance owns a real allocation to free.
         guard let memory = sodium_malloc(max(count, 1)) else { fatalError("sodium_malloc(\(count)) failed") }
         sodium_memzero(memory, max(count, 1))
         self.count = count

@@ -41,7 +41,9 @@ public final class SigningKeyPair: Sendable {
     /// crypto_sign_seed_keypair.
     public init(seed: SecureBytes) throws(CryptoError) {
         Sodium.ready()
-        guard seed.count == Self.seedByteCount else { throw .invalidLength(expected: Self.seedByteCount, actual: seed.count) }
+        guard seed.count == Self.seedByteCount else {
+            throw .invalidLength(expected: Self.seedByteCount, actual: seed.count)
+        }
         let secretKey = SecureBytes(count: crypto_sign_secretkeybytes())
         var publicKey = [UInt8](repeating: 0, count: SigningPublicKey.byteCount)
         seed.withUnsafeBytes { seedBytes in
@@ -59,7 +61,8 @@ public final class SigningKeyPair: Sendable {
         secretKey.withUnsafeBytes { sk in
             makeBytes(count: Self.signatureByteCount) { out in
                 precondition(
-                    crypto_sign_detached(out, nil, message.sodiumPointer, UInt64(message.count), sk.nonEmptyPointer) == 0)
+                    crypto_sign_detached(out, nil, message.sodiumPointer, UInt64(message.count), sk.nonEmptyPointer)
+                        == 0)
             }
         }
     }

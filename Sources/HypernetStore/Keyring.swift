@@ -19,16 +19,18 @@ import HypernetModel
 /// A file with another magic, kind or length is corrupt; a newer version is refused, never guessed at.
 /// Files must be regular, owned by this user, and unreadable by group and others.
 public final class Keyring: Sendable {
-    public let identity: SigningKeyPair      // the user identity (Ed25519)
-    public let identityBox: BoxKeyPair       // the user identity (X25519)
-    public let node: SigningKeyPair          // the node key
+    public let identity: SigningKeyPair  // the user identity (Ed25519)
+    public let identityBox: BoxKeyPair  // the user identity (X25519)
+    public let node: SigningKeyPair  // the node key
     /// Epoch key of the owner's own tree until permission blocks exist (issue 4): 32 random bytes.
     public let treeKey: SecureBytes
     public let name: String?
 
     public var identityToken: IdentityToken { IdentityToken(signing: identity.publicKey, box: identityBox.publicKey) }
 
-    private init(identity: SigningKeyPair, identityBox: BoxKeyPair, node: SigningKeyPair, treeKey: SecureBytes, name: String?) {
+    private init(
+        identity: SigningKeyPair, identityBox: BoxKeyPair, node: SigningKeyPair, treeKey: SecureBytes, name: String?
+    ) {
         self.identity = identity
         self.identityBox = identityBox
         self.node = node
@@ -43,7 +45,9 @@ public final class Keyring: Sendable {
 
     /// Loads the keyring in `directory`, creating any missing key (idempotent). `created` is true if the identity was new.
     /// An existing identity keeps its name; `name` only names a new one.
-    public static func loadOrCreate(directory: String, name: String?) throws(StoreError) -> (keyring: Keyring, created: Bool) {
+    public static func loadOrCreate(directory: String, name: String?) throws(StoreError) -> (
+        keyring: Keyring, created: Bool
+    ) {
         if let name, name.utf8.isEmpty || name.utf8.count > 255 {
             throw .invalid("identity name must be 1 to 255 bytes of UTF-8")
         }
@@ -85,7 +89,9 @@ public final class Keyring: Sendable {
         return Keyring(identity: signing, identityBox: box, node: nodeKey, treeKey: tree, name: name)
     }
 
-    private static func secret(_ directory: String, _ file: String, kind: KeyFile.Kind) throws(StoreError) -> SecureBytes {
+    private static func secret(_ directory: String, _ file: String, kind: KeyFile.Kind) throws(StoreError)
+        -> SecureBytes
+    {
         let path = directory + "/" + file
         guard let contents = try KeyFile.read(path) else { throw .notFound(path) }
         guard contents.kind == kind, contents.payload.count == secretByteCount else {
@@ -129,7 +135,8 @@ public final class Keyring: Sendable {
         }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw .invalid("\(directory) is not a directory") }
         guard info.st_mode & 0o077 == 0 else {
-            throw .invalid("\(directory) is accessible by other users (mode \(octal(info.st_mode))); run chmod 700 \(directory)")
+            throw .invalid(
+                "\(directory) is accessible by other users (mode \(octal(info.st_mode))); run chmod 700 \(directory)")
         }
     }
 }
@@ -145,7 +152,9 @@ enum KeyFile {
     static let maximumByteCount = 4096
 
     enum Kind: UInt8 {
-        case identity = 1, node = 2, tree = 3
+        case identity = 1
+        case node = 2
+        case tree = 3
     }
 
     struct Contents {
@@ -200,7 +209,8 @@ enum KeyFile {
     /// fsync the directory. link, unlike rename, never replaces: two processes creating the same key at
     /// once cannot each believe its own key won. Returns false if the file already existed.
     @discardableResult
-    static func create(_ directory: String, _ file: String, kind: Kind, payload: SecureBytes) throws(StoreError) -> Bool {
+    static func create(_ directory: String, _ file: String, kind: Kind, payload: SecureBytes) throws(StoreError) -> Bool
+    {
         let path = directory + "/" + file
         let temporary = directory + "/." + file + "." + Hex.encode(SecureRandom.bytes(count: 8)) + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)

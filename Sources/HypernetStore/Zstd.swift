@@ -8,11 +8,12 @@ public enum Zstd {
     public static func compressIfSmaller(_ source: UnsafeRawBufferPointer, level: Int32 = 1) -> [UInt8]? {
         let capacity = source.count - source.count / 16
         guard source.count > 0, capacity > 0 else { return nil }
-        let context = CompressionContext.forCurrentThread()
+        let context = ThreadContexts.compression()
         var failed = false
         let output = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
             // A frame that does not fit in `capacity` fails with dstSize_tooSmall: not worth storing compressed.
-            let written = ZSTD_compressCCtx(context, buffer.baseAddress, capacity, source.baseAddress, source.count, level)
+            let written = ZSTD_compressCCtx(
+                context, buffer.baseAddress, capacity, source.baseAddress, source.count, level)
             if ZSTD_isError(written) != 0 {
                 failed = true
                 count = 0
@@ -28,9 +29,8 @@ public enum Zstd {
     public static func decompress(_ source: UnsafeRawBufferPointer, limit: Int) throws(ZstdError) -> [UInt8] {
         guard let base = source.baseAddress, source.count > 0 else { throw ZstdError("empty input") }
         let declared = ZSTD_getFrameContentSize(base, source.count)
-        // ZSTD_CONTENTSIZE_UNKNOWN and _ERROR are macros Swift does not import: (0ULL - 1) and (0ULL - 2).
-        guard declared != UInt64.max - 1 else { throw ZstdError("not a zstd frame") }
-        guard declared != UInt64.max else { throw ZstdError("frame does not declare its content size") }
+        guard declared != ZSTD_CONTENTSIZE_ERROR else { throw ZstdError("not a zstd frame") }
+        guard declared != ZSTD_CONTENTSIZE_UNKNOWN else { throw ZstdError("frame does not declare its content size") }
         guard declared <= UInt64(max(limit, 0)) else {
             throw ZstdError("declared content size \(declared) exceeds the limit \(limit)")
         }
@@ -41,7 +41,7 @@ public enum Zstd {
         let size = Int(declared)
         var result = 0
         let output = [UInt8](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
-            result = ZSTD_decompress(buffer.baseAddress, size, base, source.count)
+            result = ZSTD_decompressDCtx(ThreadContexts.decompression(), buffer.baseAddress, size, base, source.count)
             count = ZSTD_isError(result) == 0 ? result : 0
         }
         if let error = ZstdError(code: result) { throw error }
@@ -62,22 +62,32 @@ public struct ZstdError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// One ZSTD_CCtx per thread, kept for the thread's life: creating a context per call costs an
-/// allocation of its workspace every time, reusing it does not (measured in ZstdTests notes / report).
-private enum CompressionContext {
-    /// The key's destructor frees a thread's context when the thread exits.
-    private static let key: pthread_key_t = {
-        var key = pthread_key_t()
-        let rc = pthread_key_create(&key) { context in
-            ZSTD_freeCCtx(OpaquePointer(context))
-        }
-        precondition(rc == 0, "pthread_key_create failed")
-        return key
-    }()
+/// One compression and one decompression context per thread, kept for the thread's life, instead of the
+/// fresh context libzstd's one-shot calls allocate each time. Best of 15 runs on 64 KiB text chunks, level 1,
+/// release build, this 2-core machine: decompression 785 -> 879 MB/s (ZSTD_decompress vs. this code, checks
+/// included); compression 346 -> 355 MB/s, within noise, kept for symmetry since the mechanism is shared.
+private enum ThreadContexts {
+    /// The keys' destructors free a thread's contexts when the thread exits.
+    private static let compressionKey = makeKey { ZSTD_freeCCtx(OpaquePointer($0)) }
+    private static let decompressionKey = makeKey { ZSTD_freeDCtx(OpaquePointer($0)) }
 
-    static func forCurrentThread() -> OpaquePointer {
+    private static func makeKey(_ destructor: @convention(c) (UnsafeMutableRawPointer?) -> Void) -> pthread_key_t {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, destructor) == 0, "pthread_key_create failed")
+        return key
+    }
+
+    static func compression() -> OpaquePointer {
+        context(compressionKey) { ZSTD_createCCtx() }
+    }
+
+    static func decompression() -> OpaquePointer {
+        context(decompressionKey) { ZSTD_createDCtx() }
+    }
+
+    private static func context(_ key: pthread_key_t, create: () -> OpaquePointer?) -> OpaquePointer {
         if let existing = pthread_getspecific(key) { return OpaquePointer(existing) }
-        guard let context = ZSTD_createCCtx() else { fatalError("ZSTD_createCCtx failed (out of memory)") }
+        guard let context = create() else { fatalError("zstd context allocation failed (out of memory)") }
         precondition(pthread_setspecific(key, UnsafeRawPointer(context)) == 0)
         return context
     }

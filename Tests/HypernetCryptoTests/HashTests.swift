@@ -6,7 +6,8 @@ import Testing
     /// `hashlib.blake2b(digest_size=32)` (the BLAKE2 reference code).
     @Test func knownAnswers() {
         #expect(BLAKE2b.hash([]).hex == "0e5751c026e543b2e8ab2eb06099daa1d1e5df47778f7787faab45cdf12fe3a8")
-        #expect(BLAKE2b.hash(Array("abc".utf8)).hex == "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319")
+        #expect(
+            BLAKE2b.hash(Array("abc".utf8)).hex == "bddd813c634239723171ef3fee98579b94964e3bb1cb3e427262c8c068d52319")
     }
 
     /// The reference `blake2b-kat.txt` lists only 64-byte keyed outputs (key = 00..3f); BLAKE2b's output
@@ -53,7 +54,8 @@ import Testing
             low[position] = 0x7f
             high[position] = 0x81
             if position < 31 { low[31] = 0xff }  // a later byte must not matter
-            let a = try Digest(bytes: low), b = try Digest(bytes: high)
+            let a = try Digest(bytes: low)
+            let b = try Digest(bytes: high)
             #expect(a < b)
             #expect(!(b < a))
         }

@@ -51,7 +51,8 @@ import Testing
     }
 
     @Test func rawBufferOverloads() throws {
-        let key = SecureRandom.bytes(count: 32), nonce = SecureRandom.bytes(count: 24)
+        let key = SecureRandom.bytes(count: 32)
+        let nonce = SecureRandom.bytes(count: 24)
         let plaintext = Array("raw".utf8)
         let sealed = plaintext.withUnsafeBytes { p in
             key.withUnsafeBytes { k in nonce.withUnsafeBytes { n in AEAD.seal(p, key: k, nonce: n) } }
@@ -94,7 +95,8 @@ import Testing
         #expect(zero.bytes == [0, 0, 0, 0])
         #expect(SecureBytes([1, 2, 3]).bytes == [1, 2, 3])
         #expect(SecureBytes(count: 0).bytes == [])
-        let a = SecureBytes.random(count: 32), b = SecureBytes.random(count: 32)
+        let a = SecureBytes.random(count: 32)
+        let b = SecureBytes.random(count: 32)
         #expect(a.count == 32)
         #expect(!a.isEqual(to: b))
         #expect(a.isEqual(to: SecureBytes(a.bytes)))

@@ -15,8 +15,10 @@ import Testing
 
     /// RFC 4648 §10 test vectors, lowercased and without padding.
     @Test func base32Vectors() {
-        let vectors = ["": "", "f": "my", "fo": "mzxq", "foo": "mzxw6", "foob": "mzxw6yq", "fooba": "mzxw6ytb",
-                       "foobar": "mzxw6ytboi"]
+        let vectors = [
+            "": "", "f": "my", "fo": "mzxq", "foo": "mzxw6", "foob": "mzxw6yq", "fooba": "mzxw6ytb",
+            "foobar": "mzxw6ytboi",
+        ]
         for (plain, encoded) in vectors {
             #expect(Base32.encode(Array(plain.utf8)) == encoded)
             #expect(Base32.decode(Array(encoded.utf8)) == Array(plain.utf8))
@@ -41,7 +43,8 @@ import Testing
     /// Pins the text form: signing = 32 × 0x01, box = 32 × 0x02. Expected value from Python's
     /// `base64.b32encode` and `hashlib.blake2b(digest_size=32)`, lowercased, "=" stripped.
     @Test func knownToken() throws {
-        let expected = "hn1aeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaearqwyapw"
+        let expected =
+            "hn1aeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaeaqcaibaearqwyapw"
         #expect(try Self.token(1).description == expected)
         #expect(IdentityToken(expected) == (try Self.token(1)))
     }

@@ -90,7 +90,8 @@ import Testing
                 return BLAKE2b.hash(Array(bytes[offset..<offset + length]))
             }
         }
-        let before = chunks(data), after = Set(chunks(edited))
+        let before = chunks(data)
+        let after = Set(chunks(edited))
         let kept = before.filter(after.contains).count
         #expect(kept >= before.count - 2, "kept \(kept) of \(before.count) chunks")
     }

@@ -12,16 +12,25 @@ import Testing
         return path
     }
 
-    static func removeTree(_ path: String) {
-        if let dir = opendir(path) {
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                if name != "." && name != ".." { unlink(path + "/" + name) }
+    /// Removes what these tests create: ROOT/keys/* , ROOT/keys, ROOT.
+    static func removeTree(_ root: String) {
+        for name in names(root + "/keys") { unlink(root + "/keys/" + name) }
+        rmdir(root + "/keys")
+        rmdir(root)
+    }
+
+    /// Entry names, "." and ".." excluded.
+    static func names(_ directory: String) -> [String] {
+        guard let dir = opendir(directory) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(cString: $0.bindMemory(to: CChar.self).baseAddress!)
             }
-            closedir(dir)
+            if name != "." && name != ".." { names.append(name) }
         }
-        rmdir(path + "/keys")
-        rmdir(path)
+        return names
     }
 
     static func mode(_ path: String) -> mode_t {
@@ -48,7 +57,7 @@ import Testing
 
     @Test func createReloadSameKeys() throws {
         let root = Self.temporaryDirectory()
-        defer { Self.removeTree(root + "/keys"); Self.removeTree(root) }
+        defer { Self.removeTree(root) }
         let directory = root + "/keys"
 
         #expect(throws: StoreError.self) { try Keyring.load(directory: directory) }
@@ -76,19 +85,13 @@ import Testing
             #expect(Self.mode(directory + "/" + file) == 0o600, "\(file)")
         }
         // Only the three key files: no temporary file left behind.
-        var names: [String] = []
-        let dir = opendir(directory)!
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if !name.hasPrefix(".") { names.append(name) } else if name != "." && name != ".." { names.append(name) }
-        }
-        closedir(dir)
+        let names = Self.names(directory)
         #expect(names.sorted() == ["identity.key", "node.key", "tree.key"])
     }
 
     @Test func unnamedIdentityAndMissingNodeKeyIsRecreated() throws {
         let root = Self.temporaryDirectory()
-        defer { Self.removeTree(root + "/keys"); Self.removeTree(root) }
+        defer { Self.removeTree(root) }
         let directory = root + "/keys"
         let first = try Keyring.loadOrCreate(directory: directory, name: nil).keyring
         #expect(first.name == nil)
@@ -102,13 +105,15 @@ import Testing
 
     @Test func refusesBadFiles() throws {
         let root = Self.temporaryDirectory()
-        defer { Self.removeTree(root + "/keys"); Self.removeTree(root) }
+        defer { Self.removeTree(root) }
         let directory = root + "/keys"
         _ = try Keyring.loadOrCreate(directory: directory, name: "bob")
         let identity = directory + "/identity.key"
         let good = Self.contents(identity)
 
-        func expectFailure(_ bytes: [UInt8], _ check: (StoreError) -> Bool, sourceLocation: SourceLocation = #_sourceLocation) {
+        func expectFailure(
+            _ bytes: [UInt8], _ check: (StoreError) -> Bool, sourceLocation: SourceLocation = #_sourceLocation
+        ) {
             Self.overwrite(identity, bytes)
             do {
                 _ = try Keyring.load(directory: directory)
@@ -150,11 +155,13 @@ import Testing
 
     @Test func concurrentCreationAgreesOnOneIdentity() async throws {
         let root = Self.temporaryDirectory()
-        defer { Self.removeTree(root + "/keys"); Self.removeTree(root) }
+        defer { Self.removeTree(root) }
         let directory = root + "/keys"
         let tokens = try await withThrowingTaskGroup(of: String.self) { group in
             for _ in 0..<4 {
-                group.addTask { try Keyring.loadOrCreate(directory: directory, name: nil).keyring.identityToken.description }
+                group.addTask {
+                    try Keyring.loadOrCreate(directory: directory, name: nil).keyring.identityToken.description
+                }
             }
             return try await group.reduce(into: Set<String>()) { $0.insert($1) }
         }

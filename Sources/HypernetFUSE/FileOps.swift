@@ -1,0 +1,95 @@
+import CFuse3
+import Glibc
+import HypernetVFS
+
+// Open files: open/create, read/write, flush (close of one descriptor), release, fsync.
+// `fi->fh` carries the VFS handle from open/create to every later op on the same open file.
+
+func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    let request = Request(req, "open")
+    let info = fi!
+    do {
+        let handle = try request.fileSystem.open(inode: inode, flags: info.pointee.flags, caller: request.caller())
+        info.pointee.fh = handle
+        // Other nodes change content behind the kernel: never keep the page cache across opens.
+        info.pointee.keep_cache = 0
+        // The kernel never sends release for an open whose reply it did not receive.
+        if fuse_reply_open(request.raw, info) != 0 { request.fileSystem.release(handle: handle) }
+    } catch {
+        request.reply(error: error)
+    }
+}
+
+func opCreate(
+    _ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t,
+    _ fi: UnsafeMutablePointer<fuse_file_info>?
+) {
+    let request = Request(req, "create")
+    guard let name = request.string(name) else { return }
+    let info = fi!
+    do {
+        let (attributes, handle) = try request.fileSystem.create(
+            parent: parent, name: name, mode: mode, flags: info.pointee.flags, caller: request.caller())
+        info.pointee.fh = handle
+        info.pointee.keep_cache = 0
+        var entry = fuse_entry_param(attributes)
+        if fuse_reply_create(request.raw, &entry, info) != 0 {
+            request.fileSystem.release(handle: handle)
+            request.fileSystem.forget(inode: attributes.inode, count: 1)
+        }
+    } catch {
+        request.reply(error: error)
+    }
+}
+
+func opRead(
+    _ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?
+) {
+    let request = Request(req, "read")
+    do {
+        request.reply(bytes: try request.fileSystem.read(handle: fi!.pointee.fh, offset: UInt64(offset), size: size))
+    } catch {
+        request.reply(error: error)
+    }
+}
+
+/// The kernel's buffer is handed to the VFS as is; it stays valid until this callback returns.
+func opWrite(
+    _ req: fuse_req_t?, _ inode: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t,
+    _ fi: UnsafeMutablePointer<fuse_file_info>?
+) {
+    let request = Request(req, "write")
+    do {
+        let written = try request.fileSystem.write(
+            handle: fi!.pointee.fh, offset: UInt64(offset), data: UnsafeRawBufferPointer(start: buffer, count: size))
+        fuse_reply_write(request.raw, written)
+    } catch {
+        request.reply(error: error)
+    }
+}
+
+func opFlush(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    let request = Request(req, "flush")
+    do {
+        try request.fileSystem.flush(handle: fi!.pointee.fh)
+        request.replyOK()
+    } catch {
+        request.reply(error: error)
+    }
+}
+
+func opRelease(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    let request = Request(req, "release")
+    request.fileSystem.release(handle: fi!.pointee.fh)
+    request.replyOK()
+}
+
+func opFsync(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ datasync: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    let request = Request(req, "fsync")
+    do {
+        try request.fileSystem.fsync(handle: fi!.pointee.fh, dataOnly: datasync != 0)
+        request.replyOK()
+    } catch {
+        request.reply(error: error)
+    }
+}
