@@ -51,7 +51,6 @@ extension VirtualFileSystem {
                 c.baseValid = 0
                 c.size = 0
                 c.modified = true
-                c.writtenSinceRevision = true
                 state.withLock { s in
                     s.nodes[inode]?.record.metadata.size = 0
                     s.nodes[inode]?.touch()
@@ -125,8 +124,14 @@ extension VirtualFileSystem {
     /// file before writing, and that close is not a save. A file only created gets its revision at release.
     public func flush(handle: UInt64) throws(VFSError) {
         let (inode, content) = try fileHandle(handle)
-        guard content.state.withLock({ $0.writtenSinceRevision }) else { return }
-        try commit(inode)
+        let (written, modified) = content.state.withLock { ($0.writtenSinceRevision, $0.modified) }
+        if written {
+            try commit(inode)
+        } else if modified {
+            // Truncated by open(O_TRUNC) or just created: made durable now (close accepted it), as the
+            // document's pending state; the revision follows with the next written flush or at release.
+            try commit(inode, revision: false)
+        }
     }
 
     public func release(handle: UInt64) {
@@ -165,8 +170,10 @@ extension VirtualFileSystem {
 
     // MARK: Committing
 
-    /// Makes a revision of `inode` if its content or metadata changed since the last one.
-    func commit(_ inode: UInt64) throws(VFSError) {
+    /// Makes a revision of `inode` if its content or metadata changed since the last one. With
+    /// `revision: false` the change is only made durable: the catalog row holds it, marked dirty, and the
+    /// revision is made later (at the latest at the next start).
+    func commit(_ inode: UInt64, revision: Bool = true) throws(VFSError) {
         let content: FileContent? = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).content }
         guard let content else {
             try state.withLock { (s) throws(VFSError) in try commitMetadataLocked(inode, in: &s) }
@@ -180,10 +187,19 @@ extension VirtualFileSystem {
                 guard var node = s.nodes[inode], node.linked else { return }
                 node.record.metadata.content = tree.root
                 node.record.metadata.size = c.size
-                try appendRevisionLocked(&node, locations: locations)
+                if revision {
+                    try appendRevisionLocked(&node, locations: locations)
+                } else {
+                    node.record.dirty = true
+                    let record = node.record
+                    try persist("flush") { tx in
+                        try tx.recordChunks(locations)
+                        try tx.updateDocument(record)
+                    }
+                }
                 s.nodes[inode] = node
             }
-            content.committed(&c, tree: tree)
+            if revision { content.committed(&c, tree: tree) } else { content.rebase(&c, tree: tree) }
         }
     }
 
@@ -191,7 +207,7 @@ extension VirtualFileSystem {
     func commitMetadataLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
         guard var node = s.nodes[inode], node.linked else { return }
         if node.isDirectory { return try commitDirectoryLocked(inode, in: &s) }
-        guard node.metadataChanged || node.record.head == nil else { return }
+        guard node.metadataChanged || node.record.dirty || node.record.head == nil else { return }
         try appendRevisionLocked(&node, locations: [])
         s.nodes[inode] = node
     }
@@ -225,8 +241,13 @@ extension VirtualFileSystem {
     }
 
     func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation]) throws(VFSError) {
+        do { try Self.appendRevision(&node, locations: locations, store: store) } catch { throw fail(error, "commit", inode: node.inode) }
+    }
+
+    /// Signs and stores the next revision of `node`'s document from its current record.
+    static func appendRevision(_ node: inout Node, locations: [ChunkLocation], store: Store) throws(StoreError) {
         var record = node.record
-        let head = try persist("commit") { tx in
+        let head = try store.transaction { tx in
             try tx.recordChunks(locations)
             let head = try tx.appendRevision(
                 document: record.id, kind: record.kind, metadata: record.metadata, parents: record.head.map { [$0] } ?? [])

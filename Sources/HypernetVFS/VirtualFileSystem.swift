@@ -65,6 +65,14 @@ public final class VirtualFileSystem: Sendable {
             if s.nodes[e.child]!.isDirectory { s.nodes[e.parent]!.subdirectories += 1 }
         }
         s.dirtyDirectories = Set(s.nodes.values.filter { $0.isDirectory && ($0.record.dirty || $0.record.head == nil) }.map(\.inode))
+        // Files whose last state was made durable without a revision (a crash between close and
+        // release) get that revision now.
+        let pending = s.nodes.values.filter { !$0.isDirectory && ($0.record.dirty || $0.record.head == nil) }.map(\.inode)
+        for inode in pending {
+            do { try Self.appendRevision(&s.nodes[inode]!, locations: [], store: store) } catch {
+                logger.error("pending revision failed: \(error)", metadata: ["inode": "\(inode)"])
+            }
+        }
         state = Mutex(s)
         timer = CommitTimer()
         timer.source.setEventHandler { [weak self] in self?.commitDue() }

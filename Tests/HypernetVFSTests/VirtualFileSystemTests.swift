@@ -239,4 +239,23 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(try f.vfs.history(path: "big").count <= 1 + seconds)
         #expect(try f.read("big") == expected)
     }
+
+    @Test func shellRedirectionOverAFileIsOneRevision() throws {
+        let f = try Fixture()
+        let inode = try f.write("s", Array("old\n".utf8))
+        // bash `cmd > s`: open(O_TRUNC), dup2 + close (a flush with nothing written), write, close.
+        let handle = try f.vfs.open(inode: inode, flags: O_WRONLY | O_TRUNC, caller: f.caller)
+        try f.vfs.flush(handle: handle)
+        _ = try Array("new\n".utf8).withUnsafeBytes { b in try f.vfs.write(handle: handle, offset: 0, data: b) }
+        try f.vfs.flush(handle: handle)
+        f.vfs.release(handle: handle)
+        #expect(try f.vfs.history(path: "s").count == 2)
+        // `: > s` alone: the truncation is kept at close and becomes a revision by release or shutdown
+        // (the kill -9 case, durable at close and a revision at the next start, is an integration test).
+        let again = try f.vfs.open(inode: inode, flags: O_WRONLY | O_TRUNC, caller: f.caller)
+        try f.vfs.flush(handle: again)
+        try f.reopen()
+        #expect(try f.read("s").isEmpty)
+        #expect(try f.vfs.history(path: "s").count == 3)
+    }
 }
