@@ -48,12 +48,12 @@ public struct IdentityToken: Hashable, Sendable, CustomStringConvertible, Lossle
 }
 
 /// RFC 4648 §6 base32 with the lowercase alphabet and no padding.
-enum Base32 {
+public enum Base32 {
     private static let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
 
-    static func encodedLength(byteCount: Int) -> Int { (byteCount * 8 + 4) / 5 }
+    public static func encodedLength(byteCount: Int) -> Int { (byteCount * 8 + 4) / 5 }
 
-    static func encode(_ bytes: some Collection<UInt8>) -> String {
+    public static func encode(_ bytes: some Collection<UInt8>) -> String {
         var out = [UInt8]()
         out.reserveCapacity(encodedLength(byteCount: bytes.count))
         var buffer: UInt32 = 0
@@ -72,7 +72,7 @@ enum Base32 {
 
     /// nil on a character outside the alphabet, an impossible length, or non-zero trailing bits
     /// (so every byte string has exactly one accepted text form).
-    static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
+    public static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
         guard ![1, 3, 6].contains(text.count % 8) else { return nil }
         var out = [UInt8]()
         out.reserveCapacity(text.count * 5 / 8)

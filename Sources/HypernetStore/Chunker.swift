@@ -72,7 +72,7 @@ public struct Chunker: Sendable {
 /// The 256 gear values: splitmix64 (Steele, Lea, Flood, "Fast Splittable Pseudorandom Number
 /// Generators", OOPSLA 2014; the `next()` of Vigna's splitmix64.c) seeded with 0x6879706572_6e6574
 /// ("hypernet" in ASCII), entry i being the (i+1)-th output. Pinned by ChunkerTests.
-let gearTable: [UInt64] = {
+public let gearTable: [UInt64] = {
     var state: UInt64 = 0x6879_7065_726e_6574
     return (0..<256).map { _ in
         state &+= 0x9e37_79b9_7f4a_7c15

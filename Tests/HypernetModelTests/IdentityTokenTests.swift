@@ -1,7 +1,7 @@
 import HypernetCrypto
 import Testing
 
-@testable import HypernetModel
+import HypernetModel
 
 @Suite struct IdentityTokenTests {
     static func token(_ fill: UInt8 = 0) throws -> IdentityToken {

@@ -1,7 +1,7 @@
 import HypernetCrypto
 import Testing
 
-@testable import HypernetStore
+import HypernetStore
 
 @Suite struct ChunkerTests {
     /// Deterministic test data: splitmix64 from `seed`, each output little-endian.

@@ -2,7 +2,7 @@ import Glibc
 import HypernetCrypto
 import Testing
 
-@testable import HypernetStore
+import HypernetStore
 
 @Suite struct KeyringTests {
     /// A fresh private directory, removed by the caller through `removeTree`.

@@ -1,0 +1,156 @@
+import FoundationEssentials
+import HypernetStore
+import HypernetVFS
+
+// The control socket speaks JSON lines: one request object per line, one response line per request:
+//   {"command":"log","path":"/root/Hypernet/a.txt"}
+//   {"ok":true,"result":[…]}    or    {"ok":false,"error":"not a Hypernet path: /tmp/x","code":4}
+// `code` is the exit status the CLI exits with (docs/cli.md). Content bytes travel as base64.
+
+public struct ControlRequest: Codable, Sendable, Equatable {
+    public enum Command: String, Codable, Sendable {
+        case status, log, cat, restore, fsck, stop, unmount
+    }
+
+    public var command: Command
+    /// Absolute path for log/cat/restore; the mountpoint for unmount.
+    public var path: String?
+    /// A revision id or unique prefix for cat/restore; cat without one reads the current revision.
+    public var revision: String?
+
+    public init(command: Command, path: String? = nil, revision: String? = nil) {
+        self.command = command
+        self.path = path
+        self.revision = revision
+    }
+}
+
+/// What a request handler answers; the server encodes it as one response line.
+public enum ControlReply: Sendable {
+    case success(any Encodable & Sendable)
+    case failure(Failure)
+}
+
+public struct StatusReport: Codable, Sendable {
+    public var node: String
+    public var identity: String
+    public var name: String?
+    public var home: String
+    public var mountpoint: String
+    public var pid: Int32
+    public var statistics: StoreStatistics
+    /// Lines the filesystem contributes (open and dirty files).
+    public var filesystem: [String]
+    /// Connected or configured peers; none until replication exists.
+    public var peers: [String]
+    /// Revisions waiting to reach their quorum.
+    public var replicationBacklog: Int
+}
+
+public struct ContentReply: Codable, Sendable {
+    /// The full id of the revision whose content this is.
+    public var revision: String
+    /// Base64 of the content bytes.
+    public var content: String
+}
+
+public struct RestoreReply: Codable, Sendable {
+    /// The id of the new revision made from the restored content.
+    public var revision: String
+}
+
+public struct FsckReport: Codable, Sendable {
+    /// Empty when the store is consistent.
+    public var problems: [String]
+}
+
+public struct Acknowledgement: Codable, Sendable {
+    public init() {}
+}
+
+// MARK: Envelopes
+
+struct SuccessEnvelope<Result: Encodable>: Encodable {
+    let ok = true
+    let result: Result
+}
+
+struct FailureEnvelope: Codable {
+    var ok = false
+    var error: String
+    var code: Int32
+}
+
+struct ResultEnvelope<Result: Decodable>: Decodable {
+    var result: Result
+}
+
+struct ResponseHead: Decodable {
+    var ok: Bool
+    var error: String?
+    var code: Int32?
+}
+
+enum ControlCodec {
+    /// One response line, newline-terminated.
+    static func encode(_ reply: ControlReply) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var data: Data
+        switch reply {
+        case .success(let result):
+            do {
+                data = try encodeSuccess(result, with: encoder)
+            } catch {
+                data = encodeFailure(Failure(.failure, "cannot encode the reply: \(error)"), with: encoder)
+            }
+        case .failure(let failure):
+            data = encodeFailure(failure, with: encoder)
+        }
+        return Array(data) + [UInt8(ascii: "\n")]
+    }
+
+    private static func encodeSuccess<Result: Encodable>(_ result: Result, with encoder: JSONEncoder) throws -> Data {
+        try encoder.encode(SuccessEnvelope(result: result))
+    }
+
+    private static func encodeFailure(_ failure: Failure, with encoder: JSONEncoder) -> Data {
+        // A struct of a String and an Int always encodes.
+        try! encoder.encode(FailureEnvelope(error: failure.message, code: failure.status.rawValue))
+    }
+
+    static func decodeRequest(_ line: [UInt8]) throws(Failure) -> ControlRequest {
+        do {
+            return try JSONDecoder().decode(ControlRequest.self, from: Data(line))
+        } catch {
+            throw Failure(.usage, "malformed control request: \(error)")
+        }
+    }
+
+    static func encodeRequest(_ request: ControlRequest) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Strings and an enum always encode.
+        return Array(try! encoder.encode(request)) + [UInt8(ascii: "\n")]
+    }
+
+    static func decodeResponse<Result: Decodable>(_ line: [UInt8], as type: Result.Type) throws(Failure) -> Result {
+        let data = Data(line)
+        let decoder = JSONDecoder()
+        let head: ResponseHead
+        do {
+            head = try decoder.decode(ResponseHead.self, from: data)
+        } catch {
+            throw Failure(.failure, "malformed reply from the daemon: \(error)")
+        }
+        guard head.ok else {
+            let status = head.code.flatMap(ExitStatus.init(rawValue:)) ?? .failure
+            throw Failure(status, head.error ?? "the daemon reported an unspecified error")
+        }
+        do {
+            return try decoder.decode(ResultEnvelope<Result>.self, from: data).result
+        } catch {
+            throw Failure(.failure, "malformed reply from the daemon: \(error)")
+        }
+    }
+}

@@ -1,0 +1,137 @@
+import FoundationEssentials
+import Glibc
+import HypernetCrypto
+import HypernetStore
+import HypernetVFS
+import Logging
+
+/// Answers control requests for one running node: the daemon side of every CLI command that
+/// needs the daemon.
+final class Controller: Sendable {
+    let home: Home
+    /// Canonical; paths from the CLI must be inside it.
+    let mountpoint: String
+    let keyring: Keyring
+    let store: Store
+    let fileSystem: VirtualFileSystem
+    let logger: Logger
+    let requestExit: @Sendable () -> Void
+
+    init(
+        home: Home, mountpoint: String, keyring: Keyring, store: Store, fileSystem: VirtualFileSystem,
+        logger: Logger, requestExit: @escaping @Sendable () -> Void
+    ) {
+        self.home = home
+        self.mountpoint = mountpoint
+        self.keyring = keyring
+        self.store = store
+        self.fileSystem = fileSystem
+        self.logger = logger
+        self.requestExit = requestExit
+    }
+
+    func handle(_ request: ControlRequest) -> ControlReply {
+        do throws(Failure) {
+            return .success(try answer(request))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    private func answer(_ request: ControlRequest) throws(Failure) -> any Encodable & Sendable {
+        switch request.command {
+        case .status:
+            return StatusReport(
+                node: Hex.encode(keyring.node.publicKey.bytes), identity: "\(keyring.identityToken)",
+                name: keyring.name, home: home.path, mountpoint: mountpoint, pid: getpid(),
+                statistics: store.statistics(), filesystem: fileSystem.statusLines(), peers: [],
+                replicationBacklog: 0)
+        case .log:
+            let (absolute, relative) = try paths(request)
+            return try history(absolute, relative)
+        case .cat:
+            let (absolute, relative) = try paths(request)
+            let entries = try history(absolute, relative)
+            let revision: String
+            if let wanted = request.revision {
+                revision = try resolve(wanted, in: entries, path: absolute)
+            } else if let head = entries.first(where: \.isHead) ?? entries.first {
+                revision = head.revision
+            } else {
+                throw Failure(.unknownRevision, "no revision of \(absolute)")
+            }
+            let bytes = try vfs(absolute) { () throws(VFSError) in
+                try fileSystem.content(path: relative, revision: revision)
+            }
+            return ContentReply(revision: revision, content: Data(bytes).base64EncodedString())
+        case .restore:
+            let (absolute, relative) = try paths(request)
+            guard let wanted = request.revision else { throw Failure(.usage, "restore needs a revision") }
+            let revision = try resolve(wanted, in: try history(absolute, relative), path: absolute)
+            let made = try vfs(absolute) { () throws(VFSError) in
+                try fileSystem.restore(path: relative, revision: revision)
+            }
+            logger.info("restored", metadata: ["path": "\(relative)", "from": "\(revision)", "revision": "\(made)"])
+            return RestoreReply(revision: made)
+        case .fsck:
+            let problems = store.check()
+            for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
+            return FsckReport(problems: problems)
+        case .stop:
+            logger.info("stop requested")
+            requestExit()
+            return Acknowledgement()
+        case .unmount:
+            guard let path = request.path else { throw Failure(.usage, "unmount needs a mountpoint") }
+            guard path == mountpoint else {
+                throw Failure(
+                    .mountpoint, "not mounted by the daemon of \(home.path): \(path) (it serves \(mountpoint))")
+            }
+            logger.info("unmount requested")
+            requestExit()
+            return Acknowledgement()
+        }
+    }
+
+    /// The request's absolute path and the same path relative to the mount root ("" for the root).
+    private func paths(_ request: ControlRequest) throws(Failure) -> (String, String) {
+        guard let path = request.path, path.hasPrefix("/") else {
+            throw Failure(.usage, "\(request.command.rawValue) needs an absolute path")
+        }
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        if trimmed == mountpoint { return (path, "") }
+        let prefix = mountpoint == "/" ? "/" : mountpoint + "/"
+        guard trimmed.hasPrefix(prefix) else { throw Failure(.notHypernetPath, "not a Hypernet path: \(path)") }
+        return (path, String(trimmed.dropFirst(prefix.count)))
+    }
+
+    private func history(_ absolute: String, _ relative: String) throws(Failure) -> [HistoryEntry] {
+        try vfs(absolute) { () throws(VFSError) in try fileSystem.history(path: relative) }
+    }
+
+    /// The one revision of `entries` whose id starts with `prefix`.
+    private func resolve(_ prefix: String, in entries: [HistoryEntry], path: String) throws(Failure) -> String {
+        let wanted = prefix.lowercased()
+        guard !wanted.isEmpty else { throw Failure(.unknownRevision, "empty revision for \(path)") }
+        let matches = Set(entries.map(\.revision).filter { $0.hasPrefix(wanted) })
+        guard let match = matches.first else {
+            throw Failure(.unknownRevision, "unknown revision \(prefix) of \(path) (see: hypernet log \(path))")
+        }
+        guard matches.count == 1 else {
+            throw Failure(.unknownRevision, "ambiguous revision \(prefix) of \(path): \(matches.count) revisions match")
+        }
+        return match
+    }
+
+    private func vfs<T>(_ path: String, _ body: () throws(VFSError) -> T) throws(Failure) -> T {
+        do {
+            return try body()
+        } catch {
+            switch error.errno {
+            case ENOENT: throw Failure(.failure, "no such file or directory: \(path)")
+            case EIO: throw Failure(.store, "\(path): input/output error (see \(home.logPath))")
+            default: throw Failure(.failure, "\(path): \(error)")
+            }
+        }
+    }
+}

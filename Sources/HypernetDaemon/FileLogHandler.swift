@@ -1,0 +1,77 @@
+import Glibc
+import Logging
+
+/// A swift-log handler appending one line per event to a file:
+/// `2025-01-31T12:00:00.123Z info hypernet.daemon: message key=value`.
+///
+/// Each line is written with a single `write(2)` on an `O_APPEND` descriptor, so lines from
+/// concurrent threads (and from a CLI process logging into the same file) never interleave.
+public struct FileLogHandler: LogHandler {
+    /// The descriptor is opened once per process and never closed: loggers live until exit.
+    private let fd: Int32
+    private let label: String
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+
+    public init(label: String, fd: Int32, level: Logger.Level) {
+        self.label = label
+        self.fd = fd
+        self.logLevel = level
+    }
+
+    /// Opens `path` for appending (mode 0600), or nil with errno set.
+    public static func open(path: String) -> Int32? {
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        return fd >= 0 ? fd : nil
+    }
+
+    /// `HYPERNET_LOG_LEVEL` (trace, debug, info, notice, warning, error, critical), default info.
+    public static func levelFromEnvironment() -> Logger.Level {
+        guard let raw = getenv("HYPERNET_LOG_LEVEL") else { return .info }
+        return Logger.Level(rawValue: String(cString: raw).lowercased()) ?? .info
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let provided = metadataProvider?.get() { merged.merge(provided) { _, new in new } }
+        if let explicit = event.metadata { merged.merge(explicit) { _, new in new } }
+        if let error = event.error { merged["error"] = "\(error)" }
+        var line = "\(Self.timestamp()) \(event.level) \(label): \(event.message)"
+        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
+            line += " \(key)=\(value)"
+        }
+        line += "\n"
+        var bytes = Array(line.utf8)
+        bytes.withUnsafeMutableBytes { buffer in
+            var done = 0
+            while done < buffer.count {
+                let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { return }
+                done += n
+            }
+        }
+    }
+
+    /// UTC, ISO-8601 with milliseconds.
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))"
+            + "T\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))"
+            + ".\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+    }
+}

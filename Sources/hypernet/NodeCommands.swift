@@ -1,0 +1,164 @@
+import ArgumentParser
+import Glibc
+import HypernetDaemon
+import HypernetStore
+import HypernetVFS
+import Logging
+
+struct Init: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create the identity, node key and store (idempotent); print the identity.")
+
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "A name for the new identity, shown to contacts.") var name: String?
+
+    func execute() throws(Failure) {
+        let home = global.home
+        try Home.makeDirectoryOrFail(home.path)
+        let logger = bootstrapLogging(home: home)
+        let keyring: Keyring
+        do {
+            keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: name).keyring
+        } catch {
+            throw Failure(.store, "cannot create the keys in \(home.keysDirectory): \(error)")
+        }
+        // A running daemon owns (and has created) the store; otherwise create or check it here.
+        let lock: HomeLock
+        do throws(Failure) {
+            lock = try HomeLock.acquire(home: home)
+        } catch {
+            guard error.status == .alreadyRunning else { throw error }
+            print(keyring.identityToken)
+            return
+        }
+        defer { lock.release() }
+        do {
+            _ = try Store(home: home, keyring: keyring, logger: logger)
+        } catch {
+            throw Failure(.store, "cannot open the store in \(home.storeDirectory): \(error)")
+        }
+        logger.info("initialized", metadata: ["home": "\(home.path)", "identity": "\(keyring.identityToken)"])
+        print(keyring.identityToken)
+    }
+}
+
+struct Mount: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the node and mount its folder at MOUNTPOINT.",
+        discussion: """
+            Without --foreground the command returns once the mount answers, and the daemon runs on \
+            (its log: HOME/hypernet.log). The mount always uses default_permissions.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "An existing directory that is not a mount point.") var mountpoint: String
+    @Option(help: "Nodes that must hold a revision durably before fsync returns.") var quorum = 1
+    @Option(
+        help: ArgumentHelp("How long fsync waits for the quorum before EIO; 0 waits forever.", valueName: "SECONDS"))
+    var fsyncTimeout = 30.0
+    @Option(
+        name: .customShort("o"),
+        help: ArgumentHelp("FUSE mount options, comma-separated (e.g. allow_other); repeatable.", valueName: "OPTS"))
+    var options: [String] = []
+    @Flag(help: "Run the daemon in this process until unmounted.") var foreground = false
+
+    func validate() throws {
+        guard quorum >= 1 else { throw ValidationError("--quorum must be at least 1") }
+        guard fsyncTimeout >= 0, fsyncTimeout.isFinite else {
+            throw ValidationError("--fsync-timeout must be a number of seconds, 0 or more")
+        }
+    }
+
+    func execute() throws(Failure) {
+        let home = global.home
+        if foreground {
+            try runDaemon(home: home)
+            return
+        }
+        if let pid = HomeLock.holder(home: home) {
+            throw Failure(.alreadyRunning, "a daemon is already running for \(home.path) (pid \(pid))")
+        }
+        let canonical = try Mountpoint.validate(mountpoint)
+        try Home.makeDirectoryOrFail(home.path)
+        var arguments = [
+            "--home", home.path, "mount", canonical, "--foreground", "--quorum", "\(quorum)",
+            "--fsync-timeout", "\(fsyncTimeout)",
+        ]
+        for option in fuseOptions { arguments += ["-o", option] }
+        try Launcher.startDaemon(home: home, arguments: arguments)
+    }
+
+    private var fuseOptions: [String] {
+        options.flatMap { $0.split(separator: ",").map(String.init) }
+    }
+
+    private func runDaemon(home: Home) throws(Failure) {
+        let readiness = Readiness.fromEnvironment()
+        var started: Logger?
+        do throws(Failure) {
+            try Home.makeDirectoryOrFail(home.path)
+            let logger = bootstrapLogging(home: home)
+            started = logger
+            let absoluteMountpoint = Paths.absolute(mountpoint)
+            // Paths are absolute from here on; do not keep the caller's directory busy.
+            chdir("/")
+            let timeout: Duration? = fsyncTimeout == 0 ? nil : .milliseconds(Int64(fsyncTimeout * 1000))
+            let options = DaemonOptions(
+                home: home, mountpoint: absoluteMountpoint,
+                configuration: VFSConfiguration(quorum: quorum, fsyncTimeout: timeout), fuseOptions: fuseOptions)
+            try Daemon.run(options, readiness: readiness, logger: logger)
+        } catch {
+            readiness.fail(error)
+            // Started by `hypernet mount`: stderr is the log, and the caller printed the message it
+            // got through the pipe. Keep the log in its format instead of adding a bare stderr line.
+            if readiness.launched, let logger = started {
+                logger.error("daemon failed", metadata: ["reason": "\(error.message)"])
+                Glibc.exit(error.status.rawValue)
+            }
+            throw error
+        }
+    }
+}
+
+struct Unmount: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Flush, unmount and stop the daemon serving MOUNTPOINT; returns once it has exited.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The directory the daemon of this home has mounted.") var mountpoint: String
+
+    func execute() throws(Failure) {
+        let path = Paths.absolute(mountpoint)
+        try stopDaemon(home: global.home, request: ControlRequest(command: .unmount, path: path))
+    }
+}
+
+struct Stop: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Flush, unmount and stop the daemon of this home; returns once it has exited.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func execute() throws(Failure) {
+        try stopDaemon(home: global.home, request: ControlRequest(command: .stop))
+    }
+}
+
+/// How long `stop`/`unmount` wait for the daemon to flush and exit.
+private let stopTimeoutSeconds: UInt32 = 60
+
+/// Sends `request` (stop or unmount) and waits for the daemon to exit: its home lock is released
+/// when it does, so the wait is a blocking `flock`, not a poll.
+private func stopDaemon(home: Home, request: ControlRequest) throws(Failure) {
+    let pidFD = open(home.pidPath, O_RDONLY | O_CLOEXEC)
+    defer { if pidFD >= 0 { close(pidFD) } }
+    do {
+        let client = try ControlClient(home: home)
+        _ = try client.send(request, expecting: Acknowledgement.self)
+    }
+    guard pidFD >= 0 else { return }
+    if !HomeLock.waitForRelease(openedFD: pidFD, timeoutSeconds: stopTimeoutSeconds) {
+        throw Failure(
+            .failure, "the daemon of \(home.path) did not exit within \(stopTimeoutSeconds) s (see \(home.logPath))")
+    }
+}

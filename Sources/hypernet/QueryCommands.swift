@@ -1,0 +1,170 @@
+import ArgumentParser
+import FoundationEssentials
+import Glibc
+import HypernetDaemon
+import HypernetStore
+import HypernetVFS
+
+struct Status: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the running node: ids, home, mountpoint, store, open files, peers, backlog.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func execute() throws(Failure) {
+        let report = try ControlClient(home: global.home).send(
+            ControlRequest(command: .status), expecting: StatusReport.self)
+        var lines = [
+            "node: \(report.node)",
+            "identity: \(report.identity)",
+        ]
+        if let name = report.name { lines.append("name: \(name)") }
+        lines += [
+            "home: \(report.home)",
+            "mountpoint: \(report.mountpoint)",
+            "pid: \(report.pid)",
+            "store: \(report.statistics.documents) documents, \(report.statistics.revisions) revisions, "
+                + "\(report.statistics.chunks) chunks, \(report.statistics.packBytes) bytes in packs",
+        ]
+        lines += report.filesystem
+        lines.append(report.peers.isEmpty ? "peers: none" : "peers: \(report.peers.joined(separator: ", "))")
+        lines.append("replication backlog: \(report.replicationBacklog)")
+        print(lines.joined(separator: "\n"))
+    }
+}
+
+struct Id: HypernetCommand {
+    static let configuration = CommandConfiguration(abstract: "Print this node's identity token.")
+
+    @OptionGroup var global: GlobalOptions
+
+    func execute() throws(Failure) {
+        let home = global.home
+        guard access(home.keysDirectory, F_OK) == 0 else {
+            throw Failure(.failure, "no identity in \(home.path) (run: hypernet init)")
+        }
+        do {
+            print(try Keyring.load(directory: home.keysDirectory).identityToken)
+        } catch {
+            throw Failure(.store, "cannot read the keys in \(home.keysDirectory): \(error)")
+        }
+    }
+}
+
+struct Log: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the history of PATH, newest first.",
+        discussion: "Columns: revision, time (UTC), author, size in bytes, parent revisions.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "A file or directory in the mounted folder.") var path: String
+
+    func execute() throws(Failure) {
+        let entries = try ControlClient(home: global.home).send(
+            ControlRequest(command: .log, path: Paths.absolute(path)), expecting: [HistoryEntry].self)
+        for entry in entries {
+            let columns = [short(entry.revision), entry.time, entry.author, "\(entry.size)"] + entry.parents.map(short)
+            print(columns.joined(separator: "  "))
+        }
+    }
+}
+
+/// Revision ids as `log` prints them; `cat --rev` and `restore` accept any unique prefix.
+private func short(_ revision: String) -> String { String(revision.prefix(12)) }
+
+struct Cat: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the content of PATH to stdout: the current revision, or REV.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "A file in the mounted folder.") var path: String
+    @Option(help: ArgumentHelp("A revision id or unique prefix (from hypernet log).", valueName: "REV"))
+    var rev: String?
+
+    func execute() throws(Failure) {
+        let reply = try ControlClient(home: global.home).send(
+            ControlRequest(command: .cat, path: Paths.absolute(path), revision: rev), expecting: ContentReply.self)
+        guard let bytes = Data(base64Encoded: reply.content) else {
+            throw Failure(.failure, "malformed content from the daemon")
+        }
+        try writeStandardOutput(bytes)
+    }
+}
+
+struct Restore: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make REV's content of PATH current, as a new revision; print the new revision id.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "A file in the mounted folder.") var path: String
+    @Argument(help: "A revision id or unique prefix (from hypernet log).") var rev: String
+
+    func execute() throws(Failure) {
+        let reply = try ControlClient(home: global.home).send(
+            ControlRequest(command: .restore, path: Paths.absolute(path), revision: rev),
+            expecting: RestoreReply.self)
+        print(reply.revision)
+    }
+}
+
+struct Fsck: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check the store: every catalog row against the packs, every pack record against its id.",
+        discussion: """
+            Asks the running daemon, or opens the store directly when none runs. Reports problems, \
+            never deletes. Exits 7 when it finds any.
+            """)
+
+    @OptionGroup var global: GlobalOptions
+
+    func execute() throws(Failure) {
+        let home = global.home
+        let problems: [String]
+        if let reported = try checkThroughDaemon(home) {
+            problems = reported
+        } else {
+            problems = try checkDirectly(home)
+        }
+        for problem in problems { print(problem) }
+        guard problems.isEmpty else {
+            throw Failure(.store, "\(problems.count) problem\(problems.count == 1 ? "" : "s") found in \(home.path)")
+        }
+        print("store is consistent")
+    }
+
+    /// nil when no daemon runs for `home`.
+    private func checkThroughDaemon(_ home: Home) throws(Failure) -> [String]? {
+        guard HomeLock.holder(home: home) != nil else { return nil }
+        return try ControlClient(home: home).send(ControlRequest(command: .fsck), expecting: FsckReport.self).problems
+    }
+
+    private func checkDirectly(_ home: Home) throws(Failure) -> [String] {
+        guard access(home.catalogPath, F_OK) == 0 else {
+            throw Failure(.store, "no store in \(home.path) (run: hypernet init)")
+        }
+        // Holding the lock keeps a daemon from starting on the store while it is checked.
+        let lock = try HomeLock.acquire(home: home)
+        defer { lock.release() }
+        let logger = bootstrapLogging(home: home)
+        do {
+            let keyring = try Keyring.load(directory: home.keysDirectory)
+            return try Store(home: home, keyring: keyring, logger: logger).check()
+        } catch {
+            throw Failure(.store, "cannot open the store in \(home.path): \(error)")
+        }
+    }
+}
+
+private func writeStandardOutput(_ data: Data) throws(Failure) {
+    let ok = data.withUnsafeBytes { buffer in
+        var done = 0
+        while done < buffer.count {
+            let n = write(STDOUT_FILENO, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return false }
+            done += n
+        }
+        return true
+    }
+    if !ok { throw Failure(.failure, "writing to stdout: \(Failure.errnoText(errno))") }
+}

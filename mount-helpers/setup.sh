@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Hypernet needs, builds it (release), installs `hypernet` and the mount helper, creates
+# the node (`hypernet init`) and mounts its folder at ~/Hypernet (or $1). Idempotent; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. mount-helpers/deps.sh
+
+mountpoint=${1:-$HOME/Hypernet}
+
+install_packages $HYPERNET_PACKAGES
+ensure_swift
+
+log "building (release)"
+swift build -c release </dev/null
+binary="$(swift build -c release --show-bin-path)/hypernet"
+[ -x "$binary" ] || die "build produced no $binary"
+
+log "installing /usr/local/bin/hypernet -> $binary and /sbin/mount.fuse.hypernet"
+ln -sfn "$binary" /usr/local/bin/hypernet
+install -m 0755 mount-helpers/mount.fuse.hypernet /sbin/mount.fuse.hypernet
+
+log "identity"
+hypernet init
+
+mkdir -p "$mountpoint"
+if hypernet status >/dev/null 2>&1; then
+    log "the node is already running:"
+    hypernet status | grep '^mountpoint:'
+else
+    log "mounting $mountpoint"
+    hypernet mount "$mountpoint"
+fi
+
+cat <<NEXT
+
+Hypernet is mounted at $mountpoint. Try:
+  echo hi > $mountpoint/f
+  cat $mountpoint/f
+  getfattr -d -m user.hypernet $mountpoint/f
+  hypernet log $mountpoint/f
+  hypernet status
+Stop it with: hypernet unmount $mountpoint
+NEXT
