@@ -1,4 +1,5 @@
 import Glibc
+import HypernetFUSE
 
 /// Checks on the directory `hypernet mount` is given, so that a missing or busy mountpoint is one
 /// clear line (exit status 6) instead of a libfuse error in the log.
@@ -26,36 +27,8 @@ public enum Mountpoint {
         return canonical
     }
 
-    /// Whether `canonical` appears as a mount point in `/proc/self/mountinfo` (field 5, with
-    /// spaces, tabs, newlines and backslashes octal-escaped).
+    /// Whether `canonical` appears as a mount point in `/proc/self/mountinfo`.
     public static func isMountPoint(_ canonical: String) -> Bool {
-        guard let file = fopen("/proc/self/mountinfo", "re") else { return false }
-        defer { fclose(file) }
-        var line: UnsafeMutablePointer<CChar>? = nil
-        var capacity = 0
-        defer { free(line) }
-        while getline(&line, &capacity, file) > 0 {
-            let fields = String(cString: line!).split(separator: " ")
-            if fields.count > 4 && unescape(fields[4]) == canonical { return true }
-        }
-        return false
-    }
-
-    private static func unescape(_ field: Substring) -> String {
-        var bytes: [UInt8] = []
-        let utf8 = Array(field.utf8)
-        var i = 0
-        while i < utf8.count {
-            if utf8[i] == UInt8(ascii: "\\"), i + 3 < utf8.count,
-                let value = UInt8(String(decoding: utf8[(i + 1)...(i + 3)], as: UTF8.self), radix: 8)
-            {
-                bytes.append(value)
-                i += 4
-            } else {
-                bytes.append(utf8[i])
-                i += 1
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        MountTable.fileSystemType(at: canonical) != nil
     }
 }

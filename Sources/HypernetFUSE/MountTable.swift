@@ -1,10 +1,10 @@
 import Glibc
 
 /// What `/proc/self/mountinfo` says about a path.
-enum MountTable {
+public enum MountTable {
     /// The file system type of the topmost mount at `canonicalPath` ("fuse.hypernet"), or nil when
     /// nothing is mounted there.
-    static func fileSystemType(at canonicalPath: String) -> String? {
+    public static func fileSystemType(at canonicalPath: String) -> String? {
         guard let file = fopen("/proc/self/mountinfo", "re") else { return nil }
         defer { fclose(file) }
         var line: UnsafeMutablePointer<CChar>? = nil

@@ -26,7 +26,7 @@ extension VirtualFileSystem {
         do { summaries = try store.revisions(of: node.record.id) } catch { throw fail(error, "history", inode: node.inode) }
         return summaries.map { r in
             HistoryEntry(
-                revision: r.id.hex, time: Self.iso8601(r.time), author: store.authorName(r.author), size: r.size,
+                revision: r.id.hex, time: ISO8601.format(milliseconds: r.time.milliseconds), author: store.authorName(r.author), size: r.size,
                 parents: r.parents.map(\.hex), kind: "\(r.kind)", isHead: r.isHead)
         }
     }
@@ -101,17 +101,5 @@ extension VirtualFileSystem {
                 "quorum: \(configuration.quorum)",
             ]
         }
-    }
-
-    static func iso8601(_ time: HLCTime) -> String {
-        var t = time_t(time.milliseconds / 1000)
-        var parts = tm()
-        gmtime_r(&t, &parts)
-        func pad(_ v: Int32, _ n: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, n - s.count)) + s
-        }
-        return "\(parts.tm_year + 1900)-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(time.milliseconds % 1000), 3))Z"
     }
 }

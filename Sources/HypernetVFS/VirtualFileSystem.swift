@@ -77,6 +77,8 @@ public final class VirtualFileSystem: Sendable {
         timer = CommitTimer()
         timer.source.setEventHandler { [weak self] in self?.commitDue() }
         timer.source.resume()
+        // A new root (or directories changed just before a crash) get their revision before any request.
+        commitDirectories()
         logger.info("filesystem ready", metadata: ["documents": "\(s.nodes.count)"])
     }
 
