@@ -45,7 +45,8 @@ extension VirtualFileSystem {
     /// Opens an existing file; `flags` are the open(2) flags (O_TRUNC arrives here). Returns a handle.
     public func open(inode: UInt64, flags: Int32, caller: Caller) throws(VFSError) -> UInt64 {
         let content = try attachContent(inode)
-        if flags & O_TRUNC != 0 && flags & O_ACCMODE != O_RDONLY {
+        // Linux truncates on O_TRUNC even with O_RDONLY (the kernel has checked write permission).
+        if flags & O_TRUNC != 0 {
             content.state.withLock { c in
                 c.dirty.removeAll()
                 c.baseValid = 0

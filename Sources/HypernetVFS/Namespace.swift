@@ -15,6 +15,7 @@ extension VirtualFileSystem {
 
     public func mkdir(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
         let inode = try makeNode(parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller)
+        try commit(inode)
         return try getattr(inode: inode)
     }
 

@@ -170,9 +170,11 @@ public final class VirtualFileSystem: Sendable {
             case .set(let t)?: (node.record.atimeSeconds, node.record.atimeNanoseconds) = (t.seconds, UInt32(t.nanoseconds))
             case nil: break
             }
+            // A change that leaves the versioned fields as they were (vim's fchmod to the same mode,
+            // an atime-only touch) moves ctime but makes no revision.
+            if m != node.record.metadata { node.metadataChanged = true }
             (m.ctimeSeconds, m.ctimeNanoseconds) = (now.seconds, UInt32(now.nanoseconds))
             node.record.metadata = m
-            node.metadataChanged = true
             s.nodes[inode] = node
         }
         var truncated: FileContent? = nil
