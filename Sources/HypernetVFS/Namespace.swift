@@ -229,7 +229,10 @@ extension VirtualFileSystem {
         node.parent = newParent
         node.name = newName
         s.nodes[inode] = node
-        let records = Set([oldParent, newParent]).map { s.nodes[$0]!.record }
+        // The moved document's row keeps its new ctime; an open file's row waits for its next commit
+        // (its live size may be ahead of its committed content).
+        var records = Set([oldParent, newParent]).map { s.nodes[$0]!.record }
+        if node.content == nil { records.append(node.record) }
         try persist("rename") { tx in
             try tx.removeEntry(parent: oldParent, name: oldName)
             try tx.setEntry(parent: newParent, name: newName, child: inode)
@@ -263,7 +266,8 @@ extension VirtualFileSystem {
             s.nodes[p]!.record.dirty = true
             s.dirtyDirectories.insert(p)
         }
-        let records = Set([na.parent, nb.parent]).map { s.nodes[$0]!.record }
+        var records = Set([na.parent, nb.parent]).map { s.nodes[$0]!.record }
+        records += [a, b].compactMap { s.nodes[$0]!.content == nil ? s.nodes[$0]!.record : nil }
         try persist("rename") { tx in
             try tx.setEntry(parent: na.parent, name: na.name, child: b)
             try tx.setEntry(parent: nb.parent, name: nb.name, child: a)

@@ -1,0 +1,71 @@
+"""History through the CLI: `hypernet log`, `cat --rev` of an old revision, `restore` as a new revision."""
+
+import os
+import re
+
+from helpers import current_revision, doc_id, history, random_bytes, read_file, write_file
+
+
+def log_lines(node, path):
+    """`hypernet log PATH` revision lines (they start with a hex revision id), newest first."""
+    out = node.cli("log", path).stdout
+    return [line.split() for line in out.splitlines() if re.match(r"^\s*[0-9a-f]{8,}\b", line)]
+
+
+def test_log_cat_restore(node):
+    path = node.p("doc.bin")
+    versions = [b"first version\n", random_bytes(200_000), b"third\n" * 1000]
+    revisions = []
+    for content in versions:
+        write_file(path, content)
+        revisions.append(current_revision(path))
+    ident = doc_id(path)
+
+    lines = log_lines(node, path)
+    assert len(lines) == 3, f"`hypernet log` shows {len(lines)} revisions for 3 saves"
+    for line, rev in zip(lines, reversed(revisions)):
+        assert rev.startswith(line[0]) or line[0].startswith(rev), f"log line {line} is not revision {rev}"
+    for line, content in zip(lines, reversed(versions)):
+        assert str(len(content)) in line[1:], f"log line {line} does not show size {len(content)}"
+
+    # Old revisions by full id and by the short id that `log` prints.
+    for rev, content in zip(revisions, versions):
+        assert node.cli("cat", path, "--rev", rev, text=False).stdout == content
+    short = lines[-1][0]
+    assert node.cli("cat", path, "--rev", short, text=False).stdout == versions[0]
+    assert node.cli("cat", path, text=False).stdout == versions[-1]
+
+    node.cli("restore", path, revisions[0])
+    assert read_file(path) == versions[0], "restore did not make the old content current"
+    assert doc_id(path) == ident
+    entries = history(path)
+    assert len(entries) == 4, "restore must add one revision, keeping the others"
+    assert entries[0][0] not in revisions, "restore must make a new revision, not move the head back"
+    assert [e[0] for e in entries[1:]] == revisions[::-1]
+    assert entries[0][3] == len(versions[0])
+    assert len(log_lines(node, path)) == 4
+    # The restored revision's own history is still readable.
+    assert node.cli("cat", path, "--rev", revisions[1], text=False).stdout == versions[1]
+
+
+def test_history_survives_restart(node):
+    path = node.p("d", "f.txt")
+    os.mkdir(node.p("d"))
+    for i in range(3):
+        write_file(path, b"v%d" % i)
+    before = history(path)
+    node.restart()
+    assert history(path) == before
+    assert read_file(path) == b"v2"
+    assert node.cli("cat", path, "--rev", before[-1][0], text=False).stdout == b"v0"
+
+
+def test_unknown_revision_fails(node):
+    path = node.p("f")
+    write_file(path, b"x")
+    result = node.cli("cat", path, "--rev", "0" * 64, check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip(), "an unknown revision must be reported on stderr"
+    result = node.cli("restore", path, "0" * 64, check=False)
+    assert result.returncode != 0
+    assert read_file(path) == b"x"

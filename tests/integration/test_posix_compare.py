@@ -1,0 +1,858 @@
+"""The mount against a native directory (ext4 under /tmp here): the same operations on both, same results
+and errno. A hypothesis state machine drives random sequences; plain tests cover the edge cases."""
+
+import fcntl
+import os
+import random
+import stat
+import subprocess
+import time
+
+import pytest
+from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, precondition,
+                                 rule, run_state_machine_as_test)
+
+from helpers import RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_PREFIX, errno_of, outcome, read_file, renameat2
+
+MAX_EXAMPLES = int(os.environ.get("HYPERNET_HYPOTHESIS_EXAMPLES", "40"))
+STEPS = int(os.environ.get("HYPERNET_HYPOTHESIS_STEPS", "30"))
+# Shrinking a failure on a real mount (restarts included) can take many minutes: off unless asked for.
+# The failing sequence is printed either way.
+SHRINK = os.environ.get("HYPERNET_HYPOTHESIS_SHRINK") == "1"
+
+# A small namespace so that operations collide: rename over existing files, into non-empty dirs, ...
+TOP = ["a", "b", "c"]
+SUB = ["a", "b"]
+PATHS = TOP + [f"{t}/{s}" for t in TOP for s in SUB]
+
+
+def big_blob(size, seed):
+    return random.Random(seed).randbytes(size)
+
+
+DATA = st.one_of(
+    st.binary(max_size=300),
+    st.builds(big_blob, st.sampled_from([20_000, 70_000, 300_000]), st.integers(0, 255)),
+)
+OFFSETS = st.sampled_from([0, 1, 100, 4095, 65536, 131077, 400_000])
+LENGTHS = st.sampled_from([0, 1, 50, 4096, 70_000, 300_001])
+MODES = st.sampled_from([0o644, 0o600, 0o755, 0o4755, 0o2755, 0o1777, 0o000, 0o777])
+OPEN_FLAGS = st.sampled_from([
+    os.O_WRONLY | os.O_CREAT,
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+    os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    os.O_RDWR | os.O_CREAT,
+    os.O_RDWR | os.O_TRUNC,
+    os.O_RDWR | os.O_APPEND,
+    os.O_RDONLY,
+    os.O_WRONLY | os.O_DIRECTORY,
+    os.O_RDONLY | os.O_DIRECTORY,
+])
+XATTR_NAMES = st.sampled_from(["user.a", "user.b", "user.long." + "x" * 100])
+XATTR_FLAGS = st.sampled_from([0, os.XATTR_CREATE, os.XATTR_REPLACE])
+TIMES = st.sampled_from([(0, 0), (1_000_000_000, 2_000_000_123), (1_700_000_000_123_456_789, 1_600_000_000_987_654_321)])
+OWNERS = st.sampled_from([(0, 0), (1000, 1000), (65534, 65534), (1000, 0)])
+
+
+def symlink_target(link, target):
+    """A relative target for `link` that resolves inside the sandbox, whatever symlinked dirs are on the way
+    (PATHS are at most two deep, so a link's directory is at most one deep and one `..` stays inside)."""
+    return os.path.relpath(target, os.path.dirname(link) or ".")
+
+
+def snapshot(root, times=()):
+    """Everything observable under `root` that must match between native and mount; `times` adds stat
+    fields such as "st_mtime_ns", for comparing one tree with itself across a restart."""
+    tree = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, root)
+        names = sorted(os.listdir(dirpath))
+        tree[(rel_dir, "listdir")] = names
+        for name in names:
+            path = os.path.join(dirpath, name)
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            st_ = os.lstat(path)
+            entry = {"type": stat.S_IFMT(st_.st_mode), "mode": stat.S_IMODE(st_.st_mode),
+                     "uid": st_.st_uid, "gid": st_.st_gid}
+            for field in times:
+                entry[field] = getattr(st_, field)
+            if stat.S_ISLNK(st_.st_mode):
+                entry["target"] = os.readlink(path)
+                entry["size"] = st_.st_size
+            elif stat.S_ISREG(st_.st_mode):
+                entry["size"] = st_.st_size
+                entry["nlink"] = st_.st_nlink
+                entry["content"] = read_file(path)
+            if not stat.S_ISLNK(st_.st_mode):
+                names_x = sorted(n for n in os.listxattr(path, follow_symlinks=False)
+                                 if n.startswith("user.") and not n.startswith(XATTR_PREFIX))
+                entry["xattrs"] = {n: os.getxattr(path, n, follow_symlinks=False) for n in names_x}
+            tree[rel] = entry
+    return tree
+
+
+def describe_difference(native, mounted, names=("native", "mount")):
+    lines = []
+    for key in sorted(set(native) | set(mounted), key=str):
+        a, b = native.get(key), mounted.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            for field in sorted(set(a) | set(b)):
+                fa, fb = a.get(field), b.get(field)
+                if fa != fb:
+                    if field == "content":
+                        fa, fb = f"{len(fa or b'')} bytes", f"{len(fb or b'')} bytes (differs)"
+                    lines.append(f"{key}.{field}: {names[0]}={fa!r} {names[1]}={fb!r}")
+        else:
+            lines.append(f"{key}: {names[0]}={a!r} {names[1]}={b!r}")
+    return "\n".join(lines)
+
+
+class PosixMachine(RuleBasedStateMachine):
+    """Runs every rule on a native directory and on a directory of the mount; results must be equal.
+    Paths are drawn mostly from what exists (or, for creating rules, from what does not), so that most
+    steps do something rather than fail with ENOENT."""
+
+    node = None  # set by the test
+    native_base = None
+    mount_base = None
+    counter = 0
+
+    fds = Bundle("fds")
+
+    def __init__(self):
+        super().__init__()
+        PosixMachine.counter += 1
+        name = f"ex{PosixMachine.counter}"
+        self.roots = (os.path.join(self.native_base, name), os.path.join(self.mount_base, name))
+        for root in self.roots:
+            os.mkdir(root)
+        self.open_fds = []
+        self.trace = []
+
+    def both(self, label, fn, *args):
+        results = [outcome(fn, root, *args) for root in self.roots]
+        self.trace.append(f"{label}{args!r} -> {results[0]!r}" if results[0] == results[1] else
+                          f"{label}{args!r} -> native {results[0]!r}, mount {results[1]!r}")
+        assert results[0] == results[1], f"{label}{args!r}: native={results[0]!r} mount={results[1]!r}\n" + \
+            self.steps()
+        return results[0]
+
+    def steps(self):
+        return "operations so far (native root {}):\n  ".format(self.roots[0]) + "\n  ".join(self.trace[-40:])
+
+    def pick(self, draw, creating=False):
+        """A path from PATHS: usually one that exists (or is missing, when `creating`), sometimes any."""
+        exists = [p for p in PATHS if os.path.lexists(os.path.join(self.roots[0], p))]
+        preferred = [p for p in PATHS if p not in exists] if creating else exists
+        if preferred and draw.draw(st.integers(0, 3)) > 0:
+            return draw.draw(st.sampled_from(preferred))
+        return draw.draw(st.sampled_from(PATHS))
+
+    @initialize(payload=DATA)
+    def populate(self, payload):
+        for root in self.roots:
+            os.mkdir(os.path.join(root, "a"))
+            with open(os.path.join(root, "b"), "wb") as f:
+                f.write(payload)
+            with open(os.path.join(root, "a", "a"), "wb") as f:
+                f.write(b"small")
+
+    # Namespace ---------------------------------------------------------------------------------------------
+    @rule(draw=st.data(), mode=MODES)
+    def mkdir(self, draw, mode):
+        self.both("mkdir", lambda r, p, m: os.mkdir(os.path.join(r, p), m), self.pick(draw, creating=True), mode)
+
+    @rule(draw=st.data())
+    def rmdir(self, draw):
+        self.both("rmdir", lambda r, p: os.rmdir(os.path.join(r, p)), self.pick(draw))
+
+    @rule(draw=st.data())
+    def unlink(self, draw):
+        self.both("unlink", lambda r, p: os.unlink(os.path.join(r, p)), self.pick(draw))
+
+    @rule(draw=st.data())
+    def rename(self, draw):
+        src = self.pick(draw)
+        dst = self.pick(draw, creating=draw.draw(st.booleans()))
+        self.both("rename", lambda r, s, d: os.rename(os.path.join(r, s), os.path.join(r, d)), src, dst)
+
+    @rule(draw=st.data(), points_to=st.sampled_from(PATHS + ["missing"]))
+    def symlink(self, draw, points_to):
+        link = self.pick(draw, creating=True)
+        self.both("symlink", lambda r, l, t: os.symlink(t, os.path.join(r, l)), link, symlink_target(link, points_to))
+
+    @rule(draw=st.data())
+    def readlink(self, draw):
+        self.both("readlink", lambda r, p: os.readlink(os.path.join(r, p)), self.pick(draw))
+
+    @rule(draw=st.data())
+    def listdir(self, draw):
+        path = draw.draw(st.sampled_from([".", self.pick(draw)]))
+        self.both("listdir", lambda r, p: sorted(os.listdir(os.path.join(r, p))), path)
+
+    @rule(draw=st.data(), follow=st.booleans())
+    def stat(self, draw, follow):
+        def fn(r, p, f):
+            s = os.stat(os.path.join(r, p), follow_symlinks=f)
+            size = None if stat.S_ISDIR(s.st_mode) else s.st_size
+            return (stat.S_IFMT(s.st_mode), stat.S_IMODE(s.st_mode), size, s.st_uid, s.st_gid)
+        self.both("stat", fn, self.pick(draw), follow)
+
+    # Content -----------------------------------------------------------------------------------------------
+    @rule(draw=st.data(), flags=OPEN_FLAGS, payload=DATA)
+    def open_write_close(self, draw, flags, payload):
+        def fn(r, p, f, d):
+            fd = os.open(os.path.join(r, p), f, 0o644)
+            try:
+                return os.write(fd, d) if f & (os.O_WRONLY | os.O_RDWR) else len(os.read(fd, 1 << 20))
+            finally:
+                os.close(fd)
+        self.both("open+write", fn, self.pick(draw, creating=draw.draw(st.booleans())), flags, payload)
+
+    @rule(draw=st.data(), offset=OFFSETS, payload=DATA)
+    def pwrite(self, draw, offset, payload):
+        def fn(r, p, o, d):
+            fd = os.open(os.path.join(r, p), os.O_WRONLY)
+            try:
+                return os.pwrite(fd, d, o)
+            finally:
+                os.close(fd)
+        self.both("pwrite", fn, self.pick(draw), offset, payload)
+
+    @rule(draw=st.data(), payload=DATA)
+    def append(self, draw, payload):
+        def fn(r, p, d):
+            fd = os.open(os.path.join(r, p), os.O_WRONLY | os.O_APPEND)
+            try:
+                os.write(fd, d)
+                return os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        self.both("append", fn, self.pick(draw), payload)
+
+    @rule(draw=st.data(), length=LENGTHS)
+    def truncate(self, draw, length):
+        self.both("truncate", lambda r, p, n: os.truncate(os.path.join(r, p), n), self.pick(draw), length)
+
+    @rule(draw=st.data(), offset=OFFSETS)
+    def read(self, draw, offset):
+        def fn(r, p, o):
+            fd = os.open(os.path.join(r, p), os.O_RDONLY)
+            try:
+                return os.pread(fd, 1 << 20, o)
+            finally:
+                os.close(fd)
+        self.both("pread", fn, self.pick(draw), offset)
+
+    # Metadata ----------------------------------------------------------------------------------------------
+    @rule(draw=st.data(), mode=MODES)
+    def chmod(self, draw, mode):
+        self.both("chmod", lambda r, p, m: os.chmod(os.path.join(r, p), m), self.pick(draw), mode)
+
+    @rule(draw=st.data(), owner=OWNERS)
+    def chown(self, draw, owner):
+        self.both("chown", lambda r, p, o: os.chown(os.path.join(r, p), *o), self.pick(draw), owner)
+
+    @rule(draw=st.data(), times=TIMES)
+    def utime(self, draw, times):
+        def fn(r, p, t):
+            full = os.path.join(r, p)
+            os.utime(full, ns=t)
+            s = os.stat(full)
+            return (s.st_atime_ns, s.st_mtime_ns)
+        self.both("utime", fn, self.pick(draw), times)
+
+    @rule(draw=st.data(), name=XATTR_NAMES, value=st.binary(max_size=64), flags=XATTR_FLAGS)
+    def setxattr(self, draw, name, value, flags):
+        self.both("setxattr", lambda r, p, n, v, f: os.setxattr(os.path.join(r, p), n, v, f),
+                  self.pick(draw), name, value, flags)
+
+    @rule(draw=st.data(), name=XATTR_NAMES)
+    def getxattr(self, draw, name):
+        self.both("getxattr", lambda r, p, n: os.getxattr(os.path.join(r, p), n), self.pick(draw), name)
+
+    @rule(draw=st.data(), name=XATTR_NAMES)
+    def removexattr(self, draw, name):
+        self.both("removexattr", lambda r, p, n: os.removexattr(os.path.join(r, p), n), self.pick(draw), name)
+
+    @rule(draw=st.data())
+    def listxattr(self, draw):
+        self.both("listxattr", lambda r, p: sorted(n for n in os.listxattr(os.path.join(r, p))
+                                                  if not n.startswith(XATTR_PREFIX)), self.pick(draw))
+
+    # Descriptors held across steps (open, then unlink/rename while open, then use) ------------------------
+    @precondition(lambda self: len(self.open_fds) < 4)
+    @rule(target=fds, draw=st.data(),
+          flags=st.sampled_from([os.O_RDWR, os.O_RDWR | os.O_APPEND, os.O_RDWR | os.O_CREAT, os.O_RDONLY]))
+    def hold_open(self, draw, flags):
+        path = self.pick(draw)
+        results = [outcome(os.open, os.path.join(root, path), flags, 0o644) for root in self.roots]
+        kinds = [k for k, _ in results]
+        self.trace.append(f"open{(path, flags)!r} held -> {kinds}")
+        if kinds == ["ok", "ok"]:
+            pair = (results[0][1], results[1][1])
+            self.open_fds.append(pair)
+            return pair
+        for kind, value in results:
+            if kind == "ok":
+                os.close(value)
+        assert results[0] == results[1], f"open{(path, flags)}: native={results[0]!r} mount={results[1]!r}\n" + \
+            self.steps()
+        return multiple()
+
+    @rule(pair=fds, payload=DATA, offset=st.one_of(st.none(), OFFSETS))
+    def fd_write(self, pair, payload, offset):
+        self.both_fd("write" if offset is None else f"pwrite@{offset}", pair,
+                     lambda fd: os.write(fd, payload) if offset is None else os.pwrite(fd, payload, offset))
+
+    @rule(pair=fds, offset=OFFSETS)
+    def fd_read(self, pair, offset):
+        self.both_fd(f"pread@{offset}", pair, lambda fd: os.pread(fd, 1 << 20, offset))
+
+    @rule(pair=fds)
+    def fd_stat(self, pair):
+        def fn(fd):
+            s = os.fstat(fd)
+            return (stat.S_IFMT(s.st_mode), stat.S_IMODE(s.st_mode), None if stat.S_ISDIR(s.st_mode) else s.st_size)
+        self.both_fd("fstat", pair, fn)
+
+    @rule(pair=fds, length=LENGTHS)
+    def fd_truncate(self, pair, length):
+        self.both_fd(f"ftruncate({length})", pair, lambda fd: os.ftruncate(fd, length))
+
+    @rule(pair=fds)
+    def fd_fsync(self, pair):
+        self.both_fd("fsync", pair, os.fsync)
+
+    @rule(pair=consumes(fds))
+    def fd_close(self, pair):
+        self.open_fds.remove(pair)
+        self.both_fd("close", pair, os.close)
+
+    def both_fd(self, label, pair, fn):
+        results = [outcome(fn, fd) for fd in pair]
+        self.trace.append(f"held fd {pair[0]}: {label} -> {results[0]!r}" if results[0] == results[1] else
+                          f"held fd {pair[0]}: {label} -> native {results[0]!r}, mount {results[1]!r}")
+        assert results[0] == results[1], f"{label} on held fd: native={results[0]!r} mount={results[1]!r}\n" + \
+            self.steps()
+
+    # Persistence: everything survives a restart of the daemon (ctime: test_times_survive_restart) ---------
+    @precondition(lambda self: not self.open_fds)
+    @rule()
+    def restart(self):
+        before = snapshot(self.roots[1], times=("st_mtime_ns",))
+        self.node.restart()
+        after = snapshot(self.roots[1], times=("st_mtime_ns",))
+        self.trace.append("restart the daemon")
+        assert before == after, "the tree changed across a restart:\n" + describe_difference(before, after, ("before", "after")) + \
+            "\n" + self.steps()
+
+    # The whole tree after every step ------------------------------------------------------------------------
+    @invariant()
+    def trees_match(self):
+        native, mounted = snapshot(self.roots[0]), snapshot(self.roots[1])
+        assert native == mounted, "trees differ:\n" + describe_difference(native, mounted) + "\n" + self.steps()
+
+    def teardown(self):
+        for pair in self.open_fds:
+            for fd in pair:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+@pytest.mark.timeout(900)
+def test_state_machine(node, tmp_path):
+    PosixMachine.node = node
+    PosixMachine.native_base = str(tmp_path)
+    PosixMachine.mount_base = node.p()
+    run_state_machine_as_test(PosixMachine, settings=settings(
+        max_examples=MAX_EXAMPLES, stateful_step_count=STEPS, deadline=None, database=None, print_blob=True,
+        verbosity=Verbosity.normal, phases=list(Phase) if SHRINK else [p for p in Phase if p != Phase.shrink],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]))
+
+
+# --- plain edge cases, each compared with the native directory ----------------------------------------------------
+
+@pytest.fixture
+def roots(node, tmp_path):
+    native = tmp_path / "native"
+    native.mkdir()
+    mounted = os.path.join(node.p(), "cmp")
+    os.mkdir(mounted)
+    return str(native), mounted
+
+
+def same(roots, fn):
+    """Runs fn(root) on both and asserts equal outcomes; returns the native one."""
+    native, mounted = (outcome(fn, r) for r in roots)
+    assert native == mounted, f"native={native!r} mount={mounted!r}"
+    return native
+
+
+def j(root, *parts):
+    return os.path.join(root, *parts)
+
+
+def touch(path):
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def with_fd(path, flags, fn=lambda fd: None):
+    """Opens, runs fn(fd), always closes: an fd left open on the mount would keep it busy."""
+    fd = os.open(path, flags, 0o644)
+    try:
+        return fn(fd)
+    finally:
+        os.close(fd)
+
+
+def test_long_names(roots):
+    ok, too_long = "n" * 255, "n" * 256
+    # Bytes, not characters: 85 three-byte characters are 255 bytes, 86 are too many.
+    utf8_ok, utf8_long = "\u20ac" * 85, "\u20ac" * 86
+    for name in (ok, utf8_ok):
+        same(roots, lambda r: touch(j(r, name)))
+        same(roots, lambda r: os.stat(j(r, name)).st_size)
+        same(roots, lambda r: os.mkdir(j(r, name[:-1] + "D")))
+        same(roots, lambda r: os.rename(j(r, name), j(r, "short")))
+        same(roots, lambda r: os.rename(j(r, "short"), j(r, name)))
+        same(roots, lambda r: os.symlink("short", j(r, "l" + name[1:])))
+    for name in (too_long, utf8_long):
+        assert same(roots, lambda r: touch(j(r, name))) == ("err", "ENAMETOOLONG")
+        same(roots, lambda r: os.stat(j(r, name)))
+        same(roots, lambda r: os.mkdir(j(r, name)))
+        same(roots, lambda r: os.symlink("x", j(r, name)))
+        same(roots, lambda r: os.rename(j(r, ok), j(r, name)))
+        same(roots, lambda r: os.unlink(j(r, name)))
+    same(roots, lambda r: sorted(os.listdir(r)))
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: names are UTF-8 in the directory format; the adapter "
+                   "answers EILSEQ (docs/errno.md) instead of storing raw bytes")
+def test_non_utf8_names(roots):
+    # Linux names are bytes: not valid UTF-8 must round-trip exactly.
+    for name in (b"caf\xe9", b"\xff\xfe", b"a\x01b", b"\xc3"):
+        same(roots, lambda r: touch(os.path.join(os.fsencode(r), name)))
+    same(roots, lambda r: sorted(os.listdir(os.fsencode(r))))
+    same(roots, lambda r: os.stat(os.path.join(os.fsencode(r), b"caf\xe9")).st_size)
+
+
+def test_long_symlink_targets(roots):
+    for length in (1000, 4095):
+        target = ("t" * 200 + "/") * (length // 201) + "t" * (length % 201)
+        assert len(target) == length
+        same(roots, lambda r: os.symlink(target, j(r, f"l{length}")))
+        assert same(roots, lambda r: os.readlink(j(r, f"l{length}"))) == ("ok", target)
+        same(roots, lambda r: os.lstat(j(r, f"l{length}")).st_size)
+    same(roots, lambda r: os.symlink("t" * 4096, j(r, "l4096")))
+
+
+ERRNO_CASES = {
+    "rmdir non-empty": (["d/", "d/f"], lambda r: os.rmdir(j(r, "d"))),
+    "rmdir file": (["f"], lambda r: os.rmdir(j(r, "f"))),
+    "rmdir dot": (["d/"], lambda r: os.rmdir(j(r, "d", "."))),
+    "unlink dir": (["d/"], lambda r: os.unlink(j(r, "d"))),
+    "mkdir existing": (["d/"], lambda r: os.mkdir(j(r, "d"))),
+    "mkdir over file": (["f"], lambda r: os.mkdir(j(r, "f"))),
+    "rename dir into own subdir": (["d/", "d/s/"], lambda r: os.rename(j(r, "d"), j(r, "d", "s", "x"))),
+    "rename dir onto own child": (["d/", "d/s/"], lambda r: os.rename(j(r, "d"), j(r, "d", "s"))),
+    "rename dir over non-empty dir": (["d/", "e/", "e/f"], lambda r: os.rename(j(r, "d"), j(r, "e"))),
+    "rename dir over empty dir": (["d/", "d/f", "e/"], lambda r: (os.rename(j(r, "d"), j(r, "e")),
+                                                                  sorted(os.listdir(j(r, "e"))))),
+    "rename file over dir": (["f", "d/"], lambda r: os.rename(j(r, "f"), j(r, "d"))),
+    "rename dir over file": (["f", "d/"], lambda r: os.rename(j(r, "d"), j(r, "f"))),
+    "rename to itself": (["f"], lambda r: (os.rename(j(r, "f"), j(r, "f")), os.listdir(r))),
+    "rename missing": ([], lambda r: os.rename(j(r, "nope"), j(r, "x"))),
+    "rename over file across dirs": (["d/", "d/f", "e/", "e/g"], lambda r: (
+        os.rename(j(r, "d", "f"), j(r, "e", "g")), sorted(os.listdir(j(r, "d"))), read_file(j(r, "e", "g")))),
+    "open dir for write": (["d/"], lambda r: with_fd(j(r, "d"), os.O_WRONLY)),
+    "O_DIRECTORY on file": (["f"], lambda r: with_fd(j(r, "f"), os.O_RDONLY | os.O_DIRECTORY)),
+    "O_CREAT|O_EXCL existing": (["f"], lambda r: with_fd(j(r, "f"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)),
+    "O_EXCL on dangling symlink": (["l->nope"], lambda r: with_fd(j(r, "l"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)),
+    "O_CREAT on dangling symlink": (["l->nope"], lambda r: (with_fd(j(r, "l"), os.O_CREAT | os.O_WRONLY),
+                                                           sorted(os.listdir(r)))),
+    "O_RDONLY|O_TRUNC truncates (Linux)": (["f"], lambda r: (with_fd(j(r, "f"), os.O_RDONLY | os.O_TRUNC),
+                                                             os.stat(j(r, "f")).st_size)),
+    "O_NOFOLLOW on symlink": (["f", "l->f"], lambda r: with_fd(j(r, "l"), os.O_RDONLY | os.O_NOFOLLOW)),
+    "readlink on file": (["f"], lambda r: os.readlink(j(r, "f"))),
+    "file as directory": (["f"], lambda r: os.stat(j(r, "f", "x"))),
+    "create under file": (["f"], lambda r: touch(j(r, "f", "x"))),
+    "symlink over existing": (["f"], lambda r: os.symlink("x", j(r, "f"))),
+    "symlink loop": (["l->m", "m->l"], lambda r: os.stat(j(r, "l"))),
+    "read dir": (["d/"], lambda r: with_fd(j(r, "d"), os.O_RDONLY, lambda fd: os.read(fd, 10))),
+    "truncate dir": (["d/"], lambda r: os.truncate(j(r, "d"), 0)),
+    "truncate negative": (["f"], lambda r: os.truncate(j(r, "f"), -1)),
+    "pwrite negative": (["f"], lambda r: with_fd(j(r, "f"), os.O_WRONLY, lambda fd: os.pwrite(fd, b"x", -1))),
+    "write on O_RDONLY": (["f"], lambda r: with_fd(j(r, "f"), os.O_RDONLY, lambda fd: os.write(fd, b"x"))),
+    "read on O_WRONLY": (["f"], lambda r: with_fd(j(r, "f"), os.O_WRONLY, lambda fd: os.read(fd, 1))),
+    "sparse file": ([], lambda r: (with_fd(j(r, "s"), os.O_CREAT | os.O_WRONLY, lambda fd: os.pwrite(fd, b"x", 1 << 20)),
+                                   read_file(j(r, "s")) == b"\0" * (1 << 20) + b"x")),
+    "truncate extends with zeros": (["f"], lambda r: (os.truncate(j(r, "f"), 100000),
+                                                      read_file(j(r, "f")) == b"data" + b"\0" * 99996)),
+    "unlink while open": (["f"], lambda r: _unlink_while_open(j(r, "f"))),
+    "rename while open": (["f"], lambda r: _rename_while_open(r)),
+    "dir nlink": (["d/", "d/x/", "d/y/", "d/f"], lambda r: (os.stat(j(r, "d")).st_nlink,
+                                                            os.stat(j(r, "d", "f")).st_nlink)),
+    "setgid dir inherits group": (["g/"], lambda r: _setgid_inherit(r)),
+    "chmod symlink target": (["f", "l->f"], lambda r: (os.chmod(j(r, "l"), 0o600),
+                                                      stat.S_IMODE(os.stat(j(r, "f")).st_mode))),
+    "xattr create exists": (["f"], lambda r: (os.setxattr(j(r, "f"), "user.k", b"v"),
+                                              os.setxattr(j(r, "f"), "user.k", b"w", os.XATTR_CREATE))),
+    "xattr replace missing": (["f"], lambda r: os.setxattr(j(r, "f"), "user.k", b"v", os.XATTR_REPLACE)),
+    "xattr remove missing": (["f"], lambda r: os.removexattr(j(r, "f"), "user.k")),
+    "xattr on symlink itself": (["f", "l->f"], lambda r: os.setxattr(j(r, "l"), "user.k", b"v",
+                                                                   follow_symlinks=False)),
+    "xattr empty value": (["f"], lambda r: (os.setxattr(j(r, "f"), "user.e", b""), os.getxattr(j(r, "f"), "user.e"))),
+    "xattr too large": (["f"], lambda r: os.setxattr(j(r, "f"), "user.big", b"x" * 65537)),
+}
+
+
+def _unlink_while_open(path):
+    def use(fd):
+        os.unlink(path)
+        os.pwrite(fd, b"more", 4)
+        return os.pread(fd, 100, 0), os.fstat(fd).st_size
+    return with_fd(path, os.O_RDWR, use), os.path.exists(path)
+
+
+def _rename_while_open(root):
+    def use(fd):
+        os.rename(j(root, "f"), j(root, "g"))
+        os.write(fd, b"+tail")
+    with_fd(j(root, "f"), os.O_RDWR | os.O_APPEND, use)
+    return read_file(j(root, "g")), os.path.exists(j(root, "f"))
+
+
+def _setgid_inherit(root):
+    os.chown(j(root, "g"), 0, 1234)
+    os.chmod(j(root, "g"), 0o2775)
+    os.mkdir(j(root, "g", "sub"))
+    touch(j(root, "g", "f"))
+    sub, f = os.stat(j(root, "g", "sub")), os.stat(j(root, "g", "f"))
+    return sub.st_gid, stat.S_IMODE(sub.st_mode) & 0o2000, f.st_gid
+
+
+def _build(root, spec):
+    for item in spec:
+        if "->" in item:
+            link, target = item.split("->")
+            os.symlink(target, j(root, link))
+        elif item.endswith("/"):
+            os.mkdir(j(root, item))
+        else:
+            with open(j(root, item), "wb") as f:
+                f.write(b"data")
+
+
+@pytest.mark.parametrize("case", sorted(ERRNO_CASES))
+def test_errno_matches_native(roots, case):
+    spec, op = ERRNO_CASES[case]
+    for root in roots:
+        _build(root, spec)
+    same(roots, op)
+    # The trees afterwards too (a failed call must change nothing).
+    native, mounted = snapshot(roots[0]), snapshot(roots[1])
+    assert native == mounted, "trees differ:\n" + describe_difference(native, mounted)
+
+
+def test_renameat2_flags(roots):
+    def setup(r):
+        for name, data in (("a", b"A"), ("b", b"B")):
+            with open(j(r, name), "wb") as f:
+                f.write(data)
+
+    cases = [
+        ("NOREPLACE onto existing", lambda r: renameat2(j(r, "a"), j(r, "b"), RENAME_NOREPLACE)),
+        ("NOREPLACE onto missing", lambda r: renameat2(j(r, "a"), j(r, "c"), RENAME_NOREPLACE)),
+        ("EXCHANGE two files", lambda r: renameat2(j(r, "a"), j(r, "b"), RENAME_EXCHANGE)),
+        ("EXCHANGE with missing", lambda r: renameat2(j(r, "a"), j(r, "c"), RENAME_EXCHANGE)),
+    ]
+    for label, op in cases:
+        for r in roots:
+            for name in os.listdir(r):
+                os.unlink(j(r, name))
+            setup(r)
+        native, mounted = outcome(op, roots[0]), outcome(op, roots[1])
+        state = [{n: read_file(j(r, n)) for n in sorted(os.listdir(r))} for r in roots]
+        if mounted == native:
+            assert state[0] == state[1], f"{label}: same result {native} but trees differ: {state}"
+        else:
+            # Not supported: a clear errno and nothing changed, never a silent plain rename.
+            assert mounted in (("err", "EINVAL"), ("err", "ENOTSUP")), \
+                f"{label}: native={native} mount={mounted}"
+            assert state[1] == {"a": b"A", "b": b"B"}, f"{label}: failed with {mounted} but changed the tree"
+
+
+def test_mknod_special_files_refused(roots):
+    mounted = roots[1]
+    for label, op in (("fifo", lambda r: os.mkfifo(j(r, "fifo"))),
+                      ("char device", lambda r: os.mknod(j(r, "chr"), stat.S_IFCHR | 0o600, os.makedev(1, 3))),
+                      ("socket", lambda r: os.mknod(j(r, "sock"), stat.S_IFSOCK | 0o600))):
+        assert errno_of(op, mounted) in ("EPERM", "ENOTSUP"), f"{label}: got {outcome(op, mounted)}"
+    assert os.listdir(mounted) == []
+    # A regular file through mknod(2) is supported, like native.
+    same(roots, lambda r: (os.mknod(j(r, "reg"), stat.S_IFREG | 0o640), stat.S_IMODE(os.stat(j(r, "reg")).st_mode)))
+
+
+def test_hard_link_refused(roots):
+    mounted = roots[1]
+    with open(j(mounted, "f"), "wb") as f:
+        f.write(b"x")
+    assert errno_of(os.link, j(mounted, "f"), j(mounted, "g")) in ("EPERM", "ENOTSUP")
+    assert sorted(os.listdir(mounted)) == ["f"]
+
+
+def test_statfs(node):
+    s = os.statvfs(node.p())
+    assert s.f_bsize > 0 and s.f_frsize > 0
+    assert s.f_blocks > 0
+    assert s.f_bavail <= s.f_bfree <= s.f_blocks
+    assert s.f_namemax == 255
+    df = subprocess.run(["df", "-P", node.p()], capture_output=True, text=True, timeout=30)
+    assert df.returncode == 0, df.stderr
+
+
+def test_flock_and_posix_locks(node):
+    path = node.p("lock")
+    with open(path, "wb") as f:
+        f.write(b"x")
+    a, b = open(path, "r+b"), open(path, "r+b")
+    try:
+        fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(a, fcntl.LOCK_UN)
+        fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(a, fcntl.LOCK_EX | fcntl.LOCK_NB)  # POSIX locks are per process: same process succeeds
+    finally:
+        a.close()
+        b.close()
+
+
+def test_readdir_large_and_rm_rf(roots):
+    for r in roots:
+        os.mkdir(j(r, "big"))
+        for i in range(700):
+            touch(j(r, "big", f"entry-{i:04d}-" + "x" * (i % 50)))
+    same(roots, lambda r: sorted(os.listdir(j(r, "big"))))
+    # Unlinking while reading the directory must not skip or repeat entries (readdir offsets).
+    def drain(r):
+        removed = 0
+        with os.scandir(j(r, "big")) as it:
+            for entry in it:
+                os.unlink(entry.path)
+                removed += 1
+        return removed, os.listdir(j(r, "big"))
+    same(roots, drain)
+    same(roots, lambda r: os.rmdir(j(r, "big")))
+
+
+# --- timestamps: which of mtime/ctime change, per operation, as on the native filesystem ------------------------
+
+TIME_OPS = {
+    "write": lambda r: _write_at(j(r, "f"), b"y", 1),
+    "write through O_TRUNC": lambda r: os.close(os.open(j(r, "f"), os.O_WRONLY | os.O_TRUNC)),
+    "append": lambda r: _append(j(r, "f"), b"more"),
+    "truncate": lambda r: os.truncate(j(r, "f"), 1),
+    "truncate same size": lambda r: os.truncate(j(r, "f"), 4),
+    "chmod": lambda r: os.chmod(j(r, "f"), 0o600),
+    "chown": lambda r: os.chown(j(r, "f"), 1000, 1000),
+    "utime now": lambda r: os.utime(j(r, "f")),
+    "setxattr": lambda r: os.setxattr(j(r, "f"), "user.t", b"1"),
+    "read": lambda r: read_file(j(r, "f")),
+    "create in dir": lambda r: touch(j(r, "d", "new")),
+    "unlink in dir": lambda r: os.unlink(j(r, "d", "g")),
+    "mkdir in dir": lambda r: os.mkdir(j(r, "d", "sub")),
+    "rename within dir": lambda r: os.rename(j(r, "d", "g"), j(r, "d", "h")),
+    "rename across dirs": lambda r: os.rename(j(r, "d", "g"), j(r, "g")),
+    "symlink in dir": lambda r: os.symlink("x", j(r, "d", "l")),
+}
+
+
+def _write_at(path, data, offset):
+    fd = os.open(path, os.O_WRONLY)
+    os.pwrite(fd, data, offset)
+    os.close(fd)
+
+
+def _append(path, data):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, data)
+    os.close(fd)
+
+
+def _times(root):
+    """(mtime, ctime) of the watched objects; the renamed file is followed to its new name."""
+    result = {}
+    for label, candidates in (("f", ["f"]), ("d", ["d"]), ("root", ["."]), ("g", ["d/g", "d/h", "g"])):
+        for c in candidates:
+            try:
+                s = os.lstat(j(root, c))
+            except FileNotFoundError:
+                continue
+            result[label] = (s.st_mtime_ns, s.st_ctime_ns)
+            break
+    return result
+
+
+@pytest.mark.parametrize("op", sorted(TIME_OPS))
+def test_timestamps_like_native(roots, op):
+    changed = []
+    for r in roots:
+        with open(j(r, "f"), "wb") as f:
+            f.write(b"data")
+        os.mkdir(j(r, "d"))
+        with open(j(r, "d", "g"), "wb") as f:
+            f.write(b"g")
+        time.sleep(0.05)  # the kernel's coarse clock ticks every few ms
+        before = _times(r)
+        TIME_OPS[op](r)
+        after = _times(r)
+        diff = set()
+        for label in before:
+            if label not in after:
+                continue
+            for index, field in enumerate(("mtime", "ctime")):
+                if after[label][index] < before[label][index]:
+                    pytest.fail(f"{op}: {label}.{field} went backwards on {'native' if r == roots[0] else 'mount'}")
+                if after[label][index] != before[label][index]:
+                    diff.add(f"{label}.{field}")
+        changed.append(sorted(diff))
+    assert changed[0] == changed[1], f"{op}: native changed {changed[0]}, mount changed {changed[1]}"
+
+
+def test_timestamps_are_wall_clock(node):
+    t0 = time.time_ns()
+    with open(node.p("f"), "wb") as f:
+        f.write(b"x")
+    s = os.stat(node.p("f"))
+    t1 = time.time_ns()
+    for field in ("st_mtime_ns", "st_ctime_ns"):
+        value = getattr(s, field)
+        assert t0 - 10_000_000 <= value <= t1 + 10_000_000, f"{field}={value} not within [{t0}, {t1}]"
+    os.utime(node.p("f"), ns=(1_234_567_890_123_456_789, 1_234_567_891_987_654_321))
+    s = os.stat(node.p("f"))
+    assert (s.st_atime_ns, s.st_mtime_ns) == (1_234_567_890_123_456_789, 1_234_567_891_987_654_321)
+
+
+def test_times_survive_restart(node):
+    root = node.p("t")
+    os.mkdir(root)
+    with open(j(root, "written"), "wb") as f:
+        f.write(b"x")
+    for name in ("chmodded", "renamed", "xattr", "utimed", "truncated"):
+        with open(j(root, name), "wb") as f:
+            f.write(b"data")
+    os.mkdir(j(root, "dir"))
+    time.sleep(0.05)
+    os.chmod(j(root, "chmodded"), 0o600)
+    os.rename(j(root, "renamed"), j(root, "renamed2"))
+    os.rename(j(root, "dir"), j(root, "dir2"))
+    os.setxattr(j(root, "xattr"), "user.k", b"v")
+    os.utime(j(root, "utimed"), ns=(1_000_000_001, 2_000_000_002))
+    os.truncate(j(root, "truncated"), 1)
+    os.symlink("written", j(root, "link"))
+    fields = ("st_mtime_ns", "st_ctime_ns", "st_atime_ns")
+    before = snapshot(root, times=fields[:2])
+    utimed_atime = os.stat(j(root, "utimed")).st_atime_ns
+    node.restart()
+    after = snapshot(root, times=fields[:2])
+    assert before == after, "times changed across a restart:\n" + describe_difference(before, after, ("before", "after"))
+    assert os.stat(j(root, "utimed")).st_atime_ns == utimed_atime == 1_000_000_001
+
+
+# --- permission checks as another user (kernel default_permissions + sticky bit) -----------------------------------
+
+def _as_user(uid, fn):
+    """Runs fn() in a forked child with uid/gid `uid`; returns its errno name or None."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            result = errno_of(fn) or "OK"
+        except BaseException as e:  # the child must never return into pytest
+            result = f"child failed: {e!r}"
+        os.write(write_end, result.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        result = f.read().decode()
+    os.waitpid(pid, 0)
+    return None if result == "OK" else result
+
+
+@pytest.fixture
+def shared_roots(make_node, node_dir):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    node = make_node(options=["allow_other"])
+    native = node_dir / "native"
+    native.mkdir()
+    native.chmod(0o755)
+    mounted = node.p("shared")
+    os.mkdir(mounted)
+    os.chmod(mounted, 0o755)
+    return str(native), mounted
+
+
+OWNER, OTHER = 1001, 1002
+
+
+def test_sticky_directory(shared_roots):
+    for r in shared_roots:
+        os.mkdir(j(r, "tmp"))
+        os.chmod(j(r, "tmp"), 0o1777)
+        for name in ("f", "g", "h"):
+            with open(j(r, "tmp", name), "wb") as f:
+                f.write(b"x")
+            os.chown(j(r, "tmp", name), OWNER, OWNER)
+            os.chmod(j(r, "tmp", name), 0o666)
+    ops = [
+        ("other unlinks", OTHER, lambda r: os.unlink(j(r, "tmp", "f"))),
+        ("other renames away", OTHER, lambda r: os.rename(j(r, "tmp", "f"), j(r, "tmp", "x"))),
+        ("other renames over", OTHER, lambda r: (touch(j(r, "tmp", "mine")),
+                                                 os.rename(j(r, "tmp", "mine"), j(r, "tmp", "g")))),
+        ("other writes (mode 666)", OTHER, lambda r: _append(j(r, "tmp", "f"), b"ok")),
+        ("owner unlinks", OWNER, lambda r: os.unlink(j(r, "tmp", "h"))),
+    ]
+    for label, uid, op in ops:
+        native, mounted = (_as_user(uid, lambda: op(r)) for r in shared_roots)
+        assert native == mounted, f"{label}: native={native} mount={mounted}"
+    assert sorted(os.listdir(j(shared_roots[0], "tmp"))) == sorted(os.listdir(j(shared_roots[1], "tmp")))
+
+
+def test_permissions_as_other_user(shared_roots):
+    for r in shared_roots:
+        os.mkdir(j(r, "ro"))  # 0755 root-owned
+        with open(j(r, "ro", "f"), "wb") as f:
+            f.write(b"secret")
+        os.chmod(j(r, "ro", "f"), 0o600)
+        with open(j(r, "pub"), "wb") as f:
+            f.write(b"public")
+        os.chmod(j(r, "pub"), 0o644)
+    ops = [
+        ("create in 0755 root dir", lambda r: touch(j(r, "ro", "new"))),
+        ("read 0600 root file", lambda r: read_file(j(r, "ro", "f"))),
+        ("write 0644 root file", lambda r: with_fd(j(r, "pub"), os.O_WRONLY)),
+        ("read 0644 root file", lambda r: read_file(j(r, "pub"))),
+        ("chmod root file", lambda r: os.chmod(j(r, "pub"), 0o666)),
+        ("chown to self", lambda r: os.chown(j(r, "pub"), OTHER, OTHER)),
+        ("utime root file", lambda r: os.utime(j(r, "pub"), (1, 1))),
+        ("unlink in 0755 root dir", lambda r: os.unlink(j(r, "ro", "f"))),
+        ("setxattr on root file", lambda r: os.setxattr(j(r, "pub"), "user.x", b"1")),
+    ]
+    for label, op in ops:
+        native, mounted = (_as_user(OTHER, lambda: op(r)) for r in shared_roots)
+        assert native == mounted, f"{label}: native={native} mount={mounted}"
