@@ -44,7 +44,8 @@ private func replyDirectory(_ request: Request, handle: UInt64, size: Int, offse
     var retained: [UInt64] = []
     for entry in entries {
         let next = off_t(entry.nextOffset)
-        let needed = entry.name.withCString { name in
+        let needed = (FileName.encode(entry.name) + [0]).withUnsafeBufferPointer { bytes in
+            let name = UnsafeRawPointer(bytes.baseAddress!).assumingMemoryBound(to: CChar.self)
             if plus {
                 var param = fuse_entry_param(entry.attributes)
                 return fuse_add_direntry_plus(request.raw, buffer + used, size - used, name, &param, next)

@@ -7,7 +7,7 @@ import HypernetVFS
 
 func opLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
     let request = Request(req, "lookup")
-    guard let name = request.string(name) else { return }
+    guard let name = request.name(name) else { return }
     do {
         request.reply(entry: try request.fileSystem.lookup(parent: parent, name: name))
     } catch {
@@ -83,7 +83,10 @@ func opReadlink(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
     let request = Request(req, "readlink")
     do {
         let target = try request.fileSystem.readlink(inode: inode)
-        fuse_reply_readlink(request.raw, target)
+        let bytes = FileName.encode(target) + [0]
+        bytes.withUnsafeBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { _ = fuse_reply_readlink(request.raw, $0.baseAddress) }
+        }
     } catch {
         request.reply(error: error)
     }
@@ -91,7 +94,7 @@ func opReadlink(_ req: fuse_req_t?, _ inode: fuse_ino_t) {
 
 func opMknod(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t, _ rdev: dev_t) {
     let request = Request(req, "mknod")
-    guard let name = request.string(name) else { return }
+    guard let name = request.name(name) else { return }
     do {
         request.reply(
             entry: try request.fileSystem.mknod(parent: parent, name: name, mode: mode, caller: request.caller()))
@@ -102,7 +105,7 @@ func opMknod(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CCh
 
 func opMkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t) {
     let request = Request(req, "mkdir")
-    guard let name = request.string(name) else { return }
+    guard let name = request.name(name) else { return }
     do {
         request.reply(
             entry: try request.fileSystem.mkdir(parent: parent, name: name, mode: mode, caller: request.caller()))
@@ -114,7 +117,7 @@ func opMkdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CCh
 func opSymlink(_ req: fuse_req_t?, _ target: UnsafePointer<CChar>?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?)
 {
     let request = Request(req, "symlink")
-    guard let target = request.string(target), let name = request.string(name) else { return }
+    guard let target = request.name(target), let name = request.name(name) else { return }
     do {
         request.reply(
             entry: try request.fileSystem.symlink(
@@ -126,7 +129,7 @@ func opSymlink(_ req: fuse_req_t?, _ target: UnsafePointer<CChar>?, _ parent: fu
 
 func opUnlink(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
     let request = Request(req, "unlink")
-    guard let name = request.string(name) else { return }
+    guard let name = request.name(name) else { return }
     do {
         try request.fileSystem.unlink(parent: parent, name: name)
         request.replyOK()
@@ -137,7 +140,7 @@ func opUnlink(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CC
 
 func opRmdir(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
     let request = Request(req, "rmdir")
-    guard let name = request.string(name) else { return }
+    guard let name = request.name(name) else { return }
     do {
         try request.fileSystem.rmdir(parent: parent, name: name)
         request.replyOK()
@@ -151,7 +154,7 @@ func opRename(
     _ newName: UnsafePointer<CChar>?, _ flags: UInt32
 ) {
     let request = Request(req, "rename")
-    guard let name = request.string(name), let newName = request.string(newName) else { return }
+    guard let name = request.name(name), let newName = request.name(newName) else { return }
     let renameFlags = RenameFlags(rawValue: flags)
     // RENAME_WHITEOUT (overlayfs) and any future flag: refused like a filesystem that lacks them.
     guard renameFlags.isSubset(of: [.noReplace, .exchange]) else { return request.reply(errno: EINVAL) }

@@ -25,7 +25,7 @@ func opCreate(
     _ fi: UnsafeMutablePointer<fuse_file_info>?
 ) {
     let request = Request(req, "create")
-    guard let name = request.string(name) else { return }
+    guard let name = request.name(name) else { return }
     let info = fi!
     do {
         let (attributes, handle) = try request.fileSystem.create(

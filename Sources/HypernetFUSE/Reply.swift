@@ -57,13 +57,22 @@ struct Request {
         }
     }
 
-    /// Decodes a name from the kernel. Hypernet names are UTF-8 strings; other byte sequences are
-    /// refused with EILSEQ (like ZFS `utf8only`) rather than silently repaired into another name.
+    /// Decodes an xattr name from the kernel. Xattr names are UTF-8 strings; other byte sequences are
+    /// refused with EILSEQ rather than silently repaired into another name.
     /// On failure the request has been replied to and nil is returned.
     func string(_ pointer: UnsafePointer<CChar>?) -> String? {
         if let pointer, let value = String(validatingCString: pointer) { return value }
         reply(errno: EILSEQ)
         return nil
+    }
+
+    /// Decodes a file name or symlink target: any bytes, kept losslessly (`FileName`).
+    func name(_ pointer: UnsafePointer<CChar>?) -> String? {
+        guard let pointer else {
+            reply(errno: EINVAL)
+            return nil
+        }
+        return FileName.decode(UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)))
     }
 
     // MARK: Replies

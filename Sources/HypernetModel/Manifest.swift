@@ -133,7 +133,8 @@ public struct DirectoryListing: Sendable, Equatable {
         guard count <= Self.maximumEntries else { throw .invalid("directory entry count") }
         entries = []
         for _ in 0..<count {
-            let name = try r.string(limit: 255)
+            // 255 bytes of name, each stored as up to 4 bytes of UTF-8 (non-UTF-8 bytes are escaped).
+            let name = try r.string(limit: 4 * 255)
             let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
             guard let kind = RevisionKind(rawValue: try r.u8()) else { throw .invalid("entry kind") }
             entries.append(Entry(name: name, document: document, kind: kind))

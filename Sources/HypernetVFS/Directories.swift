@@ -14,7 +14,7 @@ extension VirtualFileSystem {
 
     /// `.`, `..`, then the children by name: a snapshot taken at opendir and at each rewind (offset 0).
     static func listing(_ dir: Node) -> [(name: String, inode: UInt64)] {
-        [(".", dir.inode), ("..", dir.parent)] + dir.children.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        [(".", dir.inode), ("..", dir.parent)] + dir.children.sorted
     }
 
     /// Entries after `offset` (0 = from the start, including `.` and `..`), in a stable order.

@@ -223,7 +223,7 @@ extension VirtualFileSystem {
         guard listingChanged || dir.metadataChanged else { return }
         var locations: [ChunkLocation] = []
         if listingChanged {
-            let entries = dir.children.compactMap { name, child in
+            let entries = dir.children.sorted.compactMap { name, child in
                 s.nodes[child].map { DirectoryListing.Entry(name: name, document: $0.record.id, kind: $0.kind) }
             }
             let listing = DirectoryListing(entries: entries).encoded()

@@ -20,9 +20,9 @@ extension VirtualFileSystem {
     }
 
     public func symlink(parent: UInt64, name: String, target: String, caller: Caller) throws(VFSError) -> Attributes {
-        guard target.utf8.count < 4096 else { throw VFSError(ENAMETOOLONG) }
-        let inode = try makeNode(
-            parent: parent, name: name, kind: .symlink, mode: S_IFLNK | 0o777, caller: caller, target: Array(target.utf8))
+        let bytes = FileName.encode(target)
+        guard bytes.count < 4096 else { throw VFSError(ENAMETOOLONG) }
+        let inode = try makeNode(parent: parent, name: name, kind: .symlink, mode: S_IFLNK | 0o777, caller: caller, target: bytes)
         try commit(inode)
         return try getattr(inode: inode)
     }
@@ -103,7 +103,7 @@ extension VirtualFileSystem {
 
     private func remove(parent: UInt64, name: String, directory: Bool) throws(VFSError) {
         try state.withLock { (s) throws(VFSError) in
-            guard name.utf8.count <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
+            guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
             let dir = try Self.directory(parent, in: s)
             guard let child = dir.children[name], let node = s.nodes[child] else { throw VFSError(ENOENT) }
             if directory {
@@ -158,7 +158,7 @@ extension VirtualFileSystem {
         throws(VFSError)
     {
         try Self.validate(name: newName)
-        guard name.utf8.count <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
+        guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
         guard !(flags.contains(.noReplace) && flags.contains(.exchange)) else { throw VFSError(EINVAL) }
         let saved: UInt64? = try state.withLock { (s) throws(VFSError) -> UInt64? in
             let from = try Self.directory(parent, in: s)

@@ -6,7 +6,7 @@ import HypernetStore
 struct Node {
     var record: DocumentRecord
     /// Directories: entries by name. Files and symlinks: empty.
-    var children: [String: UInt64] = [:]
+    var children = DirectoryEntries()
     var subdirectories = 0
     /// The directory holding this node, and its name there (a node has one name: no hard links).
     var parent: UInt64

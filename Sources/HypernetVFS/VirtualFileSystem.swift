@@ -115,7 +115,7 @@ public final class VirtualFileSystem: Sendable {
     public func lookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
         try state.withLock { (s) throws(VFSError) in
             let dir = try Self.directory(parent, in: s)
-            guard name.utf8.count <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
+            guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
             guard let child = dir.children[name] else { throw VFSError(ENOENT) }
             s.nodes[child]!.lookups += 1
             return s.nodes[child]!.attributes()
@@ -204,7 +204,7 @@ public final class VirtualFileSystem: Sendable {
         try state.withLock { (s) throws(VFSError) in
             let node = try Self.node(inode, in: s)
             guard node.kind == .symlink else { throw VFSError(EINVAL) }
-            return String(decoding: node.record.metadata.symlinkTarget, as: UTF8.self)
+            return FileName.decode(node.record.metadata.symlinkTarget)
         }
     }
 
@@ -223,7 +223,7 @@ public final class VirtualFileSystem: Sendable {
     }
 
     static func validate(name: String) throws(VFSError) {
-        guard name.utf8.count <= nameMax else { throw VFSError(ENAMETOOLONG) }
+        guard FileName.byteCount(name) <= nameMax else { throw VFSError(ENAMETOOLONG) }
         guard !name.isEmpty, name != ".", name != "..", !name.contains("/") else { throw VFSError(EINVAL) }
     }
 

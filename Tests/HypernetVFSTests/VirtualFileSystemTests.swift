@@ -258,4 +258,15 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(try f.read("s").isEmpty)
         #expect(try f.vfs.history(path: "s").count == 3)
     }
+
+    @Test func canonicallyEquivalentNamesAreDifferentFiles() throws {
+        let f = try Fixture()
+        try f.write("caf\u{E9}", Array("composed".utf8))
+        try f.write("cafe\u{301}", Array("decomposed".utf8))
+        #expect(try f.read("caf\u{E9}") == Array("composed".utf8))
+        #expect(try f.read("cafe\u{301}") == Array("decomposed".utf8))
+        let h = try f.vfs.opendir(inode: 1)
+        defer { f.vfs.releasedir(handle: h) }
+        #expect(try f.vfs.readdir(handle: h, offset: 0).count == 4)
+    }
 }

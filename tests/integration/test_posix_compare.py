@@ -435,8 +435,6 @@ def test_long_names(roots):
     same(roots, lambda r: sorted(os.listdir(r)))
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: names are UTF-8 in the directory format; the adapter "
-                   "answers EILSEQ (docs/errno.md) instead of storing raw bytes")
 def test_non_utf8_names(roots):
     # Linux names are bytes: not valid UTF-8 must round-trip exactly.
     for name in (b"caf\xe9", b"\xff\xfe", b"a\x01b", b"\xc3"):

@@ -1,0 +1,79 @@
+/// Linux names (and symlink targets) are bytes; Hypernet keeps them as Strings, stored as UTF-8. A byte
+/// that is not part of valid UTF-8 becomes one code point U+10FF00 + byte (the end of plane 16, private
+/// use); a name that itself contains a code point of that range has that code point's bytes escaped the
+/// same way. So every byte string has exactly one String, and `encode(decode(b)) == b` for every `b`:
+/// names round-trip byte-exactly while valid UTF-8 names are stored unchanged.
+public enum FileName {
+    static let escapeBase: UInt32 = 0x10FF00
+
+    public static func decode(_ bytes: some Collection<UInt8>) -> String {
+        let bytes = Array(bytes)
+        var scalars = String.UnicodeScalarView()
+        var i = 0
+        while i < bytes.count {
+            let lead = bytes[i]
+            let length = lead < 0x80 ? 1 : lead >> 5 == 0b110 ? 2 : lead >> 4 == 0b1110 ? 3 : lead >> 3 == 0b11110 ? 4 : 0
+            if length > 0, i + length <= bytes.count,
+                let piece = String(validating: bytes[i..<i + length], as: UTF8.self),
+                let scalar = piece.unicodeScalars.first, piece.unicodeScalars.count == 1,
+                !isEscape(scalar)
+            {
+                scalars.append(scalar)
+                i += length
+            } else {
+                scalars.append(Unicode.Scalar(escapeBase + UInt32(lead))!)
+                i += 1
+            }
+        }
+        return String(scalars)
+    }
+
+    public static func encode(_ name: String) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(name.utf8.count)
+        for scalar in name.unicodeScalars {
+            if isEscape(scalar) {
+                out.append(UInt8(scalar.value - escapeBase))
+            } else {
+                out.append(contentsOf: String(scalar).utf8)
+            }
+        }
+        return out
+    }
+
+    /// The name's length in bytes as the kernel counts it (NAME_MAX applies to this).
+    public static func byteCount(_ name: String) -> Int {
+        name.unicodeScalars.reduce(0) { $0 + (isEscape($1) ? 1 : String($1).utf8.count) }
+    }
+
+    static func isEscape(_ scalar: Unicode.Scalar) -> Bool { scalar.value >= escapeBase }
+}
+
+/// A directory's entries by name. Names compare byte for byte: Swift's `String ==` treats canonically
+/// equivalent strings ("é" and "e\u{301}") as equal, but on Linux they are two different names.
+struct DirectoryEntries {
+    private struct Key: Hashable {
+        let name: String
+        static func == (a: Key, b: Key) -> Bool { a.name.utf8.elementsEqual(b.name.utf8) }
+        func hash(into hasher: inout Hasher) {
+            for byte in name.utf8 { hasher.combine(byte) }
+        }
+    }
+
+    private var map: [Key: UInt64] = [:]
+
+    subscript(_ name: String) -> UInt64? {
+        get { map[Key(name: name)] }
+        set { map[Key(name: name)] = newValue }
+    }
+
+    @discardableResult
+    mutating func removeValue(forKey name: String) -> UInt64? { map.removeValue(forKey: Key(name: name)) }
+
+    var isEmpty: Bool { map.isEmpty }
+
+    /// (name, inode) pairs in the order of the names' bytes.
+    var sorted: [(name: String, inode: UInt64)] {
+        map.map { ($0.key.name, $0.value) }.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    }
+}
