@@ -94,7 +94,8 @@ final class Catalog: Sendable {
 
     func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
         try read { db in
-            try Row.fetchOne(db, sql: "SELECT pack, offset, length FROM chunks WHERE id = ?", arguments: [Data(id.bytes)])
+            try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?"), arguments: [Data(id.bytes)])
                 .map { ChunkLocation(id: id, pack: $0[0], offset: $0[1], length: $0[2]) }
         }
     }
@@ -103,14 +104,10 @@ final class Catalog: Sendable {
     func existing(_ ids: [ChunkID]) throws(StoreError) -> Set<ChunkID> {
         guard !ids.isEmpty else { return [] }
         return try read { db in
+            let statement = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE id = ?")
             var found = Set<ChunkID>()
-            for batch in stride(from: 0, to: ids.count, by: 500) {
-                let slice = ids[batch..<min(batch + 500, ids.count)]
-                let marks = Array(repeating: "?", count: slice.count).joined(separator: ",")
-                let rows = try Data.fetchAll(
-                    db, sql: "SELECT id FROM chunks WHERE id IN (\(marks))",
-                    arguments: StatementArguments(slice.map { Data($0.bytes) }))
-                for d in rows { if let id = try? Digest(bytes: d) { found.insert(id) } }
+            for id in ids where try Int.fetchOne(statement, arguments: [Data(id.bytes)]) != nil {
+                found.insert(id)
             }
             return found
         }

@@ -403,16 +403,19 @@ public struct StoreTransaction {
     let db: Database
     let store: Store
 
+    /// Hot statements are prepared once per connection (GRDB's statement cache), not parsed per call.
+    private func run(_ sql: String, arguments: StatementArguments) throws {
+        try db.cachedStatement(sql: sql).execute(arguments: arguments)
+    }
+
     public func insertDocument(id: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, dirty: Bool) throws -> UInt64 {
-        try db.execute(
-            sql: "INSERT INTO documents (id, kind, metadata, dirty) VALUES (?, ?, ?, ?)",
+        try run("INSERT INTO documents (id, kind, metadata, dirty) VALUES (?, ?, ?, ?)",
             arguments: [Data(id.bytes), Int(kind.rawValue), Data(metadata.encoded()), dirty])
         return UInt64(db.lastInsertedRowID)
     }
 
     public func updateDocument(_ d: DocumentRecord) throws {
-        try db.execute(
-            sql: "UPDATE documents SET id = ?, kind = ?, head = ?, metadata = ?, atime_s = ?, atime_ns = ?, dirty = ? WHERE inode = ?",
+        try run("UPDATE documents SET id = ?, kind = ?, head = ?, metadata = ?, atime_s = ?, atime_ns = ?, dirty = ? WHERE inode = ?",
             arguments: [
                 Data(d.id.bytes), Int(d.kind.rawValue), d.head.map { Data($0.bytes) }, Data(d.metadata.encoded()),
                 d.atimeSeconds, Int64(d.atimeNanoseconds), d.dirty, Int64(d.inode),
@@ -421,23 +424,21 @@ public struct StoreTransaction {
 
     /// The row stays (its inode number is never reused) but no longer names a document.
     public func retireDocument(inode: UInt64) throws {
-        try db.execute(sql: "UPDATE documents SET id = NULL WHERE inode = ?", arguments: [Int64(inode)])
+        try run("UPDATE documents SET id = NULL WHERE inode = ?", arguments: [Int64(inode)])
     }
 
     public func setEntry(parent: UInt64, name: String, child: UInt64) throws {
-        try db.execute(
-            sql: "INSERT OR REPLACE INTO entries (parent, name, child) VALUES (?, ?, ?)",
+        try run("INSERT OR REPLACE INTO entries (parent, name, child) VALUES (?, ?, ?)",
             arguments: [Int64(parent), name, Int64(child)])
     }
 
     public func removeEntry(parent: UInt64, name: String) throws {
-        try db.execute(sql: "DELETE FROM entries WHERE parent = ? AND name = ?", arguments: [Int64(parent), name])
+        try run("DELETE FROM entries WHERE parent = ? AND name = ?", arguments: [Int64(parent), name])
     }
 
     public func recordChunks(_ locations: [ChunkLocation]) throws {
         for l in locations {
-            try db.execute(
-                sql: "INSERT OR IGNORE INTO chunks (id, pack, offset, length) VALUES (?, ?, ?, ?)",
+            try run("INSERT OR IGNORE INTO chunks (id, pack, offset, length) VALUES (?, ?, ?, ?)",
                 arguments: [Data(l.id.bytes), l.pack, l.offset, l.length])
         }
     }
@@ -453,16 +454,15 @@ public struct StoreTransaction {
         let signed = revision.signed(by: keyring.identity)
         let id = signed.id
         let doc = Data(document.bytes)
-        try db.execute(
-            sql: "INSERT OR IGNORE INTO revisions (id, document, time, kind, size, record) VALUES (?, ?, ?, ?, ?, ?)",
+        try run("INSERT OR IGNORE INTO revisions (id, document, time, kind, size, record) VALUES (?, ?, ?, ?, ?, ?)",
             arguments: [
                 Data(id.bytes), doc, Int64(bitPattern: revision.time.rawValue), Int(kind.rawValue),
                 Int64(metadata.size), Data(signed.record),
             ])
         for p in parents {
-            try db.execute(sql: "DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])
+            try run("DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])
         }
-        try db.execute(sql: "INSERT OR IGNORE INTO heads (document, revision) VALUES (?, ?)", arguments: [doc, Data(id.bytes)])
+        try run("INSERT OR IGNORE INTO heads (document, revision) VALUES (?, ?)", arguments: [doc, Data(id.bytes)])
         return id
     }
 }

@@ -164,7 +164,9 @@ final class FileContent: Sendable {
         var oldBoundaries: [UInt64: Int] = [:]
         if resync { for j in (keep + 1)..<s.offsets.count where s.offsets[j] >= changeEnd { oldBoundaries[s.offsets[j]] = j } }
 
-        var buffer = [UInt8](repeating: 0, count: Self.window + Int(Chunker.standard.maximum))
+        // Sized to what is left (small files are the common case); `fill` writes every byte it hands out.
+        let capacity = Int(min(UInt64(Self.window), s.size - pos)) + Chunker.standard.maximum
+        var buffer = [UInt8](unsafeUninitializedCapacity: capacity) { _, count in count = capacity }
         var carry = 0  // bytes at the front of `buffer` not yet cut
         var done = false
         while !done {

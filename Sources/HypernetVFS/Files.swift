@@ -190,6 +190,7 @@ extension VirtualFileSystem {
                 node.record.metadata.size = c.size
                 if revision {
                     try appendRevisionLocked(&node, locations: locations)
+                    s.pendingRevisions.remove(inode)
                 } else {
                     node.record.dirty = true
                     let record = node.record
@@ -204,6 +205,21 @@ extension VirtualFileSystem {
         }
     }
 
+    /// Makes a metadata change durable in the catalog row (marked dirty) without a revision yet.
+    func persistPending(_ inode: UInt64) throws(VFSError) {
+        try state.withLock { (s) throws(VFSError) in
+            guard var node = s.nodes[inode], node.linked, node.metadataChanged else { return }
+            if node.isDirectory { return try commitDirectoryLocked(inode, in: &s) }
+            // An open file's live size may be ahead of its committed content: its own commit carries this.
+            guard node.content == nil else { return }
+            node.record.dirty = true
+            let record = node.record
+            try persist("setattr") { tx in try tx.updateDocument(record) }
+            s.nodes[inode] = node
+            s.pendingRevisions.insert(inode)
+        }
+    }
+
     /// A revision for a metadata-only change (the content stays the committed one).
     func commitMetadataLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
         guard var node = s.nodes[inode], node.linked else { return }
@@ -211,6 +227,7 @@ extension VirtualFileSystem {
         guard node.metadataChanged || node.record.dirty || node.record.head == nil else { return }
         try appendRevisionLocked(&node, locations: [])
         s.nodes[inode] = node
+        s.pendingRevisions.remove(inode)
     }
 
     /// A directory revision: its listing (when changed) as encrypted content, and its metadata.
@@ -272,7 +289,20 @@ extension VirtualFileSystem {
                 do { try commit(inode) } catch { logger.error("periodic commit failed", metadata: ["inode": "\(inode)"]) }
             }
         }
+        commitPending()
         commitDirectories()
+    }
+
+    /// Revisions for files whose metadata changed (chmod, chown, utimens) since their last one.
+    func commitPending() {
+        state.withLock { s in
+            for inode in s.pendingRevisions.sorted() {
+                do { try commitMetadataLocked(inode, in: &s) } catch {
+                    logger.error("pending revision failed", metadata: ["inode": "\(inode)"])
+                }
+                s.pendingRevisions.remove(inode)
+            }
+        }
     }
 
     /// Writes a revision for every directory whose entries changed.
@@ -294,6 +324,7 @@ extension VirtualFileSystem {
         for inode in open {
             do { try commit(inode) } catch { logger.error("commit at shutdown failed", metadata: ["inode": "\(inode)"]) }
         }
+        commitPending()
         commitDirectories()
         do { try store.sync() } catch { logger.error("store sync at shutdown failed: \(error)") }
         logger.info("filesystem stopped")

@@ -33,6 +33,8 @@ public final class VirtualFileSystem: Sendable {
         var handles: [UInt64: Handle] = [:]
         var nextHandle: UInt64 = 1
         var dirtyDirectories: Set<UInt64> = []
+        /// Files and symlinks whose catalog row is ahead of their head revision (a pending metadata change).
+        var pendingRevisions: Set<UInt64> = []
     }
 
     let store: Store
@@ -194,9 +196,16 @@ public final class VirtualFileSystem: Sendable {
             }
         }
         defer { if truncated != nil { detachContent(inode) } }
+        if changes.size == nil {
+            // chmod, chown, utimens: durable now, versioned by the next revision — the once-a-second
+            // pass makes it if nothing else does — so `tar x` (create, write, close, chown, chmod,
+            // utimens per file) pays for one signed revision per file, not four.
+            try persistPending(inode)
+        } else if handle == nil {
+            try commit(inode)
+        }
         // An ftruncate through an open handle is part of a save in progress (vim truncates, then writes):
         // its revision is the one made when that handle is flushed, not one more.
-        if handle == nil || changes.size == nil { try commit(inode) }
         return try getattr(inode: inode)
     }
 
