@@ -16,6 +16,9 @@ final class Catalog: Sendable {
         var config = Configuration()
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            // SQLite's automatic checkpoint would make catalog rows durable before the pack records
+            // they name; `Store.checkpoint` syncs the packs first, then checkpoints.
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         config.busyMode = .timeout(10)
         do {
@@ -90,6 +93,13 @@ final class Catalog: Sendable {
 
     func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
         do { return try pool.write(body) } catch let e as StoreError { throw e } catch { throw .database("\(error)") }
+    }
+
+    /// Copies the WAL into the database file (outside any transaction, as SQLite requires).
+    func checkpoint() throws(StoreError) {
+        do { try pool.writeWithoutTransaction { db in _ = try db.checkpoint(.restart) } } catch {
+            throw .database("checkpoint: \(error)")
+        }
     }
 
     func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {

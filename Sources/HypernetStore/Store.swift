@@ -341,6 +341,19 @@ public final class Store: Sendable {
         if fdatasync(fd) != 0 { throw .io(path: wal, errno: errno) }
     }
 
+    /// Moves the WAL into the database file once it passes `walLimit`, after syncing the packs, so the
+    /// catalog never becomes durable ahead of the chunks it names. Called by the once-a-second pass.
+    public func checkpointIfNeeded(walLimit: Int64 = 16 << 20) {
+        var st = stat()
+        guard stat(home.catalogPath + "-wal", &st) == 0, Int64(st.st_size) > walLimit else { return }
+        do {
+            try packs.sync()
+            try catalog.checkpoint()
+        } catch {
+            logger.error("catalog checkpoint failed: \(error)")
+        }
+    }
+
     // MARK: Checks
 
     /// Checks every chunk against its id, every revision's signature, and every document's content.

@@ -291,6 +291,7 @@ extension VirtualFileSystem {
         }
         commitPending()
         commitDirectories()
+        store.checkpointIfNeeded()
     }
 
     /// Revisions for files whose metadata changed (chmod, chown, utimens) since their last one.

@@ -47,6 +47,25 @@ import Testing
         #expect(!reopened.check().isEmpty)
     }
 
+    @Test func checkpointEmptiesTheWALAfterSyncingPacks() throws {
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let written = try store.writeContent((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        try store.transaction { tx in try tx.recordChunks(written.locations) }
+        var wal = stat()
+        stat(home.catalogPath + "-wal", &wal)
+        #expect(wal.st_size > 0)
+        var before = stat()
+        stat(home.catalogPath, &before)
+        store.checkpointIfNeeded(walLimit: 0)
+        // The rows moved from the WAL into the database file.
+        var after = stat()
+        stat(home.catalogPath, &after)
+        #expect(after.st_size > before.st_size)
+        #expect(try store.readContent(written.root).count == 300_000)
+        #expect(store.check().isEmpty)
+    }
+
     @Test func newerCatalogFormatIsRefused() throws {
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }
