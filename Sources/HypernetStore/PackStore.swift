@@ -128,25 +128,38 @@ final class PackStore: Sendable {
             throw .corrupt(object: object, reason: "length \(location.length) out of range")
         }
         let fd = try reader(location.pack)
-        let total = Self.recordHeaderSize + Int(location.length)
-        var record = [UInt8](repeating: 0, count: total)
-        var done = 0
-        while done < total {
-            let n = record.withUnsafeMutableBytes {
-                pread(fd, $0.baseAddress! + done, total - done, off_t(location.offset) + off_t(done))
+        var header = [UInt8](repeating: 0, count: Self.recordHeaderSize)
+        try header.withMutableBytes { (b) throws(StoreError) in try readFully(fd, b, at: location.offset, object: object) }
+        let storedLength = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
+        guard Int64(storedLength) == location.length, location.id.withUnsafeBytes({ header[4...].elementsEqual($0) }) else {
+            throw .corrupt(object: object, reason: "record header does not match the catalog")
+        }
+        // Read straight into the result: no zero-filling, no second copy without the header.
+        let count = Int(location.length)
+        var result: Result<Void, StoreError> = .success(())
+        let ciphertext = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            result = Result { () throws(StoreError) in
+                try readFully(fd, UnsafeMutableRawBufferPointer(buffer), at: location.offset + Int64(Self.recordHeaderSize), object: object)
             }
+            if case .success = result { initialized = count } else { initialized = 0 }
+        }
+        try result.get()
+        return ciphertext
+    }
+
+    private func readFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int64, object: String)
+        throws(StoreError)
+    {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io(path: path(of: location.pack), errno: errno)
+                throw .io(path: object, errno: errno)
             }
             if n == 0 { throw .corrupt(object: object, reason: "pack truncated") }
             done += n
         }
-        let storedLength = UInt32(record[0]) | UInt32(record[1]) << 8 | UInt32(record[2]) << 16 | UInt32(record[3]) << 24
-        guard Int64(storedLength) == location.length, record[4..<36].elementsEqual(location.id.bytes) else {
-            throw .corrupt(object: object, reason: "record header does not match the catalog")
-        }
-        return Array(record[Self.recordHeaderSize...])
     }
 
     private func reader(_ number: Int64) throws(StoreError) -> Int32 {

@@ -19,7 +19,7 @@ extension VirtualFileSystem {
             do { tree = try store.loadManifest(node.record.metadata.content) } catch {
                 throw fail(error, "load content", inode: inode)
             }
-            let content = try FileContent(store: store, tree: tree, isNew: isNew)
+            let content = try FileContent(store: store, tree: tree, isNew: isNew, logger: logger)
             node.content = content
             node.openCount = 1
             s.nodes[inode] = node
@@ -78,7 +78,7 @@ extension VirtualFileSystem {
     public func read(handle: UInt64, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {
         let (inode, content) = try fileHandle(handle)
         do { return try content.read(offset: offset, count: size) } catch {
-            logger.error("read failed: content unreadable (see earlier store errors)", metadata: ["inode": "\(inode)"])
+            logger.error("read failed", metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
             throw error
         }
     }
