@@ -152,8 +152,10 @@ public final class Store: Sendable {
     }
 
     /// Builds (and stores) the manifest tree for `chunks`, reusing `previous`'s unchanged leaves.
-    public func writeManifest(chunks: [ChunkReference], previous: ManifestTree) throws(StoreError)
-        -> (tree: ManifestTree, locations: [ChunkLocation])
+    /// `unchangedPrefix`: how many leading chunks the caller knows equal `previous`'s; their full leaves are
+    /// reused without comparing, so an append costs the same on a 1 GiB file as on a small one.
+    public func writeManifest(chunks: [ChunkReference], previous: ManifestTree, unchangedPrefix: Int = 0)
+        throws(StoreError) -> (tree: ManifestTree, locations: [ChunkLocation])
     {
         guard !chunks.isEmpty else { return (.empty, []) }
         let fanout = ManifestNode.fanout
@@ -162,9 +164,10 @@ public final class Store: Sendable {
         var fresh: [Int] = []
         for (n, start) in stride(from: 0, to: chunks.count, by: fanout).enumerated() {
             let group = chunks[start..<min(start + fanout, chunks.count)]
-            if n < previous.leaves.count, start + group.count <= previous.chunks.count,
-                previous.chunks[start..<start + group.count].elementsEqual(group),
-                group.count == fanout || start + group.count == previous.chunks.count
+            let full = group.count == fanout || start + group.count == previous.chunks.count
+            if n < previous.leaves.count, start + group.count <= previous.chunks.count, full,
+                start + group.count <= unchangedPrefix
+                    || previous.chunks[start..<start + group.count].elementsEqual(group)
             {
                 leaves.append(previous.leaves[n])
             } else {

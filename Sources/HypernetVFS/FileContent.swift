@@ -246,7 +246,7 @@ final class FileContent: Sendable {
             }
         }
         do {
-            let manifest = try store.writeManifest(chunks: chunks, previous: s.tree)
+            let manifest = try store.writeManifest(chunks: chunks, previous: s.tree, unchangedPrefix: keep)
             return (manifest.tree, locations + manifest.locations)
         } catch {
             throw VFSError(error.isNoSpace ? ENOSPC : EIO)

@@ -15,9 +15,12 @@ extension VirtualFileSystem {
                 s.nodes[inode] = node
                 return content
             }
-            let tree: ManifestTree
-            do { tree = try store.loadManifest(node.record.metadata.content) } catch {
-                throw fail(error, "load content", inode: inode)
+            let root = node.record.metadata.content
+            var tree: ManifestTree
+            if let cached = s.recentTrees.take(inode), cached.root == root {
+                tree = cached
+            } else {
+                do { tree = try store.loadManifest(root) } catch { throw fail(error, "load content", inode: inode) }
             }
             let content = try FileContent(store: store, tree: tree, isNew: isNew, logger: logger)
             node.content = content
@@ -29,14 +32,19 @@ extension VirtualFileSystem {
 
     /// Drops one use of the node's content; the last one commits anything left and frees the staging file.
     func detachContent(_ inode: UInt64) {
-        let last = state.withLock { s in s.nodes[inode]?.openCount == 1 }
-        if last {
+        let content: FileContent? = state.withLock { s in s.nodes[inode].flatMap { $0.openCount == 1 ? $0.content : nil } }
+        var tree: ManifestTree? = nil
+        if let content {
             do { try commit(inode) } catch { logger.error("commit at release failed", metadata: ["inode": "\(inode)"]) }
+            tree = content.state.withLock { $0.modified ? nil : $0.tree }
         }
         state.withLock { s in
             guard var node = s.nodes[inode] else { return }
             node.openCount -= 1
-            if node.openCount == 0 { node.content = nil }
+            if node.openCount == 0 {
+                node.content = nil
+                if let tree, node.linked { s.recentTrees.put(inode, tree) }
+            }
             s.nodes[inode] = node
             Self.dropIfUnreferenced(inode, in: &s)
         }

@@ -33,6 +33,8 @@ public final class VirtualFileSystem: Sendable {
         var handles: [UInt64: Handle] = [:]
         var nextHandle: UInt64 = 1
         var dirtyDirectories: Set<UInt64> = []
+        /// Chunk lists of recently closed files: reopening a large file (an append) skips reloading its manifest.
+        var recentTrees = TreeCache()
         /// Files and symlinks whose catalog row is ahead of their head revision (a pending metadata change).
         var pendingRevisions: Set<UInt64> = []
     }
@@ -262,5 +264,34 @@ final class CommitTimer: @unchecked Sendable {
     init() {
         source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.vfs.commit"))
         source.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(100))
+    }
+}
+
+/// Recently used chunk lists of large files, by inode, bounded by their total number of chunk references
+/// (72 bytes each).
+/// An entry is used only if its root still matches the document's, so a stale one costs nothing.
+struct TreeCache {
+    static let maximumChunks = 1 << 18
+    private var entries: [UInt64: (tree: ManifestTree, tick: UInt64)] = [:]
+    private var chunks = 0
+    private var tick: UInt64 = 0
+
+    mutating func take(_ inode: UInt64) -> ManifestTree? {
+        guard let e = entries.removeValue(forKey: inode) else { return nil }
+        chunks -= e.tree.chunks.count
+        return e.tree
+    }
+
+    mutating func put(_ inode: UInt64, _ tree: ManifestTree) {
+        _ = take(inode)
+        // A list of one leaf reloads in one chunk read: only larger ones are worth keeping (and so the
+        // cache holds few entries however many small files pass through).
+        guard tree.chunks.count > ManifestNode.fanout, tree.chunks.count <= Self.maximumChunks else { return }
+        tick += 1
+        entries[inode] = (tree, tick)
+        chunks += tree.chunks.count
+        while chunks > Self.maximumChunks, let oldest = entries.min(by: { $0.value.tick < $1.value.tick }) {
+            _ = take(oldest.key)
+        }
     }
 }
