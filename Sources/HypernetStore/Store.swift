@@ -256,10 +256,17 @@ public final class Store: Sendable {
 
     // MARK: Catalog
 
+    /// Every live document. A row that does not decode is left out with a log line naming it (never
+    /// deleted): the rest of the tree still mounts, and `hypernet fsck` reports it.
     public func loadDocuments() throws(StoreError) -> [DocumentRecord] {
-        try catalog.read { db in
+        let rows = try catalog.read { db in
             try Row.fetchAll(db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id IS NOT NULL")
-                .map { row in try Self.document(row) }
+        }
+        return rows.compactMap { row in
+            do { return try Self.document(row) } catch {
+                logger.error("corrupt catalog row for document inode \(row[0] as Int64): \(error)")
+                return nil
+            }
         }
     }
 
@@ -388,6 +395,14 @@ public final class Store: Sendable {
                     if Array(idData) != signed.id.bytes { problems.append("revision \(Hex.encode(idData)): id mismatch") }
                 } catch {
                     problems.append("revision \(Hex.encode(idData)): \(error)")
+                }
+            }
+            let rows = try catalog.read { db in
+                try Row.fetchAll(db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id IS NOT NULL")
+            }
+            for row in rows {
+                do { _ = try Self.document(row) } catch {
+                    problems.append("catalog row for document inode \(row[0] as Int64): \(error)")
                 }
             }
             for doc in try loadDocuments() {

@@ -66,6 +66,23 @@ import Testing
         #expect(store.check().isEmpty)
     }
 
+    @Test func aCorruptCatalogRowIsReportedAndTheRestLoads() throws {
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let metadata = RevisionMetadata(
+            mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
+            size: 0, quorum: 0, xattrs: [], content: nil, symlinkTarget: [])
+        let (good, bad) = try store.transaction { tx in
+            (try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false),
+             try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false))
+        }
+        let db = try DatabaseQueue(path: home.catalogPath)
+        try db.write { try $0.execute(sql: "UPDATE documents SET metadata = x'ff00' WHERE inode = ?", arguments: [Int64(bad)]) }
+        try db.close()
+        #expect(try store.loadDocuments().map(\.inode) == [good])
+        #expect(store.check().contains { $0.contains("inode \(bad)") })
+    }
+
     @Test func newerCatalogFormatIsRefused() throws {
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }
