@@ -13,11 +13,12 @@ import Synchronization
 /// Inode numbers are the catalog's document rows: stable for the life of the store and never reused, so
 /// the FUSE generation is always 0. The root directory is inode 1 (`FUSE_ROOT_ID`).
 ///
-/// Revisions are made when a written file is flushed (close) or fsynced, on every metadata change
-/// (chmod, chown, utimens, truncate, xattrs), on rename-over (the target document gets the source's
-/// content and keeps its id and history), and once a second for files held open while written.
-/// Directory revisions (their listings) are written by the same once-a-second pass; the catalog's
-/// entries are committed with each operation, so nothing waits for that pass to be durable.
+/// Revisions are made when a written file is flushed (close) or fsynced, on a path truncate and every
+/// xattr change, on rename-over (the target document gets the source's content and keeps its id and
+/// history), and once a second for files held open while written. chmod, chown and utimens are committed
+/// to the catalog at once and versioned by the next revision, which the once-a-second pass makes if
+/// nothing else does; the same pass writes directory revisions (their listings). The catalog's rows are
+/// committed with each operation, so nothing waits for that pass to be durable (docs/design.md).
 public final class VirtualFileSystem: Sendable {
     public static let rootInode: UInt64 = 1
     static let nameMax = 255
