@@ -55,22 +55,29 @@ extension VirtualFileSystem {
         let content = try attachContent(inode)
         // Linux truncates on O_TRUNC even with O_RDONLY (the kernel has checked write permission).
         if flags & O_TRUNC != 0 {
-            content.state.withLock { c in
-                c.dirty.removeAll()
-                c.baseValid = 0
-                c.size = 0
-                c.modified = true
-                state.withLock { s in
-                    s.nodes[inode]?.record.metadata.size = 0
-                    s.nodes[inode]?.touch()
-                }
-            }
+            truncate(inode, content, to: 0, written: false)
         }
         return state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1
             s.handles[h] = .file(inode: inode)
             return h
+        }
+    }
+
+    /// Cuts the content to `size`: staged bytes past it dropped, committed bytes past it no longer part
+    /// of the file. `written`: counts as written data for the next flush (a truncate, not open's O_TRUNC).
+    func truncate(_ inode: UInt64, _ content: FileContent, to size: UInt64, written: Bool) {
+        content.state.withLock { c in
+            c.dirty.clip(to: size)
+            c.baseValid = min(c.baseValid, size)
+            c.size = size
+            c.modified = true
+            if written { c.writtenSinceRevision = true }
+            state.withLock { s in
+                s.nodes[inode]?.record.metadata.size = size
+                s.nodes[inode]?.touch()
+            }
         }
     }
 

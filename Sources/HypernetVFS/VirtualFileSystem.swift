@@ -182,23 +182,8 @@ public final class VirtualFileSystem: Sendable {
             node.record.metadata = m
             s.nodes[inode] = node
         }
-        var truncated: FileContent? = nil
-        if let size = changes.size {
-            let content = try attachContent(inode)
-            truncated = content
-            content.state.withLock { c in
-                c.dirty.clip(to: size)
-                c.baseValid = min(c.baseValid, size)
-                c.size = size
-                c.modified = true
-                c.writtenSinceRevision = true
-                state.withLock { s in
-                    s.nodes[inode]?.record.metadata.size = size
-                    s.nodes[inode]?.touch()
-                }
-            }
-        }
-        defer { if truncated != nil { detachContent(inode) } }
+        if let size = changes.size { truncate(inode, try attachContent(inode), to: size, written: true) }
+        defer { if changes.size != nil { detachContent(inode) } }
         if changes.size == nil {
             // chmod, chown, utimens: durable now, versioned by the next revision — the once-a-second
             // pass makes it if nothing else does — so `tar x` (create, write, close, chown, chmod,
