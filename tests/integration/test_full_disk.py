@@ -5,8 +5,13 @@ import hashlib
 import os
 import subprocess
 
+import pytest
 
 
+
+# While the disk is full, the commits at close, the pending-metadata pass and the directory pass fail
+# and say so in the log: expected here.
+@pytest.mark.log_errors(r"(commit at release|pending revision|directory revision) failed")
 def test_full_disk_fails_cleanly_and_keeps_what_was_acknowledged(make_node):
     node = make_node(start=False)
     node.home.mkdir(parents=True, exist_ok=True)
@@ -35,12 +40,18 @@ def test_full_disk_fails_cleanly_and_keeps_what_was_acknowledged(make_node):
         with open(node.p("kept"), "rb") as f:
             assert hashlib.sha256(f.read()).digest() == hashlib.sha256(kept).digest()
         assert node.is_mounted()
+        # Packs only grow (no compaction yet), so the failed write's partial records keep the disk full:
+        # the administrator frees space, then a restart finds everything acknowledged.
+        subprocess.run(["mount", "-o", "remount,size=80m", str(node.home)], check=True)
         node.stop()
         node.start()
         with open(node.p("kept"), "rb") as f:
             assert f.read() == kept
         node.stop()
     finally:
-        if node.running:
-            node.stop()
-        subprocess.run(["umount", str(node.home)], check=False)
+        try:
+            if node.running:
+                node.stop()
+        finally:  # the fixture's teardown reports a daemon that would not stop; the tmpfs goes regardless
+            if subprocess.run(["umount", str(node.home)], check=False).returncode != 0:
+                subprocess.run(["umount", "-l", str(node.home)], check=False)
