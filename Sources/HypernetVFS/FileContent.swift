@@ -229,7 +229,7 @@ final class FileContent: Sendable {
                 chunks += written.references
                 locations += written.locations
             } catch {
-                throw VFSError(error.isNoSpace ? ENOSPC : EIO)
+                throw storing(error)
             }
             if let j = resumeAt {
                 chunks += old[j...]
@@ -249,8 +249,18 @@ final class FileContent: Sendable {
             let manifest = try store.writeManifest(chunks: chunks, previous: s.tree, unchangedPrefix: keep)
             return (manifest.tree, locations + manifest.locations)
         } catch {
-            throw VFSError(error.isNoSpace ? ENOSPC : EIO)
+            throw storing(error)
         }
+    }
+
+    /// The errno for a store failure while sealing, with the log line that says why.
+    private func storing(_ error: StoreError) -> VFSError {
+        if error.isNoSpace {
+            logger.warning("sealing staged writes: the disk holding the store is full: \(error)")
+            return VFSError(ENOSPC)
+        }
+        logger.error("sealing staged writes failed: \(error)")
+        return VFSError(EIO)
     }
 
     /// Makes `tree` (the staged writes, sealed) the base and empties the staging file.

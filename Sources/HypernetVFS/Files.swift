@@ -200,7 +200,12 @@ extension VirtualFileSystem {
             guard c.modified || changed else { return }
             let (tree, locations) = try content.rebuild(&c)
             try state.withLock { (s) throws(VFSError) in
-                guard var node = s.nodes[inode], node.linked else { return }
+                guard var node = s.nodes[inode], node.linked else {
+                    // Unlinked but still open: no revision (the document ended in a tombstone), yet the
+                    // sealed chunks must stay findable for reads through the open handle.
+                    try persist("commit") { tx in try tx.recordChunks(locations) }
+                    return
+                }
                 node.record.metadata.content = tree.root
                 node.record.metadata.size = c.size
                 if revision {

@@ -105,7 +105,10 @@ public final class VirtualFileSystem: Sendable {
     /// Store failures become EIO (ENOSPC when the disk is full), with a log line naming the object.
     func fail(_ error: any Error, _ operation: String, inode: UInt64? = nil) -> VFSError {
         if let e = error as? VFSError { return e }
-        if let e = error as? StoreError, e.isNoSpace { return VFSError(ENOSPC) }
+        if let e = error as? StoreError, e.isNoSpace {
+            logger.warning("\(operation): the disk holding the store is full: \(e)")
+            return VFSError(ENOSPC)
+        }
         logger.error("\(operation) failed: \(error)", metadata: inode.map { ["inode": "\($0)"] } ?? [:])
         return VFSError(EIO)
     }

@@ -269,4 +269,15 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         defer { f.vfs.releasedir(handle: h) }
         #expect(try f.vfs.readdir(handle: h, offset: 0).count == 4)
     }
+
+    @Test func anUnlinkedFileStillOpenKeepsWorking() throws {
+        let f = try Fixture()
+        let inode = try f.write("gone", Array("before".utf8))
+        let handle = try f.vfs.open(inode: inode, flags: O_RDWR, caller: f.caller)
+        try f.vfs.unlink(parent: 1, name: "gone")
+        _ = try Array(" after".utf8).withUnsafeBytes { b in try f.vfs.write(handle: handle, offset: 6, data: b) }
+        try f.vfs.fsync(handle: handle, dataOnly: false)
+        #expect(try f.vfs.read(handle: handle, offset: 0, size: 100) == Array("before after".utf8))
+        f.vfs.release(handle: handle)
+    }
 }
