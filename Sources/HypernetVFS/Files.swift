@@ -26,6 +26,7 @@ extension VirtualFileSystem {
             node.content = content
             node.openCount = 1
             s.nodes[inode] = node
+            s.openFiles.insert(inode)
             return content
         }
     }
@@ -43,6 +44,7 @@ extension VirtualFileSystem {
             node.openCount -= 1
             if node.openCount == 0 {
                 node.content = nil
+                s.openFiles.remove(inode)
                 if let tree, node.linked { s.recentTrees.put(inode, tree) }
             }
             s.nodes[inode] = node
@@ -301,7 +303,7 @@ extension VirtualFileSystem {
 
     /// The once-a-second pass: files written while held open, then directories whose listing changed.
     func commitDue() {
-        let open: [UInt64] = state.withLock { s in s.nodes.values.filter { $0.content != nil }.map(\.inode) }
+        let open = state.withLock { s in s.openFiles.sorted() }
         for inode in open {
             guard let content = state.withLock({ s in s.nodes[inode]?.content }) else { continue }
             let due = content.state.withLock { c in c.modified && c.lastCommit.duration(to: .now) >= Self.commitInterval }
@@ -341,7 +343,7 @@ extension VirtualFileSystem {
     /// kernel is gone (unmount).
     public func shutdown() {
         timer.source.cancel()
-        let open: [UInt64] = state.withLock { s in s.nodes.values.filter { $0.content != nil }.map(\.inode) }
+        let open = state.withLock { s in s.openFiles.sorted() }
         for inode in open {
             do { try commit(inode) } catch { logger.error("commit at shutdown failed", metadata: ["inode": "\(inode)"]) }
         }

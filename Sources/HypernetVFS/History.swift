@@ -93,10 +93,9 @@ extension VirtualFileSystem {
     /// Lines for `hypernet status` about the filesystem.
     public func statusLines() -> [String] {
         state.withLock { s in
-            let open = s.nodes.values.filter { $0.content != nil }
             return [
                 "documents: \(s.nodes.count)",
-                "open files: \(open.count)",
+                "open files: \(s.openFiles.count)",
                 "directories awaiting a revision: \(s.dirtyDirectories.count)",
                 "quorum: \(configuration.quorum)",
             ]

@@ -34,6 +34,8 @@ public final class VirtualFileSystem: Sendable {
         var handles: [UInt64: Handle] = [:]
         var nextHandle: UInt64 = 1
         var dirtyDirectories: Set<UInt64> = []
+        /// Inodes whose content is attached (open, or being truncated): what the once-a-second pass visits.
+        var openFiles: Set<UInt64> = []
         /// Chunk lists of recently closed files: reopening a large file (an append) skips reloading its manifest.
         var recentTrees = TreeCache()
         /// Files and symlinks whose catalog row is ahead of their head revision (a pending metadata change).
