@@ -2,6 +2,7 @@
 // Layers, bottom to top (dependencies point down only; see docs/design.md):
 //   C shims (CSodium, CZstd, CFuse3, CLinux) -> HypernetCrypto -> HypernetModel -> HypernetStore
 //   -> HypernetVFS -> HypernetFUSE -> HypernetDaemon -> hypernet (CLI)
+//   HypernetStore -> HypernetSync -> HypernetDaemon (HypernetVFS and HypernetSync never import each other)
 import PackageDescription
 
 let package = Package(
@@ -14,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
     ],
     targets: [
         // C modules: a module map and a shim header each, no logic.
@@ -42,6 +44,15 @@ let package = Package(
                 "CLinux", "HypernetCrypto", "HypernetModel", "HypernetStore",
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Node to node: Noise handshake, framing, sessions, replication, quorum acks (SwiftNIO TCP).
+        .target(
+            name: "HypernetSync",
+            dependencies: [
+                "HypernetCrypto", "HypernetModel", "HypernetStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // The only importer of CFuse3: low-level FUSE ops mapped onto HypernetVFS.
         .target(
             name: "HypernetFUSE",
@@ -53,13 +64,13 @@ let package = Package(
         .target(
             name: "HypernetDaemon",
             dependencies: [
-                "HypernetCrypto", "HypernetModel", "HypernetStore", "HypernetVFS", "HypernetFUSE",
+                "HypernetCrypto", "HypernetModel", "HypernetStore", "HypernetVFS", "HypernetFUSE", "HypernetSync",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "hypernet",
             dependencies: [
-                "HypernetDaemon", "HypernetModel",
+                "HypernetDaemon", "HypernetModel", "HypernetSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -77,6 +88,14 @@ let package = Package(
             name: "HypernetVFSTests",
             dependencies: [
                 "HypernetVFS", "HypernetStore", "HypernetModel", "HypernetCrypto",
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        .testTarget(
+            name: "HypernetSyncTests",
+            dependencies: [
+                "HypernetSync", "HypernetStore", "HypernetModel", "HypernetCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
     ],
