@@ -18,6 +18,8 @@ import HypernetModel
 ///
 /// A file with another magic, kind or length is corrupt; a newer version is refused, never guessed at.
 /// Files must be regular, owned by this user, and unreadable by group and others.
+/// `hypernet id import` (`IdentityExport.install`) writes identity.key and tree.key from an export file,
+/// in the same order as `loadOrCreate`: identity.key last.
 public final class Keyring: Sendable {
     public let identity: SigningKeyPair  // the user identity (Ed25519)
     public let identityBox: BoxKeyPair  // the user identity (X25519)
@@ -60,12 +62,7 @@ public final class Keyring: Sendable {
         }
         var created = false
         if try KeyFile.read(directory + "/" + identityFile) == nil {
-            let signing = SigningKeyPair.generate()
-            let box = BoxKeyPair.generate()
-            let nameBytes = Array((name ?? "").utf8)
-            var bytes = signing.seed.bytes + box.secretKey.bytes + [UInt8(nameBytes.count)] + nameBytes
-            let payload = SecureBytes(bytes)
-            SecureMemory.zero(&bytes)
+            let payload = identityPayload(signing: .generate(), box: .generate(), name: name)
             // false: another process created it first; load theirs, it is the identity now.
             created = try KeyFile.create(directory, identityFile, kind: .identity, payload: payload)
         }
@@ -89,7 +86,16 @@ public final class Keyring: Sendable {
         return Keyring(identity: signing, identityBox: box, node: nodeKey, treeKey: tree, name: name)
     }
 
-    private static func secret(_ directory: String, _ file: String, kind: KeyFile.Kind) throws(StoreError)
+    /// The payload of identity.key: seed || box secret || name length || name (`name` checked by the caller).
+    static func identityPayload(signing: SigningKeyPair, box: BoxKeyPair, name: String?) -> SecureBytes {
+        let nameBytes = Array((name ?? "").utf8)
+        precondition(nameBytes.count <= 255, "identity name longer than 255 bytes")
+        var bytes = signing.seed.bytes + box.secretKey.bytes + [UInt8(nameBytes.count)] + nameBytes
+        defer { SecureMemory.zero(&bytes) }
+        return SecureBytes(bytes)
+    }
+
+    static func secret(_ directory: String, _ file: String, kind: KeyFile.Kind) throws(StoreError)
         -> SecureBytes
     {
         let path = directory + "/" + file
@@ -100,7 +106,7 @@ public final class Keyring: Sendable {
         return contents.payload
     }
 
-    private static func parseIdentity(
+    static func parseIdentity(
         _ contents: KeyFile.Contents, path: String
     ) throws(StoreError) -> (SigningKeyPair, BoxKeyPair, String?) {
         let fixed = 2 * secretByteCount + 1
@@ -127,7 +133,7 @@ public final class Keyring: Sendable {
     }
 
     /// Refuses a keys directory other users can enter: secrets there are only as private as the directory.
-    private static func checkDirectory(_ directory: String) throws(StoreError) {
+    static func checkDirectory(_ directory: String) throws(StoreError) {
         var info = stat()
         guard stat(directory, &info) == 0 else {
             if errno == ENOENT { throw .notFound("identity in \(directory) (run `hypernet init`)") }
@@ -205,24 +211,40 @@ enum KeyFile {
         return Contents(kind: kind, payload: SecureBytes(bytes[headerByteCount..<count]))
     }
 
-    /// Writes `directory/file` as a new file: temp file (0600), fsync, then link(2) to the final name and
-    /// fsync the directory. link, unlike rename, never replaces: two processes creating the same key at
-    /// once cannot each believe its own key won. Returns false if the file already existed.
+    /// Writes `directory/file` as a new file (`PrivateFile.write`): link(2), unlike rename, never
+    /// replaces, so two processes creating the same key at once cannot each believe its own key won.
+    /// Returns false if the file already existed.
+    /// `replacing: true` renames over an existing file instead (only for keys no identity relies on yet).
     @discardableResult
-    static func create(_ directory: String, _ file: String, kind: Kind, payload: SecureBytes) throws(StoreError) -> Bool
+    static func create(
+        _ directory: String, _ file: String, kind: Kind, payload: SecureBytes, replacing: Bool = false
+    ) throws(StoreError) -> Bool {
+        var contents = magic + [version, kind.rawValue] + payload.bytes
+        defer { SecureMemory.zero(&contents) }
+        return try PrivateFile.write(directory, file, contents: contents, replacing: replacing)
+    }
+}
+
+/// Atomic creation of a private file (key files, identity exports).
+enum PrivateFile {
+    /// Writes `directory/file`: a temporary file (0600, O_EXCL) in the same directory, fsync, then
+    /// link(2) to the final name (false if it already exists; nothing is replaced) or, with
+    /// `replacing`, rename(2) over it; then fsync of the directory. The temporary file never stays.
+    static func write(_ directory: String, _ file: String, contents: [UInt8], replacing: Bool) throws(StoreError)
+        -> Bool
     {
         let path = directory + "/" + file
         let temporary = directory + "/." + file + "." + Hex.encode(SecureRandom.bytes(count: 8)) + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw .io(path: temporary, errno: errno) }
         defer { unlink(temporary) }
-        var contents = magic + [version, kind.rawValue] + payload.bytes
-        defer { SecureMemory.zero(&contents) }
         do {
             defer { close(fd) }
+            // The umask may have narrowed 0600 further; it never widens it. Make it exactly 0600.
+            guard fchmod(fd, 0o600) == 0 else { throw .io(path: temporary, errno: errno) }
             var written = 0
             while written < contents.count {
-                let n = contents.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+                let n = contents.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw .io(path: temporary, errno: errno)
@@ -231,9 +253,13 @@ enum KeyFile {
             }
             guard fsync(fd) == 0 else { throw .io(path: temporary, errno: errno) }
         }
-        guard link(temporary, path) == 0 else {
-            if errno == EEXIST { return false }
-            throw .io(path: path, errno: errno)
+        if replacing {
+            guard rename(temporary, path) == 0 else { throw .io(path: path, errno: errno) }
+        } else {
+            guard link(temporary, path) == 0 else {
+                if errno == EEXIST { return false }
+                throw .io(path: path, errno: errno)
+            }
         }
         try syncDirectory(directory)
         return true
