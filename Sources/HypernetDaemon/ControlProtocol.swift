@@ -1,5 +1,6 @@
 import FoundationEssentials
 import HypernetStore
+import HypernetSync
 import HypernetVFS
 
 // The control socket speaks JSON lines: one request object per line, one response line per request:
@@ -10,6 +11,7 @@ import HypernetVFS
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable {
         case status, log, cat, restore, fsck, stop, unmount
+        case peerAdd = "peer-add", peers, pin, unpin, pins
     }
 
     public var command: Command
@@ -17,11 +19,14 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var path: String?
     /// A revision id or unique prefix for cat/restore; cat without one reads the current revision.
     public var revision: String?
+    /// The address for peer-add; the identity token or `*` for pin/unpin.
+    public var argument: String?
 
-    public init(command: Command, path: String? = nil, revision: String? = nil) {
+    public init(command: Command, path: String? = nil, revision: String? = nil, argument: String? = nil) {
         self.command = command
         self.path = path
         self.revision = revision
+        self.argument = argument
     }
 }
 
@@ -36,15 +41,20 @@ public struct StatusReport: Codable, Sendable {
     public var identity: String
     public var name: String?
     public var home: String
-    public var mountpoint: String
+    /// nil when the node serves without a mount.
+    public var mountpoint: String?
     public var pid: Int32
     public var statistics: StoreStatistics
     /// Lines the filesystem contributes (open and dirty files).
     public var filesystem: [String]
-    /// Connected or configured peers; none until replication exists.
-    public var peers: [String]
-    /// Revisions waiting to reach their quorum.
-    public var replicationBacklog: Int
+    public var listen: String?
+    public var quorum: Int
+    public var pins: [String]
+    /// Known peers, connected or not.
+    public var peers: [PeerStatus]
+    /// This identity's revisions not yet held by `quorum` nodes, and the bytes they list.
+    public var backlogRevisions: Int
+    public var backlogBytes: Int64
 }
 
 public struct ContentReply: Codable, Sendable {

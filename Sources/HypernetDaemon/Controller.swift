@@ -1,7 +1,9 @@
 import FoundationEssentials
 import Glibc
 import HypernetCrypto
+import HypernetModel
 import HypernetStore
+import HypernetSync
 import HypernetVFS
 import Logging
 
@@ -9,23 +11,27 @@ import Logging
 /// needs the daemon.
 final class Controller: Sendable {
     let home: Home
-    /// Canonical; paths from the CLI must be inside it.
-    let mountpoint: String
+    /// Canonical; paths from the CLI must be inside it. nil when serving without a mount.
+    let mountpoint: String?
     let keyring: Keyring
     let store: Store
-    let fileSystem: VirtualFileSystem
+    let fileSystem: VirtualFileSystem?
+    let node: SyncNode
+    let quorum: Int
     let logger: Logger
     let requestExit: @Sendable () -> Void
 
     init(
-        home: Home, mountpoint: String, keyring: Keyring, store: Store, fileSystem: VirtualFileSystem,
-        logger: Logger, requestExit: @escaping @Sendable () -> Void
+        home: Home, mountpoint: String?, keyring: Keyring, store: Store, fileSystem: VirtualFileSystem?, node: SyncNode,
+        quorum: Int, logger: Logger, requestExit: @escaping @Sendable () -> Void
     ) {
         self.home = home
         self.mountpoint = mountpoint
         self.keyring = keyring
         self.store = store
         self.fileSystem = fileSystem
+        self.node = node
+        self.quorum = quorum
         self.logger = logger
         self.requestExit = requestExit
     }
@@ -41,11 +47,27 @@ final class Controller: Sendable {
     private func answer(_ request: ControlRequest) throws(Failure) -> any Encodable & Sendable {
         switch request.command {
         case .status:
+            let backlog = try stored { () throws(StoreError) in try store.backlog(quorum: quorum) }
             return StatusReport(
                 node: Hex.encode(keyring.node.publicKey.bytes), identity: "\(keyring.identityToken)",
                 name: keyring.name, home: home.path, mountpoint: mountpoint, pid: getpid(),
-                statistics: store.statistics(), filesystem: fileSystem.statusLines(), peers: [],
-                replicationBacklog: 0)
+                statistics: store.statistics(), filesystem: fileSystem?.statusLines() ?? [], listen: node.listenAddress,
+                quorum: quorum, pins: try stored { () throws(StoreError) in try store.pins() }, peers: node.peerStatus(),
+                backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes)
+        case .peerAdd:
+            let address = try PeerCommands.validAddress(request.argument)
+            try stored { () throws(StoreError) in try store.addPeer(address, configured: true) }
+            logger.info("peer added", metadata: ["address": "\(address)"])
+            return Acknowledgement()
+        case .peers:
+            return node.peerStatus()
+        case .pin, .unpin:
+            let who = try PeerCommands.validPin(request.argument)
+            try stored { () throws(StoreError) in try store.setPinned(who, request.command == .pin) }
+            node.pinsChanged()
+            return Acknowledgement()
+        case .pins:
+            return try stored { () throws(StoreError) in try store.pins() }
         case .log:
             let (absolute, relative) = try paths(request)
             return try history(absolute, relative)
@@ -61,7 +83,7 @@ final class Controller: Sendable {
                 throw Failure(.unknownRevision, "no revision of \(absolute)")
             }
             let bytes = try vfs(absolute) { () throws(VFSError) in
-                try fileSystem.content(path: relative, revision: revision)
+                try fileSystem!.content(path: relative, revision: revision)
             }
             return ContentReply(revision: revision, content: Data(bytes).base64EncodedString())
         case .restore:
@@ -69,7 +91,7 @@ final class Controller: Sendable {
             guard let wanted = request.revision else { throw Failure(.usage, "restore needs a revision") }
             let revision = try resolve(wanted, in: try history(absolute, relative), path: absolute)
             let made = try vfs(absolute) { () throws(VFSError) in
-                try fileSystem.restore(path: relative, revision: revision)
+                try fileSystem!.restore(path: relative, revision: revision)
             }
             logger.info("restored", metadata: ["path": "\(relative)", "from": "\(revision)", "revision": "\(made)"])
             return RestoreReply(revision: made)
@@ -85,7 +107,7 @@ final class Controller: Sendable {
             guard let path = request.path else { throw Failure(.usage, "unmount needs a mountpoint") }
             guard path == mountpoint else {
                 throw Failure(
-                    .mountpoint, "not mounted by the daemon of \(home.path): \(path) (it serves \(mountpoint))")
+                    .mountpoint, "not mounted by the daemon of \(home.path): \(path) (it serves \(mountpoint ?? "no mount"))")
             }
             logger.info("unmount requested")
             requestExit()
@@ -93,8 +115,15 @@ final class Controller: Sendable {
         }
     }
 
+    private func stored<T>(_ body: () throws(StoreError) -> T) throws(Failure) -> T {
+        do { return try body() } catch { throw Failure(.store, "\(error)") }
+    }
+
     /// The request's absolute path and the same path relative to the mount root ("" for the root).
     private func paths(_ request: ControlRequest) throws(Failure) -> (String, String) {
+        guard let mountpoint, fileSystem != nil else {
+            throw Failure(.notHypernetPath, "this node serves without a mount (hypernet serve)")
+        }
         guard let path = request.path, path.hasPrefix("/") else {
             throw Failure(.usage, "\(request.command.rawValue) needs an absolute path")
         }
@@ -106,7 +135,7 @@ final class Controller: Sendable {
     }
 
     private func history(_ absolute: String, _ relative: String) throws(Failure) -> [HistoryEntry] {
-        try vfs(absolute) { () throws(VFSError) in try fileSystem.history(path: relative) }
+        try vfs(absolute) { () throws(VFSError) in try fileSystem!.history(path: relative) }
     }
 
     /// The one revision of `entries` whose id starts with `prefix`.
@@ -133,5 +162,23 @@ final class Controller: Sendable {
             default: throw Failure(.failure, "\(path): \(error)")
             }
         }
+    }
+}
+
+/// Checks for the peer and pin commands, shared by the daemon and the CLI (which writes the store itself
+/// when no daemon runs).
+public enum PeerCommands {
+    public static func validAddress(_ value: String?) throws(Failure) -> String {
+        guard let value, let colon = value.lastIndex(of: ":"), colon != value.startIndex,
+            let port = Int(value[value.index(after: colon)...]), (1...65535).contains(port)
+        else { throw Failure(.usage, "not a HOST:PORT address: \(value ?? "")") }
+        return value
+    }
+
+    public static func validPin(_ value: String?) throws(Failure) -> String {
+        guard let value, value == "*" || IdentityToken(value) != nil else {
+            throw Failure(.usage, "not an identity token or '*': \(value ?? "")")
+        }
+        return value
     }
 }

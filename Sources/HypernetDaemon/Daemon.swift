@@ -1,33 +1,50 @@
 import Dispatch
 import Glibc
+import HypernetCrypto
 import HypernetFUSE
+import HypernetModel
 import HypernetStore
+import HypernetSync
 import HypernetVFS
 import Logging
 import Synchronization
 
-/// What `hypernet mount --foreground` runs with.
+/// What `hypernet mount --foreground` and `hypernet serve --foreground` run with.
 public struct DaemonOptions: Sendable {
     public var home: Home
-    /// As given; validated and made canonical at start.
-    public var mountpoint: String
+    /// As given; validated and made canonical at start. nil: serve without a mount.
+    public var mountpoint: String?
+    /// The quorum is `configuration.quorum` if `quorumGiven`, else 1 with no configured peer and 2 with one.
     public var configuration: VFSConfiguration
+    public var quorumGiven: Bool
     /// `-o` options for FUSE, split at commas (`default_permissions` is always added by the mount).
     public var fuseOptions: [String]
+    public var listen: String?
+    public var peers: [String]
+    /// Identity tokens or `*`, added to the node's pins.
+    public var pins: [String]
 
-    public init(home: Home, mountpoint: String, configuration: VFSConfiguration, fuseOptions: [String]) {
+    public init(
+        home: Home, mountpoint: String?, configuration: VFSConfiguration, quorumGiven: Bool, fuseOptions: [String],
+        listen: String?, peers: [String], pins: [String]
+    ) {
         self.home = home
         self.mountpoint = mountpoint
         self.configuration = configuration
+        self.quorumGiven = quorumGiven
         self.fuseOptions = fuseOptions
+        self.listen = listen
+        self.peers = peers
+        self.pins = pins
     }
 }
 
 /// The composition root: one node with one mount, in this process, until it is unmounted.
 public enum Daemon {
-    /// Locks the home, opens keyring, store and filesystem, mounts, serves the control socket and
-    /// runs the FUSE loop; returns after the mount is gone and everything is flushed. `readiness`
-    /// learns when the mount answers. Throws a `Failure` for anything that stops the start.
+    /// Locks the home, opens keyring, store and filesystem, starts the peer node, mounts (unless serving
+    /// only), serves the control socket and runs until unmounted or stopped; returns after everything is
+    /// flushed. `readiness` learns when the node (and its mount) answers. Throws a `Failure` for anything
+    /// that stops the start.
     public static func run(_ options: DaemonOptions, readiness: Readiness, logger: Logger) throws(Failure) {
         let home = options.home
         try Home.makeDirectoryOrFail(home.path)
@@ -36,7 +53,7 @@ public enum Daemon {
         try lock.writePid()
         // Everything the daemon creates in the home is private to its owner.
         umask(0o077)
-        let mountpoint = try Mountpoint.validate(options.mountpoint)
+        let mountpoint = try options.mountpoint.map { (m) throws(Failure) in try Mountpoint.validate(m) }
         // Bound before any other thread exists: the server sets the process umask around bind.
         let server = try ControlServer(path: home.controlSocketPath, logger: logger)
         defer { server.stop() }
@@ -48,32 +65,67 @@ public enum Daemon {
 
         logger.info(
             "daemon starting",
-            metadata: ["pid": "\(getpid())", "home": "\(home.path)", "mountpoint": "\(mountpoint)"])
+            metadata: ["pid": "\(getpid())", "home": "\(home.path)", "mountpoint": "\(mountpoint ?? "none")"])
         let keyring: Keyring
         let store: Store
-        let fileSystem: VirtualFileSystem
         do {
             keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: nil).keyring
             store = try Store(home: home, keyring: keyring, logger: logger)
-            fileSystem = try VirtualFileSystem(store: store, configuration: options.configuration, logger: logger)
+            for pin in options.pins { try store.setPinned(pin, true) }
         } catch {
             throw Failure(.store, "cannot open the store in \(home.path): \(error)")
         }
-        let mount = FUSEMount(
-            fileSystem: fileSystem, mountpoint: mountpoint, options: options.fuseOptions, logger: logger)
-        do throws(FUSEError) {
-            guard stopSwitch.attach(mount) else { throw FUSEError("stopped by a signal while starting") }
-            try mount.mount()
-        } catch {
-            fileSystem.shutdown()
-            throw Failure(.mountpoint, error.message)
+        let node = SyncNode(
+            store: store, nodeKey: keyring.node,
+            configuration: SyncConfiguration(listen: options.listen, peers: options.peers, software: "hypernet/\(version)"),
+            logger: logger)
+        do { try node.start() } catch {
+            node.stop()
+            throw Failure(.usage, "cannot start the peer node: \(error)")
+        }
+        defer { node.stop() }
+        var configuration = options.configuration
+        if !options.quorumGiven {
+            configuration.quorum = ((try? store.peers()) ?? []).contains(where: \.configured) ? 2 : 1
         }
 
+        let fileSystem: VirtualFileSystem?
+        let mount: FUSEMount?
+        if let mountpoint {
+            let vfs: VirtualFileSystem
+            do { vfs = try VirtualFileSystem(store: store, configuration: configuration, logger: logger) } catch {
+                throw Failure(.store, "cannot open the store in \(home.path): \(error)")
+            }
+            let fuse = FUSEMount(fileSystem: vfs, mountpoint: mountpoint, options: options.fuseOptions, logger: logger)
+            do throws(FUSEError) {
+                guard stopSwitch.attach({ fuse.requestExit() }) else { throw FUSEError("stopped by a signal while starting") }
+                try fuse.mount()
+            } catch {
+                vfs.shutdown()
+                throw Failure(.mountpoint, error.message)
+            }
+            vfs.setKernelCache(fuse)
+            showReceived(store: store, in: vfs)
+            (fileSystem, mount) = (vfs, fuse)
+        } else {
+            (fileSystem, mount) = (nil, nil)
+        }
+
+        let stopped = DispatchSemaphore(value: 0)
+        let requestExit: @Sendable () -> Void = { if let mount { mount.requestExit() } else { stopped.signal() } }
+        if mount == nil, !stopSwitch.attach(requestExit) { return }
         let controller = Controller(
-            home: home, mountpoint: mountpoint, keyring: keyring, store: store, fileSystem: fileSystem,
-            logger: logger, requestExit: { mount.requestExit() })
+            home: home, mountpoint: mountpoint, keyring: keyring, store: store, fileSystem: fileSystem, node: node,
+            quorum: configuration.quorum, logger: logger, requestExit: requestExit)
         server.start(handler: controller.handle)
 
+        guard let mount, let mountpoint else {
+            logger.info("serving", metadata: ["listen": "\(options.listen ?? "none")"])
+            readiness.ready()
+            stopped.wait()
+            logger.info("daemon stopped")
+            return
+        }
         // The loop below answers this stat; until it does the mount is not ready for the caller.
         DispatchQueue.global().async {
             var info = stat()
@@ -97,10 +149,22 @@ public enum Daemon {
         }
         logger.info("unmounted; stopping", metadata: ["mountpoint": "\(mountpoint)"])
         server.stop()
-        fileSystem.shutdown()
+        fileSystem?.shutdown()
         logger.info("daemon stopped")
         if let loopError {
             throw Failure(.failure, loopError.message)
+        }
+    }
+
+    /// Revisions of this identity's tree received from peers appear in the mount, applied in arrival order
+    /// off the replication threads.
+    private static func showReceived(store: Store, in fileSystem: VirtualFileSystem) {
+        let own = store.keyring.identity.publicKey
+        let queue = DispatchQueue(label: "hypernet.apply")
+        store.observeRevisions { added in
+            let documents = added.filter { !$0.isLocal && $0.tree == own }.map(\.document)
+            guard !documents.isEmpty else { return }
+            queue.async { fileSystem.applyRemote(documents) }
         }
     }
 
@@ -124,27 +188,30 @@ public enum Daemon {
     }
 }
 
-/// Where a stop request (a signal) goes: to the mount once it exists, else remembered so that the
-/// mount is never made.
+/// Where a stop request (a signal) goes: to the mount (or the serving loop) once it exists, else
+/// remembered so that the mount is never made.
 private final class StopSwitch: Sendable {
-    private let state = Mutex<(requested: Bool, mount: FUSEMount?)>((false, nil))
+    private let state = Mutex<(requested: Bool, stop: (@Sendable () -> Void)?)>((false, nil))
 
     func request() {
-        let mount = state.withLock { state in
+        let stop = state.withLock { state in
             state.requested = true
-            return state.mount
+            return state.stop
         }
-        mount?.requestExit()
+        stop?()
     }
 
-    /// Routes later requests to `mount`; false if a stop was already requested.
-    func attach(_ mount: FUSEMount) -> Bool {
+    /// Routes later requests to `stop`; false if a stop was already requested.
+    func attach(_ stop: @escaping @Sendable () -> Void) -> Bool {
         state.withLock { state in
-            state.mount = mount
+            state.stop = stop
             return !state.requested
         }
     }
 }
+
+/// The version this build reports to peers.
+public let version = "0.3"
 
 extension Home {
     /// Creates the home (0700) if missing, as a `Failure` for the CLI.

@@ -23,10 +23,12 @@ public final class FUSEMount: Sendable {
     private let fileSystem: VirtualFileSystem
     private let mountpoint: String
     private let options: [String]
-    private let logger: Logger
-    private let state = Mutex(State.idle)
+    fileprivate let logger: Logger
+    fileprivate let state = Mutex(State.idle)
+    /// Held while a cache notification uses the session, so teardown never destroys it underneath.
+    private let notifying = Mutex(())
 
-    private enum State {
+    fileprivate enum State {
         case idle
         case mounted(Session)
         case running(Session)
@@ -40,7 +42,7 @@ public final class FUSEMount: Sendable {
     /// A live libfuse session. Unchecked because `OpaquePointer` is not Sendable; it is safe because
     /// `fuse_session_exit` is the only call made from other threads (it sets a flag), and the loop,
     /// unmount and destroy each happen once, ordered by `state`.
-    private struct Session: @unchecked Sendable {
+    fileprivate struct Session: @unchecked Sendable {
         let pointer: OpaquePointer
         let adapter: Unmanaged<Adapter>
         let canonicalMountpoint: String
@@ -215,8 +217,38 @@ public final class FUSEMount: Sendable {
     /// libfuse's unmount closes `/dev/fuse` first, which ends the connection (open files in the mount
     /// then fail with ENOTCONN), then unmounts lazily; it skips the unmount when it is already gone.
     private func teardown(_ session: Session) {
+        notifying.withLock { _ in }
         fuse_session_unmount(session.pointer)
         fuse_session_destroy(session.pointer)
         session.adapter.release()
+    }
+}
+
+extension FUSEMount: KernelCache {
+    /// Drops the kernel's cached attributes and pages of `inode` (a revision from a peer changed it).
+    public func invalidate(inode: UInt64) {
+        withLiveSession { session in
+            let rc = fuse_lowlevel_notify_inval_inode(session, inode, 0, 0)
+            if rc != 0 && rc != -ENOENT { logger.debug("notify_inval_inode: \(String(cString: strerror(-rc)))") }
+        }
+    }
+
+    /// Drops the kernel's cached lookup of `name` in `parent` (added, removed or replaced by a peer).
+    public func invalidate(parent: UInt64, name: String) {
+        let bytes = FileName.encode(name)
+        withLiveSession { session in
+            let rc = bytes.withUnsafeBufferPointer { b in
+                b.withMemoryRebound(to: CChar.self) { fuse_lowlevel_notify_inval_entry(session, parent, $0.baseAddress, b.count) }
+            }
+            if rc != 0 && rc != -ENOENT { logger.debug("notify_inval_entry: \(String(cString: strerror(-rc)))") }
+        }
+    }
+
+    /// Runs `body` with the session while the loop serves; teardown waits for it (`notifying`).
+    private func withLiveSession(_ body: (OpaquePointer) -> Void) {
+        notifying.withLock { _ in
+            guard case .running(let session) = state.withLock({ $0 }) else { return }
+            body(session.pointer)
+        }
     }
 }

@@ -38,3 +38,29 @@ public struct RevisionGraph: Sendable {
         (a.time, a.id) < (b.time, b.id)
     }
 }
+
+extension RevisionGraph {
+    /// Every revision reachable from `id` through parents, `id` included.
+    public func ancestors(of id: RevisionID) -> Set<RevisionID> {
+        var seen: Set<RevisionID> = []
+        var stack = [id]
+        while let next = stack.popLast() {
+            guard seen.insert(next).inserted, let node = nodes[next] else { continue }
+            stack += node.parents
+        }
+        return seen
+    }
+
+    /// The latest (by HLC time, id) revision that is an ancestor of every one of `heads`: the base a
+    /// three-way merge compares them against. nil when they share no history.
+    public func mergeBase(of heads: [RevisionID]) -> RevisionID? {
+        guard var common = heads.first.map({ ancestors(of: $0) }) else { return nil }
+        for h in heads.dropFirst() { common.formIntersection(ancestors(of: h)) }
+        return common.compactMap { nodes[$0] }.max { Self.order($0, $1) }?.id
+    }
+
+    /// `heads` ordered as the winner rule orders them, oldest first.
+    public func ordered(_ heads: [RevisionID]) -> [RevisionID] {
+        heads.compactMap { nodes[$0] }.sorted { Self.order($0, $1) }.map(\.id)
+    }
+}

@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 1
+    static let formatVersion = 2
     let pool: DatabasePool
     let path: String
 
@@ -83,6 +83,51 @@ final class Catalog: Sendable {
                         length INTEGER NOT NULL
                     ) WITHOUT ROWID;
                     """)
+        }
+        // Format 2: what replication needs (docs/store-format.md, "Catalog").
+        m.registerMigration("v2-replication") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '2');
+                    INSERT OR IGNORE INTO settings (key, value) VALUES ('store-id', lower(hex(randomblob(16))));
+                    ALTER TABLE revisions ADD COLUMN tree BLOB;
+                    ALTER TABLE revisions ADD COLUMN seq INTEGER;
+                    UPDATE revisions SET seq = rowid;
+                    CREATE UNIQUE INDEX revisions_seq ON revisions(seq);
+                    CREATE INDEX revisions_tree ON revisions(tree, seq);
+                    ALTER TABLE chunks ADD COLUMN revision BLOB;
+                    CREATE INDEX chunks_revision ON chunks(revision);
+                    UPDATE documents SET dirty = 1 WHERE head IS NULL;
+                    CREATE TABLE replicas (
+                        revision BLOB NOT NULL,
+                        node BLOB NOT NULL,
+                        PRIMARY KEY (revision, node)
+                    ) WITHOUT ROWID;
+                    CREATE TABLE peers (
+                        address TEXT PRIMARY KEY,
+                        node BLOB,
+                        configured INTEGER NOT NULL,
+                        last_seen INTEGER,
+                        last_error TEXT
+                    );
+                    CREATE TABLE pins (who TEXT PRIMARY KEY);
+                    CREATE TABLE progress (
+                        peer BLOB NOT NULL,
+                        tree BLOB NOT NULL,
+                        store_id TEXT NOT NULL,
+                        seq INTEGER NOT NULL,
+                        PRIMARY KEY (peer, tree)
+                    ) WITHOUT ROWID;
+                    """)
+            // Every format-1 revision is its author's own tree (one identity per store), and the chunks
+            // written so far are listed under the store's first revision so that they replicate with it.
+            let rows = try Row.fetchAll(db, sql: "SELECT id, record FROM revisions")
+            for row in rows {
+                let record: Data = row[1]
+                let author = try SignedRevision(record: Array(record)).revision.author
+                try db.execute(sql: "UPDATE revisions SET tree = ? WHERE id = ?", arguments: [Data(author.bytes), row[0] as Data])
+            }
+            try db.execute(sql: "UPDATE chunks SET revision = (SELECT id FROM revisions ORDER BY seq LIMIT 1)")
         }
         return m
     }

@@ -76,7 +76,12 @@ public final class Store: Sendable {
     private let locations = Mutex<[ChunkID: ChunkLocation]>([:])
     private static let maximumCachedLocations = 1 << 18
     private let clock: Mutex<HybridLogicalClock>
-    private let logger: Logger
+    let logger: Logger
+    private let observers = Mutex<[@Sendable ([AddedRevision]) -> Void]>([])
+    /// Remote nodes known to hold each revision durably, and the fsyncs waiting on them.
+    let replicas = ReplicaTracker()
+    /// This store's log identity: a peer's position in our log is valid only for the same `storeID`.
+    public let storeID: String
 
     /// Opens the store of `home`, creating it if missing.
     public init(home: Home, keyring: Keyring, logger: Logger) throws(StoreError) {
@@ -88,7 +93,25 @@ public final class Store: Sendable {
         packs = try PackStore(directory: home.packsDirectory)
         let last = try catalog.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(time) FROM revisions") ?? 0 }
         clock = Mutex(HybridLogicalClock(last: HLCTime(rawValue: UInt64(bitPattern: last))))
+        storeID = try catalog.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = 'store-id'") } ?? ""
     }
+
+    /// `body` runs after each committed transaction that added revisions (on the committing thread).
+    public func observeRevisions(_ body: @escaping @Sendable ([AddedRevision]) -> Void) {
+        observers.withLock { $0.append(body) }
+    }
+
+    private func notify(_ added: [AddedRevision]) {
+        for o in observers.withLock({ $0 }) { o(added) }
+    }
+
+    /// A time seen on a received revision: local times made after it are later.
+    func observe(_ time: HLCTime) {
+        clock.withLock { $0.observe(time) }
+    }
+
+    /// The root directory document of this node's identity's tree.
+    public var rootDocument: DocumentID { DocumentID.root(of: keyring.identity.publicKey) }
 
     /// The key for content of the owner's tree (one epoch until permission blocks exist).
     public var epochKey: SecureBytes { keyring.treeKey }
@@ -292,9 +315,16 @@ public final class Store: Sendable {
             atimeSeconds: row[5], atimeNanoseconds: UInt32(row[6] as Int64), dirty: row[7])
     }
 
-    /// Runs `body` in one catalog write transaction: all of it is committed, or none.
+    /// Runs `body` in one catalog write transaction: all of it is committed, or none. Observers learn of
+    /// the revisions it added once it is committed.
     public func transaction<T>(_ body: (StoreTransaction) throws -> T) throws(StoreError) -> T {
-        try catalog.write { db in try body(StoreTransaction(db: db, store: self)) }
+        let added = AddedRevisions()
+        let result = try catalog.write { db in
+            added.list.removeAll()  // GRDB may retry the closure
+            return try body(StoreTransaction(db: db, store: self, added: added))
+        }
+        if !added.list.isEmpty { notify(added.list) }
+        return result
     }
 
     fileprivate func nextTime() -> HLCTime {
@@ -433,6 +463,7 @@ public final class Store: Sendable {
 public struct StoreTransaction {
     let db: Database
     let store: Store
+    let added: AddedRevisions
 
     /// Hot statements are prepared once per connection (GRDB's statement cache), not parsed per call.
     private func run(_ sql: String, arguments: StatementArguments) throws {
@@ -474,7 +505,8 @@ public struct StoreTransaction {
         }
     }
 
-    /// Signs a new revision of `document` by this node's identity, stores it and moves the heads.
+    /// Signs a new revision of `document` by this node's identity, stores it and moves the heads. It lists
+    /// every chunk recorded since the last revision, so those replicate with it (docs/protocol.md).
     public func appendRevision(
         document: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, parents: [RevisionID]
     ) throws -> RevisionID {
@@ -483,19 +515,41 @@ public struct StoreTransaction {
             document: document, kind: kind, epoch: 0, time: store.nextTime(), author: keyring.identity.publicKey,
             parents: parents, sealedMetadata: metadata.sealed(epochKey: store.epochKey, document: document))
         let signed = revision.signed(by: keyring.identity)
-        let id = signed.id
-        let doc = Data(document.bytes)
-        try run("INSERT OR IGNORE INTO revisions (id, document, time, kind, size, record) VALUES (?, ?, ?, ?, ?, ?)",
+        try insert(signed, tree: keyring.identity.publicKey, size: metadata.size)
+        try run("UPDATE chunks SET revision = ? WHERE revision IS NULL", arguments: [Data(signed.id.bytes)])
+        added.list.append(AddedRevision(id: signed.id, document: document, tree: keyring.identity.publicKey, isLocal: true))
+        return signed.id
+    }
+
+    /// Stores a verified revision, gives it the next log sequence number and moves its document's heads.
+    func insert(_ signed: SignedRevision, tree: SigningPublicKey, size: UInt64) throws {
+        let revision = signed.revision
+        let id = Data(signed.id.bytes)
+        let doc = Data(revision.document.bytes)
+        let seq = (try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM revisions")) ?? 0) + 1
+        try run("INSERT INTO revisions (id, document, time, kind, size, record, tree, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             arguments: [
-                Data(id.bytes), doc, Int64(bitPattern: revision.time.rawValue), Int(kind.rawValue),
-                Int64(metadata.size), Data(signed.record),
+                id, doc, Int64(bitPattern: revision.time.rawValue), Int(revision.kind.rawValue),
+                Int64(size), Data(signed.record), Data(tree.bytes), seq,
             ])
-        for p in parents {
+        for p in revision.parents {
             try run("DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])
         }
-        try run("INSERT OR IGNORE INTO heads (document, revision) VALUES (?, ?)", arguments: [doc, Data(id.bytes)])
-        return id
+        try run("INSERT OR IGNORE INTO heads (document, revision) VALUES (?, ?)", arguments: [doc, id])
     }
+}
+
+/// Revisions added by one transaction, announced to observers after it commits.
+final class AddedRevisions {
+    var list: [AddedRevision] = []
+}
+
+/// A revision a committed transaction added: made here, or received from a peer.
+public struct AddedRevision: Sendable {
+    public var id: RevisionID
+    public var document: DocumentID
+    public var tree: SigningPublicKey
+    public var isLocal: Bool
 }
 
 public struct StoreStatistics: Sendable, Codable {

@@ -167,23 +167,28 @@ extension VirtualFileSystem {
         try makeDurable(inode)
     }
 
+    /// Makes `inode`'s committed state durable here, then waits (without polling) until `quorum` nodes in
+    /// all hold it and the directories naming it; EIO after the fsync timeout, the data kept and queued.
     func makeDurable(_ inode: UInt64) throws(VFSError) {
-        do { try store.sync() } catch { throw fail(error, "fsync", inode: inode) }
         let quorum = state.withLock { s in Self.quorum(of: inode, in: s, default: configuration.quorum) }
-        // One node holds everything durably; more need peers, which this node has none of yet.
+        // The names leading to the file replicate with it: a replica can serve it by path.
+        if quorum > 1 { commitDirectories() }
+        do { try store.sync() } catch { throw fail(error, "fsync", inode: inode) }
         guard quorum > 1 else { return }
-        if let timeout = configuration.fsyncTimeout {
-            sleep(forSeconds: timeout)
-            logger.warning("fsync quorum not reached", metadata: ["inode": "\(inode)", "quorum": "\(quorum)", "replicas": "1"])
-            throw VFSError(EIO)
+        let revisions: [RevisionID] = state.withLock { s in
+            var out: [RevisionID] = []
+            var current = inode
+            while let node = s.nodes[current] {
+                if let head = node.record.head { out.append(head) }
+                if current == Self.rootInode || node.parent == current { break }
+                current = node.parent
+            }
+            return out
         }
-        while true { sleep(forSeconds: .seconds(3600)) }
-    }
-
-    private func sleep(forSeconds d: Duration) {
-        var request = timespec(tv_sec: Int(d.components.seconds), tv_nsec: Int(d.components.attoseconds / 1_000_000_000))
-        var remaining = timespec()
-        while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
+        if store.waitForReplicas(revisions, count: quorum - 1, timeout: configuration.fsyncTimeout) { return }
+        let held = revisions.first.flatMap { try? store.replicaCount($0) }.map { $0 + 1 } ?? 1
+        logger.warning("fsync quorum not reached", metadata: ["inode": "\(inode)", "quorum": "\(quorum)", "replicas": "\(held)"])
+        throw VFSError(EIO)
     }
 
     // MARK: Committing
@@ -287,10 +292,13 @@ extension VirtualFileSystem {
     /// Signs and stores the next revision of `node`'s document from its current record.
     static func appendRevision(_ node: inout Node, locations: [ChunkLocation], store: Store) throws(StoreError) {
         var record = node.record
+        // A file's revision builds on the head it shows (other heads stay conflicts); a directory's merges
+        // every head, since what it shows is their merge.
+        var parents = record.head.map { [$0] } ?? []
+        if node.isDirectory, record.head != nil { parents = try store.heads(of: record.id).sorted() }
         let head = try store.transaction { tx in
             try tx.recordChunks(locations)
-            let head = try tx.appendRevision(
-                document: record.id, kind: record.kind, metadata: record.metadata, parents: record.head.map { [$0] } ?? [])
+            let head = try tx.appendRevision(document: record.id, kind: record.kind, metadata: record.metadata, parents: parents)
             record.head = head
             record.dirty = false
             try tx.updateDocument(record)

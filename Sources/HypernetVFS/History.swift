@@ -31,6 +31,12 @@ extension VirtualFileSystem {
         }
     }
 
+    /// The heads other than the one shown: a file's unresolved conflicts (a directory's heads merge).
+    func conflicts(of node: Node) throws(VFSError) -> [HistoryEntry] {
+        guard !node.isDirectory else { return [] }
+        return try history(of: node).filter { $0.isHead && $0.revision != node.record.head?.hex }
+    }
+
     public func history(path: String) throws(VFSError) -> [HistoryEntry] {
         try history(of: resolve(path: path))
     }

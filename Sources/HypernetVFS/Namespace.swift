@@ -65,7 +65,7 @@ extension VirtualFileSystem {
             let id = DocumentID.random()
             let parentRecord = dir.record
             let inode = try persist("create") { tx in
-                let inode = try tx.insertDocument(id: id, kind: kind, metadata: metadata, dirty: kind == .directory)
+                let inode = try tx.insertDocument(id: id, kind: kind, metadata: metadata, dirty: true)
                 try tx.setEntry(parent: parent, name: name, child: inode)
                 try tx.updateDocument(parentRecord)
                 return inode
@@ -73,7 +73,7 @@ extension VirtualFileSystem {
             var node = Node(
                 record: DocumentRecord(
                     inode: inode, id: id, kind: kind, head: nil, metadata: metadata, atimeSeconds: now.seconds,
-                    atimeNanoseconds: UInt32(now.nanoseconds), dirty: kind == .directory),
+                    atimeNanoseconds: UInt32(now.nanoseconds), dirty: true),
                 parent: parent, name: name)
             node.lookups = 1
             node.metadataChanged = true

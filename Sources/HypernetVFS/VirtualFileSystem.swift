@@ -48,6 +48,7 @@ public final class VirtualFileSystem: Sendable {
     /// Lock order: a `FileContent.state` lock may be held when taking this one, never the reverse.
     let state: Mutex<State>
     let timer: CommitTimer
+    let kernelCache = Mutex<(any KernelCache)?>(nil)
 
     /// Starts the filesystem on `store`, including its once-a-second commit timer for files held open.
     public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {
@@ -71,10 +72,12 @@ public final class VirtualFileSystem: Sendable {
             s.nodes[e.child]!.name = e.name
             if s.nodes[e.child]!.isDirectory { s.nodes[e.parent]!.subdirectories += 1 }
         }
-        s.dirtyDirectories = Set(s.nodes.values.filter { $0.isDirectory && ($0.record.dirty || $0.record.head == nil) }.map(\.inode))
+        // A row is dirty when it is ahead of its head revision (made here, never for a document received
+        // from a peer that has no revision yet).
+        s.dirtyDirectories = Set(s.nodes.values.filter { $0.isDirectory && $0.record.dirty }.map(\.inode))
         // Files whose last state was made durable without a revision (a crash between close and
         // release) get that revision now.
-        let pending = s.nodes.values.filter { !$0.isDirectory && ($0.record.dirty || $0.record.head == nil) }.map(\.inode)
+        let pending = s.nodes.values.filter { !$0.isDirectory && $0.record.dirty }.map(\.inode)
         for inode in pending {
             do { try Self.appendRevision(&s.nodes[inode]!, locations: [], store: store) } catch {
                 logger.error("pending revision failed: \(error)", metadata: ["inode": "\(inode)"])
@@ -84,14 +87,17 @@ public final class VirtualFileSystem: Sendable {
         timer = CommitTimer()
         timer.source.setEventHandler { [weak self] in self?.commitDue() }
         timer.source.resume()
-        // A new root (or directories changed just before a crash) get their revision before any request.
+        // A new root (or directories changed just before a crash) get their revision before any request,
+        // and revisions received while no mount ran (or before a crash) are shown.
         commitDirectories()
+        do { applyRemote(try store.documentsBehindHeads()) } catch { logger.error("reading received revisions: \(error)") }
         logger.info("filesystem ready", metadata: ["documents": "\(s.nodes.count)"])
     }
 
     private static func createRoot(store: Store, into s: inout State) throws(StoreError) {
         let metadata = RevisionMetadata.new(mode: S_IFDIR | 0o755, uid: getuid(), gid: getgid())
-        let id = DocumentID.random()
+        // Derived from the identity: every node holding it shows the same tree.
+        let id = store.rootDocument
         let inode = try store.transaction { tx in try tx.insertDocument(id: id, kind: .directory, metadata: metadata, dirty: true) }
         guard inode == rootInode else { throw .corrupt(object: "catalog", reason: "root document is inode \(inode)") }
         let now = Timestamp.now()

@@ -40,8 +40,10 @@ extension VirtualFileSystem {
         case .revision: return node.record.head?.hex ?? ""
         case .history:
             return try history(of: node).map { "\($0.revision) \($0.time) \($0.author) \($0.size)\n" }.joined()
-        case .conflicts: return ""  // one node cannot fork its own chain
-        case .replicas: return node.record.head == nil ? "0" : "1"
+        case .conflicts: return try conflicts(of: node).map { "\($0.revision) \($0.time) \($0.author)\n" }.joined()
+        case .replicas:
+            guard let head = node.record.head else { return "0" }
+            do { return "\(try store.replicaCount(head) + 1)" } catch { throw fail(error, "replicas", inode: inode) }
         case .quorum: return "\(quorum)"
         }
     }

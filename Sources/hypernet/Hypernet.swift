@@ -10,8 +10,8 @@ struct Hypernet: ParsableCommand {
         abstract: "A peer-to-peer persistence layer met as a mounted folder.",
         discussion: "Exit codes are listed in docs/cli.md.",
         subcommands: [
-            Init.self, Mount.self, Unmount.self, Stop.self, Status.self, Id.self, Log.self, Cat.self,
-            Restore.self, Fsck.self,
+            Init.self, Mount.self, Serve.self, Unmount.self, Stop.self, Status.self, Id.self, Peer.self, Pin.self,
+            Unpin.self, Pins.self, Log.self, Cat.self, Restore.self, Fsck.self,
         ])
 
     @OptionGroup var global: GlobalOptions

@@ -42,6 +42,28 @@ struct Init: HypernetCommand {
     }
 }
 
+/// Options of a node's peer side, shared by `mount` and `serve`.
+struct PeerOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Accept peers on this address.", valueName: "HOST:PORT")) var listen: String?
+    @Option(help: ArgumentHelp("Connect to this node (repeatable; remembered).", valueName: "HOST:PORT")) var peer: [String] = []
+    @Option(help: ArgumentHelp("Store and serve WHO's tree (an identity token, or '*'); repeatable.", valueName: "WHO"))
+    var pin: [String] = []
+
+    func validate() throws {
+        do {
+            if let listen { _ = try PeerCommands.validAddress(listen) }
+            for p in peer { _ = try PeerCommands.validAddress(p) }
+            for p in pin { _ = try PeerCommands.validPin(p) }
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+
+    var arguments: [String] {
+        (listen.map { ["--listen", $0] } ?? []) + peer.flatMap { ["--peer", $0] } + pin.flatMap { ["--pin", $0] }
+    }
+}
+
 struct Mount: HypernetCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start the node and mount its folder at MOUNTPOINT.",
@@ -52,7 +74,9 @@ struct Mount: HypernetCommand {
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An existing directory that is not a mount point.") var mountpoint: String
-    @Option(help: "Nodes that must hold a revision durably before fsync returns.") var quorum = 1
+    @OptionGroup var peers: PeerOptions
+    @Option(help: "Nodes that must hold a revision durably before fsync returns (default: 1 without a configured peer, else 2).")
+    var quorum: Int?
     @Option(
         help: ArgumentHelp("How long fsync waits for the quorum before EIO; 0 waits forever.", valueName: "SECONDS"))
     var fsyncTimeout = 30.0
@@ -63,7 +87,7 @@ struct Mount: HypernetCommand {
     @Flag(help: "Run the daemon in this process until unmounted.") var foreground = false
 
     func validate() throws {
-        guard quorum >= 1 else { throw ValidationError("--quorum must be at least 1") }
+        if let quorum, !(1...255).contains(quorum) { throw ValidationError("--quorum must be 1 to 255") }
         guard fsyncTimeout >= 0, fsyncTimeout.isFinite else {
             throw ValidationError("--fsync-timeout must be a number of seconds, 0 or more")
         }
@@ -71,52 +95,71 @@ struct Mount: HypernetCommand {
 
     func execute() throws(Failure) {
         let home = global.home
-        if foreground {
-            try runDaemon(home: home)
-            return
-        }
-        if let pid = HomeLock.holder(home: home) {
-            throw Failure(.alreadyRunning, "a daemon is already running for \(home.path) (pid \(pid))")
-        }
+        let timeout: Duration? = fsyncTimeout == 0 ? nil : .milliseconds(Int64(fsyncTimeout * 1000))
+        let options = DaemonOptions(
+            home: home, mountpoint: Paths.absolute(mountpoint),
+            configuration: VFSConfiguration(quorum: quorum ?? 1, fsyncTimeout: timeout), quorumGiven: quorum != nil,
+            fuseOptions: fuseOptions, listen: peers.listen, peers: peers.peer, pins: peers.pin)
+        if foreground { return try runDaemon(options) }
         let canonical = try Mountpoint.validate(mountpoint)
-        try Home.makeDirectoryOrFail(home.path)
-        var arguments = [
-            "--home", home.path, "mount", canonical, "--foreground", "--quorum", "\(quorum)",
-            "--fsync-timeout", "\(fsyncTimeout)",
-        ]
+        var arguments = ["mount", canonical, "--fsync-timeout", "\(fsyncTimeout)"] + peers.arguments
+        if let quorum { arguments += ["--quorum", "\(quorum)"] }
         for option in fuseOptions { arguments += ["-o", option] }
-        try Launcher.startDaemon(home: home, arguments: arguments)
+        try launch(home: home, arguments)
     }
 
     private var fuseOptions: [String] {
         options.flatMap { $0.split(separator: ",").map(String.init) }
     }
+}
 
-    private func runDaemon(home: Home) throws(Failure) {
-        let readiness = Readiness.fromEnvironment()
-        var started: Logger?
-        do throws(Failure) {
-            try Home.makeDirectoryOrFail(home.path)
-            let logger = bootstrapLogging(home: home)
-            started = logger
-            let absoluteMountpoint = Paths.absolute(mountpoint)
-            // Paths are absolute from here on; do not keep the caller's directory busy.
-            chdir("/")
-            let timeout: Duration? = fsyncTimeout == 0 ? nil : .milliseconds(Int64(fsyncTimeout * 1000))
-            let options = DaemonOptions(
-                home: home, mountpoint: absoluteMountpoint,
-                configuration: VFSConfiguration(quorum: quorum, fsyncTimeout: timeout), fuseOptions: fuseOptions)
-            try Daemon.run(options, readiness: readiness, logger: logger)
-        } catch {
-            readiness.fail(error)
-            // Started by `hypernet mount`: stderr is the log, and the caller printed the message it
-            // got through the pipe. Keep the log in its format instead of adding a bare stderr line.
-            if readiness.launched, let logger = started {
-                logger.error("daemon failed", metadata: ["reason": "\(error.message)"])
-                Glibc.exit(error.status.rawValue)
-            }
-            throw error
+struct Serve: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the node without a mount: a server that stores and relays the trees it pins.",
+        discussion: "Without --foreground the command returns once the node runs (its log: HOME/hypernet.log).")
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var peers: PeerOptions
+    @Flag(help: "Run the daemon in this process until stopped.") var foreground = false
+
+    func execute() throws(Failure) {
+        let options = DaemonOptions(
+            home: global.home, mountpoint: nil, configuration: VFSConfiguration(), quorumGiven: false, fuseOptions: [],
+            listen: peers.listen, peers: peers.peer, pins: peers.pin)
+        if foreground { return try runDaemon(options) }
+        try launch(home: global.home, ["serve"] + peers.arguments)
+    }
+}
+
+/// Starts `hypernet --home HOME ARGUMENTS… --foreground` as the daemon and waits until it is ready.
+private func launch(home: Home, _ arguments: [String]) throws(Failure) {
+    if let pid = HomeLock.holder(home: home) {
+        throw Failure(.alreadyRunning, "a daemon is already running for \(home.path) (pid \(pid))")
+    }
+    try Home.makeDirectoryOrFail(home.path)
+    try Launcher.startDaemon(home: home, arguments: ["--home", home.path] + arguments + ["--foreground"])
+}
+
+/// Runs the daemon in this process (`--foreground`, or the process `launch` started).
+private func runDaemon(_ options: DaemonOptions) throws(Failure) {
+    let readiness = Readiness.fromEnvironment()
+    var started: Logger?
+    do throws(Failure) {
+        try Home.makeDirectoryOrFail(options.home.path)
+        let logger = bootstrapLogging(home: options.home)
+        started = logger
+        // Paths are absolute from here on; do not keep the caller's directory busy.
+        chdir("/")
+        try Daemon.run(options, readiness: readiness, logger: logger)
+    } catch {
+        readiness.fail(error)
+        // Started by `launch`: stderr is the log, and the caller printed the message it got through the
+        // pipe. Keep the log in its format instead of adding a bare stderr line.
+        if readiness.launched, let logger = started {
+            logger.error("daemon failed", metadata: ["reason": "\(error.message)"])
+            Glibc.exit(error.status.rawValue)
         }
+        throw error
     }
 }
 

@@ -21,33 +21,18 @@ struct Status: HypernetCommand {
         if let name = report.name { lines.append("name: \(name)") }
         lines += [
             "home: \(report.home)",
-            "mountpoint: \(report.mountpoint)",
+            "mountpoint: \(report.mountpoint ?? "none (serving only)")",
             "pid: \(report.pid)",
             "store: \(report.statistics.documents) documents, \(report.statistics.revisions) revisions, "
                 + "\(report.statistics.chunks) chunks, \(report.statistics.packBytes) bytes in packs",
         ]
         lines += report.filesystem
-        lines.append(report.peers.isEmpty ? "peers: none" : "peers: \(report.peers.joined(separator: ", "))")
-        lines.append("replication backlog: \(report.replicationBacklog)")
+        lines.append("listen: \(report.listen ?? "none")")
+        lines.append("pins: \(report.pins.isEmpty ? "none" : report.pins.joined(separator: ", "))")
+        lines.append(report.peers.isEmpty ? "peers: none" : "peers:")
+        lines += peerLines(report.peers).map { "  " + $0 }
+        lines.append("replication backlog: \(report.backlogRevisions) revisions, \(report.backlogBytes) bytes")
         print(lines.joined(separator: "\n"))
-    }
-}
-
-struct Id: HypernetCommand {
-    static let configuration = CommandConfiguration(abstract: "Print this node's identity token.")
-
-    @OptionGroup var global: GlobalOptions
-
-    func execute() throws(Failure) {
-        let home = global.home
-        guard access(home.keysDirectory, F_OK) == 0 else {
-            throw Failure(.failure, "no identity in \(home.path) (run: hypernet init)")
-        }
-        do {
-            print(try Keyring.load(directory: home.keysDirectory).identityToken)
-        } catch {
-            throw Failure(.store, "cannot read the keys in \(home.keysDirectory): \(error)")
-        }
     }
 }
 

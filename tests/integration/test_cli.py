@@ -105,7 +105,9 @@ def test_status(node):
     assert fields["pid"] == str(node.pid)
     assert fields["store"].endswith("bytes in packs")
     assert fields["peers"] == "none"
-    assert fields["replication backlog"] == "0"
+    assert fields["listen"] == "none"
+    assert fields["quorum"] == "1"
+    assert fields["replication backlog"] == "0 revisions, 0 bytes"
 
 
 def test_init_while_running(node):

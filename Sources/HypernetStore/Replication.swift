@@ -1,0 +1,355 @@
+import Dispatch
+import Foundation
+import GRDB
+import HypernetCrypto
+import HypernetModel
+import Synchronization
+
+/// One revision of a tree's log, as a peer is sent it: its position in this store's log, the signed record,
+/// and the chunks it introduced (docs/protocol.md, "Log").
+public struct LogEntry: Sendable, Equatable {
+    public var seq: Int64
+    public var record: [UInt8]
+    public var chunks: [ChunkID]
+
+    public init(seq: Int64, record: [UInt8], chunks: [ChunkID]) {
+        self.seq = seq
+        self.record = record
+        self.chunks = chunks
+    }
+}
+
+/// A received revision ready to be stored: verified signature, its tree, the chunks it lists.
+public struct RemoteRevision: Sendable {
+    public var signed: SignedRevision
+    public var tree: SigningPublicKey
+    public var chunks: [ChunkID]
+
+    public init(signed: SignedRevision, tree: SigningPublicKey, chunks: [ChunkID]) {
+        self.signed = signed
+        self.tree = tree
+        self.chunks = chunks
+    }
+}
+
+/// Why a received revision was not stored.
+public enum Rejection: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Its author holds no write right in the tree (with one identity per tree: is not the tree's owner).
+    case notAuthorized
+    case missingParent(RevisionID)
+    case missingChunk(ChunkID)
+    case badMetadata(String)
+
+    public var description: String {
+        switch self {
+        case .notAuthorized: return "author has no write right in the tree"
+        case .missingParent(let p): return "parent \(p.hex) is unknown"
+        case .missingChunk(let c): return "chunk \(c.hex) is missing"
+        case .badMetadata(let why): return "metadata does not open: \(why)"
+        }
+    }
+}
+
+/// A peer address this node knows, configured or learned, and how the last attempt went.
+public struct PeerRecord: Sendable, Codable, Equatable {
+    public var address: String
+    /// Node key (hex) seen at that address.
+    public var node: String?
+    public var configured: Bool
+    /// Unix seconds of the last successful handshake.
+    public var lastSeen: Int64?
+    public var lastError: String?
+}
+
+extension Store {
+    // MARK: Logs
+
+    /// The trees this store holds revisions of.
+    public func trees() throws(StoreError) -> [SigningPublicKey] {
+        try catalog.read { db in
+            try Data.fetchAll(db, sql: "SELECT DISTINCT tree FROM revisions WHERE tree IS NOT NULL").compactMap {
+                try? SigningPublicKey(bytes: Array($0))
+            }
+        }
+    }
+
+    /// Up to `limit` log entries of `tree` after `seq`, in log order (parents before children).
+    public func log(tree: SigningPublicKey, after seq: Int64, limit: Int) throws(StoreError) -> [LogEntry] {
+        try catalog.read { db in
+            let chunks = try db.cachedStatement(sql: "SELECT id FROM chunks WHERE revision = ?")
+            return try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT seq, record, id FROM revisions WHERE tree = ? AND seq > ? ORDER BY seq LIMIT ?"),
+                arguments: [Data(tree.bytes), seq, limit]
+            ).map { row in
+                let ids = try Data.fetchAll(chunks, arguments: [row[2] as Data]).compactMap { try? Digest(bytes: $0) }
+                return LogEntry(seq: row[0], record: Array(row[1] as Data), chunks: ids)
+            }
+        }
+    }
+
+    /// The subset of `ids` stored here.
+    public func existingRevisions(_ ids: [RevisionID]) throws(StoreError) -> Set<RevisionID> {
+        try catalog.read { db in
+            let statement = try db.cachedStatement(sql: "SELECT 1 FROM revisions WHERE id = ?")
+            return Set(try ids.filter { try Int.fetchOne(statement, arguments: [Data($0.bytes)]) != nil })
+        }
+    }
+
+    /// The ids among `ids` this store lacks, in order, without repeats.
+    public func missingChunks(_ ids: [ChunkID]) throws(StoreError) -> [ChunkID] {
+        let have = try catalog.existing(ids)
+        var seen = Set<ChunkID>()
+        return ids.filter { !have.contains($0) && seen.insert($0).inserted }
+    }
+
+    /// A chunk's stored (sealed) bytes, for serving to a peer; nil if not stored here.
+    public func sealedChunk(_ id: ChunkID) throws(StoreError) -> [UInt8]? {
+        guard let location = try catalog.location(of: id) else { return nil }
+        return try packs.read(location)
+    }
+
+    /// Verifies a received chunk against its id and appends it to the packs. Its catalog row is written
+    /// with the revision that lists it (`storeRemote`); until then it is an orphan, as after a crash.
+    public func receiveChunk(id: ChunkID, sealed: [UInt8]) throws(StoreError) -> ChunkLocation {
+        guard BLAKE2b.hash(sealed) == id else {
+            throw .corrupt(object: "received chunk \(id.hex)", reason: "bytes do not match its id")
+        }
+        return try packs.append(id: id, ciphertext: sealed)
+    }
+
+    /// Stores received revisions in one transaction, in order (a revision may name an earlier one of the
+    /// batch as parent). Each is checked first: author's right, parents present, listed chunks present
+    /// (stored, or among `chunks` just received). Rejected ones are left out and returned with the reason.
+    public func storeRemote(_ batch: [RemoteRevision], chunks received: [ChunkLocation]) throws(StoreError)
+        -> [(RevisionID, Rejection)]
+    {
+        let own = keyring.identity.publicKey
+        let arrived = Dictionary(received.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        return try transaction { tx in
+            var rejected: [(RevisionID, Rejection)] = []
+            for remote in batch {
+                let id = remote.signed.id
+                let revision = remote.signed.revision
+                if try tx.hasRevision(id) { continue }
+                if let problem = try tx.check(remote, own: own, arrived: arrived) {
+                    rejected.append((id, problem))
+                    continue
+                }
+                var size: UInt64 = 0
+                if remote.tree == own {
+                    do {
+                        size = try RevisionMetadata(unsealing: revision.sealedMetadata, epochKey: epochKey, document: revision.document).size
+                    } catch {
+                        rejected.append((id, .badMetadata("\(error)")))
+                        continue
+                    }
+                }
+                try tx.recordChunks(remote.chunks.compactMap { arrived[$0] })
+                try tx.insert(remote.signed, tree: remote.tree, size: size)
+                try tx.claim(remote.chunks, for: id)
+                observe(revision.time)
+                tx.added.list.append(AddedRevision(id: id, document: revision.document, tree: remote.tree, isLocal: false))
+            }
+            return rejected
+        }
+    }
+
+    // MARK: Replicas and quorum
+
+    /// `node` (a peer's node key) durably holds `revisions`: persisted, and fsyncs waiting on it wake up.
+    public func recordReplicas(node: SigningPublicKey, revisions: [RevisionID]) throws(StoreError) {
+        guard !revisions.isEmpty else { return }
+        try catalog.write { db in
+            let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO replicas (revision, node) VALUES (?, ?)")
+            for r in revisions { try statement.execute(arguments: [Data(r.bytes), Data(node.bytes)]) }
+        }
+        replicas.changed { ids, count in (try? self.haveReplicas(ids, count: count)) ?? false }
+    }
+
+    /// Remote nodes known to hold `revision` durably (this node not counted).
+    public func replicaCount(_ revision: RevisionID) throws(StoreError) -> Int {
+        try catalog.read { db in
+            try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM replicas WHERE revision = ?"), arguments: [Data(revision.bytes)]) ?? 0
+        }
+    }
+
+    private func haveReplicas(_ ids: [RevisionID], count: Int) throws(StoreError) -> Bool {
+        for id in ids where try replicaCount(id) < count { return false }
+        return true
+    }
+
+    /// Blocks until every revision in `ids` is held by `count` remote nodes, or `timeout` passes (nil: no
+    /// limit). Woken by `recordReplicas`, never polling. Returns whether the count was reached.
+    public func waitForReplicas(_ ids: [RevisionID], count: Int, timeout: Duration?) -> Bool {
+        guard count > 0 else { return true }
+        return replicas.wait(ids: ids, count: count, timeout: timeout) { (try? self.haveReplicas(ids, count: count)) ?? false }
+    }
+
+    /// This node's own revisions held by fewer than `quorum - 1` remote nodes, and the bytes they list.
+    public func backlog(quorum: Int) throws(StoreError) -> (revisions: Int, bytes: Int64) {
+        guard quorum > 1 else { return (0, 0) }
+        return try catalog.read { db in
+            let row = try Row.fetchOne(
+                db,
+                sql: """
+                    SELECT COUNT(*), COALESCE(SUM((SELECT COALESCE(SUM(length), 0) FROM chunks WHERE chunks.revision = r.id)), 0)
+                    FROM revisions r
+                    WHERE r.tree = ? AND (SELECT COUNT(*) FROM replicas WHERE replicas.revision = r.id) < ?
+                    """, arguments: [Data(keyring.identity.publicKey.bytes), quorum - 1])
+            return (row?[0] ?? 0, row?[1] ?? 0)
+        }
+    }
+
+    // MARK: Peers, pins, progress
+
+    public func peers() throws(StoreError) -> [PeerRecord] {
+        try catalog.read { db in
+            try Row.fetchAll(db, sql: "SELECT address, node, configured, last_seen, last_error FROM peers ORDER BY address").map {
+                let node: Data? = $0[1]
+                return PeerRecord(address: $0[0], node: node.map { Hex.encode($0) }, configured: $0[2], lastSeen: $0[3], lastError: $0[4])
+            }
+        }
+    }
+
+    /// Adds an address; a configured one stays configured even if later learned from a peer.
+    public func addPeer(_ address: String, configured: Bool) throws(StoreError) {
+        try catalog.write { db in
+            try db.execute(
+                sql: "INSERT INTO peers (address, configured) VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET configured = configured OR excluded.configured",
+                arguments: [address, configured])
+        }
+    }
+
+    /// Records the outcome of a connection attempt to `address`.
+    public func updatePeer(_ address: String, node: SigningPublicKey?, error: String?) throws(StoreError) {
+        try catalog.write { db in
+            if let node {
+                try db.execute(
+                    sql: "UPDATE peers SET node = ?, last_seen = ?, last_error = NULL WHERE address = ?",
+                    arguments: [Data(node.bytes), Int64(Date().timeIntervalSince1970), address])
+            } else {
+                try db.execute(sql: "UPDATE peers SET last_error = ? WHERE address = ?", arguments: [error, address])
+            }
+        }
+    }
+
+    /// Identity tokens (or `*`) whose trees this node stores and serves besides its own.
+    public func pins() throws(StoreError) -> [String] {
+        try catalog.read { db in try String.fetchAll(db, sql: "SELECT who FROM pins ORDER BY who") }
+    }
+
+    public func setPinned(_ who: String, _ pinned: Bool) throws(StoreError) {
+        try catalog.write { db in
+            if pinned {
+                try db.execute(sql: "INSERT OR IGNORE INTO pins (who) VALUES (?)", arguments: [who])
+            } else {
+                try db.execute(sql: "DELETE FROM pins WHERE who = ?", arguments: [who])
+            }
+        }
+    }
+
+    /// How far into `peer`'s log of `tree` this node has durably stored: valid while the peer's store id is `storeID`.
+    public func progress(peer: SigningPublicKey, tree: SigningPublicKey) throws(StoreError) -> (storeID: String, seq: Int64)? {
+        try catalog.read { db in
+            try Row.fetchOne(db, sql: "SELECT store_id, seq FROM progress WHERE peer = ? AND tree = ?",
+                arguments: [Data(peer.bytes), Data(tree.bytes)]).map { ($0[0], $0[1]) }
+        }
+    }
+
+    public func setProgress(peer: SigningPublicKey, tree: SigningPublicKey, storeID: String, seq: Int64) throws(StoreError) {
+        try catalog.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO progress (peer, tree, store_id, seq) VALUES (?, ?, ?, ?)",
+                arguments: [Data(peer.bytes), Data(tree.bytes), storeID, seq])
+        }
+    }
+
+    // MARK: Documents
+
+    /// The current heads of `document`.
+    public func heads(of document: DocumentID) throws(StoreError) -> [RevisionID] {
+        try catalog.read { db in
+            try Data.fetchAll(db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)])
+                .compactMap { try? Digest(bytes: $0) }
+        }
+    }
+
+    /// Documents whose catalog row does not show their winning head, or that have no row yet: what
+    /// received revisions left to apply to the materialized tree (checked at start).
+    public func documentsBehindHeads() throws(StoreError) -> [DocumentID] {
+        let own = keyring.identity.publicKey
+        return try catalog.read { db in
+            try Data.fetchAll(
+                db,
+                sql: """
+                    SELECT DISTINCT h.document FROM heads h JOIN revisions r ON r.id = h.revision
+                    WHERE r.tree = ? AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.id = h.document AND d.head = h.revision)
+                    """, arguments: [Data(own.bytes)]
+            ).compactMap { try? DocumentID(bytes: Array($0)) }
+        }
+    }
+
+    /// The catalog row of `document`, if it has one.
+    public func document(_ id: DocumentID) throws(StoreError) -> DocumentRecord? {
+        let row = try catalog.read { db in
+            try Row.fetchOne(db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id = ?",
+                arguments: [Data(id.bytes)])
+        }
+        guard let row else { return nil }
+        do { return try Self.document(row) } catch { throw .corrupt(object: "document \(id)", reason: "\(error)") }
+    }
+}
+
+extension StoreTransaction {
+    func hasRevision(_ id: RevisionID) throws -> Bool {
+        try Int.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM revisions WHERE id = ?"), arguments: [Data(id.bytes)]) != nil
+    }
+
+    func check(_ remote: RemoteRevision, own: SigningPublicKey, arrived: [ChunkID: ChunkLocation]) throws -> Rejection? {
+        let revision = remote.signed.revision
+        // One identity per tree until permission blocks exist: only the owner writes.
+        guard revision.author == remote.tree else { return .notAuthorized }
+        for p in revision.parents where try !hasRevision(p) { return .missingParent(p) }
+        let stored = try store.catalog.existing(remote.chunks.filter { arrived[$0] == nil })
+        for c in remote.chunks where arrived[c] == nil && !stored.contains(c) { return .missingChunk(c) }
+        return nil
+    }
+
+    /// Lists the chunks under `revision` where no earlier revision lists them.
+    func claim(_ chunks: [ChunkID], for revision: RevisionID) throws {
+        let statement = try db.cachedStatement(sql: "UPDATE chunks SET revision = ? WHERE id = ? AND revision IS NULL")
+        for c in chunks { try statement.execute(arguments: [Data(revision.bytes), Data(c.bytes)]) }
+    }
+}
+
+/// fsyncs waiting for replicas. Each waiter has its own semaphore; `changed` re-checks every waiter.
+final class ReplicaTracker: Sendable {
+    private final class Waiter: Sendable {
+        let ids: [RevisionID]
+        let count: Int
+        let semaphore = DispatchSemaphore(value: 0)
+        init(ids: [RevisionID], count: Int) {
+            self.ids = ids
+            self.count = count
+        }
+    }
+
+    private let waiters = Mutex<[ObjectIdentifier: Waiter]>([:])
+
+    func wait(ids: [RevisionID], count: Int, timeout: Duration?, satisfied: () -> Bool) -> Bool {
+        let waiter = Waiter(ids: ids, count: count)
+        let key = ObjectIdentifier(waiter)
+        waiters.withLock { $0[key] = waiter }
+        defer { _ = waiters.withLock { $0.removeValue(forKey: key) } }
+        let deadline: DispatchTime = timeout.map { .now() + .nanoseconds(Int($0.components.seconds) * 1_000_000_000 + Int($0.components.attoseconds / 1_000_000_000)) } ?? .distantFuture
+        // Registered before the first check, so a replica recorded in between still wakes it.
+        while !satisfied() {
+            if waiter.semaphore.wait(timeout: deadline) == .timedOut { return satisfied() }
+        }
+        return true
+    }
+
+    func changed(_ satisfied: ([RevisionID], Int) -> Bool) {
+        for w in waiters.withLock({ Array($0.values) }) where satisfied(w.ids, w.count) { w.semaphore.signal() }
+    }
+}

@@ -1,0 +1,104 @@
+import Dispatch
+import HypernetModel
+import HypernetStore
+import Synchronization
+
+/// Chunks requested from peers, shared by every session so that one chunk is fetched once even when
+/// several peers offer the revision that lists it.
+final class ChunkFetcher: Sendable {
+    private struct Slot {
+        var owner: ObjectIdentifier
+        var location: ChunkLocation?
+        var failed = false
+        var waiters: [DispatchSemaphore] = []
+    }
+    private let slots = Mutex<[ChunkID: Slot]>([:])
+    /// A fetch gives up when no requested chunk arrived for this long.
+    static let stallLimit: DispatchTimeInterval = .seconds(60)
+    static let wantBatch = 4096
+
+    /// Fetches `ids` (absent from the catalog) through `session`, or waits for another session already
+    /// fetching them. Returns the locations of those that arrived; the rest are missing.
+    func fetch(_ ids: [ChunkID], via session: Session) -> [ChunkID: ChunkLocation] {
+        let key = ObjectIdentifier(session)
+        let semaphore = DispatchSemaphore(value: 0)
+        var request: [ChunkID] = []
+        slots.withLock { slots in
+            for id in ids {
+                if var slot = slots[id], !slot.failed {
+                    slot.waiters.append(semaphore)
+                    slots[id] = slot
+                } else {
+                    slots[id] = Slot(owner: key, waiters: [semaphore])
+                    request.append(id)
+                }
+            }
+        }
+        for start in stride(from: 0, to: request.count, by: Self.wantBatch) {
+            session.send(.want(Array(request[start..<min(start + Self.wantBatch, request.count)])))
+        }
+        var found: [ChunkID: ChunkLocation] = [:]
+        var pending = Set(ids)
+        while !pending.isEmpty {
+            slots.withLock { slots in
+                for id in pending {
+                    guard let slot = slots[id] else { continue }
+                    if let l = slot.location {
+                        found[id] = l
+                        pending.remove(id)
+                    } else if slot.failed {
+                        pending.remove(id)
+                    }
+                }
+            }
+            if pending.isEmpty || session.isEnded { break }
+            if semaphore.wait(timeout: .now() + Self.stallLimit) == .timedOut { break }
+        }
+        return found
+    }
+
+    /// A requested chunk arrived and is in the packs.
+    func arrived(_ location: ChunkLocation) {
+        resolve(location.id) { $0.location = location }
+    }
+
+    /// The peer does not hold a requested chunk, or sent bytes that do not match its id.
+    func failed(_ id: ChunkID) {
+        resolve(id) { $0.failed = true }
+    }
+
+    func isRequested(_ id: ChunkID, by session: Session) -> Bool {
+        slots.withLock { $0[id].map { $0.owner == ObjectIdentifier(session) && $0.location == nil && !$0.failed } ?? false }
+    }
+
+    /// Chunks now recorded in the catalog need no slot.
+    func forget(_ ids: some Sequence<ChunkID>) {
+        slots.withLock { slots in for id in ids where slots[id]?.location != nil { slots.removeValue(forKey: id) } }
+    }
+
+    /// Everything a closed session was fetching fails, so waiters elsewhere can ask another peer.
+    func sessionEnded(_ session: Session) {
+        let key = ObjectIdentifier(session)
+        let waiters = slots.withLock { slots in
+            var woken: [DispatchSemaphore] = []
+            for (id, slot) in slots where slot.owner == key && slot.location == nil {
+                slots[id]!.failed = true
+                woken += slot.waiters
+            }
+            return woken
+        }
+        for w in waiters { w.signal() }
+    }
+
+    private func resolve(_ id: ChunkID, _ change: (inout Slot) -> Void) {
+        let waiters = slots.withLock { slots -> [DispatchSemaphore] in
+            guard var slot = slots[id] else { return [] }
+            change(&slot)
+            let w = slot.waiters
+            slot.waiters = []
+            slots[id] = slot
+            return w
+        }
+        for w in waiters { w.signal() }
+    }
+}

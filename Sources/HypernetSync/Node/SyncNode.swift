@@ -1,0 +1,543 @@
+import Dispatch
+import Foundation
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+public struct SyncConfiguration: Sendable {
+    /// `HOST:PORT` to accept peers on; nil: this node only dials out.
+    public var listen: String?
+    /// Addresses to connect to (also remembered in the store as configured peers).
+    public var peers: [String]
+    public var software: String
+
+    public init(listen: String?, peers: [String], software: String) {
+        self.listen = listen
+        self.peers = peers
+        self.software = software
+    }
+}
+
+/// A peer as `hypernet status` shows it.
+public struct PeerStatus: Sendable, Codable {
+    public var address: String
+    public var node: String?
+    public var connected: Bool
+    /// Unix seconds: connected since (when connected), else last seen.
+    public var since: Int64?
+    public var lastError: String?
+
+    public init(address: String, node: String?, connected: Bool, since: Int64?, lastError: String?) {
+        self.address = address
+        self.node = node
+        self.connected = connected
+        self.since = since
+        self.lastError = lastError
+    }
+}
+
+/// The node-to-node side of a daemon: accepts and dials peers, authenticates them, and replicates the
+/// trees it holds (docs/protocol.md). All store work runs on per-session dispatch queues, never on the
+/// event loop.
+public final class SyncNode: SessionDelegate {
+    static let window = 4
+    static let entriesPerRun = 256
+    static let bytesPerRun = 1 << 20
+    static let maximumQueuedRequests = 256
+    static let maximumBackoff: Double = 30
+
+    let store: Store
+    let nodeKey: SigningKeyPair
+    let configuration: SyncConfiguration
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    let fetcher = ChunkFetcher()
+
+    /// What this node serves to one subscriber of one tree.
+    struct Cursor {
+        var sent: Int64
+        var unconfirmed: [Int64] = []
+        var caughtUpSent = false
+    }
+
+    struct Dial {
+        var next: Double = 0
+        var delay: Double = 0.5
+        var inProgress = false
+    }
+
+    struct PeerState {
+        var session: Session
+        var hello: Message.Hello?
+        var since: Int64
+        var cursors: [SigningPublicKey: Cursor] = [:]
+        var queuedRequests = 0
+        var queuedRuns: [SigningPublicKey: Int] = [:]
+    }
+
+    struct State {
+        var peers: [ObjectIdentifier: PeerState] = [:]
+        var byNode: [SigningPublicKey: Session] = [:]
+        var dials: [String: Dial] = [:]
+        var selfAddresses: Set<String> = []
+        var seenAcks: Set<[UInt8]> = []
+        var listener: Channel?
+        var stopped = false
+    }
+    let state = Mutex(State())
+    private let timer: DialTimer
+
+    public init(store: Store, nodeKey: SigningKeyPair, configuration: SyncConfiguration, logger: Logger) {
+        self.store = store
+        self.nodeKey = nodeKey
+        self.configuration = configuration
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        timer = DialTimer()
+    }
+
+    /// Binds the listener (if any), remembers configured peers, starts dialing. Throws if the address
+    /// cannot be bound.
+    public func start() throws {
+        for p in configuration.peers { try store.addPeer(p, configured: true) }
+        if let listen = configuration.listen {
+            let (host, port) = try Self.split(listen)
+            let channel = try ServerBootstrap(group: group)
+                .serverChannelOption(ChannelOptions.backlog, value: 64)
+                .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater))
+                .childChannelInitializer { [weak self] channel in
+                    guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
+                    return channel.eventLoop.makeCompletedFuture { try self.attach(channel, dialed: nil) }
+                }
+                .bind(host: host, port: port).wait()
+            state.withLock { $0.listener = channel }
+            logger.info("listening for peers", metadata: ["address": "\(listen)"])
+        }
+        store.observeRevisions { [weak self] added in self?.revisionsAdded(added) }
+        timer.source.setEventHandler { [weak self] in self?.dialDue() }
+        timer.source.schedule(deadline: .now(), repeating: .milliseconds(250))
+        timer.source.resume()
+    }
+
+    public func stop() {
+        timer.source.cancel()
+        let (listener, sessions) = state.withLock { s in
+            s.stopped = true
+            return (s.listener, s.peers.values.map(\.session))
+        }
+        try? listener?.close().wait()
+        for s in sessions { try? s.channel.close().wait() }
+        try? group.syncShutdownGracefully()
+    }
+
+    static func split(_ address: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+            (0...65535).contains(port), colon != address.startIndex
+        else { throw SessionError.protocolViolation("not a HOST:PORT address: \(address)") }
+        var host = String(address[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    private func attach(_ channel: Channel, dialed: String?) throws {
+        let session = Session(channel: channel, isInitiator: dialed != nil, dialedAddress: dialed, delegate: self)
+        try session.install(nodeKey: nodeKey)
+        state.withLock { $0.peers[ObjectIdentifier(session)] = PeerState(session: session, since: Self.now()) }
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+    // MARK: Dialing
+
+    private func dialDue() {
+        let records: [PeerRecord]
+        do { records = try store.peers() } catch {
+            logger.error("reading peers: \(error)")
+            return
+        }
+        let now = Date().timeIntervalSince1970
+        let due: [String] = state.withLock { s in
+            guard !s.stopped else { return [] }
+            let connectedNodes = Set(s.byNode.keys.map { Hex.encode($0.bytes) })
+            // Addresses a connected peer was dialed at or listens on: dialing again would only make a duplicate.
+            let dialedOpen = Set(s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } })
+            var due: [String] = []
+            for r in records where !s.selfAddresses.contains(r.address) && !dialedOpen.contains(r.address) {
+                if let node = r.node, connectedNodes.contains(node) { continue }
+                var d = s.dials[r.address] ?? Dial()
+                guard !d.inProgress, d.next <= now else { continue }
+                d.inProgress = true
+                s.dials[r.address] = d
+                due.append(r.address)
+            }
+            return due
+        }
+        for address in due { dial(address) }
+    }
+
+    private func dial(_ address: String) {
+        let host: String
+        let port: Int
+        do { (host, port) = try Self.split(address) } catch {
+            dialFailed(address, "\(error)")
+            return
+        }
+        ClientBootstrap(group: group)
+            .connectTimeout(.seconds(5))
+            .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater))
+            .channelInitializer { [weak self] channel in
+                guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
+                return channel.eventLoop.makeCompletedFuture { try self.attach(channel, dialed: address) }
+            }
+            .connect(host: host, port: port)
+            .whenFailure { [weak self] error in
+                let reason = (error as? NIOConnectionError)?.connectionErrors.first.map { "\($0.error)" } ?? "\(error)"
+                self?.dialFailed(address, reason)
+            }
+    }
+
+    /// Schedules the next attempt with exponential back-off.
+    private func dialFailed(_ address: String, _ reason: String) {
+        let now = Date().timeIntervalSince1970
+        let first = state.withLock { s in
+            var d = s.dials[address] ?? Dial()
+            let first = d.delay <= 0.5
+            d.inProgress = false
+            d.next = now + d.delay
+            d.delay = min(d.delay * 2, Self.maximumBackoff)
+            s.dials[address] = d
+            return first
+        }
+        if first { logger.info("cannot reach peer", metadata: ["address": "\(address)", "error": "\(reason)"]) }
+        DispatchQueue.global().async { [store] in try? store.updatePeer(address, node: nil, error: reason) }
+    }
+
+    // MARK: Session events (event loop)
+
+    func sessionAuthenticated(_ session: Session) {
+        guard let node = session.node else { return }
+        if node == nodeKey.publicKey {
+            if let a = session.dialedAddress { state.withLock { _ = $0.selfAddresses.insert(a) } }
+            session.close("connected to itself")
+            return
+        }
+        // Two nodes that dial each other keep the connection opened by the smaller node key.
+        let duplicate: Session? = state.withLock { s in
+            if let existing = s.byNode[node], !existing.isEnded {
+                let keepNew = initiatorKey(session).lexicographicallyPrecedes(initiatorKey(existing))
+                if keepNew {
+                    s.byNode[node] = session
+                    return existing
+                }
+                return session
+            }
+            s.byNode[node] = session
+            if let a = session.dialedAddress { s.dials[a] = Dial() }
+            return nil
+        }
+        if let duplicate { duplicate.close("duplicate connection") }
+        if duplicate === session { return }
+        logger.info("peer connected", metadata: ["peer": "\(session)"])
+        session.serveQueue.async { [self] in
+            if let a = session.dialedAddress { try? store.updatePeer(a, node: node, error: nil) }
+            session.send(.hello(hello()))
+            session.send(.peers(knownAddresses(excluding: session)))
+        }
+    }
+
+    private func initiatorKey(_ session: Session) -> [UInt8] {
+        (session.isInitiator ? nodeKey.publicKey : session.node!).bytes
+    }
+
+    func sessionEnded(_ session: Session, reason: String?) {
+        let key = ObjectIdentifier(session)
+        state.withLock { s in
+            s.peers.removeValue(forKey: key)
+            if let node = session.node, s.byNode[node] === session { s.byNode.removeValue(forKey: node) }
+            if let a = session.dialedAddress {
+                var d = s.dials[a] ?? Dial()
+                d.inProgress = false
+                d.next = Date().timeIntervalSince1970 + d.delay
+                d.delay = min(d.delay * 2, Self.maximumBackoff)
+                s.dials[a] = d
+            }
+        }
+        fetcher.sessionEnded(session)
+        if let reason, reason != "duplicate connection", reason != "connected to itself" {
+            logger.warning("peer dropped: \(reason)", metadata: ["peer": "\(session)"])
+            if let a = session.dialedAddress { DispatchQueue.global().async { [store] in try? store.updatePeer(a, node: nil, error: reason) } }
+        } else if session.node != nil, reason == nil {
+            logger.info("peer disconnected", metadata: ["peer": "\(session)"])
+        }
+    }
+
+    func session(_ session: Session, received message: Message) {
+        switch message {
+        case .entries(let tree, let storeID, let entries, _):
+            guard !entries.isEmpty else { return }  // the caught-up marker: nothing to store
+            // An honest peer keeps at most `window` runs of one tree unconfirmed.
+            let admitted = state.withLock { s -> Bool in
+                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRuns[tree, default: 0] < Self.window else { return false }
+                p.queuedRuns[tree, default: 0] += 1
+                s.peers[ObjectIdentifier(session)] = p
+                return true
+            }
+            guard admitted else { return session.close("sent more than \(Self.window) unconfirmed log runs") }
+            session.receiveQueue.async { [self] in
+                receive(entries, tree: tree, storeID: storeID, from: session)
+                state.withLock { s in s.peers[ObjectIdentifier(session)]?.queuedRuns[tree, default: 1] -= 1 }
+            }
+        case .chunk(let id, let sealed):
+            guard fetcher.isRequested(id, by: session) else { return session.close("sent a chunk nobody asked for") }
+            session.chunkQueue.async { [self] in store(chunk: id, sealed: sealed, from: session) }
+        case .ping:
+            break
+        default:
+            let admitted = state.withLock { s -> Bool in
+                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRequests < Self.maximumQueuedRequests else { return false }
+                p.queuedRequests += 1
+                s.peers[ObjectIdentifier(session)] = p
+                return true
+            }
+            guard admitted else { return session.close("more than \(Self.maximumQueuedRequests) requests queued") }
+            session.serveQueue.async { [self] in
+                handle(message, from: session)
+                state.withLock { s in s.peers[ObjectIdentifier(session)]?.queuedRequests -= 1 }
+            }
+        }
+    }
+
+    // MARK: Requests (serve queue)
+
+    private func handle(_ message: Message, from session: Session) {
+        switch message {
+        case .hello(let hello):
+            state.withLock { $0.peers[ObjectIdentifier(session)]?.hello = hello }
+            if !hello.listen.isEmpty, hello.listen != configuration.listen, let node = session.node {
+                try? store.addPeer(hello.listen, configured: false)
+                try? store.updatePeer(hello.listen, node: node, error: nil)
+            }
+            subscribe(session, offered: hello.trees)
+        case .peers(let addresses):
+            for a in addresses.prefix(64) where a != configuration.listen && (try? Self.split(a)) != nil {
+                try? store.addPeer(a, configured: false)
+            }
+        case .subscribe(let tree, let storeID, let after):
+            guard holds(tree) else { return }
+            state.withLock { $0.peers[ObjectIdentifier(session)]?.cursors[tree] = Cursor(sent: storeID == store.storeID ? after : 0) }
+            pump(tree, to: session)
+        case .progress(let tree, let seq):
+            state.withLock { $0.peers[ObjectIdentifier(session)]?.cursors[tree]?.unconfirmed.removeAll { $0 <= seq } }
+            pump(tree, to: session)
+        case .want(let ids):
+            for id in ids {
+                let sealed = try? store.sealedChunk(id)
+                guard session.sendWhenWritable(.chunk(id: id, sealed: sealed ?? nil)) else { return }
+            }
+        case .ack(let ack):
+            received(ack, from: session)
+        case .entries, .chunk, .ping:
+            break
+        }
+    }
+
+    /// The trees this node wants from peers: its identity's and the pinned ones (`*`: any offered).
+    private func wanted(_ offered: [SigningPublicKey]) -> [SigningPublicKey] {
+        let pins = (try? store.pins()) ?? []
+        if pins.contains("*") { return offered }
+        var mine: Set<SigningPublicKey> = [store.keyring.identity.publicKey]
+        for p in pins { if let t = IdentityToken(p) { mine.insert(t.signing) } }
+        return offered.filter { mine.contains($0) }
+    }
+
+    private func holds(_ tree: SigningPublicKey) -> Bool {
+        tree == store.keyring.identity.publicKey || ((try? store.trees()) ?? []).contains(tree) || !wanted([tree]).isEmpty
+    }
+
+    private func hello() -> Message.Hello {
+        var trees = Set((try? store.trees()) ?? [])
+        trees.insert(store.keyring.identity.publicKey)
+        let pins = (try? store.pins()) ?? []
+        for p in pins { if let t = IdentityToken(p) { trees.insert(t.signing) } }
+        return Message.Hello(
+            listen: configuration.listen ?? "", software: configuration.software, storeID: store.storeID,
+            trees: trees.sorted { $0.bytes.lexicographicallyPrecedes($1.bytes) }, pinsEverything: pins.contains("*"))
+    }
+
+    private func knownAddresses(excluding session: Session) -> [String] {
+        let fromStore = ((try? store.peers()) ?? []).filter { $0.lastSeen != nil }.map(\.address)
+        let listening = state.withLock { s in s.peers.values.compactMap { $0.session === session ? nil : $0.hello?.listen } }
+        let own = state.withLock { s in s.peers[ObjectIdentifier(session)]?.hello?.listen }
+        return Array(Set(fromStore + listening).subtracting([own ?? "", ""])).sorted().prefix(64).map { $0 }
+    }
+
+    private func subscribe(_ session: Session, offered: [SigningPublicKey]) {
+        guard let node = session.node else { return }
+        let peerStore = state.withLock { $0.peers[ObjectIdentifier(session)]?.hello?.storeID } ?? ""
+        for tree in wanted(offered) {
+            let known = try? store.progress(peer: node, tree: tree)
+            let after = known?.storeID == peerStore ? known!.seq : 0
+            session.send(.subscribe(tree: tree, storeID: peerStore, after: after))
+        }
+    }
+
+    /// Re-offers subscriptions to every peer, after the pins changed.
+    public func pinsChanged() {
+        let sessions = state.withLock { s in s.peers.values.compactMap { p in p.hello.map { (p.session, $0.trees) } } }
+        for (session, trees) in sessions {
+            session.serveQueue.async { [self] in
+                session.send(.hello(hello()))
+                subscribe(session, offered: trees)
+            }
+        }
+    }
+
+    /// Sends `session` what it has not yet seen of `tree`, at most `window` unconfirmed runs ahead.
+    private func pump(_ tree: SigningPublicKey, to session: Session) {
+        let key = ObjectIdentifier(session)
+        while true {
+            guard let cursor = state.withLock({ $0.peers[key]?.cursors[tree] }), cursor.unconfirmed.count < Self.window else { return }
+            let entries: [LogEntry]
+            do { entries = try store.log(tree: tree, after: cursor.sent, limit: Self.entriesPerRun) } catch {
+                logger.error("reading the log: \(error)")
+                return
+            }
+            var run: [LogEntry] = []
+            var bytes = 0
+            for e in entries where run.isEmpty || bytes + e.record.count + 32 * e.chunks.count < Self.bytesPerRun {
+                run.append(e)
+                bytes += e.record.count + 32 * e.chunks.count
+            }
+            if run.isEmpty {
+                if !cursor.caughtUpSent {
+                    state.withLock { $0.peers[key]?.cursors[tree]?.caughtUpSent = true }
+                    session.send(.entries(tree: tree, storeID: store.storeID, entries: [], caughtUp: true))
+                }
+                return
+            }
+            let last = run.last!.seq
+            state.withLock { s in
+                s.peers[key]?.cursors[tree]?.sent = last
+                s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
+                s.peers[key]?.cursors[tree]?.caughtUpSent = false
+            }
+            guard session.sendWhenWritable(.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false)) else { return }
+        }
+    }
+
+    /// A revision was stored (made here or received): push it to every subscriber of its tree.
+    private func revisionsAdded(_ added: [AddedRevision]) {
+        let trees = Set(added.map(\.tree))
+        let targets = state.withLock { s in
+            s.peers.values.flatMap { p in p.cursors.keys.filter { trees.contains($0) }.map { (p.session, $0) } }
+        }
+        for (session, tree) in targets { session.serveQueue.async { [self] in pump(tree, to: session) } }
+    }
+
+    // MARK: Acks
+
+    private func received(_ ack: Message.Ack, from session: Session?) {
+        guard ack.node != nodeKey.publicKey, ack.isValid else {
+            if ack.node != nodeKey.publicKey { logger.warning("dropped an ack with a bad signature", metadata: ["peer": "\(session.map { "\($0)" } ?? "")"]) }
+            return
+        }
+        let fresh = state.withLock { s in
+            if s.seenAcks.count > 100_000 { s.seenAcks.removeAll() }
+            return s.seenAcks.insert(ack.signature).inserted
+        }
+        guard fresh else { return }
+        do { try store.recordReplicas(node: ack.node, revisions: ack.revisions) } catch {
+            logger.error("recording replicas: \(error)")
+        }
+        broadcast(.ack(ack), except: session)
+    }
+
+    private func broadcast(_ message: Message, except: Session? = nil) {
+        let sessions = state.withLock { s in s.peers.values.map(\.session).filter { $0 !== except && $0.node != nil } }
+        for s in sessions { s.send(message) }
+    }
+
+    // MARK: Receiving (receive queue)
+
+    private func receive(_ entries: [LogEntry], tree: SigningPublicKey, storeID: String, from session: Session) {
+        guard let node = session.node, let last = entries.last?.seq else { return }
+        guard !wanted([tree]).isEmpty else { return }
+        var remotes: [RemoteRevision] = []
+        var ids: [RevisionID] = []
+        for e in entries {
+            do {
+                let signed = try SignedRevision(record: e.record)
+                remotes.append(RemoteRevision(signed: signed, tree: tree, chunks: e.chunks))
+                ids.append(signed.id)
+            } catch {
+                logger.warning("rejected a revision: \(error)", metadata: ["peer": "\(session)"])
+            }
+        }
+        do {
+            let have = try store.existingRevisions(ids)
+            let fresh = remotes.filter { !have.contains($0.signed.id) }
+            let missing = try store.missingChunks(fresh.flatMap(\.chunks))
+            let arrived = missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
+            if session.isEnded { return }
+            let rejected = try store.storeRemote(fresh, chunks: Array(arrived.values))
+            for (id, why) in rejected {
+                logger.warning("rejected revision \(id.hex): \(why)", metadata: ["peer": "\(session)"])
+            }
+            fetcher.forget(arrived.keys)
+            try store.sync()
+            try store.setProgress(peer: node, tree: tree, storeID: storeID, seq: last)
+            session.send(.progress(tree: tree, seq: last))
+            let held = try store.existingRevisions(ids)
+            if !held.isEmpty {
+                broadcast(.ack(.signed(by: nodeKey, revisions: ids.filter { held.contains($0) })))
+            }
+        } catch {
+            logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
+            session.close("local store failure")
+        }
+    }
+
+    /// A chunk frame, off the event loop: verified against its id and appended to the packs.
+    private func store(chunk id: ChunkID, sealed: [UInt8]?, from session: Session) {
+        guard let sealed else { return fetcher.failed(id) }
+        do { fetcher.arrived(try store.receiveChunk(id: id, sealed: sealed)) } catch {
+            logger.warning("rejected chunk \(id.hex): \(error)", metadata: ["peer": "\(session)"])
+            fetcher.failed(id)
+        }
+    }
+
+    // MARK: Status
+
+    public var listenAddress: String? { configuration.listen }
+
+    public func peerStatus() -> [PeerStatus] {
+        let records = (try? store.peers()) ?? []
+        let connected = state.withLock { s in
+            s.peers.values.compactMap { p -> (String, PeerState)? in p.session.node.map { (Hex.encode($0.bytes), p) } }
+        }
+        var out: [PeerStatus] = []
+        var shown = Set<String>()
+        for r in records {
+            let live = connected.first { $0.0 == r.node || $0.1.hello?.listen == r.address }
+            out.append(PeerStatus(address: r.address, node: r.node, connected: live != nil, since: live?.1.since ?? r.lastSeen, lastError: live == nil ? r.lastError : nil))
+            if let live { shown.insert(live.0) }
+        }
+        for (node, p) in connected where !shown.contains(node) {
+            out.append(PeerStatus(address: p.hello?.listen ?? p.session.channel.remoteAddress?.description ?? "?", node: node, connected: true, since: p.since, lastError: nil))
+        }
+        return out
+    }
+}
+
+/// The dialer's tick. @unchecked Sendable: a dispatch source is thread-safe (libdispatch documents every
+/// call as such); the reference never changes.
+private final class DialTimer: @unchecked Sendable {
+    let source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.sync.dial"))
+}
