@@ -4,9 +4,12 @@
 # Building and running: headers for the C shims, the FUSE tools, getfattr/setfattr, pkg-config for
 # the system-library targets.
 HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libzstd-dev attr pkg-config"
-# Running the tests as well: an editor for the editor-save tests, and pytest/hypothesis for Debian's
-# python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules).
-HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis"
+# Running the tests as well: an editor for the editor-save tests, pytest/hypothesis for Debian's
+# python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
+# network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft).
+HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables"
+# Benchmarks: the anchors they compare against.
+HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs fio syncthing"
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
