@@ -122,7 +122,8 @@ public enum Daemon {
         guard let mount, let mountpoint else {
             logger.info("serving", metadata: ["listen": "\(options.listen ?? "none")"])
             readiness.ready()
-            stopped.wait()
+            // Without a mount's once-a-second pass, the WAL is checkpointed here.
+            while stopped.wait(timeout: .now() + 1) == .timedOut { store.checkpointIfNeeded() }
             logger.info("daemon stopped")
             return
         }

@@ -53,7 +53,7 @@ final class Catalog: Sendable {
                         metadata BLOB NOT NULL,    -- RevisionMetadata encoding of the current state
                         atime_s INTEGER NOT NULL DEFAULT 0,
                         atime_ns INTEGER NOT NULL DEFAULT 0,
-                        dirty INTEGER NOT NULL DEFAULT 0  -- content changed since head (directories)
+                        dirty INTEGER NOT NULL DEFAULT 0  -- the row is ahead of its head revision (a revision is due)
                     );
                     CREATE TABLE entries (
                         parent INTEGER NOT NULL REFERENCES documents(inode),

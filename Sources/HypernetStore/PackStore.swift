@@ -29,6 +29,7 @@ final class PackStore: Sendable {
 
     private let directory: String
     private let writable: Mutex<Writable>
+    private let syncing = Mutex(())
     /// Read descriptors by pack number; opened lazily, closed at deinit.
     private let readers = Mutex<[Int64: Int32]>([:])
 
@@ -106,9 +107,11 @@ final class PackStore: Sendable {
             }
             let offset = w.size
             w.size += length
-            w.unsynced.insert(w.number)
             return (w.fd, w.number, offset)
         }
+        // Marked unsynced once written, not when reserved: a sync running meanwhile must not clear the mark
+        // before these bytes exist.
+        defer { writable.withLock { _ = $0.unsynced.insert(number) } }
         var done = 0
         while done < record.count {
             let n = record.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
@@ -174,13 +177,16 @@ final class PackStore: Sendable {
 
     /// Makes every record appended so far durable.
     func sync() throws(StoreError) {
-        let (fd, number, pending) = writable.withLock { w in
-            let pending = w.unsynced
-            w.unsynced = []
-            return (w.fd, w.number, pending)
+        // One sync at a time: a caller that finds the mark cleared by a sync still running waits for it.
+        try syncing.withLock { (_) throws(StoreError) in
+            let (fd, number, pending) = writable.withLock { w in
+                let pending = w.unsynced
+                w.unsynced = []
+                return (w.fd, w.number, pending)
+            }
+            guard pending.contains(number) else { return }
+            if fdatasync(fd) != 0 { throw .io(path: path(of: number), errno: errno) }
         }
-        guard pending.contains(number) else { return }
-        if fdatasync(fd) != 0 { throw .io(path: path(of: number), errno: errno) }
     }
 
     /// Total bytes in all packs.

@@ -40,6 +40,14 @@ public enum Rejection: Error, Sendable, Equatable, CustomStringConvertible {
     case missingChunk(ChunkID)
     case badMetadata(String)
 
+    /// The revision may be stored once what it lacks arrives (from this peer later, or another).
+    public var isTransient: Bool {
+        switch self {
+        case .missingParent, .missingChunk: return true
+        case .notAuthorized, .badMetadata: return false
+        }
+    }
+
     public var description: String {
         switch self {
         case .notAuthorized: return "author has no write right in the tree"
@@ -309,7 +317,20 @@ extension StoreTransaction {
         let revision = remote.signed.revision
         // One identity per tree until permission blocks exist: only the owner writes.
         guard revision.author == remote.tree else { return .notAuthorized }
-        for p in revision.parents where try !hasRevision(p) { return .missingParent(p) }
+        // A document belongs to one tree, and its parents are its own revisions: a tree's owner cannot
+        // write into another tree by reusing its document ids.
+        let doc = Data(revision.document.bytes)
+        if let tree = try Data.fetchOne(db.cachedStatement(sql: "SELECT tree FROM revisions WHERE document = ? LIMIT 1"), arguments: [doc]),
+            Array(tree) != remote.tree.bytes
+        {
+            return .notAuthorized
+        }
+        for p in revision.parents {
+            guard let parentDocument = try Data.fetchOne(db.cachedStatement(sql: "SELECT document FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)]) else {
+                return .missingParent(p)
+            }
+            guard parentDocument == doc else { return .notAuthorized }
+        }
         let stored = try store.catalog.existing(remote.chunks.filter { arrived[$0] == nil })
         for c in remote.chunks where arrived[c] == nil && !stored.contains(c) { return .missingChunk(c) }
         return nil

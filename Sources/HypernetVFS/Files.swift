@@ -295,7 +295,7 @@ extension VirtualFileSystem {
         // A file's revision builds on the head it shows (other heads stay conflicts); a directory's merges
         // every head, since what it shows is their merge.
         var parents = record.head.map { [$0] } ?? []
-        if node.isDirectory, record.head != nil { parents = try store.heads(of: record.id).sorted() }
+        if node.isDirectory, !node.mergedHeads.isEmpty { parents = node.mergedHeads.sorted() }
         let head = try store.transaction { tx in
             try tx.recordChunks(locations)
             let head = try tx.appendRevision(document: record.id, kind: record.kind, metadata: record.metadata, parents: parents)
@@ -307,6 +307,7 @@ extension VirtualFileSystem {
         node.record.head = head
         node.record.dirty = false
         node.metadataChanged = false
+        node.mergedHeads = [head]
     }
 
     /// The once-a-second pass: files written while held open, then directories whose listing changed.

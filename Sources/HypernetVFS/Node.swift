@@ -1,4 +1,5 @@
 import Glibc
+import HypernetCrypto
 import HypernetModel
 import HypernetStore
 
@@ -20,6 +21,9 @@ struct Node {
     var linked = true
     /// A metadata change (mode, times, xattrs) not yet in a revision.
     var metadataChanged = false
+    /// Directories: the heads whose merge the entries show (set when received revisions are shown). The next
+    /// revision names these as parents — not every stored head, which may include one not shown yet.
+    var mergedHeads: [RevisionID] = []
 
     var inode: UInt64 { record.inode }
     var kind: RevisionKind { record.kind }

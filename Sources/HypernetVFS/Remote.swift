@@ -146,6 +146,7 @@ extension VirtualFileSystem {
         }
         for child in removed { Self.dropIfUnreferenced(child, in: &s) }
         dir = s.nodes[inode]!
+        dir.mergedHeads = w.heads
         dir.record = Self.record(dir.record, showing: w)
         dir.record.metadata.size = UInt64(merged.encoded().count)
         let updated = dir.record

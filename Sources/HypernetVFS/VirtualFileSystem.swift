@@ -61,6 +61,17 @@ public final class VirtualFileSystem: Sendable {
         }
         if s.nodes[Self.rootInode] == nil {
             try Self.createRoot(store: store, into: &s)
+        } else if var root = s.nodes[Self.rootInode], root.record.id != store.rootDocument {
+            // Format-1 stores chose the root at random; it is now derived from the identity, so that every
+            // node holding it shows one tree. The listing moves to the derived document with its next
+            // revision; the old root's history stays in the store.
+            logger.notice("root document now derived from the identity", metadata: ["was": "\(root.record.id)"])
+            root.record.id = store.rootDocument
+            root.record.head = nil
+            root.record.dirty = true
+            let record = root.record
+            try store.transaction { tx in try tx.updateDocument(record) }
+            s.nodes[Self.rootInode] = root
         }
         for e in try store.loadEntries() {
             guard s.nodes[e.parent] != nil, s.nodes[e.child] != nil else {

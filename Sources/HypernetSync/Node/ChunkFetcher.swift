@@ -7,7 +7,7 @@ import Synchronization
 /// several peers offer the revision that lists it.
 final class ChunkFetcher: Sendable {
     private struct Slot {
-        var owner: ObjectIdentifier
+        var owner: Session
         var location: ChunkLocation?
         var failed = false
         var waiters: [DispatchSemaphore] = []
@@ -20,16 +20,16 @@ final class ChunkFetcher: Sendable {
     /// Fetches `ids` (absent from the catalog) through `session`, or waits for another session already
     /// fetching them. Returns the locations of those that arrived; the rest are missing.
     func fetch(_ ids: [ChunkID], via session: Session) -> [ChunkID: ChunkLocation] {
-        let key = ObjectIdentifier(session)
         let semaphore = DispatchSemaphore(value: 0)
         var request: [ChunkID] = []
         slots.withLock { slots in
             for id in ids {
-                if var slot = slots[id], !slot.failed {
+                // Another live session is fetching it (or has): wait for that one.
+                if var slot = slots[id], !slot.failed, slot.location != nil || !slot.owner.isEnded {
                     slot.waiters.append(semaphore)
                     slots[id] = slot
                 } else {
-                    slots[id] = Slot(owner: key, waiters: [semaphore])
+                    slots[id] = Slot(owner: session, waiters: [semaphore])
                     request.append(id)
                 }
             }
@@ -46,7 +46,7 @@ final class ChunkFetcher: Sendable {
                     if let l = slot.location {
                         found[id] = l
                         pending.remove(id)
-                    } else if slot.failed {
+                    } else if slot.failed || slot.owner.isEnded {
                         pending.remove(id)
                     }
                 }
@@ -62,13 +62,24 @@ final class ChunkFetcher: Sendable {
         resolve(location.id) { $0.location = location }
     }
 
+    /// A chunk the peer sent unasked, ahead of the run that lists it: a later fetch finds it here.
+    func pushed(_ location: ChunkLocation, by session: Session) {
+        let fetching = slots.withLock { slots in
+            guard slots[location.id] == nil else { return true }
+            slots[location.id] = Slot(owner: session, location: location)
+            return false
+        }
+        // Already asked for (the run overtook its pushed chunks): this copy answers the fetch.
+        if fetching { arrived(location) }
+    }
+
     /// The peer does not hold a requested chunk, or sent bytes that do not match its id.
     func failed(_ id: ChunkID) {
         resolve(id) { $0.failed = true }
     }
 
     func isRequested(_ id: ChunkID, by session: Session) -> Bool {
-        slots.withLock { $0[id].map { $0.owner == ObjectIdentifier(session) && $0.location == nil && !$0.failed } ?? false }
+        slots.withLock { $0[id].map { $0.owner === session && $0.location == nil && !$0.failed } ?? false }
     }
 
     /// Chunks now recorded in the catalog need no slot.
@@ -78,10 +89,14 @@ final class ChunkFetcher: Sendable {
 
     /// Everything a closed session was fetching fails, so waiters elsewhere can ask another peer.
     func sessionEnded(_ session: Session) {
-        let key = ObjectIdentifier(session)
         let waiters = slots.withLock { slots in
             var woken: [DispatchSemaphore] = []
-            for (id, slot) in slots where slot.owner == key && slot.location == nil {
+            for (id, slot) in slots where slot.owner === session {
+                if slot.location != nil {
+                    // Arrived but never claimed by a stored revision (pushed ahead of a run that never came).
+                    if slot.waiters.isEmpty { slots.removeValue(forKey: id) }
+                    continue
+                }
                 slots[id]!.failed = true
                 woken += slot.waiters
             }

@@ -47,8 +47,10 @@ public final class SyncNode: SessionDelegate {
     static let window = 4
     static let entriesPerRun = 256
     static let bytesPerRun = 1 << 20
-    static let maximumQueuedRequests = 256
+    static let maximumQueuedRequests = 64
     static let maximumBackoff: Double = 30
+    /// Chunks a peer may send unasked ahead of a log run, and what a node accepts unasked.
+    static let pushLimit = 4 << 20
 
     let store: Store
     let nodeKey: SigningKeyPair
@@ -77,6 +79,8 @@ public final class SyncNode: SessionDelegate {
         var cursors: [SigningPublicKey: Cursor] = [:]
         var queuedRequests = 0
         var queuedRuns: [SigningPublicKey: Int] = [:]
+        /// Bytes of chunks pushed unasked since the last run was stored.
+        var pushedBytes = 0
     }
 
     struct State {
@@ -290,26 +294,39 @@ public final class SyncNode: SessionDelegate {
                 return true
             }
             guard admitted else { return session.close("sent more than \(Self.window) unconfirmed log runs") }
-            session.receiveQueue.async { [self] in
-                receive(entries, tree: tree, storeID: storeID, from: session)
-                state.withLock { s in s.peers[ObjectIdentifier(session)]?.queuedRuns[tree, default: 1] -= 1 }
-            }
+            session.receiveQueue.async { [self] in receive(entries, tree: tree, storeID: storeID, from: session) }
         case .chunk(let id, let sealed):
-            guard fetcher.isRequested(id, by: session) else { return session.close("sent a chunk nobody asked for") }
-            session.chunkQueue.async { [self] in store(chunk: id, sealed: sealed, from: session) }
+            let requested = fetcher.isRequested(id, by: session)
+            if !requested {
+                // Pushed ahead of a run: accepted up to what `window` runs may carry.
+                let admitted = state.withLock { s -> Bool in
+                    guard var p = s.peers[ObjectIdentifier(session)], let sealed else { return false }
+                    p.pushedBytes += sealed.count
+                    s.peers[ObjectIdentifier(session)] = p
+                    return p.pushedBytes <= Self.pushLimit * (Self.window + 1)
+                }
+                guard admitted else { return session.close("sent more chunks than were asked for") }
+            }
+            session.chunkQueue.async { [self] in store(chunk: id, sealed: sealed, from: session, requested: requested) }
         case .ping:
             break
         default:
-            let admitted = state.withLock { s -> Bool in
-                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRequests < Self.maximumQueuedRequests else { return false }
+            // Requests queue up to a limit; past half of it the socket is not read until they drain.
+            let queued = state.withLock { s -> Int? in
+                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRequests < Self.maximumQueuedRequests else { return nil }
                 p.queuedRequests += 1
                 s.peers[ObjectIdentifier(session)] = p
-                return true
+                return p.queuedRequests
             }
-            guard admitted else { return session.close("more than \(Self.maximumQueuedRequests) requests queued") }
+            guard let queued else { return session.close("more than \(Self.maximumQueuedRequests) requests queued") }
+            if queued == Self.maximumQueuedRequests / 2 { session.setReading(false) }
             session.serveQueue.async { [self] in
                 handle(message, from: session)
-                state.withLock { s in s.peers[ObjectIdentifier(session)]?.queuedRequests -= 1 }
+                let left = state.withLock { s -> Int in
+                    s.peers[ObjectIdentifier(session)]?.queuedRequests -= 1
+                    return s.peers[ObjectIdentifier(session)]?.queuedRequests ?? 0
+                }
+                if left == Self.maximumQueuedRequests / 4 { session.setReading(true) }
             }
         }
     }
@@ -330,8 +347,12 @@ public final class SyncNode: SessionDelegate {
                 try? store.addPeer(a, configured: false)
             }
         case .subscribe(let tree, let storeID, let after):
-            guard holds(tree) else { return }
-            state.withLock { $0.peers[ObjectIdentifier(session)]?.cursors[tree] = Cursor(sent: storeID == store.storeID ? after : 0) }
+                guard holds(tree) else { return }
+            // A repeated subscribe restarts the position but keeps the runs in flight: the window still holds.
+            state.withLock { s in
+                let inFlight = s.peers[ObjectIdentifier(session)]?.cursors[tree]?.unconfirmed ?? []
+                s.peers[ObjectIdentifier(session)]?.cursors[tree] = Cursor(sent: storeID == store.storeID ? after : 0, unconfirmed: inFlight)
+            }
             pump(tree, to: session)
         case .progress(let tree, let seq):
             state.withLock { $0.peers[ObjectIdentifier(session)]?.cursors[tree]?.unconfirmed.removeAll { $0 <= seq } }
@@ -367,8 +388,14 @@ public final class SyncNode: SessionDelegate {
         let pins = (try? store.pins()) ?? []
         for p in pins { if let t = IdentityToken(p) { trees.insert(t.signing) } }
         return Message.Hello(
-            listen: configuration.listen ?? "", software: configuration.software, storeID: store.storeID,
+            listen: advertisedAddress, software: configuration.software, storeID: store.storeID,
             trees: trees.sorted { $0.bytes.lexicographicallyPrecedes($1.bytes) }, pinsEverything: pins.contains("*"))
+    }
+
+    /// The listen address peers can dial: not an unspecified one (0.0.0.0, ::), which names no host.
+    private var advertisedAddress: String {
+        guard let listen = configuration.listen, let (host, _) = try? Self.split(listen), host != "0.0.0.0", host != "::" else { return "" }
+        return listen
     }
 
     private func knownAddresses(excluding session: Session) -> [String] {
@@ -384,6 +411,7 @@ public final class SyncNode: SessionDelegate {
         for tree in wanted(offered) {
             let known = try? store.progress(peer: node, tree: tree)
             let after = known?.storeID == peerStore ? known!.seq : 0
+            logger.debug("subscribing", metadata: ["peer": "\(session)", "after": "\(after)"])
             session.send(.subscribe(tree: tree, storeID: peerStore, after: after))
         }
     }
@@ -409,11 +437,14 @@ public final class SyncNode: SessionDelegate {
                 logger.error("reading the log: \(error)")
                 return
             }
+            // A prefix of the log, never a selection: the peer's progress is a position in it.
             var run: [LogEntry] = []
             var bytes = 0
-            for e in entries where run.isEmpty || bytes + e.record.count + 32 * e.chunks.count < Self.bytesPerRun {
+            for e in entries {
+                let size = e.record.count + 32 * e.chunks.count
+                if !run.isEmpty && bytes + size > Self.bytesPerRun { break }
                 run.append(e)
-                bytes += e.record.count + 32 * e.chunks.count
+                bytes += size
             }
             if run.isEmpty {
                 if !cursor.caughtUpSent {
@@ -428,7 +459,19 @@ public final class SyncNode: SessionDelegate {
                 s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
                 s.peers[key]?.cursors[tree]?.caughtUpSent = false
             }
+            // A caught-up subscriber lacks the new chunks for certain: they go first, saving it a round trip.
+            if cursor.caughtUpSent { push(run.flatMap(\.chunks), to: session) }
             guard session.sendWhenWritable(.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false)) else { return }
+        }
+    }
+
+    /// Sends chunks ahead of the entries that list them, up to `pushLimit` bytes (larger writes are fetched).
+    private func push(_ ids: [ChunkID], to session: Session) {
+        var budget = Self.pushLimit
+        for id in ids {
+            guard let sealed = try? store.sealedChunk(id), sealed.count <= budget else { return }
+            budget -= sealed.count
+            guard session.sendWhenWritable(.chunk(id: id, sealed: sealed)) else { return }
         }
     }
 
@@ -453,10 +496,20 @@ public final class SyncNode: SessionDelegate {
             return s.seenAcks.insert(ack.signature).inserted
         }
         guard fresh else { return }
-        do { try store.recordReplicas(node: ack.node, revisions: ack.revisions) } catch {
-            logger.error("recording replicas: \(error)")
+        // A replica counts only if its node has authenticated to this node (a hostile peer could sign acks
+        // with keys it made up); others are still forwarded, for nodes that know them.
+        if knownNode(ack.node) {
+            do { try store.recordReplicas(node: ack.node, revisions: ack.revisions) } catch {
+                logger.error("recording replicas: \(error)")
+            }
         }
         broadcast(.ack(ack), except: session)
+    }
+
+    private func knownNode(_ node: SigningPublicKey) -> Bool {
+        if state.withLock({ $0.byNode[node] != nil }) { return true }
+        let hex = Hex.encode(node.bytes)
+        return ((try? store.peers()) ?? []).contains { $0.node == hex }
     }
 
     private func broadcast(_ message: Message, except: Session? = nil) {
@@ -466,16 +519,21 @@ public final class SyncNode: SessionDelegate {
 
     // MARK: Receiving (receive queue)
 
+    /// Stores a run of `session`'s log, then confirms it (freeing one slot of its window) and acks.
     private func receive(_ entries: [LogEntry], tree: SigningPublicKey, storeID: String, from session: Session) {
+        var confirmed = false
+        defer { if !confirmed { releaseRun(tree, of: session) } }
         guard let node = session.node, let last = entries.last?.seq else { return }
         guard !wanted([tree]).isEmpty else { return }
         var remotes: [RemoteRevision] = []
+        var seqs: [RevisionID: Int64] = [:]
         var ids: [RevisionID] = []
         for e in entries {
             do {
                 let signed = try SignedRevision(record: e.record)
                 remotes.append(RemoteRevision(signed: signed, tree: tree, chunks: e.chunks))
                 ids.append(signed.id)
+                seqs[signed.id] = e.seq
             } catch {
                 logger.warning("rejected a revision: \(error)", metadata: ["peer": "\(session)"])
             }
@@ -492,7 +550,20 @@ public final class SyncNode: SessionDelegate {
             }
             fetcher.forget(arrived.keys)
             try store.sync()
+            // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
+            // and the session restarts from there. Invalid revisions are skipped for good.
+            let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
+            if let stop = ids.first(where: transient.contains), let stopSeq = seqs[stop] {
+                if let before = entries.last(where: { $0.seq < stopSeq })?.seq {
+                    try store.setProgress(peer: node, tree: tree, storeID: storeID, seq: before)
+                }
+                session.close("incomplete transfer; resuming from revision \(stop.hex)")
+                return
+            }
             try store.setProgress(peer: node, tree: tree, storeID: storeID, seq: last)
+            // The slot is free before the peer learns it is: its next run cannot arrive early.
+            releaseRun(tree, of: session)
+            confirmed = true
             session.send(.progress(tree: tree, seq: last))
             let held = try store.existingRevisions(ids)
             if !held.isEmpty {
@@ -504,10 +575,23 @@ public final class SyncNode: SessionDelegate {
         }
     }
 
+    private func releaseRun(_ tree: SigningPublicKey, of session: Session) {
+        state.withLock { s in
+            s.peers[ObjectIdentifier(session)]?.queuedRuns[tree, default: 1] -= 1
+            s.peers[ObjectIdentifier(session)]?.pushedBytes = 0
+        }
+    }
+
     /// A chunk frame, off the event loop: verified against its id and appended to the packs.
-    private func store(chunk id: ChunkID, sealed: [UInt8]?, from session: Session) {
+    private func store(chunk id: ChunkID, sealed: [UInt8]?, from session: Session, requested: Bool) {
         guard let sealed else { return fetcher.failed(id) }
-        do { fetcher.arrived(try store.receiveChunk(id: id, sealed: sealed)) } catch {
+        do {
+            if requested {
+                fetcher.arrived(try store.receiveChunk(id: id, sealed: sealed))
+            } else if try !store.missingChunks([id]).isEmpty {
+                fetcher.pushed(try store.receiveChunk(id: id, sealed: sealed), by: session)
+            }
+        } catch {
             logger.warning("rejected chunk \(id.hex): \(error)", metadata: ["peer": "\(session)"])
             fetcher.failed(id)
         }

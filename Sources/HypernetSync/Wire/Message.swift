@@ -80,6 +80,8 @@ public enum Message: Sendable, Equatable {
     public enum Limits {
         public static let maximumFrame = 17 << 20
         static let maximumList = 1 << 16
+        /// Chunks one revision lists: ~32 GiB of new content at the 64 KiB average (16 MiB of ids, in one frame).
+        static let maximumChunkList = 1 << 19
         static let maximumString = 1024
         static let maximumRecord = 17 << 20
         static let maximumChunk = 1 << 24
@@ -162,9 +164,9 @@ public enum Message: Sendable, Equatable {
                 throw .invalid("node key")
             }
         }
-        func count() throws(DecodingError) -> Int {
+        func count(limit: Int = Limits.maximumList) throws(DecodingError) -> Int {
             let n = Int(try r.u32())
-            guard n <= Limits.maximumList else { throw .invalid("list of \(n) in \(kind) message") }
+            guard n <= limit else { throw .invalid("list of \(n) in \(kind) message") }
             return n
         }
         switch kind {
@@ -197,7 +199,7 @@ public enum Message: Sendable, Equatable {
                 let seq = try r.i64()
                 let record = try r.blob(limit: Limits.maximumRecord)
                 var chunks: [ChunkID] = []
-                for _ in 0..<(try count()) { chunks.append(try r.digest()) }
+                for _ in 0..<(try count(limit: Limits.maximumChunkList)) { chunks.append(try r.digest()) }
                 entries.append(LogEntry(seq: seq, record: record, chunks: chunks))
             }
             self = .entries(tree: tree, storeID: storeID, entries: entries, caughtUp: flag == 1)

@@ -1,0 +1,66 @@
+import HypernetCrypto
+import HypernetModel
+import Testing
+
+@Suite struct DirectoryMergeTests {
+    let a = DocumentID.random()
+    let b = DocumentID.random()
+    let c = DocumentID.random()
+
+    func listing(_ entries: (String, DocumentID)...) -> DirectoryListing {
+        DirectoryListing(entries: entries.map { .init(name: $0.0, document: $0.1, kind: .file) })
+    }
+
+    func names(_ l: DirectoryListing) -> [String: DocumentID] {
+        Dictionary(uniqueKeysWithValues: l.entries.map { ($0.name, $0.document) })
+    }
+
+    @Test func concurrentCreatesAreBothKept() {
+        let base = listing(("a", a))
+        let merged = DirectoryMerge.merge(base: base, heads: [listing(("a", a), ("b", b)), listing(("a", a), ("c", c))])
+        #expect(names(merged) == ["a": a, "b": b, "c": c])
+    }
+
+    @Test func aDeleteOnOneSideWins() {
+        let base = listing(("a", a), ("b", b))
+        let merged = DirectoryMerge.merge(base: base, heads: [listing(("a", a)), listing(("a", a), ("b", b), ("c", c))])
+        #expect(names(merged) == ["a": a, "c": c])
+    }
+
+    @Test func theNewerHeadDecidesARenameAgainstADelete() {
+        let base = listing(("a", a))
+        let merged = DirectoryMerge.merge(base: base, heads: [listing(), listing(("renamed", a))])
+        #expect(names(merged) == ["renamed": a])
+    }
+
+    @Test func twoDocumentsUnderOneNameAreBothKeptOneRenamed() {
+        let merged = DirectoryMerge.merge(base: listing(), heads: [listing(("x", a)), listing(("x", b))])
+        let first = [a, b].min { $0.bytes.lexicographicallyPrecedes($1.bytes) }!
+        let second = first == a ? b : a
+        #expect(names(merged) == ["x": first, DirectoryMerge.conflictName("x", second): second])
+    }
+
+    @Test func withoutHistoryTheListingsUnite() {
+        let merged = DirectoryMerge.merge(base: nil, heads: [listing(), listing(("a", a))])
+        #expect(names(merged) == ["a": a])
+    }
+
+    @Test func theResultDoesNotDependOnWhichNodeComputesIt() {
+        let base = listing(("a", a), ("b", b))
+        let heads = [listing(("a2", a)), listing(("b", b), ("c", c)), listing(("a3", a), ("b", b))]
+        #expect(DirectoryMerge.merge(base: base, heads: heads) == DirectoryMerge.merge(base: base, heads: heads))
+        #expect(names(DirectoryMerge.merge(base: base, heads: heads)) == ["a3": a, "c": c])
+    }
+
+    @Test func mergeBaseIsTheLatestCommonAncestor() {
+        let ids = (0..<5).map { BLAKE2b.hash([UInt8($0)]) }
+        func n(_ i: Int, _ parents: [Int], _ t: UInt64) -> RevisionGraph.Node {
+            .init(id: ids[i], parents: parents.map { ids[$0] }, time: HLCTime(rawValue: t))
+        }
+        // 0 <- 1 <- 2, 1 <- 3, and 4 unrelated.
+        let graph = RevisionGraph([n(0, [], 1), n(1, [0], 2), n(2, [1], 3), n(3, [1], 4), n(4, [], 5)])
+        #expect(graph.mergeBase(of: [ids[2], ids[3]]) == ids[1])
+        #expect(graph.mergeBase(of: [ids[2], ids[4]]) == nil)
+        #expect(graph.ordered([ids[3], ids[2]]) == [ids[2], ids[3]])
+    }
+}
