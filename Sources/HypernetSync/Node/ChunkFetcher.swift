@@ -18,43 +18,43 @@ final class ChunkFetcher: Sendable {
     static let wantBatch = 4096
 
     /// Fetches `ids` (absent from the catalog) through `session`, or waits for another session already
-    /// fetching them. Returns the locations of those that arrived; the rest are missing.
+    /// fetching them. Returns the locations of those that arrived; the rest are missing. Each slot signals
+    /// each of its waiters once, so waiting costs O(1) per chunk.
     func fetch(_ ids: [ChunkID], via session: Session) -> [ChunkID: ChunkLocation] {
         let semaphore = DispatchSemaphore(value: 0)
         var request: [ChunkID] = []
+        var outstanding = 0
         slots.withLock { slots in
             for id in ids {
-                // Another live session is fetching it (or has): wait for that one.
                 if var slot = slots[id], !slot.failed, slot.location != nil || !slot.owner.isEnded {
+                    // Another live session is fetching it (or has): wait for that one.
+                    guard slot.location == nil else { continue }
                     slot.waiters.append(semaphore)
                     slots[id] = slot
                 } else {
                     slots[id] = Slot(owner: session, waiters: [semaphore])
                     request.append(id)
                 }
+                outstanding += 1
             }
         }
         for start in stride(from: 0, to: request.count, by: Self.wantBatch) {
             session.send(.want(Array(request[start..<min(start + Self.wantBatch, request.count)])))
         }
-        var found: [ChunkID: ChunkLocation] = [:]
-        var pending = Set(ids)
-        while !pending.isEmpty {
-            slots.withLock { slots in
-                for id in pending {
-                    guard let slot = slots[id] else { continue }
-                    if let l = slot.location {
-                        found[id] = l
-                        pending.remove(id)
-                    } else if slot.failed || slot.owner.isEnded {
-                        pending.remove(id)
-                    }
-                }
+        var stalled = DispatchTime.now()
+        while outstanding > 0 {
+            if semaphore.wait(timeout: .now() + .seconds(1)) == .success {
+                outstanding -= 1
+                stalled = .now()
+            } else if session.isEnded || DispatchTime.now() > stalled + Self.stallLimit {
+                break
             }
-            if pending.isEmpty || session.isEnded { break }
-            if semaphore.wait(timeout: .now() + Self.stallLimit) == .timedOut { break }
         }
-        return found
+        return slots.withLock { slots in
+            var found: [ChunkID: ChunkLocation] = [:]
+            for id in ids { if let l = slots[id]?.location { found[id] = l } }
+            return found
+        }
     }
 
     /// A requested chunk arrived and is in the packs.

@@ -544,12 +544,13 @@ public final class SyncNode: SessionDelegate {
             let missing = try store.missingChunks(fresh.flatMap(\.chunks))
             let arrived = missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
             if session.isEnded { return }
-            let rejected = try store.storeRemote(fresh, chunks: Array(arrived.values))
+            // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
+            let rejected = fresh.isEmpty ? [] : try store.storeRemote(fresh, chunks: Array(arrived.values))
             for (id, why) in rejected {
                 logger.warning("rejected revision \(id.hex): \(why)", metadata: ["peer": "\(session)"])
             }
             fetcher.forget(arrived.keys)
-            try store.sync()
+            if !fresh.isEmpty { try store.sync() }
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
