@@ -292,8 +292,8 @@ extension VirtualFileSystem {
     /// Signs and stores the next revision of `node`'s document from its current record.
     static func appendRevision(_ node: inout Node, locations: [ChunkLocation], store: Store) throws(StoreError) {
         var record = node.record
-        // A file's revision builds on the head it shows (other heads stay conflicts); a directory's merges
-        // every head, since what it shows is their merge.
+        // A file's revision builds on the head it shows (other heads stay conflicts); a directory's on the
+        // heads whose merge it shows.
         var parents = record.head.map { [$0] } ?? []
         if node.isDirectory, !node.mergedHeads.isEmpty { parents = node.mergedHeads.sorted() }
         let head = try store.transaction { tx in

@@ -79,6 +79,8 @@ public final class SyncNode: SessionDelegate {
         var cursors: [SigningPublicKey: Cursor] = [:]
         var queuedRequests = 0
         var queuedRuns: [SigningPublicKey: Int] = [:]
+        /// Trees this node subscribed to on the session.
+        var subscribed: Set<SigningPublicKey> = []
         /// Bytes of chunks pushed unasked since the last run was stored.
         var pushedBytes = 0
     }
@@ -89,6 +91,10 @@ public final class SyncNode: SessionDelegate {
         var dials: [String: Dial] = [:]
         var selfAddresses: Set<String> = []
         var seenAcks: Set<[UInt8]> = []
+        /// Revisions rejected for reasons that do not pass (bad signature, no right): their descendants too.
+        var rejectedForGood: Set<RevisionID> = []
+        /// The node each received revision came from: its chunks are not pushed back to it.
+        var origins: [RevisionID: SigningPublicKey] = [:]
         var listener: Channel?
         var stopped = false
     }
@@ -408,7 +414,14 @@ public final class SyncNode: SessionDelegate {
     private func subscribe(_ session: Session, offered: [SigningPublicKey]) {
         guard let node = session.node else { return }
         let peerStore = state.withLock { $0.peers[ObjectIdentifier(session)]?.hello?.storeID } ?? ""
-        for tree in wanted(offered) {
+        // Once per tree per session: a repeated subscribe would re-send what is in flight.
+        let candidates = wanted(offered)
+        let fresh = state.withLock { s -> [SigningPublicKey] in
+            let new = candidates.filter { !(s.peers[ObjectIdentifier(session)]?.subscribed.contains($0) ?? true) }
+            s.peers[ObjectIdentifier(session)]?.subscribed.formUnion(new)
+            return new
+        }
+        for tree in fresh {
             let known = try? store.progress(peer: node, tree: tree)
             let after = known?.storeID == peerStore ? known!.seq : 0
             logger.debug("subscribing", metadata: ["peer": "\(session)", "after": "\(after)"])
@@ -460,7 +473,10 @@ public final class SyncNode: SessionDelegate {
                 s.peers[key]?.cursors[tree]?.caughtUpSent = false
             }
             // A caught-up subscriber lacks the new chunks for certain: they go first, saving it a round trip.
-            if cursor.caughtUpSent { push(run.flatMap(\.chunks), to: session) }
+            if cursor.caughtUpSent {
+                let theirs = state.withLock { s in Set(run.filter { s.origins[BLAKE2b.hash($0.record)] == session.node }.map(\.seq)) }
+                push(run.filter { !theirs.contains($0.seq) }.flatMap(\.chunks), to: session)
+            }
             guard session.sendWhenWritable(.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false)) else { return }
         }
     }
@@ -545,12 +561,31 @@ public final class SyncNode: SessionDelegate {
             let arrived = missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
             if session.isEnded { return }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
-            let rejected = fresh.isEmpty ? [] : try store.storeRemote(fresh, chunks: Array(arrived.values))
+            var rejected = fresh.isEmpty ? [] : try store.storeRemote(fresh, chunks: Array(arrived.values))
+            // A revision whose parent was rejected for good can never be stored: rejected for good too.
+            rejected = state.withLock { s in
+                rejected.map { id, why in
+                    if case .missingParent(let p) = why, s.rejectedForGood.contains(p) { return (id, .notAuthorized) }
+                    return (id, why)
+                }
+            }
+            state.withLock { s in
+                if s.rejectedForGood.count > 100_000 { s.rejectedForGood.removeAll() }
+                for (id, why) in rejected where !why.isTransient { s.rejectedForGood.insert(id) }
+            }
             for (id, why) in rejected {
                 logger.warning("rejected revision \(id.hex): \(why)", metadata: ["peer": "\(session)"])
             }
             fetcher.forget(arrived.keys)
             if !fresh.isEmpty { try store.sync() }
+            let held = try store.existingRevisions(ids)
+            if !held.isEmpty {
+                state.withLock { s in
+                    if s.origins.count > 100_000 { s.origins.removeAll() }
+                    for id in fresh.map(\.signed.id) where held.contains(id) { s.origins[id] = node }
+                }
+                broadcast(.ack(.signed(by: nodeKey, revisions: ids.filter { held.contains($0) })))
+            }
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
@@ -566,10 +601,6 @@ public final class SyncNode: SessionDelegate {
             releaseRun(tree, of: session)
             confirmed = true
             session.send(.progress(tree: tree, seq: last))
-            let held = try store.existingRevisions(ids)
-            if !held.isEmpty {
-                broadcast(.ack(.signed(by: nodeKey, revisions: ids.filter { held.contains($0) })))
-            }
         } catch {
             logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
             session.close("local store failure")
@@ -594,7 +625,7 @@ public final class SyncNode: SessionDelegate {
             }
         } catch {
             logger.warning("rejected chunk \(id.hex): \(error)", metadata: ["peer": "\(session)"])
-            fetcher.failed(id)
+            if requested { fetcher.failed(id) }
         }
     }
 
@@ -615,7 +646,8 @@ public final class SyncNode: SessionDelegate {
             if let live { shown.insert(live.0) }
         }
         for (node, p) in connected where !shown.contains(node) {
-            out.append(PeerStatus(address: p.hello?.listen ?? p.session.channel.remoteAddress?.description ?? "?", node: node, connected: true, since: p.since, lastError: nil))
+            let listen = p.hello?.listen ?? ""
+            out.append(PeerStatus(address: listen.isEmpty ? p.session.channel.remoteAddress?.description ?? "?" : listen, node: node, connected: true, since: p.since, lastError: nil))
         }
         return out
     }
