@@ -51,6 +51,9 @@ public final class SyncNode: SessionDelegate {
     static let maximumBackoff: Double = 30
     /// Chunks a peer may send unasked ahead of a log run, and what a node accepts unasked.
     static let pushLimit = 4 << 20
+    /// Runs listing this many chunks (about 4 MiB) go to one replica first, which forwards them to the others.
+    static let forwardThreshold = 64
+    static let forwardWait: DispatchTimeInterval = .seconds(10)
 
     let store: Store
     let nodeKey: SigningKeyPair
@@ -64,6 +67,10 @@ public final class SyncNode: SessionDelegate {
         var sent: Int64
         var unconfirmed: [Int64] = []
         var caughtUpSent = false
+        /// The subscriber has stored the log through here.
+        var confirmed: Int64 = 0
+        /// A large run held back for another replica to forward (see `forwarder`): sent anyway after this.
+        var heldUntil: DispatchTime?
     }
 
     struct Dial {
@@ -143,6 +150,8 @@ public final class SyncNode: SessionDelegate {
         }
         try? listener?.close().wait()
         for s in sessions { try? s.channel.close().wait() }
+        // Work already queued for a session may still send on its channel: it finishes before the loop goes.
+        for s in sessions { for q in [s.serveQueue, s.receiveQueue, s.chunkQueue] { q.sync {} } }
         try? group.syncShutdownGracefully()
     }
 
@@ -156,6 +165,7 @@ public final class SyncNode: SessionDelegate {
     }
 
     private func attach(_ channel: Channel, dialed: String?) throws {
+        if state.withLock({ $0.stopped }) { throw ChannelError.ioOnClosedChannel }
         let session = Session(channel: channel, isInitiator: dialed != nil, dialedAddress: dialed, delegate: self)
         try session.install(nodeKey: nodeKey)
         state.withLock { $0.peers[ObjectIdentifier(session)] = PeerState(session: session, since: Self.now()) }
@@ -280,6 +290,9 @@ public final class SyncNode: SessionDelegate {
             }
         }
         fetcher.sessionEnded(session)
+        // Runs held back for this session to forward go to the others now.
+        let held = state.withLock { s in s.peers.values.flatMap { p in p.cursors.filter { $0.value.heldUntil != nil }.map { (p.session, $0.key) } } }
+        for (other, tree) in held { other.serveQueue.async { [self] in pump(tree, to: other) } }
         if let reason, reason != "duplicate connection", reason != "connected to itself" {
             logger.warning("peer dropped: \(reason)", metadata: ["peer": "\(session)"])
             if let a = session.dialedAddress { DispatchQueue.global().async { [store] in try? store.updatePeer(a, node: nil, error: reason) } }
@@ -361,8 +374,14 @@ public final class SyncNode: SessionDelegate {
             }
             pump(tree, to: session)
         case .progress(let tree, let seq):
-            state.withLock { $0.peers[ObjectIdentifier(session)]?.cursors[tree]?.unconfirmed.removeAll { $0 <= seq } }
+            let others = state.withLock { s -> [Session] in
+                s.peers[ObjectIdentifier(session)]?.cursors[tree]?.unconfirmed.removeAll { $0 <= seq }
+                s.peers[ObjectIdentifier(session)]?.cursors[tree]?.confirmed = seq
+                return s.peers.values.filter { $0.session !== session && $0.cursors[tree]?.heldUntil != nil }.map(\.session)
+            }
             pump(tree, to: session)
+            // Runs held back for this replica to forward can go now: the others have likely got them from it.
+            for other in others { other.serveQueue.async { [self] in pump(tree, to: other) } }
         case .want(let ids):
             for id in ids {
                 let sealed = try? store.sealedChunk(id)
@@ -467,7 +486,9 @@ public final class SyncNode: SessionDelegate {
                 return
             }
             let last = run.last!.seq
+            if holdForForwarding(run, tree: tree, to: session) { return }
             state.withLock { s in
+                s.peers[key]?.cursors[tree]?.heldUntil = nil
                 s.peers[key]?.cursors[tree]?.sent = last
                 s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
                 s.peers[key]?.cursors[tree]?.caughtUpSent = false
@@ -479,6 +500,31 @@ public final class SyncNode: SessionDelegate {
             }
             guard session.sendWhenWritable(.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false)) else { return }
         }
+    }
+
+    /// Whether to hold back `run` from `session` for a while: a large run made here goes first to one
+    /// subscriber (the forwarder, the one with the smallest node key), which stores it and passes it on to
+    /// the other replicas it is connected to, so the writer's upload is paid once, not once per replica.
+    /// Held until the forwarder confirms the run, or `forwardWait` passes.
+    private func holdForForwarding(_ run: [LogEntry], tree: SigningPublicKey, to session: Session) -> Bool {
+        guard run.reduce(0, { $0 + $1.chunks.count }) >= Self.forwardThreshold else { return false }
+        let last = run.last!.seq
+        let (hold, deadline) = state.withLock { s -> (Bool, DispatchTime?) in
+            // Only for what this node made: a relay forwards at once.
+            guard run.contains(where: { s.origins[BLAKE2b.hash($0.record)] == nil }) else { return (false, nil) }
+            let subscribers = s.peers.values.filter { $0.cursors[tree] != nil && $0.session.node != nil }
+            guard let forwarder = subscribers.min(by: { $0.session.node!.bytes.lexicographicallyPrecedes($1.session.node!.bytes) }),
+                forwarder.session !== session, (forwarder.cursors[tree]?.confirmed ?? last) < last
+            else { return (false, nil) }
+            let key = ObjectIdentifier(session)
+            let until = s.peers[key]?.cursors[tree]?.heldUntil ?? .now() + Self.forwardWait
+            s.peers[key]?.cursors[tree]?.heldUntil = until
+            return (DispatchTime.now() < until, until)
+        }
+        if hold, let deadline {
+            session.serveQueue.asyncAfter(deadline: deadline) { [self] in pump(tree, to: session) }
+        }
+        return hold
     }
 
     /// Sends chunks ahead of the entries that list them, up to `pushLimit` bytes (larger writes are fetched).
