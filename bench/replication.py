@@ -89,6 +89,16 @@ class Node:
             db.close()
 
 
+def bytes_sent_by(pid):
+    """TCP bytes sent so far on the live connections of process `pid` (ss's tcp_info)."""
+    out = subprocess.run(["ss", "-tinp"], capture_output=True, text=True).stdout.splitlines()
+    total = 0
+    for head, info in zip(out, out[1:]):
+        if f"pid={pid}," in head:
+            total += sum(int(tok.split(":")[1]) for tok in info.split() if tok.startswith("bytes_sent:"))
+    return total
+
+
 def wait(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while True:
@@ -189,12 +199,15 @@ def main():
         q3 = a.mount / "q3"
         local = root / "local"
         local.mkdir()
-        rates, local_rates = [], []
+        rates, local_rates, uploads = [], [], []
         for run in range(args.runs):
             local_rates.append(size / write_file(local / f"big{run}", big) / 1e6)
+            sent = bytes_sent_by(a.pid)
             rates.append(size / write_file(q3 / f"big{run}", big) / 1e6)
+            uploads.append((bytes_sent_by(a.pid) - sent) / size)
             (local / f"big{run}").unlink()
         results["replicate_2_MBps"] = statistics.median(rates)
+        results["writer_upload_per_byte"] = statistics.median(uploads)
         results["local_cp_MBps"] = statistics.median(local_rates)
 
         log("catch-up of a fresh storage node")
@@ -276,7 +289,8 @@ def main():
     print(f"quorum fsync of a 4 KiB change (p50 / p99 ms): q1 {r['fsync_q1_ms']['p50']:.2f} / {r['fsync_q1_ms']['p99']:.2f}, "
           f"q2 {r['fsync_q2_ms']['p50']:.2f} / {r['fsync_q2_ms']['p99']:.2f}, q3 {r['fsync_q3_ms']['p50']:.2f} / {r['fsync_q3_ms']['p99']:.2f}")
     print(f"{args.big_mib} MiB to 2 replicas: {r['replicate_2_MBps']:.0f} MB/s (local cp+fsync {r['local_cp_MBps']:.0f} MB/s, "
-          f"ratio {r['replicate_2_MBps'] / r['local_cp_MBps']:.2f}); fresh storage node catch-up {r['fresh_catch_up_MBps']:.0f} MB/s")
+          f"ratio {r['replicate_2_MBps'] / r['local_cp_MBps']:.2f}), the writer uploading {r['writer_upload_per_byte']:.2f} bytes per byte; "
+          f"fresh storage node catch-up {r['fresh_catch_up_MBps']:.0f} MB/s")
     print(f"offline node catching up {args.catch_up} small revisions: {r['catch_up_1000_s']:.2f} s")
     line = f"propagation A->B: 4 KiB change {r['propagate_4k_s'] * 1e3:.0f} ms, {args.big_mib} MiB file {r['propagate_big_s']:.2f} s"
     if "syncthing_propagate_4k_s" in r:

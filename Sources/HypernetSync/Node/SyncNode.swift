@@ -208,7 +208,14 @@ public final class SyncNode: SessionDelegate {
             dialFailed(address, "\(error)")
             return
         }
-        ClientBootstrap(group: group)
+        var bootstrap = ClientBootstrap(group: group)
+        // Connections leave from the address this node listens on, so peers see where to call it back.
+        if !advertisedAddress.isEmpty, let (local, _) = try? Self.split(advertisedAddress),
+            let source = try? SocketAddress(ipAddress: local, port: 0)
+        {
+            bootstrap = bootstrap.bind(to: source)
+        }
+        bootstrap
             .connectTimeout(.seconds(5))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater))
