@@ -75,18 +75,10 @@ public enum Daemon {
         } catch {
             throw Failure(.store, "cannot open the store in \(home.path): \(error)")
         }
-        let node = SyncNode(
-            store: store, nodeKey: keyring.node,
-            configuration: SyncConfiguration(listen: options.listen, peers: options.peers, software: "hypernet/\(version)"),
-            logger: logger)
-        do { try node.start() } catch {
-            node.stop()
-            throw Failure(.usage, "cannot start the peer node: \(error)")
-        }
-        defer { node.stop() }
         var configuration = options.configuration
         if !options.quorumGiven {
-            configuration.quorum = ((try? store.peers()) ?? []).contains(where: \.configured) ? 2 : 1
+            let configured = !options.peers.isEmpty || ((try? store.peers()) ?? []).contains(where: \.configured)
+            configuration.quorum = configured ? 2 : 1
         }
 
         let fileSystem: VirtualFileSystem?
@@ -97,6 +89,10 @@ public enum Daemon {
                 throw Failure(.store, "cannot open the store in \(home.path): \(error)")
             }
             let fuse = FUSEMount(fileSystem: vfs, mountpoint: mountpoint, options: options.fuseOptions, logger: logger)
+            // Before the node starts: every revision it receives from here on is shown (the filesystem's
+            // start showed those received earlier).
+            vfs.setKernelCache(fuse)
+            showReceived(store: store, in: vfs)
             do throws(FUSEError) {
                 guard stopSwitch.attach({ fuse.requestExit() }) else { throw FUSEError("stopped by a signal while starting") }
                 try fuse.mount()
@@ -104,12 +100,22 @@ public enum Daemon {
                 vfs.shutdown()
                 throw Failure(.mountpoint, error.message)
             }
-            vfs.setKernelCache(fuse)
-            showReceived(store: store, in: vfs)
             (fileSystem, mount) = (vfs, fuse)
         } else {
             (fileSystem, mount) = (nil, nil)
         }
+
+        let node = SyncNode(
+            store: store, nodeKey: keyring.node,
+            configuration: SyncConfiguration(listen: options.listen, peers: options.peers, software: "hypernet/\(version)"),
+            logger: logger)
+        do { try node.start() } catch {
+            node.stop()
+            mount?.requestExit()
+            fileSystem?.shutdown()
+            throw Failure(.usage, "cannot start the peer node: \(error)")
+        }
+        defer { node.stop() }
 
         let stopped = DispatchSemaphore(value: 0)
         let requestExit: @Sendable () -> Void = { if let mount { mount.requestExit() } else { stopped.signal() } }

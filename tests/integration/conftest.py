@@ -106,17 +106,23 @@ def node_dir(request):
 
 @pytest.fixture
 def make_node(request):
-    """Factory: make_node(options=["allow_other"], quorum=None, fsync_timeout=None, start=True) -> Node."""
+    """Factory: make_node(options=["allow_other"], quorum=None, fsync_timeout=None, start=True) -> Node.
+
+    `node_class` (a Node subclass) and further keyword arguments (passed to it) let harnesses such as
+    cluster.py make their own kind of node with the same cleanup, log and leak checks; `label` names the
+    node's directory instead of n0, n1, ..."""
     created = []
     marker_patterns = []
     for marker in request.node.iter_markers("log_errors"):
         marker_patterns.extend(marker.args or [None])
 
-    def factory(options=(), quorum=None, fsync_timeout=None, start=True):
+    def factory(options=(), quorum=None, fsync_timeout=None, start=True, node_class=Node, label=None, **extra):
         name = "".join(c if c.isalnum() else "-" for c in request.node.name)[:50]
-        directory = Path(tempfile.mkdtemp(prefix=f"{name}-n{len(created)}-", dir=suite_dir()))
+        label = label or f"n{len(created)}"
+        directory = Path(tempfile.mkdtemp(prefix=f"{name}-{label}-", dir=suite_dir()))
         directory.chmod(0o755)
-        node = Node(directory, helpers.hypernet_bin(), options=options, quorum=quorum, fsync_timeout=fsync_timeout)
+        node = node_class(directory, helpers.hypernet_bin(), options=options, quorum=quorum,
+                          fsync_timeout=fsync_timeout, **extra)
         node.allowed_log_errors.extend(marker_patterns)
         created.append(node)
         _NODES.append(node)
