@@ -9,7 +9,9 @@ let package = Package(
     name: "Hypernet",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "hypernet", targets: ["hypernet"])
+        .executable(name: "hypernet", targets: ["hypernet"]),
+        // For the libFuzzer package in Fuzz/ (built separately: it needs -sanitize=fuzzer).
+        .library(name: "HypernetSync", targets: ["HypernetSync"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
@@ -74,6 +76,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // A misbehaving peer for tests/integration/test_hostile_peers.py (loopback only).
+        .executableTarget(
+            name: "hypernet-peer-double",
+            dependencies: ["HypernetCrypto", "HypernetModel", "HypernetSync"]),
 
         .testTarget(name: "HypernetCryptoTests", dependencies: ["HypernetCrypto"]),
         .testTarget(name: "HypernetModelTests", dependencies: ["HypernetModel", "HypernetCrypto"]),

@@ -324,10 +324,14 @@ public final class SyncNode: SessionDelegate {
         case .chunk(let id, let sealed):
             let requested = fetcher.isRequested(id, by: session)
             if !requested {
-                // Pushed ahead of a run: accepted up to what `window` runs may carry.
+                // Pushed ahead of a run: accepted up to what `window` runs may carry, each frame charged at
+                // least a page (empty ones too), and checked against its id here, so junk is never queued.
+                guard let sealed, BLAKE2b.hash(sealed) == id else {
+                    return session.close("pushed a chunk whose bytes do not match its id")
+                }
                 let admitted = state.withLock { s -> Bool in
-                    guard var p = s.peers[ObjectIdentifier(session)], let sealed else { return false }
-                    p.pushedBytes += sealed.count
+                    guard var p = s.peers[ObjectIdentifier(session)] else { return false }
+                    p.pushedBytes += max(sealed.count, 4096)
                     s.peers[ObjectIdentifier(session)] = p
                     return p.pushedBytes <= Self.pushLimit * (Self.window + 1)
                 }
@@ -670,6 +674,8 @@ public final class SyncNode: SessionDelegate {
     /// A chunk frame, off the event loop: verified against its id and appended to the packs.
     private func store(chunk id: ChunkID, sealed: [UInt8]?, from session: Session, requested: Bool) {
         guard let sealed else { return fetcher.failed(id) }
+        // What a closed session still had queued is dropped: a fetch it served has failed over already.
+        if session.isEnded && !requested { return }
         do {
             if requested {
                 fetcher.arrived(try store.receiveChunk(id: id, sealed: sealed))
@@ -679,6 +685,8 @@ public final class SyncNode: SessionDelegate {
         } catch {
             logger.warning("rejected chunk \(id.hex): \(error)", metadata: ["peer": "\(session)"])
             if requested { fetcher.failed(id) }
+            // Bytes that do not match the id they were asked for: the peer is broken or hostile.
+            session.close("sent a chunk whose bytes do not match its id")
         }
     }
 

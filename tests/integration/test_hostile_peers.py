@@ -1,0 +1,223 @@
+"""Hostile peers: a node under attack from misbehaving connections survives, drops each one with one log
+line, keeps its memory bounded, and keeps relaying between the honest nodes connected to it.
+
+The attacker is `hypernet-peer-double` (Sources/hypernet-peer-double/main.swift), a peer speaking just
+enough of the protocol (Noise XX over TCP, NodeAuth, frames) to misbehave in one way per `--mode`; it exits
+0 once the node has closed every connection as expected. Its path comes from $HYPERNET_PEER_DOUBLE, else
+it is looked for next to $HYPERNET_BIN (`swift build --product hypernet-peer-double` puts it there):
+
+    HYPERNET_BIN=/work/main/.build-fuzz/debug/hypernet \
+    HYPERNET_PEER_DOUBLE=/work/main/.build-fuzz/debug/hypernet-peer-double \
+        python3 -m pytest tests/integration/test_hostile_peers.py
+
+Each mode runs 100 hostile connections (flood-empty-chunks: 4), 10 at a time (honest-hello: all at once);
+t must survive, log one line per dropped connection (and not much more), keep its RSS growth under 50 MiB and
+keep relaying files between the honest nodes meanwhile. Problems found and not yet fixed are in KNOWN_ISSUES.
+
+Topology per mode: `t` (mounts, listens) is attacked; `a` and `b` share its identity and dial only `t`
+(they do not listen, so peer exchange cannot connect them to each other): every file written on `a` reaches
+`b` through `t`. Everything runs on loopback addresses (cluster.py); the double refuses any other address.
+"""
+
+import os
+import re
+from collections import Counter
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import helpers
+from cluster import Cluster, eventually
+from helpers import pid_alive, read_file
+
+pytestmark = pytest.mark.replication
+
+CONNECTIONS = 100
+RSS_GROWTH_LIMIT = 50 << 20
+REPLICATION = 5.0  # seconds for a file written on one honest node to show on the other (through t)
+LINES_PER_CONNECTION = 2  # what t may log per hostile connection: "peer connected" (once authenticated), the drop
+
+
+class Mode:
+    def __init__(self, dropped, parallel=10, connections=CONNECTIONS, args=()):
+        self.dropped = dropped  # regex: the one line t logs per dropped hostile connection
+        self.parallel = parallel  # connections at once
+        self.connections = connections
+        self.args = list(args)  # more hypernet-peer-double arguments
+
+
+MODES = {
+    "garbage": Mode(r"warning hypernet: peer dropped: Noise message (failed authentication|too short)"),
+    "wrong-key": Mode(r"warning hypernet: peer dropped: invalid node signature over the handshake key"),
+    "oversized": Mode(r"warning hypernet: peer dropped: invalid frame length 4294967295"),
+    "bad-version": Mode(r"warning hypernet: peer dropped: unsupported format version 9"),
+    # Our FIN after half a record is an orderly close from the node's point of view.
+    "truncated": Mode(r"info hypernet: peer disconnected"),
+    "replay": Mode(r"warning hypernet: peer dropped: Noise message failed authentication"),
+    # Pushed chunks are checked against their ids as they arrive: the first junk one drops the peer.
+    "flood-chunks": Mode(r"warning hypernet: peer dropped: pushed a chunk whose bytes do not match its id"),
+    # Empty chunks, up to 20,000 per connection, on 4 connections: an empty chunk matches no id either.
+    "flood-empty-chunks": Mode(r"warning hypernet: peer dropped: pushed a chunk whose bytes do not match its id",
+                               parallel=4, connections=4, args=["--frames", "20000"]),
+    # Idle after a valid hello: dropped at t's silence limit (30 s), so all at once.
+    "honest-hello": Mode(r"warning hypernet: peer dropped: peer silent for 30 s", parallel=CONNECTIONS),
+}
+
+# Problems of the node under test found by these tests and reported, not fixed here (Sources/HypernetSync/Node
+# is not this suite's to change): the test xfails with the reason while the problem is there, and fails once
+# it is gone, so that the entry is removed.
+KNOWN_ISSUES: dict[str, str] = {}
+
+
+def peer_double() -> str:
+    path = os.environ.get("HYPERNET_PEER_DOUBLE") or str(Path(helpers.hypernet_bin()).parent / "hypernet-peer-double")
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        # CI must not pass by skipping.
+        pytest.fail(f"hypernet-peer-double not found or not executable: {path} (build it with "
+                    f"`swift build --product hypernet-peer-double` or set HYPERNET_PEER_DOUBLE)", pytrace=False)
+    return path
+
+
+def rss_bytes(pid) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+@pytest.fixture
+def hub(make_node, node_dir):
+    """(t, a, b), started; a and b connected to t only, and replicating through it."""
+    cl = Cluster(make_node, node_dir)
+    t = cl.add("t")
+    a = cl.add("a", identity=t)
+    b = cl.add("b", identity=t)
+    t.peers = []
+    for n in (a, b):
+        n.peers = [t.listen]
+        n.listen = None
+    try:
+        cl.start(connected=False)
+        for n in (a, b):
+            eventually(lambda n=n: t.listen in n.connected_addresses(), 20,
+                       lambda n=n: f"node {n.name} not connected to t:\n{n.status()}\n{n.log_tail(10)}")
+        yield t, a, b
+    finally:
+        cl.close()
+
+
+def replicate(source, target, name, via=None):
+    """Writes a file on `source`, fails unless it shows on `target` (and `via`) within REPLICATION seconds."""
+    data = helpers.random_bytes(3000 + len(name)) + name.encode()
+    helpers.write_file(source.p(name), data)
+    start = time.monotonic()
+
+    def arrived(node):
+        try:
+            return read_file(node.p(name)) == data
+        except OSError:
+            return False
+
+    def explain(missing):
+        nodes = [source, target] + ([via] if via is not None else [])
+        return f"{name} written on {source.name} did not show on {missing.name}\n" + "\n".join(
+            f"--- {n.name}: arrived={arrived(n)}, log tail:\n{n.log_tail(8)}" for n in nodes)
+
+    eventually(lambda: arrived(target), REPLICATION, lambda: explain(target))
+    if via is not None:
+        eventually(lambda: arrived(via), REPLICATION, lambda: explain(via))
+    return time.monotonic() - start
+
+
+def log_lines_since(node, offset, pattern):
+    text = node.log_text()[offset:]
+    return [line for line in text.splitlines() if re.search(pattern, line)]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_node_survives_hostile_peer(hub, mode):
+    try:
+        report = attack_and_check(*hub, mode)
+    except AssertionError as e:
+        if mode in KNOWN_ISSUES:
+            pytest.xfail(f"known issue: {KNOWN_ISSUES[mode]}\n{e}")
+        raise
+    assert mode not in KNOWN_ISSUES, f"--mode {mode} passes now: remove it from KNOWN_ISSUES ({KNOWN_ISSUES.get(mode)})"
+    print(report)
+
+
+def attack_and_check(t, a, b, mode):
+    m = MODES[mode]
+    double = peer_double()
+
+    # Warm up the path a -> t -> b before measuring t's memory.
+    replicate(a, b, "warm-up", via=t)
+    before = rss_bytes(t.pid)
+    log_offset = len(t.log_text())
+
+    attack = subprocess.Popen(
+        [double, "--connect", t.listen, "--mode", mode, "--connections", str(m.connections), "--parallel",
+         str(m.parallel), *m.args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Meanwhile the honest nodes keep replicating through t, both ways.
+        rounds = 0
+        while True:
+            source, target = (a, b) if rounds % 2 == 0 else (b, a)
+            replicate(source, target, f"during-{mode}-{rounds}", via=t)
+            rounds += 1
+            if attack.poll() is not None and rounds >= 2:
+                break
+            time.sleep(0.2)
+        output, _ = attack.communicate(timeout=120)
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait()
+
+    # t survives: alive, answers status, its mount works (and holds what a wrote).
+    assert pid_alive(t.pid), f"node t died under --mode {mode}\n{t.log_tail(20)}"
+    status = t.status()
+    assert "listen: " + t.listen in status, status
+    helpers.write_file(t.p(f"after-{mode}"), b"still here")
+    assert read_file(t.p(f"after-{mode}")) == b"still here"
+    assert "warm-up" in os.listdir(t.mount)
+
+    assert attack.returncode == 0, f"hypernet-peer-double --mode {mode} exited {attack.returncode}: {output.strip()}"
+    assert (f"the node closed all {m.connections} connections" in output) if m.connections > 1 \
+        else "node closed" in output, output
+
+    # One line per dropped hostile connection.
+    eventually(lambda: len(log_lines_since(t, log_offset, m.dropped)) >= m.connections, 10,
+               lambda: f"expected {m.connections} lines matching {m.dropped!r} in t's log, found "
+                       f"{len(log_lines_since(t, log_offset, m.dropped))}:\n{t.log_tail(15)}")
+    dropped = log_lines_since(t, log_offset, m.dropped)
+    assert len(dropped) == m.connections, f"{len(dropped)} lines matching {m.dropped!r} for {m.connections} connections"
+    other_drops = [line for line in log_lines_since(t, log_offset, r"peer (dropped|disconnected)")
+                   if not re.search(m.dropped, line)]
+    assert not other_drops, "t dropped other peers too:\n" + "\n".join(other_drops[:10])
+
+    # Memory stays bounded.
+    after = rss_bytes(t.pid)
+    assert after - before < RSS_GROWTH_LIMIT, \
+        f"t's RSS grew by {(after - before) >> 20} MiB over {m.connections} {mode} connections " \
+        f"({before >> 20} -> {after >> 20} MiB)"
+
+    # The honest nodes are still connected and still replicating.
+    for n in (a, b):
+        assert t.listen in n.connected_addresses(), f"node {n.name} lost t:\n{n.status()}"
+    replicate(b, a, f"after-{mode}-b", via=t)
+
+    # And not much else: a hostile peer must not be able to fill the log.
+    new_lines = log_lines_since(t, log_offset, r".")
+    limit = LINES_PER_CONNECTION * m.connections + 50
+    if len(new_lines) > limit:
+        kinds = Counter(re.sub(r"[0-9a-f]{16,}|\d+", "N", line.split(" ", 1)[-1])[:150] for line in new_lines)
+        raise AssertionError(f"t logged {len(new_lines)} lines for {m.connections} hostile connections "
+                             f"(at most {limit} expected); most frequent:\n"
+                             + "\n".join(f"{n:8d}  {kind}" for kind, n in kinds.most_common(4)))
+    return f"{mode}: {output.strip()}; t RSS {before >> 20} -> {after >> 20} MiB; {rounds} files replicated meanwhile"
