@@ -173,8 +173,6 @@ def main():
     nodes = [a, b, c]
     results = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": os.uname().nodename, "cores": os.cpu_count()}
     size = args.big_mib << 20
-    big = os.urandom(size)
-    digest = hashlib.sha256(big).hexdigest()
     try:
         token = a.cli("init").stdout.strip()
         pw = root / "pw"
@@ -201,6 +199,8 @@ def main():
         local.mkdir()
         rates, local_rates, uploads = [], [], []
         for run in range(args.runs):
+            # New bytes every time: chunks are deduplicated, so a repeated file would cost no transfer.
+            big = os.urandom(size)
             local_rates.append(size / write_file(local / f"big{run}", big) / 1e6)
             sent = bytes_sent_by(a.pid)
             rates.append(size / write_file(q3 / f"big{run}", big) / 1e6)
@@ -208,6 +208,7 @@ def main():
             (local / f"big{run}").unlink()
         results["replicate_2_MBps"] = statistics.median(rates)
         results["writer_upload_per_byte"] = statistics.median(uploads)
+        results["writer_upload_runs"] = uploads
         results["local_cp_MBps"] = statistics.median(local_rates)
 
         log("catch-up of a fresh storage node")
@@ -218,7 +219,9 @@ def main():
         t = time.perf_counter()
         d.start("--peer", a.address, "--pin", token, serve=True)
         wait(lambda: d.revision_count() >= want, 600, "the fresh node's catch-up")
-        results["fresh_catch_up_MBps"] = args.runs * size / (time.perf_counter() - t) / 1e6
+        elapsed = time.perf_counter() - t
+        packs = sum(f.stat().st_size for f in (d.home / "store" / "packs").iterdir())
+        results["fresh_catch_up_MBps"] = packs / elapsed / 1e6
         d.stop()
 
         log("offline catch-up of small revisions")
@@ -263,6 +266,8 @@ def main():
         big_times = []
         for run in range(args.runs):
             name = f"bigprop{run}.bin"
+            big = os.urandom(size)
+            digest = hashlib.sha256(big).hexdigest()
             t = time.perf_counter()
             write_file(a.mount / name, big)
             end = wait(lambda: os.path.exists(b.mount / name) and os.stat(b.mount / name).st_size == size, 600, f"{name} on B")
@@ -272,7 +277,10 @@ def main():
     finally:
         for n in nodes:
             n.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    if not os.environ.get("HYPERNET_BENCH_KEEP"):
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        log(f"kept {root}")
 
     if not args.no_syncthing:
         from syncthing_pair import SyncthingPair
@@ -280,7 +288,7 @@ def main():
         with SyncthingPair() as pair:
             results["syncthing_version"] = pair.version
             results["syncthing_propagate_4k_s"] = statistics.median(pair.propagate_small_change() for _ in range(args.small_runs))
-            results["syncthing_propagate_big_s"] = statistics.median(pair.propagate_file(size, data=big) for _ in range(args.runs))
+            results["syncthing_propagate_big_s"] = statistics.median(pair.propagate_file(size) for _ in range(args.runs))
 
     out = HERE / "results"
     out.mkdir(exist_ok=True)
