@@ -167,18 +167,23 @@ extension Store {
     /// `node` (a peer's node key) durably holds `revisions`: persisted, and fsyncs waiting on it wake up.
     public func recordReplicas(node: SigningPublicKey, revisions: [RevisionID]) throws(StoreError) {
         guard !revisions.isEmpty else { return }
+        // Waiting fsyncs learn first: the ack already proves the replica durable; the row below is bookkeeping
+        // (xattrs, backlog) and would only add a catalog write to every quorum fsync.
+        replicas.note(node: node, revisions: revisions)
+        replicas.changed { ids, count in (try? self.haveReplicas(ids, count: count)) ?? false }
         try catalog.write { db in
             let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO replicas (revision, node) VALUES (?, ?)")
             for r in revisions { try statement.execute(arguments: [Data(r.bytes), Data(node.bytes)]) }
         }
-        replicas.changed { ids, count in (try? self.haveReplicas(ids, count: count)) ?? false }
     }
 
     /// Remote nodes known to hold `revision` durably (this node not counted).
+    /// (Including acks whose row is still being written: a fsync that returned is never contradicted.)
     public func replicaCount(_ revision: RevisionID) throws(StoreError) -> Int {
-        try catalog.read { db in
+        let stored = try catalog.read { db in
             try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM replicas WHERE revision = ?"), arguments: [Data(revision.bytes)]) ?? 0
         }
+        return max(stored, replicas.recentCount(revision))
     }
 
     private func haveReplicas(_ ids: [RevisionID], count: Int) throws(StoreError) -> Bool {
@@ -356,6 +361,19 @@ final class ReplicaTracker: Sendable {
     }
 
     private let waiters = Mutex<[ObjectIdentifier: Waiter]>([:])
+    /// Replicas acked since start, ahead of their catalog rows; dropped when large (the rows remain).
+    private let recent = Mutex<[RevisionID: Set<SigningPublicKey>]>([:])
+
+    func note(node: SigningPublicKey, revisions: [RevisionID]) {
+        recent.withLock { map in
+            if map.count > 100_000 { map.removeAll() }
+            for r in revisions { map[r, default: []].insert(node) }
+        }
+    }
+
+    func recentCount(_ revision: RevisionID) -> Int {
+        recent.withLock { $0[revision]?.count ?? 0 }
+    }
 
     func wait(ids: [RevisionID], count: Int, timeout: Duration?, satisfied: () -> Bool) -> Bool {
         let waiter = Waiter(ids: ids, count: count)

@@ -61,6 +61,7 @@ public final class SyncNode: SessionDelegate {
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let fetcher = ChunkFetcher()
+    private let ackQueue = DispatchQueue(label: "hypernet.sync.acks")
 
     /// What this node serves to one subscriber of one tree.
     struct Cursor {
@@ -340,6 +341,9 @@ public final class SyncNode: SessionDelegate {
             session.chunkQueue.async { [self] in store(chunk: id, sealed: sealed, from: session, requested: requested) }
         case .ping:
             break
+        case .ack(let ack):
+            // Acks wake fsyncs: their own queue, never behind a peer's log or chunk requests.
+            ackQueue.async { [self] in received(ack, from: session) }
         default:
             // Requests queue up to a limit; past half of it the socket is not read until they drain.
             let queued = state.withLock { s -> Int? in
@@ -398,10 +402,8 @@ public final class SyncNode: SessionDelegate {
                 let sealed = try? store.sealedChunk(id)
                 guard session.sendWhenWritable(.chunk(id: id, sealed: sealed ?? nil)) else { return }
             }
-        case .ack(let ack):
-            received(ack, from: session)
-        case .entries, .chunk, .ping:
-            break
+        case .entries, .chunk, .ping, .ack:
+            break  // handled on arrival (see `session(_:received:)`)
         }
     }
 
