@@ -137,6 +137,10 @@ public struct DirectoryListing: Sendable, Equatable {
             let name = try r.string(limit: 4 * 255)
             let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
             guard let kind = RevisionKind(rawValue: try r.u8()) else { throw .invalid("entry kind") }
+            // Canonical: names strictly increasing by bytes (so neither out of order nor repeated).
+            if let last = entries.last, !last.name.utf8.lexicographicallyPrecedes(name.utf8) {
+                throw .invalid("directory entries out of order or repeated")
+            }
             entries.append(Entry(name: name, document: document, kind: kind))
         }
         try r.expectEnd()

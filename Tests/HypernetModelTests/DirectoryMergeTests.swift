@@ -64,3 +64,21 @@ import Testing
         #expect(graph.ordered([ids[3], ids[2]]) == [ids[2], ids[3]])
     }
 }
+
+@Suite struct DirectoryListingDecodingTests {
+    @Test func unsortedOrRepeatedNamesAreRejected() throws {
+        let d = DocumentID.random()
+        let good = DirectoryListing(entries: [.init(name: "a", document: d, kind: .file), .init(name: "b", document: d, kind: .file)])
+        #expect(try DirectoryListing(decoding: good.encoded()) == good)
+        // Swap the two entries in the encoding (each: u32 name length, name, 16-byte id, kind).
+        var bytes = good.encoded()
+        let entry = 4 + 1 + DocumentID.byteCount + 1
+        let first = Array(bytes[5..<(5 + entry)])
+        bytes.replaceSubrange(5..<(5 + entry), with: bytes[(5 + entry)..<(5 + 2 * entry)])
+        bytes.replaceSubrange((5 + entry)..<(5 + 2 * entry), with: first)
+        #expect(throws: DecodingError.self) { try DirectoryListing(decoding: bytes) }
+        var repeated = good.encoded()
+        repeated.replaceSubrange((5 + entry)..<(5 + 2 * entry), with: repeated[5..<(5 + entry)])
+        #expect(throws: DecodingError.self) { try DirectoryListing(decoding: repeated) }
+    }
+}
