@@ -12,15 +12,7 @@ public enum ChaChaPolyIETF {
         _ plaintext: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
         associatedData: UnsafeRawBufferPointer? = nil
     ) -> [UInt8] {
-        Sodium.ready()
-        checkSizes(key: key, nonce: nonce)
-        return makeBytes(count: plaintext.count + tagByteCount) { out in
-            let rc = crypto_aead_chacha20poly1305_ietf_encrypt(
-                out, nil, plaintext.sodiumPointer, UInt64(plaintext.count),
-                associatedData?.sodiumPointer, UInt64(associatedData?.count ?? 0),
-                nil, nonce.nonEmptyPointer, key.nonEmptyPointer)
-            precondition(rc == 0, "crypto_aead_chacha20poly1305_ietf_encrypt failed")
-        }
+        SodiumAEAD.seal(.chacha20IETF, plaintext, key: key, nonce: nonce, associatedData: associatedData)
     }
 
     /// Opens ciphertext || tag. Throws `authenticationFailed` if the tag does not verify.
@@ -28,18 +20,7 @@ public enum ChaChaPolyIETF {
         _ ciphertext: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
         associatedData: UnsafeRawBufferPointer? = nil
     ) throws(CryptoError) -> [UInt8] {
-        Sodium.ready()
-        checkSizes(key: key, nonce: nonce)
-        guard ciphertext.count >= tagByteCount else { throw .authenticationFailed }
-        var rc: Int32 = 0
-        let plaintext = makeBytes(count: ciphertext.count - tagByteCount) { out in
-            rc = crypto_aead_chacha20poly1305_ietf_decrypt(
-                out, nil, nil, ciphertext.nonEmptyPointer, UInt64(ciphertext.count),
-                associatedData?.sodiumPointer, UInt64(associatedData?.count ?? 0),
-                nonce.nonEmptyPointer, key.nonEmptyPointer)
-        }
-        guard rc == 0 else { throw .authenticationFailed }
-        return plaintext
+        try SodiumAEAD.open(.chacha20IETF, ciphertext, key: key, nonce: nonce, associatedData: associatedData)
     }
 
     /// Keys held in sodium memory.
@@ -57,12 +38,5 @@ public enum ChaChaPolyIETF {
         try key.withUnsafeBytes { (key) throws(CryptoError) in
             try open(ciphertext, key: key, nonce: nonce, associatedData: associatedData)
         }
-    }
-
-    private static func checkSizes(key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer) {
-        precondition(key.count == keyByteCount, "ChaCha20-Poly1305 key must be \(keyByteCount) bytes, got \(key.count)")
-        precondition(
-            nonce.count == nonceByteCount, "ChaCha20-Poly1305 nonce must be \(nonceByteCount) bytes, got \(nonce.count)"
-        )
     }
 }
