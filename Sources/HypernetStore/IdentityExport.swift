@@ -237,16 +237,7 @@ public struct IdentityExport: Sendable {
         guard fd >= 0 else { throw .file(path: path, errno: errno) }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: maximumByteCount + 1)
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .file(path: path, errno: errno)
-            }
-            if n == 0 { break }
-            count += n
-        }
+        let count = try readFully(fd, into: &bytes).mapError { IdentityExportError.file(path: path, errno: $0.errno) }.get()
         // Too long is decided by Header.parse, after magic and version: a newer version may be longer.
         return Array(bytes[..<count])
     }

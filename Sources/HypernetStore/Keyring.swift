@@ -187,16 +187,7 @@ enum KeyFile {
 
         var bytes = [UInt8](repeating: 0, count: maximumByteCount + 1)
         defer { SecureMemory.zero(&bytes) }
-        var count = 0
-        while count < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, errno: errno)
-            }
-            if n == 0 { break }
-            count += n
-        }
+        let count = try readFully(fd, into: &bytes).mapError { StoreError.io(path: path, errno: $0.errno) }.get()
         guard count >= headerByteCount, bytes.starts(with: magic) else {
             throw .corrupt(object: path, reason: "not a hypernet key file")
         }
@@ -271,4 +262,24 @@ enum PrivateFile {
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw .io(path: directory, errno: errno) }
     }
+}
+
+/// The errno of a failed read.
+struct ReadFailure: Error {
+    let errno: Int32
+}
+
+/// Reads from `fd` until `bytes` is full or the file ends; the count read, or the errno of a failed read.
+func readFully(_ fd: Int32, into bytes: inout [UInt8]) -> Result<Int, ReadFailure> {
+    var count = 0
+    while count < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + count, $0.count - count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            return .failure(ReadFailure(errno: errno))
+        }
+        if n == 0 { break }
+        count += n
+    }
+    return .success(count)
 }
