@@ -544,3 +544,36 @@ def test_restarting_every_node_in_turn_under_writes_loses_nothing(cluster):
         fsck = n.fsck()
         assert fsck.returncode == 0 and fsck.stdout.strip() == "store is consistent", \
             f"node {n.name}: fsck exited {fsck.returncode}:\n{fsck.stdout}{fsck.stderr}"
+
+
+# --- large writes are forwarded between replicas -----------------------------------------------------------
+
+def bytes_sent_by(pid):
+    """TCP bytes sent so far on the live connections of process `pid` (ss's tcp_info)."""
+    out = subprocess.run(["ss", "-tinp"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return sum(int(tok.split(":")[1]) for head, info in zip(out, out[1:]) if f"pid={pid}," in head
+               for tok in info.split() if tok.startswith("bytes_sent:"))
+
+
+@pytest.mark.timeout(120)
+def test_a_large_write_to_two_replicas_is_uploaded_by_the_writer_about_once(cluster):
+    a = cluster.add("a", fsync_timeout=FSYNC_TIMEOUT * 10)
+    b = cluster.add("b", identity=a)
+    c = cluster.add("c", serve=True, pins=[a])
+    cluster.start()
+    eventually(lambda: len(b.connected_addresses()) >= 2 and len(c.connected_addresses()) >= 2, 20,
+               "b and c did not connect to each other (peer exchange), so neither can forward to the other")
+    directory = a.p("q3")
+    os.mkdir(directory)
+    os.setxattr(directory, "user.hypernet.quorum", b"3")
+    data = os.urandom(32 << 20)
+    sent = bytes_sent_by(a.pid)
+    fd = os.open(os.path.join(directory, "big"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    upload = (bytes_sent_by(a.pid) - sent) / len(data)
+    assert upload < 1.5, f"node a uploaded {upload:.2f} bytes per byte to reach 2 replicas: large runs are not forwarded"
+    wait_converged([a, b], 30, what="the large file")
