@@ -52,4 +52,19 @@ public final class ControlClient {
             throw Failure.system("reading from the daemon", code)
         }
     }
+
+    /// After a request answered by a stream (watch): hands each further line, newline included, to `body`
+    /// until the daemon ends the stream or `body` returns false.
+    public func streamLines(_ body: ([UInt8]) -> Bool) throws(Failure) {
+        while true {
+            switch reader.next() {
+            case .line(let line):
+                guard body(line + [UInt8(ascii: "\n")]) else { return }
+            case .end, .tooLong:
+                throw Failure(.noDaemon, "the daemon ended the stream (see \(home.logPath))")
+            case .failed(let code):
+                throw Failure.system("reading from the daemon", code)
+            }
+        }
+    }
 }

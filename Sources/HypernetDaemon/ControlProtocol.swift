@@ -12,6 +12,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable {
         case status, log, cat, restore, fsck, stop, unmount
         case peerAdd = "peer-add", peers, pin, unpin, pins
+        case watch
+        case conflicts, resolve
     }
 
     public var command: Command
@@ -21,19 +23,30 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var revision: String?
     /// The address for peer-add; the identity token or `*` for pin/unpin.
     public var argument: String?
+    /// Absolute paths to watch (watch: every path below them).
+    public var paths: [String]?
+    /// watch: first replay the stored revisions after this log position.
+    public var since: Int64?
 
-    public init(command: Command, path: String? = nil, revision: String? = nil, argument: String? = nil) {
+    public init(
+        command: Command, path: String? = nil, revision: String? = nil, argument: String? = nil, paths: [String]? = nil,
+        since: Int64? = nil
+    ) {
         self.command = command
         self.path = path
         self.revision = revision
         self.argument = argument
+        self.paths = paths
+        self.since = since
     }
 }
 
-/// What a request handler answers; the server encodes it as one response line.
+/// What a request handler answers; the server encodes it as one response line. A stream (watch) answers
+/// `{"ok":true,"result":{}}` and then the reader's lines until the client hangs up.
 public enum ControlReply: Sendable {
     case success(any Encodable & Sendable)
     case failure(Failure)
+    case stream(EventReader)
 }
 
 public struct StatusReport: Codable, Sendable {
@@ -116,6 +129,8 @@ enum ControlCodec {
             }
         case .failure(let failure):
             data = encodeFailure(failure, with: encoder)
+        case .stream:
+            data = (try? encodeSuccess(Acknowledgement(), with: encoder)) ?? Data()
         }
         return Array(data) + [UInt8(ascii: "\n")]
     }

@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import HypernetVFS
 import Logging
 import Synchronization
 
@@ -114,18 +115,20 @@ final class ControlServer: Sendable {
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             let logger = logger
-            DispatchQueue.global().async(group: work) {
-                Self.serve(client, handler: handler, logger: logger)
+            DispatchQueue.global().async(group: work) { [self] in
+                serve(client, handler: handler, logger: logger)
             }
         }
     }
 
-    private static func serve(_ fd: Int32, handler: Handler, logger: Logger) {
+    private var isStopped: Bool { state.withLock { $0 == .stopped } }
+
+    private func serve(_ fd: Int32, handler: Handler, logger: Logger) {
         defer { close(fd) }
         // A client that connects and says nothing must not hold a worker forever.
         var timeout = timeval(tv_sec: 60, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var reader = LineReader(fd: fd, limit: requestLimit)
+        var reader = LineReader(fd: fd, limit: Self.requestLimit)
         while true {
             let reply: ControlReply
             // After stop/unmount the daemon is going away: end the connection so shutdown, which
@@ -148,6 +151,21 @@ final class ControlServer: Sendable {
                 }
             }
             if !UnixSocket.writeAll(fd, ControlCodec.encode(reply)) || last { return }
+            if case .stream(let reader) = reply {
+                stream(reader, to: fd)
+                return
+            }
+        }
+    }
+
+    /// Writes the reader's lines to the client until it hangs up (or sends anything) or the server stops.
+    private func stream(_ reader: EventReader, to fd: Int32) {
+        defer { reader.close() }
+        while !isStopped {
+            var client = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if poll(&client, 1, 0) != 0 { return }
+            guard let bytes = reader.read(maximum: 64 << 10, timeout: .seconds(1)) else { continue }
+            if !UnixSocket.writeAll(fd, bytes) { return }
         }
     }
 }

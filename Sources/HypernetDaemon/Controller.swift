@@ -38,6 +38,7 @@ final class Controller: Sendable {
 
     func handle(_ request: ControlRequest) -> ControlReply {
         do throws(Failure) {
+            if request.command == .watch { return .stream(try watch(request)) }
             return .success(try answer(request))
         } catch {
             return .failure(error)
@@ -77,7 +78,9 @@ final class Controller: Sendable {
             let revision: String
             if let wanted = request.revision {
                 revision = try resolve(wanted, in: entries, path: absolute)
-            } else if let head = entries.first(where: \.isHead) ?? entries.first {
+            } else if let head = entries.first(where: { $0.isHead && $0.kind != "tombstone" }) ?? entries.first(where: \.isHead)
+                ?? entries.first
+            {
                 revision = head.revision
             } else {
                 throw Failure(.unknownRevision, "no revision of \(absolute)")
@@ -95,10 +98,32 @@ final class Controller: Sendable {
             }
             logger.info("restored", metadata: ["path": "\(relative)", "from": "\(revision)", "revision": "\(made)"])
             return RestoreReply(revision: made)
+        case .conflicts:
+            let (absolute, relative) = try paths(ControlRequest(command: .conflicts, path: request.path ?? mountpoint))
+            let found = try vfs(absolute) { () throws(VFSError) in
+                try request.path == nil ? fileSystem!.allConflicts() : fileSystem!.conflicts(path: relative)
+            }
+            let root = absolute.hasSuffix("/") ? String(absolute.dropLast()) : absolute
+            return found.map { c in
+                var c = c
+                c.path = request.path == nil ? root + "/" + c.path : absolute
+                return c
+            }
+        case .resolve:
+            let (absolute, relative) = try paths(request)
+            guard let wanted = request.revision else { throw Failure(.usage, "resolve needs a revision") }
+            let revision = try resolve(wanted, in: try history(absolute, relative), path: absolute)
+            let made = try vfs(absolute) { () throws(VFSError) in
+                try fileSystem!.resolveConflict(path: relative, revision: revision)
+            }
+            logger.info("resolved", metadata: ["path": "\(relative)", "keeping": "\(revision)", "revision": "\(made)"])
+            return RestoreReply(revision: made)
         case .fsck:
             let problems = store.check()
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
             return FsckReport(problems: problems)
+        case .watch:
+            throw Failure(.usage, "watch streams: it is answered by handle")
         case .stop:
             logger.info("stop requested")
             requestExit()
@@ -113,6 +138,17 @@ final class Controller: Sendable {
             requestExit()
             return Acknowledgement()
         }
+    }
+
+    /// A reader of the events below the request's paths (all of them given, checked first).
+    private func watch(_ request: ControlRequest) throws(Failure) -> EventReader {
+        var relative: [String] = []
+        for path in request.paths ?? [] {
+            relative.append(try paths(ControlRequest(command: .watch, path: path)).1)
+        }
+        guard !relative.isEmpty else { throw Failure(.usage, "watch needs a path") }
+        if let since = request.since, since < 0 { throw Failure(.usage, "--since must be 0 or more") }
+        return fileSystem!.openEvents(paths: relative, since: request.since)
     }
 
     private func stored<T>(_ body: () throws(StoreError) -> T) throws(Failure) -> T {

@@ -124,6 +124,15 @@ public enum Daemon {
             home: home, mountpoint: mountpoint, keyring: keyring, store: store, fileSystem: fileSystem, node: node,
             quorum: configuration.quorum, logger: logger, requestExit: requestExit)
         server.start(handler: controller.handle)
+        // `/.hypernet/status`: the node's lines after the filesystem's.
+        fileSystem?.setStatusProvider {
+            let peers = node.peerStatus()
+            return [
+                "node: \(Hex.encode(keyring.node.publicKey.bytes))", "identity: \(keyring.identityToken)",
+                "listen: \(node.listenAddress ?? "none")",
+                "peers: \(peers.filter(\.connected).count) of \(peers.count) connected",
+            ]
+        }
 
         guard let mount, let mountpoint else {
             logger.info("serving", metadata: ["listen": "\(options.listen ?? "none")"])
@@ -164,14 +173,19 @@ public enum Daemon {
     }
 
     /// Revisions of this identity's tree received from peers appear in the mount, applied in arrival order
-    /// off the replication threads.
+    /// off the replication threads; then every new revision, local or received, goes to event readers.
     private static func showReceived(store: Store, in fileSystem: VirtualFileSystem) {
         let own = store.keyring.identity.publicKey
         let queue = DispatchQueue(label: "hypernet.apply")
         store.observeRevisions { added in
-            let documents = added.filter { !$0.isLocal && $0.tree == own }.map(\.document)
-            guard !documents.isEmpty else { return }
-            queue.async { fileSystem.applyRemote(documents) }
+            let ours = added.filter { $0.tree == own }
+            guard !ours.isEmpty else { return }
+            let documents = ours.filter { !$0.isLocal }.map(\.document)
+            queue.async {
+                if !documents.isEmpty { fileSystem.applyRemote(documents) }
+                // After they show, so that their events carry their paths.
+                fileSystem.publishEvents()
+            }
         }
     }
 

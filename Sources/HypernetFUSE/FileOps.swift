@@ -13,6 +13,11 @@ func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<
         info.pointee.fh = handle
         // Other nodes change content behind the kernel: never keep the page cache across opens.
         info.pointee.keep_cache = 0
+        // `/.hypernet/status` and `events` have no size in advance: every read must reach the VFS.
+        if request.fileSystem.needsDirectIO(inode: inode) {
+            info.pointee.direct_io = 1
+            info.pointee.nonseekable = 1
+        }
         // The kernel never sends release for an open whose reply it did not receive.
         if fuse_reply_open(request.raw, info) != 0 { request.fileSystem.release(handle: handle) }
     } catch {
@@ -46,6 +51,10 @@ func opRead(
     _ req: fuse_req_t?, _ inode: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?
 ) {
     let request = Request(req, "read")
+    if let reader = request.fileSystem.eventReader(handle: fi!.pointee.fh) {
+        readEvents(reader, request: request, size: size)
+        return
+    }
     do {
         request.reply(bytes: try request.fileSystem.read(handle: fi!.pointee.fh, offset: UInt64(offset), size: size))
     } catch {

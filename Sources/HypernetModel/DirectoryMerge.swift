@@ -4,37 +4,62 @@
 /// smallest document id renamed `NAME (conflict XXXXXXXX)`. The result depends only on the inputs, so every
 /// node computes the same tree.
 public enum DirectoryMerge {
-    /// `heads`: the listings of every head, oldest first by the winner order.
-    public static func merge(base: DirectoryListing?, heads: [DirectoryListing]) -> DirectoryListing {
-        guard heads.count > 1 else { return heads.first ?? DirectoryListing(entries: []) }
-        let baseByDocument = Dictionary((base?.entries ?? []).map { ($0.document, $0) }, uniquingKeysWith: { a, _ in a })
-        let headsByDocument = heads.map { Dictionary($0.entries.map { ($0.document, $0) }, uniquingKeysWith: { a, _ in a }) }
+    /// One merged entry and the head that decided it: an index into `heads`, nil for the base.
+    public struct Placement: Sendable, Equatable {
+        public var entry: DirectoryListing.Entry
+        public var head: Int?
+    }
+
+    /// `heads`: the listings of every head, oldest first by (HLC time, id). `undeleted`: documents whose
+    /// delete lost to a concurrent change (their winner is not a tombstone); a head's removal of such an
+    /// entry was that delete, so it does not win here and the document stays where a head still lists it.
+    public static func merge(base: DirectoryListing?, heads: [DirectoryListing], undeleted: Set<DocumentID> = [])
+        -> DirectoryListing
+    {
+        DirectoryListing(entries: placements(base: base, heads: heads, undeleted: undeleted).map(\.entry))
+    }
+
+    public static func placements(
+        base: DirectoryListing?, heads: [DirectoryListing], undeleted: Set<DocumentID> = []
+    ) -> [Placement] {
+        guard heads.count > 1 else { return (heads.first?.entries ?? []).map { Placement(entry: $0, head: 0) } }
+        let baseByDocument = byDocument(base?.entries ?? [])
+        let headsByDocument = heads.map { byDocument($0.entries) }
         var documents = Set(baseByDocument.keys)
         for h in headsByDocument { documents.formUnion(h.keys) }
-        var chosen: [DirectoryListing.Entry] = []
+        var chosen: [Placement] = []
         for document in documents {
             let before = baseByDocument[document]
             // The newest head whose entry differs from the base; none: the base stands.
-            var result = before
-            for h in headsByDocument.reversed() where !same(h[document], before) {
-                result = h[document]
+            var result = before.map { Placement(entry: $0, head: nil) }
+            for (i, h) in headsByDocument.enumerated().reversed() where !same(h[document], before) {
+                result = h[document].map { Placement(entry: $0, head: i) }
                 break
+            }
+            if result == nil, undeleted.contains(document),
+                let i = headsByDocument.indices.last(where: { headsByDocument[$0][document] != nil })
+            {
+                result = Placement(entry: headsByDocument[i][document]!, head: i)
             }
             if let result { chosen.append(result) }
         }
         // Names are bytes: String equality would merge the NFC and NFD forms of one name.
-        var byName: [[UInt8]: [DirectoryListing.Entry]] = [:]
-        for e in chosen { byName[Array(e.name.utf8), default: []].append(e) }
-        var out: [DirectoryListing.Entry] = []
-        for entries in byName.values {
-            let name = entries[0].name
-            let sorted = entries.sorted { $0.document.bytes.lexicographicallyPrecedes($1.document.bytes) }
+        var byName: [[UInt8]: [Placement]] = [:]
+        for p in chosen { byName[Array(p.entry.name.utf8), default: []].append(p) }
+        var out: [Placement] = []
+        for placements in byName.values {
+            let sorted = placements.sorted { $0.entry.document.bytes.lexicographicallyPrecedes($1.entry.document.bytes) }
             out.append(sorted[0])
-            for e in sorted.dropFirst() {
-                out.append(DirectoryListing.Entry(name: conflictName(name, e.document), document: e.document, kind: e.kind))
+            for var p in sorted.dropFirst() {
+                p.entry.name = conflictName(p.entry.name, p.entry.document)
+                out.append(p)
             }
         }
-        return DirectoryListing(entries: out)
+        return out.sorted { Array($0.entry.name.utf8).lexicographicallyPrecedes(Array($1.entry.name.utf8)) }
+    }
+
+    static func byDocument(_ entries: [DirectoryListing.Entry]) -> [DocumentID: DirectoryListing.Entry] {
+        Dictionary(entries.map { ($0.document, $0) }, uniquingKeysWith: { a, _ in a })
     }
 
     static func same(_ a: DirectoryListing.Entry?, _ b: DirectoryListing.Entry?) -> Bool {

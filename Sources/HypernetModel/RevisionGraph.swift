@@ -4,10 +4,13 @@ public struct RevisionGraph: Sendable {
         public var id: RevisionID
         public var parents: [RevisionID]
         public var time: HLCTime
-        public init(id: RevisionID, parents: [RevisionID], time: HLCTime) {
+        /// A delete: loses to any concurrent head that is not (delete-vs-modify keeps the document).
+        public var isTombstone: Bool
+        public init(id: RevisionID, parents: [RevisionID], time: HLCTime, isTombstone: Bool = false) {
             self.id = id
             self.parents = parents
             self.time = time
+            self.isTombstone = isTombstone
         }
     }
 
@@ -29,9 +32,16 @@ public struct RevisionGraph: Sendable {
         nodes.keys.filter { children[$0]?.isEmpty ?? true }.sorted()
     }
 
-    /// The head every node shows: the greatest by (HLC time, id) — the same on every node.
+    /// The head every node shows: the greatest by `winsOver` — the same on every node.
     public var winner: RevisionID? {
-        heads.max { Self.order(nodes[$0]!, nodes[$1]!) }
+        heads.max { Self.winsOver(nodes[$1]!, nodes[$0]!) }
+    }
+
+    /// The winner rule (docs/design.md, "Conflicts"): a head that is not a tombstone beats one that is, then
+    /// the greater (HLC time, id). A delete therefore never hides a concurrent edit, and a skewed clock can
+    /// only decide among heads of the same kind.
+    public static func winsOver(_ a: Node, _ b: Node) -> Bool {
+        (a.isTombstone ? 0 : 1, a.time, a.id) > (b.isTombstone ? 0 : 1, b.time, b.id)
     }
 
     static func order(_ a: Node, _ b: Node) -> Bool {
@@ -59,7 +69,7 @@ extension RevisionGraph {
         return common.compactMap { nodes[$0] }.max { Self.order($0, $1) }?.id
     }
 
-    /// `heads` ordered as the winner rule orders them, oldest first.
+    /// `heads` ordered by (HLC time, id), oldest first: the order in which a merge lets later writers win.
     public func ordered(_ heads: [RevisionID]) -> [RevisionID] {
         heads.compactMap { nodes[$0] }.sorted { Self.order($0, $1) }.map(\.id)
     }

@@ -3,7 +3,8 @@ import HypernetStore
 
 extension VirtualFileSystem {
     public func opendir(inode: UInt64) throws(VFSError) -> UInt64 {
-        try state.withLock { (s) throws(VFSError) in
+        if VirtualTree.contains(inode) { return try virtualOpendir(inode) }
+        return try state.withLock { (s) throws(VFSError) in
             let dir = try Self.directory(inode, in: s)
             let h = s.nextHandle
             s.nextHandle += 1
@@ -12,22 +13,32 @@ extension VirtualFileSystem {
         }
     }
 
-    /// `.`, `..`, then the children by name: a snapshot taken at opendir and at each rewind (offset 0).
+    /// `.`, `..`, then the children by name (the root's with `.hypernet` first): a snapshot taken at opendir
+    /// and at each rewind (offset 0).
     static func listing(_ dir: Node) -> [(name: String, inode: UInt64)] {
-        [(".", dir.inode), ("..", dir.parent)] + dir.children.sorted
+        guard dir.inode == rootInode else { return [(".", dir.inode), ("..", dir.parent)] + dir.children.sorted }
+        // A stored document named `.hypernet` at the root is hidden by the virtual directory.
+        return [(".", dir.inode), ("..", dir.parent), (VirtualTree.name, VirtualTree.directory)]
+            + dir.children.sorted.filter { $0.name != VirtualTree.name }
     }
 
     /// Entries after `offset` (0 = from the start, including `.` and `..`), in a stable order.
     public func readdir(handle: UInt64, offset: UInt64) throws(VFSError) -> [DirectoryEntry] {
         try state.withLock { (s) throws(VFSError) in
             guard case .directory(let inode, var entries)? = s.handles[handle] else { throw VFSError(EBADF) }
-            if offset == 0, let dir = s.nodes[inode] {
+            if offset == 0, !VirtualTree.contains(inode), let dir = s.nodes[inode] {
                 entries = Self.listing(dir)
                 s.handles[handle] = .directory(inode: inode, entries: entries)
             }
             guard offset < UInt64(entries.count) else { return [] }
             var out: [DirectoryEntry] = []
             for i in Int(offset)..<entries.count {
+                if VirtualTree.contains(entries[i].inode),
+                    let attributes = Self.fixedAttributes(entries[i].inode, root: s.nodes[Self.rootInode]!.attributes())
+                {
+                    out.append(DirectoryEntry(name: entries[i].name, attributes: attributes, nextOffset: UInt64(i + 1)))
+                    continue
+                }
                 // Entries removed since the snapshot are skipped, as on a native filesystem.
                 guard let node = s.nodes[entries[i].inode], node.linked || i < 2 else { continue }
                 out.append(DirectoryEntry(name: entries[i].name, attributes: node.attributes(), nextOffset: UInt64(i + 1)))

@@ -54,6 +54,7 @@ extension VirtualFileSystem {
 
     /// Opens an existing file; `flags` are the open(2) flags (O_TRUNC arrives here). Returns a handle.
     public func open(inode: UInt64, flags: Int32, caller: Caller) throws(VFSError) -> UInt64 {
+        if VirtualTree.contains(inode) { return try virtualOpen(inode, flags: flags) }
         let content = try attachContent(inode)
         // Linux truncates on O_TRUNC even with O_RDONLY (the kernel has checked write permission).
         if flags & O_TRUNC != 0 {
@@ -83,6 +84,15 @@ extension VirtualFileSystem {
         }
     }
 
+    private func isVirtual(handle: UInt64) -> Bool {
+        state.withLock { s in
+            switch s.handles[handle] {
+            case .virtual?, .events?: true
+            default: false
+            }
+        }
+    }
+
     private func fileHandle(_ handle: UInt64) throws(VFSError) -> (inode: UInt64, content: FileContent) {
         try state.withLock { (s) throws(VFSError) in
             guard case .file(let inode)? = s.handles[handle], let content = s.nodes[inode]?.content else {
@@ -93,6 +103,9 @@ extension VirtualFileSystem {
     }
 
     public func read(handle: UInt64, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {
+        if case .virtual(let content)? = state.withLock({ s in s.handles[handle] }) {
+            return try virtualRead(content, offset: offset, size: size)
+        }
         let (inode, content) = try fileHandle(handle)
         do { return try content.read(offset: offset, count: size) } catch {
             logger.error("read failed", metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
@@ -141,6 +154,7 @@ extension VirtualFileSystem {
     /// Only written content is committed here: a shell's `echo hi > f` closes a dup of the new, still empty
     /// file before writing, and that close is not a save. A file only created gets its revision at release.
     public func flush(handle: UInt64) throws(VFSError) {
+        if isVirtual(handle: handle) { return }
         let (inode, content) = try fileHandle(handle)
         let (written, modified) = content.state.withLock { ($0.writtenSinceRevision, $0.modified) }
         if written {
@@ -153,15 +167,17 @@ extension VirtualFileSystem {
     }
 
     public func release(handle: UInt64) {
-        let inode: UInt64? = state.withLock { s in
-            guard case .file(let inode)? = s.handles.removeValue(forKey: handle) else { return nil }
-            return inode
+        let released = state.withLock { s in s.handles.removeValue(forKey: handle) }
+        switch released {
+        case .file(let inode)?: detachContent(inode)
+        case .events(let reader)?: reader.close()
+        default: break
         }
-        if let inode { detachContent(inode) }
     }
 
     /// Commits and makes durable everything written before the call, then waits for the quorum.
     public func fsync(handle: UInt64, dataOnly: Bool) throws(VFSError) {
+        if isVirtual(handle: handle) { return }
         let (inode, _) = try fileHandle(handle)
         try commit(inode)
         try makeDurable(inode)
@@ -283,19 +299,27 @@ extension VirtualFileSystem {
         try appendRevisionLocked(&dir, locations: locations)
         s.nodes[inode] = dir
         s.dirtyDirectories.remove(inode)
+        if listingChanged {
+            for child in dir.children.sorted.map(\.inode) { s.nodes[child]?.placedBy = dir.record.head }
+        }
     }
 
-    func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation]) throws(VFSError) {
-        do { try Self.appendRevision(&node, locations: locations, store: store) } catch { throw fail(error, "commit", inode: node.inode) }
+    func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil) throws(VFSError) {
+        do { try Self.appendRevision(&node, locations: locations, parents: parents, store: store) } catch {
+            throw fail(error, "commit", inode: node.inode)
+        }
     }
 
-    /// Signs and stores the next revision of `node`'s document from its current record.
-    static func appendRevision(_ node: inout Node, locations: [ChunkLocation], store: Store) throws(StoreError) {
+    /// Signs and stores the next revision of `node`'s document from its current record, over `parents` (a
+    /// merge) or else the heads it builds on.
+    static func appendRevision(_ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil, store: Store)
+        throws(StoreError)
+    {
         var record = node.record
         // A file's revision builds on the head it shows (other heads stay conflicts); a directory's on the
         // heads whose merge it shows.
-        var parents = record.head.map { [$0] } ?? []
-        if node.isDirectory, !node.mergedHeads.isEmpty { parents = node.mergedHeads.sorted() }
+        let parents =
+            parents ?? (node.isDirectory && !node.mergedHeads.isEmpty ? node.mergedHeads.sorted() : record.head.map { [$0] } ?? [])
         let head = try store.transaction { tx in
             try tx.recordChunks(locations)
             let head = try tx.appendRevision(document: record.id, kind: record.kind, metadata: record.metadata, parents: parents)
@@ -310,16 +334,18 @@ extension VirtualFileSystem {
         node.mergedHeads = [head]
     }
 
-    /// The once-a-second pass: files written while held open, then directories whose listing changed.
+    /// The timer's pass: files written while held open; once a second also pending metadata changes and
+    /// directories whose listing changed.
     func commitDue() {
         let open = state.withLock { s in s.openFiles.sorted() }
         for inode in open {
             guard let content = state.withLock({ s in s.nodes[inode]?.content }) else { continue }
-            let due = content.state.withLock { c in c.modified && c.lastCommit.duration(to: .now) >= Self.commitInterval }
+            let due = content.state.withLock { c in c.modified && c.lastCommit.duration(to: .now) >= Self.openFileCommitInterval }
             if due {
                 do { try commit(inode) } catch { logger.error("periodic commit failed", metadata: ["inode": "\(inode)"]) }
             }
         }
+        guard timer.tick() else { return }
         commitPending()
         commitDirectories()
         store.checkpointIfNeeded()

@@ -74,26 +74,114 @@ extension VirtualFileSystem {
         let node = try resolve(path: path)
         guard node.kind == .file else { throw VFSError(EISDIR) }
         let id = try findRevision(revision, of: node)
+        return try makeCurrent(node, from: id, parents: node.record.head.map { [$0] } ?? [], wholeMetadata: false)
+    }
+
+    /// Resolves a conflict: a merge revision whose parents are every head of `path`'s document, with the
+    /// content and metadata of `revision` (any revision of the document; a tombstone is refused with EINVAL).
+    /// A document whose only head is `revision` is left as it is. Directories merge by themselves: EISDIR.
+    public func resolveConflict(path: String, revision: String) throws(VFSError) -> String {
+        try resolveConflict(try resolve(path: path), revision: revision)
+    }
+
+    func resolveConflict(_ node: Node, revision: String) throws(VFSError) -> String {
+        guard !node.isDirectory else { throw VFSError(EISDIR) }
+        let id = try findRevision(revision, of: node)
+        let heads: [RevisionID]
+        let undeleted: Bool
+        do {
+            heads = try store.heads(of: node.record.id)
+            guard try store.revision(id).revision.kind != .tombstone else { throw VFSError(EINVAL) }
+            undeleted = try heads.contains { try store.revision($0).revision.kind == .tombstone }
+        } catch {
+            throw fail(error, "resolve", inode: node.inode)
+        }
+        if heads == [id] { return id.hex }
+        if undeleted {
+            // The listing showing the document kept it against a delete (DirectoryMerge's `undeleted`); once
+            // the tombstone is merged that rule no longer holds, so the listing must say so itself, first.
+            try state.withLock { (s) throws(VFSError) in
+                s.dirtyDirectories.insert(node.parent)
+                try commitDirectoryLocked(node.parent, in: &s)
+            }
+        }
+        return try makeCurrent(node, from: id, parents: heads.sorted(), wholeMetadata: true)
+    }
+
+    /// A new revision of `node` with `id`'s content (and all its metadata, if `wholeMetadata`) over `parents`.
+    private func makeCurrent(_ node: Node, from id: RevisionID, parents: [RevisionID], wholeMetadata: Bool)
+        throws(VFSError) -> String
+    {
         let old: RevisionMetadata
         do { old = try store.revision(id).metadata } catch { throw fail(error, "read revision", inode: node.inode) }
+        func update(_ n: inout Node) {
+            if wholeMetadata {
+                n.record.metadata = old
+            } else {
+                n.record.metadata.content = old.content
+                n.record.metadata.size = old.size
+            }
+            n.touch(modified: !wholeMetadata)
+        }
+        guard node.kind == .file else {
+            return try state.withLock { (s) throws(VFSError) in
+                guard var n = s.nodes[node.inode] else { throw VFSError(ENOENT) }
+                update(&n)
+                try appendRevisionLocked(&n, locations: [], parents: parents)
+                s.nodes[node.inode] = n
+                return n.record.head!.hex
+            }
+        }
         let content = try attachContent(node.inode)
         defer { detachContent(node.inode) }
         let tree: ManifestTree
         do { tree = try store.loadManifest(old.content) } catch { throw fail(error, "load content", inode: node.inode) }
-        // The restored revision points at the old manifest: no content is copied.
+        // The new revision points at the old manifest: no content is copied.
         return try content.state.withLock { (c) throws(VFSError) in
             try state.withLock { (s) throws(VFSError) in
                 guard var n = s.nodes[node.inode] else { throw VFSError(ENOENT) }
-                n.record.metadata.content = old.content
-                n.record.metadata.size = old.size
-                n.touch()
-                try appendRevisionLocked(&n, locations: [])
+                update(&n)
+                try appendRevisionLocked(&n, locations: [], parents: parents)
                 s.nodes[node.inode] = n
                 content.committed(&c, tree: tree)
                 c.size = tree.length
                 return n.record.head!.hex
             }
         }
+    }
+
+    /// Every file in the tree with unresolved conflicts, by path (relative to the mount root), with the heads
+    /// other than the one shown.
+    public func allConflicts() throws(VFSError) -> [ConflictEntry] {
+        let forked: [DocumentID]
+        do { forked = try store.forkedDocuments() } catch { throw fail(error, "conflicts") }
+        var found: [(path: String, heads: [ConflictEntry])] = []
+        for document in forked {
+            let record: DocumentRecord?
+            do { record = try store.document(document) } catch { throw fail(error, "conflicts") }
+            guard let record, let (node, path) = state.withLock({ s in s.nodes[record.inode].flatMap { n in Self.path(of: n, in: s).map { (n, $0) } } })
+            else { continue }
+            found.append((path, try conflicts(of: node).map { ConflictEntry(path: path, $0) }))
+        }
+        // By path; each file's heads newest first, as `user.hypernet.conflicts` lists them.
+        return found.sorted { $0.path < $1.path }.flatMap(\.heads)
+    }
+
+    public func conflicts(path: String) throws(VFSError) -> [ConflictEntry] {
+        let node = try resolve(path: path)
+        return try conflicts(of: node).map { ConflictEntry(path: path, $0) }
+    }
+
+    /// `node`'s path from the mount root ("a/b.txt"), or nil when it is not linked into the tree.
+    static func path(of node: Node, in s: State) -> String? {
+        var names: [String] = []
+        var current = node
+        while current.inode != rootInode {
+            guard current.linked, let parent = s.nodes[current.parent], names.count <= s.nodes.count else { return nil }
+            names.append(current.name)
+            current = parent
+        }
+        return names.reversed().joined(separator: "/")
     }
 
     /// Lines for `hypernet status` about the filesystem.

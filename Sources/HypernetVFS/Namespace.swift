@@ -7,6 +7,7 @@ extension VirtualFileSystem {
 
     /// Regular files only (`S_IFREG`); other node types fail with EPERM.
     public func mknod(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
+        try Self.refuseVirtual(parent, name)
         guard mode & S_IFMT == S_IFREG || mode & S_IFMT == 0 else { throw VFSError(EPERM) }
         let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
         try commit(inode)
@@ -46,6 +47,7 @@ extension VirtualFileSystem {
     func makeNode(
         parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, caller: Caller, target: [UInt8] = []
     ) throws(VFSError) -> UInt64 {
+        try Self.refuseVirtual(parent, name)
         try Self.validate(name: name)
         return try state.withLock { (s) throws(VFSError) in
             var dir = try Self.directory(parent, in: s)
@@ -102,6 +104,7 @@ extension VirtualFileSystem {
     }
 
     private func remove(parent: UInt64, name: String, directory: Bool) throws(VFSError) {
+        try Self.refuseVirtual(parent, name)
         try state.withLock { (s) throws(VFSError) in
             guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
             let dir = try Self.directory(parent, in: s)
@@ -157,6 +160,8 @@ extension VirtualFileSystem {
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: RenameFlags)
         throws(VFSError)
     {
+        try Self.refuseVirtual(parent, name)
+        try Self.refuseVirtual(newParent, newName)
         try Self.validate(name: newName)
         guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
         guard !(flags.contains(.noReplace) && flags.contains(.exchange)) else { throw VFSError(EINVAL) }
@@ -200,12 +205,20 @@ extension VirtualFileSystem {
     }
 
     static func isAncestor(_ ancestor: UInt64, of inode: UInt64, in s: State) -> Bool {
+        path(from: inode, upTo: ancestor, in: s).last == ancestor
+    }
+
+    /// `inode`, its parent, and so on up to `ancestor` or the root, whichever comes first. Bounded by the
+    /// number of nodes, so a cycle (concurrent moves being placed) cannot make it loop.
+    static func path(from inode: UInt64, upTo ancestor: UInt64, in s: State) -> [UInt64] {
+        var out: [UInt64] = []
         var current = inode
-        while true {
-            if current == ancestor { return true }
-            guard current != rootInode, let node = s.nodes[current] else { return false }
+        while out.count <= s.nodes.count {
+            out.append(current)
+            guard current != ancestor, current != rootInode, let node = s.nodes[current] else { break }
             current = node.parent
         }
+        return out
     }
 
     /// Moves the entry of `inode` to `newParent/newName` (which must be free).

@@ -154,3 +154,20 @@ public struct HistoryEntry: Sendable, Codable, Equatable {
     public var kind: String
     public var isHead: Bool
 }
+
+/// One unresolved conflict: a head of the document at `path` other than the one shown.
+public struct ConflictEntry: Sendable, Codable, Equatable {
+    /// Relative to the mount root ("a/b.txt"); the CLI shows it under the mountpoint.
+    public var path: String
+    public var revision: String
+    /// HLC wall time, ISO-8601 UTC.
+    public var time: String
+    public var author: String
+
+    init(path: String, _ head: HistoryEntry) {
+        self.path = path
+        revision = head.revision
+        time = head.time
+        author = head.author
+    }
+}

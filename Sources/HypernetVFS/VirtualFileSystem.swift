@@ -15,7 +15,7 @@ import Synchronization
 ///
 /// Revisions are made when a written file is flushed (close) or fsynced, on a path truncate and every
 /// xattr change, on rename-over (the target document gets the source's content and keeps its id and
-/// history), and once a second for files held open while written. chmod, chown and utimens are committed
+/// history), and every 250 ms for files held open while written. chmod, chown and utimens are committed
 /// to the catalog at once and versioned by the next revision, which the once-a-second pass makes if
 /// nothing else does; the same pass writes directory revisions (their listings). The catalog's rows are
 /// committed with each operation, so nothing waits for that pass to be durable (docs/design.md).
@@ -23,10 +23,16 @@ public final class VirtualFileSystem: Sendable {
     public static let rootInode: UInt64 = 1
     static let nameMax = 255
     static let commitInterval: Duration = .seconds(1)
+    /// How often a file held open while written (a log) becomes a revision: followers on other nodes
+    /// (`tail -f`) see appended lines this soon after they are written.
+    static let openFileCommitInterval: Duration = .milliseconds(250)
 
     enum Handle {
         case file(inode: UInt64)
         case directory(inode: UInt64, entries: [(name: String, inode: UInt64)])
+        /// A file of `/.hypernet/` other than `events`.
+        case virtual(VirtualTree.Content)
+        case events(EventReader)
     }
 
     struct State {
@@ -34,7 +40,7 @@ public final class VirtualFileSystem: Sendable {
         var handles: [UInt64: Handle] = [:]
         var nextHandle: UInt64 = 1
         var dirtyDirectories: Set<UInt64> = []
-        /// Inodes whose content is attached (open, or being truncated): what the once-a-second pass visits.
+        /// Inodes whose content is attached (open, or being truncated): what the timer's pass visits.
         var openFiles: Set<UInt64> = []
         /// Chunk lists of recently closed files: reopening a large file (an append) skips reloading its manifest.
         var recentTrees = TreeCache()
@@ -49,8 +55,10 @@ public final class VirtualFileSystem: Sendable {
     let state: Mutex<State>
     let timer: CommitTimer
     let kernelCache = Mutex<(any KernelCache)?>(nil)
+    let statusProvider = Mutex<(@Sendable () -> [String])?>(nil)
+    let events = EventHub()
 
-    /// Starts the filesystem on `store`, including its once-a-second commit timer for files held open.
+    /// Starts the filesystem on `store`, including its commit timer for files held open.
     public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {
         self.store = store
         self.configuration = configuration
@@ -140,7 +148,9 @@ public final class VirtualFileSystem: Sendable {
 
     /// Looks `name` up in directory `parent`; on success the inode's lookup count grows by one.
     public func lookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
-        try state.withLock { (s) throws(VFSError) in
+        if VirtualTree.contains(parent) { return try virtualLookup(parent: parent, name: name) }
+        if parent == Self.rootInode, name == VirtualTree.name { return try virtualAttributes(VirtualTree.directory) }
+        return try state.withLock { (s) throws(VFSError) in
             let dir = try Self.directory(parent, in: s)
             guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
             guard let child = dir.children[name] else { throw VFSError(ENOENT) }
@@ -151,6 +161,7 @@ public final class VirtualFileSystem: Sendable {
 
     /// The kernel dropped `count` references to `inode` (FUSE `forget`).
     public func forget(inode: UInt64, count: UInt64) {
+        if VirtualTree.contains(inode) { return }
         state.withLock { s in
             guard var node = s.nodes[inode] else { return }
             node.lookups -= min(count, node.lookups)
@@ -165,12 +176,14 @@ public final class VirtualFileSystem: Sendable {
     }
 
     public func getattr(inode: UInt64) throws(VFSError) -> Attributes {
-        try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).attributes() }
+        if VirtualTree.contains(inode) { return try virtualAttributes(inode) }
+        return try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).attributes() }
     }
 
     public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, caller: Caller)
         throws(VFSError) -> Attributes
     {
+        if VirtualTree.contains(inode) { throw VFSError(EROFS) }
         if changes.size != nil {
             let kind = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).kind }
             if kind == .directory { throw VFSError(EISDIR) }
@@ -220,7 +233,8 @@ public final class VirtualFileSystem: Sendable {
     }
 
     public func readlink(inode: UInt64) throws(VFSError) -> String {
-        try state.withLock { (s) throws(VFSError) in
+        if VirtualTree.contains(inode) { return try virtualReadlink(inode) }
+        return try state.withLock { (s) throws(VFSError) in
             let node = try Self.node(inode, in: s)
             guard node.kind == .symlink else { throw VFSError(EINVAL) }
             return FileName.decode(node.record.metadata.symlinkTarget)
@@ -239,6 +253,11 @@ public final class VirtualFileSystem: Sendable {
         guard node.isDirectory else { throw VFSError(ENOTDIR) }
         guard node.linked else { throw VFSError(ENOENT) }
         return node
+    }
+
+    /// Changes in `/.hypernet/`, or to it, are refused: it is computed, not stored.
+    static func refuseVirtual(_ parent: UInt64, _ name: String) throws(VFSError) {
+        if VirtualTree.contains(parent) || (parent == rootInode && name == VirtualTree.name) { throw VFSError(EROFS) }
     }
 
     static func validate(name: String) throws(VFSError) {
@@ -263,15 +282,22 @@ public final class VirtualFileSystem: Sendable {
     }
 }
 
-/// The once-a-second commit pass.
+/// The commit pass: every `openFileCommitInterval` for files held open, every `commitInterval` for the rest.
 // @unchecked Sendable: a dispatch source is thread-safe (libdispatch documents every call as such); the
-// reference itself never changes.
+// reference itself never changes, and `ticks` is touched only on the source's serial queue.
 final class CommitTimer: @unchecked Sendable {
     let source: DispatchSourceTimer
+    var ticks: UInt64 = 0
 
     init() {
         source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.vfs.commit"))
-        source.schedule(deadline: .now() + 1, repeating: 1, leeway: .milliseconds(100))
+        source.schedule(deadline: .now() + 0.25, repeating: 0.25, leeway: .milliseconds(25))
+    }
+
+    /// Counts a tick; true on every fourth (once a second).
+    func tick() -> Bool {
+        ticks &+= 1
+        return ticks % 4 == 0
     }
 }
 

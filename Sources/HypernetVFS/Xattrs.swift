@@ -14,12 +14,15 @@ enum HypernetXattr: String, CaseIterable {
     case quorum = "user.hypernet.quorum"
 
     static let prefix = "user.hypernet."
+    /// Write-only (not listed, ENODATA on read): `setfattr -n user.hypernet.resolve -v REV` merges every head.
+    static let resolve = "user.hypernet.resolve"
     static let maximumValue = 64 << 10
 }
 
 extension VirtualFileSystem {
     public func getxattr(inode: UInt64, name: String) throws(VFSError) -> [UInt8] {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if VirtualTree.contains(inode) { throw VFSError(ENODATA) }
         if name.hasPrefix(HypernetXattr.prefix) {
             guard let known = HypernetXattr(rawValue: name) else { throw VFSError(ENODATA) }
             return Array(try hypernetValue(known, inode: inode).utf8)
@@ -49,7 +52,8 @@ extension VirtualFileSystem {
     }
 
     public func listxattr(inode: UInt64) throws(VFSError) -> [String] {
-        try state.withLock { (s) throws(VFSError) in
+        if VirtualTree.contains(inode) { return [] }
+        return try state.withLock { (s) throws(VFSError) in
             let node = try Self.node(inode, in: s)
             return HypernetXattr.allCases.map(\.rawValue) + node.record.metadata.xattrs.map(\.name)
         }
@@ -59,7 +63,17 @@ extension VirtualFileSystem {
         throws(VFSError)
     {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if VirtualTree.contains(inode) { throw VFSError(EROFS) }
         guard name.utf8.count <= 255, name.utf8.count > 5 else { throw VFSError(ERANGE) }
+        if name == HypernetXattr.resolve {
+            let node = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s) }
+            let revision = String(decoding: value, as: UTF8.self).trimmingWhitespace()
+            do { _ = try resolveConflict(node, revision: revision) } catch {
+                // Unknown, ambiguous or deleted revision, or a directory: all a bad value here (contract).
+                throw [EIO, ENOSPC].contains(error.errno) ? error : VFSError(EINVAL)
+            }
+            return
+        }
         if name.hasPrefix(HypernetXattr.prefix) {
             guard HypernetXattr(rawValue: name) == .quorum else { throw VFSError(EINVAL) }
             let text = String(decoding: value, as: UTF8.self).trimmingWhitespace()
@@ -83,6 +97,7 @@ extension VirtualFileSystem {
 
     public func removexattr(inode: UInt64, name: String) throws(VFSError) {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if VirtualTree.contains(inode) { throw VFSError(EROFS) }
         if name.hasPrefix(HypernetXattr.prefix) {
             throw HypernetXattr(rawValue: name) == nil ? VFSError(ENODATA) : VFSError(EINVAL)
         }

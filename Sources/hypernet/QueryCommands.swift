@@ -39,7 +39,11 @@ struct Status: HypernetCommand {
 struct Log: HypernetCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the history of PATH, newest first.",
-        discussion: "Columns: revision, time (UTC), author, size in bytes, parent revisions.")
+        discussion: """
+            Columns: revision, time (UTC), author, size in bytes, parent revisions, then markers: [merge] for a \
+            revision with several parents, [deleted] for a tombstone and, when the document has several heads, \
+            [visible] for the head shown and [conflict] for the others.
+            """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "A file or directory in the mounted folder.") var path: String
@@ -47,15 +51,21 @@ struct Log: HypernetCommand {
     func execute() throws(Failure) {
         let entries = try ControlClient(home: global.home).send(
             ControlRequest(command: .log, path: Paths.absolute(path)), expecting: [HistoryEntry].self)
+        let forked = entries.filter(\.isHead).count > 1
+        // The visible head comes first among the heads: the log is ordered as the winner rule orders them.
+        let visible = entries.first { $0.isHead && $0.kind != "tombstone" } ?? entries.first(where: \.isHead)
         for entry in entries {
-            let columns = [short(entry.revision), entry.time, entry.author, "\(entry.size)"] + entry.parents.map(short)
+            var columns = [short(entry.revision), entry.time, entry.author, "\(entry.size)"] + entry.parents.map(short)
+            if entry.parents.count > 1 { columns.append("[merge]") }
+            if entry.kind == "tombstone" { columns.append("[deleted]") }
+            if forked, entry.isHead { columns.append(entry.revision == visible?.revision ? "[visible]" : "[conflict]") }
             print(columns.joined(separator: "  "))
         }
     }
 }
 
 /// Revision ids as `log` prints them; `cat --rev` and `restore` accept any unique prefix.
-private func short(_ revision: String) -> String { String(revision.prefix(12)) }
+func short(_ revision: String) -> String { String(revision.prefix(12)) }
 
 struct Cat: HypernetCommand {
     static let configuration = CommandConfiguration(
@@ -140,7 +150,7 @@ struct Fsck: HypernetCommand {
     }
 }
 
-private func writeStandardOutput(_ data: Data) throws(Failure) {
+func writeStandardOutput(_ data: Data) throws(Failure) {
     let ok = data.withUnsafeBytes { buffer in
         var done = 0
         while done < buffer.count {

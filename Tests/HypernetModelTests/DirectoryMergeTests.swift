@@ -82,3 +82,36 @@ import Testing
         #expect(throws: DecodingError.self) { try DirectoryListing(decoding: repeated) }
     }
 }
+
+@Suite struct ConflictRuleTests {
+    let a = DocumentID.random()
+    let b = DocumentID.random()
+
+    func listing(_ entries: (String, DocumentID)...) -> DirectoryListing {
+        DirectoryListing(entries: entries.map { .init(name: $0.0, document: $0.1, kind: .file) })
+    }
+
+    @Test func aDeleteThatLostToAnEditDoesNotRemoveTheEntry() {
+        let base = listing(("f", a), ("g", b))
+        let heads = [listing(("f", a), ("g", b)), listing()]
+        let merged = DirectoryMerge.merge(base: base, heads: heads, undeleted: [a])
+        #expect(merged.entries.map(\.name) == ["f"], "f's delete lost to an edit, g's delete stands")
+    }
+
+    @Test func placementsNameTheHeadThatDecidedEachEntry() {
+        let base = listing(("f", a))
+        let placed = DirectoryMerge.placements(base: base, heads: [listing(("f", a)), listing(("f", a), ("new", b))])
+        #expect(placed.first { $0.entry.document == a }?.head == nil, "an unchanged entry is the base's")
+        #expect(placed.first { $0.entry.document == b }?.head == 1, "an added entry is its head's")
+    }
+
+    @Test func anEditBeatsAConcurrentDeleteWhateverTheClocks() {
+        let ids = (0..<3).map { BLAKE2b.hash([UInt8($0)]) }
+        let graph = RevisionGraph([
+            .init(id: ids[0], parents: [], time: HLCTime(rawValue: 1)),
+            .init(id: ids[1], parents: [ids[0]], time: HLCTime(rawValue: 2)),
+            .init(id: ids[2], parents: [ids[0]], time: HLCTime(rawValue: 9), isTombstone: true),
+        ])
+        #expect(graph.winner == ids[1], "a later tombstone must not hide a concurrent edit")
+    }
+}

@@ -1,0 +1,38 @@
+import Foundation
+import GRDB
+import HypernetModel
+
+extension Store {
+    /// Documents with more than one head: file conflicts, directories the VFS shows merged, and deletes
+    /// that lost to a concurrent change.
+    public func forkedDocuments() throws(StoreError) -> [DocumentID] {
+        try catalog.read { db in
+            try Data.fetchAll(db, sql: "SELECT document FROM heads GROUP BY document HAVING COUNT(*) > 1").map {
+                try DocumentID(bytes: Array($0))
+            }
+        }
+    }
+}
+
+extension Store {
+    /// This identity's revisions whose id starts with the lowercase hex `prefix` (at most two: enough to tell
+    /// a unique prefix from an ambiguous one), with their log sequence numbers.
+    public func ownRevisions(prefix: String) throws(StoreError) -> [(seq: Int64, id: RevisionID)] {
+        try catalog.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT seq, id FROM revisions WHERE tree = ? AND lower(hex(id)) LIKE ? LIMIT 2",
+                arguments: [Data(keyring.identity.publicKey.bytes), prefix + "%"]
+            ).map { row in (row[0], try RevisionID(bytes: Array(row[1] as Data))) }
+        }
+    }
+
+    /// The id of this identity's revision stored under `seq`.
+    public func ownRevision(seq: Int64) throws(StoreError) -> RevisionID? {
+        try catalog.read { db in
+            try Data.fetchOne(
+                db, sql: "SELECT id FROM revisions WHERE seq = ? AND tree = ?",
+                arguments: [seq, Data(keyring.identity.publicKey.bytes)]
+            ).map { try RevisionID(bytes: Array($0)) }
+        }
+    }
+}

@@ -1,0 +1,369 @@
+import Dispatch
+import FoundationEssentials
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+import Synchronization
+
+/// One line of the event stream (`hypernet watch`, `/.hypernet/events`; docs/events.md).
+public struct RevisionEvent: Sendable, Codable, Equatable {
+    public var event = "revision"
+    /// Where the document is in the tree ("/" the root, "/a/b.txt"); nil for a document that has no
+    /// path any more (deleted before this node ever showed it).
+    public var path: String?
+    public var rev: String
+    public var author: String
+    /// HLC wall time, ISO-8601 UTC.
+    public var time: String
+    /// Position in this node's log of the tree: `hypernet watch --since SEQ` resumes after it.
+    public var seq: Int64
+    public var document: String
+    public var kind: String
+    public var size: UInt64
+    public var parents: [String]
+    /// The document has more than one head once this revision is stored (a file in conflict).
+    public var conflict: Bool
+}
+
+/// One reader of the event stream: its own buffer of JSON lines, so a slow or absent reader never delays
+/// another or the filesystem. A reader that falls more than `bufferLimit` bytes behind loses the oldest
+/// lines and is told so by a `{"event":"overflow","lost":N}` line (resume with `--since`).
+public final class EventReader: Sendable {
+    public typealias Delivery = @Sendable ([UInt8]?) -> Void
+    static let bufferLimit = 8 << 20
+
+    struct Pending {
+        var token: UInt
+        var maximum: Int
+        var deliver: Delivery
+    }
+
+    struct State {
+        var buffer: [UInt8] = []
+        var lost = 0
+        /// Reads waiting for bytes, oldest first (two processes may read one open file at once).
+        var pending: [Pending] = []
+        var closed = false
+        var nextToken: UInt = 1 << 63
+    }
+
+    let accepts: @Sendable (RevisionEvent) -> Bool
+    private let state = Mutex(State())
+    private let onClose: @Sendable (EventReader) -> Void
+
+    init(accepts: @escaping @Sendable (RevisionEvent) -> Bool, onClose: @escaping @Sendable (EventReader) -> Void) {
+        self.accepts = accepts
+        self.onClose = onClose
+    }
+
+    /// Delivers up to `maximum` bytes (whole lines when they fit) as soon as there are any, possibly at once
+    /// on the calling thread; nil when the read is cancelled or the reader closed. `token` names the read for
+    /// `cancelRead` (the FUSE request's address; below 2^63).
+    public func read(maximum: Int, token: UInt, _ deliver: @escaping Delivery) {
+        let ready: [UInt8]?? = state.withLock { s in
+            if s.closed { return .some(nil) }
+            if s.pending.isEmpty, let bytes = Self.take(&s, maximum: maximum) { return .some(bytes) }
+            s.pending.append(Pending(token: token, maximum: maximum, deliver: deliver))
+            return .none
+        }
+        if let ready { deliver(ready) }
+    }
+
+    /// Waits up to `timeout` for bytes; nil if none came (or the reader is closed).
+    public func read(maximum: Int, timeout: Duration) -> [UInt8]? {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<[UInt8]?>(nil)
+        let token = state.withLock { s in
+            defer { s.nextToken += 1 }
+            return s.nextToken
+        }
+        read(maximum: maximum, token: token) { bytes in
+            result.withLock { $0 = bytes }
+            done.signal()
+        }
+        let nanoseconds = Int(timeout.components.seconds) * 1_000_000_000 + Int(timeout.components.attoseconds / 1_000_000_000)
+        if done.wait(timeout: .now() + .nanoseconds(nanoseconds)) == .timedOut {
+            if cancelRead(token: token) { return nil }
+            // Delivered meanwhile: the delivery has run or is about to.
+            done.wait()
+        }
+        return result.withLock { $0 }
+    }
+
+    /// Ends the waiting read `token` with nil (an interrupted `read(2)`); false if it is not waiting.
+    @discardableResult
+    public func cancelRead(token: UInt) -> Bool {
+        let cancelled = state.withLock { s -> Pending? in
+            guard let i = s.pending.firstIndex(where: { $0.token == token }) else { return nil }
+            return s.pending.remove(at: i)
+        }
+        cancelled?.deliver(nil)
+        return cancelled != nil
+    }
+
+    public func close() {
+        let pending = state.withLock { s in
+            s.closed = true
+            s.buffer = []
+            defer { s.pending = [] }
+            return s.pending
+        }
+        for p in pending { p.deliver(nil) }
+        onClose(self)
+    }
+
+    func append(_ line: [UInt8]) {
+        let delivery: (Delivery, [UInt8])? = state.withLock { s in
+            guard !s.closed else { return nil }
+            if s.buffer.count + line.count > Self.bufferLimit {
+                s.lost += 1
+            } else {
+                s.buffer.append(contentsOf: line)
+            }
+            guard let pending = s.pending.first, let bytes = Self.take(&s, maximum: pending.maximum) else { return nil }
+            s.pending.removeFirst()
+            return (pending.deliver, bytes)
+        }
+        if let (deliver, bytes) = delivery { deliver(bytes) }
+    }
+
+    /// The next bytes to hand out: whole lines up to `maximum` (a longer line in pieces), lost lines announced first.
+    private static func take(_ s: inout State, maximum: Int) -> [UInt8]? {
+        if s.lost > 0 {
+            let notice = Array("{\"event\":\"overflow\",\"lost\":\(s.lost)}\n".utf8)
+            if notice.count <= maximum {
+                s.lost = 0
+                return notice
+            }
+        }
+        guard !s.buffer.isEmpty, maximum > 0 else { return nil }
+        var end = min(maximum, s.buffer.count)
+        if end < s.buffer.count, let newline = s.buffer[..<end].lastIndex(of: UInt8(ascii: "\n")) { end = newline + 1 }
+        defer { s.buffer.removeFirst(end) }
+        return Array(s.buffer[..<end])
+    }
+}
+
+/// Turns this tree's log into events for the readers. Revisions are published in log order, each once, after
+/// they show in the tree; a revision whose document has no path yet (its directory's listing has not
+/// arrived) waits for it, up to `pathWait`, then goes out with its last known path or none.
+final class EventHub: Sendable {
+    static let pathWait: Duration = .seconds(2)
+    static let pageSize = 512
+    /// Paths of documents seen, for their deletions (a tombstone's document has no path any more).
+    static let knownPathLimit = 100_000
+
+    struct Waiting {
+        var event: RevisionEvent
+        var document: DocumentID
+        var inode: UInt64?
+        var since: ContinuousClock.Instant
+    }
+
+    struct State {
+        var readers: [ObjectIdentifier: EventReader] = [:]
+        /// The last log entry published; nil until the first publish.
+        var cursor: Int64?
+        var waiting: [Waiting] = []
+        /// By document id (hex).
+        var knownPaths: [String: String] = [:]
+    }
+
+    let state = Mutex(State())
+    /// Publishing runs here, so lines leave in log order and never on a filesystem or replication thread.
+    let queue = DispatchQueue(label: "hypernet.events")
+}
+
+extension VirtualFileSystem {
+    /// A reader of every event from now on (`/.hypernet/events`).
+    public func openEvents() -> EventReader {
+        openEvents(paths: [""], since: nil)
+    }
+
+    /// A reader of the events of `paths` (relative to the mount root, "" for everything, a directory for all
+    /// below it), from now on, or first those after log position `since` that are already stored.
+    public func openEvents(paths: [String], since: Int64?) -> EventReader {
+        let prefixes = paths.map { $0.isEmpty ? "/" : "/" + $0 }
+        let hub = events
+        let reader = EventReader(
+            accepts: { event in
+                guard let path = event.path else { return prefixes.contains("/") }
+                return prefixes.contains { $0 == "/" || path == $0 || path.hasPrefix($0 + "/") }
+            },
+            onClose: { reader in _ = hub.state.withLock { $0.readers.removeValue(forKey: ObjectIdentifier(reader)) } })
+        hub.queue.sync {
+            startEvents()
+            if let since { replayEvents(after: since, to: reader) }
+            hub.state.withLock { $0.readers[ObjectIdentifier(reader)] = reader }
+        }
+        return reader
+    }
+
+    /// New revisions are in the store (made here, or received and shown): publish them.
+    public func publishEvents() {
+        events.queue.async { [self] in
+            startEvents()
+            publishPending()
+        }
+    }
+
+    private var ownTree: SigningPublicKey { store.keyring.identity.publicKey }
+
+    /// Sets the cursor on first use: the stream starts at the present, not at the beginning of the log.
+    private func startEvents() {
+        guard events.state.withLock({ $0.cursor }) == nil else { return }
+        let last: Int64
+        do { last = try store.lastSeq(tree: ownTree) } catch {
+            logger.error("events: cannot read the log position: \(error)")
+            last = 0
+        }
+        events.state.withLock { $0.cursor = last }
+    }
+
+    private func publishPending() {
+        let hub = events
+        if hub.state.withLock({ $0.readers.isEmpty && $0.waiting.isEmpty }) {
+            // Nobody listens: skip to the present without opening revisions.
+            do {
+                let last = try store.lastSeq(tree: ownTree)
+                hub.state.withLock { $0.cursor = last }
+            } catch {
+                logger.error("events: cannot read the log position: \(error)")
+            }
+            return
+        }
+        while true {
+            let cursor = hub.state.withLock { $0.cursor ?? 0 }
+            let entries: [LogEntry]
+            do { entries = try store.log(tree: ownTree, after: cursor, limit: EventHub.pageSize) } catch {
+                logger.error("events: cannot read the log: \(error)")
+                return
+            }
+            let made = entries.compactMap(event(for:))
+            hub.state.withLock { s in
+                s.cursor = entries.last?.seq ?? cursor
+                s.waiting.append(contentsOf: made.map { EventHub.Waiting(event: $0.event, document: $0.document, inode: $0.inode, since: .now) })
+            }
+            if entries.count < EventHub.pageSize { break }
+        }
+        deliver(takeResolved(), to: hub.state.withLock { Array($0.readers.values) })
+        // Revisions waiting for their path are retried, if nothing else comes first.
+        if hub.state.withLock({ !$0.waiting.isEmpty }) {
+            hub.queue.asyncAfter(deadline: .now() + .milliseconds(200)) { [self] in publishPending() }
+        }
+    }
+
+    /// Events (from the front of the waiting list) whose path is known or whose wait is over, keeping the
+    /// order of each document's revisions: one still waiting holds back the later ones of its document.
+    private func takeResolved() -> [RevisionEvent] {
+        var waiting = events.state.withLock { s in
+            defer { s.waiting = [] }
+            return s.waiting
+        }
+        var ready: [RevisionEvent] = []
+        var held = Set<String>()
+        var keep: [EventHub.Waiting] = []
+        // A document received before its directory's listing has no row yet: look again.
+        for i in waiting.indices where waiting[i].inode == nil {
+            waiting[i].inode = try? store.document(waiting[i].document)?.inode
+        }
+        let paths = state.withLock { s in waiting.map { w in w.inode.flatMap { Self.path(of: $0, in: s) } } }
+        for (i, w) in waiting.enumerated() {
+            var event = w.event
+            let document = event.document
+            if !held.contains(document), let path = paths[i] {
+                event.path = path
+                ready.append(event)
+            } else if !held.contains(document), ContinuousClock.now - w.since >= EventHub.pathWait {
+                ready.append(event)
+            } else {
+                held.insert(document)
+                keep.append(w)
+            }
+        }
+        waiting = keep
+        events.state.withLock { s in
+            s.waiting = waiting + s.waiting
+            for i in ready.indices {
+                // Deletions: the document's last known path.
+                guard let path = ready[i].path else {
+                    ready[i].path = s.knownPaths[ready[i].document]
+                    continue
+                }
+                if s.knownPaths.count >= EventHub.knownPathLimit { s.knownPaths.removeAll(keepingCapacity: true) }
+                s.knownPaths[ready[i].document] = path
+            }
+        }
+        return ready
+    }
+
+    /// The path of a node shown in the tree, walking up to the root; nil if a parent is not linked. The node
+    /// itself may be unlinked (just deleted: its tombstone's path is where it was).
+    private static func path(of inode: UInt64, in s: State) -> String? {
+        var parts: [String] = []
+        var current = inode
+        while current != rootInode {
+            guard let node = s.nodes[current], node.linked || current == inode else { return nil }
+            parts.append(node.name)
+            current = node.parent
+        }
+        return "/" + parts.reversed().joined(separator: "/")
+    }
+
+    /// Sends `reader` the events of log entries after `since` that were published already (up to the cursor;
+    /// those still waiting for a path reach it live).
+    private func replayEvents(after since: Int64, to reader: EventReader) {
+        let (cursor, waiting) = events.state.withLock { s in (s.cursor ?? 0, Set(s.waiting.map(\.event.seq))) }
+        var position = since
+        while position < cursor {
+            let entries: [LogEntry]
+            do { entries = try store.log(tree: ownTree, after: position, limit: EventHub.pageSize) } catch {
+                logger.error("events: cannot read the log: \(error)")
+                return
+            }
+            let replayed = entries.filter { $0.seq <= cursor && !waiting.contains($0.seq) }.compactMap(event(for:))
+            let resolved = state.withLock { s in
+                replayed.map { made in
+                    var e = made.event
+                    e.path = made.inode.flatMap { Self.path(of: $0, in: s) }
+                    return e
+                }
+            }
+            let known = events.state.withLock { s in resolved.map { e in e.path == nil ? s.knownPaths[e.document] : e.path } }
+            deliver(zip(resolved, known).map { e, path in var e = e; e.path = path; return e }, to: [reader])
+            guard let last = entries.last?.seq, entries.count == EventHub.pageSize else { return }
+            position = last
+        }
+    }
+
+    private func deliver(_ list: [RevisionEvent], to readers: [EventReader]) {
+        guard !readers.isEmpty else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for event in list {
+            guard let data = try? encoder.encode(event) else { continue }
+            let line = Array(data) + [UInt8(ascii: "\n")]
+            for reader in readers where reader.accepts(event) { reader.append(line) }
+        }
+    }
+
+    /// The event for one log entry (its path filled in later), and the inode to find the path from.
+    private func event(for entry: LogEntry) -> (event: RevisionEvent, document: DocumentID, inode: UInt64?)? {
+        do {
+            let signed = try SignedRevision(record: entry.record)
+            let r = signed.revision
+            let (_, metadata) = try store.revision(signed.id)
+            let heads = try store.heads(of: r.document)
+            let record = try store.document(r.document)
+            let event = RevisionEvent(
+                path: nil, rev: signed.id.hex, author: store.authorName(r.author),
+                time: ISO8601.format(milliseconds: r.time.milliseconds), seq: entry.seq, document: r.document.description,
+                kind: "\(r.kind)", size: r.kind == .symlink ? UInt64(metadata.symlinkTarget.count) : metadata.size,
+                parents: r.parents.map(\.hex), conflict: r.kind != .directory && heads.count > 1)
+            return (event, r.document, record?.inode)
+        } catch {
+            logger.error("events: a logged revision does not open: \(error)", metadata: ["seq": "\(entry.seq)"])
+            return nil
+        }
+    }
+}

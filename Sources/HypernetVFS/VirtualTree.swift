@@ -1,0 +1,196 @@
+import Glibc
+import HypernetModel
+import HypernetStore
+import Synchronization
+
+/// `/.hypernet/`: a read-only directory at the mount root that is computed, never stored nor replicated
+/// (docs/design.md, "The virtual tree"):
+/// - `status`: the filesystem's `hypernet status` lines (and the daemon's, through `setStatusProvider`);
+/// - `events`: the event stream (`Events.swift`), read with direct I/O;
+/// - `revisions/REV`: any revision of this tree by id or unique prefix (at least 4 hex digits), looked up, never
+///   listed: a file revision is a read-only file with that content (a tombstone: the content the file had when
+///   it was deleted), a symlink revision a symlink, a directory revision a text file, one `KIND DOCUMENT NAME`
+///   line per entry.
+/// Changes inside it fail with EROFS. Its inode numbers have the top bit set, so they never meet a catalog row
+/// (those count up from 1); a revision's is the top two bits plus its log sequence number.
+enum VirtualTree {
+    static let name = ".hypernet"
+    static let flag: UInt64 = 1 << 63
+    static let directory = flag | 1
+    static let status = flag | 2
+    static let events = flag | 3
+    static let revisions = flag | 4
+    static let revisionFlag: UInt64 = 1 << 62
+
+    static func contains(_ inode: UInt64) -> Bool { inode & flag != 0 }
+    static func revision(seq: Int64) -> UInt64 { flag | revisionFlag | UInt64(seq) }
+    static func seq(of inode: UInt64) -> Int64? {
+        inode & revisionFlag != 0 ? Int64(inode & ~(flag | revisionFlag)) : nil
+    }
+
+    static let children: [UInt64: [(name: String, inode: UInt64)]] = [
+        directory: [("events", events), ("revisions", revisions), ("status", status)],
+        revisions: [],
+    ]
+
+    /// What an open virtual file reads: bytes made at open, or a stored content read chunk by chunk.
+    enum Content {
+        case bytes([UInt8])
+        /// Chunks in order, with the offset at which each starts.
+        case chunks([ChunkReference], starts: [UInt64])
+    }
+}
+
+extension VirtualFileSystem {
+    /// Extra `/.hypernet/status` lines (the node, its peers), after the filesystem's own.
+    public func setStatusProvider(_ provider: @escaping @Sendable () -> [String]) {
+        statusProvider.withLock { $0 = provider }
+    }
+
+    /// Whether the kernel must read `inode` without caching: files whose size is not known in advance.
+    public func needsDirectIO(inode: UInt64) -> Bool {
+        inode == VirtualTree.status || inode == VirtualTree.events
+    }
+
+    func virtualLookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
+        if parent == VirtualTree.revisions {
+            guard name.count >= 4, name.allSatisfy(\.isHexDigit) else { throw VFSError(ENOENT) }
+            let matches: [(seq: Int64, id: RevisionID)]
+            do { matches = try store.ownRevisions(prefix: name.lowercased()) } catch { throw fail(error, "lookup revision") }
+            guard matches.count == 1 else { throw VFSError(ENOENT) }
+            return try virtualAttributes(VirtualTree.revision(seq: matches[0].seq))
+        }
+        guard let child = VirtualTree.children[parent]?.first(where: { $0.name == name }) else { throw VFSError(ENOENT) }
+        return try virtualAttributes(child.inode)
+    }
+
+    func virtualAttributes(_ inode: UInt64) throws(VFSError) -> Attributes {
+        let root = state.withLock { s in s.nodes[Self.rootInode]!.attributes() }
+        if let fixed = Self.fixedAttributes(inode, root: root) { return fixed }
+        guard let (revision, metadata) = try storedRevision(inode) else { throw VFSError(ENOENT) }
+        var a = Self.fixedAttributes(VirtualTree.status, root: root)!
+        a.inode = inode
+        a.mtime = Timestamp(seconds: metadata.mtimeSeconds, nanoseconds: Int32(metadata.mtimeNanoseconds))
+        a.ctime = a.mtime
+        switch revision.kind {
+        case .symlink:
+            a.mode = S_IFLNK | 0o777
+            a.size = UInt64(metadata.symlinkTarget.count)
+        case .directory:
+            a.size = UInt64(try directoryText(metadata).count)
+        case .file, .tombstone:
+            a.size = metadata.size
+        }
+        a.blocks = (a.size + 511) / 512
+        return a
+    }
+
+    /// The attributes of the directories, `status` and `events` (owned like the root, times the root's mtime);
+    /// nil for a revision.
+    static func fixedAttributes(_ inode: UInt64, root: Attributes) -> Attributes? {
+        var a = Attributes(
+            inode: inode, mode: S_IFDIR | 0o555, nlink: 2, uid: root.uid, gid: root.gid, size: 0, blocks: 0,
+            atime: root.mtime, mtime: root.mtime, ctime: root.mtime)
+        if VirtualTree.children[inode] != nil { return a }
+        guard inode == VirtualTree.status || inode == VirtualTree.events else { return nil }
+        a.mode = S_IFREG | 0o444
+        a.nlink = 1
+        return a
+    }
+
+    /// The stored revision a `revisions/REV` inode shows; nil for the other virtual inodes.
+    private func storedRevision(_ inode: UInt64) throws(VFSError) -> (Revision, RevisionMetadata)? {
+        guard let seq = VirtualTree.seq(of: inode) else { return nil }
+        do {
+            guard let id = try store.ownRevision(seq: seq) else { throw VFSError(ENOENT) }
+            return try store.revision(id)
+        } catch {
+            throw fail(error, "read revision")
+        }
+    }
+
+    private func directoryText(_ metadata: RevisionMetadata) throws(VFSError) -> [UInt8] {
+        do {
+            let listing = try DirectoryListing(decoding: store.readContent(metadata.content))
+            return Array(listing.entries.map { "\($0.kind) \($0.document) \($0.name)\n" }.joined().utf8)
+        } catch {
+            throw fail(error, "read directory revision")
+        }
+    }
+
+    func virtualReadlink(_ inode: UInt64) throws(VFSError) -> String {
+        guard let (revision, metadata) = try storedRevision(inode), revision.kind == .symlink else { throw VFSError(EINVAL) }
+        return FileName.decode(metadata.symlinkTarget)
+    }
+
+    func virtualOpendir(_ inode: UInt64) throws(VFSError) -> UInt64 {
+        guard let children = VirtualTree.children[inode] else { throw VFSError(ENOTDIR) }
+        let parent = inode == VirtualTree.directory ? Self.rootInode : VirtualTree.directory
+        return addHandle(.directory(inode: inode, entries: [(".", inode), ("..", parent)] + children))
+    }
+
+    func virtualOpen(_ inode: UInt64, flags: Int32) throws(VFSError) -> UInt64 {
+        guard VirtualTree.children[inode] == nil else { throw VFSError(EISDIR) }
+        guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw VFSError(EROFS) }
+        switch inode {
+        case VirtualTree.events:
+            return addHandle(.events(openEvents()))
+        case VirtualTree.status:
+            let extra = statusProvider.withLock { $0 }?() ?? []
+            return addHandle(.virtual(.bytes(Array((statusLines() + extra).map { $0 + "\n" }.joined().utf8))))
+        default:
+            guard let (revision, metadata) = try storedRevision(inode) else { throw VFSError(ENOENT) }
+            switch revision.kind {
+            case .symlink: throw VFSError(ELOOP)
+            case .directory: return addHandle(.virtual(.bytes(try directoryText(metadata))))
+            case .file, .tombstone:
+                let tree: ManifestTree
+                do { tree = try store.loadManifest(metadata.content) } catch { throw fail(error, "load content") }
+                var starts: [UInt64] = []
+                var offset: UInt64 = 0
+                for chunk in tree.chunks {
+                    starts.append(offset)
+                    offset += chunk.length
+                }
+                return addHandle(.virtual(.chunks(tree.chunks, starts: starts)))
+            }
+        }
+    }
+
+    func virtualRead(_ content: VirtualTree.Content, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {
+        switch content {
+        case .bytes(let bytes):
+            guard offset < UInt64(bytes.count) else { return [] }
+            return Array(bytes[Int(offset)..<min(bytes.count, Int(offset) + size)])
+        case .chunks(let chunks, let starts):
+            var out: [UInt8] = []
+            // The last chunk starting at or before `offset`, then on until `size` bytes.
+            var i = max(0, (starts.firstIndex { $0 > offset } ?? starts.count) - 1)
+            while i < chunks.count, out.count < size {
+                let bytes: [UInt8]
+                do { bytes = try store.readChunk(chunks[i]) } catch { throw fail(error, "read revision") }
+                let from = Int(offset + UInt64(out.count) - starts[i])
+                if from < bytes.count { out += bytes[from..<min(bytes.count, from + size - out.count)] }
+                i += 1
+            }
+            return out
+        }
+    }
+
+    func addHandle(_ handle: Handle) -> UInt64 {
+        state.withLock { s in
+            let h = s.nextHandle
+            s.nextHandle += 1
+            s.handles[h] = handle
+            return h
+        }
+    }
+
+    /// The reader behind an open `/.hypernet/events`, for the FUSE adapter's asynchronous read.
+    public func eventReader(handle: UInt64) -> EventReader? {
+        state.withLock { s in
+            guard case .events(let reader)? = s.handles[handle] else { return nil }
+            return reader
+        }
+    }
+}
