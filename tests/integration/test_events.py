@@ -283,3 +283,57 @@ def test_watch_refuses_a_path_outside_the_mount(node):
     proc = node.cli("watch", "/tmp", check=False, timeout=10)
     assert proc.returncode != 0, "hypernet watch /tmp succeeded"
     assert "not a Hypernet path" in proc.stderr, f"unclear error for watch /tmp: {proc.stderr!r}"
+
+
+# --- bounded fan-out: a writer followed by more nodes than its eager fan-out ---------------------------------
+
+def bytes_sent_by(pid):
+    """Bytes the process's TCP sockets have sent (ss -tinp), over all its connections."""
+    out = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True, check=True).stdout
+    total, lines = 0, out.splitlines()
+    for i, line in enumerate(lines):
+        if f"pid={pid}," in line and i + 1 < len(lines):
+            total += sum(int(tok.split(":")[1]) for tok in lines[i + 1].split() if tok.startswith("bytes_sent:"))
+    return total
+
+
+@pytest.mark.timeout(180)
+def test_a_writer_with_six_followers_reaches_all_and_uploads_content_to_few(cluster):
+    a = cluster.add("a")
+    followers = [cluster.add(f"s{i}", serve=True, pins=[a]) for i in range(6)]
+    cluster.start(timeout=40)
+
+    write(a.p("warm.txt"), b"every follower subscribed\n")
+    warm = revisions_of(a, a.p("warm.txt"))[-1]
+    eventually(lambda: all(f.has_revision(warm) for f in followers), 10, "not every follower got warm.txt")
+
+    data = os.urandom(2 << 20)  # below the forwarding threshold: pushed, not forwarded
+    sent = bytes_sent_by(a.pid)
+    write(a.p("payload.bin"), data)
+    rev = revisions_of(a, a.p("payload.bin"))[-1]
+    eventually(lambda: all(f.has_revision(rev) for f in followers), 5,
+               lambda: f"followers without a's revision after 5 s: {[f.name for f in followers if not f.has_revision(rev)]}")
+    upload = (bytes_sent_by(a.pid) - sent) / len(data)
+    print(f"writer upload for 6 followers: {upload:.2f} bytes per byte")
+    assert upload < 6, f"node a uploaded {upload:.2f} bytes per byte to 6 followers: its fan-out is not bounded"
+
+
+# --- no event reveals a name to a node that cannot read the document ----------------------------------------
+
+@pytest.mark.timeout(120)
+def test_a_node_that_only_stores_a_tree_gets_no_event_naming_its_documents(cluster, streams):
+    a = cluster.add("a")
+    d = cluster.add("d", pins=[a])  # another identity, mounted, storing a's tree without any right on it
+    cluster.start()
+
+    reader = streams(["cat", d.p(".hypernet", "events")], "events reader on d")
+    time.sleep(1)
+    name = f"secret-{os.urandom(8).hex()}.txt"
+    write(a.p(name), b"not for d\n")
+    rev = revisions_of(a, a.p(name))[-1]
+    eventually(lambda: d.has_revision(rev), 10, "node d (pinning a's tree) never stored a's revision")
+    write(d.p("own.txt"), b"d's own file\n")
+    eventually(lambda: any(e.get("path") == "/own.txt" for e in reader.events()), 5,
+               "node d's events reader did not report d's own write")
+    leaked = [text for _, text in reader.lines if name in text or rev in text]
+    assert not leaked, f"node d's event stream reveals a's document it cannot read: {leaked[:2]}"

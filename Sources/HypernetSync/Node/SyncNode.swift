@@ -54,6 +54,12 @@ public final class SyncNode: SessionDelegate {
     /// Runs listing this many chunks (about 4 MiB) go to one replica first, which forwards them to the others.
     static let forwardThreshold = 64
     static let forwardWait: DispatchTimeInterval = .seconds(10)
+    /// Live runs of a tree go at once, with their chunks pushed ahead, to at most this many subscribers (the
+    /// eager ones); the others get them `lazyDelay` later, without chunks: by then they have usually stored
+    /// them from an eager node, and otherwise fetch what they lack. A writer's upload per revision is bounded
+    /// by the fan-out, not by the number of followers (docs/protocol.md, "Fan-out").
+    static let eagerFanout = 4
+    static let lazyDelay: DispatchTimeInterval = .milliseconds(500)
 
     let store: Store
     let nodeKey: SigningKeyPair
@@ -72,6 +78,8 @@ public final class SyncNode: SessionDelegate {
         var confirmed: Int64 = 0
         /// A large run held back for another replica to forward (see `forwarder`): sent anyway after this.
         var heldUntil: DispatchTime?
+        /// A live run held back from a lazy subscriber (see `eagerFanout`) until this.
+        var lazyUntil: DispatchTime?
     }
 
     struct Dial {
@@ -499,15 +507,18 @@ public final class SyncNode: SessionDelegate {
                 return
             }
             let last = run.last!.seq
+            let eager = isEager(session, for: tree)
+            if cursor.caughtUpSent && !eager && holdLazily(tree, from: session) { return }
             if holdForForwarding(run, tree: tree, to: session) { return }
             state.withLock { s in
                 s.peers[key]?.cursors[tree]?.heldUntil = nil
+                s.peers[key]?.cursors[tree]?.lazyUntil = nil
                 s.peers[key]?.cursors[tree]?.sent = last
                 s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
                 s.peers[key]?.cursors[tree]?.caughtUpSent = false
             }
-            // A caught-up subscriber lacks the new chunks for certain: they go first, saving it a round trip.
-            if cursor.caughtUpSent {
+            // A caught-up eager subscriber lacks the new chunks for certain: they go first, saving it a round trip.
+            if cursor.caughtUpSent && eager {
                 let theirs = state.withLock { s in Set(run.filter { s.origins[BLAKE2b.hash($0.record)] == session.node }.map(\.seq)) }
                 push(run.filter { !theirs.contains($0.seq) }.flatMap(\.chunks), to: session)
             }
@@ -538,6 +549,35 @@ public final class SyncNode: SessionDelegate {
             session.serveQueue.asyncAfter(deadline: deadline) { [self] in pump(tree, to: session) }
         }
         return hold
+    }
+
+    /// Whether `session` is one of the `eagerFanout` subscribers of `tree` this node pushes to at once: all of
+    /// them when there are few, else those whose keys hash closest to this node's (a fixed, pseudo-random
+    /// choice per pair of nodes, so that the eager links of all nodes form a random overlay).
+    private func isEager(_ session: Session, for tree: SigningPublicKey) -> Bool {
+        let subscribers = state.withLock { s in s.peers.values.filter { $0.cursors[tree] != nil }.compactMap(\.session.node) }
+        guard subscribers.count > Self.eagerFanout, let node = session.node else { return true }
+        return Self.eagerSet(of: subscribers, from: nodeKey.publicKey).contains(node)
+    }
+
+    static func eagerSet(of subscribers: [SigningPublicKey], from own: SigningPublicKey) -> Set<SigningPublicKey> {
+        let ranked = subscribers.map { (BLAKE2b.hash(own.bytes + $0.bytes), $0) }.sorted { $0.0 < $1.0 }
+        return Set(ranked.prefix(eagerFanout).map(\.1))
+    }
+
+    /// Holds a live run back from a lazy subscriber until `lazyDelay` after the first one it was not sent.
+    private func holdLazily(_ tree: SigningPublicKey, from session: Session) -> Bool {
+        let held = state.withLock { s -> (until: DispatchTime, new: Bool)? in
+            let key = ObjectIdentifier(session)
+            guard let cursor = s.peers[key]?.cursors[tree] else { return nil }
+            if let until = cursor.lazyUntil { return (until, false) }
+            let until = DispatchTime.now() + Self.lazyDelay
+            s.peers[key]?.cursors[tree]?.lazyUntil = until
+            return (until, true)
+        }
+        guard let held, DispatchTime.now() < held.until else { return false }
+        if held.new { session.serveQueue.asyncAfter(deadline: held.until) { [self] in pump(tree, to: session) } }
+        return true
     }
 
     /// Sends chunks ahead of the entries that list them, up to `pushLimit` bytes (larger writes are fetched).
