@@ -15,13 +15,13 @@ public struct ChunkReference: Sendable, Equatable, Hashable {
         self.length = length
     }
 
-    func encode(into w: inout ByteWriter) {
+    public func encode(into w: inout ByteWriter) {
         w.digest(id)
         w.digest(key)
         w.u64(length)
     }
 
-    init(from r: inout ByteReader) throws(DecodingError) {
+    public init(from r: inout ByteReader) throws(DecodingError) {
         id = try r.digest()
         key = try r.digest()
         length = try r.u64()

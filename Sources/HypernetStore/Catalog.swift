@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 2
+    static let formatVersion = 3
     let pool: DatabasePool
     let path: String
 
@@ -128,6 +128,10 @@ final class Catalog: Sendable {
                 try db.execute(sql: "UPDATE revisions SET tree = ? WHERE id = ?", arguments: [Data(author.bytes), row[0] as Data])
             }
             try db.execute(sql: "UPDATE chunks SET revision = (SELECT id FROM revisions ORDER BY seq LIMIT 1)")
+        }
+        // Format 3: packs may hold delta chunks (codec 2), which format-2 code cannot open: it must refuse the store.
+        m.registerMigration("v3-delta-chunks") { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '3')")
         }
         return m
     }

@@ -53,15 +53,23 @@ public struct RevisionSummary: Sendable {
 }
 
 /// A document's content as an ordered chunk list plus the manifest nodes that describe it. Keeping the
-/// leaf nodes lets the next revision reuse every leaf whose chunks did not change.
+/// nodes lets the next revision reuse every leaf whose chunks did not change, and store a changed node as a
+/// delta against the node at its position.
 public struct ManifestTree: Sendable {
     public private(set) var chunks: [ChunkReference]
     public private(set) var root: ManifestReference?
-    /// One leaf per `ManifestNode.fanout` chunks, in order.
-    fileprivate var leaves: [ChunkReference]
+    /// The nodes of each level in order, leaves first (one leaf per `ManifestNode.fanout` chunks); the last
+    /// level holds the root alone.
+    fileprivate var levels: [[ChunkReference]]
 
-    public static let empty = ManifestTree(chunks: [], root: nil, leaves: [])
+    public static let empty = ManifestTree(chunks: [], root: nil, levels: [])
     public var length: UInt64 { root?.node.length ?? 0 }
+    fileprivate var leaves: [ChunkReference] { levels.first ?? [] }
+
+    /// The node at `index` of `level`, if this tree has one: the delta base for the node replacing it.
+    fileprivate func node(level: Int, index: Int) -> ChunkReference? {
+        level < levels.count && index < levels[level].count ? levels[level][index] : nil
+    }
 }
 
 /// A node's durable local state: the SQLite catalog and the chunk packs under `Home.storeDirectory`.
@@ -125,22 +133,33 @@ public final class Store: Sendable {
 
     /// Seals the plaintext `ranges` of `buffer` (in parallel) and appends the new ones to the packs.
     /// Returns the references in order and the locations to record in the committing transaction.
-    public func writeChunks(_ buffer: UnsafeRawBufferPointer, ranges: [Range<Int>]) throws(StoreError)
-        -> (references: [ChunkReference], locations: [ChunkLocation])
+    ///
+    /// `bases[i]` (when given and not nil) is the object range i replaces, usually the previous revision's
+    /// chunk or manifest node at the same position: a piece that is not stored already is stored as a delta
+    /// against it when that is at most half the full object's size, or as the base itself when equal to it.
+    public func writeChunks(_ buffer: UnsafeRawBufferPointer, ranges: [Range<Int>], bases: [ChunkReference?] = [])
+        throws(StoreError) -> (references: [ChunkReference], locations: [ChunkLocation])
     {
         guard !ranges.isEmpty else { return ([], []) }
+        precondition(bases.isEmpty || bases.count == ranges.count, "one base (or nil) per range")
         let key = epochKey
-        let sealed = [ChunkSealer.Sealed](unsafeUninitializedCapacity: ranges.count) { out, count in
-            // Each iteration writes its own slot of `out`; concurrentPerform returns only when all are done.
-            nonisolated(unsafe) let slots = out
-            nonisolated(unsafe) let source = buffer
-            DispatchQueue.concurrentPerform(iterations: ranges.count) { i in
-                let piece = UnsafeRawBufferPointer(rebasing: source[ranges[i]])
-                (slots.baseAddress! + i).initialize(to: ChunkSealer.seal(piece, epochKey: key))
-            }
-            count = ranges.count
+        nonisolated(unsafe) let source = buffer
+        var sealed = Self.parallelMap(ranges.count) { i in
+            ChunkSealer.seal(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), epochKey: key)
         }
-        let known = try catalog.existing(sealed.map(\.reference.id))
+        var known = try catalog.existing(sealed.map(\.reference.id))
+        let candidates = bases.indices.filter { bases[$0] != nil && !known.contains(sealed[$0].reference.id) }
+        if !candidates.isEmpty {
+            let full = sealed
+            let replacements = Self.parallelMap(candidates.count) { j in
+                let i = candidates[j]
+                return self.delta(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), base: bases[i]!, full: full[i])
+            }
+            for (j, replacement) in replacements.enumerated() {
+                if let replacement { sealed[candidates[j]] = replacement }
+            }
+            known.formUnion(try catalog.existing(candidates.map { sealed[$0].reference.id }))
+        }
         var written = Set<ChunkID>()
         var locations: [ChunkLocation] = []
         for s in sealed where !known.contains(s.reference.id) && written.insert(s.reference.id).inserted {
@@ -149,19 +168,89 @@ public final class Store: Sendable {
         return (sealed.map(\.reference), locations)
     }
 
+    /// `body(0..<count)` on all cores; each call fills its own slot.
+    private static func parallelMap<T>(_ count: Int, _ body: @Sendable (Int) -> T) -> [T] {
+        [T](unsafeUninitializedCapacity: count) { out, initialized in
+            // Each iteration writes its own slot of `out`; concurrentPerform returns only when all are done.
+            nonisolated(unsafe) let slots = out
+            if count == 1 {
+                slots.baseAddress!.initialize(to: body(0))
+            } else {
+                DispatchQueue.concurrentPerform(iterations: count) { i in (slots.baseAddress! + i).initialize(to: body(i)) }
+            }
+            initialized = count
+        }
+    }
+
+    /// What replaces `full` (a piece not stored yet) when stored against `baseReference`: the base itself
+    /// if the plaintexts are equal (a chunk that was a delta has no full id to deduplicate against), a delta
+    /// if clearly smaller, else nil (store `full`). A base at the depth limit is swapped for its ancestor at
+    /// half the limit, so a chunk that grows by appends costs about twice the appended bytes every half-limit
+    /// revisions instead of a whole chunk. A base that cannot be read costs the delta only (logged).
+    private func delta(_ plaintext: UnsafeRawBufferPointer, base baseReference: ChunkReference, full: ChunkSealer.Sealed)
+        -> ChunkSealer.Sealed?
+    {
+        do {
+            var base = baseReference
+            var object = try self.object(base)
+            if object.plaintext.elementsEqual(plaintext) {
+                return ChunkSealer.Sealed(reference: base, ciphertext: [])
+            }
+            if object.depth >= ChunkSealer.maximumDeltaDepth {
+                while object.depth > ChunkSealer.maximumDeltaDepth / 2, let older = object.base {
+                    base = older
+                    object = try self.object(older)
+                }
+            }
+            base.length = UInt64(object.plaintext.count)
+            return ChunkSealer.sealDelta(
+                plaintext, base: base, basePlaintext: object.plaintext, baseDepth: object.depth,
+                limit: full.ciphertext.count / 2, epochKey: epochKey)
+        } catch {
+            logger.warning("storing a chunk whole: its delta base is unreadable: \(error)")
+            return nil
+        }
+    }
+
     /// The plaintext of one chunk; EIO-worthy `StoreError.corrupt` naming it if it is missing or damaged.
     public func readChunk(_ reference: ChunkReference) throws(StoreError) -> [UInt8] {
         try readChunk(reference, isData: true)
     }
 
     func readChunk(_ reference: ChunkReference, isData: Bool) throws(StoreError) -> [UInt8] {
+        let plaintext = try object(reference).plaintext
+        // For a manifest node the reference's length is the subtree's.
+        guard !isData || UInt64(plaintext.count) == reference.length else {
+            throw .corrupt(object: "chunk \(reference.id.hex)", reason: "length \(plaintext.count), expected \(reference.length)")
+        }
+        return plaintext
+    }
+
+    /// One stored object, a delta applied to its base (recursively: the depth strictly decreases, so at most
+    /// `maximumDeltaDepth` objects are opened). Reconstructed plaintexts are cached.
+    func object(_ reference: ChunkReference) throws(StoreError) -> StoredObject {
         if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
         guard let location = try location(of: reference.id) else {
             throw .corrupt(object: "chunk \(reference.id.hex)", reason: "missing from the catalog")
         }
-        let plaintext = try ChunkSealer.open(try packs.read(location), reference: reference, isData: isData)
-        cache.withLock { $0.put(reference.id, plaintext) }
-        return plaintext
+        let result: StoredObject
+        switch try ChunkSealer.open(try packs.read(location), reference: reference) {
+        case .full(let plaintext):
+            result = StoredObject(plaintext: plaintext, depth: 0, base: nil)
+        case .delta(let delta):
+            let object = "chunk \(reference.id.hex)"
+            guard try self.location(of: delta.base.id) != nil else {
+                throw .corrupt(object: object, reason: "its delta base \(delta.base.id.hex) is not stored here")
+            }
+            let base = try self.object(delta.base)
+            guard base.depth < delta.depth, UInt64(base.plaintext.count) == delta.base.length else {
+                throw .corrupt(object: object, reason: "delta base \(delta.base.id.hex) does not match the delta (depth or length)")
+            }
+            let plaintext = try ChunkSealer.apply(delta, basePlaintext: base.plaintext, object: reference.id)
+            result = StoredObject(plaintext: plaintext, depth: delta.depth, base: delta.base)
+        }
+        cache.withLock { $0.put(reference.id, result) }
+        return result
     }
 
     private func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
@@ -200,26 +289,29 @@ public final class Store: Sendable {
             }
         }
         var locations: [ChunkLocation] = []
-        let (refs, locs) = try writeBlobs(encoded)
+        let (refs, locs) = try writeBlobs(encoded, bases: fresh.map { previous.node(level: 0, index: $0) })
         locations += locs
         for (i, n) in fresh.enumerated() {
             leaves[n] = ChunkReference(id: refs[i].id, key: refs[i].key, length: chunks[(n * fanout)..<min((n + 1) * fanout, chunks.count)].reduce(0) { $0 + $1.length })
         }
         var level: UInt8 = 0
         var current = leaves.map { $0! }
-        let finalLeaves = current
+        var levels = [current]
         while current.count > 1 {
             level += 1
             let groups = stride(from: 0, to: current.count, by: fanout).map { Array(current[$0..<min($0 + fanout, current.count)]) }
-            let (upper, locs) = try writeBlobs(groups.map { ManifestNode(level: level, children: $0).encoded() })
+            let (upper, locs) = try writeBlobs(
+                groups.map { ManifestNode(level: level, children: $0).encoded() },
+                bases: groups.indices.map { previous.node(level: Int(level), index: $0) })
             locations += locs
             current = zip(upper, groups).map { ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length }) }
+            levels.append(current)
         }
-        let tree = ManifestTree(chunks: chunks, root: ManifestReference(node: current[0], level: level), leaves: finalLeaves)
+        let tree = ManifestTree(chunks: chunks, root: ManifestReference(node: current[0], level: level), levels: levels)
         return (tree, locations)
     }
 
-    private func writeBlobs(_ blobs: [[UInt8]]) throws(StoreError) -> ([ChunkReference], [ChunkLocation]) {
+    private func writeBlobs(_ blobs: [[UInt8]], bases: [ChunkReference?] = []) throws(StoreError) -> ([ChunkReference], [ChunkLocation]) {
         guard !blobs.isEmpty else { return ([], []) }
         let joined = blobs.flatMap { $0 }
         var ranges: [Range<Int>] = []
@@ -228,7 +320,7 @@ public final class Store: Sendable {
             ranges.append(offset..<offset + b.count)
             offset += b.count
         }
-        let result = try joined.withBytes { (buffer) throws(StoreError) in try writeChunks(buffer, ranges: ranges) }
+        let result = try joined.withBytes { (buffer) throws(StoreError) in try writeChunks(buffer, ranges: ranges, bases: bases) }
         return (result.references, result.locations)
     }
 
@@ -236,22 +328,22 @@ public final class Store: Sendable {
     public func loadManifest(_ root: ManifestReference?) throws(StoreError) -> ManifestTree {
         guard let root else { return .empty }
         var chunks: [ChunkReference] = []
-        var leaves: [ChunkReference] = []
+        var levels = [[ChunkReference]](repeating: [], count: Int(root.level) + 1)
         func walk(_ ref: ChunkReference, level: UInt8) throws(StoreError) {
             let node: ManifestNode
             do { node = try ManifestNode(decoding: try readChunk(ref, isData: false)) } catch let e as StoreError { throw e } catch {
                 throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "\(error)")
             }
             guard node.level == level else { throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "wrong level") }
+            levels[Int(level)].append(ref)
             if level == 0 {
-                leaves.append(ref)
                 chunks += node.children
             } else {
                 for child in node.children { try walk(child, level: level - 1) }
             }
         }
         try walk(root.node, level: root.level)
-        return ManifestTree(chunks: chunks, root: root, leaves: leaves)
+        return ManifestTree(chunks: chunks, root: root, levels: levels)
     }
 
     /// Stores a small whole value (a directory listing) as content: chunked, then a manifest.
@@ -573,24 +665,32 @@ public struct StoreStatistics: Sendable, Codable {
     public init() {}
 }
 
-/// A small LRU of chunk plaintexts: sequential reads touch each chunk many times (kernel reads are ≤ 1 MiB).
+/// A stored object's plaintext (a delta applied), its delta depth (0: stored whole) and its delta base.
+struct StoredObject: Sendable {
+    var plaintext: [UInt8]
+    var depth: Int
+    var base: ChunkReference?
+}
+
+/// A small LRU of chunk plaintexts: sequential reads touch each chunk many times (kernel reads are ≤ 1 MiB),
+/// and the chain below a delta is read again by the next delta on it.
 struct ChunkCache {
     let capacity: Int
-    private var entries: [ChunkID: (bytes: [UInt8], tick: UInt64)] = [:]
+    private var entries: [ChunkID: (object: StoredObject, tick: UInt64)] = [:]
     private var tick: UInt64 = 0
 
     init(capacity: Int) { self.capacity = capacity }
 
-    mutating func get(_ id: ChunkID) -> [UInt8]? {
+    mutating func get(_ id: ChunkID) -> StoredObject? {
         guard let e = entries[id] else { return nil }
         tick += 1
-        entries[id] = (e.bytes, tick)
-        return e.bytes
+        entries[id] = (e.object, tick)
+        return e.object
     }
 
-    mutating func put(_ id: ChunkID, _ bytes: [UInt8]) {
+    mutating func put(_ id: ChunkID, _ object: StoredObject) {
         tick += 1
-        entries[id] = (bytes, tick)
+        entries[id] = (object, tick)
         if entries.count > capacity, let oldest = entries.min(by: { $0.value.tick < $1.value.tick }) {
             entries.removeValue(forKey: oldest.key)
         }

@@ -1,7 +1,7 @@
 import CZstd
 import Glibc
 
-/// zstd compression of chunk plaintexts; the only importer of CZstd. Every libzstd result goes through
+/// zstd compression of chunk plaintexts, and deltas against a prefix; the only importer of CZstd. Every libzstd result goes through
 /// ZSTD_isError, and decompression trusts nothing a frame declares beyond a caller-given limit.
 public enum Zstd {
     /// Level-1 compression; returns nil when the output would not save at least 1/16 of the input (store raw then).
@@ -24,9 +24,36 @@ public enum Zstd {
         return failed ? nil : output
     }
 
+    /// Compresses `source` with `prefix` as referenced content (`ZSTD_CCtx_refPrefix`): a delta of `source`
+    /// against `prefix`. nil when the frame would exceed `capacity` bytes (a delta not worth storing).
+    /// The frame declares its content size; decompressing it needs the same prefix.
+    public static func compress(
+        _ source: UnsafeRawBufferPointer, prefix: UnsafeRawBufferPointer, level: Int32, capacity: Int
+    ) -> [UInt8]? {
+        guard capacity > 0 else { return nil }
+        let context = ThreadContexts.compression()
+        // A prefix applies to one frame only; resetting first also drops one left by a failed call.
+        ZSTD_CCtx_reset(context, ZSTD_reset_session_and_parameters)
+        defer { ZSTD_CCtx_reset(context, ZSTD_reset_session_and_parameters) }
+        guard ZSTD_isError(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)) == 0,
+            ZSTD_isError(ZSTD_CCtx_refPrefix(context, prefix.baseAddress, prefix.count)) == 0
+        else { return nil }
+        var failed = false
+        let output = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            let written = ZSTD_compress2(context, buffer.baseAddress, capacity, source.baseAddress, source.count)
+            failed = ZSTD_isError(written) != 0
+            count = failed ? 0 : written
+        }
+        return failed ? nil : output
+    }
+
     /// Refuses frames whose declared content size is unknown or above `limit` (peers are untrusted).
-    /// Exactly one frame, and nothing after it, is accepted.
-    public static func decompress(_ source: UnsafeRawBufferPointer, limit: Int) throws(ZstdError) -> [UInt8] {
+    /// Exactly one frame, and nothing after it, is accepted. A frame made by `compress(_:prefix:…)` needs the
+    /// same `prefix` (any other gives an error or, like any wrong dictionary, different bytes: callers
+    /// authenticate the prefix and the frame before).
+    public static func decompress(
+        _ source: UnsafeRawBufferPointer, prefix: UnsafeRawBufferPointer? = nil, limit: Int
+    ) throws(ZstdError) -> [UInt8] {
         guard let base = source.baseAddress, source.count > 0 else { throw ZstdError("empty input") }
         let declared = ZSTD_getFrameContentSize(base, source.count)
         guard declared != ZSTD_CONTENTSIZE_ERROR else { throw ZstdError("not a zstd frame") }
@@ -38,10 +65,17 @@ public enum Zstd {
         if let error = ZstdError(code: frameSize) { throw error }
         guard frameSize == source.count else { throw ZstdError("\(source.count - frameSize) bytes after the frame") }
 
+        let context = ThreadContexts.decompression()
+        if let prefix {
+            ZSTD_DCtx_reset(context, ZSTD_reset_session_and_parameters)
+            if let error = ZstdError(code: ZSTD_DCtx_refPrefix(context, prefix.baseAddress, prefix.count)) { throw error }
+        }
+        // The prefix is used by the next frame only; reset anyway so an error cannot leave it behind.
+        defer { if prefix != nil { ZSTD_DCtx_reset(context, ZSTD_reset_session_and_parameters) } }
         let size = Int(declared)
         var result = 0
         let output = [UInt8](unsafeUninitializedCapacity: max(size, 1)) { buffer, count in
-            result = ZSTD_decompressDCtx(ThreadContexts.decompression(), buffer.baseAddress, size, base, source.count)
+            result = ZSTD_decompressDCtx(context, buffer.baseAddress, size, base, source.count)
             count = ZSTD_isError(result) == 0 ? result : 0
         }
         if let error = ZstdError(code: result) { throw error }

@@ -10,8 +10,8 @@ import Synchronization
 /// memory file (memfd: staging never costs disk bandwidth, and vanishes with the process — it holds
 /// nothing that was acknowledged). Staged bytes are sealed into chunks (checkpointed) once they pass
 /// `checkpointBytes`, so memory stays bounded however long a file is written without a close. A commit re-chunks only from the chunk holding the first changed byte, and
-/// stops early when the new cut points meet old ones again, so an append costs the appended bytes plus
-/// at most one chunk, and a small edit a few chunks.
+/// stops early when the new cut points meet old ones again; each new chunk is stored as a delta against the
+/// old chunk at its offset when that is smaller, so an append or a small edit costs about the changed bytes.
 ///
 /// Lock order: `FileContent.state` may be held while taking the VFS's state lock, never the reverse.
 final class FileContent: Sendable {
@@ -27,6 +27,8 @@ final class FileContent: Sendable {
         var modified: Bool
         /// Bytes were written or the size changed since the last revision (not merely created or opened).
         var writtenSinceRevision = false
+        /// Bytes written since the last revision: a small count marks a log, whose revisions are due sooner.
+        var bytesSinceRevision: UInt64 = 0
         var lastCommit: ContinuousClock.Instant = .now
     }
 
@@ -224,8 +226,15 @@ final class FileContent: Sendable {
                     }
                 }
             }
+            // A new chunk's delta base: the old chunk covering its first byte (the same chunk before a small
+            // edit, the last one before an append, one shifted by less than a chunk after an insertion).
+            let offsets = s.offsets
+            let bases = ranges.map { r -> ChunkReference? in
+                let start = pos + UInt64(r.lowerBound)
+                return start < baseSize ? old[Self.chunkIndex(containing: start, offsets: offsets)] : nil
+            }
             do {
-                let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges) }
+                let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges, bases: bases) }
                 chunks += written.references
                 locations += written.locations
             } catch {
@@ -277,6 +286,7 @@ final class FileContent: Sendable {
         rebase(&s, tree: tree)
         s.modified = false
         s.writtenSinceRevision = false
+        s.bytesSinceRevision = 0
         s.lastCommit = .now
     }
 }
