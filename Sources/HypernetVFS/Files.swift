@@ -133,6 +133,7 @@ extension VirtualFileSystem {
             c.size = max(c.size, offset + UInt64(data.count))
             c.modified = true
             c.writtenSinceRevision = true
+            c.bytesSinceRevision += UInt64(data.count)
             if c.dirty.byteCount >= FileContent.checkpointBytes {
                 // Seal what is staged without making a revision: memory stays bounded, the work is
                 // spread over the write, and the revision still comes at flush/fsync.
@@ -340,7 +341,13 @@ extension VirtualFileSystem {
         let open = state.withLock { s in s.openFiles.sorted() }
         for inode in open {
             guard let content = state.withLock({ s in s.nodes[inode]?.content }) else { continue }
-            let due = content.state.withLock { c in c.modified && c.lastCommit.duration(to: .now) >= Self.openFileCommitInterval }
+            let due = content.state.withLock { c in
+                let age = c.lastCommit.duration(to: .now)
+                // A log's few new bytes go out soon; a bulk write (a copy, a rewrite) once a second, so a long
+                // write is not cut into many revisions (each ends a chunk the next one must rewrite).
+                let small = c.writtenSinceRevision && c.bytesSinceRevision <= Self.smallChange
+                return c.modified && (age >= Self.commitInterval || (age >= Self.openFileCommitInterval && small))
+            }
             if due {
                 do { try commit(inode) } catch { logger.error("periodic commit failed", metadata: ["inode": "\(inode)"]) }
             }

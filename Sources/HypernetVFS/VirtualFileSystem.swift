@@ -15,7 +15,7 @@ import Synchronization
 ///
 /// Revisions are made when a written file is flushed (close) or fsynced, on a path truncate and every
 /// xattr change, on rename-over (the target document gets the source's content and keeps its id and
-/// history), and every 250 ms for files held open while written. chmod, chown and utimens are committed
+/// history), and for files held open while written every 250 ms (a small change, like a log's) or second. chmod, chown and utimens are committed
 /// to the catalog at once and versioned by the next revision, which the once-a-second pass makes if
 /// nothing else does; the same pass writes directory revisions (their listings). The catalog's rows are
 /// committed with each operation, so nothing waits for that pass to be durable (docs/design.md).
@@ -23,9 +23,11 @@ public final class VirtualFileSystem: Sendable {
     public static let rootInode: UInt64 = 1
     static let nameMax = 255
     static let commitInterval: Duration = .seconds(1)
-    /// How often a file held open while written (a log) becomes a revision: followers on other nodes
-    /// (`tail -f`) see appended lines this soon after they are written.
+    /// How often a file held open while written becomes a revision when at most `smallChange` bytes changed
+    /// (a log): followers on other nodes (`tail -f`) see appended lines this soon after they are written.
+    /// Larger changes wait for `commitInterval`.
     static let openFileCommitInterval: Duration = .milliseconds(250)
+    static let smallChange: UInt64 = 1 << 20
 
     enum Handle {
         case file(inode: UInt64)

@@ -1,7 +1,6 @@
 import HypernetCrypto
+import HypernetSync
 import Testing
-
-@testable import HypernetSync
 
 @Suite struct FanoutTests {
     static let nodes = (0..<12).map { _ in SigningKeyPair.generate().publicKey }

@@ -58,7 +58,7 @@ public final class SyncNode: SessionDelegate {
     /// eager ones); the others get them `lazyDelay` later, without chunks: by then they have usually stored
     /// them from an eager node, and otherwise fetch what they lack. A writer's upload per revision is bounded
     /// by the fan-out, not by the number of followers (docs/protocol.md, "Fan-out").
-    static let eagerFanout = 4
+    public static let eagerFanout = 4
     static let lazyDelay: DispatchTimeInterval = .milliseconds(500)
 
     let store: Store
@@ -560,7 +560,7 @@ public final class SyncNode: SessionDelegate {
         return Self.eagerSet(of: subscribers, from: nodeKey.publicKey).contains(node)
     }
 
-    static func eagerSet(of subscribers: [SigningPublicKey], from own: SigningPublicKey) -> Set<SigningPublicKey> {
+    public static func eagerSet(of subscribers: [SigningPublicKey], from own: SigningPublicKey) -> Set<SigningPublicKey> {
         let ranked = subscribers.map { (BLAKE2b.hash(own.bytes + $0.bytes), $0) }.sorted { $0.0 < $1.0 }
         return Set(ranked.prefix(eagerFanout).map(\.1))
     }
