@@ -11,7 +11,7 @@ cut, healed, rate-limited and delayed.
         relay = lab.delay_relay(("10.213.1.12", 7000), ("10.213.1.11", 7000), 0.05, host="b")
 
 Layout: a dedicated namespace `PREFIX-PID.SEQ-br` holds the bridge `br0`; each host is a namespace
-`PREFIX-PID.SEQ-NAME` with `eth0` (10.213.1.X/24, X = 11, 12, ...) whose veth peer `vNAME` is a port of the
+`PREFIX-PID.SEQ-NAME` with `eth0` (10.213.1.X/24, X = 11, 12, ...) whose veth peer `veth-NAME` is a port of the
 bridge. Nothing is created in the root namespace, no default route exists in the hosts, so the labs are
 isolated from each other and from the machine's own network; the same subnet can be used by parallel labs.
 
@@ -274,7 +274,7 @@ class Lab:
         self.base = f"{prefix}-{os.getpid()}.{next(_seq)}"
         self.bridge_ns = f"{self.base}-br"
         self.subnet = subnet
-        self.hosts = [Host(self, n, f"{self.base}-{n}", f"{subnet}.{FIRST_HOST_OCTET + i}", f"v{n}")
+        self.hosts = [Host(self, n, f"{self.base}-{n}", f"{subnet}.{FIRST_HOST_OCTET + i}", f"veth-{n}")
                       for i, n in enumerate(names)]
         self._by_name = {h.name: h for h in self.hosts}
         self._procs = []

@@ -1,0 +1,252 @@
+import HypernetCrypto
+
+/// What a member may do with a document (docs/security.md, "Rights").
+public struct Roles: OptionSet, Sendable, Hashable, CustomStringConvertible {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    public static let read = Roles(rawValue: 1)
+    public static let write = Roles(rawValue: 2)
+    public static let delete = Roles(rawValue: 4)
+    public static let admin = Roles(rawValue: 8)
+    public static let all: Roles = [.read, .write, .delete, .admin]
+
+    static let names: [(Roles, String)] = [(.read, "read"), (.write, "write"), (.delete, "delete"), (.admin, "admin")]
+
+    /// `read,write`; the empty set is `none`.
+    public var description: String {
+        let parts = Self.names.filter { contains($0.0) }.map(\.1)
+        return parts.isEmpty ? "none" : parts.joined(separator: ",")
+    }
+
+    /// Parses `read,write` (also space-separated); nil for an unknown role or an empty list.
+    public init?(parsing text: String) {
+        var roles: Roles = []
+        for word in text.split(whereSeparator: { $0 == "," || $0 == " " }) {
+            guard let role = Self.names.first(where: { $0.1 == word })?.0 else { return nil }
+            roles.insert(role)
+        }
+        guard !roles.isEmpty else { return nil }
+        self = roles
+    }
+}
+
+/// One epoch of a document's rights: its members and their roles, the epoch's read key sealed to every
+/// reader's box key, chained to the block before by hash, and signed by an admin of that block (the first
+/// block by the document's creator). The signature covers the sealed keys too: a sealed box does not
+/// authenticate its sender, so without it anyone could hand a reader a key of their choosing.
+///
+///     version u8 = 1 | document 16 | epoch u32 | previous 32 (zero bytes in epoch 0) | public u8 (0/1)
+///     | member count u32 | members (signing 32 | box 32 | roles u8), strictly increasing by signing key
+///     | sealed key count u32 | (reader signing key 32 | crypto_box_seal(epoch key) 80), same order
+///     | signer 32 | Ed25519 signature 64 over everything before it
+///
+/// A public block (`*` has read) carries no sealed keys: its epoch's content is stored unencrypted.
+public struct PermissionBlock: Sendable, Equatable {
+    public static let formatVersion: UInt8 = 1
+    public static let epochKeyByteCount = 32
+    static let sealedKeyByteCount = 32 + 48
+    static let maximumMembers = 1 << 16
+
+    public struct Member: Sendable, Equatable {
+        public var identity: IdentityToken
+        public var roles: Roles
+        public init(identity: IdentityToken, roles: Roles) {
+            self.identity = identity
+            self.roles = roles
+        }
+    }
+
+    public var document: DocumentID
+    public var epoch: UInt32
+    /// The id of the block this one follows; nil for epoch 0.
+    public var previous: BlockID?
+    public var isPublic: Bool
+    /// Sorted by signing key bytes, one entry per identity.
+    public var members: [Member]
+    /// The epoch key sealed to each member holding `read`, keyed by signing key; empty when public.
+    public var sealedKeys: [SigningPublicKey: [UInt8]]
+    public var signer: SigningPublicKey
+
+    public func roles(of identity: SigningPublicKey) -> Roles {
+        members.first { $0.identity.signing == identity }?.roles ?? []
+    }
+
+    /// Whether `author` may make a revision of `kind` in this epoch: `delete` for a tombstone, else `write`.
+    public func allows(_ author: SigningPublicKey, _ kind: RevisionKind) -> Bool {
+        roles(of: author).contains(kind == .tombstone ? .delete : .write)
+    }
+}
+
+public typealias BlockID = Digest
+
+/// A block with its exact signed bytes; `id` is their BLAKE2b-256.
+public struct SignedPermissionBlock: Sendable, Equatable {
+    public let block: PermissionBlock
+    public let record: [UInt8]
+    public var id: BlockID { BLAKE2b.hash(record) }
+
+    /// Makes and signs a block: a fresh epoch key sealed to every reader (none when public). `signer` must be
+    /// an admin of `previous` (or, for epoch 0, the creator, who must be an admin member).
+    public static func make(
+        document: DocumentID, after previous: SignedPermissionBlock?, members: [PermissionBlock.Member], isPublic: Bool,
+        signer: SigningKeyPair, epochKey: SecureBytes = .random(count: PermissionBlock.epochKeyByteCount)
+    ) -> SignedPermissionBlock {
+        var sealed: [SigningPublicKey: [UInt8]] = [:]
+        if !isPublic {
+            for m in members where m.roles.contains(.read) { sealed[m.identity.signing] = m.identity.box.seal(epochKey.bytes) }
+        }
+        let block = PermissionBlock(
+            document: document, epoch: previous.map { $0.block.epoch + 1 } ?? 0, previous: previous?.id, isPublic: isPublic,
+            members: members.sorted { $0.identity.signing.bytes.lexicographicallyPrecedes($1.identity.signing.bytes) },
+            sealedKeys: sealed, signer: signer.publicKey)
+        let body = block.body
+        return SignedPermissionBlock(block: block, record: body + signer.signature(for: body))
+    }
+
+    private init(block: PermissionBlock, record: [UInt8]) {
+        self.block = block
+        self.record = record
+    }
+
+    /// Decodes a record and checks its structure and signature (not yet its place in a chain: `PermissionChain`).
+    public init(record: [UInt8]) throws(DecodingError) {
+        let signatureCount = SigningKeyPair.signatureByteCount
+        guard record.count > signatureCount else { throw .truncated("permission block") }
+        let body = Array(record[..<(record.count - signatureCount)])
+        var r = ByteReader(body, context: "permission block")
+        let version = try r.u8()
+        guard version == PermissionBlock.formatVersion else { throw .unsupportedVersion(Int(version)) }
+        let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
+        let epoch = try r.u32()
+        let previousBytes = try r.raw(32)
+        let previous = previousBytes.allSatisfy { $0 == 0 } ? nil : try Self.digest(previousBytes)
+        guard (epoch == 0) == (previous == nil) else { throw .invalid("permission block: previous block of epoch \(epoch)") }
+        let publicFlag = try r.u8()
+        guard publicFlag <= 1 else { throw .invalid("permission block public flag") }
+        let memberCount = Int(try r.u32())
+        guard (1...PermissionBlock.maximumMembers).contains(memberCount) else { throw .invalid("permission block member count") }
+        var members: [PermissionBlock.Member] = []
+        for _ in 0..<memberCount {
+            let signing = try Self.signingKey(r.raw(SigningPublicKey.byteCount))
+            let box: BoxPublicKey
+            do { box = try BoxPublicKey(bytes: r.raw(BoxPublicKey.byteCount)) } catch { throw .invalid("member box key") }
+            let roles = Roles(rawValue: try r.u8())
+            guard !roles.isEmpty, Roles.all.isSuperset(of: roles) else { throw .invalid("member roles") }
+            if let last = members.last, !last.identity.signing.bytes.lexicographicallyPrecedes(signing.bytes) {
+                throw .invalid("permission block members out of order or repeated")
+            }
+            members.append(.init(identity: IdentityToken(signing: signing, box: box), roles: roles))
+        }
+        let readers = members.filter { $0.roles.contains(.read) }.map(\.identity.signing)
+        let sealedCount = Int(try r.u32())
+        guard sealedCount == (publicFlag == 1 ? 0 : readers.count) else { throw .invalid("permission block sealed key count") }
+        var sealed: [SigningPublicKey: [UInt8]] = [:]
+        for reader in readers.prefix(sealedCount) {
+            guard try Self.signingKey(r.raw(SigningPublicKey.byteCount)) == reader else {
+                throw .invalid("permission block sealed keys do not follow the readers")
+            }
+            sealed[reader] = try r.raw(PermissionBlock.sealedKeyByteCount)
+        }
+        let signer = try Self.signingKey(r.raw(SigningPublicKey.byteCount))
+        try r.expectEnd()
+        guard signer.isValidSignature(Array(record[(record.count - signatureCount)...]), for: body) else {
+            throw .invalid("permission block signature")
+        }
+        self.block = PermissionBlock(
+            document: document, epoch: epoch, previous: previous, isPublic: publicFlag == 1, members: members,
+            sealedKeys: sealed, signer: signer)
+        self.record = record
+    }
+
+    /// The epoch key, for a reader holding `identity`'s box key; nil if it is not sealed to it (or public).
+    public func epochKey(for signing: SigningPublicKey, box: BoxKeyPair) -> SecureBytes? {
+        guard let sealed = block.sealedKeys[signing], let key = try? box.openSealed(sealed),
+            key.count == PermissionBlock.epochKeyByteCount
+        else { return nil }
+        return SecureBytes(key)
+    }
+
+    private static func signingKey(_ bytes: [UInt8]) throws(DecodingError) -> SigningPublicKey {
+        do { return try SigningPublicKey(bytes: bytes) } catch { throw .invalid("signing key") }
+    }
+
+    private static func digest(_ bytes: [UInt8]) throws(DecodingError) -> Digest {
+        do { return try Digest(bytes: bytes) } catch { throw .invalid("block id") }
+    }
+}
+
+extension PermissionBlock {
+    var body: [UInt8] {
+        var w = ByteWriter(capacity: 128 + members.count * 65 + sealedKeys.count * 112)
+        w.u8(Self.formatVersion)
+        w.raw(document.bytes)
+        w.u32(epoch)
+        if let previous { w.digest(previous) } else { w.raw([UInt8](repeating: 0, count: 32)) }
+        w.u8(isPublic ? 1 : 0)
+        w.u32(UInt32(members.count))
+        for m in members {
+            w.raw(m.identity.signing.bytes)
+            w.raw(m.identity.box.bytes)
+            w.u8(m.roles.rawValue)
+        }
+        let readers = isPublic ? [] : members.filter { $0.roles.contains(.read) }
+        w.u32(UInt32(readers.count))
+        for m in readers {
+            w.raw(m.identity.signing.bytes)
+            w.raw(sealedKeys[m.identity.signing]!)
+        }
+        w.raw(signer.bytes)
+        return w.bytes
+    }
+}
+
+/// Why a permission block is not accepted as the next of its document's chain.
+public enum PermissionChainError: Error, Sendable, Equatable, CustomStringConvertible {
+    case otherDocument
+    /// Its epoch is not one past the chain's (a replayed or rolled-back block, or a gap).
+    case notNext(expected: UInt32, got: UInt32)
+    case wrongPrevious
+    /// The signer is not an admin of the previous block (of epoch 0: not the creator, or not an admin in it).
+    case signerNotAdmin
+
+    public var description: String {
+        switch self {
+        case .otherDocument: "the block is for another document"
+        case .notNext(let expected, let got): "epoch \(got) where \(expected) is next (replayed, rolled back or out of order)"
+        case .wrongPrevious: "the block does not name the current block as its predecessor"
+        case .signerNotAdmin: "the signer is not an admin of the previous block"
+        }
+    }
+}
+
+/// A document's permission blocks from its creator's first: each signed by an admin of the one before.
+/// A node accepts a block only as the next link; so a replayed, rolled-back or forged block is rejected,
+/// and the current epoch only moves forward (the persisted high-water mark of docs/security.md).
+public struct PermissionChain: Sendable {
+    public let document: DocumentID
+    public let creator: SigningPublicKey
+    public private(set) var blocks: [SignedPermissionBlock] = []
+
+    public init(document: DocumentID, creator: SigningPublicKey) {
+        self.document = document
+        self.creator = creator
+    }
+
+    public var current: SignedPermissionBlock? { blocks.last }
+
+    /// Checks `block` as the next link and appends it.
+    public mutating func append(_ block: SignedPermissionBlock) throws(PermissionChainError) {
+        let b = block.block
+        guard b.document == document else { throw .otherDocument }
+        let expected = UInt32(blocks.count)
+        guard b.epoch == expected else { throw .notNext(expected: expected, got: b.epoch) }
+        guard b.previous == current?.id else { throw .wrongPrevious }
+        if let current {
+            guard current.block.roles(of: b.signer).contains(.admin) else { throw .signerNotAdmin }
+        } else {
+            guard b.signer == creator, b.roles(of: creator).contains(.admin) else { throw .signerNotAdmin }
+        }
+        blocks.append(block)
+    }
+}
