@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import HypernetModel
 import HypernetStore
 import Synchronization
@@ -54,6 +55,18 @@ final class ChunkFetcher: Sendable {
             var found: [ChunkID: ChunkLocation] = [:]
             for id in ids { if let l = slots[id]?.location { found[id] = l } }
             return found
+        }
+    }
+
+    /// Waits until every one of `ids` has been pushed here (by any session), or `timeout` passes. Polls
+    /// every 5 ms: pushes land in slots without waking anyone, and this wait is short and rare.
+    func awaitPushes(_ ids: [ChunkID], timeout: Duration) {
+        let deadline = ContinuousClock.now + timeout
+        var waiting = ids
+        while ContinuousClock.now < deadline {
+            waiting = slots.withLock { slots in waiting.filter { slots[$0]?.location == nil } }
+            if waiting.isEmpty { return }
+            usleep(5_000)
         }
     }
 

@@ -54,12 +54,12 @@ public final class SyncNode: SessionDelegate {
     /// Runs listing this many chunks (about 4 MiB) go to one replica first, which forwards them to the others.
     static let forwardThreshold = 64
     static let forwardWait: DispatchTimeInterval = .seconds(10)
-    /// Live runs of a tree go at once, with their chunks pushed ahead, to at most this many subscribers (the
-    /// eager ones); the others get them `lazyDelay` later, without chunks: by then they have usually stored
-    /// them from an eager node, and otherwise fetch what they lack. A writer's upload per revision is bounded
-    /// by the fan-out, not by the number of followers (docs/protocol.md, "Fan-out").
+    /// Live runs of a tree go to every subscriber at once, but their chunks are pushed ahead only to at most
+    /// this many (the eager ones). A lazy subscriber that has other sources for the tree waits up to
+    /// `lazyWait` for the chunks to be pushed by one of them before it asks: a writer's upload per revision is
+    /// bounded by the fan-out, not by the number of followers (docs/protocol.md, "Fan-out").
     public static let eagerFanout = 4
-    static let lazyDelay: DispatchTimeInterval = .milliseconds(500)
+    static let lazyWait: Duration = .milliseconds(300)
 
     let store: Store
     let nodeKey: SigningKeyPair
@@ -78,8 +78,6 @@ public final class SyncNode: SessionDelegate {
         var confirmed: Int64 = 0
         /// A large run held back for another replica to forward (see `forwarder`): sent anyway after this.
         var heldUntil: DispatchTime?
-        /// A live run held back from a lazy subscriber (see `eagerFanout`) until this.
-        var lazyUntil: DispatchTime?
     }
 
     struct Dial {
@@ -99,6 +97,8 @@ public final class SyncNode: SessionDelegate {
         var subscribed: Set<SigningPublicKey> = []
         /// Bytes of chunks pushed unasked since the last run was stored.
         var pushedBytes = 0
+        /// Trees whose log this peer has sent up to its end: its runs of them are live from then on.
+        var caughtUp: Set<SigningPublicKey> = []
     }
 
     struct State {
@@ -320,7 +320,11 @@ public final class SyncNode: SessionDelegate {
     func session(_ session: Session, received message: Message) {
         switch message {
         case .entries(let tree, let storeID, let entries, _):
-            guard !entries.isEmpty else { return }  // the caught-up marker: nothing to store
+            guard !entries.isEmpty else {
+                // The caught-up marker: nothing to store; what follows is live.
+                state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.caughtUp.insert(tree) }
+                return
+            }
             // An honest peer keeps at most `window` runs of one tree unconfirmed.
             let admitted = state.withLock { s -> Bool in
                 guard var p = s.peers[ObjectIdentifier(session)], p.queuedRuns[tree, default: 0] < Self.window else { return false }
@@ -508,11 +512,9 @@ public final class SyncNode: SessionDelegate {
             }
             let last = run.last!.seq
             let eager = isEager(session, for: tree)
-            if cursor.caughtUpSent && !eager && holdLazily(tree, from: session) { return }
             if holdForForwarding(run, tree: tree, to: session) { return }
             state.withLock { s in
                 s.peers[key]?.cursors[tree]?.heldUntil = nil
-                s.peers[key]?.cursors[tree]?.lazyUntil = nil
                 s.peers[key]?.cursors[tree]?.sent = last
                 s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
                 s.peers[key]?.cursors[tree]?.caughtUpSent = false
@@ -563,21 +565,6 @@ public final class SyncNode: SessionDelegate {
     public static func eagerSet(of subscribers: [SigningPublicKey], from own: SigningPublicKey) -> Set<SigningPublicKey> {
         let ranked = subscribers.map { (BLAKE2b.hash(own.bytes + $0.bytes), $0) }.sorted { $0.0 < $1.0 }
         return Set(ranked.prefix(eagerFanout).map(\.1))
-    }
-
-    /// Holds a live run back from a lazy subscriber until `lazyDelay` after the first one it was not sent.
-    private func holdLazily(_ tree: SigningPublicKey, from session: Session) -> Bool {
-        let held = state.withLock { s -> (until: DispatchTime, new: Bool)? in
-            let key = ObjectIdentifier(session)
-            guard let cursor = s.peers[key]?.cursors[tree] else { return nil }
-            if let until = cursor.lazyUntil { return (until, false) }
-            let until = DispatchTime.now() + Self.lazyDelay
-            s.peers[key]?.cursors[tree]?.lazyUntil = until
-            return (until, true)
-        }
-        guard let held, DispatchTime.now() < held.until else { return false }
-        if held.new { session.serveQueue.asyncAfter(deadline: held.until) { [self] in pump(tree, to: session) } }
-        return true
     }
 
     /// Sends chunks ahead of the entries that list them, up to `pushLimit` bytes (larger writes are fetched).
@@ -657,6 +644,11 @@ public final class SyncNode: SessionDelegate {
             let have = try store.existingRevisions(ids)
             let fresh = remotes.filter { !have.contains($0.signed.id) }
             let missing = try store.missingChunks(fresh.flatMap(\.chunks))
+            if !missing.isEmpty, hasOtherSource(of: tree, than: session) {
+                // A live run without its chunks: this node is one of the sender's lazy subscribers, and an
+                // eager one is likely pushing them here already (see `eagerFanout`).
+                fetcher.awaitPushes(missing, timeout: Self.lazyWait)
+            }
             let arrived = missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
             if session.isEnded { return }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
@@ -703,6 +695,15 @@ public final class SyncNode: SessionDelegate {
         } catch {
             logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
             session.close("local store failure")
+        }
+    }
+
+    /// Whether `session` sent a live run of `tree` with no chunk pushed ahead (it counts this node among its
+    /// lazy subscribers) while another connected peer also sends live runs of `tree`.
+    private func hasOtherSource(of tree: SigningPublicKey, than session: Session) -> Bool {
+        state.withLock { s in
+            guard let p = s.peers[ObjectIdentifier(session)], p.caughtUp.contains(tree), p.pushedBytes == 0 else { return false }
+            return s.peers.values.contains { $0.session !== session && $0.caughtUp.contains(tree) && !$0.session.isEnded }
         }
     }
 
