@@ -7,6 +7,7 @@ import Glibc
 ///     HOME/control.sock   the daemon's control socket (0600)
 ///     HOME/hypernet.log   the daemon's log
 ///     HOME/daemon.pid     PID of the running daemon
+///     HOME/contacts       petnames for identities (`Contacts`)
 public struct Home: Sendable {
     public let path: String
 
