@@ -16,6 +16,7 @@ options, `serve` nodes, launching inside a namespace (`nsenter --net`: only the 
 FUSE mount stays visible here), `status`/backlog parsing and read-only catalog queries.
 """
 
+import contextlib
 import errno
 import itertools
 import os
@@ -27,7 +28,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 import helpers
+import netns
 from helpers import Node, pid_alive, sha256, wait_until  # noqa: F401  (wait_until re-exported)
 
 PASSPHRASE = "replication tests only"
@@ -410,6 +414,32 @@ class Cluster:
                 for source in [n.home / "hypernet.log", *(n.home / "store").glob("catalog.sqlite*")]:
                     if source.exists():
                         shutil.copy2(source, target / source.name)
+
+
+_LAB_CHECK = None  # netns.available(), asked once per session
+
+
+@contextlib.contextmanager
+def lab_cluster(make_node, workdir, prefix, hosts=3):
+    """A Cluster whose nodes run in the hosts of a fresh netns.Lab (partitions with nft). Skips the test where
+    namespaces or nft are unavailable; at the end stops the daemons before their namespaces go."""
+    global _LAB_CHECK
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if not shutil.which("nft"):
+        pytest.skip("partitions need nftables (nft)")
+    if _LAB_CHECK is None:
+        _LAB_CHECK = netns.available()
+    if not _LAB_CHECK[0]:
+        pytest.skip(f"network namespaces unavailable: {_LAB_CHECK[1]}")
+    lab = netns.Lab(prefix, hosts=hosts)
+    lab.__enter__()
+    cl = Cluster(make_node, workdir, lab=lab)
+    try:
+        yield cl
+    finally:
+        cl.close()
+        lab.close()
 
 
 def write(path, data: bytes, fsync=False, append=False):

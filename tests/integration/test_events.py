@@ -9,7 +9,6 @@ Nodes run on their own loopback addresses (cluster.py), or, for the chain, in ne
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -17,7 +16,7 @@ import time
 
 import pytest
 
-import netns
+import cluster as cluster_module
 from cluster import Cluster, eventually, write
 from helpers import doc_id, read_file
 
@@ -178,26 +177,10 @@ def test_tail_f_on_b_follows_a_log_appended_on_a(cluster, streams):
 
 # --- forwarding: a node connected only to a relay still gets pushes ------------------------------------------
 
-_LAB_OK = None
-
-
 @pytest.fixture
 def lab_cluster(make_node, node_dir):
-    global _LAB_OK
-    if os.geteuid() != 0 or not shutil.which("nft"):
-        pytest.skip("the chain needs root and nftables")
-    if _LAB_OK is None:
-        _LAB_OK = netns.available()
-    if not _LAB_OK[0]:
-        pytest.skip(f"network namespaces unavailable: {_LAB_OK[1]}")
-    lab = netns.Lab("hnevents", hosts=3)
-    lab.__enter__()
-    cl = Cluster(make_node, node_dir, lab=lab)
-    try:
+    with cluster_module.lab_cluster(make_node, node_dir, "hnevents") as cl:
         yield cl
-    finally:
-        cl.close()
-        lab.close()
 
 
 @pytest.mark.timeout(120)

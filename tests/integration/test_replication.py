@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-import netns
+import cluster as cluster_module
 from cluster import Cluster, eventually, snapshot, wait_converged, write
 from helpers import current_revision, doc_id, hx, read_file
 
@@ -34,28 +34,10 @@ def cluster(make_node, node_dir):
     cl.close()
 
 
-_LAB_OK = None
-
-
 @pytest.fixture
 def lab_cluster(make_node, node_dir):
-    global _LAB_OK
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if not shutil.which("nft"):
-        pytest.skip("partitions need nftables (nft)")
-    if _LAB_OK is None:
-        _LAB_OK = netns.available()
-    if not _LAB_OK[0]:
-        pytest.skip(f"network namespaces unavailable: {_LAB_OK[1]}")
-    lab = netns.Lab("hnrepl", hosts=3)
-    lab.__enter__()
-    cl = Cluster(make_node, node_dir, lab=lab)
-    try:
+    with cluster_module.lab_cluster(make_node, node_dir, "hnrepl") as cl:
         yield cl
-    finally:
-        cl.close()  # stop the daemons cleanly before their namespaces go
-        lab.close()
 
 
 
