@@ -12,6 +12,20 @@ extension Store {
             }
         }
     }
+
+    /// This identity's documents with a directory head: every directory whose listing may place a document
+    /// (a live one: a directory head wins over tombstones), shown or not.
+    public func directoryDocuments() throws(StoreError) -> [DocumentID] {
+        try catalog.read { db in
+            try Data.fetchAll(
+                db,
+                sql: """
+                    SELECT DISTINCT h.document FROM heads h JOIN revisions r ON r.id = h.revision
+                    WHERE r.tree = ? AND r.kind = ?
+                    """, arguments: [Data(keyring.identity.publicKey.bytes), Int(RevisionKind.directory.rawValue)]
+            ).map { try DocumentID(bytes: Array($0)) }
+        }
+    }
 }
 
 extension Store {

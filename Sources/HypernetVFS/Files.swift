@@ -300,9 +300,6 @@ extension VirtualFileSystem {
         try appendRevisionLocked(&dir, locations: locations)
         s.nodes[inode] = dir
         s.dirtyDirectories.remove(inode)
-        if listingChanged {
-            for child in dir.children.sorted.map(\.inode) { s.nodes[child]?.placedBy = dir.record.head }
-        }
     }
 
     func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil) throws(VFSError) {

@@ -24,9 +24,6 @@ struct Node {
     /// Directories: the heads whose merge the entries show (set when received revisions are shown). The next
     /// revision names these as parents — not every stored head, which may include one not shown yet.
     var mergedHeads: [RevisionID] = []
-    /// The directory revision whose listing decided this node's place (its stamp): when concurrent moves list
-    /// one document in two directories, or close a cycle, the later stamp wins (docs/design.md, "Placement").
-    var placedBy: RevisionID?
 
     var inode: UInt64 { record.inode }
     var kind: RevisionKind { record.kind }

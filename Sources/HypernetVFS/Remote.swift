@@ -38,6 +38,12 @@ extension VirtualFileSystem {
             }
             var directories: [DocumentID] = []
             var seen = Set<DocumentID>()
+            // A delete undone by an edit that arrived after the listing that removed the document: the listing
+            // that still names it shows it again.
+            let relisted = documents.contains { d in
+                guard let record = try? store.document(d), s.nodes[record.inode]?.linked != true else { return false }
+                return (try? isUndeleted(d)) ?? false
+            }
             for d in documents where seen.insert(d).inserted {
                 do {
                     guard let w = try winner(of: d) else { continue }
@@ -50,28 +56,23 @@ extension VirtualFileSystem {
                     logger.error("applying a received revision failed: \(error)", metadata: ["document": "\(d)"])
                 }
             }
-            for d in directories {
-                do { try applyDirectory(d, in: &s, &invalid) } catch {
-                    logger.error("applying a received directory failed: \(error)", metadata: ["document": "\(d)"])
-                }
-            }
-            // A delete undone by an edit that arrived after the listing that removed the document: the listings
-            // are shown again, now keeping it (rare: a fork of a deleted document).
-            let unplaced = seen.contains { d in
-                guard let record = try? store.document(d), s.nodes[record.inode]?.linked != true,
-                    let w = try? winner(of: d), w.revision.kind != .tombstone
-                else { return false }
-                return (try? w.heads.contains { try store.revision($0).revision.kind == .tombstone }) ?? false
-            }
-            if unplaced {
-                invalid.applying = []
-                for inode in s.nodes.keys.sorted() where s.nodes[inode]!.isDirectory && s.nodes[inode]!.linked {
-                    let d = s.nodes[inode]!.record.id
-                    do { try applyDirectory(d, in: &s, &invalid) } catch {
-                        logger.error("applying a directory again failed: \(error)", metadata: ["document": "\(d)"])
+            if !directories.isEmpty || relisted {
+                do {
+                    // Where every document shows is decided from the stored listings as a whole, then each
+                    // directory received, and each whose shown entries differ from that, is shown anew: the
+                    // same tree whatever the order revisions arrived in.
+                    invalid.placement = try placement()
+                    for d in directories + stale(s, invalid.placement) {
+                        do { try applyDirectory(d, in: &s, &invalid) } catch {
+                            logger.error("applying a received directory failed: \(error)", metadata: ["document": "\(d)"])
+                        }
                     }
+                    if !invalid.placement.rescued.isEmpty { markRescued(in: &s) }
+                } catch {
+                    logger.error("placing received directories failed: \(error)")
                 }
             }
+            for inode in invalid.removed { Self.dropIfUnreferenced(inode, in: &s) }
         }
         guard let cache = kernelCache.withLock({ $0 }) else { return }
         for (parent, name) in invalid.entries { cache.invalidate(parent: parent, name: name) }
@@ -81,8 +82,77 @@ extension VirtualFileSystem {
     struct Invalidations {
         var inodes: Set<UInt64> = []
         var entries: [(UInt64, String)] = []
-        /// Directories shown in this pass: each once, so that concurrent moves forming a cycle end.
+        /// Directories shown in this pass: each once.
         var applying: Set<DocumentID> = []
+        /// Nodes taken out of a directory in this pass; dropped at its end unless shown elsewhere by then (a
+        /// directory moved out of another may be the one being shown).
+        var removed: [UInt64] = []
+        var placement = Placement()
+    }
+
+    /// Where each document shows: in the directory listing it with the latest stamp (the directory revision
+    /// that decided the entry, by HLC time then id), so that a document listed by two directories after
+    /// concurrent moves shows once. Computed from every stored listing, never from what is shown, so every
+    /// node computes the same (docs/design.md, "Placement").
+    struct Placement {
+        /// Per directory document, the entries it shows.
+        var entries: [DocumentID: [DirectoryListing.Entry]] = [:]
+        /// Directories moved to the root to break a cycle; the root's next revision records them there.
+        var rescued: [DocumentID] = []
+    }
+
+    func placement() throws -> Placement {
+        var times: [RevisionID: HLCTime] = [:]
+        func order(_ id: RevisionID) throws -> (HLCTime, RevisionID) {
+            if let t = times[id] { return (t, id) }
+            let t = try store.revision(id).revision.time
+            times[id] = t
+            return (t, id)
+        }
+        let root = store.rootDocument
+        var spots: [DocumentID: (directory: DocumentID, entry: DirectoryListing.Entry, stamp: RevisionID)] = [:]
+        for d in try store.directoryDocuments() {
+            guard let w = try winner(of: d), w.revision.kind == .directory else { continue }
+            for (entry, stamp) in try mergedListing(w) where entry.document != root {
+                // Stamps are revisions of the listing directory: two directories never tie.
+                if let other = spots[entry.document], try order(other.stamp) > order(stamp) { continue }
+                spots[entry.document] = (d, entry, stamp)
+            }
+        }
+        // Concurrent moves that form a cycle (x into y, y into x): the root reaches none of it. The edge with the
+        // oldest stamp gives way; its directory shows at the root.
+        var cuts: [DocumentID] = []
+        var visited: Set<DocumentID> = []
+        for start in spots.keys {
+            var path: [DocumentID] = []
+            var current = start
+            while visited.insert(current).inserted, let spot = spots[current] {
+                path.append(current)
+                current = spot.directory
+            }
+            if let i = path.firstIndex(of: current) {
+                cuts.append(try path[i...].min { try order(spots[$0]!.stamp) < order(spots[$1]!.stamp) }!)
+            }
+        }
+        var taken = Set(spots.values.filter { $0.directory == root }.map { Array($0.entry.name.utf8) })
+        for cut in cuts.sorted(by: { $0.bytes.lexicographicallyPrecedes($1.bytes) }) {
+            var entry = spots[cut]!.entry
+            if !taken.insert(Array(entry.name.utf8)).inserted { entry.name = DirectoryMerge.conflictName(entry.name, cut) }
+            spots[cut] = (root, entry, spots[cut]!.stamp)
+        }
+        var placement = Placement(rescued: cuts)
+        for spot in spots.values { placement.entries[spot.directory, default: []].append(spot.entry) }
+        return placement
+    }
+
+    /// The shown directories whose entries differ from `placement`'s.
+    private func stale(_ s: State, _ placement: Placement) -> [DocumentID] {
+        s.nodes.values.filter { $0.isDirectory && $0.linked }.compactMap { dir in
+            let wanted = placement.entries[dir.record.id] ?? []
+            let same = wanted.count == dir.children.sorted.count
+                && wanted.allSatisfy { e in dir.children[e.name].flatMap { s.nodes[$0]?.record.id } == e.document }
+            return same ? nil : dir.record.id
+        }
     }
 
     func winner(of document: DocumentID) throws(StoreError) -> Winner? {
@@ -135,18 +205,16 @@ extension VirtualFileSystem {
         return r
     }
 
-    /// Shows the merge of every head's listing in directory `document`.
+    /// Shows in directory `document` the entries `invalid.placement` gives it: the merge of every head's listing,
+    /// less documents placed elsewhere, plus directories rescued from a cycle at the root.
     private func applyDirectory(_ document: DocumentID, in s: inout State, _ invalid: inout Invalidations) throws {
         guard invalid.applying.insert(document).inserted else { return }
         guard let record = try store.document(document), s.nodes[record.inode] != nil else { return }
         let inode = record.inode
-        // Local entry changes become a revision first, so the merge below includes them.
-        if s.dirtyDirectories.contains(inode) { try commitDirectoryLocked(inode, in: &s) }
         guard let w = try winner(of: document), var dir = s.nodes[inode], w.revision.kind == .directory else { return }
-        let merged = try mergedListing(w)
+        let shown = invalid.placement.entries[document] ?? []
         // Entries that changed: removed or pointing at another document.
-        let wanted = Dictionary(merged.map { ($0.entry.name, $0.entry) }, uniquingKeysWith: { a, _ in a })
-        var removed: [UInt64] = []
+        let wanted = Dictionary(shown.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (name, child) in dir.children.sorted where wanted[name]?.document != s.nodes[child]?.record.id {
             dir.children.removeValue(forKey: name)
             if var c = s.nodes[child], c.parent == inode, c.name == name {
@@ -154,7 +222,7 @@ extension VirtualFileSystem {
                 if c.isDirectory { dir.subdirectories -= 1 }
                 if try winner(of: c.record.id)?.revision.kind == .tombstone { c.record.kind = .tombstone }
                 s.nodes[child] = c
-                removed.append(child)
+                invalid.removed.append(child)
             }
             let gone = s.nodes[child]?.record
             try store.transaction { tx in
@@ -164,23 +232,18 @@ extension VirtualFileSystem {
             invalid.entries.append((inode, name))
         }
         s.nodes[inode] = dir
-        for (entry, stamp) in merged {
-            if let child = dir.children[entry.name] {
-                s.nodes[child]?.placedBy = stamp
-                continue
-            }
-            guard let child = try linkDocument(entry, placedBy: stamp, into: inode, in: &s, &invalid) else { continue }
+        for entry in shown where dir.children[entry.name] == nil {
+            let child = try linkDocument(entry, into: inode, in: &s, &invalid)
             dir = s.nodes[inode]!
             dir.children[entry.name] = child
             if s.nodes[child]!.isDirectory { dir.subdirectories += 1 }
             s.nodes[inode] = dir
             invalid.entries.append((inode, entry.name))
         }
-        for child in removed { Self.dropIfUnreferenced(child, in: &s) }
         dir = s.nodes[inode]!
         dir.mergedHeads = w.heads
         dir.record = Self.record(dir.record, showing: w)
-        dir.record.metadata.size = UInt64(DirectoryListing(entries: merged.map(\.entry)).encoded().count)
+        dir.record.metadata.size = UInt64(DirectoryListing(entries: shown).encoded().count)
         let updated = dir.record
         try store.transaction { tx in try tx.updateDocument(updated) }
         s.nodes[inode] = dir
@@ -233,19 +296,11 @@ extension VirtualFileSystem {
         return try w.heads.contains { try store.revision($0).revision.kind == .tombstone }
     }
 
-    /// Whether a placement decided by `a` was written after one decided by `b` (by HLC time, then id).
-    func isLater(_ a: RevisionID, than b: RevisionID) throws -> Bool {
-        let (ta, tb) = (try store.revision(a).revision.time, try store.revision(b).revision.time)
-        return (ta, a) > (tb, b)
-    }
-
     /// The inode showing `entry`'s document under `parent`: an existing one moved here, or a new row
-    /// (showing its winner, or empty until its first revision arrives). nil when the document stays where it
-    /// is: another directory lists it with a later stamp (docs/design.md, "Placement").
+    /// (showing its winner, or empty until its first revision arrives).
     private func linkDocument(
-        _ entry: DirectoryListing.Entry, placedBy stamp: RevisionID, into parent: UInt64, in s: inout State,
-        _ invalid: inout Invalidations
-    ) throws -> UInt64? {
+        _ entry: DirectoryListing.Entry, into parent: UInt64, in s: inout State, _ invalid: inout Invalidations
+    ) throws -> UInt64 {
         let w = try winner(of: entry.document)
         var record: DocumentRecord
         if let existing = try store.document(entry.document) {
@@ -259,61 +314,26 @@ extension VirtualFileSystem {
                 atimeSeconds: metadata.mtimeSeconds, atimeNanoseconds: metadata.mtimeNanoseconds, dirty: false)
         }
         if let k = w?.revision.kind, k != .tombstone { record.kind = k } else if record.kind == .tombstone { record.kind = entry.kind }
-        var parent = parent
-        var name = entry.name
-        var rescuedHere = false
         if let old = s.nodes[record.inode], old.linked, old.parent != parent || old.name != entry.name {
-            if old.parent != parent, try listsLater(old.parent, entry.document, than: stamp, in: s) { return nil }
             unlinkMoved(old, in: &s, &invalid)
             try store.transaction { tx in try tx.removeEntry(parent: old.parent, name: old.name) }
         }
-        if record.kind == .directory, Self.isAncestor(record.inode, of: parent, in: s) {
-            // Concurrent moves made a cycle: the edge written first gives way, its directory shows at the root.
-            let cycle = Self.path(from: parent, upTo: record.inode, in: s)
-            var oldest: (inode: UInt64, stamp: RevisionID)? = nil
-            for n in cycle.dropLast() {
-                guard let placed = s.nodes[n]?.placedBy else { continue }
-                if try oldest.map({ try isLater($0.stamp, than: placed) }) ?? true { oldest = (n, placed) }
-            }
-            if let oldest, try isLater(stamp, than: oldest.stamp) {
-                try rescue(oldest.inode, in: &s, &invalid)
-            } else {
-                name = rootName(for: entry.name, entry.document, in: s)
-                parent = Self.rootInode
-                rescuedHere = true
-                markRescued(in: &s)
-            }
-        }
         let fresh = s.nodes[record.inode] == nil
-        var node = s.nodes[record.inode] ?? Node(record: record, parent: parent, name: name)
+        var node = s.nodes[record.inode] ?? Node(record: record, parent: parent, name: entry.name)
         node.record = record
         node.parent = parent
-        node.name = name
+        node.name = entry.name
         node.linked = true
-        node.placedBy = stamp
         let shown = record
         try store.transaction { tx in
             try tx.updateDocument(shown)
-            try tx.setEntry(parent: parent, name: name, child: shown.inode)
+            try tx.setEntry(parent: parent, name: entry.name, child: shown.inode)
         }
         s.nodes[record.inode] = node
-        if rescuedHere {
-            s.nodes[Self.rootInode]!.children[name] = record.inode
-            s.nodes[Self.rootInode]!.subdirectories += 1
-            invalid.entries.append((Self.rootInode, name))
-        }
-        // A new inode of a directory shown earlier in this pass (then dropped) has no entries yet: fill it again.
+        // A directory not shown yet when this pass reached it has no entries: fill it now.
         if fresh { invalid.applying.remove(entry.document) }
         if node.isDirectory, w != nil { try applyDirectory(entry.document, in: &s, &invalid) }
-        return rescuedHere ? nil : record.inode
-    }
-
-    /// Whether directory `directory`'s stored listing (merged) names `document` with a stamp later than `stamp`.
-    private func listsLater(_ directory: UInt64, _ document: DocumentID, than stamp: RevisionID, in s: State) throws -> Bool {
-        guard let id = s.nodes[directory]?.record.id, let w = try winner(of: id), w.revision.kind == .directory,
-            let there = try mergedListing(w).first(where: { $0.entry.document == document })
-        else { return false }
-        return try isLater(there.stamp, than: stamp)
+        return record.inode
     }
 
     /// Takes `node` out of the directory showing it (that directory's own revision may not have arrived yet).
@@ -326,33 +346,11 @@ extension VirtualFileSystem {
         invalid.inodes.insert(node.parent)
     }
 
-    /// Moves directory `inode` out of a cycle to the root; the root's next revision records it there.
-    private func rescue(_ inode: UInt64, in s: inout State, _ invalid: inout Invalidations) throws {
-        let node = s.nodes[inode]!
-        unlinkMoved(node, in: &s, &invalid)
-        let name = rootName(for: node.name, node.record.id, in: s)
-        try store.transaction { tx in
-            try tx.removeEntry(parent: node.parent, name: node.name)
-            try tx.setEntry(parent: Self.rootInode, name: name, child: inode)
-        }
-        s.nodes[inode]!.parent = Self.rootInode
-        s.nodes[inode]!.name = name
-        s.nodes[Self.rootInode]!.children[name] = inode
-        s.nodes[Self.rootInode]!.subdirectories += 1
-        s.dirtyDirectories.insert(node.parent)
-        markRescued(in: &s)
-        invalid.entries.append((Self.rootInode, name))
-    }
-
+    /// The root shows directories rescued from a cycle: its next revision records them there, with a stamp later
+    /// than the cycle's, which ends the cycle in the stored listings too.
     private func markRescued(in s: inout State) {
         s.nodes[Self.rootInode]!.record.dirty = true
         s.dirtyDirectories.insert(Self.rootInode)
-    }
-
-    /// `name`, or its conflict form when the root already shows another document under it.
-    private func rootName(for name: String, _ document: DocumentID, in s: State) -> String {
-        guard let taken = s.nodes[Self.rootInode]!.children[name], s.nodes[taken]?.record.id != document else { return name }
-        return DirectoryMerge.conflictName(name, document)
     }
 
     static func defaultMode(_ kind: RevisionKind) -> UInt32 {

@@ -1,4 +1,5 @@
 import Glibc
+import HypernetModel
 import HypernetStore
 import HypernetVFS
 import Logging
@@ -8,24 +9,77 @@ import Testing
 final class Fixture {
     let home: Home
     var vfs: VirtualFileSystem
+    /// The store under `vfs`: what replication reads and writes.
+    var store: Store
     let caller = Caller(uid: 0, gid: 0, pid: 1)
 
-    init() throws {
+    /// A fresh home, or a copy of `original`'s (another node of its identity, holding what it holds).
+    init(copying original: Fixture? = nil) throws {
         var template = Array("/tmp/hypernet-vfs-XXXXXX".utf8CString)
         let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
         home = Home(path: path)
-        vfs = try Self.open(home)
+        if let original {
+            original.vfs.shutdown()
+            guard system("cp -a '\(original.home.path)/.' '\(path)'") == 0 else { throw VFSError(EIO) }
+            try original.reopen()
+        }
+        (vfs, store) = try Self.open(home)
     }
 
-    static func open(_ home: Home) throws -> VirtualFileSystem {
+    static func open(_ home: Home) throws -> (VirtualFileSystem, Store) {
         let keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: "test").keyring
         let store = try Store(home: home, keyring: keyring, logger: Logger(label: "test"))
-        return try VirtualFileSystem(store: store, configuration: VFSConfiguration(), logger: Logger(label: "test"))
+        return (try VirtualFileSystem(store: store, configuration: VFSConfiguration(), logger: Logger(label: "test")), store)
     }
 
     func reopen() throws {
         vfs.shutdown()
-        vfs = try Self.open(home)
+        (vfs, store) = try Self.open(home)
+    }
+
+    /// Revisions `other` holds and this node lacks, in log order.
+    func missing(from other: Fixture) throws -> [LogEntry] {
+        let log = try other.store.log(tree: other.store.keyring.identity.publicKey, after: 0, limit: 1 << 20)
+        let have = try store.existingRevisions(log.map { try SignedRevision(record: $0.record).id })
+        return try log.filter { !have.contains(try SignedRevision(record: $0.record).id) }
+    }
+
+    /// Stores `entries` (with their chunks from `other`) as replication does, and shows them.
+    func receive(_ entries: [LogEntry], from other: Fixture) throws {
+        let tree = store.keyring.identity.publicKey
+        var documents: [DocumentID] = []
+        for entry in entries {
+            let signed = try SignedRevision(record: entry.record)
+            let chunks = try store.missingChunks(entry.chunks).map { try store.receiveChunk(id: $0, sealed: other.store.sealedChunk($0)!) }
+            let rejected = try store.storeRemote([RemoteRevision(signed: signed, tree: tree, chunks: entry.chunks)], chunks: chunks)
+            #expect(rejected.isEmpty)
+            documents.append(signed.revision.document)
+        }
+        vfs.applyRemote(documents)
+    }
+
+    /// Writes the revisions of changed directories (as the once-a-second pass does).
+    func commitDirectories() throws {
+        let handle = try vfs.opendir(inode: VirtualFileSystem.rootInode)
+        defer { vfs.releasedir(handle: handle) }
+        try vfs.fsyncdir(handle: handle)
+    }
+
+    /// Every path shown under `parent`: directories as "/", files as their bytes.
+    func tree(_ parent: UInt64 = VirtualFileSystem.rootInode, prefix: String = "") throws -> [String: String] {
+        let handle = try vfs.opendir(inode: parent)
+        defer { vfs.releasedir(handle: handle) }
+        var out: [String: String] = [:]
+        for e in try vfs.readdir(handle: handle, offset: 2) where e.name != ".hypernet" {
+            let path = prefix + e.name
+            if e.attributes.mode & S_IFMT == S_IFDIR {
+                out[path] = "/"
+                try out.merge(tree(e.attributes.inode, prefix: path + "/")) { a, _ in a }
+            } else {
+                out[path] = String(decoding: try read(e.name, parent: parent), as: UTF8.self)
+            }
+        }
+        return out
     }
 
     deinit {
@@ -69,6 +123,16 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     return (0..<count).map { _ in
         state = state &* 6364136223846793005 &+ 1442695040888963407
         return UInt8(truncatingIfNeeded: state >> 33)
+    }
+}
+
+/// Every order of `items`.
+func permutations<T>(_ items: [T]) -> [[T]] {
+    guard items.count > 1 else { return [items] }
+    return items.indices.flatMap { i in
+        var rest = items
+        let first = rest.remove(at: i)
+        return permutations(rest).map { [first] + $0 }
     }
 }
 
@@ -281,5 +345,36 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         try f.vfs.fsync(handle: handle, dataOnly: false)
         #expect(try f.vfs.read(handle: handle, offset: 0, size: 100) == Array("before after".utf8))
         f.vfs.release(handle: handle)
+    }
+}
+
+/// Nodes of one identity exchanging revisions: what a node shows depends on the stored revisions only.
+@Suite struct ReceivedRevisionsTests {
+    @Test func directoriesMovedIntoEachOtherShowOneTreeWhateverTheOrderTheirRevisionsArriveIn() throws {
+        let a = try Fixture()
+        let x = try a.vfs.mkdir(parent: 1, name: "x", mode: 0o755, caller: a.caller).inode
+        let y = try a.vfs.mkdir(parent: 1, name: "y", mode: 0o755, caller: a.caller).inode
+        try a.write("in-x.txt", Array("x\n".utf8), parent: x)
+        try a.write("in-y.txt", Array("y\n".utf8), parent: y)
+        try a.commitDirectories()
+        let (b, c) = (try Fixture(copying: a), try Fixture(copying: a))
+        // Partitioned: a moves x into y, then b moves y into x.
+        try a.vfs.rename(parent: 1, name: "x", newParent: y, newName: "x", flags: [])
+        try a.commitDirectories()
+        try b.vfs.rename(parent: 1, name: "y", newParent: x, newName: "y", flags: [])
+        try b.commitDirectories()
+        let (fromA, fromB) = (try c.missing(from: a), try c.missing(from: b))
+        #expect(fromA.count == 2 && fromB.count == 2, "each move is a revision of the root and of the target")
+        // The edge written first (a's: x in y) gives way: x shows at the root, y in it.
+        let expected = ["x": "/", "x/in-x.txt": "x\n", "x/y": "/", "x/y/in-y.txt": "y\n"]
+        try a.receive(fromB, from: b)
+        try b.receive(fromA, from: a)
+        #expect(try a.tree() == expected)
+        #expect(try b.tree() == expected)
+        for order in permutations(fromA.map { ($0, a) } + fromB.map { ($0, b) }) {
+            let d = try Fixture(copying: c)
+            for (entry, source) in order { try d.receive([entry], from: source) }
+            #expect(try d.tree() == expected, "revisions arriving one by one in another order")
+        }
     }
 }

@@ -269,8 +269,6 @@ def test_a_file_moved_into_a_directory_deleted_elsewhere_is_not_lost(trio):
     retrievable(trio, "dir/f.txt", [(rev, b"moved in\n")])
 
 
-@pytest.mark.xfail(strict=False, reason="open, order-dependent: after the cycle is broken, y sometimes shows "
-                                        "without its entries (in-y.txt)")
 @pytest.mark.timeout(240)
 def test_directories_moved_into_each_other_concurrently_leave_a_valid_tree(trio):
     a, b, c = start(trio)
