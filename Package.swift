@@ -72,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "hypernet",
             dependencies: [
-                "HypernetDaemon", "HypernetModel", "HypernetSync",
+                "CLinux", "HypernetDaemon", "HypernetModel", "HypernetSync",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

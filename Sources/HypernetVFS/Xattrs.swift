@@ -12,6 +12,7 @@ enum HypernetXattr: String, CaseIterable {
     case conflicts = "user.hypernet.conflicts"
     case replicas = "user.hypernet.replicas"
     case quorum = "user.hypernet.quorum"
+    case rights = "user.hypernet.rights"
 
     static let prefix = "user.hypernet."
     /// Write-only (not listed, ENODATA on read): `setfattr -n user.hypernet.resolve -v REV` merges every head.
@@ -48,6 +49,10 @@ extension VirtualFileSystem {
             guard let head = node.record.head else { return "0" }
             do { return "\(try store.replicaCount(head) + 1)" } catch { throw fail(error, "replicas", inode: inode) }
         case .quorum: return "\(quorum)"
+        case .rights:
+            // Until permission blocks are stored (docs/security.md, "Rights"), a tree has one member: its owner,
+            // the only identity whose revisions any node accepts in it.
+            return "\(store.keyring.identityToken) \(Roles.all)\n"
         }
     }
 

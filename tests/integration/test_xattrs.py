@@ -10,7 +10,7 @@ import pytest
 
 from helpers import XATTR_PREFIX, current_revision, doc_id, errno_of, history, hx, read_file, user_xattrs, write_file
 
-READABLE = ["id", "revision", "history", "conflicts", "replicas", "quorum"]
+READABLE = ["id", "revision", "history", "conflicts", "replicas", "quorum", "rights"]
 
 
 def value(path, name) -> str:
@@ -30,7 +30,7 @@ def target(request, node):
     return path
 
 
-def test_readable_table(target):
+def test_readable_table(target, node):
     ident = value(target, "id").strip()
     assert re.fullmatch(r"\S+", ident), f"user.hypernet.id {ident!r}"
     rev = value(target, "revision").strip()
@@ -42,6 +42,9 @@ def test_readable_table(target):
     assert hx(target, "conflicts") == b"", "conflicts must be empty on one node"
     assert value(target, "replicas").strip() == "1"
     assert value(target, "quorum").strip() == "1"
+    token = node.cli("id").stdout.strip()
+    assert value(target, "rights") == f"{token} read,write,delete,admin\n", "the owner is not the one member, with every role"
+    assert node.cli("rights", target).stdout == value(target, "rights"), "hypernet rights differs from user.hypernet.rights"
 
 
 def test_getfattr_dump_shows_revision(node):

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #endif
 #include <sys/mman.h>
+#include <sys/xattr.h>
 
 /// memfd_create(name, MFD_CLOEXEC): an anonymous memory file for write staging.
 static inline int CLinux_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
