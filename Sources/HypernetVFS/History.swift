@@ -22,8 +22,12 @@ extension VirtualFileSystem {
     }
 
     func history(of node: Node) throws(VFSError) -> [HistoryEntry] {
+        try history(of: node.record.id, inode: node.inode)
+    }
+
+    func history(of document: DocumentID, inode: UInt64) throws(VFSError) -> [HistoryEntry] {
         let summaries: [RevisionSummary]
-        do { summaries = try store.revisions(of: node.record.id) } catch { throw fail(error, "history", inode: node.inode) }
+        do { summaries = try store.revisions(of: document) } catch { throw fail(error, "history", inode: inode) }
         return summaries.map { r in
             HistoryEntry(
                 revision: r.id.hex, time: ISO8601.format(milliseconds: r.time.milliseconds), author: store.authorName(r.author), size: r.size,
@@ -37,17 +41,49 @@ extension VirtualFileSystem {
         return try history(of: node).filter { $0.isHead && $0.revision != node.record.head?.hex }
     }
 
+    /// The history of the document at `path`, also after it was deleted (see `document(at:)`).
     public func history(path: String) throws(VFSError) -> [HistoryEntry] {
-        try history(of: resolve(path: path))
+        let d = try document(at: path)
+        return try history(of: d.id, inode: d.inode)
+    }
+
+    /// The document at `path`: the one shown there, or, for a name that is gone, the last document its
+    /// directory listed under it (its listings read newest first), so a deleted file's history and old
+    /// contents stay reachable by its name. `inode` is the shown node's, or its directory's.
+    func document(at path: String) throws(VFSError) -> (id: DocumentID, inode: UInt64) {
+        do {
+            let node = try resolve(path: path)
+            return (node.record.id, node.inode)
+        } catch {
+            guard error.errno == ENOENT, let name = path.split(separator: "/").last.map(String.init), name != "..", name != "."
+            else { throw error }
+            let directory = try resolve(path: path.split(separator: "/").dropLast().joined(separator: "/"))
+            guard directory.isDirectory else { throw error }
+            do {
+                for summary in try store.revisions(of: directory.record.id) {
+                    let (revision, metadata) = try store.revision(summary.id)
+                    guard revision.kind == .directory else { continue }
+                    let listing = try DirectoryListing(decoding: store.readContent(metadata.content))
+                    if let entry = listing.entries.first(where: { $0.name == name }) { return (entry.document, directory.inode) }
+                }
+            } catch {
+                throw fail(error, "history", inode: directory.inode)
+            }
+            throw error
+        }
     }
 
     /// The revision of `node`'s document whose id is `revision` or starts with it (at least 4 hex digits).
     private func findRevision(_ revision: String, of node: Node) throws(VFSError) -> RevisionID {
+        try findRevision(revision, of: node.record.id, inode: node.inode)
+    }
+
+    private func findRevision(_ revision: String, of document: DocumentID, inode: UInt64) throws(VFSError) -> RevisionID {
         let wanted = revision.lowercased()
         guard wanted.count >= 4 else { throw VFSError(ENXIO) }
         let matches: [RevisionSummary]
-        do { matches = try store.revisions(of: node.record.id).filter { $0.id.hex.hasPrefix(wanted) } } catch {
-            throw fail(error, "history", inode: node.inode)
+        do { matches = try store.revisions(of: document).filter { $0.id.hex.hasPrefix(wanted) } } catch {
+            throw fail(error, "history", inode: inode)
         }
         guard matches.count == 1 else { throw VFSError(ENXIO) }
         return matches[0].id
@@ -55,8 +91,8 @@ extension VirtualFileSystem {
 
     /// Content of `path` at `revision` (a full revision id or a unique prefix); ENXIO for an unknown revision.
     public func content(path: String, revision: String) throws(VFSError) -> [UInt8] {
-        let node = try resolve(path: path)
-        let id = try findRevision(revision, of: node)
+        let document = try document(at: path)
+        let id = try findRevision(revision, of: document.id, inode: document.inode)
         do {
             let (r, metadata) = try store.revision(id)
             switch r.kind {
@@ -65,7 +101,7 @@ extension VirtualFileSystem {
             case .tombstone: throw VFSError(ENOENT)
             }
         } catch {
-            throw fail(error, "read revision", inode: node.inode)
+            throw fail(error, "read revision", inode: document.inode)
         }
     }
 

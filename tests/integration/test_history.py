@@ -3,7 +3,7 @@
 import os
 import re
 
-from helpers import current_revision, doc_id, history, random_bytes, read_file, write_file
+from helpers import current_revision, doc_id, history, random_bytes, read_file, wait_until, write_file
 
 
 def log_lines(node, path):
@@ -69,3 +69,24 @@ def test_unknown_revision_fails(node):
     result = node.cli("restore", path, "0" * 64, check=False)
     assert result.returncode != 0
     assert read_file(path) == b"x"
+
+
+def test_a_deleted_file_keeps_its_history_under_its_name(node):
+    path = node.p("gone.txt")
+    versions = [b"kept after the delete\n", b"second, also kept\n"]
+    revisions = []
+    root_before = current_revision(node.p())
+    for content in versions:
+        write_file(path, content)
+        revisions.append(current_revision(path))
+    # A name is found through the directory's revisions, made once a second: wait for one that lists it.
+    assert wait_until(lambda: current_revision(node.p()) != root_before, 5), "no directory revision lists gone.txt"
+    os.unlink(path)
+    lines = log_lines(node, path)
+    assert len(lines) == 3 and "[deleted]" in lines[0], f"`hypernet log` of a deleted file: {lines}"
+    for rev, content in zip(revisions, versions):
+        assert node.cli("cat", path, "--rev", rev, text=False).stdout == content, \
+            f"`hypernet cat --rev` of the deleted file does not return revision {rev[:12]}"
+    assert node.cli("cat", path, text=False, check=False).returncode != 0, "cat without --rev of a deleted file succeeded"
+    unknown = node.cli("log", node.p("never-existed.txt"), check=False)
+    assert unknown.returncode != 0 and "no such file" in unknown.stderr, unknown.stderr
