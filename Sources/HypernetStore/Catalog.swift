@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 3
+    static let formatVersion = 4
     let pool: DatabasePool
     let path: String
 
@@ -132,6 +132,11 @@ final class Catalog: Sendable {
         // Format 3: packs may hold delta chunks (codec 2), which format-2 code cannot open: it must refuse the store.
         m.registerMigration("v3-delta-chunks") { db in
             try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '3')")
+        }
+        // Format 4: packs may hold multi-base deltas (codec 3). Format-3 code reports them as corrupt ("unknown
+        // codec 3": EIO on reads, fsck problems) though they are not: it must refuse the store instead.
+        m.registerMigration("v4-multi-base-deltas") { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '4')")
         }
         return m
     }

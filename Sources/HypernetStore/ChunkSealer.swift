@@ -7,6 +7,9 @@ import HypernetModel
 ///             frame = codec (0 raw, 1 zstd) || data
 ///     delta:  frame = 2 || depth u8 || base ChunkReference || zstd frame made with the base plaintext as prefix
 ///             key   = BLAKE2b-256(key: epoch key, "hypernet chunk delta v1" || frame)
+///     multi-base delta (2…4 bases, their plaintexts concatenated in order as the prefix):
+///             frame = 3 || depth u8 || count u8 || count × ChunkReference || zstd frame
+///             key   = BLAKE2b-256(key: epoch key, "hypernet chunk multi-base delta v1" || frame)
 ///     ciphertext = XChaCha20-Poly1305(key, nonce: 24 zero bytes, frame)
 ///     id         = BLAKE2b-256(ciphertext)
 ///
@@ -17,6 +20,7 @@ import HypernetModel
 enum ChunkSealer {
     static let context = Array("hypernet chunk v1".utf8)
     static let deltaContext = Array("hypernet chunk delta v1".utf8)
+    static let multiBaseDeltaContext = Array("hypernet chunk multi-base delta v1".utf8)
     static let zeroNonce = [UInt8](repeating: 0, count: AEAD.nonceByteCount)
     /// Compression is tried on a prefix first; data that is (nearly) incompressible skips the full attempt.
     static let probeLength = 8 << 10
@@ -24,8 +28,10 @@ enum ChunkSealer {
     static let maximumPlaintext = 1 << 22
     /// Longest chain of deltas above a full chunk: reading a chunk opens at most this many more objects.
     static let maximumDeltaDepth = 32
-    /// codec, depth, base reference.
-    static let deltaHeaderByteCount = 2 + ChunkReference.encodedByteCount
+    /// The most bases one delta names (codec 3); one base is codec 2.
+    static let maximumDeltaBases = 4
+    /// The most bytes of base plaintext one delta decompresses against (all its bases together).
+    static let maximumDeltaPrefix = maximumPlaintext
     /// Deltas are few and small; level 3 finds the matches in the base that level 1's sparser table misses.
     static let deltaLevel: Int32 = 3
 
@@ -34,11 +40,12 @@ enum ChunkSealer {
         var ciphertext: [UInt8]
     }
 
-    /// A delta frame, opened: what to decompress against which base.
+    /// A delta frame, opened: what to decompress against which bases.
     struct Delta {
-        /// The base chunk; `length` is the base's plaintext length (for manifest nodes too).
-        var base: ChunkReference
-        /// 1 + the base's depth (a full chunk has depth 0).
+        /// The base objects in prefix order; each `length` is that base's plaintext length (for manifest nodes
+        /// too). One base: codec 2; 2…`maximumDeltaBases`: codec 3.
+        var bases: [ChunkReference]
+        /// 1 + the greatest depth among the bases (a full chunk has depth 0).
         var depth: Int
         var data: ArraySlice<UInt8>
     }
@@ -67,29 +74,39 @@ enum ChunkSealer {
         return encrypt(frame, key: key, length: plaintext.count)
     }
 
-    /// The delta of `plaintext` against `base` (whose plaintext is `basePlaintext`, at `baseDepth`), or nil
-    /// unless its sealed size is at most `limit` bytes.
+    /// The delta of `plaintext` against `bases` (whose plaintexts, concatenated in order, are `prefix`; the
+    /// deepest at `baseDepth`), or nil unless its sealed size is at most `limit` bytes.
     static func sealDelta(
-        _ plaintext: UnsafeRawBufferPointer, base: ChunkReference, basePlaintext: [UInt8], baseDepth: Int, limit: Int,
+        _ plaintext: UnsafeRawBufferPointer, bases: [ChunkReference], prefix: [UInt8], baseDepth: Int, limit: Int,
         epochKey: SecureBytes
     ) -> Sealed? {
-        precondition(baseDepth < maximumDeltaDepth && UInt64(basePlaintext.count) == base.length)
-        let capacity = limit - deltaHeaderByteCount - AEAD.tagByteCount
+        precondition(
+            (1...maximumDeltaBases).contains(bases.count) && baseDepth < maximumDeltaDepth
+                && prefix.count <= maximumDeltaPrefix && UInt64(prefix.count) == bases.reduce(0) { $0 + $1.length })
+        let headerByteCount = deltaHeaderByteCount(bases: bases.count)
+        let capacity = limit - headerByteCount - AEAD.tagByteCount
         guard capacity > 0,
-            let compressed = basePlaintext.withUnsafeBytes({ prefix in
-                Zstd.compress(plaintext, prefix: prefix, level: deltaLevel, capacity: capacity)
+            let compressed = prefix.withUnsafeBytes({ p in
+                Zstd.compress(plaintext, prefix: p, level: deltaLevel, capacity: capacity)
             })
         else { return nil }
-        var w = ByteWriter(capacity: deltaHeaderByteCount + compressed.count)
-        w.u8(2)
+        var w = ByteWriter(capacity: headerByteCount + compressed.count)
+        // One base keeps codec 2, byte for byte what format 3 wrote.
+        w.u8(bases.count == 1 ? 2 : 3)
         w.u8(UInt8(baseDepth + 1))
-        base.encode(into: &w)
+        if bases.count > 1 { w.u8(UInt8(bases.count)) }
+        for base in bases { base.encode(into: &w) }
         w.raw(compressed)
         let frame = w.bytes
         var hasher = BLAKE2b.Hasher(key: epochKey)
-        hasher.update(deltaContext)
+        hasher.update(bases.count == 1 ? deltaContext : multiBaseDeltaContext)
         hasher.update(frame)
         return encrypt(frame, key: hasher.finalize(), length: plaintext.count)
+    }
+
+    /// codec, depth, [count,] references.
+    static func deltaHeaderByteCount(bases: Int) -> Int {
+        (bases == 1 ? 2 : 3) + bases * ChunkReference.encodedByteCount
     }
 
     private static func encrypt(_ frame: [UInt8], key: Digest, length: Int) -> Sealed {
@@ -133,40 +150,62 @@ enum ChunkSealer {
             } catch {
                 throw .corrupt(object: object, reason: "zstd: \(error)")
             }
-        case 2:
-            var r = ByteReader(frame, context: "delta frame")
-            do {
-                _ = try r.u8()
-                let depth = Int(try r.u8())
-                let base = try ChunkReference(from: &r)
-                guard (1...maximumDeltaDepth).contains(depth) else {
-                    throw StoreError.corrupt(object: object, reason: "delta depth \(depth) outside 1…\(maximumDeltaDepth)")
-                }
-                guard base.length <= UInt64(maximumPlaintext) else {
-                    throw StoreError.corrupt(object: object, reason: "delta base length \(base.length) over the limit")
-                }
-                return .delta(Delta(base: base, depth: depth, data: frame[deltaHeaderByteCount...]))
-            } catch let error as StoreError {
-                throw error
-            } catch {
-                throw .corrupt(object: object, reason: "delta frame: \(error)")
-            }
+        case 2, 3:
+            return .delta(try openDelta(frame, object: object))
         default:
             throw .corrupt(object: object, reason: "unknown codec \(codec)")
         }
     }
 
-    /// The plaintext a delta encodes, given its base's plaintext (already checked against `delta.base.length`).
-    static func apply(_ delta: Delta, basePlaintext: [UInt8], object: ChunkID) throws(StoreError) -> [UInt8] {
+    /// Parses a delta frame (codec 2 or 3) and checks what can be checked without the bases.
+    private static func openDelta(_ frame: [UInt8], object: String) throws(StoreError) -> Delta {
+        var r = ByteReader(frame, context: "delta frame")
+        let codec: UInt8
+        let depth: Int
+        let count: Int
+        do {
+            codec = try r.u8()
+            depth = Int(try r.u8())
+            count = codec == 2 ? 1 : Int(try r.u8())
+        } catch {
+            throw .corrupt(object: object, reason: "delta frame: \(error)")
+        }
+        guard (1...maximumDeltaDepth).contains(depth) else {
+            throw .corrupt(object: object, reason: "delta depth \(depth) outside 1…\(maximumDeltaDepth)")
+        }
+        guard codec == 2 || (2...maximumDeltaBases).contains(count) else {
+            throw .corrupt(object: object, reason: "delta base count \(count) outside 2…\(maximumDeltaBases)")
+        }
+        var bases: [ChunkReference] = []
+        do {
+            for _ in 0..<count { bases.append(try ChunkReference(from: &r)) }
+        } catch {
+            throw .corrupt(object: object, reason: "delta frame: \(error)")
+        }
+        // Each length is checked before summing, so the sum of at most 4 cannot overflow.
+        if let base = bases.first(where: { $0.length > UInt64(maximumPlaintext) }) {
+            throw .corrupt(object: object, reason: "delta base length \(base.length) over the limit")
+        }
+        let prefixLength = bases.reduce(0) { $0 + $1.length }
+        guard prefixLength <= UInt64(maximumDeltaPrefix) else {
+            throw .corrupt(object: object, reason: "delta bases total \(prefixLength) bytes, over the limit")
+        }
+        return Delta(bases: bases, depth: depth, data: frame[deltaHeaderByteCount(bases: count)...])
+    }
+
+    /// The plaintext a delta encodes, given its bases' plaintexts concatenated in order (already checked
+    /// against the bases' lengths).
+    static func apply(_ delta: Delta, prefix: [UInt8], object: ChunkID) throws(StoreError) -> [UInt8] {
         let result = delta.data.withUnsafeBytes { data in
-            basePlaintext.withUnsafeBytes { prefix in
-                Result { () throws(ZstdError) in try Zstd.decompress(data, prefix: prefix, limit: maximumPlaintext) }
+            prefix.withUnsafeBytes { p in
+                Result { () throws(ZstdError) in try Zstd.decompress(data, prefix: p, limit: maximumPlaintext) }
             }
         }
         switch result {
         case .success(let plaintext): return plaintext
         case .failure(let error):
-            throw .corrupt(object: "chunk \(object.hex)", reason: "delta against \(delta.base.id.hex): zstd: \(error)")
+            let bases = delta.bases.map(\.id.hex).joined(separator: ", ")
+            throw .corrupt(object: "chunk \(object.hex)", reason: "delta against \(bases): zstd: \(error)")
         }
     }
 }

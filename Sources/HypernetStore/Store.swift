@@ -66,9 +66,10 @@ public struct ManifestTree: Sendable {
     public var length: UInt64 { root?.node.length ?? 0 }
     fileprivate var leaves: [ChunkReference] { levels.first ?? [] }
 
-    /// The node at `index` of `level`, if this tree has one: the delta base for the node replacing it.
-    fileprivate func node(level: Int, index: Int) -> ChunkReference? {
-        level < levels.count && index < levels[level].count ? levels[level][index] : nil
+    /// The node at `index` of `level`, if this tree has one: the delta base for the node replacing it (one
+    /// base: a leaf shifted by an insertion lacks one 72-byte reference of its neighbour, too little to name it).
+    fileprivate func nodes(level: Int, index: Int) -> [ChunkReference] {
+        level < levels.count && index < levels[level].count ? [levels[level][index]] : []
     }
 }
 
@@ -134,26 +135,27 @@ public final class Store: Sendable {
     /// Seals the plaintext `ranges` of `buffer` (in parallel) and appends the new ones to the packs.
     /// Returns the references in order and the locations to record in the committing transaction.
     ///
-    /// `bases[i]` (when given and not nil) is the object range i replaces, usually the previous revision's
-    /// chunk or manifest node at the same position: a piece that is not stored already is stored as a delta
-    /// against it when that is at most half the full object's size, or as the base itself when equal to it.
-    public func writeChunks(_ buffer: UnsafeRawBufferPointer, ranges: [Range<Int>], bases: [ChunkReference?] = [])
+    /// `bases[i]` (when given) lists the objects range i replaces, in content order: the previous revision's
+    /// chunks it overlaps, or the manifest node at its position. A piece that is not stored already is stored
+    /// as a delta against the first `ChunkSealer.maximumDeltaBases` of them when that is at most half the full
+    /// object's size, or as one of them when equal to it.
+    public func writeChunks(_ buffer: UnsafeRawBufferPointer, ranges: [Range<Int>], bases: [[ChunkReference]] = [])
         throws(StoreError) -> (references: [ChunkReference], locations: [ChunkLocation])
     {
         guard !ranges.isEmpty else { return ([], []) }
-        precondition(bases.isEmpty || bases.count == ranges.count, "one base (or nil) per range")
+        precondition(bases.isEmpty || bases.count == ranges.count, "one base list (maybe empty) per range")
         let key = epochKey
         nonisolated(unsafe) let source = buffer
         var sealed = Self.parallelMap(ranges.count) { i in
             ChunkSealer.seal(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), epochKey: key)
         }
         var known = try catalog.existing(sealed.map(\.reference.id))
-        let candidates = bases.indices.filter { bases[$0] != nil && !known.contains(sealed[$0].reference.id) }
+        let candidates = bases.indices.filter { !bases[$0].isEmpty && !known.contains(sealed[$0].reference.id) }
         if !candidates.isEmpty {
             let full = sealed
             let replacements = Self.parallelMap(candidates.count) { j in
                 let i = candidates[j]
-                return self.delta(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), base: bases[i]!, full: full[i])
+                return self.delta(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), bases: bases[i], full: full[i])
             }
             for (j, replacement) in replacements.enumerated() {
                 if let replacement { sealed[candidates[j]] = replacement }
@@ -182,32 +184,45 @@ public final class Store: Sendable {
         }
     }
 
-    /// What replaces `full` (a piece not stored yet) when stored against `baseReference`: the base itself
-    /// if the plaintexts are equal (a chunk that was a delta has no full id to deduplicate against), a delta
-    /// if clearly smaller, else nil (store `full`). A base at the depth limit is swapped for its ancestor at
-    /// half the limit, so a chunk that grows by appends costs about twice the appended bytes every half-limit
-    /// revisions instead of a whole chunk. A base that cannot be read costs the delta only (logged).
-    private func delta(_ plaintext: UnsafeRawBufferPointer, base baseReference: ChunkReference, full: ChunkSealer.Sealed)
+    /// What replaces `full` (a piece not stored yet) when stored against `candidates`: one of them if the
+    /// plaintexts are equal (a chunk that was a delta has no full id to deduplicate against), a delta against
+    /// the first few (as many as `ChunkSealer` allows) if clearly smaller, else nil (store `full`). A base at
+    /// the depth limit is swapped for its ancestor at half the limit along its deepest bases, so a chunk that
+    /// grows by appends costs about twice the appended bytes every half-limit revisions instead of a whole
+    /// chunk. A base that cannot be read costs the delta only (logged).
+    private func delta(_ plaintext: UnsafeRawBufferPointer, bases candidates: [ChunkReference], full: ChunkSealer.Sealed)
         -> ChunkSealer.Sealed?
     {
         do {
-            var base = baseReference
-            var object = try self.object(base)
-            if object.plaintext.elementsEqual(plaintext) {
-                return ChunkSealer.Sealed(reference: base, ciphertext: [])
-            }
-            if object.depth >= ChunkSealer.maximumDeltaDepth {
-                while object.depth > ChunkSealer.maximumDeltaDepth / 2, let older = object.base {
-                    base = older
-                    object = try self.object(older)
+            var bases: [ChunkReference] = []
+            var prefix: [UInt8] = []
+            var depth = 0
+            for candidate in candidates.prefix(ChunkSealer.maximumDeltaBases) {
+                var base = candidate
+                var object = try self.object(base)
+                if object.plaintext.elementsEqual(plaintext) {
+                    return ChunkSealer.Sealed(reference: base, ciphertext: [])
                 }
+                if object.depth >= ChunkSealer.maximumDeltaDepth {
+                    while object.depth > ChunkSealer.maximumDeltaDepth / 2, let older = object.deepestBase {
+                        base = older
+                        object = try self.object(older)
+                    }
+                }
+                // Two bases can reach the same ancestor; a prefix past the limit would be refused on read.
+                guard !bases.contains(where: { $0.id == base.id }),
+                    prefix.count + object.plaintext.count <= ChunkSealer.maximumDeltaPrefix
+                else { continue }
+                base.length = UInt64(object.plaintext.count)
+                bases.append(base)
+                prefix += object.plaintext
+                depth = max(depth, object.depth)
             }
-            base.length = UInt64(object.plaintext.count)
             return ChunkSealer.sealDelta(
-                plaintext, base: base, basePlaintext: object.plaintext, baseDepth: object.depth,
-                limit: full.ciphertext.count / 2, epochKey: epochKey)
+                plaintext, bases: bases, prefix: prefix, baseDepth: depth, limit: full.ciphertext.count / 2,
+                epochKey: epochKey)
         } catch {
-            logger.warning("storing a chunk whole: its delta base is unreadable: \(error)")
+            logger.warning("storing a chunk whole: a delta base is unreadable: \(error)")
             return nil
         }
     }
@@ -226,8 +241,8 @@ public final class Store: Sendable {
         return plaintext
     }
 
-    /// One stored object, a delta applied to its base (recursively: the depth strictly decreases, so at most
-    /// `maximumDeltaDepth` objects are opened). Reconstructed plaintexts are cached.
+    /// One stored object, a delta applied to its bases (recursively: the depth strictly decreases along every
+    /// path, so a path has at most `maximumDeltaDepth` + 1 objects). Reconstructed plaintexts are cached.
     func object(_ reference: ChunkReference) throws(StoreError) -> StoredObject {
         if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
         guard let location = try location(of: reference.id) else {
@@ -236,18 +251,24 @@ public final class Store: Sendable {
         let result: StoredObject
         switch try ChunkSealer.open(try packs.read(location), reference: reference) {
         case .full(let plaintext):
-            result = StoredObject(plaintext: plaintext, depth: 0, base: nil)
+            result = StoredObject(plaintext: plaintext, depth: 0, deepestBase: nil)
         case .delta(let delta):
             let object = "chunk \(reference.id.hex)"
-            guard try self.location(of: delta.base.id) != nil else {
-                throw .corrupt(object: object, reason: "its delta base \(delta.base.id.hex) is not stored here")
+            var prefix: [UInt8] = []
+            var deepest: (reference: ChunkReference, depth: Int)?
+            for expected in delta.bases {
+                guard try self.location(of: expected.id) != nil else {
+                    throw .corrupt(object: object, reason: "its delta base \(expected.id.hex) is not stored here")
+                }
+                let base = try self.object(expected)
+                guard base.depth < delta.depth, UInt64(base.plaintext.count) == expected.length else {
+                    throw .corrupt(object: object, reason: "delta base \(expected.id.hex) does not match the delta (depth or length)")
+                }
+                prefix += base.plaintext
+                if base.depth > deepest?.depth ?? -1 { deepest = (expected, base.depth) }
             }
-            let base = try self.object(delta.base)
-            guard base.depth < delta.depth, UInt64(base.plaintext.count) == delta.base.length else {
-                throw .corrupt(object: object, reason: "delta base \(delta.base.id.hex) does not match the delta (depth or length)")
-            }
-            let plaintext = try ChunkSealer.apply(delta, basePlaintext: base.plaintext, object: reference.id)
-            result = StoredObject(plaintext: plaintext, depth: delta.depth, base: delta.base)
+            let plaintext = try ChunkSealer.apply(delta, prefix: prefix, object: reference.id)
+            result = StoredObject(plaintext: plaintext, depth: delta.depth, deepestBase: deepest?.reference)
         }
         cache.withLock { $0.put(reference.id, result) }
         return result
@@ -289,7 +310,7 @@ public final class Store: Sendable {
             }
         }
         var locations: [ChunkLocation] = []
-        let (refs, locs) = try writeBlobs(encoded, bases: fresh.map { previous.node(level: 0, index: $0) })
+        let (refs, locs) = try writeBlobs(encoded, bases: fresh.map { previous.nodes(level: 0, index: $0) })
         locations += locs
         for (i, n) in fresh.enumerated() {
             leaves[n] = ChunkReference(id: refs[i].id, key: refs[i].key, length: chunks[(n * fanout)..<min((n + 1) * fanout, chunks.count)].reduce(0) { $0 + $1.length })
@@ -302,7 +323,7 @@ public final class Store: Sendable {
             let groups = stride(from: 0, to: current.count, by: fanout).map { Array(current[$0..<min($0 + fanout, current.count)]) }
             let (upper, locs) = try writeBlobs(
                 groups.map { ManifestNode(level: level, children: $0).encoded() },
-                bases: groups.indices.map { previous.node(level: Int(level), index: $0) })
+                bases: groups.indices.map { previous.nodes(level: Int(level), index: $0) })
             locations += locs
             current = zip(upper, groups).map { ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length }) }
             levels.append(current)
@@ -311,7 +332,7 @@ public final class Store: Sendable {
         return (tree, locations)
     }
 
-    private func writeBlobs(_ blobs: [[UInt8]], bases: [ChunkReference?] = []) throws(StoreError) -> ([ChunkReference], [ChunkLocation]) {
+    private func writeBlobs(_ blobs: [[UInt8]], bases: [[ChunkReference]] = []) throws(StoreError) -> ([ChunkReference], [ChunkLocation]) {
         guard !blobs.isEmpty else { return ([], []) }
         let joined = blobs.flatMap { $0 }
         var ranges: [Range<Int>] = []
@@ -665,11 +686,12 @@ public struct StoreStatistics: Sendable, Codable {
     public init() {}
 }
 
-/// A stored object's plaintext (a delta applied), its delta depth (0: stored whole) and its delta base.
+/// A stored object's plaintext (a delta applied), its delta depth (0: stored whole), and the delta base
+/// that gave it that depth (the first such): the way to an older version of it at a smaller depth.
 struct StoredObject: Sendable {
     var plaintext: [UInt8]
     var depth: Int
-    var base: ChunkReference?
+    var deepestBase: ChunkReference?
 }
 
 /// A small LRU of chunk plaintexts: sequential reads touch each chunk many times (kernel reads are ≤ 1 MiB),

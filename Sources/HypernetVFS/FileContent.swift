@@ -11,7 +11,7 @@ import Synchronization
 /// nothing that was acknowledged). Staged bytes are sealed into chunks (checkpointed) once they pass
 /// `checkpointBytes`, so memory stays bounded however long a file is written without a close. A commit re-chunks only from the chunk holding the first changed byte, and
 /// stops early when the new cut points meet old ones again; each new chunk is stored as a delta against the
-/// old chunk at its offset when that is smaller, so an append or a small edit costs about the changed bytes.
+/// old chunks at its offsets when that is smaller, so an append or a small edit costs about the changed bytes.
 ///
 /// Lock order: `FileContent.state` may be held while taking the VFS's state lock, never the reverse.
 final class FileContent: Sendable {
@@ -226,12 +226,19 @@ final class FileContent: Sendable {
                     }
                 }
             }
-            // A new chunk's delta base: the old chunk covering its first byte (the same chunk before a small
-            // edit, the last one before an append, one shifted by less than a chunk after an insertion).
+            // A new chunk's delta bases: the old chunks its range overlaps, from the one covering its first byte
+            // (the same chunk after a small edit, the last one after an append, one shifted by less than a chunk
+            // after an insertion) to the one covering its last, so a chunk that joins two old ones (an edit
+            // removed a cut point, or a revision made mid-rewrite ended one early) costs about the edit.
             let offsets = s.offsets
-            let bases = ranges.map { r -> ChunkReference? in
+            let bases = ranges.map { r -> [ChunkReference] in
                 let start = pos + UInt64(r.lowerBound)
-                return start < baseSize ? old[Self.chunkIndex(containing: start, offsets: offsets)] : nil
+                let end = pos + UInt64(r.upperBound)
+                guard start < baseSize else { return [] }
+                let first = Self.chunkIndex(containing: start, offsets: offsets)
+                var last = first
+                while last + 1 < old.count, offsets[last + 1] < end { last += 1 }
+                return Array(old[first...last])
             }
             do {
                 let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges, bases: bases) }

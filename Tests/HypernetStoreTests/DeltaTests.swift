@@ -21,7 +21,7 @@ import Testing
         deinit { _ = system("rm -rf '\(home.path)'") }
 
         /// Stores `pieces` (each against its base, if any) and records them; returns the references.
-        func write(_ pieces: [[UInt8]], bases: [ChunkReference?] = []) throws -> [ChunkReference] {
+        func write(_ pieces: [[UInt8]], bases: [[ChunkReference]] = []) throws -> [ChunkReference] {
             let joined = pieces.flatMap { $0 }
             var ranges: [Range<Int>] = []
             for p in pieces { ranges.append((ranges.last?.upperBound ?? 0)..<(ranges.last?.upperBound ?? 0) + p.count) }
@@ -31,7 +31,7 @@ import Testing
         }
 
         func write(_ piece: [UInt8], base: ChunkReference?) throws -> ChunkReference {
-            try write([piece], bases: [base])[0]
+            try write([piece], bases: [base.map { [$0] } ?? []])[0]
         }
 
         /// The decrypted frame of a stored chunk: codec byte first.
@@ -242,6 +242,166 @@ import Testing
         }
         // The same construction with honest values reads: the cases above fail for the reason named.
         #expect(try f.reopened().readChunk(try seal(deltaFrame(depth: 1, base: base, target: good), length: UInt64(good.count))) == good)
+    }
+
+    // MARK: Several bases (codec 3)
+
+    /// The delta key of a frame: BLAKE2b-256(key: epoch key, context || frame).
+    static func deltaKey(_ frame: [UInt8], context: String, epochKey: SecureBytes) -> Digest {
+        var hasher = BLAKE2b.Hasher(key: epochKey)
+        hasher.update(Array(context.utf8))
+        hasher.update(frame)
+        return hasher.finalize()
+    }
+
+    /// An edit that removes the cut point between two old chunks makes one new chunk of both: against both
+    /// it costs about the edit, against the first alone its second half goes literally (here: whole).
+    @Test func aChunkJoiningTwoOldChunksCostsAboutTheEdit() throws {
+        let f = try Fixture()
+        let a = Self.random(40 << 10, seed: 20)
+        let b = Self.random(40 << 10, seed: 21)
+        let old = try f.write([a, b])
+        var joined = a + b
+        joined.replaceSubrange(a.count - 16..<a.count + 16, with: Self.random(32, seed: 22))
+        let before = f.packBytes()
+        let delta = try f.write([joined], bases: [old])[0]
+        #expect(f.packBytes() - before < 400, "\(f.packBytes() - before) bytes")
+        #expect(try f.reopened().readChunk(delta) == joined)
+        // The frame, as the spec lays it out.
+        let frame = try f.frame(delta)
+        var header = ByteWriter()
+        header.u8(3)
+        header.u8(1)
+        header.u8(2)
+        for base in old { base.encode(into: &header) }
+        #expect(Array(frame.prefix(3 + 2 * 72)) == header.bytes)
+        #expect(delta.key == Self.deltaKey(frame, context: "hypernet chunk multi-base delta v1", epochKey: f.store.epochKey))
+        #expect(f.store.check().isEmpty)
+
+        let g = try Fixture(keyring: f.store.keyring)
+        let firstOnly = try g.write([a, b])
+        let gBefore = g.packBytes()
+        _ = try g.write([joined], bases: [[firstOnly[0]]])
+        #expect(g.packBytes() - gBefore > 40 << 10)
+    }
+
+    /// Depth is 1 + the deepest base's; one base still makes codec 2, byte for byte as format 3 did.
+    @Test func depthFollowsTheDeepestBaseAndOneBaseKeepsCodecTwo() throws {
+        let f = try Fixture()
+        let a = Self.random(30 << 10, seed: 23)
+        let b = Self.random(30 << 10, seed: 24)
+        let first = try f.write(a, base: nil)
+        var b2 = b
+        b2[100] ^= 1
+        let second = try f.write(b2, base: f.write(b, base: nil))
+        let single = try f.frame(second)
+        #expect(single[0] == 2 && single[1] == 1)
+        #expect(second.key == Self.deltaKey(single, context: "hypernet chunk delta v1", epochKey: f.store.epochKey))
+        var joined = a + b2
+        joined[a.count] ^= 1
+        let delta = try f.write([joined], bases: [[first, second]])[0]
+        let frame = try f.frame(delta)
+        #expect(Array(frame.prefix(3)) == [3, 2, 2])
+        #expect(try f.reopened().readChunk(delta) == joined)
+        // A piece equal to any of its bases is that base.
+        #expect(try f.write([b2], bases: [[first, second]])[0] == second)
+    }
+
+    @Test func aMissingSecondBaseIsAClearError() throws {
+        let a = try Fixture()
+        let x = Self.random(40 << 10, seed: 25)
+        let y = Self.random(40 << 10, seed: 26)
+        let old = try a.write([x, y])
+        var joined = x + y
+        joined[x.count] ^= 1
+        let delta = try a.write([joined], bases: [old])[0]
+        let b = try Fixture(keyring: a.store.keyring)
+        for id in [delta.id, old[0].id] {
+            let location = try b.store.receiveChunk(id: id, sealed: try #require(try a.store.sealedChunk(id)))
+            try b.store.transaction { tx in try tx.recordChunks([location]) }
+        }
+        let error = try #require(throws: StoreError.self) { try b.store.readChunk(delta) }
+        #expect("\(error)".contains("its delta base \(old[1].id.hex) is not stored here"), "\(error)")
+    }
+
+    /// A chunk that grows by appends against two bases (an unchanged neighbour and its previous version)
+    /// reaches the depth bound, then goes against the ancestor at half of it along its deepest bases.
+    @Test func multiBaseChainsStayWithinTheDepthBound() throws {
+        let f = try Fixture()
+        let neighbour = Self.random(20 << 10, seed: 27)
+        let fixed = try f.write(neighbour, base: nil)
+        var bytes = neighbour + Self.random(20 << 10, seed: 28)
+        var reference = try f.write(bytes, base: nil)
+        var versions: [(ChunkReference, [UInt8])] = [(reference, bytes)]
+        var depths: [Int] = []
+        for i in 0..<40 {
+            bytes += Self.random(200, seed: 200 + UInt64(i))
+            let before = f.packBytes()
+            reference = try f.write([bytes], bases: [[fixed, reference]])[0]
+            #expect(f.packBytes() - before < 4 << 10)
+            let frame = try f.frame(reference)
+            #expect(frame[0] == 3)
+            depths.append(Int(frame[1]))
+            versions.append((reference, bytes))
+        }
+        #expect(depths.max() == 32)
+        #expect(Array(depths[30...34]) == [31, 32, 17, 18, 19])
+        let fresh = try f.reopened()
+        for (reference, bytes) in versions { #expect(try fresh.readChunk(reference) == bytes) }
+    }
+
+    /// Codec-3 frames no honest writer makes, sealed with a valid key: refused with a reason, never a crash.
+    @Test func hostileMultiBaseFramesAreRefused() throws {
+        let f = try Fixture()
+        let a = Self.random(20 << 10, seed: 29)
+        let b = Self.random(20 << 10, seed: 30)
+        let old = try f.write([a, b])
+        var b2 = b
+        b2[0] ^= 1
+        let deep = try f.write(b2, base: old[1])  // depth 1
+        func seal(_ frame: [UInt8], length: UInt64) throws -> ChunkReference {
+            let key = BLAKE2b.hash(frame)
+            let sealed = key.withUnsafeBytes { k in
+                frame.withUnsafeBytes { fr in [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in AEAD.seal(fr, key: k, nonce: n) } }
+            }
+            let id = BLAKE2b.hash(sealed)
+            let location = try f.store.receiveChunk(id: id, sealed: sealed)
+            try f.store.transaction { tx in try tx.recordChunks([location]) }
+            return ChunkReference(id: id, key: key, length: length)
+        }
+        let good = a + Self.random(100, seed: 31) + b
+        func frame(depth: UInt8 = 1, count: UInt8? = nil, bases: [ChunkReference], prefix: [UInt8]? = nil) -> [UInt8] {
+            var w = ByteWriter()
+            w.u8(3)
+            w.u8(depth)
+            w.u8(count ?? UInt8(bases.count))
+            for base in bases { base.encode(into: &w) }
+            let p = prefix ?? a + b
+            w.raw(good.withUnsafeBytes { t in p.withUnsafeBytes { Zstd.compress(t, prefix: $0, level: 3, capacity: 1 << 20)! } })
+            return w.bytes
+        }
+        let length = UInt64(good.count)
+        var longer = old[1]
+        longer.length += 1
+        let huge = ChunkReference(id: old[1].id, key: old[1].key, length: 3 << 20)
+        let cases: [(String, [UInt8], UInt64, String)] = [
+            ("count 0", frame(count: 0, bases: []), length, "base count 0"),
+            ("count 1", frame(bases: [old[0]], prefix: a), length, "base count 1"),
+            ("count 5", frame(bases: [old[0], old[1], old[0], old[1], old[0]]), length, "base count 5"),
+            ("frame ends within the references", Array(frame(bases: old).prefix(3 + 72 + 40)), length, "delta frame"),
+            ("second base length wrong", frame(bases: [old[0], longer]), length, "does not match"),
+            ("bases over 4 MiB together", frame(bases: [huge, huge]), length, "over the limit"),
+            ("depth not above a base's", frame(depth: 1, bases: [old[0], deep], prefix: a + b2), length, "does not match"),
+            ("reference length differs", frame(bases: old), length - 1, "expected"),
+        ]
+        for (what, bytes, length, reason) in cases {
+            let reference = try seal(bytes, length: length)
+            let error = try #require(throws: StoreError.self, "\(what)") { try f.reopened().readChunk(reference) }
+            #expect("\(error)".contains(reason), "\(what): \(error)")
+        }
+        // The same constructions with honest values read: the cases above fail for the reason named.
+        #expect(try f.reopened().readChunk(try seal(frame(bases: old), length: length)) == good)
+        #expect(try f.reopened().readChunk(try seal(frame(depth: 2, bases: [old[0], deep], prefix: a + b2), length: length)) == good)
     }
 
     /// Full chunks (codecs 0 and 1) are those of store formats 1 and 2, built here from the spec.

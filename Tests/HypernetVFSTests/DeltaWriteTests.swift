@@ -59,4 +59,35 @@ import Testing
             #expect(try f.vfs.content(path: "big", revision: revision.revision) == expected)
         }
     }
+
+    /// The cut points of `bytes` (the end of each chunk) as the store's chunker places them.
+    func cuts(_ bytes: [UInt8]) -> [Int] {
+        var cuts: [Int] = []
+        bytes.withUnsafeBytes { b in
+            while (cuts.last ?? 0) < b.count {
+                let rest = UnsafeRawBufferPointer(rebasing: b[(cuts.last ?? 0)...])
+                cuts.append((cuts.last ?? 0) + (Chunker.standard.firstChunkLength(in: rest, atEnd: true) ?? rest.count))
+            }
+        }
+        return cuts
+    }
+
+    /// Changing the bytes that made a cut point joins the two chunks around it into one new chunk: stored
+    /// against both old chunks it costs about the edit (against the first alone, a whole chunk).
+    @Test func anEditThatJoinsTwoChunksAddsAboutTheEdit() throws {
+        let f = try Fixture()
+        var content = randomBytes(4 << 20, seed: 43)
+        let inode = try f.write("joined", content)
+        let old = cuts(content)
+        let cut = try #require(old.dropLast().min { abs($0 - content.count / 2) < abs($1 - content.count / 2) })
+        let patch = randomBytes(16, seed: 44)
+        content.replaceSubrange(cut - patch.count..<cut, with: patch)
+        try #require(!cuts(content).contains(cut), "the patch must remove the cut point")
+        let before = packBytes(f)
+        try write(f, inode: inode, patch, at: UInt64(cut - patch.count))
+        let added = packBytes(f) - before
+        #expect(added < 2 << 10, "an edit joining two chunks added \(added) bytes")
+        try f.reopen()
+        #expect(try f.read("joined") == content)
+    }
 }
