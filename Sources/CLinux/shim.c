@@ -1,1 +1,6 @@
-// Intentionally empty: CLinux is header-only (static inline wrappers); SwiftPM needs one source file.
+// Wrappers whose headers CLinux.h must not include (see there); the rest are static inline in CLinux.h.
+#include <sys/xattr.h>
+
+long CLinux_getxattr(const char *path, const char *name, void *value, unsigned long size) {
+    return getxattr(path, name, value, size);
+}

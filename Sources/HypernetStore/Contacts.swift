@@ -54,7 +54,7 @@ public struct Contacts: Sendable, Equatable {
         list.append(Contact(name: name, identity: identity))
         list.sort { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
         let text = list.map { "\($0.name)\t\($0.identity)\n" }.joined()
-        try PrivateFile.write(home.path, Self.file, contents: Array(text.utf8), replacing: true)
+        _ = try PrivateFile.write(home.path, Self.file, contents: Array(text.utf8), replacing: true)
     }
 
     /// Why `name` cannot be a petname (nil: it can). It appears as `/@NAME/` in the mount and as WHO in

@@ -14,12 +14,12 @@ struct Rights: HypernetCommand {
     func execute() throws(Failure) {
         let name = "user.hypernet.rights"
         var value = [UInt8](repeating: 0, count: 64 << 10)
-        let count = getxattr(path, name, &value, value.count)
+        let count = CLinux_getxattr(path, name, &value, UInt(value.count))
         guard count >= 0 else {
             let code = errno
             if code == ENODATA || code == ENOTSUP { throw Failure(.notHypernetPath, "not a Hypernet path: \(path)") }
             throw Failure(.failure, "\(path): \(Failure.errnoText(code))")
         }
-        print(String(decoding: value[..<count], as: UTF8.self), terminator: "")
+        print(String(decoding: value[..<Int(count)], as: UTF8.self), terminator: "")
     }
 }

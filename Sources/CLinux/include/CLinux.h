@@ -5,7 +5,9 @@
 #define _GNU_SOURCE
 #endif
 #include <sys/mman.h>
-#include <sys/xattr.h>
 
 /// memfd_create(name, MFD_CLOEXEC): an anonymous memory file for write staging.
 static inline int CLinux_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+/// getxattr(2). Declared without <sys/xattr.h>: with _GNU_SOURCE its includes clash with Glibc's module.
+long CLinux_getxattr(const char *path, const char *name, void *value, unsigned long size);
