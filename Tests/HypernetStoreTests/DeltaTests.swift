@@ -114,20 +114,32 @@ import Testing
 
     @Test func chainsStayWithinTheDepthBound() throws {
         let f = try Fixture()
-        var bytes = Self.random(40 << 10, seed: 5)
+        let start = Self.random(40 << 10, seed: 5)
+        try Self.checkDepthBound(f, start: start, codec: 2, seed: 100) { bytes, previous in try f.write(bytes, base: previous) }
+    }
+
+    /// Appends 200 bytes at a time, each version a delta against the last (`write`): depths climb to the bound,
+    /// then restart at half of it (a delta against the ancestor there, never a whole chunk), each step small;
+    /// every version reads back after a reopen.
+    static func checkDepthBound(
+        _ f: Fixture, start: [UInt8], codec: UInt8, seed: UInt64,
+        write: ([UInt8], ChunkReference) throws -> ChunkReference
+    ) throws {
+        var bytes = start
         var reference = try f.write(bytes, base: nil)
         var versions: [(ChunkReference, [UInt8])] = [(reference, bytes)]
         var depths: [Int] = []
-        for i in 0..<70 {
-            bytes += Self.random(200, seed: 100 + UInt64(i))
-            reference = try f.write(bytes, base: reference)
+        for i in 0..<40 {
+            bytes += random(200, seed: seed + UInt64(i))
+            let before = f.packBytes()
+            reference = try write(bytes, reference)
+            #expect(f.packBytes() - before < 4 << 10)
             let frame = try f.frame(reference)
-            #expect(frame[0] == 2)
+            #expect(frame[0] == codec)
             depths.append(Int(frame[1]))
             versions.append((reference, bytes))
         }
         #expect(depths.max() == 32)
-        // At the bound a delta goes against the ancestor at half of it, never a whole chunk.
         #expect(Array(depths[30...34]) == [31, 32, 17, 18, 19])
         let fresh = try f.reopened()
         for (reference, bytes) in versions { #expect(try fresh.readChunk(reference) == bytes) }
@@ -330,24 +342,9 @@ import Testing
         let f = try Fixture()
         let neighbour = Self.random(20 << 10, seed: 27)
         let fixed = try f.write(neighbour, base: nil)
-        var bytes = neighbour + Self.random(20 << 10, seed: 28)
-        var reference = try f.write(bytes, base: nil)
-        var versions: [(ChunkReference, [UInt8])] = [(reference, bytes)]
-        var depths: [Int] = []
-        for i in 0..<40 {
-            bytes += Self.random(200, seed: 200 + UInt64(i))
-            let before = f.packBytes()
-            reference = try f.write([bytes], bases: [[fixed, reference]])[0]
-            #expect(f.packBytes() - before < 4 << 10)
-            let frame = try f.frame(reference)
-            #expect(frame[0] == 3)
-            depths.append(Int(frame[1]))
-            versions.append((reference, bytes))
+        try Self.checkDepthBound(f, start: neighbour + Self.random(20 << 10, seed: 28), codec: 3, seed: 200) { bytes, previous in
+            try f.write([bytes], bases: [[fixed, previous]])[0]
         }
-        #expect(depths.max() == 32)
-        #expect(Array(depths[30...34]) == [31, 32, 17, 18, 19])
-        let fresh = try f.reopened()
-        for (reference, bytes) in versions { #expect(try fresh.readChunk(reference) == bytes) }
     }
 
     /// Codec-3 frames no honest writer makes, sealed with a valid key: refused with a reason, never a crash.

@@ -13,40 +13,22 @@ import time
 
 import pytest
 
-import netns
-from cluster import Cluster, eventually, wait_converged, write
+import cluster as cluster_module
+from cluster import eventually, wait_converged, write
 from helpers import current_revision, doc_id, hx, read_file
 
 pytestmark = pytest.mark.replication
 
 SETTLE = 2.0  # remote changes show within ~2 s (contract)
 
-_LAB_OK = None
-
-
 @pytest.fixture
 def trio(make_node, node_dir):
-    """Three mounting nodes a, b, c of one identity, each in its own namespace, connected."""
-    global _LAB_OK
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if not shutil.which("nft"):
-        pytest.skip("partitions need nftables (nft)")
-    if _LAB_OK is None:
-        _LAB_OK = netns.available()
-    if not _LAB_OK[0]:
-        pytest.skip(f"network namespaces unavailable: {_LAB_OK[1]}")
-    lab = netns.Lab("hnconf", hosts=3)
-    lab.__enter__()
-    cl = Cluster(make_node, node_dir, lab=lab)
-    try:
+    """Three mounting nodes a, b, c of one identity, each in its own namespace (not started)."""
+    with cluster_module.lab_cluster(make_node, node_dir, "hnconf") as cl:
         a = cl.add("a")
         cl.add("b", identity=a)
         cl.add("c", identity=a)
         yield cl
-    finally:
-        cl.close()
-        lab.close()
 
 
 def nodes(cl):

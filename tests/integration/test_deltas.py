@@ -8,14 +8,13 @@ when namespaces cannot be made here.
 
 import json
 import os
-import shutil
 import subprocess
 import time
 
 import pytest
 
-import netns
-from cluster import Cluster, eventually
+import cluster as cluster_module
+from cluster import eventually
 from helpers import random_bytes, read_file
 
 pytestmark = pytest.mark.replication
@@ -26,29 +25,13 @@ STORE_LIMIT = 32 << 10
 SETTLE = 1.0               # seconds after arrival for acks and progress messages to finish
 
 
-_LAB_OK = None
-
-
 @pytest.fixture
 def pair(make_node, node_dir):
-    global _LAB_OK
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    if _LAB_OK is None:
-        _LAB_OK = netns.available()
-    if not _LAB_OK[0]:
-        pytest.skip(f"network namespaces unavailable: {_LAB_OK[1]}")
-    lab = netns.Lab("hndelta", hosts=2)
-    lab.__enter__()
-    cl = Cluster(make_node, node_dir, lab=lab)
-    try:
+    with cluster_module.lab_cluster(make_node, node_dir, "hndelta", hosts=2) as cl:
         a = cl.add("a")
         b = cl.add("b", identity=a)
         cl.start()
-        yield lab, a, b
-    finally:
-        cl.close()
-        lab.close()
+        yield cl.lab, a, b
 
 
 def wire_bytes(lab):
