@@ -89,14 +89,18 @@ final class Controller: Sendable {
                 try fileSystem!.content(path: relative, revision: revision)
             }
             return ContentReply(revision: revision, content: Data(bytes).base64EncodedString())
-        case .restore:
+        case .restore, .resolve:
+            // Both make a new revision with REV's content: restore on the visible head, resolve on every head.
             let (absolute, relative) = try paths(request)
-            guard let wanted = request.revision else { throw Failure(.usage, "restore needs a revision") }
+            let command = request.command
+            guard let wanted = request.revision else { throw Failure(.usage, "\(command.rawValue) needs a revision") }
             let revision = try resolve(wanted, in: try history(absolute, relative), path: absolute)
             let made = try vfs(absolute) { () throws(VFSError) in
-                try fileSystem!.restore(path: relative, revision: revision)
+                command == .restore
+                    ? try fileSystem!.restore(path: relative, revision: revision)
+                    : try fileSystem!.resolveConflict(path: relative, revision: revision)
             }
-            logger.info("restored", metadata: ["path": "\(relative)", "from": "\(revision)", "revision": "\(made)"])
+            logger.info(command == .restore ? "restored" : "resolved", metadata: ["path": "\(relative)", "from": "\(revision)", "revision": "\(made)"])
             return RestoreReply(revision: made)
         case .conflicts:
             let (absolute, relative) = try paths(ControlRequest(command: .conflicts, path: request.path ?? mountpoint))
@@ -109,15 +113,6 @@ final class Controller: Sendable {
                 c.path = request.path == nil ? root + "/" + c.path : absolute
                 return c
             }
-        case .resolve:
-            let (absolute, relative) = try paths(request)
-            guard let wanted = request.revision else { throw Failure(.usage, "resolve needs a revision") }
-            let revision = try resolve(wanted, in: try history(absolute, relative), path: absolute)
-            let made = try vfs(absolute) { () throws(VFSError) in
-                try fileSystem!.resolveConflict(path: relative, revision: revision)
-            }
-            logger.info("resolved", metadata: ["path": "\(relative)", "keeping": "\(revision)", "revision": "\(made)"])
-            return RestoreReply(revision: made)
         case .fsck:
             let problems = store.check()
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }

@@ -46,6 +46,18 @@ import Testing
 
         func packBytes() -> Int { Int(store.statistics().packBytes) }
 
+        /// Stores `frame` sealed under `key` (default: any valid key, the frame's hash) as a writer would, unchecked.
+        func seal(_ frame: [UInt8], length: UInt64, key: Digest? = nil) throws -> ChunkReference {
+            let key = key ?? BLAKE2b.hash(frame)
+            let sealed = key.withUnsafeBytes { k in
+                frame.withUnsafeBytes { fr in [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in AEAD.seal(fr, key: k, nonce: n) } }
+            }
+            let id = BLAKE2b.hash(sealed)
+            let location = try store.receiveChunk(id: id, sealed: sealed)
+            try store.transaction { tx in try tx.recordChunks([location]) }
+            return ChunkReference(id: id, key: key, length: length)
+        }
+
         /// The same store opened anew: nothing cached.
         func reopened() throws -> Store { try Store(home: home, keyring: store.keyring, logger: Logger(label: "test")) }
     }
@@ -219,16 +231,6 @@ import Testing
         let f = try Fixture()
         let old = Self.random(32 << 10, seed: 10)
         let base = try f.write(old, base: nil)
-        func seal(_ frame: [UInt8], length: UInt64) throws -> ChunkReference {
-            let key = BLAKE2b.hash(frame)
-            let sealed = key.withUnsafeBytes { k in
-                frame.withUnsafeBytes { fr in [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in AEAD.seal(fr, key: k, nonce: n) } }
-            }
-            let id = BLAKE2b.hash(sealed)
-            let location = try f.store.receiveChunk(id: id, sealed: sealed)
-            try f.store.transaction { tx in try tx.recordChunks([location]) }
-            return ChunkReference(id: id, key: key, length: length)
-        }
         func deltaFrame(depth: UInt8, base: ChunkReference, target: [UInt8]) -> [UInt8] {
             var w = ByteWriter()
             w.u8(2)
@@ -248,12 +250,12 @@ import Testing
             ("truncated header", [2, 1, 0, 0], 4, "delta frame"),
         ]
         for (what, frame, length, reason) in cases {
-            let reference = try seal(frame, length: length)
+            let reference = try f.seal(frame, length: length)
             let error = try #require(throws: StoreError.self, "\(what)") { try f.reopened().readChunk(reference) }
             #expect("\(error)".contains(reason), "\(what): \(error)")
         }
         // The same construction with honest values reads: the cases above fail for the reason named.
-        #expect(try f.reopened().readChunk(try seal(deltaFrame(depth: 1, base: base, target: good), length: UInt64(good.count))) == good)
+        #expect(try f.reopened().readChunk(try f.seal(deltaFrame(depth: 1, base: base, target: good), length: UInt64(good.count))) == good)
     }
 
     // MARK: Several bases (codec 3)
@@ -356,16 +358,6 @@ import Testing
         var b2 = b
         b2[0] ^= 1
         let deep = try f.write(b2, base: old[1])  // depth 1
-        func seal(_ frame: [UInt8], length: UInt64) throws -> ChunkReference {
-            let key = BLAKE2b.hash(frame)
-            let sealed = key.withUnsafeBytes { k in
-                frame.withUnsafeBytes { fr in [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in AEAD.seal(fr, key: k, nonce: n) } }
-            }
-            let id = BLAKE2b.hash(sealed)
-            let location = try f.store.receiveChunk(id: id, sealed: sealed)
-            try f.store.transaction { tx in try tx.recordChunks([location]) }
-            return ChunkReference(id: id, key: key, length: length)
-        }
         let good = a + Self.random(100, seed: 31) + b
         func frame(depth: UInt8 = 1, count: UInt8? = nil, bases: [ChunkReference], prefix: [UInt8]? = nil) -> [UInt8] {
             var w = ByteWriter()
@@ -392,13 +384,13 @@ import Testing
             ("reference length differs", frame(bases: old), length - 1, "expected"),
         ]
         for (what, bytes, length, reason) in cases {
-            let reference = try seal(bytes, length: length)
+            let reference = try f.seal(bytes, length: length)
             let error = try #require(throws: StoreError.self, "\(what)") { try f.reopened().readChunk(reference) }
             #expect("\(error)".contains(reason), "\(what): \(error)")
         }
         // The same constructions with honest values read: the cases above fail for the reason named.
-        #expect(try f.reopened().readChunk(try seal(frame(bases: old), length: length)) == good)
-        #expect(try f.reopened().readChunk(try seal(frame(depth: 2, bases: [old[0], deep], prefix: a + b2), length: length)) == good)
+        #expect(try f.reopened().readChunk(try f.seal(frame(bases: old), length: length)) == good)
+        #expect(try f.reopened().readChunk(try f.seal(frame(depth: 2, bases: [old[0], deep], prefix: a + b2), length: length)) == good)
     }
 
     /// Full chunks (codecs 0 and 1) are those of store formats 1 and 2, built here from the spec.
@@ -411,13 +403,7 @@ import Testing
             var hasher = BLAKE2b.Hasher(key: f.store.epochKey)
             hasher.update(Array("hypernet chunk v1".utf8))
             plaintext.withUnsafeBytes { hasher.update($0) }
-            let key = hasher.finalize()
-            let sealed = key.withUnsafeBytes { k in
-                frame.withUnsafeBytes { fr in [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in AEAD.seal(fr, key: k, nonce: n) } }
-            }
-            let location = try f.store.receiveChunk(id: BLAKE2b.hash(sealed), sealed: sealed)
-            try f.store.transaction { tx in try tx.recordChunks([location]) }
-            let reference = ChunkReference(id: BLAKE2b.hash(sealed), key: key, length: UInt64(plaintext.count))
+            let reference = try f.seal(frame, length: UInt64(plaintext.count), key: hasher.finalize())
             #expect(try f.store.readChunk(reference) == plaintext)
             // Writing the same plaintext again finds it: full chunks still deduplicate.
             #expect(try f.write(plaintext, base: nil) == reference)
