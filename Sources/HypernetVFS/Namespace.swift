@@ -192,9 +192,10 @@ extension VirtualFileSystem {
             }
             if sourceNode.kind == .file && targetNode.kind == .file {
                 // A save by rename-over (vim, sed -i, os.replace, mv): the target document lives on
-                // with the source's content; the source's own document ends in a tombstone.
-                try adoptIdentityLocked(of: target, into: source, in: &s)
-                try moveLocked(source, to: newParent, name: newName, in: &s)
+                // with the source's content; the source's own document ends in a tombstone. One transaction:
+                // a crash between adopting and moving would leave the target's name without an entry.
+                let adoption = adoptIdentityLocked(of: target, into: source, in: &s)
+                try moveLocked(source, to: newParent, name: newName, in: &s, after: adoption)
                 return source
             }
             try unlinkLocked(target, in: &s)
@@ -221,8 +222,12 @@ extension VirtualFileSystem {
         return out
     }
 
-    /// Moves the entry of `inode` to `newParent/newName` (which must be free).
-    private func moveLocked(_ inode: UInt64, to newParent: UInt64, name newName: String, in s: inout State) throws(VFSError) {
+    /// Moves the entry of `inode` to `newParent/newName` (which must be free, or freed by `earlier`, catalog
+    /// work committed in the same transaction, before the move's).
+    private func moveLocked(
+        _ inode: UInt64, to newParent: UInt64, name newName: String, in s: inout State,
+        after earlier: (StoreTransaction) throws -> Void = { _ in }
+    ) throws(VFSError) {
         var node = s.nodes[inode]!
         let oldParent = node.parent
         let oldName = node.name
@@ -247,6 +252,7 @@ extension VirtualFileSystem {
         var records = Set([oldParent, newParent]).map { s.nodes[$0]!.record }
         if node.content == nil { records.append(node.record) }
         try persist("rename") { tx in
+            try earlier(tx)
             try tx.removeEntry(parent: oldParent, name: oldName)
             try tx.setEntry(parent: newParent, name: newName, child: inode)
             for r in records { try tx.updateDocument(r) }
@@ -289,8 +295,9 @@ extension VirtualFileSystem {
     }
 
     /// `source` takes over `target`'s document id and history; the caller commits `source` next so the
-    /// target document gets exactly one new revision. `target` leaves the tree.
-    private func adoptIdentityLocked(of target: UInt64, into source: UInt64, in s: inout State) throws(VFSError) {
+    /// target document gets exactly one new revision. `target` leaves the tree. Returns the catalog work, for
+    /// the caller's transaction.
+    private func adoptIdentityLocked(of target: UInt64, into source: UInt64, in s: inout State) -> (StoreTransaction) throws -> Void {
         var t = s.nodes[target]!
         var src = s.nodes[source]!
         let oldSource = src.record
@@ -299,7 +306,7 @@ extension VirtualFileSystem {
         adopted.head = t.record.head
         let targetParent = t.parent
         let targetName = t.name
-        try persist("rename-over") { tx in
+        let work: (StoreTransaction) throws -> Void = { tx in
             try tx.removeEntry(parent: targetParent, name: targetName)
             try tx.retireDocument(inode: target)
             if oldSource.head != nil {
@@ -317,5 +324,6 @@ extension VirtualFileSystem {
         src.metadataChanged = true
         s.nodes[source] = src
         Self.dropIfUnreferenced(target, in: &s)
+        return work
     }
 }
