@@ -6,8 +6,8 @@
 HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libzstd-dev attr pkg-config"
 # Running the tests as well: an editor for the editor-save tests, pytest/hypothesis for Debian's
 # python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
-# network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft).
-HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime"
+# network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), and tcpdump to show what crosses the wire.
+HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump"
 # Benchmarks: the anchors they compare against.
 HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs fio syncthing"
 

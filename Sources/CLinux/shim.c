@@ -4,3 +4,7 @@
 long CLinux_getxattr(const char *path, const char *name, void *value, unsigned long size) {
     return getxattr(path, name, value, size);
 }
+
+int CLinux_setxattr(const char *path, const char *name, const void *value, unsigned long size) {
+    return setxattr(path, name, value, size, 0);
+}

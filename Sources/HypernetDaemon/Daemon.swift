@@ -178,7 +178,7 @@ public enum Daemon {
         let own = store.keyring.identity.publicKey
         let queue = DispatchQueue(label: "hypernet.apply")
         store.observeRevisions { added in
-            let ours = added.filter { $0.tree == own }
+            let ours = added.filter { $0.tree == own && !$0.isBlock }
             guard !ours.isEmpty else { return }
             let documents = ours.filter { !$0.isLocal }.map(\.document)
             queue.async {

@@ -36,17 +36,25 @@ public struct Roles: OptionSet, Sendable, Hashable, CustomStringConvertible {
 /// block by the document's creator). The signature covers the sealed keys too: a sealed box does not
 /// authenticate its sender, so without it anyone could hand a reader a key of their choosing.
 ///
-///     version u8 = 1 | document 16 | epoch u32 | previous 32 (zero bytes in epoch 0) | public u8 (0/1)
+///     version u8 = 0x10 | document 16 | epoch u32 | previous 32 (zero bytes in epoch 0) | public u8 (0/1)
 ///     | member count u32 | members (signing 32 | box 32 | roles u8), strictly increasing by signing key
 ///     | sealed key count u32 | (reader signing key 32 | crypto_box_seal(epoch key) 80), same order
-///     | signer 32 | Ed25519 signature 64 over everything before it
+///     | label length u32 (0...4096) | sealed label | signer 32 | Ed25519 signature 64 over everything before it
 ///
-/// A public block (`*` has read) carries no sealed keys: its epoch's content is stored unencrypted.
+/// The label is the document's name as its admin shared it, for readers to show it by (`/@NAME/`), sealed under
+/// the epoch key (`EpochSeal`, context "hypernet label key v1", associated data document || epoch u32); empty
+/// for none. A public block (`*` has read) carries no sealed keys: its epoch key is `publicEpochKey`, so anyone
+/// opens its content.
 public struct PermissionBlock: Sendable, Equatable {
-    public static let formatVersion: UInt8 = 1
+    /// Also the tag that tells a block from a revision (versions 1, 2) in a tree's log.
+    public static let formatVersion: UInt8 = 0x10
     public static let epochKeyByteCount = 32
     static let sealedKeyByteCount = 32 + 48
     static let maximumMembers = 1 << 16
+    static let maximumLabel = 4096
+    static let labelContext = Array("hypernet label key v1".utf8)
+    /// The epoch key of a public block: known to everyone (docs/security.md, "Rights").
+    public static let publicEpochKey = SecureBytes([UInt8](repeating: 0, count: epochKeyByteCount))
 
     public struct Member: Sendable, Equatable {
         public var identity: IdentityToken
@@ -66,6 +74,8 @@ public struct PermissionBlock: Sendable, Equatable {
     public var members: [Member]
     /// The epoch key sealed to each member holding `read`, keyed by signing key; empty when public.
     public var sealedKeys: [SigningPublicKey: [UInt8]]
+    /// The label sealed under the epoch key; empty for none.
+    public var sealedLabel: [UInt8]
     public var signer: SigningPublicKey
 
     public func roles(of identity: SigningPublicKey) -> Roles {
@@ -90,16 +100,24 @@ public struct SignedPermissionBlock: Sendable, Equatable {
     /// an admin of `previous` (or, for epoch 0, the creator, who must be an admin member).
     public static func make(
         document: DocumentID, after previous: SignedPermissionBlock?, members: [PermissionBlock.Member], isPublic: Bool,
-        signer: SigningKeyPair, epochKey: SecureBytes = .random(count: PermissionBlock.epochKeyByteCount)
+        label: String? = nil, signer: SigningKeyPair, epochKey: SecureBytes = .random(count: PermissionBlock.epochKeyByteCount)
     ) -> SignedPermissionBlock {
         var sealed: [SigningPublicKey: [UInt8]] = [:]
         if !isPublic {
             for m in members where m.roles.contains(.read) { sealed[m.identity.signing] = m.identity.box.seal(epochKey.bytes) }
         }
+        let epoch = previous.map { $0.block.epoch + 1 } ?? 0
+        let labelBytes = label.map { Array($0.utf8.prefix(PermissionBlock.maximumLabel - 64)) } ?? []
+        let sealedLabel =
+            labelBytes.isEmpty
+            ? []
+            : EpochSeal.seal(
+                labelBytes, epochKey: isPublic ? PermissionBlock.publicEpochKey : epochKey, context: PermissionBlock.labelContext,
+                associatedData: PermissionBlock.labelData(document, epoch))
         let block = PermissionBlock(
-            document: document, epoch: previous.map { $0.block.epoch + 1 } ?? 0, previous: previous?.id, isPublic: isPublic,
+            document: document, epoch: epoch, previous: previous?.id, isPublic: isPublic,
             members: members.sorted { $0.identity.signing.bytes.lexicographicallyPrecedes($1.identity.signing.bytes) },
-            sealedKeys: sealed, signer: signer.publicKey)
+            sealedKeys: sealed, sealedLabel: sealedLabel, signer: signer.publicKey)
         let body = block.body
         return SignedPermissionBlock(block: block, record: body + signer.signature(for: body))
     }
@@ -148,6 +166,7 @@ public struct SignedPermissionBlock: Sendable, Equatable {
             }
             sealed[reader] = try r.raw(PermissionBlock.sealedKeyByteCount)
         }
+        let sealedLabel = try r.blob(limit: PermissionBlock.maximumLabel)
         let signer = try Self.signingKey(r.raw(SigningPublicKey.byteCount))
         try r.expectEnd()
         guard signer.isValidSignature(Array(record[(record.count - signatureCount)...]), for: body) else {
@@ -155,8 +174,18 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         }
         self.block = PermissionBlock(
             document: document, epoch: epoch, previous: previous, isPublic: publicFlag == 1, members: members,
-            sealedKeys: sealed, signer: signer)
+            sealedKeys: sealed, sealedLabel: sealedLabel, signer: signer)
         self.record = record
+    }
+
+    /// The label, for a holder of the epoch key; nil when there is none or it does not open.
+    public func label(epochKey: SecureBytes) -> String? {
+        guard !block.sealedLabel.isEmpty,
+            let bytes = EpochSeal.open(
+                block.sealedLabel, epochKey: epochKey, context: PermissionBlock.labelContext,
+                associatedData: PermissionBlock.labelData(block.document, block.epoch))
+        else { return nil }
+        return String(validating: bytes, as: UTF8.self)
     }
 
     /// The epoch key, for a reader holding `identity`'s box key; nil if it is not sealed to it (or public).
@@ -177,6 +206,13 @@ public struct SignedPermissionBlock: Sendable, Equatable {
 }
 
 extension PermissionBlock {
+    static func labelData(_ document: DocumentID, _ epoch: UInt32) -> [UInt8] {
+        var w = ByteWriter(capacity: 20)
+        w.raw(document.bytes)
+        w.u32(epoch)
+        return w.bytes
+    }
+
     var body: [UInt8] {
         var w = ByteWriter(capacity: 128 + members.count * 65 + sealedKeys.count * 112)
         w.u8(Self.formatVersion)
@@ -196,6 +232,7 @@ extension PermissionBlock {
             w.raw(m.identity.signing.bytes)
             w.raw(sealedKeys[m.identity.signing]!)
         }
+        w.blob(sealedLabel)
         w.raw(signer.bytes)
         return w.bytes
     }

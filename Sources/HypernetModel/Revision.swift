@@ -10,15 +10,22 @@ public enum RevisionKind: UInt8, Sendable, Codable {
 
 /// An immutable, signed revision of one document. The exact signed bytes are what is stored and sent;
 /// the id is BLAKE2b-256 over them, so equal ids mean equal records (docs/store-format.md, "Revision").
+/// Format 1 is a revision under its tree owner's key; format 2 adds the document whose permission chain
+/// governs it (`rights`), and is written only then, so a tree nobody shares stays readable by older nodes.
 public struct Revision: Sendable, Equatable {
     public static let formatVersion: UInt8 = 1
+    public static let governedFormatVersion: UInt8 = 2
     static let signatureContext = Array("hypernet revision v1\n".utf8)
     static let maximumParents = 1024
     static let maximumSealedMetadata = 16 << 20
 
     public var document: DocumentID
     public var kind: RevisionKind
+    /// The epoch of the governing chain (0 under the tree owner's key).
     public var epoch: UInt32
+    /// The document whose permission chain governs this revision (its own, or the one its creator wrote
+    /// under); nil: the tree owner's key, and only the owner writes.
+    public var rights: DocumentID?
     public var time: HLCTime
     public var author: SigningPublicKey
     public var parents: [RevisionID]
@@ -26,12 +33,13 @@ public struct Revision: Sendable, Equatable {
     public var sealedMetadata: [UInt8]
 
     public init(
-        document: DocumentID, kind: RevisionKind, epoch: UInt32, time: HLCTime, author: SigningPublicKey,
-        parents: [RevisionID], sealedMetadata: [UInt8]
+        document: DocumentID, kind: RevisionKind, epoch: UInt32, rights: DocumentID? = nil, time: HLCTime,
+        author: SigningPublicKey, parents: [RevisionID], sealedMetadata: [UInt8]
     ) {
         self.document = document
         self.kind = kind
         self.epoch = epoch
+        self.rights = rights
         self.time = time
         self.author = author
         self.parents = parents
@@ -41,10 +49,11 @@ public struct Revision: Sendable, Equatable {
     /// The canonical encoding that is signed.
     public var body: [UInt8] {
         var w = ByteWriter(capacity: 128 + sealedMetadata.count + 32 * parents.count)
-        w.u8(Self.formatVersion)
+        w.u8(rights == nil ? Self.formatVersion : Self.governedFormatVersion)
         w.raw(document.bytes)
         w.u8(kind.rawValue)
         w.u32(epoch)
+        if let rights { w.raw(rights.bytes) }
         w.u64(time.rawValue)
         w.raw(author.bytes)
         w.u16(UInt16(parents.count))
@@ -82,10 +91,14 @@ public struct SignedRevision: Sendable, Equatable {
         let signature = Array(record[(record.count - signatureCount)...])
         var r = ByteReader(body, context: "revision")
         let version = try r.u8()
-        guard version == Revision.formatVersion else { throw .unsupportedVersion(Int(version)) }
+        guard version == Revision.formatVersion || version == Revision.governedFormatVersion else {
+            throw .unsupportedVersion(Int(version))
+        }
         let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
         guard let kind = RevisionKind(rawValue: try r.u8()) else { throw .invalid("revision kind") }
         let epoch = try r.u32()
+        let rights = version == Revision.governedFormatVersion ? try DocumentID(bytes: r.raw(DocumentID.byteCount)) : nil
+        guard rights != nil || epoch == 0 else { throw .invalid("epoch \(epoch) under the tree owner's key") }
         let time = HLCTime(rawValue: try r.u64())
         let author: SigningPublicKey
         do { author = try SigningPublicKey(bytes: r.raw(SigningPublicKey.byteCount)) } catch {
@@ -101,8 +114,29 @@ public struct SignedRevision: Sendable, Equatable {
             throw .invalid("revision signature")
         }
         self.revision = Revision(
-            document: document, kind: kind, epoch: epoch, time: time, author: author, parents: parents,
-            sealedMetadata: sealed)
+            document: document, kind: kind, epoch: epoch, rights: rights, time: time, author: author,
+            parents: parents, sealedMetadata: sealed)
         self.record = record
+    }
+}
+
+/// One record of a tree's log: a revision, or a permission block of one of the tree's documents. The first
+/// byte of a record says which (docs/store-format.md, "Log records").
+public enum LogRecord: Sendable, Equatable {
+    case revision(SignedRevision)
+    case block(SignedPermissionBlock)
+
+    public init(record: [UInt8]) throws(DecodingError) {
+        switch record.first {
+        case PermissionBlock.formatVersion: self = .block(try SignedPermissionBlock(record: record))
+        default: self = .revision(try SignedRevision(record: record))
+        }
+    }
+
+    public var record: [UInt8] {
+        switch self {
+        case .revision(let r): r.record
+        case .block(let b): b.record
+        }
     }
 }

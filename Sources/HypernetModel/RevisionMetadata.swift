@@ -112,40 +112,13 @@ public struct RevisionMetadata: Sendable, Equatable {
     /// Seals the encoding with XChaCha20-Poly1305 under a key derived from the epoch key, a random nonce
     /// in front, and the document id as associated data (so metadata cannot be moved to another document).
     public func sealed(epochKey: SecureBytes, document: DocumentID) -> [UInt8] {
-        let nonce = SecureRandom.bytes(count: AEAD.nonceByteCount)
-        let key = Self.metadataKey(epochKey)
-        return nonce + key.bytes.withUnsafeBytes { k in
-            encoded().withUnsafeBytes { p in
-                nonce.withUnsafeBytes { n in
-                    document.bytes.withUnsafeBytes { ad in AEAD.seal(p, key: k, nonce: n, associatedData: ad) }
-                }
-            }
-        }
+        EpochSeal.seal(encoded(), epochKey: epochKey, context: Self.keyContext, associatedData: document.bytes)
     }
 
     public init(unsealing sealed: [UInt8], epochKey: SecureBytes, document: DocumentID) throws(DecodingError) {
         guard sealed.count >= AEAD.nonceByteCount + AEAD.tagByteCount else { throw .truncated("sealed metadata") }
-        let nonce = Array(sealed[..<AEAD.nonceByteCount])
-        let box = Array(sealed[AEAD.nonceByteCount...])
-        let key = Self.metadataKey(epochKey)
-        let plain: [UInt8]
-        do {
-            plain = try key.bytes.withUnsafeBytes { k in
-                try box.withUnsafeBytes { c in
-                    try nonce.withUnsafeBytes { n in
-                        try document.bytes.withUnsafeBytes { ad in
-                            try AEAD.open(c, key: k, nonce: n, associatedData: ad)
-                        }
-                    }
-                }
-            }
-        } catch {
-            throw .invalid("sealed metadata (authentication failed)")
-        }
+        guard let plain = EpochSeal.open(sealed, epochKey: epochKey, context: Self.keyContext, associatedData: document.bytes)
+        else { throw .invalid("sealed metadata (authentication failed)") }
         try self.init(decoding: plain)
-    }
-
-    static func metadataKey(_ epochKey: SecureBytes) -> Digest {
-        BLAKE2b.hash(keyContext, key: epochKey)
     }
 }

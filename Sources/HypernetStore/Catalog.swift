@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 4
+    static let formatVersion = 5
     let pool: DatabasePool
     let path: String
 
@@ -137,6 +137,26 @@ final class Catalog: Sendable {
         // codec 3": EIO on reads, fsck problems) though they are not: it must refuse the store instead.
         m.registerMigration("v4-multi-base-deltas") { db in
             try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '4')")
+        }
+        // Format 5: permission blocks in the log, revisions of format 2 (governed by a document's chain), and
+        // the chain each document is written under. Format-4 code would report format-2 revisions as corrupt.
+        m.registerMigration("v5-permission-blocks") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '5');
+                    CREATE TABLE blocks (
+                        id BLOB PRIMARY KEY,
+                        tree BLOB NOT NULL,
+                        document BLOB NOT NULL,    -- whose chain
+                        epoch INTEGER NOT NULL,
+                        record BLOB NOT NULL,      -- the exact signed bytes
+                        seq INTEGER NOT NULL UNIQUE,  -- shares the log's numbering with revisions.seq
+                        UNIQUE (tree, document, epoch)
+                    );
+                    CREATE INDEX blocks_tree ON blocks(tree, seq);
+                    ALTER TABLE revisions ADD COLUMN rights BLOB;   -- the governing chain's document; NULL: owner's key
+                    ALTER TABLE documents ADD COLUMN rights BLOB;   -- the chain new revisions are written under
+                    """)
         }
         return m
     }

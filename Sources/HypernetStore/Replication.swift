@@ -5,8 +5,8 @@ import HypernetCrypto
 import HypernetModel
 import Synchronization
 
-/// One revision of a tree's log, as a peer is sent it: its position in this store's log, the signed record,
-/// and the chunks it introduced (docs/protocol.md, "Log").
+/// One record of a tree's log, as a peer is sent it: its position in this store's log, the signed record (a
+/// revision or a permission block), and the chunks it introduced (docs/protocol.md, "Log").
 public struct LogEntry: Sendable, Equatable {
     public var seq: Int64
     public var record: [UInt8]
@@ -32,27 +32,47 @@ public struct RemoteRevision: Sendable {
     }
 }
 
-/// Why a received revision was not stored.
+/// A received record ready to be stored, in log order: a revision, or a permission block of `tree`.
+public enum RemoteRecord: Sendable {
+    case revision(RemoteRevision)
+    case block(SignedPermissionBlock, tree: SigningPublicKey)
+
+    public var id: Digest {
+        switch self {
+        case .revision(let r): r.signed.id
+        case .block(let b, _): b.id
+        }
+    }
+}
+
+/// Why a received revision or block was not stored.
 public enum Rejection: Error, Sendable, Equatable, CustomStringConvertible {
-    /// Its author holds no write right in the tree (with one identity per tree: is not the tree's owner).
+    /// Its author holds no right for it in the epoch it names and the current one (or, for a document of no
+    /// chain, is not the tree's owner), or it moves a document out of a chain it is no admin of.
     case notAuthorized
     case missingParent(RevisionID)
     case missingChunk(ChunkID)
+    /// The block of that epoch of that document's chain is not here (yet).
+    case missingBlock(DocumentID, UInt32)
+    /// A block that is not the next link of its chain: forged, replayed, rolled back or forking.
+    case badBlock(PermissionChainError)
     case badMetadata(String)
 
     /// The revision may be stored once what it lacks arrives (from this peer later, or another).
     public var isTransient: Bool {
         switch self {
-        case .missingParent, .missingChunk: return true
-        case .notAuthorized, .badMetadata: return false
+        case .missingParent, .missingChunk, .missingBlock: return true
+        case .notAuthorized, .badBlock, .badMetadata: return false
         }
     }
 
     public var description: String {
         switch self {
-        case .notAuthorized: return "author has no write right in the tree"
+        case .notAuthorized: return "author has no right for it"
         case .missingParent(let p): return "parent \(p.hex) is unknown"
         case .missingChunk(let c): return "chunk \(c.hex) is missing"
+        case .missingBlock(let d, let e): return "permission block \(e) of \(d) is unknown"
+        case .badBlock(let why): return "permission block refused: \(why)"
         case .badMetadata(let why): return "metadata does not open: \(why)"
         }
     }
@@ -81,12 +101,18 @@ extension Store {
         }
     }
 
-    /// Up to `limit` log entries of `tree` after `seq`, in log order (parents before children).
+    /// Up to `limit` log entries of `tree` after `seq`, in log order (parents before children, a block before
+    /// the revisions written under it).
     public func log(tree: SigningPublicKey, after seq: Int64, limit: Int) throws(StoreError) -> [LogEntry] {
         try catalog.read { db in
             let chunks = try db.cachedStatement(sql: "SELECT id FROM chunks WHERE revision = ?")
             return try Row.fetchAll(
-                db.cachedStatement(sql: "SELECT seq, record, id FROM revisions WHERE tree = ? AND seq > ? ORDER BY seq LIMIT ?"),
+                db.cachedStatement(
+                    sql: """
+                        SELECT seq, record, id FROM revisions WHERE tree = ?1 AND seq > ?2
+                        UNION ALL SELECT seq, record, id FROM blocks WHERE tree = ?1 AND seq > ?2
+                        ORDER BY seq LIMIT ?3
+                        """),
                 arguments: [Data(tree.bytes), seq, limit]
             ).map { row in
                 let ids = try Data.fetchAll(chunks, arguments: [row[2] as Data]).compactMap { try? Digest(bytes: $0) }
@@ -131,22 +157,37 @@ extension Store {
     public func storeRemote(_ batch: [RemoteRevision], chunks received: [ChunkLocation]) throws(StoreError)
         -> [(RevisionID, Rejection)]
     {
-        let own = keyring.identity.publicKey
+        try storeRemote(records: batch.map { .revision($0) }, chunks: received)
+    }
+
+    /// Stores received revisions and blocks in one transaction, in log order. A block is stored only as the
+    /// next link of its chain; a revision only if its author holds the right for it (`checkRights`), its
+    /// parents are here, and the chunks it lists are stored or among `chunks` just received.
+    public func storeRemote(records batch: [RemoteRecord], chunks received: [ChunkLocation]) throws(StoreError)
+        -> [(Digest, Rejection)]
+    {
         let arrived = Dictionary(received.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         return try transaction { tx in
-            var rejected: [(RevisionID, Rejection)] = []
-            for remote in batch {
+            var rejected: [(Digest, Rejection)] = []
+            for record in batch {
+                guard case .revision(let remote) = record else {
+                    if case .block(let block, let tree) = record, let problem = try tx.receive(block, tree: tree) {
+                        rejected.append((block.id, problem))
+                    }
+                    continue
+                }
                 let id = remote.signed.id
                 let revision = remote.signed.revision
                 if try tx.hasRevision(id) { continue }
-                if let problem = try tx.check(remote, own: own, arrived: arrived) {
+                if let problem = try tx.check(remote, arrived: arrived) {
                     rejected.append((id, problem))
                     continue
                 }
+                // The size is known only to a reader of the epoch; a node without its key stores it as 0.
                 var size: UInt64 = 0
-                if remote.tree == own {
+                if let key = try epochKey(tx.db, tree: remote.tree, rights: revision.rights, epoch: revision.epoch) {
                     do {
-                        size = try RevisionMetadata(unsealing: revision.sealedMetadata, epochKey: epochKey, document: revision.document).size
+                        size = try RevisionMetadata(unsealing: revision.sealedMetadata, epochKey: key, document: revision.document).size
                     } catch {
                         rejected.append((id, .badMetadata("\(error)")))
                         continue
@@ -154,6 +195,8 @@ extension Store {
                 }
                 try tx.recordChunks(remote.chunks.compactMap { arrived[$0] })
                 try tx.insert(remote.signed, tree: remote.tree, size: size)
+                // Another node of this identity may have moved the document to a chain: write under it too.
+                try tx.setRights(of: revision.document, to: revision.rights)
                 try tx.claim(remote.chunks, for: id)
                 observe(revision.time)
                 tx.added.list.append(AddedRevision(id: id, document: revision.document, tree: remote.tree, isLocal: false))
@@ -318,10 +361,8 @@ extension StoreTransaction {
         try Int.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM revisions WHERE id = ?"), arguments: [Data(id.bytes)]) != nil
     }
 
-    func check(_ remote: RemoteRevision, own: SigningPublicKey, arrived: [ChunkID: ChunkLocation]) throws -> Rejection? {
+    func check(_ remote: RemoteRevision, arrived: [ChunkID: ChunkLocation]) throws -> Rejection? {
         let revision = remote.signed.revision
-        // One identity per tree until permission blocks exist: only the owner writes.
-        guard revision.author == remote.tree else { return .notAuthorized }
         // A document belongs to one tree, and its parents are its own revisions: a tree's owner cannot
         // write into another tree by reusing its document ids.
         let doc = Data(revision.document.bytes)
@@ -336,6 +377,7 @@ extension StoreTransaction {
             }
             guard parentDocument == doc else { return .notAuthorized }
         }
+        if let problem = try checkRights(revision, tree: remote.tree) { return problem }
         let stored = try store.catalog.existing(remote.chunks.filter { arrived[$0] == nil })
         for c in remote.chunks where arrived[c] == nil && !stored.contains(c) { return .missingChunk(c) }
         return nil

@@ -87,6 +87,8 @@ public final class Store: Sendable {
     private let clock: Mutex<HybridLogicalClock>
     let logger: Logger
     private let observers = Mutex<[@Sendable ([AddedRevision]) -> Void]>([])
+    /// Epoch keys opened from permission blocks.
+    let epochKeys = EpochKeyCache()
     /// Remote nodes known to hold each revision durably, and the fsyncs waiting on them.
     let replicas = ReplicaTracker()
     /// This store's log identity: a peer's position in our log is valid only for the same `storeID`.
@@ -122,9 +124,6 @@ public final class Store: Sendable {
     /// The root directory document of this node's identity's tree.
     public var rootDocument: DocumentID { DocumentID.root(of: keyring.identity.publicKey) }
 
-    /// The key for content of the owner's tree (one epoch until permission blocks exist).
-    public var epochKey: SecureBytes { keyring.treeKey }
-
     /// How an author is shown: the identity token if it is ours, else its signing key.
     public func authorName(_ key: SigningPublicKey) -> String {
         key == keyring.identity.publicKey ? keyring.identityToken.description : "ed25519:" + Hex.encode(key.bytes)
@@ -139,12 +138,11 @@ public final class Store: Sendable {
     /// chunks it overlaps, or the manifest node at its position. A piece that is not stored already is stored
     /// as a delta against the first `ChunkSealer.maximumDeltaBases` of them when that is at most half the full
     /// object's size, or as one of them when equal to it.
-    public func writeChunks(_ buffer: UnsafeRawBufferPointer, ranges: [Range<Int>], bases: [[ChunkReference]] = [])
-        throws(StoreError) -> (references: [ChunkReference], locations: [ChunkLocation])
-    {
+    public func writeChunks(
+        _ buffer: UnsafeRawBufferPointer, ranges: [Range<Int>], bases: [[ChunkReference]] = [], key: SecureBytes
+    ) throws(StoreError) -> (references: [ChunkReference], locations: [ChunkLocation]) {
         guard !ranges.isEmpty else { return ([], []) }
         precondition(bases.isEmpty || bases.count == ranges.count, "one base list (maybe empty) per range")
-        let key = epochKey
         nonisolated(unsafe) let source = buffer
         var sealed = Self.parallelMap(ranges.count) { i in
             ChunkSealer.seal(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), epochKey: key)
@@ -155,7 +153,7 @@ public final class Store: Sendable {
             let full = sealed
             let replacements = Self.parallelMap(candidates.count) { j in
                 let i = candidates[j]
-                return self.delta(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), bases: bases[i], full: full[i])
+                return self.delta(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), bases: bases[i], full: full[i], key: key)
             }
             for (j, replacement) in replacements.enumerated() {
                 if let replacement { sealed[candidates[j]] = replacement }
@@ -190,9 +188,9 @@ public final class Store: Sendable {
     /// the depth limit is swapped for its ancestor at half the limit along its deepest bases, so a chunk that
     /// grows by appends costs about twice the appended bytes every half-limit revisions instead of a whole
     /// chunk. A base that cannot be read costs the delta only (logged).
-    private func delta(_ plaintext: UnsafeRawBufferPointer, bases candidates: [ChunkReference], full: ChunkSealer.Sealed)
-        -> ChunkSealer.Sealed?
-    {
+    private func delta(
+        _ plaintext: UnsafeRawBufferPointer, bases candidates: [ChunkReference], full: ChunkSealer.Sealed, key: SecureBytes
+    ) -> ChunkSealer.Sealed? {
         do {
             var bases: [ChunkReference] = []
             var prefix: [UInt8] = []
@@ -220,7 +218,7 @@ public final class Store: Sendable {
             }
             return ChunkSealer.sealDelta(
                 plaintext, bases: bases, prefix: prefix, baseDepth: depth, limit: full.ciphertext.count / 2,
-                epochKey: epochKey)
+                epochKey: key)
         } catch {
             logger.warning("storing a chunk whole: a delta base is unreadable: \(error)")
             return nil
@@ -287,7 +285,7 @@ public final class Store: Sendable {
     /// Builds (and stores) the manifest tree for `chunks`, reusing `previous`'s unchanged leaves.
     /// `unchangedPrefix`: how many leading chunks the caller knows equal `previous`'s; their full leaves are
     /// reused without comparing, so an append costs the same on a 1 GiB file as on a small one.
-    public func writeManifest(chunks: [ChunkReference], previous: ManifestTree, unchangedPrefix: Int = 0)
+    public func writeManifest(chunks: [ChunkReference], previous: ManifestTree, unchangedPrefix: Int = 0, key: SecureBytes)
         throws(StoreError) -> (tree: ManifestTree, locations: [ChunkLocation])
     {
         guard !chunks.isEmpty else { return (.empty, []) }
@@ -310,7 +308,7 @@ public final class Store: Sendable {
             }
         }
         var locations: [ChunkLocation] = []
-        let (refs, locs) = try writeBlobs(encoded, bases: fresh.map { previous.nodes(level: 0, index: $0) })
+        let (refs, locs) = try writeBlobs(encoded, bases: fresh.map { previous.nodes(level: 0, index: $0) }, key: key)
         locations += locs
         for (i, n) in fresh.enumerated() {
             leaves[n] = ChunkReference(id: refs[i].id, key: refs[i].key, length: chunks[(n * fanout)..<min((n + 1) * fanout, chunks.count)].reduce(0) { $0 + $1.length })
@@ -323,7 +321,7 @@ public final class Store: Sendable {
             let groups = stride(from: 0, to: current.count, by: fanout).map { Array(current[$0..<min($0 + fanout, current.count)]) }
             let (upper, locs) = try writeBlobs(
                 groups.map { ManifestNode(level: level, children: $0).encoded() },
-                bases: groups.indices.map { previous.nodes(level: Int(level), index: $0) })
+                bases: groups.indices.map { previous.nodes(level: Int(level), index: $0) }, key: key)
             locations += locs
             current = zip(upper, groups).map { ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length }) }
             levels.append(current)
@@ -332,7 +330,9 @@ public final class Store: Sendable {
         return (tree, locations)
     }
 
-    private func writeBlobs(_ blobs: [[UInt8]], bases: [[ChunkReference]] = []) throws(StoreError) -> ([ChunkReference], [ChunkLocation]) {
+    private func writeBlobs(_ blobs: [[UInt8]], bases: [[ChunkReference]], key: SecureBytes) throws(StoreError)
+        -> ([ChunkReference], [ChunkLocation])
+    {
         guard !blobs.isEmpty else { return ([], []) }
         let joined = blobs.flatMap { $0 }
         var ranges: [Range<Int>] = []
@@ -341,7 +341,7 @@ public final class Store: Sendable {
             ranges.append(offset..<offset + b.count)
             offset += b.count
         }
-        let result = try joined.withBytes { (buffer) throws(StoreError) in try writeChunks(buffer, ranges: ranges, bases: bases) }
+        let result = try joined.withBytes { (buffer) throws(StoreError) in try writeChunks(buffer, ranges: ranges, bases: bases, key: key) }
         return (result.references, result.locations)
     }
 
@@ -368,7 +368,7 @@ public final class Store: Sendable {
     }
 
     /// Stores a small whole value (a directory listing) as content: chunked, then a manifest.
-    public func writeContent(_ bytes: [UInt8]) throws(StoreError) -> (root: ManifestReference?, locations: [ChunkLocation]) {
+    public func writeContent(_ bytes: [UInt8], key: SecureBytes) throws(StoreError) -> (root: ManifestReference?, locations: [ChunkLocation]) {
         var ranges: [Range<Int>] = []
         var start = 0
         try bytes.withBytes { (all) throws(StoreError) in
@@ -379,8 +379,8 @@ public final class Store: Sendable {
                 start += n
             }
         }
-        let (refs, locations) = try bytes.withBytes { (b) throws(StoreError) in try writeChunks(b, ranges: ranges) }
-        let (tree, more) = try writeManifest(chunks: refs, previous: .empty)
+        let (refs, locations) = try bytes.withBytes { (b) throws(StoreError) in try writeChunks(b, ranges: ranges, key: key) }
+        let (tree, more) = try writeManifest(chunks: refs, previous: .empty, key: key)
         return (tree.root, locations + more)
     }
 
@@ -466,13 +466,17 @@ public final class Store: Sendable {
 
     /// A stored revision and its unsealed metadata.
     public func revision(_ id: RevisionID) throws(StoreError) -> (revision: Revision, metadata: RevisionMetadata) {
-        let record = try catalog.read { db in
-            try Data.fetchOne(db, sql: "SELECT record FROM revisions WHERE id = ?", arguments: [Data(id.bytes)])
+        let row = try catalog.read { db in
+            try Row.fetchOne(db, sql: "SELECT record, tree FROM revisions WHERE id = ?", arguments: [Data(id.bytes)])
         }
-        guard let record else { throw .notFound("revision \(id.hex)") }
+        guard let row, let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)) else { throw .notFound("revision \(id.hex)") }
+        let r: Revision
+        do { r = try SignedRevision(record: Array(row[0] as Data)).revision } catch {
+            throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
+        }
+        guard let key = epochKey(tree: tree, rights: r.rights, epoch: r.epoch) else { throw .rights(.noKey) }
         do {
-            let r = try SignedRevision(record: Array(record)).revision
-            return (r, try RevisionMetadata(unsealing: r.sealedMetadata, epochKey: epochKey, document: r.document))
+            return (r, try RevisionMetadata(unsealing: r.sealedMetadata, epochKey: key, document: r.document))
         } catch {
             throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
         }
@@ -596,9 +600,12 @@ public struct StoreTransaction {
         try db.cachedStatement(sql: sql).execute(arguments: arguments)
     }
 
-    public func insertDocument(id: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, dirty: Bool) throws -> UInt64 {
-        try run("INSERT INTO documents (id, kind, metadata, dirty) VALUES (?, ?, ?, ?)",
-            arguments: [Data(id.bytes), Int(kind.rawValue), Data(metadata.encoded()), dirty])
+    /// `rights`: the chain its revisions are written under (`rightsForChildren` of its directory for a new one).
+    public func insertDocument(id: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, dirty: Bool, rights: DocumentID?)
+        throws -> UInt64
+    {
+        try run("INSERT INTO documents (id, kind, metadata, dirty, rights) VALUES (?, ?, ?, ?, ?)",
+            arguments: [Data(id.bytes), Int(kind.rawValue), Data(metadata.encoded()), dirty, rights.map { Data($0.bytes) }])
         return UInt64(db.lastInsertedRowID)
     }
 
@@ -637,9 +644,11 @@ public struct StoreTransaction {
         document: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, parents: [RevisionID]
     ) throws -> RevisionID {
         let keyring = store.keyring
+        let sealing = try Store.sealing(db, store: store, document: document)
         let revision = Revision(
-            document: document, kind: kind, epoch: 0, time: store.nextTime(), author: keyring.identity.publicKey,
-            parents: parents, sealedMetadata: metadata.sealed(epochKey: store.epochKey, document: document))
+            document: document, kind: kind, epoch: sealing.epoch, rights: sealing.rights, time: store.nextTime(),
+            author: keyring.identity.publicKey, parents: parents,
+            sealedMetadata: metadata.sealed(epochKey: sealing.key, document: document))
         let signed = revision.signed(by: keyring.identity)
         try insert(signed, tree: keyring.identity.publicKey, size: metadata.size)
         try run("UPDATE chunks SET revision = ? WHERE revision IS NULL", arguments: [Data(signed.id.bytes)])
@@ -652,11 +661,10 @@ public struct StoreTransaction {
         let revision = signed.revision
         let id = Data(signed.id.bytes)
         let doc = Data(revision.document.bytes)
-        let seq = (try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM revisions")) ?? 0) + 1
-        try run("INSERT INTO revisions (id, document, time, kind, size, record, tree, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        try run("INSERT INTO revisions (id, document, time, kind, size, record, tree, seq, rights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             arguments: [
                 id, doc, Int64(bitPattern: revision.time.rawValue), Int(revision.kind.rawValue),
-                Int64(size), Data(signed.record), Data(tree.bytes), seq,
+                Int64(size), Data(signed.record), Data(tree.bytes), try nextSeq(), revision.rights.map { Data($0.bytes) },
             ])
         for p in revision.parents {
             try run("DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])
@@ -676,6 +684,8 @@ public struct AddedRevision: Sendable {
     public var document: DocumentID
     public var tree: SigningPublicKey
     public var isLocal: Bool
+    /// A permission block of `document`'s chain, not a revision of it.
+    public var isBlock = false
 }
 
 public struct StoreStatistics: Sendable, Codable {

@@ -8,6 +8,8 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     case unsupportedFormat(found: Int, supported: Int)
     case invalid(String)
     case database(String)
+    /// A permission change or a sealing this identity has no right or key for.
+    case rights(RightsError)
 
     public var description: String {
         switch self {
@@ -18,6 +20,7 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
             return "store format \(found) is newer than this hypernet understands (\(supported)); upgrade hypernet"
         case .invalid(let why): return why
         case .database(let why): return "catalog: \(why)"
+        case .rights(let why): return why.description
         }
     }
 }

@@ -4,30 +4,33 @@ import HypernetStore
 extension VirtualFileSystem {
     public func opendir(inode: UInt64) throws(VFSError) -> UInt64 {
         if VirtualTree.contains(inode) { return try virtualOpendir(inode) }
+        let foreignRoots = inode == Self.rootInode ? foreignRoots() : []
         return try state.withLock { (s) throws(VFSError) in
             let dir = try Self.directory(inode, in: s)
             let h = s.nextHandle
             s.nextHandle += 1
-            s.handles[h] = .directory(inode: inode, entries: Self.listing(dir))
+            s.handles[h] = .directory(inode: inode, entries: Self.listing(dir, foreignRoots: foreignRoots))
             return h
         }
     }
 
-    /// `.`, `..`, then the children by name (the root's with `.hypernet` first): a snapshot taken at opendir
-    /// and at each rewind (offset 0).
-    static func listing(_ dir: Node) -> [(name: String, inode: UInt64)] {
+    /// `.`, `..`, then the children by name (the root's with `.hypernet` and the `@NAME` directories first): a
+    /// snapshot taken at opendir and at each rewind (offset 0).
+    static func listing(_ dir: Node, foreignRoots: [(name: String, inode: UInt64)]) -> [(name: String, inode: UInt64)] {
         guard dir.inode == rootInode else { return [(".", dir.inode), ("..", dir.parent)] + dir.children.sorted }
-        // A stored document named `.hypernet` at the root is hidden by the virtual directory.
-        return [(".", dir.inode), ("..", dir.parent), (VirtualTree.name, VirtualTree.directory)]
-            + dir.children.sorted.filter { $0.name != VirtualTree.name }
+        // Stored documents named `.hypernet` or `@NAME` at the root are hidden by the virtual directories.
+        let hidden = Set([VirtualTree.name] + foreignRoots.map(\.name))
+        return [(".", dir.inode), ("..", dir.parent), (VirtualTree.name, VirtualTree.directory)] + foreignRoots
+            + dir.children.sorted.filter { !hidden.contains($0.name) }
     }
 
     /// Entries after `offset` (0 = from the start, including `.` and `..`), in a stable order.
     public func readdir(handle: UInt64, offset: UInt64) throws(VFSError) -> [DirectoryEntry] {
         try state.withLock { (s) throws(VFSError) in
+            if case .listed(let entries)? = s.handles[handle] { return Array(entries.dropFirst(Int(min(offset, UInt64(entries.count))))) }
             guard case .directory(let inode, var entries)? = s.handles[handle] else { throw VFSError(EBADF) }
             if offset == 0, !VirtualTree.contains(inode), let dir = s.nodes[inode] {
-                entries = Self.listing(dir)
+                entries = Self.listing(dir, foreignRoots: entries.filter { ForeignTree.contains($0.inode) })
                 s.handles[handle] = .directory(inode: inode, entries: entries)
             }
             guard offset < UInt64(entries.count) else { return [] }

@@ -1,6 +1,7 @@
 import CLinux
 import Dispatch
 import Glibc
+import HypernetCrypto
 import HypernetModel
 import HypernetStore
 import Logging
@@ -37,10 +38,13 @@ final class FileContent: Sendable {
     let state: Mutex<State>
     let stagingFD: Int32
     private let store: Store
+    /// Whose chain's key seals the content (docs/security.md, "Rights").
+    private let document: DocumentID
     private let logger: Logger
 
-    init(store: Store, tree: ManifestTree, isNew: Bool, logger: Logger) throws(VFSError) {
+    init(store: Store, document: DocumentID, tree: ManifestTree, isNew: Bool, logger: Logger) throws(VFSError) {
         self.store = store
+        self.document = document
         self.logger = logger
         stagingFD = CLinux_memfd_create("hypernet-staging")
         guard stagingFD >= 0 else { throw VFSError(errno) }
@@ -183,6 +187,8 @@ final class FileContent: Sendable {
         if s.baseValid < baseSize { changeStart = min(changeStart, s.baseValid) }
         if s.size != baseSize { changeStart = min(changeStart, min(s.size, baseSize)) }
         guard changeStart != .max else { return (s.tree, []) }
+        let key: SecureBytes
+        do { key = try store.sealing(for: document).key } catch { throw storing(error) }
         let resync = s.size == baseSize && s.baseValid == baseSize
         let changeEnd = s.dirty.upperBound ?? 0
 
@@ -241,7 +247,7 @@ final class FileContent: Sendable {
                 return Array(old[first...last])
             }
             do {
-                let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges, bases: bases) }
+                let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges, bases: bases, key: key) }
                 chunks += written.references
                 locations += written.locations
             } catch {
@@ -262,7 +268,7 @@ final class FileContent: Sendable {
             }
         }
         do {
-            let manifest = try store.writeManifest(chunks: chunks, previous: s.tree, unchangedPrefix: keep)
+            let manifest = try store.writeManifest(chunks: chunks, previous: s.tree, unchangedPrefix: keep, key: key)
             return (manifest.tree, locations + manifest.locations)
         } catch {
             throw storing(error)
@@ -276,6 +282,7 @@ final class FileContent: Sendable {
             return VFSError(ENOSPC)
         }
         logger.error("sealing staged writes failed: \(error)")
+        if case .rights = error { return VFSError(EACCES) }
         return VFSError(EIO)
     }
 

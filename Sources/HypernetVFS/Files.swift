@@ -22,7 +22,7 @@ extension VirtualFileSystem {
             } else {
                 do { tree = try store.loadManifest(root) } catch { throw fail(error, "load content", inode: inode) }
             }
-            let content = try FileContent(store: store, tree: tree, isNew: isNew, logger: logger)
+            let content = try FileContent(store: store, document: node.record.id, tree: tree, isNew: isNew, logger: logger)
             node.content = content
             node.openCount = 1
             s.nodes[inode] = node
@@ -289,7 +289,7 @@ extension VirtualFileSystem {
             }
             let listing = DirectoryListing(entries: entries).encoded()
             do {
-                let (root, written) = try store.writeContent(listing)
+                let (root, written) = try store.writeContent(listing, key: store.sealing(for: dir.record.id).key)
                 dir.record.metadata.content = root
                 dir.record.metadata.size = UInt64(listing.count)
                 locations = written

@@ -7,7 +7,7 @@ extension VirtualFileSystem {
 
     /// Regular files only (`S_IFREG`); other node types fail with EPERM.
     public func mknod(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
-        try Self.refuseVirtual(parent, name)
+        try refuseVirtual(parent, name)
         guard mode & S_IFMT == S_IFREG || mode & S_IFMT == 0 else { throw VFSError(EPERM) }
         let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
         try commit(inode)
@@ -47,7 +47,7 @@ extension VirtualFileSystem {
     func makeNode(
         parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, caller: Caller, target: [UInt8] = []
     ) throws(VFSError) -> UInt64 {
-        try Self.refuseVirtual(parent, name)
+        try refuseVirtual(parent, name)
         try Self.validate(name: name)
         return try state.withLock { (s) throws(VFSError) in
             var dir = try Self.directory(parent, in: s)
@@ -67,7 +67,8 @@ extension VirtualFileSystem {
             let id = DocumentID.random()
             let parentRecord = dir.record
             let inode = try persist("create") { tx in
-                let inode = try tx.insertDocument(id: id, kind: kind, metadata: metadata, dirty: true)
+                let inode = try tx.insertDocument(
+                    id: id, kind: kind, metadata: metadata, dirty: true, rights: tx.rightsForChildren(of: parentRecord.id))
                 try tx.setEntry(parent: parent, name: name, child: inode)
                 try tx.updateDocument(parentRecord)
                 return inode
@@ -104,7 +105,7 @@ extension VirtualFileSystem {
     }
 
     private func remove(parent: UInt64, name: String, directory: Bool) throws(VFSError) {
-        try Self.refuseVirtual(parent, name)
+        try refuseVirtual(parent, name, needs: .delete)
         try state.withLock { (s) throws(VFSError) in
             guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
             let dir = try Self.directory(parent, in: s)
@@ -160,8 +161,8 @@ extension VirtualFileSystem {
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: RenameFlags)
         throws(VFSError)
     {
-        try Self.refuseVirtual(parent, name)
-        try Self.refuseVirtual(newParent, newName)
+        try refuseVirtual(parent, name)
+        try refuseVirtual(newParent, newName)
         try Self.validate(name: newName)
         guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
         guard !(flags.contains(.noReplace) && flags.contains(.exchange)) else { throw VFSError(EINVAL) }

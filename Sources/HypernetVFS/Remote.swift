@@ -308,7 +308,11 @@ extension VirtualFileSystem {
             if let w, !existing.dirty { record = Self.record(existing, showing: w) }
         } else {
             let metadata = w?.metadata ?? RevisionMetadata.new(mode: Self.defaultMode(entry.kind), uid: 0, gid: 0)
-            let inode = try store.transaction { tx in try tx.insertDocument(id: entry.document, kind: entry.kind, metadata: metadata, dirty: false) }
+            let inode = try store.transaction { tx in
+                try tx.insertDocument(
+                    id: entry.document, kind: entry.kind, metadata: metadata, dirty: false,
+                    rights: w?.revision.rights ?? s.nodes[parent].flatMap { try tx.rightsForChildren(of: $0.record.id) })
+            }
             record = DocumentRecord(
                 inode: inode, id: entry.document, kind: entry.kind, head: w?.id, metadata: metadata,
                 atimeSeconds: metadata.mtimeSeconds, atimeNanoseconds: metadata.mtimeNanoseconds, dirty: false)

@@ -35,6 +35,8 @@ public final class VirtualFileSystem: Sendable {
         /// A file of `/.hypernet/` other than `events`.
         case virtual(VirtualTree.Content)
         case events(EventReader)
+        /// A directory of `/@NAME/`: its entries with their attributes, listed at opendir.
+        case listed([DirectoryEntry])
     }
 
     struct State {
@@ -59,6 +61,7 @@ public final class VirtualFileSystem: Sendable {
     let kernelCache = Mutex<(any KernelCache)?>(nil)
     let statusProvider = Mutex<(@Sendable () -> [String])?>(nil)
     let events = EventHub()
+    let foreign = ForeignInodes()
 
     /// Starts the filesystem on `store`, including its commit timer for files held open.
     public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {
@@ -119,7 +122,7 @@ public final class VirtualFileSystem: Sendable {
         let metadata = RevisionMetadata.new(mode: S_IFDIR | 0o755, uid: getuid(), gid: getgid())
         // Derived from the identity: every node holding it shows the same tree.
         let id = store.rootDocument
-        let inode = try store.transaction { tx in try tx.insertDocument(id: id, kind: .directory, metadata: metadata, dirty: true) }
+        let inode = try store.transaction { tx in try tx.insertDocument(id: id, kind: .directory, metadata: metadata, dirty: true, rights: nil) }
         guard inode == rootInode else { throw .corrupt(object: "catalog", reason: "root document is inode \(inode)") }
         let now = Timestamp.now()
         s.nodes[inode] = Node(
@@ -134,6 +137,10 @@ public final class VirtualFileSystem: Sendable {
     /// Store failures become EIO (ENOSPC when the disk is full), with a log line naming the object.
     func fail(_ error: any Error, _ operation: String, inode: UInt64? = nil) -> VFSError {
         if let e = error as? VFSError { return e }
+        if let e = error as? StoreError, case .rights(let why) = e {
+            logger.notice("\(operation) refused: \(why)", metadata: inode.map { ["inode": "\($0)"] } ?? [:])
+            return VFSError(EACCES)
+        }
         if let e = error as? StoreError, e.isNoSpace {
             logger.warning("\(operation): the disk holding the store is full: \(e)")
             return VFSError(ENOSPC)
@@ -152,6 +159,7 @@ public final class VirtualFileSystem: Sendable {
     public func lookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
         if VirtualTree.contains(parent) { return try virtualLookup(parent: parent, name: name) }
         if parent == Self.rootInode, name == VirtualTree.name { return try virtualAttributes(VirtualTree.directory) }
+        if parent == Self.rootInode, let foreignRoot = foreignRoot(named: name) { return try foreignAttributes(foreignRoot) }
         return try state.withLock { (s) throws(VFSError) in
             let dir = try Self.directory(parent, in: s)
             guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
@@ -185,7 +193,7 @@ public final class VirtualFileSystem: Sendable {
     public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, caller: Caller)
         throws(VFSError) -> Attributes
     {
-        if VirtualTree.contains(inode) { throw VFSError(EROFS) }
+        if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
         if changes.size != nil {
             let kind = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).kind }
             if kind == .directory { throw VFSError(EISDIR) }
@@ -257,9 +265,15 @@ public final class VirtualFileSystem: Sendable {
         return node
     }
 
-    /// Changes in `/.hypernet/`, or to it, are refused: it is computed, not stored.
-    static func refuseVirtual(_ parent: UInt64, _ name: String) throws(VFSError) {
-        if VirtualTree.contains(parent) || (parent == rootInode && name == VirtualTree.name) { throw VFSError(EROFS) }
+    /// Changes in `/.hypernet/` or `/@NAME/`, or to them, are refused: they are computed, not stored here.
+    func refuseVirtual(_ parent: UInt64, _ name: String, needs: Roles = .write) throws(VFSError) {
+        if VirtualTree.contains(parent) { throw writeError(parent, needs: needs) }
+        if parent == Self.rootInode, name == VirtualTree.name || foreignRoot(named: name) != nil { throw VFSError(EROFS) }
+    }
+
+    /// EROFS for `/.hypernet/`; for `/@NAME/`, EACCES where this identity lacks the right (`ForeignTree`).
+    func writeError(_ inode: UInt64, needs: Roles) -> VFSError {
+        ForeignTree.contains(inode) ? foreignWriteError(inode, needs: needs) : VFSError(EROFS)
     }
 
     static func validate(name: String) throws(VFSError) {

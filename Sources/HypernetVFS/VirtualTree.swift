@@ -53,6 +53,7 @@ extension VirtualFileSystem {
     }
 
     func virtualLookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
+        if ForeignTree.contains(parent) { return try foreignLookup(parent: parent, name: name) }
         if parent == VirtualTree.revisions {
             guard name.count >= 4, name.allSatisfy(\.isHexDigit) else { throw VFSError(ENOENT) }
             let matches: [(seq: Int64, id: RevisionID)]
@@ -65,6 +66,7 @@ extension VirtualFileSystem {
     }
 
     func virtualAttributes(_ inode: UInt64) throws(VFSError) -> Attributes {
+        if ForeignTree.contains(inode) { return try foreignAttributes(inode) }
         let root = state.withLock { s in s.nodes[Self.rootInode]!.attributes() }
         if let fixed = Self.fixedAttributes(inode, root: root) { return fixed }
         guard let (revision, metadata) = try storedRevision(inode) else { throw VFSError(ENOENT) }
@@ -91,7 +93,7 @@ extension VirtualFileSystem {
         var a = Attributes(
             inode: inode, mode: S_IFDIR | 0o555, nlink: 2, uid: root.uid, gid: root.gid, size: 0, blocks: 0,
             atime: root.mtime, mtime: root.mtime, ctime: root.mtime)
-        if VirtualTree.children[inode] != nil { return a }
+        if VirtualTree.children[inode] != nil || ForeignTree.contains(inode) { return a }
         guard inode == VirtualTree.status || inode == VirtualTree.events else { return nil }
         a.mode = S_IFREG | 0o444
         a.nlink = 1
@@ -119,17 +121,20 @@ extension VirtualFileSystem {
     }
 
     func virtualReadlink(_ inode: UInt64) throws(VFSError) -> String {
+        if ForeignTree.contains(inode) { return try foreignReadlink(inode) }
         guard let (revision, metadata) = try storedRevision(inode), revision.kind == .symlink else { throw VFSError(EINVAL) }
         return FileName.decode(metadata.symlinkTarget)
     }
 
     func virtualOpendir(_ inode: UInt64) throws(VFSError) -> UInt64 {
+        if ForeignTree.contains(inode) { return try foreignOpendir(inode) }
         guard let children = VirtualTree.children[inode] else { throw VFSError(ENOTDIR) }
         let parent = inode == VirtualTree.directory ? Self.rootInode : VirtualTree.directory
         return addHandle(.directory(inode: inode, entries: [(".", inode), ("..", parent)] + children))
     }
 
     func virtualOpen(_ inode: UInt64, flags: Int32) throws(VFSError) -> UInt64 {
+        if ForeignTree.contains(inode) { return try foreignOpen(inode, flags: flags) }
         guard VirtualTree.children[inode] == nil else { throw VFSError(EISDIR) }
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw VFSError(EROFS) }
         switch inode {
@@ -143,18 +148,22 @@ extension VirtualFileSystem {
             switch revision.kind {
             case .symlink: throw VFSError(ELOOP)
             case .directory: return addHandle(.virtual(.bytes(try directoryText(metadata))))
-            case .file, .tombstone:
-                let tree: ManifestTree
-                do { tree = try store.loadManifest(metadata.content) } catch { throw fail(error, "load content") }
-                var starts: [UInt64] = []
-                var offset: UInt64 = 0
-                for chunk in tree.chunks {
-                    starts.append(offset)
-                    offset += chunk.length
-                }
-                return addHandle(.virtual(.chunks(tree.chunks, starts: starts)))
+            case .file, .tombstone: return try openContent(metadata)
             }
         }
+    }
+
+    /// A read-only handle on a stored revision's content, read chunk by chunk.
+    func openContent(_ metadata: RevisionMetadata) throws(VFSError) -> UInt64 {
+        let tree: ManifestTree
+        do { tree = try store.loadManifest(metadata.content) } catch { throw fail(error, "load content") }
+        var starts: [UInt64] = []
+        var offset: UInt64 = 0
+        for chunk in tree.chunks {
+            starts.append(offset)
+            offset += chunk.length
+        }
+        return addHandle(.virtual(.chunks(tree.chunks, starts: starts)))
     }
 
     func virtualRead(_ content: VirtualTree.Content, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {

@@ -17,12 +17,16 @@ enum HypernetXattr: String, CaseIterable {
     static let prefix = "user.hypernet."
     /// Write-only (not listed, ENODATA on read): `setfattr -n user.hypernet.resolve -v REV` merges every head.
     static let resolve = "user.hypernet.resolve"
+    /// Write-only: `WHO ROLE[,ROLE…]` adds roles, `WHO[ ROLE,…]` removes them (needs admin; a new epoch).
+    static let grant = "user.hypernet.grant"
+    static let revoke = "user.hypernet.revoke"
     static let maximumValue = 64 << 10
 }
 
 extension VirtualFileSystem {
     public func getxattr(inode: UInt64, name: String) throws(VFSError) -> [UInt8] {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if ForeignTree.contains(inode) { return try foreignXattr(inode, name: name) }
         if VirtualTree.contains(inode) { throw VFSError(ENODATA) }
         if name.hasPrefix(HypernetXattr.prefix) {
             guard let known = HypernetXattr(rawValue: name) else { throw VFSError(ENODATA) }
@@ -49,10 +53,7 @@ extension VirtualFileSystem {
             guard let head = node.record.head else { return "0" }
             do { return "\(try store.replicaCount(head) + 1)" } catch { throw fail(error, "replicas", inode: inode) }
         case .quorum: return "\(quorum)"
-        case .rights:
-            // Until permission blocks are stored (docs/security.md, "Rights"), a tree has one member: its owner,
-            // the only identity whose revisions any node accepts in it.
-            return "\(store.keyring.identityToken) \(Roles.all)\n"
+        case .rights: return try membership(of: node).text
         }
     }
 
@@ -68,7 +69,9 @@ extension VirtualFileSystem {
         throws(VFSError)
     {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
-        if VirtualTree.contains(inode) { throw VFSError(EROFS) }
+        if VirtualTree.contains(inode) {
+            throw writeError(inode, needs: name == HypernetXattr.grant || name == HypernetXattr.revoke ? .admin : .write)
+        }
         guard name.utf8.count <= 255, name.utf8.count > 5 else { throw VFSError(ERANGE) }
         if name == HypernetXattr.resolve {
             let node = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s) }
@@ -78,6 +81,10 @@ extension VirtualFileSystem {
                 throw [EIO, ENOSPC].contains(error.errno) ? error : VFSError(EINVAL)
             }
             return
+        }
+        if name == HypernetXattr.grant || name == HypernetXattr.revoke {
+            let text = String(decoding: value, as: UTF8.self).trimmingWhitespace()
+            return try changeRights(inode: inode, value: text, grant: name == HypernetXattr.grant)
         }
         if name.hasPrefix(HypernetXattr.prefix) {
             guard HypernetXattr(rawValue: name) == .quorum else { throw VFSError(EINVAL) }
@@ -102,7 +109,7 @@ extension VirtualFileSystem {
 
     public func removexattr(inode: UInt64, name: String) throws(VFSError) {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
-        if VirtualTree.contains(inode) { throw VFSError(EROFS) }
+        if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
         if name.hasPrefix(HypernetXattr.prefix) {
             throw HypernetXattr(rawValue: name) == nil ? VFSError(ENODATA) : VFSError(EINVAL)
         }

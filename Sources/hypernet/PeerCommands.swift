@@ -45,7 +45,7 @@ struct Pin: HypernetCommand {
         abstract: "Store and serve WHO's tree on this node ('*': every tree offered).",
         discussion: "A node pinning a tree its identity has no rights on holds ciphertext only.")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "An identity token, or '*'.") var who: String
+    @Argument(help: "An identity token, a contact name, or '*'.") var who: String
 
     func execute() throws(Failure) { try setPin(global.home, who, true) }
 }
@@ -53,7 +53,7 @@ struct Pin: HypernetCommand {
 struct Unpin: HypernetCommand {
     static let configuration = CommandConfiguration(abstract: "Stop fetching WHO's tree (what is stored stays).")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "An identity token, or '*'.") var who: String
+    @Argument(help: "An identity token, a contact name, or '*'.") var who: String
 
     func execute() throws(Failure) { try setPin(global.home, who, false) }
 }
@@ -71,7 +71,8 @@ struct Pins: HypernetCommand {
 }
 
 private func setPin(_ home: Home, _ who: String, _ pinned: Bool) throws(Failure) {
-    let who = try PeerCommands.validPin(who)
+    // A contact's name stands for its identity; the pin records the token.
+    let who = try PeerCommands.validPin((try? Contacts.load(home))?.identity(named: who)?.description ?? who)
     try withNode(home, ControlRequest(command: pinned ? .pin : .unpin, argument: who), as: Acknowledgement.self) {
         (store) throws(StoreError) in try store.setPinned(who, pinned)
     }

@@ -25,7 +25,7 @@ import Testing
             let joined = pieces.flatMap { $0 }
             var ranges: [Range<Int>] = []
             for p in pieces { ranges.append((ranges.last?.upperBound ?? 0)..<(ranges.last?.upperBound ?? 0) + p.count) }
-            let written = try joined.withUnsafeBytes { try store.writeChunks($0, ranges: ranges, bases: bases) }
+            let written = try joined.withUnsafeBytes { try store.writeChunks($0, ranges: ranges, bases: bases, key: store.keyring.treeKey) }
             try store.transaction { tx in try tx.recordChunks(written.locations) }
             return written.references
         }
@@ -111,11 +111,11 @@ import Testing
         let chunks = (0..<300).map { i in
             ChunkReference(id: BLAKE2b.hash(Self.random(8, seed: UInt64(i))), key: BLAKE2b.hash([UInt8(i & 0xff), 1]), length: 65536)
         }
-        let first = try f.store.writeManifest(chunks: chunks, previous: .empty)
+        let first = try f.store.writeManifest(chunks: chunks, previous: .empty, key: f.store.keyring.treeKey)
         try f.store.transaction { tx in try tx.recordChunks(first.locations) }
         var changed = chunks
         changed[100].length += 1
-        let second = try f.store.writeManifest(chunks: changed, previous: first.tree, unchangedPrefix: 100)
+        let second = try f.store.writeManifest(chunks: changed, previous: first.tree, unchangedPrefix: 100, key: f.store.keyring.treeKey)
         try f.store.transaction { tx in try tx.recordChunks(second.locations) }
         // A full leaf of 256 references is 18 KiB of random-looking bytes; its delta and the root's are small.
         #expect(second.locations.count == 2)
@@ -171,12 +171,12 @@ import Testing
         #expect(delta.id != full.id)
         #expect(try f.store.readChunk(delta) == f.store.readChunk(full))
         // The full key is the spec's: BLAKE2b-256(key: epoch key, "hypernet chunk v1" || plaintext).
-        var hasher = BLAKE2b.Hasher(key: f.store.epochKey)
+        var hasher = BLAKE2b.Hasher(key: f.store.keyring.treeKey)
         hasher.update(Array("hypernet chunk v1".utf8))
         new.withUnsafeBytes { hasher.update($0) }
         #expect(hasher.finalize() == full.key)
         // The delta key is keyed over the whole frame, under its own context.
-        var deltaHasher = BLAKE2b.Hasher(key: f.store.epochKey)
+        var deltaHasher = BLAKE2b.Hasher(key: f.store.keyring.treeKey)
         deltaHasher.update(Array("hypernet chunk delta v1".utf8))
         deltaHasher.update(try f.frame(delta))
         #expect(deltaHasher.finalize() == delta.key)
@@ -289,7 +289,7 @@ import Testing
         header.u8(2)
         for base in old { base.encode(into: &header) }
         #expect(Array(frame.prefix(3 + 2 * 72)) == header.bytes)
-        #expect(delta.key == Self.deltaKey(frame, context: "hypernet chunk multi-base delta v1", epochKey: f.store.epochKey))
+        #expect(delta.key == Self.deltaKey(frame, context: "hypernet chunk multi-base delta v1", epochKey: f.store.keyring.treeKey))
         #expect(f.store.check().isEmpty)
 
         let g = try Fixture(keyring: f.store.keyring)
@@ -310,7 +310,7 @@ import Testing
         let second = try f.write(b2, base: f.write(b, base: nil))
         let single = try f.frame(second)
         #expect(single[0] == 2 && single[1] == 1)
-        #expect(second.key == Self.deltaKey(single, context: "hypernet chunk delta v1", epochKey: f.store.epochKey))
+        #expect(second.key == Self.deltaKey(single, context: "hypernet chunk delta v1", epochKey: f.store.keyring.treeKey))
         var joined = a + b2
         joined[a.count] ^= 1
         let delta = try f.write([joined], bases: [[first, second]])[0]
@@ -400,7 +400,7 @@ import Testing
         let raw = Self.random(3000, seed: 12)
         let compressed = try #require(text.withUnsafeBytes { Zstd.compressIfSmaller($0) })
         for (plaintext, frame) in [(raw, [0] + raw), (text, [1] + compressed)] {
-            var hasher = BLAKE2b.Hasher(key: f.store.epochKey)
+            var hasher = BLAKE2b.Hasher(key: f.store.keyring.treeKey)
             hasher.update(Array("hypernet chunk v1".utf8))
             plaintext.withUnsafeBytes { hasher.update($0) }
             let reference = try f.seal(frame, length: UInt64(plaintext.count), key: hasher.finalize())

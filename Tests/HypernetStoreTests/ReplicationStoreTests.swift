@@ -8,19 +8,13 @@ import Testing
 
 /// A store receiving revisions from another, as replication does: verification, logs, replicas, quorum.
 @Suite struct ReplicationStoreTests {
-    func makeStore() throws -> Store {
-        var template = Array("/tmp/hypernet-repl-XXXXXX".utf8CString)
-        let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-        let home = Home(path: path)
-        let keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: nil).keyring
-        return try Store(home: home, keyring: keyring, logger: Logger(label: "test"))
-    }
+    func makeStore() throws -> Store { try temporaryStore("repl") }
 
-    func remove(_ stores: Store...) { for s in stores { _ = system("rm -rf '\(s.home.path)'") } }
+    func remove(_ stores: Store...) { for s in stores { removeTemporaryStore(s) } }
 
     /// Writes `bytes` as a new document's revision on `store` and returns the log entry a peer would get.
     func commit(_ bytes: [UInt8], on store: Store, parents: [RevisionID] = [], document: DocumentID = .random()) throws -> LogEntry {
-        let written = try store.writeContent(bytes)
+        let written = try store.writeContent(bytes, key: store.keyring.treeKey)
         var metadata = RevisionMetadata(
             mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
             size: UInt64(bytes.count), quorum: 0, xattrs: [], content: written.root, symlinkTarget: [])

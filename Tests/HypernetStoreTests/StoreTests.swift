@@ -19,8 +19,8 @@ import Testing
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }
         let bytes = (0..<700_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }
-        let first = try store.writeContent(bytes)
-        let second = try store.writeContent(bytes)
+        let first = try store.writeContent(bytes, key: store.keyring.treeKey)
+        let second = try store.writeContent(bytes, key: store.keyring.treeKey)
         try store.transaction { tx in try tx.recordChunks(first.locations) }
         #expect(second.root == first.root)
         #expect(try store.readContent(first.root) == bytes)
@@ -31,7 +31,7 @@ import Testing
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }
         let bytes = [UInt8](repeating: 7, count: 10_000) + (0..<50_000).map { UInt8(truncatingIfNeeded: $0 * 7919) }
-        let written = try store.writeContent(bytes)
+        let written = try store.writeContent(bytes, key: store.keyring.treeKey)
         try store.transaction { tx in try tx.recordChunks(written.locations) }
         let pack = home.packsDirectory + "/00000001.pack"
         let fd = open(pack, O_RDWR)
@@ -50,7 +50,7 @@ import Testing
     @Test func checkpointEmptiesTheWALAfterSyncingPacks() throws {
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }
-        let written = try store.writeContent((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        let written = try store.writeContent((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }, key: store.keyring.treeKey)
         try store.transaction { tx in try tx.recordChunks(written.locations) }
         var wal = stat()
         stat(home.catalogPath + "-wal", &wal)
@@ -73,8 +73,8 @@ import Testing
             mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
             size: 0, quorum: 0, xattrs: [], content: nil, symlinkTarget: [])
         let (good, bad) = try store.transaction { tx in
-            (try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false),
-             try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false))
+            (try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false, rights: nil),
+             try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false, rights: nil))
         }
         let db = try DatabaseQueue(path: home.catalogPath)
         try db.write { try $0.execute(sql: "UPDATE documents SET metadata = x'ff00' WHERE inode = ?", arguments: [Int64(bad)]) }
@@ -102,7 +102,7 @@ import Testing
         defer { _ = system("rm -rf '\(home.path)'") }
         let keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: nil).keyring
         let store = try Store(home: home, keyring: keyring, logger: Logger(label: "test"))
-        let written = try store.writeContent(Array("hello".utf8))
+        let written = try store.writeContent(Array("hello".utf8), key: store.keyring.treeKey)
         #expect(written.locations.map(\.length) == [22, 95])
         var st = stat()
         stat(home.packsDirectory + "/00000001.pack", &st)

@@ -11,3 +11,5 @@ static inline int CLinux_memfd_create(const char *name) { return memfd_create(na
 
 /// getxattr(2). Declared without <sys/xattr.h>: with _GNU_SOURCE its includes clash with Glibc's module.
 long CLinux_getxattr(const char *path, const char *name, void *value, unsigned long size);
+/// setxattr(2) with no flags, declared likewise.
+int CLinux_setxattr(const char *path, const char *name, const void *value, unsigned long size);

@@ -627,23 +627,33 @@ public final class SyncNode: SessionDelegate {
         defer { if !confirmed { releaseRun(tree, of: session) } }
         guard let node = session.node, let last = entries.last?.seq else { return }
         guard !wanted([tree]).isEmpty else { return }
-        var remotes: [RemoteRevision] = []
-        var seqs: [RevisionID: Int64] = [:]
+        var records: [RemoteRecord] = []
+        var seqs: [Digest: Int64] = [:]
         var ids: [RevisionID] = []
         for e in entries {
             do {
-                let signed = try SignedRevision(record: e.record)
-                remotes.append(RemoteRevision(signed: signed, tree: tree, chunks: e.chunks))
-                ids.append(signed.id)
-                seqs[signed.id] = e.seq
+                switch try LogRecord(record: e.record) {
+                case .revision(let signed):
+                    records.append(.revision(RemoteRevision(signed: signed, tree: tree, chunks: e.chunks)))
+                    ids.append(signed.id)
+                case .block(let block):
+                    records.append(.block(block, tree: tree))
+                }
+                seqs[records.last!.id] = e.seq
             } catch {
-                logger.warning("rejected a revision: \(error)", metadata: ["peer": "\(session)"])
+                logger.warning("rejected a log record: \(error)", metadata: ["peer": "\(session)"])
             }
         }
         do {
             let have = try store.existingRevisions(ids)
-            let fresh = remotes.filter { !have.contains($0.signed.id) }
-            let missing = try store.missingChunks(fresh.flatMap(\.chunks))
+            let fresh = records.filter { record in
+                if case .revision(let r) = record { return !have.contains(r.signed.id) }
+                return true
+            }
+            let missing = try store.missingChunks(fresh.flatMap { record -> [ChunkID] in
+                if case .revision(let r) = record { return r.chunks }
+                return []
+            })
             if !missing.isEmpty, hasOtherSource(of: tree, than: session) {
                 // A live run without its chunks: this node is one of the sender's lazy subscribers, and an
                 // eager one is likely pushing them here already (see `eagerFanout`).
@@ -652,7 +662,7 @@ public final class SyncNode: SessionDelegate {
             let arrived = missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
             if session.isEnded { return }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
-            var rejected = fresh.isEmpty ? [] : try store.storeRemote(fresh, chunks: Array(arrived.values))
+            var rejected = fresh.isEmpty ? [] : try store.storeRemote(records: fresh, chunks: Array(arrived.values))
             // A revision whose parent was rejected for good can never be stored: rejected for good too.
             rejected = state.withLock { s in
                 rejected.map { id, why in
@@ -665,7 +675,7 @@ public final class SyncNode: SessionDelegate {
                 for (id, why) in rejected where !why.isTransient { s.rejectedForGood.insert(id) }
             }
             for (id, why) in rejected {
-                logger.warning("rejected revision \(id.hex): \(why)", metadata: ["peer": "\(session)"])
+                logger.warning("rejected log record \(id.hex): \(why)", metadata: ["peer": "\(session)"])
             }
             fetcher.forget(arrived.keys)
             if !fresh.isEmpty { try store.sync() }
@@ -673,18 +683,18 @@ public final class SyncNode: SessionDelegate {
             if !held.isEmpty {
                 state.withLock { s in
                     if s.origins.count > 100_000 { s.origins.removeAll() }
-                    for id in fresh.map(\.signed.id) where held.contains(id) { s.origins[id] = node }
+                    for id in fresh.map(\.id) where held.contains(id) { s.origins[id] = node }
                 }
                 broadcast(.ack(.signed(by: nodeKey, revisions: ids.filter { held.contains($0) })))
             }
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
-            if let stop = ids.first(where: transient.contains), let stopSeq = seqs[stop] {
+            if let stop = records.map(\.id).first(where: transient.contains), let stopSeq = seqs[stop] {
                 if let before = entries.last(where: { $0.seq < stopSeq })?.seq {
                     try store.setProgress(peer: node, tree: tree, storeID: storeID, seq: before)
                 }
-                session.close("incomplete transfer; resuming from revision \(stop.hex)")
+                session.close("incomplete transfer; resuming from record \(stop.hex)")
                 return
             }
             try store.setProgress(peer: node, tree: tree, storeID: storeID, seq: last)

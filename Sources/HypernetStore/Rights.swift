@@ -1,0 +1,250 @@
+import Foundation
+import GRDB
+import HypernetCrypto
+import HypernetModel
+import Synchronization
+
+/// How new content of one document is sealed: under the current epoch of the chain that governs it, or,
+/// with no chain, under the tree owner's key (epoch 0).
+public struct Sealing: Sendable {
+    public let rights: DocumentID?
+    public let epoch: UInt32
+    public let key: SecureBytes
+}
+
+/// Why a permission change was refused.
+public enum RightsError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// This identity is not an admin of the document's current block.
+    case notAdmin
+    /// This identity cannot open the key of the chain that governs the document (it is not a reader).
+    case noKey
+    /// A chain needs at least one admin, or nobody could change it again.
+    case noAdmin
+
+    public var description: String {
+        switch self {
+        case .notAdmin: "this identity is not an admin of the document"
+        case .noKey: "this identity holds no key of the document's current epoch"
+        case .noAdmin: "the rights would leave the document without an admin"
+        }
+    }
+}
+
+extension Store {
+    /// `tree`'s permission chain of `document` as stored here (empty when it has none).
+    public func chain(of document: DocumentID, tree: SigningPublicKey) throws(StoreError) -> PermissionChain {
+        try catalog.read { db in try Self.chain(db, document: document, tree: tree) }
+    }
+
+    static func chain(_ db: Database, document: DocumentID, tree: SigningPublicKey) throws -> PermissionChain {
+        var chain = PermissionChain(document: document, creator: tree)
+        let records = try Data.fetchAll(
+            db.cachedStatement(sql: "SELECT record FROM blocks WHERE tree = ? AND document = ? ORDER BY epoch"),
+            arguments: [Data(tree.bytes), Data(document.bytes)])
+        for record in records {
+            // Stored blocks were checked as links when they arrived; a failure here is damage to the catalog.
+            do { try chain.append(try SignedPermissionBlock(record: Array(record))) } catch {
+                throw StoreError.corrupt(object: "permission block of \(document)", reason: "\(error)")
+            }
+        }
+        return chain
+    }
+
+    /// The key content of `tree` written under (`rights`, `epoch`) is sealed with; nil when this identity
+    /// holds none (it is not a reader of that epoch, or the block is not here).
+    public func epochKey(tree: SigningPublicKey, rights: DocumentID?, epoch: UInt32) -> SecureBytes? {
+        (try? catalog.read { db in try epochKey(db, tree: tree, rights: rights, epoch: epoch) }) ?? nil
+    }
+
+    func epochKey(_ db: Database, tree: SigningPublicKey, rights: DocumentID?, epoch: UInt32) throws -> SecureBytes? {
+        guard let rights else { return tree == keyring.identity.publicKey && epoch == 0 ? keyring.treeKey : nil }
+        let cacheKey = EpochKeyCache.Key(tree: tree, document: rights, epoch: epoch)
+        if let key = epochKeys.get(cacheKey) { return key }
+        let record = try Data.fetchOne(
+            db.cachedStatement(sql: "SELECT record FROM blocks WHERE tree = ? AND document = ? AND epoch = ?"),
+            arguments: [Data(tree.bytes), Data(rights.bytes), Int64(epoch)])
+        guard let record, let block = try? SignedPermissionBlock(record: Array(record)) else { return nil }
+        let key =
+            block.block.isPublic
+            ? PermissionBlock.publicEpochKey : block.epochKey(for: keyring.identity.publicKey, box: keyring.identityBox)
+        if let key { epochKeys.put(cacheKey, key) }
+        return key
+    }
+
+    /// How the next revision of `document` (of this identity's tree) is sealed.
+    public func sealing(for document: DocumentID) throws(StoreError) -> Sealing {
+        try catalog.read { db in try Self.sealing(db, store: self, document: document) }
+    }
+
+    static func sealing(_ db: Database, store: Store, document: DocumentID) throws -> Sealing {
+        let own = store.keyring.identity.publicKey
+        let rights = try Data.fetchOne(
+            db.cachedStatement(sql: "SELECT rights FROM documents WHERE id = ?"), arguments: [Data(document.bytes)]
+        ).flatMap { try? DocumentID(bytes: Array($0)) }
+        guard let rights else { return Sealing(rights: nil, epoch: 0, key: store.keyring.treeKey) }
+        let epoch = try Int64.fetchOne(
+            db.cachedStatement(sql: "SELECT MAX(epoch) FROM blocks WHERE tree = ? AND document = ?"),
+            arguments: [Data(own.bytes), Data(rights.bytes)])
+        guard let epoch, let key = try store.epochKey(db, tree: own, rights: rights, epoch: UInt32(epoch)) else {
+            throw StoreError.rights(.noKey)
+        }
+        return Sealing(rights: rights, epoch: UInt32(epoch), key: key)
+    }
+
+    /// The chain whose rights a new document in directory `parent` is written under: the directory's own
+    /// chain if it has one, else the one the directory itself is written under.
+    public func rightsForChildren(of parent: DocumentID) throws(StoreError) -> DocumentID? {
+        try catalog.read { db in try Self.rightsForChildren(db, of: parent, tree: keyring.identity.publicKey) }
+    }
+
+    static func rightsForChildren(_ db: Database, of parent: DocumentID, tree: SigningPublicKey) throws -> DocumentID? {
+        let ownChain = try Int.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM blocks WHERE tree = ? AND document = ? LIMIT 1"),
+            arguments: [Data(tree.bytes), Data(parent.bytes)])
+        if ownChain != nil { return parent }
+        return try Data.fetchOne(
+            db.cachedStatement(sql: "SELECT rights FROM documents WHERE id = ?"), arguments: [Data(parent.bytes)]
+        ).flatMap { try? DocumentID(bytes: Array($0)) }
+    }
+
+    /// The documents of `tree` whose chain's current block lets this identity read (a key sealed to it, or
+    /// public), with the label each block carries.
+    public func readableChains(tree: SigningPublicKey) throws(StoreError) -> [(document: DocumentID, label: String?)] {
+        try catalog.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT document, MAX(epoch) FROM blocks WHERE tree = ? GROUP BY document ORDER BY document",
+                arguments: [Data(tree.bytes)]
+            ).compactMap { row -> (DocumentID, String?)? in
+                guard let document = try? DocumentID(bytes: Array(row[0] as Data)) else { return nil }
+                let epoch = UInt32(row[1] as Int64)
+                guard let key = try epochKey(db, tree: tree, rights: document, epoch: epoch),
+                    let record = try Data.fetchOne(
+                        db, sql: "SELECT record FROM blocks WHERE tree = ? AND document = ? AND epoch = ?",
+                        arguments: [Data(tree.bytes), Data(document.bytes), Int64(epoch)]),
+                    let block = try? SignedPermissionBlock(record: Array(record))
+                else { return nil }
+                return (document, block.label(epochKey: key))
+            }
+        }
+    }
+
+    /// The chain the heads of `document` were written under (nil: the owner's key, or no revision here).
+    public func governingChain(of document: DocumentID) throws(StoreError) -> DocumentID? {
+        try catalog.read { db in
+            try Data.fetchOne(
+                db, sql: "SELECT r.rights FROM heads h JOIN revisions r ON r.id = h.revision WHERE h.document = ? ORDER BY r.time DESC LIMIT 1",
+                arguments: [Data(document.bytes)]
+            ).flatMap { try? DocumentID(bytes: Array($0)) }
+        }
+    }
+
+    /// Signs and stores the next block of `document`'s chain in this identity's tree: `members` with their
+    /// roles, a fresh epoch key sealed to every reader. The first block makes the document govern itself;
+    /// the caller re-seals what it wants under the new chain (`setRights`).
+    public func changeRights(of document: DocumentID, members: [PermissionBlock.Member], isPublic: Bool, label: String? = nil)
+        throws(StoreError) -> SignedPermissionBlock
+    {
+        let own = keyring.identity.publicKey
+        guard members.contains(where: { $0.roles.contains(.admin) }) else { throw .rights(.noAdmin) }
+        return try transaction { tx in
+            var chain = try Self.chain(tx.db, document: document, tree: own)
+            let block = SignedPermissionBlock.make(
+                document: document, after: chain.current, members: members, isPublic: isPublic, label: label,
+                signer: keyring.identity)
+            // The rule every receiver applies: an admin of the current block signs the next (the owner the first).
+            do { try chain.append(block) } catch { throw StoreError.rights(.notAdmin) }
+            try tx.insert(block, tree: own)
+            return block
+        }
+    }
+}
+
+extension StoreTransaction {
+    /// Stores a block checked as the next link of its chain and gives it the next log sequence number.
+    func insert(_ block: SignedPermissionBlock, tree: SigningPublicKey) throws {
+        try db.cachedStatement(sql: "INSERT INTO blocks (id, tree, document, epoch, record, seq) VALUES (?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [
+                Data(block.id.bytes), Data(tree.bytes), Data(block.block.document.bytes), Int64(block.block.epoch),
+                Data(block.record), try nextSeq(),
+            ])
+        added.list.append(AddedRevision(id: block.id, document: block.block.document, tree: tree, isLocal: false, isBlock: true))
+    }
+
+    /// The next number of the log, which revisions and blocks share.
+    func nextSeq() throws -> Int64 {
+        let revisions = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM revisions")) ?? 0
+        let blocks = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM blocks")) ?? 0
+        return max(revisions, blocks) + 1
+    }
+
+    /// The chain new revisions of `document` are written under from now on (nil: the owner's key).
+    public func setRights(of document: DocumentID, to rights: DocumentID?) throws {
+        try db.cachedStatement(sql: "UPDATE documents SET rights = ? WHERE id = ?")
+            .execute(arguments: [rights.map { Data($0.bytes) }, Data(document.bytes)])
+    }
+
+    /// The chain a new document in directory `parent` is written under.
+    public func rightsForChildren(of parent: DocumentID) throws -> DocumentID? {
+        try Store.rightsForChildren(db, of: parent, tree: store.keyring.identity.publicKey)
+    }
+
+    /// Checks a received block as the next link of its chain in `tree`; nil if it is stored, else why not.
+    func receive(_ block: SignedPermissionBlock, tree: SigningPublicKey) throws -> Rejection? {
+        var chain = try Store.chain(db, document: block.block.document, tree: tree)
+        if chain.blocks.contains(where: { $0.id == block.id }) { return nil }
+        do { try chain.append(block) } catch {
+            // A gap (a later epoch than the next) may close when the blocks between arrive.
+            if case .notNext(let expected, let got) = error, got > expected { return .missingBlock(block.block.document, expected) }
+            return .badBlock(error)
+        }
+        try insert(block, tree: tree)
+        return nil
+    }
+
+    /// Whether `revision` of `tree` may be stored under the rights it names: its author holds `write`
+    /// (`delete` for a tombstone) in that epoch and, when the epoch is no longer current, in the current one
+    /// too (so a member removed since cannot back-date into the epoch it was a member of); a revision that
+    /// moves a document to another chain needs an admin of the chain it leaves. Nil when allowed.
+    func checkRights(_ revision: Revision, tree: SigningPublicKey) throws -> Rejection? {
+        var leaving: Set<DocumentID?> = []
+        for p in revision.parents {
+            let rights = try Data.fetchOne(
+                db.cachedStatement(sql: "SELECT rights FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)]
+            ).flatMap { try? DocumentID(bytes: Array($0)) }
+            if rights != revision.rights { leaving.insert(rights) }
+        }
+        for old in leaving {
+            guard let old else {
+                guard revision.author == tree else { return .notAuthorized }
+                continue
+            }
+            let chain = try Store.chain(db, document: old, tree: tree)
+            guard revision.author == tree || chain.current?.block.roles(of: revision.author).contains(.admin) == true else {
+                return .notAuthorized
+            }
+        }
+        guard let rights = revision.rights else { return revision.author == tree ? nil : .notAuthorized }
+        let chain = try Store.chain(db, document: rights, tree: tree)
+        guard Int(revision.epoch) < chain.blocks.count, let current = chain.current else {
+            return .missingBlock(rights, revision.epoch)
+        }
+        guard chain.blocks[Int(revision.epoch)].block.allows(revision.author, revision.kind),
+            current.block.allows(revision.author, revision.kind)
+        else { return .notAuthorized }
+        return nil
+    }
+}
+
+/// Epoch keys opened from blocks (a sealed-box open each), kept for the life of the store.
+final class EpochKeyCache: Sendable {
+    struct Key: Hashable {
+        var tree: SigningPublicKey
+        var document: DocumentID
+        var epoch: UInt32
+    }
+
+    private let keys = Mutex<[Key: SecureBytes]>([:])
+
+    func get(_ key: Key) -> SecureBytes? { keys.withLock { $0[key] } }
+    func put(_ key: Key, _ value: SecureBytes) { keys.withLock { $0[key] = value } }
+}

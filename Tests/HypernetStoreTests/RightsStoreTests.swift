@@ -1,0 +1,138 @@
+import Glibc
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+import Logging
+import Testing
+
+/// Permission blocks in the store: chained on receipt, replicated in log order, and the rights every
+/// received revision is checked against (docs/security.md, "Rights").
+@Suite struct RightsStoreTests {
+    let alice: Store
+    let bob: Store
+    let storage: Store
+    let document = DocumentID.random()
+    var tree: SigningPublicKey { alice.keyring.identity.publicKey }
+
+    init() throws {
+        (alice, bob, storage) = (try temporaryStore("rights"), try temporaryStore("rights"), try temporaryStore("rights"))
+    }
+
+    static let metadata = RevisionMetadata(
+        mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
+        size: 0, quorum: 0, xattrs: [], content: nil, symlinkTarget: [])
+
+    func removeStores() { for s in [alice, bob, storage] { removeTemporaryStore(s) } }
+
+    func member(_ store: Store, _ roles: Roles) -> PermissionBlock.Member {
+        .init(identity: store.keyring.identityToken, roles: roles)
+    }
+
+    /// What `receiver` does with `entries` of alice's log, as replication hands them over (chunks included).
+    func deliver(_ entries: [LogEntry], to receiver: Store) throws -> [(Digest, Rejection)] {
+        let records = try entries.map { e -> RemoteRecord in
+            switch try LogRecord(record: e.record) {
+            case .revision(let r): .revision(RemoteRevision(signed: r, tree: tree, chunks: e.chunks))
+            case .block(let b): .block(b, tree: tree)
+            }
+        }
+        let chunks = try entries.flatMap(\.chunks).map { try receiver.receiveChunk(id: $0, sealed: try alice.sealedChunk($0)!) }
+        return try receiver.storeRemote(records: records, chunks: chunks)
+    }
+
+    func aliceLog(after seq: Int64 = 0) throws -> [LogEntry] { try alice.log(tree: tree, after: seq, limit: 1000) }
+
+    /// A revision of the shared document by `author`, sealed with the key it holds for `epoch`.
+    func revision(by author: Store, epoch: UInt32, key: SecureBytes, parents: [RevisionID]) -> SignedRevision {
+        let metadata = Self.metadata
+        return Revision(
+            document: document, kind: .file, epoch: epoch, rights: document, time: HLCTime(rawValue: 1 << 40),
+            author: author.keyring.identity.publicKey, parents: parents,
+            sealedMetadata: metadata.sealed(epochKey: key, document: document)
+        ).signed(by: author.keyring.identity)
+    }
+
+    func remote(_ signed: SignedRevision) -> RemoteRecord { .revision(RemoteRevision(signed: signed, tree: tree, chunks: [])) }
+
+    @Test func blocksTravelInLogOrderAndRevisionsNeedTheirAuthorsRights() throws {
+        defer { removeStores() }
+        let first = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, [.read, .write])], isPublic: false)
+        let head = try alice.transaction { tx in
+            _ = try tx.insertDocument(id: document, kind: .file, metadata: Self.metadata, dirty: false, rights: document)
+            return try tx.appendRevision(document: document, kind: .file, metadata: Self.metadata, parents: [])
+        }
+        let log = try aliceLog()
+        #expect(log.map { BLAKE2b.hash($0.record) } == [first.id, head], "the block comes before the revision written under it")
+        #expect(try SignedRevision(record: log[1].record).revision.rights == document)
+
+        for receiver in [storage, bob] { #expect(try deliver(log, to: receiver).isEmpty) }
+        #expect(try storage.log(tree: tree, after: 0, limit: 10).map(\.record) == log.map(\.record), "a relay serves the same log")
+        let key = try #require(bob.epochKey(tree: tree, rights: document, epoch: 0), "a reader opens the epoch key")
+        #expect(key.isEqual(to: try #require(alice.epochKey(tree: tree, rights: document, epoch: 0))))
+        #expect(storage.epochKey(tree: tree, rights: document, epoch: 0) == nil, "a storage node holds no key")
+        #expect(throws: StoreError.self, "a storage node cannot open the metadata") { try storage.revision(head) }
+        #expect(try bob.revision(head).revision.rights == document, "a reader can")
+
+        let bobs = revision(by: bob, epoch: 0, key: key, parents: [head])
+        #expect(try storage.storeRemote(records: [remote(bobs)], chunks: []).isEmpty, "a writer's revision is stored")
+        let stranger = revision(by: storage, epoch: 0, key: key, parents: [bobs.id])
+        #expect(try storage.storeRemote(records: [remote(stranger)], chunks: []).map(\.1) == [.notAuthorized])
+
+        // Revoke bob: a new epoch whose key is not sealed to him.
+        let second = try alice.changeRights(of: document, members: [member(alice, .all)], isPublic: false)
+        for receiver in [storage, bob] { #expect(try deliver(try aliceLog(after: log.last!.seq), to: receiver).isEmpty) }
+        #expect(bob.epochKey(tree: tree, rights: document, epoch: 1) == nil, "the new key is not sealed to a removed member")
+        #expect(alice.epochKey(tree: tree, rights: document, epoch: 1).map { !$0.isEqual(to: key) } == true, "a fresh key")
+
+        // Bob, removed, back-dates into the epoch he was a writer of: refused.
+        let backdated = revision(by: bob, epoch: 0, key: key, parents: [bobs.id])
+        #expect(try storage.storeRemote(records: [remote(backdated)], chunks: []).map(\.1) == [.notAuthorized])
+
+        // Replays and forgeries of blocks.
+        #expect(try storage.storeRemote(records: [.block(first, tree: tree)], chunks: []).isEmpty, "a block held already is no news")
+        let forged = SignedPermissionBlock.make(
+            document: document, after: second, members: [member(bob, .all)], isPublic: false, signer: bob.keyring.identity)
+        #expect(try storage.storeRemote(records: [.block(forged, tree: tree)], chunks: []).map(\.1) == [.badBlock(.signerNotAdmin)])
+        let fork = SignedPermissionBlock.make(
+            document: document, after: first, members: [member(alice, .all), member(bob, .all)], isPublic: false,
+            signer: alice.keyring.identity)
+        #expect(try storage.storeRemote(records: [.block(fork, tree: tree)], chunks: []).map(\.1) == [.badBlock(.notNext(expected: 2, got: 1))])
+        #expect(try storage.chain(of: document, tree: tree).blocks.map(\.id) == [first.id, second.id])
+    }
+
+    @Test func aRevisionWaitsForTheBlockOfItsEpoch() throws {
+        defer { removeStores() }
+        let block = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, .write)], isPublic: false)
+        let key = try #require(alice.epochKey(tree: tree, rights: document, epoch: 0))
+        let bobs = revision(by: bob, epoch: 0, key: key, parents: [])
+        let early = try storage.storeRemote(records: [remote(bobs)], chunks: [])
+        #expect(early.map(\.1) == [.missingBlock(document, 0)] && early[0].1.isTransient)
+        #expect(try storage.storeRemote(records: [.block(block, tree: tree), remote(bobs)], chunks: []).isEmpty)
+    }
+
+    @Test func onlyTheOwnerWritesADocumentNoChainGoverns() throws {
+        defer { removeStores() }
+        let metadata = Self.metadata
+        let bobs = Revision(
+            document: document, kind: .file, epoch: 0, time: HLCTime(rawValue: 1 << 40), author: bob.keyring.identity.publicKey,
+            parents: [], sealedMetadata: metadata.sealed(epochKey: bob.keyring.treeKey, document: document)
+        ).signed(by: bob.keyring.identity)
+        #expect(try storage.storeRemote(records: [remote(bobs)], chunks: []).map(\.1) == [.notAuthorized])
+    }
+
+    @Test func onlyAnAdminChangesRightsAndAChainKeepsOne() throws {
+        defer { removeStores() }
+        #expect(throws: StoreError.self, "no admin left") {
+            try alice.changeRights(of: document, members: [member(alice, [.read, .write])], isPublic: false)
+        }
+        #expect(throws: StoreError.self, "the first block makes its creator an admin") {
+            try alice.changeRights(of: document, members: [member(alice, .read), member(bob, .all)], isPublic: false)
+        }
+        _ = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, .all)], isPublic: false)
+        _ = try alice.changeRights(of: document, members: [member(alice, .read), member(bob, .all)], isPublic: false)
+        #expect(throws: StoreError.self, "alice handed admin to bob") {
+            try alice.changeRights(of: document, members: [member(alice, .all)], isPublic: false)
+        }
+        #expect(try alice.chain(of: document, tree: tree).blocks.count == 2)
+    }
+}
