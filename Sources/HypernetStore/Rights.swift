@@ -20,12 +20,15 @@ public enum RightsError: Error, Sendable, Equatable, CustomStringConvertible {
     case noKey
     /// A chain needs at least one admin, or nobody could change it again.
     case noAdmin
+    /// This identity lacks the right the change needs in another identity's tree.
+    case notAllowed
 
     public var description: String {
         switch self {
         case .notAdmin: "this identity is not an admin of the document"
         case .noKey: "this identity holds no key of the document's current epoch"
         case .noAdmin: "the rights would leave the document without an admin"
+        case .notAllowed: "this identity has no right to make that change"
         }
     }
 }
@@ -82,13 +85,46 @@ extension Store {
             db.cachedStatement(sql: "SELECT rights FROM documents WHERE id = ?"), arguments: [Data(document.bytes)]
         ).flatMap { try? DocumentID(bytes: Array($0)) }
         guard let rights else { return Sealing(rights: nil, epoch: 0, key: store.keyring.treeKey) }
+        return try sealing(db, store: store, tree: own, rights: rights)
+    }
+
+    /// How this identity seals a revision it writes in another identity's `tree` under chain `rights`: the
+    /// chain's current epoch and its key. Throws `.rights(.noKey)` when the key is not sealed to it.
+    public func sealing(tree: SigningPublicKey, rights: DocumentID) throws(StoreError) -> Sealing {
+        try catalog.read { db in try Self.sealing(db, store: self, tree: tree, rights: rights) }
+    }
+
+    static func sealing(_ db: Database, store: Store, tree: SigningPublicKey, rights: DocumentID) throws -> Sealing {
         let epoch = try Int64.fetchOne(
             db.cachedStatement(sql: "SELECT MAX(epoch) FROM blocks WHERE tree = ? AND document = ?"),
-            arguments: [Data(own.bytes), Data(rights.bytes)])
-        guard let epoch, let key = try store.epochKey(db, tree: own, rights: rights, epoch: UInt32(epoch)) else {
+            arguments: [Data(tree.bytes), Data(rights.bytes)])
+        guard let epoch, let key = try store.epochKey(db, tree: tree, rights: rights, epoch: UInt32(epoch)) else {
             throw StoreError.rights(.noKey)
         }
         return Sealing(rights: rights, epoch: UInt32(epoch), key: key)
+    }
+
+    /// Signs and stores a revision this identity makes in another identity's `tree`, under chain `rights`'s
+    /// current epoch, listing `locations` (its new chunks). Checked as every receiver will check it; refused
+    /// with `.rights(.notAllowed)` when the chain does not give this identity the right.
+    public func appendForeignRevision(
+        tree: SigningPublicKey, document: DocumentID, kind: RevisionKind, metadata: RevisionMetadata,
+        parents: [RevisionID], rights: DocumentID, locations: [ChunkLocation]
+    ) throws(StoreError) -> RevisionID {
+        try transaction { tx in
+            let sealing = try Self.sealing(tx.db, store: self, tree: tree, rights: rights)
+            let signed = Revision(
+                document: document, kind: kind, epoch: sealing.epoch, rights: rights, time: nextTime(),
+                author: keyring.identity.publicKey, parents: parents,
+                sealedMetadata: metadata.sealed(epochKey: sealing.key, document: document)
+            ).signed(by: keyring.identity)
+            guard try tx.checkRights(signed.revision, tree: tree) == nil else { throw StoreError.rights(.notAllowed) }
+            try tx.recordChunks(locations)
+            try tx.insert(signed, tree: tree, size: metadata.size)
+            try tx.claim(locations.map(\.id), for: signed.id)
+            tx.added.list.append(AddedRevision(id: signed.id, document: document, tree: tree, isLocal: true))
+            return signed.id
+        }
     }
 
     /// The chain whose rights a new document in directory `parent` is written under: the directory's own
@@ -105,6 +141,19 @@ extension Store {
         return try Data.fetchOne(
             db.cachedStatement(sql: "SELECT rights FROM documents WHERE id = ?"), arguments: [Data(parent.bytes)]
         ).flatMap { try? DocumentID(bytes: Array($0)) }
+    }
+
+    /// The full identity (with its box key) of a signing key named as a member in a stored block.
+    func knownIdentity(_ key: SigningPublicKey) -> IdentityToken? {
+        if let known = identities.withLock({ $0[key] }) { return known }
+        let records = (try? catalog.read { db in try Data.fetchAll(db, sql: "SELECT record FROM blocks") }) ?? []
+        var found: [SigningPublicKey: IdentityToken] = [:]
+        for record in records {
+            guard let block = try? SignedPermissionBlock(record: Array(record)) else { continue }
+            for m in block.block.members { found[m.identity.signing] = m.identity }
+        }
+        identities.withLock { $0.merge(found) { a, _ in a } }
+        return found[key]
     }
 
     /// The documents of `tree` whose chain's current block lets this identity read (a key sealed to it, or
@@ -138,22 +187,24 @@ extension Store {
         }
     }
 
-    /// Signs and stores the next block of `document`'s chain in this identity's tree: `members` with their
-    /// roles, a fresh epoch key sealed to every reader. The first block makes the document govern itself;
-    /// the caller re-seals what it wants under the new chain (`setRights`).
-    public func changeRights(of document: DocumentID, members: [PermissionBlock.Member], isPublic: Bool, label: String? = nil)
-        throws(StoreError) -> SignedPermissionBlock
-    {
-        let own = keyring.identity.publicKey
+    /// Signs and stores the next block of `document`'s chain in `tree` (default: this identity's): `members`
+    /// with their roles, a fresh epoch key sealed to every reader. The first block makes the document govern
+    /// itself; the caller moves what it wants under the new chain (`setRights`). Only the tree's owner starts
+    /// a chain; an admin of the current block signs the next.
+    public func changeRights(
+        of document: DocumentID, tree: SigningPublicKey? = nil, members: [PermissionBlock.Member], isPublic: Bool,
+        label: String? = nil
+    ) throws(StoreError) -> SignedPermissionBlock {
+        let tree = tree ?? keyring.identity.publicKey
         guard members.contains(where: { $0.roles.contains(.admin) }) else { throw .rights(.noAdmin) }
         return try transaction { tx in
-            var chain = try Self.chain(tx.db, document: document, tree: own)
+            var chain = try Self.chain(tx.db, document: document, tree: tree)
             let block = SignedPermissionBlock.make(
                 document: document, after: chain.current, members: members, isPublic: isPublic, label: label,
                 signer: keyring.identity)
             // The rule every receiver applies: an admin of the current block signs the next (the owner the first).
             do { try chain.append(block) } catch { throw StoreError.rights(.notAdmin) }
-            try tx.insert(block, tree: own)
+            try tx.insert(block, tree: tree)
             return block
         }
     }

@@ -89,6 +89,8 @@ public final class Store: Sendable {
     private let observers = Mutex<[@Sendable ([AddedRevision]) -> Void]>([])
     /// Epoch keys opened from permission blocks.
     let epochKeys = EpochKeyCache()
+    /// Identities named in stored blocks, by signing key (`authorName`).
+    let identities = Mutex<[SigningPublicKey: IdentityToken]>([:])
     /// Remote nodes known to hold each revision durably, and the fsyncs waiting on them.
     let replicas = ReplicaTracker()
     /// This store's log identity: a peer's position in our log is valid only for the same `storeID`.
@@ -124,9 +126,11 @@ public final class Store: Sendable {
     /// The root directory document of this node's identity's tree.
     public var rootDocument: DocumentID { DocumentID.root(of: keyring.identity.publicKey) }
 
-    /// How an author is shown: the identity token if it is ours, else its signing key.
+    /// How an author is shown: its identity token if known (ours, or a member of a stored permission block),
+    /// else its signing key.
     public func authorName(_ key: SigningPublicKey) -> String {
-        key == keyring.identity.publicKey ? keyring.identityToken.description : "ed25519:" + Hex.encode(key.bytes)
+        if key == keyring.identity.publicKey { return keyring.identityToken.description }
+        return knownIdentity(key)?.description ?? "ed25519:" + Hex.encode(key.bytes)
     }
 
     // MARK: Content
@@ -440,7 +444,7 @@ public final class Store: Sendable {
         return result
     }
 
-    fileprivate func nextTime() -> HLCTime {
+    func nextTime() -> HLCTime {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         let ms = UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec / 1_000_000)

@@ -103,8 +103,10 @@ extension VirtualFileSystem {
     }
 
     public func read(handle: UInt64, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {
-        if case .virtual(let content)? = state.withLock({ s in s.handles[handle] }) {
-            return try virtualRead(content, offset: offset, size: size)
+        switch state.withLock({ s in s.handles[handle] }) {
+        case .virtual(let content)?: return try virtualRead(content, offset: offset, size: size)
+        case .foreignFile(let file)?: return foreignRead(file, offset: offset, size: size)
+        default: break
         }
         let (inode, content) = try fileHandle(handle)
         do { return try content.read(offset: offset, count: size) } catch {
@@ -115,6 +117,9 @@ extension VirtualFileSystem {
 
     /// Returns the number of bytes written (always all of them on success).
     public func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(VFSError) -> Int {
+        if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) {
+            return try foreignWrite(file, offset: offset, data: data)
+        }
         let (inode, content) = try fileHandle(handle)
         guard offset.addingReportingOverflow(UInt64(data.count)).overflow == false,
             offset + UInt64(data.count) <= UInt64(Int64.max)
@@ -155,6 +160,7 @@ extension VirtualFileSystem {
     /// Only written content is committed here: a shell's `echo hi > f` closes a dup of the new, still empty
     /// file before writing, and that close is not a save. A file only created gets its revision at release.
     public func flush(handle: UInt64) throws(VFSError) {
+        if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) { return _ = try commitForeign(file) }
         if isVirtual(handle: handle) { return }
         let (inode, content) = try fileHandle(handle)
         let (written, modified) = content.state.withLock { ($0.writtenSinceRevision, $0.modified) }
@@ -172,12 +178,14 @@ extension VirtualFileSystem {
         switch released {
         case .file(let inode)?: detachContent(inode)
         case .events(let reader)?: reader.close()
+        case .foreignFile(let file)?: releaseForeign(file)
         default: break
         }
     }
 
     /// Commits and makes durable everything written before the call, then waits for the quorum.
     public func fsync(handle: UInt64, dataOnly: Bool) throws(VFSError) {
+        if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) { return try fsyncForeign(file) }
         if isVirtual(handle: handle) { return }
         let (inode, _) = try fileHandle(handle)
         try commit(inode)

@@ -17,6 +17,8 @@ enum ForeignTree {
     static let prefix = "@"
     /// How many directories the top level's nesting check visits at most.
     static let walkLimit = 10_000
+    /// A file of another tree open for writing is held in memory: this bounds it.
+    static let maximumFileSize = 256 << 20
 
     static func contains(_ inode: UInt64) -> Bool { inode & VirtualTree.flag != 0 && inode & flag != 0 }
 
@@ -86,7 +88,7 @@ extension VirtualFileSystem {
     }
 
     /// The winning head of a foreign document; EACCES when this identity holds no key for it.
-    private func foreignWinner(_ document: DocumentID) throws(VFSError) -> Winner {
+    func foreignWinner(_ document: DocumentID) throws(VFSError) -> Winner {
         let w: Winner?
         do { w = try winner(of: document) } catch {
             if case .rights = error { throw VFSError(EACCES) }
@@ -153,11 +155,12 @@ extension VirtualFileSystem {
         guard let document = target.document else { return a }
         let typeBits: UInt32 = kind == .directory ? S_IFDIR : kind == .symlink ? S_IFLNK : S_IFREG
         a.nlink = kind == .directory ? 2 : 1
-        do {
-            let w = try foreignWinner(document)
-            let m = w.metadata
-            a.mode = typeBits | (m.mode & 0o7555)
-            a.size = kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size
+        do throws(VFSError) {
+            let open = openForeignMetadata(inode)
+            let m: RevisionMetadata
+            if let open { m = open.metadata } else { m = try foreignWinner(document).metadata }
+            a.mode = typeBits | (m.mode & (writable(inode) ? 0o7777 : 0o7555))
+            a.size = open?.size ?? (kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size)
             a.mtime = Timestamp(seconds: m.mtimeSeconds, nanoseconds: Int32(m.mtimeNanoseconds))
             a.ctime = Timestamp(seconds: m.ctimeSeconds, nanoseconds: Int32(m.ctimeNanoseconds))
             a.atime = a.mtime
@@ -181,7 +184,7 @@ extension VirtualFileSystem {
     }
 
     func foreignOpen(_ inode: UInt64, flags: Int32) throws(VFSError) -> UInt64 {
-        guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw foreignWriteError(inode, needs: .write) }
+        if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { return try openForeignForWriting(inode, flags: flags) }
         let (target, kind) = try foreignTarget(inode)
         guard let document = target.document, kind != .directory else { throw VFSError(EISDIR) }
         let w = try foreignWinner(document)
@@ -194,6 +197,14 @@ extension VirtualFileSystem {
         let w = try foreignWinner(document)
         guard w.revision.kind == .symlink else { throw VFSError(EINVAL) }
         return FileName.decode(w.metadata.symlinkTarget)
+    }
+
+    /// Whether this identity may write the document: its write bits show then.
+    private func writable(_ inode: UInt64) -> Bool {
+        guard let target = foreign.target(of: inode)?.target, let document = target.document,
+            let block = foreignBlock(document, tree: target.tree)
+        else { return false }
+        return block.roles(of: store.keyring.identity.publicKey).contains(.write)
     }
 
     /// Why a change to a foreign inode fails: EACCES when this identity lacks `needs` in the chain that governs

@@ -7,6 +7,9 @@ extension VirtualFileSystem {
 
     /// Regular files only (`S_IFREG`); other node types fail with EPERM.
     public func mknod(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
+        if ForeignTree.contains(parent), mode & S_IFMT == S_IFREG || mode & S_IFMT == 0 {
+            return try foreignCreate(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller).attributes
+        }
         try refuseVirtual(parent, name)
         guard mode & S_IFMT == S_IFREG || mode & S_IFMT == 0 else { throw VFSError(EPERM) }
         let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
@@ -15,6 +18,9 @@ extension VirtualFileSystem {
     }
 
     public func mkdir(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
+        if ForeignTree.contains(parent) {
+            return try foreignCreate(parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller).attributes
+        }
         let inode = try makeNode(parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller)
         try commit(inode)
         return try getattr(inode: inode)
@@ -32,6 +38,10 @@ extension VirtualFileSystem {
     public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32, caller: Caller)
         throws(VFSError) -> (attributes: Attributes, handle: UInt64)
     {
+        if ForeignTree.contains(parent) {
+            let made = try foreignCreate(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
+            return (made.attributes, made.handle!)
+        }
         let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
         _ = try attachContent(inode, isNew: true)
         let handle = state.withLock { s in
@@ -105,6 +115,7 @@ extension VirtualFileSystem {
     }
 
     private func remove(parent: UInt64, name: String, directory: Bool) throws(VFSError) {
+        if ForeignTree.contains(parent) { return try foreignRemove(parent: parent, name: name, directory: directory) }
         try refuseVirtual(parent, name, needs: .delete)
         try state.withLock { (s) throws(VFSError) in
             guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
@@ -161,6 +172,9 @@ extension VirtualFileSystem {
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: RenameFlags)
         throws(VFSError)
     {
+        if ForeignTree.contains(parent) || ForeignTree.contains(newParent) {
+            return try foreignRename(parent: parent, name: name, newParent: newParent, newName: newName, flags: flags)
+        }
         try refuseVirtual(parent, name)
         try refuseVirtual(newParent, newName)
         try Self.validate(name: newName)

@@ -69,11 +69,14 @@ extension VirtualFileSystem {
         let who = try identity(whoText)
         let roles = words.count == 2 ? Roles(parsing: words[1]) : nil
         guard roles != nil || (!grant && words.count == 1) else { throw VFSError(EINVAL) }
+        func changed(_ membership: Membership) throws(VFSError) -> Membership? {
+            var m = membership
+            if grant { try m.grant(roles!, to: who) } else { m.revoke(roles, from: who) }
+            return m == membership ? nil : m
+        }
+        if ForeignTree.contains(inode) { return try changeForeignRights(inode, changed) }
         let node = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s) }
-        var membership = try membership(of: node)
-        let before = membership
-        if grant { try membership.grant(roles!, to: who) } else { membership.revoke(roles, from: who) }
-        guard membership != before else { return }
+        guard let membership = try changed(membership(of: node)) else { return }
         let own = store.keyring.identity.publicKey
         let hadChain: Bool
         do {
@@ -84,6 +87,26 @@ extension VirtualFileSystem {
             throw fail(error, "change rights", inode: inode)
         }
         if !hadChain { try govern(inode, by: node.record.id) }
+    }
+
+    /// A grant or revoke by an admin of a chain in another identity's tree: the next block of that chain. Only
+    /// on the chain's own document: a new chain in a tree is its owner's to start.
+    private func changeForeignRights(_ inode: UInt64, _ changed: (Membership) throws(VFSError) -> Membership?) throws(VFSError) {
+        guard let target = foreign.target(of: inode)?.target, let document = target.document else { throw VFSError(EACCES) }
+        let chain: PermissionChain
+        do { chain = try store.chain(of: document, tree: target.tree) } catch { throw fail(error, "rights") }
+        guard let current = chain.current?.block, current.roles(of: store.keyring.identity.publicKey).contains(.admin) else {
+            throw VFSError(EACCES)
+        }
+        guard let membership = try changed(Membership(members: current.members, isPublic: current.isPublic)) else { return }
+        // The admin keeps the label the chain has (the owner named the shared document).
+        let label = store.epochKey(tree: target.tree, rights: document, epoch: current.epoch).flatMap { chain.current!.label(epochKey: $0) }
+        do {
+            _ = try store.changeRights(
+                of: document, tree: target.tree, members: membership.members, isPublic: membership.isPublic, label: label)
+        } catch {
+            throw fail(error, "change rights")
+        }
     }
 
     /// Moves `inode` and what below it was written under the same chain to `rights`, with a revision each.

@@ -37,6 +37,8 @@ public final class VirtualFileSystem: Sendable {
         case events(EventReader)
         /// A directory of `/@NAME/`: its entries with their attributes, listed at opendir.
         case listed([DirectoryEntry])
+        /// A file of `/@NAME/` open for writing.
+        case foreignFile(ForeignFile)
     }
 
     struct State {
@@ -62,6 +64,8 @@ public final class VirtualFileSystem: Sendable {
     let statusProvider = Mutex<(@Sendable () -> [String])?>(nil)
     let events = EventHub()
     let foreign = ForeignInodes()
+    /// Files of other identities' trees open for writing, by inode.
+    let foreignFiles = Mutex<[UInt64: ForeignFile]>([:])
 
     /// Starts the filesystem on `store`, including its commit timer for files held open.
     public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {
@@ -193,6 +197,7 @@ public final class VirtualFileSystem: Sendable {
     public func setattr(inode: UInt64, changes: AttributeChanges, handle: UInt64?, caller: Caller)
         throws(VFSError) -> Attributes
     {
+        if ForeignTree.contains(inode) { return try foreignSetattr(inode, changes: changes, caller: caller) }
         if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
         if changes.size != nil {
             let kind = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).kind }

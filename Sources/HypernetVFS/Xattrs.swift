@@ -69,9 +69,8 @@ extension VirtualFileSystem {
         throws(VFSError)
     {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
-        if VirtualTree.contains(inode) {
-            throw writeError(inode, needs: name == HypernetXattr.grant || name == HypernetXattr.revoke ? .admin : .write)
-        }
+        let rightsChange = name == HypernetXattr.grant || name == HypernetXattr.revoke
+        if VirtualTree.contains(inode) && !(ForeignTree.contains(inode) && rightsChange) { throw writeError(inode, needs: .write) }
         guard name.utf8.count <= 255, name.utf8.count > 5 else { throw VFSError(ERANGE) }
         if name == HypernetXattr.resolve {
             let node = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s) }
@@ -82,7 +81,7 @@ extension VirtualFileSystem {
             }
             return
         }
-        if name == HypernetXattr.grant || name == HypernetXattr.revoke {
+        if rightsChange {
             let text = String(decoding: value, as: UTF8.self).trimmingWhitespace()
             return try changeRights(inode: inode, value: text, grant: name == HypernetXattr.grant)
         }

@@ -161,9 +161,6 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
             ("setfattr user.hypernet.grant", lambda: os.setxattr(shared, "user.hypernet.grant", f"{b.token} admin".encode())),
         ]:
             assert errno_of(call) == "EACCES", f"bob's {what} in /@alice/share without the right did not fail with EACCES"
-        a.run("grant", a.p("share"), "bob", "write")
-        eventually(lambda: errno_of(os.open, shared, os.O_WRONLY) == "EROFS", 10,
-                   "with write granted, bob's open for write still fails with EACCES (EROFS expected: not implemented yet)")
 
         # Revoked: what alice writes from now on is stored on bob's node, and unreadable to him.
         a.run("revoke", a.p("share"), "bob")
@@ -188,6 +185,66 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
     for source, data in [(f"{n.name}:{p}", p.read_bytes()) for n in (c, b) for p in store_files(n)] + [("the capture", traffic)]:
         for what, marker in markers.items():
             assert marker.encode() not in data, f"the {what} marker is readable in {source}"
+
+
+def author_of_head(node, path):
+    """The identity token that wrote the revision `path` shows on `node`."""
+    return hx(path, "history").decode().splitlines()[0].split()[2]
+
+
+@pytest.mark.timeout(240)
+def test_a_contact_writes_with_the_rights_it_is_granted(cluster):
+    a = cluster.add("a")
+    b = cluster.add("b", pins=[a])
+    c = cluster.add("c", serve=True, pins=[a])
+    cluster.start()
+    os.makedirs(a.p("share"))
+    write_file(a.p("share", "doc.txt"), b"first line\n")
+    a.run("contact", "add", "bob", b.token)
+    b.run("contact", "add", "alice", a.token)
+    a.run("grant", a.p("share"), "bob", "read")
+    doc = b.p("@alice", "share", "doc.txt")
+    eventually(lambda: read_or_none(doc) == b"first line\n", 10, "bob cannot read the shared file")
+    document = doc_id(a.p("share", "doc.txt"))
+
+    def shell(command):
+        return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+
+    assert shell(f"echo second line >> '{doc}'").returncode != 0, "bob appended without the write right"
+    a.run("grant", a.p("share"), "bob", "write")
+    eventually(lambda: shell(f"echo second line >> '{doc}'").returncode == 0, 10,
+               lambda: f"bob's `echo >>` still fails after alice granted write: {shell(f'echo x >> {doc!r}').stderr}")
+    eventually(lambda: read_or_none(a.p("share", "doc.txt")) == b"first line\nsecond line\n", 10,
+               lambda: f"bob's append does not appear on A: {read_or_none(a.p('share', 'doc.txt'))!r}")
+    assert author_of_head(a, a.p("share", "doc.txt")) == b.token, "A does not show bob as the author of his append"
+
+    proc = shell(f"sed -i 's/first/edited/' '{doc}'")
+    assert proc.returncode == 0, f"bob's sed -i in /@alice/share failed: {proc.stderr}"
+    eventually(lambda: read_or_none(a.p("share", "doc.txt")) == b"edited line\nsecond line\n", 10,
+               lambda: f"bob's sed -i does not appear on A: {read_or_none(a.p('share', 'doc.txt'))!r}")
+    assert doc_id(a.p("share", "doc.txt")) == document, "bob's sed -i (a rename-over save) changed the document id"
+    assert sorted(os.listdir(a.p("share"))) == ["doc.txt"], f"sed's temporary file is left on A: {os.listdir(a.p('share'))}"
+
+    os.mkdir(b.p("@alice", "share", "notes"))
+    write_file(b.p("@alice", "share", "notes", "n.txt"), b"from bob\n")
+    eventually(lambda: read_or_none(a.p("share", "notes", "n.txt")) == b"from bob\n", 10,
+               "bob's new directory and file do not appear on A")
+
+    assert errno_of(os.unlink, doc) == "EACCES", "bob removed a file without the delete right"
+    assert errno_of(os.setxattr, doc, "user.hypernet.grant", f"{c.token or a.token} read".encode()) == "EACCES", \
+        "bob changed rights without admin"
+    a.run("grant", a.p("share"), "bob", "delete")
+    eventually(lambda: errno_of(os.unlink, b.p("@alice", "share", "notes", "n.txt")) is None, 10,
+               "bob still cannot remove a file after alice granted delete")
+    eventually(lambda: not os.path.exists(a.p("share", "notes", "n.txt")), 10, "bob's removal does not appear on A")
+
+    # An admin changes the chain: bob, made admin, shares the folder with the storage node's identity.
+    a.run("grant", a.p("share"), "bob", "admin")
+    c_token = c.token
+    eventually(lambda: errno_of(os.setxattr, b.p("@alice", "share"), "user.hypernet.grant", f"{c_token} read".encode()) is None,
+               10, "bob, an admin, cannot grant on the shared folder")
+    eventually(lambda: members(a.p("share")).get(c_token) == "read", 10, "bob's grant does not reach A")
+    assert not a.log_findings() and not c.log_findings(), f"problems logged: {a.log_findings() + c.log_findings()}"
 
 
 def test_bad_rights_changes_fail_with_the_contract_errno(make_node):
