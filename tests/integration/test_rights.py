@@ -247,6 +247,29 @@ def test_a_contact_writes_with_the_rights_it_is_granted(cluster):
     assert not a.log_findings() and not c.log_findings(), f"problems logged: {a.log_findings() + c.log_findings()}"
 
 
+@pytest.mark.timeout(180)
+def test_a_public_document_is_readable_by_every_node_and_nothing_else_is(cluster):
+    a = cluster.add("a")
+    b = cluster.add("b", pins=[a])  # granted nothing
+    c = cluster.add("c", serve=True, pins=[a])
+    cluster.start()
+    public, private = b"for everyone " + os.urandom(8).hex().encode(), b"for alice " + os.urandom(8).hex().encode()
+    os.makedirs(a.p("pub"))
+    os.makedirs(a.p("own"))
+    write_file(a.p("pub", "f.txt"), public)
+    write_file(a.p("own", "g.txt"), private)
+    a.run("grant", a.p("pub"), "*", "read")
+    b.run("contact", "add", "alice", a.token)
+    eventually(lambda: read_or_none(b.p("@alice", "pub", "f.txt")) == public, 10,
+               "a node granted nothing does not read alice's public folder")
+    assert os.listdir(b.p("@alice")) == ["pub"], "more than the public folder is visible to a stranger"
+    public_rev, private_rev = current_revision(a.p("pub", "f.txt")), current_revision(a.p("own", "g.txt"))
+    eventually(lambda: c.has_revision(public_rev) and c.has_revision(private_rev), 10, "the storage node lacks the revisions")
+    size = lambda rev: c.query("SELECT size FROM revisions WHERE id = ?", (bytes.fromhex(rev),))[0][0]
+    assert size(public_rev) == len(public), "the storage node could not open the public file's metadata"
+    assert size(private_rev) == 0, "the storage node opened the metadata of a file nobody shared with it"
+
+
 def test_bad_rights_changes_fail_with_the_contract_errno(make_node):
     node = make_node()
     directory = node.p("d")
