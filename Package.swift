@@ -80,6 +80,14 @@ let package = Package(
         .executableTarget(
             name: "hypernet-peer-double",
             dependencies: ["HypernetCrypto", "HypernetModel", "HypernetSync"]),
+        // A modified node for tests/integration/test_forgery.py: writes forged records into a stopped node's store.
+        .executableTarget(
+            name: "hypernet-forge",
+            dependencies: [
+                "HypernetCrypto", "HypernetModel", "HypernetStore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
 
         .testTarget(name: "HypernetCryptoTests", dependencies: ["HypernetCrypto"]),
         .testTarget(name: "HypernetModelTests", dependencies: ["HypernetModel", "HypernetCrypto"]),

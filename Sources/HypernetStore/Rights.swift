@@ -143,6 +143,62 @@ extension Store {
         ).flatMap { try? DocumentID(bytes: Array($0)) }
     }
 
+    /// `hypernet fsck`'s part for rights: every stored chain links as a receiver checks it, and every revision was
+    /// allowed when it was stored: its author holds the right in the epoch it names and in the last block of
+    /// that chain stored before it (log order), or, under the owner's key, is the tree's owner. A node stores
+    /// nothing else, so a problem here is damage or a forgery written into the catalog.
+    func checkRights() throws(StoreError) -> [String] {
+        try catalog.read { db in
+            var problems: [String] = []
+            struct Key: Hashable {
+                var tree: [UInt8]
+                var document: DocumentID
+            }
+            var chains: [Key: (chain: PermissionChain, seqs: [Int64])] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT id, tree, document, record, seq FROM blocks ORDER BY tree, document, epoch") {
+                let id = Hex.encode(row[0] as Data)
+                guard let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)),
+                    let document = try? DocumentID(bytes: Array(row[2] as Data))
+                else {
+                    problems.append("permission block \(id): malformed tree or document")
+                    continue
+                }
+                let key = Key(tree: tree.bytes, document: document)
+                var entry = chains[key] ?? (PermissionChain(document: document, creator: tree), [])
+                do throws(DecodingError) {
+                    let block = try SignedPermissionBlock(record: Array(row[3] as Data))
+                    do { try entry.chain.append(block) } catch { problems.append("permission block \(id): \(error)") }
+                } catch {
+                    problems.append("permission block \(id): \(error)")
+                }
+                if entry.chain.blocks.count > entry.seqs.count { entry.seqs.append(row[4]) }
+                chains[key] = entry
+            }
+            for row in try Row.fetchAll(db, sql: "SELECT id, tree, record, seq FROM revisions ORDER BY seq") {
+                let id = Hex.encode(row[0] as Data)
+                guard let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)),
+                    let r = try? SignedRevision(record: Array(row[2] as Data)).revision
+                else { continue }  // reported with the signatures
+                let seq: Int64 = row[3]
+                guard let rights = r.rights else {
+                    if r.author != tree { problems.append("revision \(id): its author is not the tree's owner") }
+                    continue
+                }
+                guard let (chain, seqs) = chains[Key(tree: tree.bytes, document: rights)], Int(r.epoch) < chain.blocks.count,
+                    seqs[Int(r.epoch)] < seq
+                else {
+                    problems.append("revision \(id): names epoch \(r.epoch) of \(rights), which was not stored before it")
+                    continue
+                }
+                let current = chain.blocks[seqs.lastIndex { $0 < seq }!].block
+                if !chain.blocks[Int(r.epoch)].block.allows(r.author, r.kind) || !current.allows(r.author, r.kind) {
+                    problems.append("revision \(id): its author had no right for it when it was stored")
+                }
+            }
+            return problems
+        }
+    }
+
     /// The full identity (with its box key) of a signing key named as a member in a stored block.
     func knownIdentity(_ key: SigningPublicKey) -> IdentityToken? {
         if let known = identities.withLock({ $0[key] }) { return known }
@@ -259,9 +315,10 @@ extension StoreTransaction {
     func checkRights(_ revision: Revision, tree: SigningPublicKey) throws -> Rejection? {
         var leaving: Set<DocumentID?> = []
         for p in revision.parents {
-            let rights = try Data.fetchOne(
-                db.cachedStatement(sql: "SELECT rights FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)]
-            ).flatMap { try? DocumentID(bytes: Array($0)) }
+            // A parent not stored (yet) is judged when it is: the caller checks for missing parents.
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT rights FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)])
+            else { continue }
+            let rights = (row[0] as Data?).flatMap { try? DocumentID(bytes: Array($0)) }
             if rights != revision.rights { leaving.insert(rights) }
         }
         for old in leaving {
@@ -283,6 +340,18 @@ extension StoreTransaction {
             current.block.allows(revision.author, revision.kind)
         else { return .notAuthorized }
         return nil
+    }
+}
+
+extension Store {
+    /// The revisions of `batch` whose authors lack the right for them by what is stored now: not worth
+    /// fetching the chunks of. (One that names an epoch not stored yet, maybe arriving in the same batch, is
+    /// not among them; `storeRemote` judges every revision again in order.)
+    public func unauthorized(_ batch: [RemoteRevision]) throws(StoreError) -> Set<RevisionID> {
+        try catalog.read { db in
+            let tx = StoreTransaction(db: db, store: self, added: AddedRevisions())
+            return Set(try batch.filter { try tx.checkRights($0.signed.revision, tree: $0.tree) == .notAuthorized }.map(\.signed.id))
+        }
     }
 }
 

@@ -574,6 +574,7 @@ public final class Store: Sendable {
                     problems.append("document \(doc.id) (inode \(doc.inode)): \(error)")
                 }
             }
+            problems += try checkRights()
         } catch {
             problems.append("\(error)")
         }

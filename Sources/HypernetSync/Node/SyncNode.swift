@@ -641,7 +641,7 @@ public final class SyncNode: SessionDelegate {
                 }
                 seqs[records.last!.id] = e.seq
             } catch {
-                logger.warning("rejected a log record: \(error)", metadata: ["peer": "\(session)"])
+                logger.warning("rejected the log record at seq \(e.seq): \(error)", metadata: ["peer": "\(session)"])
             }
         }
         do {
@@ -650,10 +650,13 @@ public final class SyncNode: SessionDelegate {
                 if case .revision(let r) = record { return !have.contains(r.signed.id) }
                 return true
             }
-            let missing = try store.missingChunks(fresh.flatMap { record -> [ChunkID] in
-                if case .revision(let r) = record { return r.chunks }
-                return []
-            })
+            // The chunks of a revision its author had no right to make are not fetched (they would stay as garbage).
+            let revisions = fresh.compactMap { record -> RemoteRevision? in
+                if case .revision(let r) = record { return r }
+                return nil
+            }
+            let refused = try store.unauthorized(revisions)
+            let missing = try store.missingChunks(revisions.filter { !refused.contains($0.signed.id) }.flatMap(\.chunks))
             if !missing.isEmpty, hasOtherSource(of: tree, than: session) {
                 // A live run without its chunks: this node is one of the sender's lazy subscribers, and an
                 // eager one is likely pushing them here already (see `eagerFanout`).
