@@ -39,6 +39,9 @@ final class ForeignInodes: Sendable {
     }
 
     private let table = Mutex(Table())
+    /// Each tree's top level, with the end of its log it was computed at: it walks every shared directory,
+    /// so it is computed again only when the tree's log has grown.
+    let topLevels = Mutex<[SigningPublicKey: (seq: Int64, entries: [(name: String, inode: UInt64)])]>([:])
 
     func inode(for target: ForeignTree.Target, kind: RevisionKind) -> UInt64 {
         table.withLock { t in
@@ -116,6 +119,15 @@ extension VirtualFileSystem {
     /// The readable chains' documents that no other one's directories list (a folder shared inside a shared
     /// folder shows inside it), by label; a repeated label gets the document id's first 8 digits appended.
     private func foreignTopLevel(_ tree: SigningPublicKey) throws(VFSError) -> [(name: String, inode: UInt64)] {
+        let seq: Int64
+        do { seq = try store.lastSeq(tree: tree) } catch { throw fail(error, "shared documents") }
+        if let cached = foreign.topLevels.withLock({ $0[tree] }), cached.seq == seq { return cached.entries }
+        let entries = try computeTopLevel(tree)
+        foreign.topLevels.withLock { $0[tree] = (seq, entries) }
+        return entries
+    }
+
+    private func computeTopLevel(_ tree: SigningPublicKey) throws(VFSError) -> [(name: String, inode: UInt64)] {
         let chains: [(document: DocumentID, label: String?)]
         do { chains = try store.readableChains(tree: tree) } catch { throw fail(error, "shared documents") }
         var below = Set<DocumentID>()
