@@ -12,6 +12,9 @@ import HypernetModel
 ///             key   = BLAKE2b-256(key: epoch key, "hypernet chunk multi-base delta v1" || frame)
 ///     ciphertext = XChaCha20-Poly1305(key, nonce: 24 zero bytes, frame)
 ///     id         = BLAKE2b-256(ciphertext)
+///     public epoch (its key is `PermissionBlock.publicEpochKey`): stored = frame, in the clear; key = 32 zero
+///             bytes (`clearKey`, which no keyed hash yields but by a 2^-256 chance); id = BLAKE2b-256(frame), which
+///             a reader checks since no AEAD tag does
 ///
 /// A zero nonce is safe because each key encrypts exactly one frame: a full key is a PRF of the plaintext
 /// (equal plaintexts under one epoch give equal chunks: dedup), a delta key a PRF of the frame itself, so a
@@ -22,6 +25,8 @@ enum ChunkSealer {
     static let deltaContext = Array("hypernet chunk delta v1".utf8)
     static let multiBaseDeltaContext = Array("hypernet chunk multi-base delta v1".utf8)
     static let zeroNonce = [UInt8](repeating: 0, count: AEAD.nonceByteCount)
+    /// The key of a chunk stored in the clear (a public epoch's).
+    static let clearKey = try! Digest(bytes: [UInt8](repeating: 0, count: 32))
     /// Compression is tried on a prefix first; data that is (nearly) incompressible skips the full attempt.
     static let probeLength = 8 << 10
     /// The largest chunk plaintext a peer may make us decompress.
@@ -56,10 +61,6 @@ enum ChunkSealer {
     }
 
     static func seal(_ plaintext: UnsafeRawBufferPointer, epochKey: SecureBytes) -> Sealed {
-        var hasher = BLAKE2b.Hasher(key: epochKey)
-        hasher.update(context)
-        hasher.update(plaintext)
-        let key = hasher.finalize()
         var frame: [UInt8]
         let probe = UnsafeRawBufferPointer(rebasing: plaintext.prefix(probeLength))
         if plaintext.count >= 64, plaintext.count <= probeLength || probeWorthIt(probe),
@@ -71,7 +72,17 @@ enum ChunkSealer {
             frame = [0]
             frame.append(contentsOf: plaintext)
         }
-        return encrypt(frame, key: key, length: plaintext.count)
+        if isPublic(epochKey) { return inTheClear(frame, length: plaintext.count) }
+        var hasher = BLAKE2b.Hasher(key: epochKey)
+        hasher.update(context)
+        hasher.update(plaintext)
+        return encrypt(frame, key: hasher.finalize(), length: plaintext.count)
+    }
+
+    static func isPublic(_ epochKey: SecureBytes) -> Bool { epochKey.isEqual(to: PermissionBlock.publicEpochKey) }
+
+    private static func inTheClear(_ frame: [UInt8], length: Int) -> Sealed {
+        Sealed(reference: ChunkReference(id: BLAKE2b.hash(frame), key: clearKey, length: UInt64(length)), ciphertext: frame)
     }
 
     /// The delta of `plaintext` against `bases` (whose plaintexts, concatenated in order, are `prefix`; the
@@ -98,6 +109,7 @@ enum ChunkSealer {
         for base in bases { base.encode(into: &w) }
         w.raw(compressed)
         let frame = w.bytes
+        if isPublic(epochKey) { return inTheClear(frame, length: plaintext.count) }
         var hasher = BLAKE2b.Hasher(key: epochKey)
         hasher.update(bases.count == 1 ? deltaContext : multiBaseDeltaContext)
         hasher.update(frame)
@@ -128,14 +140,20 @@ enum ChunkSealer {
     static func open(_ ciphertext: [UInt8], reference: ChunkReference) throws(StoreError) -> Opened {
         let object = "chunk \(reference.id.hex)"
         let frame: [UInt8]
-        do {
-            frame = try reference.key.withUnsafeBytes { k in
-                try ciphertext.withUnsafeBytes { c in
-                    try zeroNonce.withUnsafeBytes { n in try AEAD.open(c, key: k, nonce: n) }
+        if reference.key == clearKey {
+            // No tag to check: the id, which the (authenticated) reference names, is the integrity check.
+            guard BLAKE2b.hash(ciphertext) == reference.id else { throw .corrupt(object: object, reason: "bytes do not match its id") }
+            frame = ciphertext
+        } else {
+            do {
+                frame = try reference.key.withUnsafeBytes { k in
+                    try ciphertext.withUnsafeBytes { c in
+                        try zeroNonce.withUnsafeBytes { n in try AEAD.open(c, key: k, nonce: n) }
+                    }
                 }
+            } catch {
+                throw .corrupt(object: object, reason: "authentication failed")
             }
-        } catch {
-            throw .corrupt(object: object, reason: "authentication failed")
         }
         guard let codec = frame.first else { throw .corrupt(object: object, reason: "empty frame") }
         switch codec {

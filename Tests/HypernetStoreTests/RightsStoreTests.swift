@@ -135,4 +135,30 @@ import Testing
         }
         #expect(try alice.chain(of: document, tree: tree).blocks.count == 2)
     }
+
+    @Test func aPublicEpochsContentIsStoredInTheClearAndCheckedAgainstItsIds() throws {
+        defer { removeStores() }
+        let bytes = (0..<200_000).map { _ in UInt8.random(in: 0...255) }
+        let written = try alice.writeContent(bytes, key: PermissionBlock.publicEpochKey)
+        try alice.transaction { tx in try tx.recordChunks(written.locations) }
+        #expect(try alice.readContent(written.root) == bytes)
+        var offset = 0
+        for chunk in try alice.loadManifest(written.root).chunks {
+            let stored = try #require(try alice.sealedChunk(chunk.id))
+            #expect(stored.first == 0 && Array(stored.dropFirst()) == Array(bytes[offset..<offset + Int(chunk.length)]),
+                "a public chunk is its frame, in the clear")
+            offset += Int(chunk.length)
+        }
+        // A flipped byte is caught by the id, since no AEAD tag checks it.
+        let location = try #require(written.locations.first)
+        let pack = open(alice.home.packsDirectory + "/" + String(repeating: "0", count: 7) + "\(location.pack).pack", O_RDWR)
+        #expect(pack >= 0)
+        var byte: UInt8 = 0
+        _ = pread(pack, &byte, 1, off_t(location.offset + 36 + 10))
+        byte ^= 1
+        _ = pwrite(pack, &byte, 1, off_t(location.offset + 36 + 10))
+        close(pack)
+        let reopened = try Store(home: alice.home, keyring: alice.keyring, logger: Logger(label: "test"))
+        #expect(throws: StoreError.self) { try reopened.readContent(written.root) }
+    }
 }

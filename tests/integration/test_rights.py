@@ -258,9 +258,11 @@ def test_a_public_document_is_readable_by_every_node_and_nothing_else_is(cluster
     public, private = b"for everyone " + os.urandom(8).hex().encode(), b"for alice " + os.urandom(8).hex().encode()
     os.makedirs(a.p("pub"))
     os.makedirs(a.p("own"))
+    a.run("grant", a.p("pub"), "*", "read")
+    # Written after the grant: stored in the clear (what was written before keeps its chunks, now readable by all
+    # through the public metadata that names their keys).
     write_file(a.p("pub", "f.txt"), public)
     write_file(a.p("own", "g.txt"), private)
-    a.run("grant", a.p("pub"), "*", "read")
     b.run("contact", "add", "alice", a.token)
     eventually(lambda: read_or_none(b.p("@alice", "pub", "f.txt")) == public, 10,
                "a node granted nothing does not read alice's public folder")
@@ -270,6 +272,9 @@ def test_a_public_document_is_readable_by_every_node_and_nothing_else_is(cluster
     size = lambda rev: c.query("SELECT size FROM revisions WHERE id = ?", (bytes.fromhex(rev),))[0][0]
     assert size(public_rev) == len(public), "the storage node could not open the public file's metadata"
     assert size(private_rev) == 0, "the storage node opened the metadata of a file nobody shared with it"
+    packs = b"".join(p.read_bytes() for p in (c.home / "store" / "packs").glob("*.pack"))
+    assert public in packs, "the public file's content is not stored in the clear on the storage node"
+    assert private not in packs, "the private file's content is readable in the storage node's packs"
 
 
 def test_bad_rights_changes_fail_with_the_contract_errno(make_node):
