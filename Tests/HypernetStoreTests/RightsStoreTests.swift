@@ -161,4 +161,59 @@ import Testing
         let reopened = try Store(home: alice.home, keyring: alice.keyring, logger: Logger(label: "test"))
         #expect(throws: StoreError.self) { try reopened.readContent(written.root) }
     }
+
+    /// The byte-level form of "revisions after a revoke are unreadable to the removed member": bob's node
+    /// stores all of it, and neither the metadata nor any chunk opens with a key bob holds, even for one who
+    /// guesses the plaintext (the convergent key under his old epoch key is not the chunk's).
+    @Test func afterARevokeNothingNewOpensWithAnyKeyTheRemovedMemberHolds() throws {
+        defer { removeStores() }
+        _ = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, .read)], isPublic: false)
+        #expect(try deliver(aliceLog(), to: bob).isEmpty)
+        let seen = try aliceLog().last!.seq
+        let old = try #require(bob.epochKey(tree: tree, rights: document, epoch: 0))
+        _ = try alice.changeRights(of: document, members: [member(alice, .all)], isPublic: false)
+        let secret = (0..<150_000).map { _ in UInt8.random(in: 0...255) }
+        let sealing = try alice.sealing(tree: tree, rights: document)
+        #expect(sealing.epoch == 1)
+        let written = try alice.writeContent(secret, key: sealing.key)
+        var metadata = Self.metadata
+        metadata.content = written.root
+        metadata.size = UInt64(secret.count)
+        let id = try alice.transaction { tx in
+            _ = try tx.insertDocument(id: document, kind: .file, metadata: metadata, dirty: false, rights: document)
+            try tx.recordChunks(written.locations)
+            return try tx.appendRevision(document: document, kind: .file, metadata: metadata, parents: [])
+        }
+        #expect(try deliver(aliceLog(after: seen), to: bob).isEmpty)
+        #expect(bob.epochKey(tree: tree, rights: document, epoch: 1) == nil)
+
+        let revision = try #require(try SignedRevision(record: aliceLog().first { BLAKE2b.hash($0.record) == id }!.record).revision)
+        let chunks = try alice.loadManifest(written.root).chunks
+        var offset = 0
+        for reference in chunks {
+            let stored = try #require(try bob.sealedChunk(reference.id), "bob's node stores every chunk of the new revision")
+            let plaintext = Array(secret[offset..<offset + Int(reference.length)])
+            offset += Int(reference.length)
+            func opens(_ key: Digest) -> Bool {
+                (try? key.withUnsafeBytes { k in
+                    try stored.withUnsafeBytes { c in
+                        try [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in try AEAD.open(c, key: k, nonce: n) }
+                    }
+                }) != nil
+            }
+            #expect(opens(reference.key), "the chunk opens with the key its reference carries")
+            for key in [old, bob.keyring.treeKey] {
+                var hasher = BLAKE2b.Hasher(key: key)
+                hasher.update(Array("hypernet chunk v1".utf8))
+                hasher.update(plaintext)
+                #expect(!opens(hasher.finalize()), "a key bob holds opens a chunk written after his removal")
+            }
+        }
+        for key in [old, bob.keyring.treeKey] {
+            #expect(throws: DecodingError.self, "a key bob holds opens the metadata of a revision after his removal") {
+                try RevisionMetadata(unsealing: revision.sealedMetadata, epochKey: key, document: document)
+            }
+        }
+        #expect(throws: StoreError.self, "bob's node opens the revision") { try bob.revision(id) }
+    }
 }
