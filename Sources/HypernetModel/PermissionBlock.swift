@@ -213,7 +213,8 @@ extension PermissionBlock {
         return w.bytes
     }
 
-    var body: [UInt8] {
+    /// The canonical encoding that is signed.
+    public var body: [UInt8] {
         var w = ByteWriter(capacity: 128 + members.count * 65 + sealedKeys.count * 112)
         w.u8(Self.formatVersion)
         w.raw(document.bytes)

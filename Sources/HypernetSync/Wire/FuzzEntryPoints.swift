@@ -147,7 +147,7 @@ public enum WireFuzz {
     public static func records(_ data: [UInt8]) -> [String] {
         guard let selector = data.first else { return [] }
         let bytes = Array(data.dropFirst())
-        switch selector % 6 {
+        switch selector % 7 {
         case 0:
             if let signed = try? SignedRevision(record: bytes),
                 signed.revision.body + bytes.suffix(SigningKeyPair.signatureByteCount) != bytes
@@ -171,6 +171,15 @@ public enum WireFuzz {
             if let token = IdentityToken(text), token.description != text {
                 return ["records: an identity token does not print as the text it was read from"]
             }
+        case 5:
+            if let block = try? SignedPermissionBlock(record: bytes),
+                block.block.body + bytes.suffix(SigningKeyPair.signatureByteCount) != bytes
+            {
+                return ["records: a permission block does not re-encode to its record"]
+            }
+            if let record = try? LogRecord(record: bytes), record.record != bytes {
+                return ["records: a log record does not keep its bytes"]
+            }
         default:
             _ = try? RevisionMetadata(unsealing: bytes, epochKey: recordsEpochKey, document: recordsDocument)
         }
@@ -188,7 +197,7 @@ public enum WireFuzz {
         let chunk = try! Digest(bytes: [UInt8](repeating: 7, count: 32))
         let author = try! SigningKeyPair(seed: SecureBytes([UInt8](repeating: 6, count: 32)))
         let revision = Revision(
-            document: recordsDocument, kind: .file, epoch: 1, time: HLCTime(rawValue: 1 << 20),
+            document: recordsDocument, kind: .file, epoch: 1, rights: recordsDocument, time: HLCTime(rawValue: 1 << 20),
             author: author.publicKey,
             parents: [chunk], sealedMetadata: [1, 2, 3]
         ).signed(by: author)
@@ -279,11 +288,17 @@ public enum WireFuzz {
                         IdentityToken(signing: author.publicKey, box: handshakeResponderStatic.publicKey).description
                             .utf8)
             ))
+        // A public block without a label seals nothing, so its bytes are deterministic.
+        let block = SignedPermissionBlock.make(
+            document: recordsDocument, after: nil,
+            members: [.init(identity: IdentityToken(signing: author.publicKey, box: handshakeResponderStatic.publicKey), roles: .all)],
+            isPublic: true, signer: author)
+        out.append(("FuzzRecords", "permission-block", [5] + block.record))
         // Sealing draws a random nonce: this seed only reaches the AEAD check, deterministically.
         out.append(
             (
                 "FuzzRecords", "sealed-metadata",
-                [5] + [UInt8](repeating: 0, count: 24) + metadata.encoded() + [UInt8](repeating: 0, count: 16)
+                [6] + [UInt8](repeating: 0, count: 24) + metadata.encoded() + [UInt8](repeating: 0, count: 16)
             ))
         return out
     }
