@@ -146,9 +146,13 @@ public final class EventReader: Sendable {
 
 /// Turns this tree's log into events for the readers. Revisions are published in log order, each once, after
 /// they show in the tree; a revision whose document has no path yet (its directory's listing has not
-/// arrived) waits for it, up to `pathWait`, then goes out with its last known path or none.
+/// arrived) waits for it, then goes out with its last known path or none: after `pathWait` once the log has
+/// had no new entry for `quietPeriod` (the listing comes later in the same log, behind a backlog that may take
+/// longer than `pathWait` to store), and after `pathWaitLimit` in any case.
 final class EventHub: Sendable {
     static let pathWait: Duration = .seconds(2)
+    static let quietPeriod: Duration = .milliseconds(500)
+    static let pathWaitLimit: Duration = .seconds(30)
     static let pageSize = 512
     /// Paths of documents seen, for their deletions (a tombstone's document has no path any more).
     static let knownPathLimit = 100_000
@@ -165,6 +169,8 @@ final class EventHub: Sendable {
         /// The last log entry published; nil until the first publish.
         var cursor: Int64?
         var waiting: [Waiting] = []
+        /// When the log last had new entries to publish.
+        var lastEntries: ContinuousClock.Instant = .now
         /// By document id (hex).
         var knownPaths: [String: String] = [:]
     }
@@ -236,6 +242,7 @@ extension VirtualFileSystem {
             let made = entries.compactMap(event(for:))
             hub.state.withLock { s in
                 s.cursor = entries.last?.seq ?? cursor
+                if !entries.isEmpty { s.lastEntries = .now }
                 s.waiting.append(contentsOf: made.map { EventHub.Waiting(event: $0.event, document: $0.document, inode: $0.inode, since: .now) })
             }
             if entries.count < EventHub.pageSize { break }
@@ -250,9 +257,15 @@ extension VirtualFileSystem {
     /// Events (from the front of the waiting list) whose path is known or whose wait is over, keeping the
     /// order of each document's revisions: one still waiting holds back the later ones of its document.
     private func takeResolved() -> [RevisionEvent] {
-        var waiting = events.state.withLock { s in
+        let (taken, lastEntries) = events.state.withLock { s in
             defer { s.waiting = [] }
-            return s.waiting
+            return (s.waiting, s.lastEntries)
+        }
+        var waiting = taken
+        let now = ContinuousClock.now
+        func waitedEnough(_ w: EventHub.Waiting) -> Bool {
+            now - w.since >= EventHub.pathWaitLimit
+                || (now - w.since >= EventHub.pathWait && now - lastEntries >= EventHub.quietPeriod)
         }
         var ready: [RevisionEvent] = []
         var held = Set<String>()
@@ -268,7 +281,7 @@ extension VirtualFileSystem {
             if !held.contains(document), let path = paths[i] {
                 event.path = path
                 ready.append(event)
-            } else if !held.contains(document), ContinuousClock.now - w.since >= EventHub.pathWait {
+            } else if !held.contains(document), waitedEnough(w) {
                 ready.append(event)
             } else {
                 held.insert(document)
