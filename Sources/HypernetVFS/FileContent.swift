@@ -30,10 +30,16 @@ final class FileContent: Sendable {
         var writtenSinceRevision = false
         /// Bytes written since the last revision: a small count marks a log, whose revisions are due sooner.
         var bytesSinceRevision: UInt64 = 0
+        /// The size the last revision committed: growth past it is streamed (see `streamBytes`).
+        var revisionSize: UInt64
         var lastCommit: ContinuousClock.Instant = .now
     }
 
     static let checkpointBytes: UInt64 = 64 << 20
+    /// A file that grew by this much since its last revision (a copy, a download) becomes a revision at once,
+    /// without waiting for the once-a-second pass: replicas receive a large write while it is being written,
+    /// and an fsync at its end waits for the last few MiB only, not for everything written in the last second.
+    static let streamBytes: UInt64 = 16 << 20
 
     let state: Mutex<State>
     let stagingFD: Int32
@@ -51,7 +57,7 @@ final class FileContent: Sendable {
         state = Mutex(
             State(
                 tree: tree, offsets: Self.offsets(tree), baseValid: tree.length, size: tree.length,
-                modified: isNew))
+                modified: isNew, revisionSize: tree.length))
     }
 
     deinit {
@@ -301,6 +307,7 @@ final class FileContent: Sendable {
         s.modified = false
         s.writtenSinceRevision = false
         s.bytesSinceRevision = 0
+        s.revisionSize = s.size
         s.lastCommit = .now
     }
 }

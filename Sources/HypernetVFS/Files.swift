@@ -139,7 +139,9 @@ extension VirtualFileSystem {
             c.modified = true
             c.writtenSinceRevision = true
             c.bytesSinceRevision += UInt64(data.count)
-            if c.dirty.byteCount >= FileContent.checkpointBytes {
+            if c.size >= c.revisionSize + FileContent.streamBytes {
+                try commitLocked(inode, content, &c, revision: true)
+            } else if c.dirty.byteCount >= FileContent.checkpointBytes {
                 // Seal what is staged without making a revision: memory stays bounded, the work is
                 // spread over the write, and the revision still comes at flush/fsync.
                 let (tree, locations) = try content.rebuild(&c)
@@ -227,34 +229,37 @@ extension VirtualFileSystem {
             try state.withLock { (s) throws(VFSError) in try commitMetadataLocked(inode, in: &s) }
             return
         }
-        try content.state.withLock { (c) throws(VFSError) in
-            let changed = state.withLock { s in s.nodes[inode].map { $0.linked && $0.metadataChanged } ?? false }
-            guard c.modified || changed else { return }
-            let (tree, locations) = try content.rebuild(&c)
-            try state.withLock { (s) throws(VFSError) in
-                guard var node = s.nodes[inode], node.linked else {
-                    // Unlinked but still open: no revision (the document ended in a tombstone), yet the
-                    // sealed chunks must stay findable for reads through the open handle.
-                    try persist("commit") { tx in try tx.recordChunks(locations) }
-                    return
-                }
-                node.record.metadata.content = tree.root
-                node.record.metadata.size = c.size
-                if revision {
-                    try appendRevisionLocked(&node, locations: locations)
-                    s.pendingRevisions.remove(inode)
-                } else {
-                    node.record.dirty = true
-                    let record = node.record
-                    try persist("flush") { tx in
-                        try tx.recordChunks(locations)
-                        try tx.updateDocument(record)
-                    }
-                }
-                s.nodes[inode] = node
+        try content.state.withLock { (c) throws(VFSError) in try commitLocked(inode, content, &c, revision: revision) }
+    }
+
+    /// `commit` with the content's lock held (`c` is its state).
+    func commitLocked(_ inode: UInt64, _ content: FileContent, _ c: inout FileContent.State, revision: Bool) throws(VFSError) {
+        let changed = state.withLock { s in s.nodes[inode].map { $0.linked && $0.metadataChanged } ?? false }
+        guard c.modified || changed else { return }
+        let (tree, locations) = try content.rebuild(&c)
+        try state.withLock { (s) throws(VFSError) in
+            guard var node = s.nodes[inode], node.linked else {
+                // Unlinked but still open: no revision (the document ended in a tombstone), yet the
+                // sealed chunks must stay findable for reads through the open handle.
+                try persist("commit") { tx in try tx.recordChunks(locations) }
+                return
             }
-            if revision { content.committed(&c, tree: tree) } else { content.rebase(&c, tree: tree) }
+            node.record.metadata.content = tree.root
+            node.record.metadata.size = c.size
+            if revision {
+                try appendRevisionLocked(&node, locations: locations)
+                s.pendingRevisions.remove(inode)
+            } else {
+                node.record.dirty = true
+                let record = node.record
+                try persist("flush") { tx in
+                    try tx.recordChunks(locations)
+                    try tx.updateDocument(record)
+                }
+            }
+            s.nodes[inode] = node
         }
+        if revision { content.committed(&c, tree: tree) } else { content.rebase(&c, tree: tree) }
     }
 
     /// Makes a metadata change durable in the catalog row (marked dirty) without a revision yet.

@@ -15,7 +15,8 @@ import Synchronization
 ///
 /// Revisions are made when a written file is flushed (close) or fsynced, on a path truncate and every
 /// xattr change, on rename-over (the target document gets the source's content and keeps its id and
-/// history), and for files held open while written every 250 ms (a small change, like a log's) or second. chmod, chown and utimens are committed
+/// history), for files held open while written every 250 ms (a small change, like a log's) or second, and whenever a
+/// file grew by 16 MiB (`FileContent.streamBytes`). chmod, chown and utimens are committed
 /// to the catalog at once and versioned by the next revision, which the once-a-second pass makes if
 /// nothing else does; the same pass writes directory revisions (their listings). The catalog's rows are
 /// committed with each operation, so nothing waits for that pass to be durable (docs/design.md).

@@ -283,25 +283,48 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         #expect(try f.vfs.history(path: "v").count == 3)
     }
 
-    @Test func aLongWriteIsCheckpointedNotARevisionPerCheckpoint() throws {
+    @Test func aLongRewriteIsCheckpointedNotARevisionPerCheckpoint() throws {
         let f = try Fixture()
-        let start = ContinuousClock.now
-        let created = try f.vfs.create(parent: 1, name: "big", mode: 0o644, flags: O_WRONLY, caller: f.caller)
         let piece = randomBytes(1 << 20, seed: 9)
+        try f.write("big", [UInt8]((0..<80).map { _ in piece }.joined()))
+        let before = try f.vfs.history(path: "big").count
+        let start = ContinuousClock.now
+        let inode = try f.vfs.lookup(parent: 1, name: "big").inode
+        let handle = try f.vfs.open(inode: inode, flags: O_WRONLY, caller: f.caller)
         var expected: [UInt8] = []
         for i in 0..<80 {
             var block = piece
             block[0] = UInt8(i)
-            _ = try block.withUnsafeBytes { b in try f.vfs.write(handle: created.handle, offset: UInt64(i) << 20, data: b) }
+            _ = try block.withUnsafeBytes { b in try f.vfs.write(handle: handle, offset: UInt64(i) << 20, data: b) }
             expected += block
         }
+        try f.vfs.flush(handle: handle)
+        f.vfs.release(handle: handle)
+        // One revision at flush, plus at most one a second from the held-open timer; rewriting 80 MiB in place
+        // passed the 64 MiB checkpoint without a revision of its own (only growth is streamed as revisions).
+        let seconds = Int((ContinuousClock.now - start).components.seconds)
+        #expect(try f.vfs.history(path: "big").count - before <= 1 + seconds)
+        #expect(try f.read("big") == expected)
+    }
+
+    @Test func aGrowingFileBecomesARevisionEach16MiB() throws {
+        let f = try Fixture()
+        let created = try f.vfs.create(parent: 1, name: "copy", mode: 0o644, flags: O_WRONLY, caller: f.caller)
+        let data = randomBytes(40 << 20, seed: 11)
+        for offset in stride(from: 0, to: data.count, by: 1 << 20) {
+            _ = try data[offset..<offset + (1 << 20)].withUnsafeBytes { b in
+                try f.vfs.write(handle: created.handle, offset: UInt64(offset), data: b)
+            }
+        }
+        // Before the close: the first 32 MiB are revisions already, so replicas can have them.
+        let streamed = try f.vfs.history(path: "copy")
+        #expect(streamed.map(\.size).sorted() == [16 << 20, 32 << 20], "revisions of a growing file before its close")
         try f.vfs.flush(handle: created.handle)
         f.vfs.release(handle: created.handle)
-        // One revision at flush, plus at most one a second from the held-open timer; the 80 MiB passed
-        // the 64 MiB checkpoint without a revision of its own.
-        let seconds = Int((ContinuousClock.now - start).components.seconds)
-        #expect(try f.vfs.history(path: "big").count <= 1 + seconds)
-        #expect(try f.read("big") == expected)
+        let history = try f.vfs.history(path: "copy")
+        #expect(history.map(\.size) == [40 << 20, 32 << 20, 16 << 20])
+        #expect(try f.vfs.content(path: "copy", revision: history[2].revision) == Array(data[0..<(16 << 20)]))
+        #expect(try f.read("copy") == data)
     }
 
     @Test func shellRedirectionOverAFileIsOneRevision() throws {
