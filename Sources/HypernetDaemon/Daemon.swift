@@ -115,7 +115,10 @@ public enum Daemon {
             fileSystem?.shutdown()
             throw Failure(.usage, "cannot start the peer node: \(error)")
         }
-        defer { node.stop() }
+        defer {
+            node.stop()
+            store.finishReplicaRows()
+        }
 
         let stopped = DispatchSemaphore(value: 0)
         let requestExit: @Sendable () -> Void = { if let mount { mount.requestExit() } else { stopped.signal() } }

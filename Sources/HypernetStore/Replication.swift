@@ -207,17 +207,31 @@ extension Store {
 
     // MARK: Replicas and quorum
 
-    /// `node` (a peer's node key) durably holds `revisions`: persisted, and fsyncs waiting on it wake up.
-    public func recordReplicas(node: SigningPublicKey, revisions: [RevisionID]) throws(StoreError) {
+    /// `node` (a peer's node key) durably holds `revisions`: fsyncs waiting on it wake up, and the fact is persisted
+    /// soon after (a failure to is logged).
+    public func recordReplicas(node: SigningPublicKey, revisions: [RevisionID]) {
         guard !revisions.isEmpty else { return }
         // Waiting fsyncs learn first: the ack already proves the replica durable; the row below is bookkeeping
         // (xattrs, backlog) and would only add a catalog write to every quorum fsync.
         replicas.note(node: node, revisions: revisions)
         replicas.changed { ids, count in (try? self.haveReplicas(ids, count: count)) ?? false }
-        try catalog.write { db in
-            let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO replicas (revision, node) VALUES (?, ?)")
-            for r in revisions { try statement.execute(arguments: [Data(r.bytes), Data(node.bytes)]) }
+        // The row after, on its own queue: the acks that follow (the other replicas') wake their fsyncs without
+        // waiting behind this catalog write.
+        replicaRows.async { [self] in
+            do {
+                try catalog.write { db in
+                    let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO replicas (revision, node) VALUES (?, ?)")
+                    for r in revisions { try statement.execute(arguments: [Data(r.bytes), Data(node.bytes)]) }
+                }
+            } catch {
+                logger.error("recording replicas: \(error)")
+            }
         }
+    }
+
+    /// Returns once the replica rows recorded so far are written (at stop).
+    public func finishReplicaRows() {
+        replicaRows.sync {}
     }
 
     /// Remote nodes known to hold `revision` durably (this node not counted).
@@ -229,8 +243,12 @@ extension Store {
         return max(stored, replicas.recentCount(revision))
     }
 
+    /// Checked on every ack while an fsync waits: the acks counted in memory first, the catalog only for the
+    /// revisions they do not settle (acked before this start, or forgotten).
     private func haveReplicas(_ ids: [RevisionID], count: Int) throws(StoreError) -> Bool {
-        for id in ids where try replicaCount(id) < count { return false }
+        for id in ids where replicas.recentCount(id) < count {
+            if try replicaCount(id) < count { return false }
+        }
         return true
     }
 

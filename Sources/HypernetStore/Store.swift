@@ -93,6 +93,8 @@ public final class Store: Sendable {
     let identities = Mutex<[SigningPublicKey: IdentityToken]>([:])
     /// Remote nodes known to hold each revision durably, and the fsyncs waiting on them.
     let replicas = ReplicaTracker()
+    /// Writes the catalog rows of recorded replicas, in the order they were recorded.
+    let replicaRows = DispatchQueue(label: "hypernet.store.replicas")
     /// This store's log identity: a peer's position in our log is valid only for the same `storeID`.
     public let storeID: String
 

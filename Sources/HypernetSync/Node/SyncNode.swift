@@ -74,6 +74,8 @@ public final class SyncNode: SessionDelegate {
         var sent: Int64
         var unconfirmed: [Int64] = []
         var caughtUpSent = false
+        /// The subscriber has been sent the whole log once: every run since is of revisions new to it.
+        var live = false
         /// The subscriber has stored the log through here.
         var confirmed: Int64 = 0
         /// A large run held back for another replica to forward (see `forwarder`): sent anyway after this.
@@ -505,7 +507,10 @@ public final class SyncNode: SessionDelegate {
             }
             if run.isEmpty {
                 if !cursor.caughtUpSent {
-                    state.withLock { $0.peers[key]?.cursors[tree]?.caughtUpSent = true }
+                    state.withLock { s in
+                        s.peers[key]?.cursors[tree]?.caughtUpSent = true
+                        s.peers[key]?.cursors[tree]?.live = true
+                    }
                     session.send(.entries(tree: tree, storeID: store.storeID, entries: [], caughtUp: true))
                 }
                 return
@@ -519,8 +524,12 @@ public final class SyncNode: SessionDelegate {
                 s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
                 s.peers[key]?.cursors[tree]?.caughtUpSent = false
             }
-            // A caught-up eager subscriber lacks the new chunks for certain: they go first, saving it a round trip.
-            if cursor.caughtUpSent && eager {
+            // A caught-up eager subscriber lacks the new chunks for certain: they go first, saving it a round trip
+            // (and, should it have another source, the wait of a lazy subscriber), also when runs follow each other
+            // faster than it confirms them. A large run's are not pushed: the round trip is nothing beside their
+            // transfer, and the subscriber may have them already (this node relays, or holds the run back while
+            // another replica forwards it).
+            if cursor.live && eager && !Self.isLarge(run) {
                 let theirs = state.withLock { s in Set(run.filter { s.origins[BLAKE2b.hash($0.record)] == session.node }.map(\.seq)) }
                 push(run.filter { !theirs.contains($0.seq) }.flatMap(\.chunks), to: session)
             }
@@ -533,7 +542,7 @@ public final class SyncNode: SessionDelegate {
     /// the other replicas it is connected to, so the writer's upload is paid once, not once per replica.
     /// Held until the forwarder confirms the run, or `forwardWait` passes.
     private func holdForForwarding(_ run: [LogEntry], tree: SigningPublicKey, to session: Session) -> Bool {
-        guard run.reduce(0, { $0 + $1.chunks.count }) >= Self.forwardThreshold else { return false }
+        guard Self.isLarge(run) else { return false }
         let last = run.last!.seq
         let (hold, deadline) = state.withLock { s -> (Bool, DispatchTime?) in
             // Only for what this node made: a relay forwards at once.
@@ -551,6 +560,11 @@ public final class SyncNode: SessionDelegate {
             session.serveQueue.asyncAfter(deadline: deadline) { [self] in pump(tree, to: session) }
         }
         return hold
+    }
+
+    /// A run listing `forwardThreshold` chunks or more: forwarded by one replica when made here, never pushed ahead.
+    static func isLarge(_ run: [LogEntry]) -> Bool {
+        run.reduce(0) { $0 + $1.chunks.count } >= forwardThreshold
     }
 
     /// Whether `session` is one of the `eagerFanout` subscribers of `tree` this node pushes to at once: all of
@@ -589,6 +603,9 @@ public final class SyncNode: SessionDelegate {
     // MARK: Acks
 
     private func received(_ ack: Message.Ack, from session: Session?) {
+        // Each ack comes once per path: a copy of one already counted is dropped before its signature is checked
+        // (a valid ack with these signature bytes was seen, so this one is the same or invalid).
+        guard !state.withLock({ $0.seenAcks.contains(ack.signature) }) else { return }
         guard ack.node != nodeKey.publicKey, ack.isValid else {
             if ack.node != nodeKey.publicKey { logger.warning("dropped an ack with a bad signature", metadata: ["peer": "\(session.map { "\($0)" } ?? "")"]) }
             return
@@ -601,9 +618,7 @@ public final class SyncNode: SessionDelegate {
         // A replica counts only if its node has authenticated to this node (a hostile peer could sign acks
         // with keys it made up); others are still forwarded, for nodes that know them.
         if knownNode(ack.node) {
-            do { try store.recordReplicas(node: ack.node, revisions: ack.revisions) } catch {
-                logger.error("recording replicas: \(error)")
-            }
+            store.recordReplicas(node: ack.node, revisions: ack.revisions)
         }
         broadcast(.ack(ack), except: session)
     }
@@ -650,6 +665,12 @@ public final class SyncNode: SessionDelegate {
                 if case .revision(let r) = record { return !have.contains(r.signed.id) }
                 return true
             }
+            // Known before they are stored: storing announces them to this node's subscribers at once, and its
+            // runs must neither push their chunks back to this peer nor be held as if made here.
+            state.withLock { s in
+                if s.origins.count > 100_000 { s.origins.removeAll() }
+                for record in fresh where s.origins[record.id] == nil { s.origins[record.id] = node }
+            }
             // The chunks of a revision its author had no right to make are not fetched (they would stay as garbage).
             let revisions = fresh.compactMap { record -> RemoteRevision? in
                 if case .revision(let r) = record { return r }
@@ -657,7 +678,7 @@ public final class SyncNode: SessionDelegate {
             }
             let refused = try store.unauthorized(revisions)
             let missing = try store.missingChunks(revisions.filter { !refused.contains($0.signed.id) }.flatMap(\.chunks))
-            if !missing.isEmpty, hasOtherSource(of: tree, than: session) {
+            if !missing.isEmpty, !Self.isLarge(entries), hasOtherSource(of: tree, than: session) {
                 // A live run without its chunks: this node is one of the sender's lazy subscribers, and an
                 // eager one is likely pushing them here already (see `eagerFanout`).
                 fetcher.awaitPushes(missing, timeout: Self.lazyWait)
@@ -684,10 +705,6 @@ public final class SyncNode: SessionDelegate {
             if !fresh.isEmpty { try store.sync() }
             let held = try store.existingRevisions(ids)
             if !held.isEmpty {
-                state.withLock { s in
-                    if s.origins.count > 100_000 { s.origins.removeAll() }
-                    for id in fresh.map(\.id) where held.contains(id) { s.origins[id] = node }
-                }
                 broadcast(.ack(.signed(by: nodeKey, revisions: ids.filter { held.contains($0) })))
             }
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
