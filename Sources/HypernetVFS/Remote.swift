@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import HypernetCrypto
 import HypernetModel
@@ -74,6 +75,11 @@ extension VirtualFileSystem {
             }
             for inode in invalid.removed { Self.dropIfUnreferenced(inode, in: &s) }
         }
+        if !invalid.busy.isEmpty {
+            // Shown once their content is free (a read or a commit held it), not at the next arrival.
+            let busy = invalid.busy
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(5)) { [self] in applyRemote(busy) }
+        }
         guard let cache = kernelCache.withLock({ $0 }) else { return }
         for (parent, name) in invalid.entries { cache.invalidate(parent: parent, name: name) }
         for inode in invalid.inodes { cache.invalidate(inode: inode) }
@@ -88,6 +94,8 @@ extension VirtualFileSystem {
         /// directory moved out of another may be the one being shown).
         var removed: [UInt64] = []
         var placement = Placement()
+        /// Files whose open content was locked when their revision was to be shown: tried again shortly.
+        var busy: [DocumentID] = []
     }
 
     /// Where each document shows: in the directory listing it with the latest stamp (the directory revision
@@ -187,7 +195,9 @@ extension VirtualFileSystem {
                 c.size = tree.length
                 return true
             }
-            guard refreshed == true else { return }
+            guard let refreshed else { return invalid.busy.append(document) }
+            // Unsaved local writes stay; their revision forks from what they were based on.
+            guard refreshed else { return }
         }
         node.record = Self.record(node.record, showing: w)
         if w.revision.kind != .tombstone { node.record.kind = w.revision.kind }
