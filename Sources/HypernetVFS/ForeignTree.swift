@@ -9,9 +9,9 @@ import Synchronization
 /// whose current permission block seals a key to this identity (or is public), by the label their admin gave,
 /// leaving out those found below another; below them the directories' listings name the rest. A name whose
 /// revision this identity cannot open still lists, with no permission bits, and reading it fails with EACCES.
-/// Read-only: a change fails with EACCES where the chain does not grant this identity the right, and with
-/// EROFS where it does (writing into another identity's tree is not implemented yet). docs/design.md,
-/// "Other identities' trees".
+/// A change fails with EACCES where the chain does not grant this identity the right; where it does, it is made
+/// as a revision of the other tree signed by this identity (ForeignWrites.swift). docs/design.md, "Other
+/// identities' trees".
 enum ForeignTree {
     static let flag: UInt64 = 1 << 61
     static let prefix = "@"

@@ -115,6 +115,13 @@ def read_or_none(path):
         return None
 
 
+def incompressible_name():
+    """200 random ASCII characters other than NUL and '/': a file name zstd cannot shrink (its literals would need
+    a Huffman table larger than the 12 % it saves), so a directory listing holding it is stored as it is, unless
+    sealed."""
+    return "".join(chr(1 + b % 126 + (1 if 1 + b % 126 >= ord("/") else 0)) for b in os.urandom(200))
+
+
 def store_files(node):
     return [p for p in (node.home / "store").rglob("*") if p.is_file()]
 
@@ -131,23 +138,40 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
     try:
         eventually(lambda: capture.exists() and capture.stat().st_size > 0, 10, "tcpdump did not start capturing")
         cluster.start()
-        content, name, note, later = (os.urandom(32).hex() for _ in range(4))
+        # Contents are random bytes around the marker: zstd cannot shrink them, so without encryption the marker
+        # would be in the packs verbatim (the public control below shows that the search finds it there).
+        content, later, public_content = (os.urandom(32) for _ in range(3))
+        name, public_name = incompressible_name(), incompressible_name()
+        note = os.urandom(32).hex()
+        shared_bytes = os.urandom(1000) + content + os.urandom(1000)
         os.makedirs(a.p("share", "sub"))
-        write_file(a.p("share", "doc.txt"), f"shared {content}\n".encode())
+        write_file(a.p("share", "doc.txt"), shared_bytes)
         write_file(a.p("share", "sub", name), b"deep\n")
         os.setxattr(a.p("share", "doc.txt"), "user.note", note.encode())
+        write_file(a.p("share", "unshared.txt"), b"not for bob\n")
         write_file(a.p("private.txt"), b"private\n")
         a.run("contact", "add", "bob", b.token)
         b.run("contact", "add", "alice", a.token)
         eventually(lambda: os.path.isdir(b.p("@alice")), 10, "node b does not show /@alice for alice's pinned tree")
         assert os.listdir(b.p("@alice")) == [], "bob sees something of alice's tree before any grant"
+        os.makedirs(a.p("pub"))
+        a.run("grant", a.p("pub"), "*", "read")
+        # Written once public (what was written before keeps its sealed chunks).
+        write_file(a.p("pub", public_name), os.urandom(1000) + public_content + os.urandom(1000))
 
         a.run("grant", a.p("share"), "bob", "read")
+        # A document of the shared folder with a chain of its own that leaves bob out: listed, never readable.
+        a.run("revoke", a.p("share", "unshared.txt"), "bob")
         shared = b.p("@alice", "share", "doc.txt")
-        eventually(lambda: read_or_none(shared) == f"shared {content}\n".encode(), 10,
+        eventually(lambda: read_or_none(shared) == shared_bytes, 10,
                    "bob does not read /@alice/share/doc.txt byte-exact after alice's grant")
-        assert os.listdir(b.p("@alice")) == ["share"], "bob's /@alice shows more than the shared folder"
-        assert sorted(os.listdir(b.p("@alice", "share"))) == ["doc.txt", "sub"]
+        eventually(lambda: sorted(os.listdir(b.p("@alice"))) == ["pub", "share"], 10,
+                   lambda: f"bob's /@alice shows {sorted(os.listdir(b.p('@alice')))}, not the shared and the public folder")
+        eventually(lambda: sorted(os.listdir(b.p("@alice", "share"))) == ["doc.txt", "sub", "unshared.txt"], 10,
+                   lambda: f"bob's /@alice/share lists {sorted(os.listdir(b.p('@alice', 'share')))}")
+        eventually(lambda: errno_of(read_file, b.p("@alice", "share", "unshared.txt")) == "EACCES", 10,
+                   lambda: f"reading a listed document bob has no read right on gave "
+                           f"{errno_of(read_file, b.p('@alice', 'share', 'unshared.txt'))}, not EACCES")
         assert os.listdir(b.p(f"@{a.token}", "share", "sub")) == [name], "/@TOKEN/ does not show the same tree"
         assert "@alice" in os.listdir(b.p()), "the root of bob's folder does not list @alice"
         assert os.getxattr(shared, "user.note") == note.encode(), "bob does not read the shared file's user xattr"
@@ -158,16 +182,17 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
             ("open for write", lambda: os.open(shared, os.O_WRONLY)),
             ("mkdir", lambda: os.mkdir(b.p("@alice", "share", "new"))),
             ("unlink", lambda: os.unlink(shared)),
+            ("rmdir", lambda: os.rmdir(b.p("@alice", "share", "sub"))),
             ("setfattr user.hypernet.grant", lambda: os.setxattr(shared, "user.hypernet.grant", f"{b.token} admin".encode())),
         ]:
             assert errno_of(call) == "EACCES", f"bob's {what} in /@alice/share without the right did not fail with EACCES"
 
         # Revoked: what alice writes from now on is stored on bob's node, and unreadable to him.
         a.run("revoke", a.p("share"), "bob")
-        write_file(a.p("share", "doc.txt"), f"after {later}\n".encode())
+        write_file(a.p("share", "doc.txt"), os.urandom(1000) + later + os.urandom(1000))
         after = current_revision(a.p("share", "doc.txt"))
         eventually(lambda: b.has_revision(after) and c.has_revision(after), 10, "the revision after the revoke did not replicate")
-        eventually(lambda: errno_of(read_file, shared) in ("EACCES", "ENOENT") and os.listdir(b.p("@alice")) == [], 10,
+        eventually(lambda: errno_of(read_file, shared) in ("EACCES", "ENOENT") and os.listdir(b.p("@alice")) == ["pub"], 10,
                    lambda: f"bob still reads /@alice/share/doc.txt after the revoke: {errno_of(read_file, shared)}")
         time.sleep(0.5)
     finally:
@@ -179,12 +204,16 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
             tcpdump.wait()
 
     # Markers in contents, names and xattrs appear nowhere in the storage node's store, nor in bob's, nor on the wire.
-    markers = {"content": content, "file name": name, "xattr value": note, "content after the revoke": later}
+    markers = {"content": content, "file name": name.encode(), "xattr value": note.encode(), "content after the revoke": later}
     traffic = capture.read_bytes()
     assert len(traffic) > 10_000, f"the capture of the storage node's traffic holds only {len(traffic)} bytes"
+    c_store = b"".join(p.read_bytes() for p in store_files(c))
+    # The control: the same kinds of markers in the public folder, stored in the clear, are found by this search.
+    for what, marker in {"public content": public_content, "public file name": public_name.encode()}.items():
+        assert marker in c_store, f"the {what} marker is not in the storage node's store: the search cannot find markers"
     for source, data in [(f"{n.name}:{p}", p.read_bytes()) for n in (c, b) for p in store_files(n)] + [("the capture", traffic)]:
         for what, marker in markers.items():
-            assert marker.encode() not in data, f"the {what} marker is readable in {source}"
+            assert marker not in data, f"the {what} marker is readable in {source}"
 
 
 def author_of_head(node, path):
