@@ -98,12 +98,11 @@ final class PackStore: Sendable {
     /// Appends one record; the bytes are in the kernel (safe against a process crash) when this returns,
     /// on disk only after `sync`.
     func append(id: ChunkID, ciphertext: [UInt8]) throws(StoreError) -> ChunkLocation {
-        var record = [UInt8]()
-        record.reserveCapacity(Self.recordHeaderSize + ciphertext.count)
-        withUnsafeBytes(of: UInt32(ciphertext.count).littleEndian) { record.append(contentsOf: $0) }
-        id.withUnsafeBytes { record.append(contentsOf: $0) }
-        record.append(contentsOf: ciphertext)
-        let length = Int64(record.count)
+        var header = [UInt8]()
+        header.reserveCapacity(Self.recordHeaderSize)
+        withUnsafeBytes(of: UInt32(ciphertext.count).littleEndian) { header.append(contentsOf: $0) }
+        id.withUnsafeBytes { header.append(contentsOf: $0) }
+        let length = Int64(header.count + ciphertext.count)
         let (fd, number, offset): (Int32, Int64, Int64) = try writable.withLock { (w) throws(StoreError) in
             if w.size + length > Self.maximumPackSize {
                 let (fd, size) = try Self.openForAppend(directory: directory, number: w.number + 1)
@@ -121,9 +120,21 @@ final class PackStore: Sendable {
         // Marked unsynced once written, not when reserved: a sync running meanwhile must not clear the mark
         // before these bytes exist.
         defer { writable.withLock { _ = $0.unsynced.insert(number) } }
+        // Header and ciphertext in one system call, without copying the ciphertext behind the header.
         var done = 0
-        while done < record.count {
-            let n = record.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+        while done < Int(length) {
+            let n = header.withUnsafeBytes { h in
+                ciphertext.withUnsafeBytes { c in
+                    if done < h.count {
+                        var pieces = [
+                            iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress! + done), iov_len: h.count - done),
+                            iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count),
+                        ]
+                        return pwritev(fd, &pieces, c.isEmpty ? 1 : 2, off_t(offset) + off_t(done))
+                    }
+                    return pwrite(fd, c.baseAddress! + (done - h.count), c.count - (done - h.count), off_t(offset) + off_t(done))
+                }
+            }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw .io(path: path(of: number), errno: errno)

@@ -138,7 +138,7 @@ extension Store {
 
     /// A chunk's stored (sealed) bytes, for serving to a peer; nil if not stored here.
     public func sealedChunk(_ id: ChunkID) throws(StoreError) -> [UInt8]? {
-        guard let location = try catalog.location(of: id) else { return nil }
+        guard let location = try location(of: id) else { return nil }
         return try packs.read(location)
     }
 
@@ -148,7 +148,9 @@ extension Store {
         guard BLAKE2b.hash(sealed) == id else {
             throw .corrupt(object: "received chunk \(id.hex)", reason: "bytes do not match its id")
         }
-        return try packs.append(id: id, ciphertext: sealed)
+        let location = try packs.append(id: id, ciphertext: sealed)
+        remember([location])
+        return location
     }
 
     /// Stores received revisions in one transaction, in order (a revision may name an earlier one of the

@@ -171,6 +171,7 @@ public final class Store: Sendable {
         for s in sealed where !known.contains(s.reference.id) && written.insert(s.reference.id).inserted {
             locations.append(try packs.append(id: s.reference.id, ciphertext: s.ciphertext))
         }
+        remember(locations)
         return (sealed.map(\.reference), locations)
     }
 
@@ -278,14 +279,19 @@ public final class Store: Sendable {
         return result
     }
 
-    private func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
+    func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
         if let known = locations.withLock({ $0[id] }) { return known }
         guard let found = try catalog.location(of: id) else { return nil }
-        locations.withLock { map in
-            if map.count >= Self.maximumCachedLocations { map.removeAll(keepingCapacity: true) }
-            map[id] = found
-        }
+        remember([found])
         return found
+    }
+
+    /// Where chunks just appended to the packs are: peers ask for them next.
+    func remember(_ found: [ChunkLocation]) {
+        locations.withLock { map in
+            if map.count + found.count > Self.maximumCachedLocations { map.removeAll(keepingCapacity: true) }
+            for l in found { map[l.id] = l }
+        }
     }
 
     /// Builds (and stores) the manifest tree for `chunks`, reusing `previous`'s unchanged leaves.
