@@ -7,7 +7,8 @@
     fsync returns once B and C hold it (MB/s, and the ratio to `cp` + fsync of the same bytes to a local
     directory, measured in the same run); and the catch-up rate of a fresh storage node fetching it;
   * the time an offline node takes to catch up 1,000 small revisions;
-  * propagation of a 4 KiB change and of the 256 MiB file from A to B (until B's mount shows the bytes), and
+  * propagation of a 4 KiB change and of the 256 MiB file from A to B (until B's mount shows the bytes), first
+    with the storage node stopped (two nodes, like for like with Syncthing's two), then with it running, and
     the same two measured between two Syncthing instances (bench/syncthing_pair.py) in the same run.
 
 Usage: HYPERNET_BIN=.build/release/hypernet python3 bench/replication.py [--fsyncs 200] [--big-mib 256]
@@ -156,6 +157,39 @@ def same_content(path, size, digest):
         return False
 
 
+def propagate_small(a, b, f):
+    """Seconds from a 4 KiB overwrite of `f` on A (write + fsync + close) until B's mount reads the new bytes."""
+    offset = random.randrange(256) * 4096
+    new = os.urandom(4096)
+    t = time.perf_counter()
+    fd = os.open(f, os.O_WRONLY)
+    os.pwrite(fd, new, offset)
+    os.fsync(fd)
+    os.close(fd)
+
+    def arrived():
+        try:
+            with open(b.mount / f.name, "rb") as g:
+                return os.pread(g.fileno(), 4096, offset) == new
+        except FileNotFoundError:
+            return False
+    elapsed = wait(arrived, 30, "the change on B") - t
+    time.sleep(random.uniform(0.05, 0.3))
+    return elapsed
+
+
+def propagate_big(a, b, name, size):
+    """Seconds from the first write of a new file of fresh random bytes on A until B's mount has it complete
+    (checked byte-exact after the clock stops)."""
+    big = os.urandom(size)
+    digest = hashlib.sha256(big).hexdigest()
+    t = time.perf_counter()
+    write_file(a.mount / name, big)
+    end = wait(lambda: os.path.exists(b.mount / name) and os.stat(b.mount / name).st_size == size, 600, f"{name} on B")
+    assert same_content(b.mount / name, size, digest), f"{name} differs on B"
+    return end - t
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--fsyncs", type=int, default=200)
@@ -240,40 +274,24 @@ def main():
         results["catch_up_1000_s"] = time.perf_counter() - t
         assert last.exists()
 
-        log("propagation A -> B")
+        # Propagation A -> B twice: with the storage node stopped (two nodes, as the two Syncthing instances it is
+        # compared with), then with it running too (it replicates the same bytes on the same 2 cores meanwhile).
         f = a.mount / "prop.bin"
         f.write_bytes(os.urandom(1 << 20))
         wait(lambda: (b.mount / "prop.bin").exists() and (b.mount / "prop.bin").stat().st_size == 1 << 20, 30, "prop.bin on B")
-        small_times = []
-        for _ in range(args.small_runs):
-            offset = random.randrange(256) * 4096
-            new = os.urandom(4096)
-            t = time.perf_counter()
-            fd = os.open(f, os.O_WRONLY)
-            os.pwrite(fd, new, offset)
-            os.fsync(fd)
-            os.close(fd)
-
-            def arrived():
-                try:
-                    with open(b.mount / "prop.bin", "rb") as g:
-                        return os.pread(g.fileno(), 4096, offset) == new
-                except FileNotFoundError:
-                    return False
-            small_times.append(wait(arrived, 30, "the change on B") - t)
-            time.sleep(random.uniform(0.05, 0.3))
-        results["propagate_4k_s"] = statistics.median(small_times)
-        big_times = []
-        for run in range(args.runs):
-            name = f"bigprop{run}.bin"
-            big = os.urandom(size)
-            digest = hashlib.sha256(big).hexdigest()
-            t = time.perf_counter()
-            write_file(a.mount / name, big)
-            end = wait(lambda: os.path.exists(b.mount / name) and os.stat(b.mount / name).st_size == size, 600, f"{name} on B")
-            assert same_content(b.mount / name, size, digest), f"{name} differs on B"
-            big_times.append(end - t)
-        results["propagate_big_s"] = statistics.median(big_times)
+        for label, storage_running in (("2 nodes", False), ("3 nodes", True)):
+            if storage_running:
+                c.start("--peer", a.address, "--pin", token, serve=True)
+                wait(lambda: c.revision_count() >= a.revision_count(), 120, "the storage node's catch-up")
+            else:
+                c.stop()
+            log(f"propagation A -> B, {label}")
+            key = "" if storage_running else "_2nodes"
+            results[f"propagate_4k{key}_runs"] = [propagate_small(a, b, f) for _ in range(args.small_runs)]
+            results[f"propagate_big{key}_runs"] = [propagate_big(a, b, f"bigprop{run}{key}.bin", size) for run in range(args.runs)]
+            log(f"  256 MiB runs: {', '.join(f'{t:.2f} s' for t in results[f'propagate_big{key}_runs'])}")
+            results[f"propagate_4k{key}_s"] = statistics.median(results[f"propagate_4k{key}_runs"])
+            results[f"propagate_big{key}_s"] = statistics.median(results[f"propagate_big{key}_runs"])
     finally:
         for n in nodes:
             n.stop()
@@ -300,12 +318,16 @@ def main():
           f"ratio {r['replicate_2_MBps'] / r['local_cp_MBps']:.2f}), the writer uploading {r['writer_upload_per_byte']:.2f} bytes per byte; "
           f"fresh storage node catch-up {r['fresh_catch_up_MBps']:.0f} MB/s")
     print(f"offline node catching up {args.catch_up} small revisions: {r['catch_up_1000_s']:.2f} s")
-    line = f"propagation A->B: 4 KiB change {r['propagate_4k_s'] * 1e3:.0f} ms, {args.big_mib} MiB file {r['propagate_big_s']:.2f} s"
+    for label, key in (("2 nodes", "_2nodes"), ("3 nodes", "")):
+        line = (f"propagation A->B, {label}: 4 KiB change {r[f'propagate_4k{key}_s'] * 1e3:.0f} ms, "
+                f"{args.big_mib} MiB file {r[f'propagate_big{key}_s']:.2f} s")
+        if "syncthing_propagate_4k_s" in r:
+            line += (f" (Syncthing's {r['syncthing_propagate_4k_s'] / r[f'propagate_4k{key}_s']:.1f}x and "
+                     f"{r['syncthing_propagate_big_s'] / r[f'propagate_big{key}_s']:.2f}x the time)")
+        print(line)
     if "syncthing_propagate_4k_s" in r:
-        line += (f"; Syncthing {r['syncthing_version']}: {r['syncthing_propagate_4k_s'] * 1e3:.0f} ms, "
-                 f"{r['syncthing_propagate_big_s']:.2f} s (Hypernet {r['syncthing_propagate_4k_s'] / r['propagate_4k_s']:.1f}x and "
-                 f"{r['syncthing_propagate_big_s'] / r['propagate_big_s']:.1f}x faster)")
-    print(line)
+        print(f"Syncthing {r['syncthing_version']}, two instances: 4 KiB change {r['syncthing_propagate_4k_s'] * 1e3:.0f} ms, "
+              f"{args.big_mib} MiB file {r['syncthing_propagate_big_s']:.2f} s")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libzstd-dev a
 # network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), and tcpdump to show what crosses the wire.
 HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump"
 # Benchmarks: the anchors they compare against.
-HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs fio syncthing"
+HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs fio syncthing rsync"
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
