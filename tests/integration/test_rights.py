@@ -194,6 +194,10 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
         eventually(lambda: b.has_revision(after) and c.has_revision(after), 10, "the revision after the revoke did not replicate")
         eventually(lambda: errno_of(read_file, shared) in ("EACCES", "ENOENT") and os.listdir(b.p("@alice")) == ["pub"], 10,
                    lambda: f"bob still reads /@alice/share/doc.txt after the revoke: {errno_of(read_file, shared)}")
+        # Every revision made so far is on C, directory listings included (the once-a-second pass writes them).
+        time.sleep(1.2)
+        revisions = lambda n: {r[0] for r in n.query("SELECT id FROM revisions")}
+        eventually(lambda: revisions(a) <= revisions(c), 10, "the storage node does not hold all of alice's revisions")
         time.sleep(0.5)
     finally:
         tcpdump.terminate()
