@@ -1,4 +1,6 @@
 // Wrappers whose headers CLinux.h must not include (see there); the rest are static inline in CLinux.h.
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <sys/xattr.h>
 
 long CLinux_getxattr(const char *path, const char *name, void *value, unsigned long size) {
@@ -7,4 +9,8 @@ long CLinux_getxattr(const char *path, const char *name, void *value, unsigned l
 
 int CLinux_setxattr(const char *path, const char *name, const void *value, unsigned long size) {
     return setxattr(path, name, value, size, 0);
+}
+
+int CLinux_punch_hole(int fd, long long offset, long long length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }

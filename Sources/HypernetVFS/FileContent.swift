@@ -14,6 +14,10 @@ import Synchronization
 /// stops early when the new cut points meet old ones again; each new chunk is stored as a delta against the
 /// old chunks at its offsets when that is smaller, so an append or a small edit costs about the changed bytes.
 ///
+/// A file growing by `streamBytes` is sealed in the background while the writer goes on (`State.sealing`):
+/// writes past the sealed region are staged meanwhile, anything else that changes the state first waits for
+/// the seal to end (`settled`).
+///
 /// Lock order: `FileContent.state` may be held while taking the VFS's state lock, never the reverse.
 final class FileContent: Sendable {
     struct State {
@@ -33,6 +37,11 @@ final class FileContent: Sendable {
         /// The size the last revision committed: growth past it is streamed (see `streamBytes`).
         var revisionSize: UInt64
         var lastCommit: ContinuousClock.Instant = .now
+        /// While a background seal runs: the size it seals up to. Writes below it wait for it.
+        var sealing: UInt64?
+        /// Writes staged while the background seal runs: they stay staged once it is installed.
+        var writtenDuringSeal = RangeSet()
+        var bytesDuringSeal: UInt64 = 0
     }
 
     static let checkpointBytes: UInt64 = 64 << 20
@@ -42,6 +51,8 @@ final class FileContent: Sendable {
     static let streamBytes: UInt64 = 16 << 20
 
     let state: Mutex<State>
+    /// Entered while a background seal runs.
+    let sealGroup = DispatchGroup()
     let stagingFD: Int32
     private let store: Store
     /// Whose chain's key seals the content (docs/security.md, "Rights").
@@ -299,6 +310,44 @@ final class FileContent: Sendable {
         s.baseValid = tree.length
         s.dirty.removeAll()
         ftruncate(stagingFD, 0)
+    }
+
+    /// Runs `body` under the lock once no background seal is running (it would install over the change).
+    func settled<T, E: Error>(_ body: (inout State) throws(E) -> T) throws(E) -> T {
+        while true {
+            var result: T?
+            let done = try state.withLock { (c) throws(E) -> Bool in
+                guard c.sealing == nil else { return false }
+                result = try body(&c)
+                return true
+            }
+            if done { return result! }
+            sealGroup.wait()
+        }
+    }
+
+    /// Marks `snapshot` (the state when the background seal began) committed as a revision with `tree` as its
+    /// content; what was written meanwhile stays staged.
+    func installSeal(_ s: inout State, tree: ManifestTree, snapshot: State) {
+        s.tree = tree
+        s.offsets = Self.offsets(tree)
+        s.baseValid = tree.length
+        // Bytes sealed and not written again leave the staging file.
+        var offset: UInt64 = 0
+        for r in s.writtenDuringSeal.ranges + [UInt64.max..<UInt64.max] {
+            for sealed in snapshot.dirty.intersections(with: offset..<max(offset, r.lowerBound)) {
+                _ = CLinux_punch_hole(stagingFD, Int64(sealed.lowerBound), Int64(sealed.count))
+            }
+            offset = max(offset, r.upperBound)
+        }
+        s.dirty = s.writtenDuringSeal
+        s.writtenDuringSeal.removeAll()
+        s.modified = !s.dirty.isEmpty || s.size != tree.length
+        s.writtenSinceRevision = s.modified
+        s.bytesSinceRevision = s.bytesDuringSeal
+        s.bytesDuringSeal = 0
+        s.revisionSize = tree.length
+        s.lastCommit = .now
     }
 
     /// Marks the state committed as a revision with `tree` as its content.

@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import HypernetModel
 import HypernetStore
@@ -71,7 +72,7 @@ extension VirtualFileSystem {
     /// Cuts the content to `size`: staged bytes past it dropped, committed bytes past it no longer part
     /// of the file. `written`: counts as written data for the next flush (a truncate, not open's O_TRUNC).
     func truncate(_ inode: UInt64, _ content: FileContent, to size: UInt64, written: Bool) {
-        content.state.withLock { c in
+        content.settled { c in
             c.dirty.clip(to: size)
             c.baseValid = min(c.baseValid, size)
             c.size = size
@@ -124,7 +125,10 @@ extension VirtualFileSystem {
         guard offset.addingReportingOverflow(UInt64(data.count)).overflow == false,
             offset + UInt64(data.count) <= UInt64(Int64.max)
         else { throw VFSError(EFBIG) }
-        try content.state.withLock { (c) throws(VFSError) in
+        // A write waits for a background seal if it would change bytes being sealed, or stage a second
+        // `streamBytes` before the first is sealed (staging stays bounded).
+        while try !content.state.withLock({ (c) throws(VFSError) -> Bool in
+            if let end = c.sealing, offset < end || c.size >= end + FileContent.streamBytes { return false }
             var done = 0
             while done < data.count {
                 let n = pwrite(content.stagingFD, data.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
@@ -134,13 +138,17 @@ extension VirtualFileSystem {
                 }
                 done += n
             }
-            c.dirty.insert(offset..<offset + UInt64(data.count))
-            c.size = max(c.size, offset + UInt64(data.count))
+            let written = offset..<offset + UInt64(data.count)
+            c.dirty.insert(written)
+            c.size = max(c.size, written.upperBound)
             c.modified = true
             c.writtenSinceRevision = true
             c.bytesSinceRevision += UInt64(data.count)
-            if c.size >= c.revisionSize + FileContent.streamBytes {
-                try commitLocked(inode, content, &c, revision: true)
+            if c.sealing != nil {
+                c.writtenDuringSeal.insert(written)
+                c.bytesDuringSeal += UInt64(data.count)
+            } else if c.size >= c.revisionSize + FileContent.streamBytes {
+                startSeal(inode, content, &c)
             } else if c.dirty.byteCount >= FileContent.checkpointBytes {
                 // Seal what is staged without making a revision: memory stays bounded, the work is
                 // spread over the write, and the revision still comes at flush/fsync.
@@ -153,6 +161,9 @@ extension VirtualFileSystem {
                 s.nodes[inode]?.record.metadata.size = size
                 s.nodes[inode]?.touch()
             }
+            return true
+        }) {
+            content.sealGroup.wait()
         }
         return data.count
     }
@@ -165,7 +176,7 @@ extension VirtualFileSystem {
         if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) { return _ = try commitForeign(file) }
         if isVirtual(handle: handle) { return }
         let (inode, content) = try fileHandle(handle)
-        let (written, modified) = content.state.withLock { ($0.writtenSinceRevision, $0.modified) }
+        let (written, modified) = content.settled { ($0.writtenSinceRevision, $0.modified) }
         if written {
             try commit(inode)
         } else if modified {
@@ -229,7 +240,50 @@ extension VirtualFileSystem {
             try state.withLock { (s) throws(VFSError) in try commitMetadataLocked(inode, in: &s) }
             return
         }
-        try content.state.withLock { (c) throws(VFSError) in try commitLocked(inode, content, &c, revision: revision) }
+        try content.settled { (c) throws(VFSError) in try commitLocked(inode, content, &c, revision: revision) }
+    }
+
+    /// Seals what `c` has staged into a revision on another thread while writes go on (a file grew by
+    /// `FileContent.streamBytes`): the state as it is now is the revision's content; writes staged meanwhile
+    /// stay staged. A failure is logged and changes nothing: the staged bytes go into the next commit.
+    func startSeal(_ inode: UInt64, _ content: FileContent, _ c: inout FileContent.State) {
+        let snapshot = c
+        c.sealing = snapshot.size
+        content.sealGroup.enter()
+        DispatchQueue.global().async { [self] in
+            defer { content.sealGroup.leave() }
+            var sealed = snapshot
+            let result = Result { () throws(VFSError) in try content.rebuild(&sealed) }
+            content.state.withLock { c in
+                defer {
+                    c.sealing = nil
+                    c.writtenDuringSeal.removeAll()
+                    c.bytesDuringSeal = 0
+                }
+                do throws(VFSError) {
+                    let (tree, locations) = try result.get()
+                    try state.withLock { (s) throws(VFSError) in
+                        guard var node = s.nodes[inode], node.linked else {
+                            // Unlinked meanwhile: no revision, but reads through open handles need the chunks.
+                            try persist("commit") { tx in try tx.recordChunks(locations) }
+                            return
+                        }
+                        let live = node.record.metadata.size
+                        node.record.metadata.content = tree.root
+                        node.record.metadata.size = tree.length
+                        try appendRevisionLocked(&node, locations: locations)
+                        node.record.metadata.size = live
+                        s.pendingRevisions.remove(inode)
+                        s.nodes[inode] = node
+                    }
+                    content.installSeal(&c, tree: tree, snapshot: snapshot)
+                } catch {
+                    // Tried again by the next commit (or seal, once the file grew by another `streamBytes`).
+                    logger.warning("sealing a growing file in the background failed", metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
+                    c.revisionSize = c.size
+                }
+            }
+        }
     }
 
     /// `commit` with the content's lock held (`c` is its state).

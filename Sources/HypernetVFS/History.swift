@@ -173,7 +173,7 @@ extension VirtualFileSystem {
         let tree: ManifestTree
         do { tree = try store.loadManifest(old.content) } catch { throw fail(error, "load content", inode: node.inode) }
         // The new revision points at the old manifest: no content is copied.
-        return try content.state.withLock { (c) throws(VFSError) in
+        return try content.settled { (c) throws(VFSError) in
             try state.withLock { (s) throws(VFSError) in
                 guard var n = s.nodes[node.inode] else { throw VFSError(ENOENT) }
                 update(&n)

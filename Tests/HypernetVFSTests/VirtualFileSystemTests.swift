@@ -307,24 +307,49 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         #expect(try f.read("big") == expected)
     }
 
-    @Test func aGrowingFileBecomesARevisionEach16MiB() throws {
+    @Test func aGrowingFileBecomesARevisionEach16MiBSealedWhileTheWriterGoesOn() throws {
         let f = try Fixture()
-        let created = try f.vfs.create(parent: 1, name: "copy", mode: 0o644, flags: O_WRONLY, caller: f.caller)
+        let created = try f.vfs.create(parent: 1, name: "copy", mode: 0o644, flags: O_RDWR, caller: f.caller)
         let data = randomBytes(40 << 20, seed: 11)
         for offset in stride(from: 0, to: data.count, by: 1 << 20) {
             _ = try data[offset..<offset + (1 << 20)].withUnsafeBytes { b in
                 try f.vfs.write(handle: created.handle, offset: UInt64(offset), data: b)
             }
         }
-        // Before the close: the first 32 MiB are revisions already, so replicas can have them.
-        let streamed = try f.vfs.history(path: "copy")
-        #expect(streamed.map(\.size).sorted() == [16 << 20, 32 << 20], "revisions of a growing file before its close")
+        // Before the close, in the background: the first 16 MiB, then the next 16 (or 17, when the writer had to
+        // wait for the first seal and the next one began with the write after), so replicas can have them.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while try f.vfs.history(path: "copy").count < 2, ContinuousClock.now < deadline { usleep(10_000) }
+        let streamed = try f.vfs.history(path: "copy").map(\.size).sorted()
+        #expect(streamed.count == 2 && streamed[0] == 16 << 20 && [32 << 20, 33 << 20].contains(streamed[1]),
+                "revisions of a growing file before its close: \(streamed)")
+        // Reads see every byte written, sealed or staged, whether a seal is running or not.
+        #expect(try f.vfs.read(handle: created.handle, offset: 0, size: data.count) == data)
         try f.vfs.flush(handle: created.handle)
         f.vfs.release(handle: created.handle)
         let history = try f.vfs.history(path: "copy")
-        #expect(history.map(\.size) == [40 << 20, 32 << 20, 16 << 20])
+        #expect(history.count == 3 && history[0].size == 40 << 20)
         #expect(try f.vfs.content(path: "copy", revision: history[2].revision) == Array(data[0..<(16 << 20)]))
         #expect(try f.read("copy") == data)
+    }
+
+    @Test func aWriteIntoTheRegionBeingSealedWaitsAndLandsInTheNextRevision() throws {
+        let f = try Fixture()
+        let created = try f.vfs.create(parent: 1, name: "g", mode: 0o644, flags: O_RDWR, caller: f.caller)
+        let original = randomBytes(17 << 20, seed: 12)
+        var data = original
+        try data.withUnsafeBytes { b in _ = try f.vfs.write(handle: created.handle, offset: 0, data: b) }
+        // The seal of the first 17 MiB may be running: this overwrite of its start waits for it.
+        let patch = [UInt8](repeating: 0xAB, count: 4096)
+        try patch.withUnsafeBytes { b in _ = try f.vfs.write(handle: created.handle, offset: 100, data: b) }
+        data.replaceSubrange(100..<4196, with: patch)
+        #expect(try f.vfs.read(handle: created.handle, offset: 0, size: data.count) == data)
+        try f.vfs.flush(handle: created.handle)
+        f.vfs.release(handle: created.handle)
+        let history = try f.vfs.history(path: "g")
+        #expect(history.map(\.size) == [17 << 20, 17 << 20])
+        #expect(try f.vfs.content(path: "g", revision: history[1].revision) == original)
+        #expect(try f.read("g") == data)
     }
 
     @Test func shellRedirectionOverAFileIsOneRevision() throws {

@@ -13,3 +13,6 @@ static inline int CLinux_memfd_create(const char *name) { return memfd_create(na
 long CLinux_getxattr(const char *path, const char *name, void *value, unsigned long size);
 /// setxattr(2) with no flags, declared likewise.
 int CLinux_setxattr(const char *path, const char *name, const void *value, unsigned long size);
+
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): frees a staged range's memory.
+int CLinux_punch_hole(int fd, long long offset, long long length);
