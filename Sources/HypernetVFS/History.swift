@@ -105,12 +105,69 @@ extension VirtualFileSystem {
         }
     }
 
-    /// Makes `revision`'s content current as a new revision; returns the new revision id.
+    /// Makes `revision`'s content current as a new revision; returns the new revision id. A path whose file was
+    /// deleted gets it back (`undelete`).
     public func restore(path: String, revision: String) throws(VFSError) -> String {
-        let node = try resolve(path: path)
+        let node: Node
+        do { node = try resolve(path: path) } catch {
+            guard error.errno == ENOENT else { throw error }
+            return try undelete(path: path, revision: revision)
+        }
         guard node.kind == .file else { throw VFSError(EISDIR) }
         let id = try findRevision(revision, of: node)
         return try makeCurrent(node, from: id, parents: node.record.head.map { [$0] } ?? [], wholeMetadata: false)
+    }
+
+    /// A deleted file or symlink back under its name, as the same document: a revision with `revision`'s
+    /// content and metadata whose parents are the document's heads (its deletion among them, which stays in its
+    /// history). The name must be free; a deleted directory is not brought back (EISDIR).
+    private func undelete(path: String, revision: String) throws(VFSError) -> String {
+        let (document, parent) = try document(at: path)
+        let name = String(path.split(separator: "/").last!)
+        let id = try findRevision(revision, of: document, inode: parent)
+        let old: (revision: Revision, metadata: RevisionMetadata)
+        let record: DocumentRecord
+        let heads: [RevisionID]
+        do {
+            old = try store.revision(id)
+            guard let found = try store.document(document) else { throw VFSError(ENOENT) }
+            record = found
+            heads = try store.heads(of: document)
+        } catch {
+            throw fail(error, "restore", inode: parent)
+        }
+        switch old.revision.kind {
+        case .file, .symlink: break
+        case .directory: throw VFSError(EISDIR)
+        case .tombstone: throw VFSError(EINVAL)
+        }
+        let head = try state.withLock { (s) throws(VFSError) -> String in
+            var dir = try Self.directory(parent, in: s)
+            guard dir.children[name] == nil, s.nodes[record.inode]?.linked != true else { throw VFSError(EEXIST) }
+            var node = s.nodes[record.inode] ?? Node(record: record, parent: parent, name: name)
+            node.record.kind = old.revision.kind
+            node.record.metadata = old.metadata
+            node.parent = parent
+            node.name = name
+            node.linked = true
+            node.touch(modified: false)
+            dir.touch()
+            dir.record.dirty = true
+            let directoryRecord = dir.record
+            try persist("restore") { tx in
+                try tx.setEntry(parent: parent, name: name, child: record.inode)
+                try tx.updateDocument(directoryRecord)
+            }
+            dir.children[name] = record.inode
+            s.nodes[parent] = dir
+            try appendRevisionLocked(&node, locations: [], parents: heads.sorted())
+            s.nodes[record.inode] = node
+            s.dirtyDirectories.insert(parent)
+            return node.record.head!.hex
+        }
+        // The kernel may remember the name as absent.
+        kernelCache.withLock { $0 }?.invalidate(parent: parent, name: name)
+        return head
     }
 
     /// Resolves a conflict: a merge revision whose parents are every head of `path`'s document, with the

@@ -2,8 +2,9 @@
 
 import os
 import re
+import subprocess
 
-from helpers import current_revision, doc_id, history, random_bytes, read_file, wait_until, write_file
+from helpers import current_revision, doc_id, errno_of, history, random_bytes, read_file, wait_until, write_file
 
 
 def log_lines(node, path):
@@ -90,3 +91,63 @@ def test_a_deleted_file_keeps_its_history_under_its_name(node):
     assert node.cli("cat", path, text=False, check=False).returncode != 0, "cat without --rev of a deleted file succeeded"
     unknown = node.cli("log", node.p("never-existed.txt"), check=False)
     assert unknown.returncode != 0 and "no such file" in unknown.stderr, unknown.stderr
+
+
+def test_restore_brings_a_deleted_file_back_as_the_same_document(node):
+    path = node.p("undo.txt")
+    root_before = current_revision(node.p())
+    write_file(path, b"first\n")
+    first = current_revision(path)
+    write_file(path, b"second\n")
+    ident = doc_id(path)
+    assert wait_until(lambda: current_revision(node.p()) != root_before, 5), "no directory revision lists undo.txt"
+    os.unlink(path)
+    assert not os.path.exists(path)
+
+    node.cli("restore", path, first[:12])
+    assert read_file(path) == b"first\n", "restore of a deleted file did not bring its content back"
+    assert doc_id(path) == ident, "the restored file is a new document, not the deleted one"
+    lines = log_lines(node, path)
+    assert len(lines) == 4, f"restore should add one revision after the deletion: {lines}"
+    assert "[deleted]" in " ".join(lines[1]), f"the deletion is not kept in the history: {lines}"
+    assert "[deleted]" not in " ".join(lines[0]), f"the newest revision is not the restored one: {lines}"
+    # It is back for good: it survives a restart and its directory lists it.
+    node.restart()
+    assert read_file(path) == b"first\n" and "undo.txt" in os.listdir(node.p())
+    # A deleted directory is not brought back this way.
+    os.mkdir(node.p("gone-dir"))
+    dir_rev = current_revision(node.p("gone-dir"))
+    os.rmdir(node.p("gone-dir"))
+    refused = node.cli("restore", node.p("gone-dir"), dir_rev, check=False)
+    assert refused.returncode != 0 and not os.path.exists(node.p("gone-dir")), "a deleted directory was restored"
+
+
+def test_the_revisions_view_works_with_ordinary_tools(node, tmp_path):
+    path = node.p("view.txt")
+    root_before = current_revision(node.p())
+    write_file(path, b"old line\n")
+    old = current_revision(path)
+    write_file(path, b"new line\n")
+    view = node.p(".hypernet", "revisions", old)
+    # diff and cp read an old revision like any file; a prefix of the id works too.
+    diff = subprocess.run(["diff", view, path], capture_output=True, text=True)
+    assert diff.returncode == 1 and "< old line" in diff.stdout and "> new line" in diff.stdout, diff.stdout
+    subprocess.run(["cp", node.p(".hypernet", "revisions", old[:8]), tmp_path / "copy"], check=True)
+    assert (tmp_path / "copy").read_bytes() == b"old line\n"
+    # Read-only, and never listed.
+    assert errno_of(lambda: os.open(view, os.O_WRONLY)) in ("EROFS", "EACCES"), "a revision in the view opened for writing"
+    assert errno_of(os.unlink, view) in ("EROFS", "EACCES"), "a revision in the view could be removed"
+    assert old not in os.listdir(node.p(".hypernet", "revisions")), "the revisions view lists revisions"
+    # A deleted file's last content is there too, through its deletion revision (found by the name in a listing).
+    assert wait_until(lambda: current_revision(node.p()) != root_before, 5), "no directory revision lists view.txt"
+    os.unlink(path)
+    deleted = history_of_deleted(node, path)
+    subprocess.run(["cp", node.p(".hypernet", "revisions", deleted), tmp_path / "rescued"], check=True)
+    assert (tmp_path / "rescued").read_bytes() == b"new line\n", "the deletion revision does not show the last content"
+
+
+def history_of_deleted(node, path):
+    """The id of the newest revision (the deletion) of a deleted path, from `hypernet log`."""
+    lines = log_lines(node, path)
+    assert lines and "[deleted]" in " ".join(lines[0]), f"no deletion at the top of `hypernet log`: {lines}"
+    return lines[0][0]
