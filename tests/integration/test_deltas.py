@@ -151,9 +151,9 @@ def test_a_log_appended_every_second_replicates_at_about_the_appended_size(pair)
     print(f"{len(lines)} appends of {len(lines[0])} B: wire {wire:.0f} B per append, of which {wire - fixed:.0f} B beyond "
           f"a revision without content ({fixed} B); store {store:.0f} B per append")
     # What a revision adds beyond the fixed cost is its new objects (the line in a chunk delta, a leaf delta:
-    # 74 + 16 + 36 bytes of frame header, tag and record each) and their ids. They may cross twice: b's run
-    # back to a (the echo, protocol.md) can push them again when it leaves before b has noted a as their origin.
-    assert wire - fixed <= 2 * store + 1024, f"appends cost {wire - fixed:.0f} wire bytes beyond the fixed cost"
+    # 74 + 16 + 36 bytes of frame header, tag and record each) and their ids. They cross once: b's run back to a
+    # (the echo, protocol.md) carries the records only, b knowing a as their origin from their arrival.
+    assert wire - fixed <= store + 1024, f"appends cost {wire - fixed:.0f} wire bytes beyond the fixed cost"
     # Per append the store gains the line in a chunk delta and a leaf delta (126 bytes of framing each, about
     # 100 of leaf change), plus, amortized, the depth bound's re-basing: a chain at depth 32 goes against its
     # ancestor at 16, so every 16th delta carries the last 16 appends again (docs/design.md): at most one more
