@@ -176,14 +176,15 @@ public enum Daemon {
     }
 
     /// Revisions of this identity's tree received from peers appear in the mount, applied in arrival order
-    /// off the replication threads; then every new revision, local or received, goes to event readers.
+    /// off the replication threads; then every new revision, local or received, of any tree, goes to event
+    /// readers (which leave out what this identity cannot read).
     private static func showReceived(store: Store, in fileSystem: VirtualFileSystem) {
         let own = store.keyring.identity.publicKey
         let queue = DispatchQueue(label: "hypernet.apply")
         store.observeRevisions { added in
-            let ours = added.filter { $0.tree == own && !$0.isBlock }
-            guard !ours.isEmpty else { return }
-            let documents = ours.filter { !$0.isLocal }.map(\.document)
+            let revisions = added.filter { !$0.isBlock }
+            guard !revisions.isEmpty else { return }
+            let documents = revisions.filter { $0.tree == own && !$0.isLocal }.map(\.document)
             queue.async {
                 if !documents.isEmpty { fileSystem.applyRemote(documents) }
                 // After they show, so that their events carry their paths.

@@ -200,7 +200,7 @@ extension Store {
     }
 
     /// The full identity (with its box key) of a signing key named as a member in a stored block.
-    func knownIdentity(_ key: SigningPublicKey) -> IdentityToken? {
+    public func knownIdentity(_ key: SigningPublicKey) -> IdentityToken? {
         if let known = identities.withLock({ $0[key] }) { return known }
         let records = (try? catalog.read { db in try Data.fetchAll(db, sql: "SELECT record FROM blocks") }) ?? []
         var found: [SigningPublicKey: IdentityToken] = [:]

@@ -15,7 +15,7 @@ public struct RevisionEvent: Sendable, Codable, Equatable {
     public var author: String
     /// HLC wall time, ISO-8601 UTC.
     public var time: String
-    /// Position in this node's log of the tree: `hypernet watch --since SEQ` resumes after it.
+    /// Position in this node's log (all trees): `hypernet watch --since SEQ` resumes after it.
     public var seq: Int64
     public var document: String
     public var kind: String
@@ -144,8 +144,10 @@ public final class EventReader: Sendable {
     }
 }
 
-/// Turns this tree's log into events for the readers. Revisions are published in log order, each once, after
-/// they show in the tree; a revision whose document has no path yet (its directory's listing has not
+/// Turns this node's log into events for the readers: the revisions of its identity's tree, and those of other
+/// identities' trees it holds that this identity can read (a revision whose metadata does not open with a key it
+/// holds is no event: not even its document's existence is told), under `/@NAME/`. Revisions are published in log
+/// order, each once, after they show in the tree; a revision whose document has no path yet (its directory's listing has not
 /// arrived) waits for it, then goes out with its last known path or none: after `pathWait` once the log has
 /// had no new entry for `quietPeriod` (the listing comes later in the same log, behind a backlog that may take
 /// longer than `pathWait` to store), and after `pathWaitLimit` in any case.
@@ -160,7 +162,10 @@ final class EventHub: Sendable {
     struct Waiting {
         var event: RevisionEvent
         var document: DocumentID
+        /// The document's node, for the identity's own tree; nil until its row exists.
         var inode: UInt64?
+        /// Another identity's tree, where the path comes from `/@NAME/`'s listings instead.
+        var foreignTree: SigningPublicKey?
         var since: ContinuousClock.Instant
     }
 
@@ -216,7 +221,7 @@ extension VirtualFileSystem {
     private func startEvents() {
         guard events.state.withLock({ $0.cursor }) == nil else { return }
         let last: Int64
-        do { last = try store.lastSeq(tree: ownTree) } catch {
+        do { last = try store.lastRevisionSeq() } catch {
             logger.error("events: cannot read the log position: \(error)")
             last = 0
         }
@@ -234,8 +239,8 @@ extension VirtualFileSystem {
         if idle { return }
         while true {
             let cursor = hub.state.withLock { $0.cursor ?? 0 }
-            let entries: [LogEntry]
-            do { entries = try store.log(tree: ownTree, after: cursor, limit: EventHub.pageSize) } catch {
+            let entries: [StoredRevision]
+            do { entries = try store.storedRevisions(after: cursor, limit: EventHub.pageSize) } catch {
                 logger.error("events: cannot read the log: \(error)")
                 return
             }
@@ -243,7 +248,7 @@ extension VirtualFileSystem {
             hub.state.withLock { s in
                 s.cursor = entries.last?.seq ?? cursor
                 if !entries.isEmpty { s.lastEntries = .now }
-                s.waiting.append(contentsOf: made.map { EventHub.Waiting(event: $0.event, document: $0.document, inode: $0.inode, since: .now) })
+                s.waiting.append(contentsOf: made)
             }
             if entries.count < EventHub.pageSize { break }
         }
@@ -271,10 +276,13 @@ extension VirtualFileSystem {
         var held = Set<String>()
         var keep: [EventHub.Waiting] = []
         // A document received before its directory's listing has no row yet: look again.
-        for i in waiting.indices where waiting[i].inode == nil {
+        for i in waiting.indices where waiting[i].inode == nil && waiting[i].foreignTree == nil {
             waiting[i].inode = try? store.document(waiting[i].document)?.inode
         }
-        let paths = state.withLock { s in waiting.map { w in w.inode.flatMap { Self.path(of: $0, in: s) } } }
+        var paths = state.withLock { s in waiting.map { w in w.inode.flatMap { Self.path(of: $0, in: s) } } }
+        for i in waiting.indices {
+            if let tree = waiting[i].foreignTree { paths[i] = foreignPath(of: waiting[i].document, in: tree) }
+        }
         for (i, w) in waiting.enumerated() {
             var event = w.event
             let document = event.document
@@ -323,18 +331,21 @@ extension VirtualFileSystem {
         let (cursor, waiting) = events.state.withLock { s in (s.cursor ?? 0, Set(s.waiting.map(\.event.seq))) }
         var position = since
         while position < cursor {
-            let entries: [LogEntry]
-            do { entries = try store.log(tree: ownTree, after: position, limit: EventHub.pageSize) } catch {
+            let entries: [StoredRevision]
+            do { entries = try store.storedRevisions(after: position, limit: EventHub.pageSize) } catch {
                 logger.error("events: cannot read the log: \(error)")
                 return
             }
             let replayed = entries.filter { $0.seq <= cursor && !waiting.contains($0.seq) }.compactMap(event(for:))
-            let resolved = state.withLock { s in
+            var resolved = state.withLock { s in
                 replayed.map { made in
                     var e = made.event
                     e.path = made.inode.flatMap { Self.path(of: $0, in: s) }
                     return e
                 }
+            }
+            for i in replayed.indices {
+                if let tree = replayed[i].foreignTree { resolved[i].path = foreignPath(of: replayed[i].document, in: tree) }
             }
             let known = events.state.withLock { s in resolved.map { e in e.path == nil ? s.knownPaths[e.document] : e.path } }
             deliver(zip(resolved, known).map { e, path in var e = e; e.path = path; return e }, to: [reader])
@@ -354,21 +365,23 @@ extension VirtualFileSystem {
         }
     }
 
-    /// The event for one log entry (its path filled in later), and the inode to find the path from.
-    private func event(for entry: LogEntry) -> (event: RevisionEvent, document: DocumentID, inode: UInt64?)? {
+    /// The event for one stored revision (its path filled in later), with what to find the path from; nil for a
+    /// revision this identity cannot read.
+    private func event(for entry: StoredRevision) -> EventHub.Waiting? {
+        let foreign = entry.tree != ownTree
         do {
-            // The stored record was verified when stored: its id is its hash.
-            let id = BLAKE2b.hash(entry.record)
-            let (r, metadata) = try store.revision(id)
+            let (r, metadata) = try store.revision(entry.id)
             let heads = try store.heads(of: r.document)
-            let record = try store.document(r.document)
             let event = RevisionEvent(
-                path: nil, rev: id.hex, author: store.authorName(r.author),
+                path: nil, rev: entry.id.hex, author: store.authorName(r.author),
                 time: ISO8601.format(milliseconds: r.time.milliseconds), seq: entry.seq, document: r.document.description,
                 kind: "\(r.kind)", size: r.kind == .symlink ? UInt64(metadata.symlinkTarget.count) : metadata.size,
                 parents: r.parents.map(\.hex), conflict: r.kind != .directory && heads.count > 1)
-            return (event, r.document, record?.inode)
+            let inode = foreign ? nil : try store.document(r.document)?.inode
+            return EventHub.Waiting(event: event, document: r.document, inode: inode, foreignTree: foreign ? entry.tree : nil, since: .now)
         } catch {
+            // Another identity's document this one has no key for: no event at all.
+            if foreign, case .rights = error { return nil }
             logger.error("events: a logged revision does not open: \(error)", metadata: ["seq": "\(entry.seq)"])
             return nil
         }

@@ -42,6 +42,9 @@ final class ForeignInodes: Sendable {
     /// Each tree's top level, with the end of its log it was computed at: it walks every shared directory,
     /// so it is computed again only when the tree's log has grown.
     let topLevels = Mutex<[SigningPublicKey: (seq: Int64, entries: [(name: String, inode: UInt64)])]>([:])
+    /// The path below `/@NAME/` of each document shown of a tree, for events, likewise computed again only once
+    /// the tree's log has grown.
+    let paths = Mutex<[SigningPublicKey: (seq: Int64, byDocument: [DocumentID: String])]>([:])
 
     func inode(for target: ForeignTree.Target, kind: RevisionKind) -> UInt64 {
         table.withLock { t in
@@ -76,6 +79,30 @@ extension VirtualFileSystem {
         let held = Set((try? store.trees()) ?? [])
         return contacts.list.filter { held.contains($0.identity.signing) && $0.identity.signing != store.keyring.identity.publicKey }
             .map { (ForeignTree.prefix + $0.name, foreign.inode(for: .init(tree: $0.identity.signing, document: nil), kind: .directory)) }
+    }
+
+    /// Where another identity's document shows: `/@NAME/…` (NAME its contact name, else its identity token), or
+    /// nil if it does not show (not readable here, not listed by a shared directory, or no name for the tree).
+    func foreignPath(of document: DocumentID, in tree: SigningPublicKey) -> String? {
+        guard let seq = try? store.lastSeq(tree: tree) else { return nil }
+        if let cached = foreign.paths.withLock({ $0[tree] }), cached.seq == seq { return cached.byDocument[document] }
+        let contact = (try? Contacts.load(store.home))?.list.first { $0.identity.signing == tree }?.name
+        guard let name = contact ?? store.knownIdentity(tree)?.description,
+            let top = try? foreignTopLevel(tree)
+        else { return nil }
+        // Breadth first from the top level, as far as the listings this identity can read go.
+        var found: [DocumentID: String] = [:]
+        var pending = top.map { (path: "/" + ForeignTree.prefix + name + "/" + $0.name, inode: $0.inode) }
+        while !pending.isEmpty, found.count < ForeignTree.walkLimit {
+            let (path, inode) = pending.removeFirst()
+            guard let (target, kind) = foreign.target(of: inode), let id = target.document, found[id] == nil else { continue }
+            found[id] = path
+            if kind == .directory, let children = try? foreignChildren(inode) {
+                pending += children.map { (path + "/" + $0.name, $0.inode) }
+            }
+        }
+        foreign.paths.withLock { $0[tree] = (seq, found) }
+        return found[document]
     }
 
     private func foreignTree(_ who: String) -> SigningPublicKey? {

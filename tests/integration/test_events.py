@@ -320,3 +320,38 @@ def test_a_node_that_only_stores_a_tree_gets_no_event_naming_its_documents(clust
                "node d's events reader did not report d's own write")
     leaked = [text for _, text in reader.lines if name in text or rev in text]
     assert not leaked, f"node d's event stream reveals a's document it cannot read: {leaked[:2]}"
+
+
+@pytest.mark.timeout(120)
+def test_a_contact_gets_the_events_of_what_is_shared_with_it_and_of_nothing_else(cluster, streams):
+    a = cluster.add("a")
+    b = cluster.add("b", pins=[a])  # bob: another identity, holding alice's tree
+    cluster.start()
+    a.run("contact", "add", "bob", b.token)
+    b.run("contact", "add", "alice", a.token)
+    os.makedirs(a.p("share"))
+    write(a.p("share", "doc.txt"), b"shared\n")
+    secret = f"private-{os.urandom(8).hex()}.txt"
+    write(a.p(secret), b"not for bob\n")
+    a.run("grant", a.p("share"), "bob", "read")
+    eventually(lambda: os.path.exists(b.p("@alice", "share", "doc.txt")), 10, "bob does not see /@alice/share/doc.txt")
+
+    watcher = watch(b, streams, b.p("@alice", "share"))
+    reader = streams(["cat", b.p(".hypernet", "events")], "events reader on b")
+    time.sleep(1)
+    write(a.p("share", "doc.txt"), b"shared, second version\n")
+    shared_rev = revisions_of(a, a.p("share", "doc.txt"))[-1]
+    write(a.p(secret), b"still not for bob\n")
+    secret_rev = revisions_of(a, a.p(secret))[-1]
+
+    eventually(lambda: shared_rev in watcher.revisions(), 10,
+               lambda: f"watch /@alice/share on b did not report alice's revision: {watcher.lines}")
+    event = next(e for e in watcher.events() if e.get("rev") == shared_rev)
+    assert event["path"] == "/@alice/share/doc.txt", f"the shared revision's event has path {event['path']!r}"
+    assert event["author"] == a.token, f"the shared revision's event names {event['author']} as its author"
+    eventually(lambda: shared_rev in reader.revisions(), 10, "b's /.hypernet/events did not report the shared revision")
+    # The private revision reached bob's node, yet no event there tells of it.
+    eventually(lambda: b.has_revision(secret_rev), 10, "alice's private revision never reached bob's node")
+    time.sleep(1)
+    leaked = [text for stream in (watcher, reader) for _, text in stream.lines if secret in text or secret_rev in text]
+    assert not leaked, f"bob's events tell of alice's document that is not shared with him: {leaked[:2]}"
