@@ -1,6 +1,6 @@
 // swift-tools-version:6.1
 // Layers, bottom to top (dependencies point down only; see docs/design.md):
-//   C shims (CSodium, CZstd, CFuse3, CLinux) -> HypernetCrypto -> HypernetModel -> HypernetStore
+//   C shims (CSodium, COpenSSL, CZstd, CFuse3, CLinux) -> HypernetCrypto -> HypernetModel -> HypernetStore
 //   -> HypernetVFS -> HypernetFUSE -> HypernetDaemon -> hypernet (CLI)
 //   HypernetStore -> HypernetSync -> HypernetDaemon (HypernetVFS and HypernetSync never import each other)
 import PackageDescription
@@ -22,13 +22,14 @@ let package = Package(
     targets: [
         // C modules: a module map and a shim header each, no logic.
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         // Linux calls Glibc's Swift module hides behind _GNU_SOURCE (memfd_create).
         .target(name: "CLinux"),
 
-        // The only importer of CSodium: keys in sodium memory, sign, AEAD, hash.
-        .target(name: "HypernetCrypto", dependencies: ["CSodium"]),
+        // The only importer of CSodium and COpenSSL: keys in sodium memory, sign, AEAD, hash.
+        .target(name: "HypernetCrypto", dependencies: ["CSodium", "COpenSSL"]),
         // Pure values and codecs: ids, revisions, manifests, HLC, DAG. No I/O.
         .target(name: "HypernetModel", dependencies: ["HypernetCrypto"]),
         // Durable local state: SQLite catalog, packs, chunker, zstd (the only importer of CZstd).

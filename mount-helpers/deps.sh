@@ -3,7 +3,7 @@
 
 # Building and running: headers for the C shims, the FUSE tools, getfattr/setfattr, pkg-config for
 # the system-library targets.
-HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libsqlite3-dev libzstd-dev attr pkg-config"
+HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev libzstd-dev attr pkg-config"
 # Running the tests as well: an editor for the editor-save tests, pytest/hypothesis for Debian's
 # python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
 # network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), and tcpdump to show what crosses the wire.

@@ -1,6 +1,4 @@
-import CSodium
-
-/// XChaCha20-Poly1305 (IETF construction, crypto_aead_xchacha20poly1305_ietf). The 24-byte nonce is
+/// XChaCha20-Poly1305 (IETF construction, draft-irtf-cfrg-xchacha; see `ChaChaPolyAEAD`). The 24-byte nonce is
 /// large enough to be chosen at random; key and nonce sizes are programmer-checked.
 public enum AEAD {
     public static let keyByteCount = 32, nonceByteCount = 24, tagByteCount = 16
@@ -10,7 +8,7 @@ public enum AEAD {
         _ plaintext: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
         associatedData: UnsafeRawBufferPointer? = nil
     ) -> [UInt8] {
-        SodiumAEAD.seal(.xchacha20, plaintext, key: key, nonce: nonce, associatedData: associatedData)
+        ChaChaPolyAEAD.seal(.xchacha20, plaintext, key: key, nonce: nonce, associatedData: associatedData)
     }
 
     /// Opens ciphertext || tag. Throws `authenticationFailed` if the tag does not verify.
@@ -18,7 +16,7 @@ public enum AEAD {
         _ ciphertext: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
         associatedData: UnsafeRawBufferPointer? = nil
     ) throws(CryptoError) -> [UInt8] {
-        try SodiumAEAD.open(.xchacha20, ciphertext, key: key, nonce: nonce, associatedData: associatedData)
+        try ChaChaPolyAEAD.open(.xchacha20, ciphertext, key: key, nonce: nonce, associatedData: associatedData)
     }
 }
 

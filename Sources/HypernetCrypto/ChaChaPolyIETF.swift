@@ -1,6 +1,4 @@
-import CSodium
-
-/// ChaCha20-Poly1305, IETF construction (RFC 8439; crypto_aead_chacha20poly1305_ietf). The 96-bit nonce
+/// ChaCha20-Poly1305, IETF construction (RFC 8439; see `ChaChaPolyAEAD`). The 96-bit nonce
 /// is too short to choose at random: callers must use each (key, nonce) once, e.g. with a counter as
 /// Noise does. For random nonces use `AEAD` (XChaCha20). Key and nonce sizes are programmer-checked.
 public enum ChaChaPolyIETF {
@@ -12,7 +10,7 @@ public enum ChaChaPolyIETF {
         _ plaintext: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
         associatedData: UnsafeRawBufferPointer? = nil
     ) -> [UInt8] {
-        SodiumAEAD.seal(.chacha20IETF, plaintext, key: key, nonce: nonce, associatedData: associatedData)
+        ChaChaPolyAEAD.seal(.chacha20IETF, plaintext, key: key, nonce: nonce, associatedData: associatedData)
     }
 
     /// Opens ciphertext || tag. Throws `authenticationFailed` if the tag does not verify.
@@ -20,7 +18,7 @@ public enum ChaChaPolyIETF {
         _ ciphertext: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer,
         associatedData: UnsafeRawBufferPointer? = nil
     ) throws(CryptoError) -> [UInt8] {
-        try SodiumAEAD.open(.chacha20IETF, ciphertext, key: key, nonce: nonce, associatedData: associatedData)
+        try ChaChaPolyAEAD.open(.chacha20IETF, ciphertext, key: key, nonce: nonce, associatedData: associatedData)
     }
 
     /// Keys held in sodium memory.

@@ -1,4 +1,4 @@
-/// A 32-byte BLAKE2b-256 digest; also the type of every content id.
+/// A 32-byte digest: BLAKE2b-256 (every content id) or HMAC-SHA-256 (a chunk's key).
 ///
 /// Stored as four words holding the bytes in memory order, so hashing and equality touch 4 words and
 /// `withUnsafeBytes` exposes the digest bytes without copying. Ordering is bytewise lexicographic.

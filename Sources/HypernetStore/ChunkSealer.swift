@@ -3,13 +3,13 @@ import HypernetModel
 
 /// Turns plaintext into stored chunks and back (docs/store-format.md, "Chunk" and "Delta chunk"):
 ///
-///     full:   key   = BLAKE2b-256(key: epoch key, "hypernet chunk v1" || plaintext)        (keyed convergent)
+///     full:   key   = HMAC-SHA-256(key: epoch key, "hypernet chunk v2" || plaintext)        (keyed convergent)
 ///             frame = codec (0 raw, 1 zstd) || data
 ///     delta:  frame = 2 || depth u8 || base ChunkReference || zstd frame made with the base plaintext as prefix
-///             key   = BLAKE2b-256(key: epoch key, "hypernet chunk delta v1" || frame)
+///             key   = HMAC-SHA-256(key: epoch key, "hypernet chunk delta v2" || frame)
 ///     multi-base delta (2…4 bases, their plaintexts concatenated in order as the prefix):
 ///             frame = 3 || depth u8 || count u8 || count × ChunkReference || zstd frame
-///             key   = BLAKE2b-256(key: epoch key, "hypernet chunk multi-base delta v1" || frame)
+///             key   = HMAC-SHA-256(key: epoch key, "hypernet chunk multi-base delta v2" || frame)
 ///     ciphertext = XChaCha20-Poly1305(key, nonce: 24 zero bytes, frame)
 ///     id         = BLAKE2b-256(ciphertext)
 ///     public epoch (its key is `PermissionBlock.publicEpochKey`): stored = frame, in the clear; key = 32 zero
@@ -19,11 +19,13 @@ import HypernetModel
 /// A zero nonce is safe because each key encrypts exactly one frame: a full key is a PRF of the plaintext
 /// (equal plaintexts under one epoch give equal chunks: dedup), a delta key a PRF of the frame itself, so a
 /// delta and a full frame of the same plaintext never share a key. Nobody without the epoch key can confirm
-/// a guessed plaintext.
+/// a guessed plaintext. Readers never derive keys (references carry them): chunks written with the v1 keys
+/// (keyed BLAKE2b-256, before HMAC-SHA-256 was chosen for speed) read the same, they only do not deduplicate
+/// against v2 ones.
 enum ChunkSealer {
-    static let context = Array("hypernet chunk v1".utf8)
-    static let deltaContext = Array("hypernet chunk delta v1".utf8)
-    static let multiBaseDeltaContext = Array("hypernet chunk multi-base delta v1".utf8)
+    static let context = Array("hypernet chunk v2".utf8)
+    static let deltaContext = Array("hypernet chunk delta v2".utf8)
+    static let multiBaseDeltaContext = Array("hypernet chunk multi-base delta v2".utf8)
     static let zeroNonce = [UInt8](repeating: 0, count: AEAD.nonceByteCount)
     /// The key of a chunk stored in the clear (a public epoch's).
     static let clearKey = try! Digest(bytes: [UInt8](repeating: 0, count: 32))
@@ -73,10 +75,12 @@ enum ChunkSealer {
             frame.append(contentsOf: plaintext)
         }
         if isPublic(epochKey) { return inTheClear(frame, length: plaintext.count) }
-        var hasher = BLAKE2b.Hasher(key: epochKey)
-        hasher.update(context)
-        hasher.update(plaintext)
-        return encrypt(frame, key: hasher.finalize(), length: plaintext.count)
+        return encrypt(frame, key: chunkKey(epochKey, context, plaintext), length: plaintext.count)
+    }
+
+    /// HMAC-SHA-256 under the epoch key of `context` || `data`.
+    static func chunkKey(_ epochKey: SecureBytes, _ context: [UInt8], _ data: UnsafeRawBufferPointer) -> Digest {
+        context.withUnsafeBytes { c in HMACSHA256.mac(key: epochKey, [c, data]) }
     }
 
     static func isPublic(_ epochKey: SecureBytes) -> Bool { epochKey.isEqual(to: PermissionBlock.publicEpochKey) }
@@ -110,10 +114,8 @@ enum ChunkSealer {
         w.raw(compressed)
         let frame = w.bytes
         if isPublic(epochKey) { return inTheClear(frame, length: plaintext.count) }
-        var hasher = BLAKE2b.Hasher(key: epochKey)
-        hasher.update(bases.count == 1 ? deltaContext : multiBaseDeltaContext)
-        hasher.update(frame)
-        return encrypt(frame, key: hasher.finalize(), length: plaintext.count)
+        let key = frame.withUnsafeBytes { chunkKey(epochKey, bases.count == 1 ? deltaContext : multiBaseDeltaContext, $0) }
+        return encrypt(frame, key: key, length: plaintext.count)
     }
 
     /// codec, depth, [count,] references.

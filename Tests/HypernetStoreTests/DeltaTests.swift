@@ -170,16 +170,10 @@ import Testing
         #expect(delta.key != full.key)
         #expect(delta.id != full.id)
         #expect(try f.store.readChunk(delta) == f.store.readChunk(full))
-        // The full key is the spec's: BLAKE2b-256(key: epoch key, "hypernet chunk v1" || plaintext).
-        var hasher = BLAKE2b.Hasher(key: f.store.keyring.treeKey)
-        hasher.update(Array("hypernet chunk v1".utf8))
-        new.withUnsafeBytes { hasher.update($0) }
-        #expect(hasher.finalize() == full.key)
+        // The full key is the spec's: HMAC-SHA-256(key: epoch key, "hypernet chunk v2" || plaintext).
+        #expect(Self.deltaKey(new, context: "hypernet chunk v2", epochKey: f.store.keyring.treeKey) == full.key)
         // The delta key is keyed over the whole frame, under its own context.
-        var deltaHasher = BLAKE2b.Hasher(key: f.store.keyring.treeKey)
-        deltaHasher.update(Array("hypernet chunk delta v1".utf8))
-        deltaHasher.update(try f.frame(delta))
-        #expect(deltaHasher.finalize() == delta.key)
+        #expect(Self.deltaKey(try f.frame(delta), context: "hypernet chunk delta v2", epochKey: f.store.keyring.treeKey) == delta.key)
     }
 
     @Test func anUnchangedPieceReusesItsBaseEvenWhenTheBaseIsADelta() throws {
@@ -261,11 +255,9 @@ import Testing
     // MARK: Several bases (codec 3)
 
     /// The delta key of a frame: BLAKE2b-256(key: epoch key, context || frame).
-    static func deltaKey(_ frame: [UInt8], context: String, epochKey: SecureBytes) -> Digest {
-        var hasher = BLAKE2b.Hasher(key: epochKey)
-        hasher.update(Array(context.utf8))
-        hasher.update(frame)
-        return hasher.finalize()
+    /// A chunk key as the spec derives it: HMAC-SHA-256 under the epoch key of `context` || `data`.
+    static func deltaKey(_ data: [UInt8], context: String, epochKey: SecureBytes) -> Digest {
+        Array(context.utf8).withUnsafeBytes { c in data.withUnsafeBytes { d in HMACSHA256.mac(key: epochKey, [c, d]) } }
     }
 
     /// An edit that removes the cut point between two old chunks makes one new chunk of both: against both
@@ -289,7 +281,7 @@ import Testing
         header.u8(2)
         for base in old { base.encode(into: &header) }
         #expect(Array(frame.prefix(3 + 2 * 72)) == header.bytes)
-        #expect(delta.key == Self.deltaKey(frame, context: "hypernet chunk multi-base delta v1", epochKey: f.store.keyring.treeKey))
+        #expect(delta.key == Self.deltaKey(frame, context: "hypernet chunk multi-base delta v2", epochKey: f.store.keyring.treeKey))
         #expect(f.store.check().isEmpty)
 
         let g = try Fixture(keyring: f.store.keyring)
@@ -310,7 +302,7 @@ import Testing
         let second = try f.write(b2, base: f.write(b, base: nil))
         let single = try f.frame(second)
         #expect(single[0] == 2 && single[1] == 1)
-        #expect(second.key == Self.deltaKey(single, context: "hypernet chunk delta v1", epochKey: f.store.keyring.treeKey))
+        #expect(second.key == Self.deltaKey(single, context: "hypernet chunk delta v2", epochKey: f.store.keyring.treeKey))
         var joined = a + b2
         joined[a.count] ^= 1
         let delta = try f.write([joined], bases: [[first, second]])[0]
@@ -393,7 +385,8 @@ import Testing
         #expect(try f.reopened().readChunk(try f.seal(frame(depth: 2, bases: [old[0], deep], prefix: a + b2), length: length)) == good)
     }
 
-    /// Full chunks (codecs 0 and 1) are those of store formats 1 and 2, built here from the spec.
+    /// Full chunks (codecs 0 and 1) are those of store formats 1 and 2, built here from the spec, with the v1
+    /// key (keyed BLAKE2b-256) these formats derived.
     @Test func formatOneObjectsStillRead() throws {
         let f = try Fixture()
         let text = Array(String(repeating: "format one, codec one. ", count: 500).utf8)
@@ -405,8 +398,11 @@ import Testing
             plaintext.withUnsafeBytes { hasher.update($0) }
             let reference = try f.seal(frame, length: UInt64(plaintext.count), key: hasher.finalize())
             #expect(try f.store.readChunk(reference) == plaintext)
-            // Writing the same plaintext again finds it: full chunks still deduplicate.
-            #expect(try f.write(plaintext, base: nil) == reference)
+            // Written again it gets a v2 key, so a new chunk, which then deduplicates as any other.
+            let rewritten = try f.write(plaintext, base: nil)
+            let again = try f.write(plaintext, base: nil)
+            #expect(rewritten != reference && again == rewritten)
+            #expect(try f.store.readChunk(rewritten) == plaintext)
         }
     }
 }
