@@ -15,14 +15,14 @@
   * the write-path cost of encryption: write + fsync of a new file of random bytes (fresh bytes every time) into
     a private folder of A and into a public one (`hypernet grant MOUNT/pub '*' read`), PAIRS pairs per run, the
     two writes of a pair back to back, their order alternating (and once into a native directory on the same file
-    system as the homes). A public document's chunks are stored in the clear (ChunkSealer: no keyed-BLAKE2b chunk
+    system as the homes). A public document's chunks are stored in the clear (ChunkSealer: no HMAC chunk
     key, no AEAD; the id is a BLAKE2b of the stored frame, as for a private chunk's ciphertext; only its small
     metadata is still sealed, under the known all-zero key), so private and public differ by the encryption of
     the content alone: (public - private) / public throughput, per pair, is the fraction of write throughput lost
     to encryption, the figure that answers "encryption costs <= 15 %" (median of the run's pairs, then of the
     runs). Checked: the start of a public file is in A's store as is, that of a private one is not. Explanatory:
-    the throughput of XChaCha20-Poly1305 and keyed BLAKE2b (libsodium through ctypes, 64 KiB buffers: the average
-    chunk) on this machine, i.e. what a private chunk costs more than a public one, as a share of the private
+    the throughput of ChaCha20-Poly1305 and HMAC-SHA-256 (OpenSSL's, as the daemon uses them, through ctypes and
+    `hmac`; 64 KiB buffers: the average chunk) on this machine, i.e. what a private chunk costs more than a public one, as a share of the private
     write time (the loss if that work were serial) and of the daemon's CPU time for the write (/proc/PID/stat),
     and the daemon's CPU per GB private minus public.
 
@@ -46,6 +46,7 @@ import argparse
 import ctypes
 import fcntl
 import hashlib
+import hmac
 import json
 import mmap
 import os
@@ -275,38 +276,47 @@ def timed_effect(node, args, conditions, timeout, nodes):
 
 # --- the AEAD and hash throughput of this machine -----------------------------------------------------------
 
-def sodium_rates(total_bytes, size=64 << 10):
-    """MB/s of XChaCha20-Poly1305 IETF encryption and of keyed BLAKE2b-256 (`crypto_generichash`) over `size`-byte
-    buffers, `total_bytes` each, through ctypes (the per-call Python overhead, ~1 us per 64 KiB, is counted in:
-    it makes the figures slightly low, hence the share of encryption slightly high)."""
-    lib = ctypes.CDLL("libsodium.so.23")
-    if lib.sodium_init() < 0:
-        raise Failure("sodium_init failed")
-    c_ull = ctypes.c_ulonglong
-    aead = lib.crypto_aead_xchacha20poly1305_ietf_encrypt
-    aead.argtypes = [ctypes.c_char_p, ctypes.POINTER(c_ull), ctypes.c_char_p, c_ull, ctypes.c_char_p, c_ull,
-                     ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
-    aead.restype = ctypes.c_int
-    blake = lib.crypto_generichash
-    blake.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, c_ull, ctypes.c_char_p, ctypes.c_size_t]
-    blake.restype = ctypes.c_int
+def crypto_rates(total_bytes, size=64 << 10):
+    """MB/s of what a private chunk costs more than a public one, over `size`-byte buffers, `total_bytes` each, with
+    the daemon's implementations: ChaCha20-Poly1305 from OpenSSL's libcrypto (the bulk of its XChaCha20-Poly1305,
+    the HChaCha20 subkey being 64 bytes of work per chunk) through ctypes, and HMAC-SHA-256 (the chunk key) through
+    Python's `hmac`, which is OpenSSL's too. The per-call Python overhead (~1 us per 64 KiB) makes the figures
+    slightly low, hence the share of encryption slightly high."""
+    lib = ctypes.CDLL("libcrypto.so.3")
+    lib.EVP_CIPHER_CTX_new.restype = ctypes.c_void_p
+    lib.EVP_chacha20_poly1305.restype = ctypes.c_void_p
+    lib.EVP_EncryptInit_ex.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p]
+    lib.EVP_EncryptUpdate.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_char_p, ctypes.c_int]
+    lib.EVP_EncryptFinal_ex.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    lib.EVP_CIPHER_CTX_free.argtypes = [ctypes.c_void_p]
+    cipher = lib.EVP_chacha20_poly1305()
     plain = ctypes.create_string_buffer(os.urandom(size), size)
     sealed = ctypes.create_string_buffer(size + 16)
-    sealed_len = c_ull()
-    key = ctypes.create_string_buffer(os.urandom(32), 32)
-    nonce = ctypes.create_string_buffer(24)  # zero, as for chunks
-    digest = ctypes.create_string_buffer(32)
+    out_len = ctypes.c_int()
+    key = os.urandom(32)
+    nonce = bytes(12)  # zero, as for chunks
+
+    def seal():
+        ctx = lib.EVP_CIPHER_CTX_new()
+        ok = lib.EVP_EncryptInit_ex(ctx, cipher, None, key, nonce) == 1
+        ok = ok and lib.EVP_EncryptUpdate(ctx, sealed, ctypes.byref(out_len), plain, size) == 1
+        ok = ok and lib.EVP_EncryptFinal_ex(ctx, sealed, ctypes.byref(out_len)) == 1
+        lib.EVP_CIPHER_CTX_free(ctx)
+        if not ok:
+            raise Failure("OpenSSL's ChaCha20-Poly1305 failed")
+
     n = max(1, total_bytes // size)
-    aead(sealed, ctypes.byref(sealed_len), plain, size, None, 0, None, nonce, key)  # warm up
+    seal()  # warm up
     start = time.perf_counter()
     for _ in range(n):
-        aead(sealed, ctypes.byref(sealed_len), plain, size, None, 0, None, nonce, key)
+        seal()
     aead_s = time.perf_counter() - start
+    data = bytes(plain.raw[:size])
     start = time.perf_counter()
     for _ in range(n):
-        blake(digest, 32, plain, size, key, 32)
-    blake_s = time.perf_counter() - start
-    return {"aead_MBps": n * size / aead_s / 1e6, "blake2b_keyed_MBps": n * size / blake_s / 1e6,
+        hmac.new(key, data, "sha256").digest()
+    mac_s = time.perf_counter() - start
+    return {"aead_MBps": n * size / aead_s / 1e6, "chunk_key_MBps": n * size / mac_s / 1e6,
             "bytes": n * size, "buffer": size}
 
 
@@ -533,11 +543,11 @@ def one_run(binary, root, run, args, members):
         if r["private_stored_in_clear"]:
             r["problem_private_in_clear"] = "the start of a private file is in A's store in the clear"
 
-        r.update(sodium_rates(args.crypto_mib << 20))
-        # Secondary, explanatory: seconds of AEAD + keyed BLAKE2b (what a private chunk costs more than a public
+        r.update(crypto_rates(args.crypto_mib << 20))
+        # Secondary, explanatory: seconds of AEAD + chunk-key HMAC (what a private chunk costs more than a public
         # one) per byte, over seconds of the private write per byte: the loss if that work were serial on the
         # write path (= 1 - t_public / t_private with t_private = t_public + crypto); and over the daemon's CPU.
-        crypto = 1 / r["aead_MBps"] + 1 / r["blake2b_keyed_MBps"]
+        crypto = 1 / r["aead_MBps"] + 1 / r["chunk_key_MBps"]
         r["crypto_s_per_GB"] = crypto * 1e3
         r["encryption_share_private"] = crypto * r["write_private_MBps"]
         r["encryption_share_of_cpu_private"] = crypto * 1e3 / r["daemon_cpu_private_s_per_GB"]
@@ -600,7 +610,7 @@ def main():
     ap.add_argument("--mib", type=int, default=256, help="size of each file of the write-throughput part")
     ap.add_argument("--pairs", type=int, default=5,
                     help="private/public write pairs per run (the encryption-cost part; one native write per run)")
-    ap.add_argument("--crypto-mib", type=int, default=1024, help="bytes encrypted and hashed by the libsodium part")
+    ap.add_argument("--crypto-mib", type=int, default=1024, help="bytes encrypted and hashed by the crypto part")
     ap.add_argument("--dir", default=None, help="where homes, mounts and the native directory go (default $TMPDIR)")
     args = ap.parse_args()
     if min(args.runs, args.files, args.members, args.mib, args.pairs, args.crypto_mib) < 1:
@@ -703,11 +713,11 @@ def main():
          m["encryption_loss"] / ENCRYPTION_TARGET, "÷ target 15 % (≤ 1 met)"),
         (f"… median of all {len(all_losses)} pairs", m["encryption_loss_all_pairs"] * 100, "%", None, ""),
         ("… from the medians of the throughputs", m["encryption_loss_of_medians"] * 100, "%", None, ""),
-        ("XChaCha20-Poly1305 encrypt, 64 KiB buffers", m["aead_MBps"], "MB/s",
+        ("ChaCha20-Poly1305 encrypt (OpenSSL), 64 KiB buffers", m["aead_MBps"], "MB/s",
          m["aead_MBps"] / m["write_private_MBps"], "÷ private write"),
-        ("BLAKE2b-256 keyed, 64 KiB buffers", m["blake2b_keyed_MBps"], "MB/s",
-         m["blake2b_keyed_MBps"] / m["write_private_MBps"], "÷ private write"),
-        ("AEAD + keyed BLAKE2b per GB (what a private chunk costs more)", m["crypto_s_per_GB"], "s", None, ""),
+        ("HMAC-SHA-256 (OpenSSL, the chunk key), 64 KiB buffers", m["chunk_key_MBps"], "MB/s",
+         m["chunk_key_MBps"] / m["write_private_MBps"], "÷ private write"),
+        ("AEAD + chunk-key HMAC per GB (what a private chunk costs more)", m["crypto_s_per_GB"], "s", None, ""),
         ("… as a share of the private write time (the loss if serial)", m["encryption_share_private"] * 100, "%",
          None, ""),
         ("daemon CPU per GB written, private folder (both cores)", m["daemon_cpu_private_s_per_GB"], "s",
@@ -715,8 +725,8 @@ def main():
         ("daemon CPU per GB written, public folder (both cores)", m["daemon_cpu_public_s_per_GB"], "s",
          m["daemon_cpu_public_s_per_GB"] / (1e3 / m["write_public_MBps"]), "÷ wall time per GB"),
         ("daemon CPU per GB, private - public (median of the pairs)", m["daemon_cpu_encryption_s_per_GB"], "s",
-         m["daemon_cpu_encryption_s_per_GB"] / m["crypto_s_per_GB"], "÷ AEAD + keyed BLAKE2b per GB"),
-        ("AEAD + keyed BLAKE2b as a share of the private CPU time", m["encryption_share_of_cpu_private"] * 100, "%",
+         m["daemon_cpu_encryption_s_per_GB"] / m["crypto_s_per_GB"], "÷ AEAD + chunk-key HMAC per GB"),
+        ("AEAD + chunk-key HMAC as a share of the private CPU time", m["encryption_share_of_cpu_private"] * 100, "%",
          None, ""),
     ]
     print(f"{'figure':<72} {'value':>10} {'unit':<5} {'ratio':>7}  anchor")
@@ -748,7 +758,7 @@ def main():
           + f" %; single pairs {m['encryption_loss_min'] * 100:.1f} to {m['encryption_loss_max'] * 100:.1f} %): "
           f"{'MET' if loss <= ENCRYPTION_TARGET else 'NOT MET'}. A public document's chunks are stored in the clear "
           f"(no chunk key, no AEAD; only its small metadata is sealed, under the known all-zero key), so the two "
-          f"folders differ by the encryption alone. Explanatory: AEAD + keyed BLAKE2b take "
+          f"folders differ by the encryption alone. Explanatory: AEAD + chunk-key HMAC take "
           f"{m['crypto_s_per_GB']:.2f} s/GB here, {m['encryption_share_private'] * 100:.1f} % of the private write "
           f"time if serial; the daemon spends {m['daemon_cpu_encryption_s_per_GB']:.2f} s/GB more CPU on a private "
           f"write ({m['daemon_cpu_private_s_per_GB']:.2f} vs {m['daemon_cpu_public_s_per_GB']:.2f} s/GB)")
