@@ -101,6 +101,13 @@ public final class SyncNode: SessionDelegate {
         var pushedBytes = 0
         /// Trees whose log this peer has sent up to its end: its runs of them are live from then on.
         var caughtUp: Set<SigningPublicKey> = []
+        /// Numbers sessions in the order they authenticated (0: not yet): see `State.acked`.
+        var serial: UInt64 = 0
+    }
+
+    struct ProgressKey: Hashable {
+        var peer: SigningPublicKey
+        var tree: SigningPublicKey
     }
 
     struct State {
@@ -113,6 +120,14 @@ public final class SyncNode: SessionDelegate {
         var rejectedForGood: Set<RevisionID> = []
         /// The node each received revision came from: its chunks are not pushed back to it.
         var origins: [RevisionID: SigningPublicKey] = [:]
+        /// The last session serial handed out.
+        var serial: UInt64 = 0
+        /// Revisions this node has acked, with the serial current at the time: every session numbered up to it
+        /// was sent that ack, so a run of them echoed back by such a session needs no second one.
+        var acked: [RevisionID: UInt64] = [:]
+        /// Progress through runs that stored nothing new (echoes), written by the dial tick or at stop:
+        /// losing it to a crash only makes the peer send those runs again.
+        var pendingProgress: [ProgressKey: (storeID: String, seq: Int64)] = [:]
         var listener: Channel?
         var stopped = false
     }
@@ -148,13 +163,17 @@ public final class SyncNode: SessionDelegate {
             logger.info("listening for peers", metadata: ["address": "\(listen)"])
         }
         store.observeRevisions { [weak self] added in self?.revisionsAdded(added) }
-        timer.source.setEventHandler { [weak self] in self?.dialDue() }
+        timer.source.setEventHandler { [weak self] in
+            self?.dialDue()
+            self?.flushProgress()
+        }
         timer.source.schedule(deadline: .now(), repeating: .milliseconds(250))
         timer.source.resume()
     }
 
     public func stop() {
         timer.source.cancel()
+        flushProgress()
         let (listener, sessions) = state.withLock { s in
             s.stopped = true
             return (s.listener, s.peers.values.map(\.session))
@@ -279,6 +298,11 @@ public final class SyncNode: SessionDelegate {
             s.byNode[node] = session
             if let a = session.dialedAddress { s.dials[a] = Dial() }
             return nil
+        }
+        // Numbered after it can be sent acks (it has a node key): a broadcast made at this serial or later reaches it.
+        state.withLock { s in
+            s.serial += 1
+            s.peers[ObjectIdentifier(session)]?.serial = s.serial
         }
         if let duplicate { duplicate.close("duplicate connection") }
         if duplicate === session { return }
@@ -704,20 +728,18 @@ public final class SyncNode: SessionDelegate {
             fetcher.forget(arrived.keys)
             if !fresh.isEmpty { try store.sync() }
             let held = try store.existingRevisions(ids)
-            if !held.isEmpty {
-                broadcast(.ack(.signed(by: nodeKey, revisions: ids.filter { held.contains($0) })))
-            }
+            ack(ids.filter { held.contains($0) }, echoedBy: session)
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
             if let stop = records.map(\.id).first(where: transient.contains), let stopSeq = seqs[stop] {
                 if let before = entries.last(where: { $0.seq < stopSeq })?.seq {
-                    try store.setProgress(peer: node, tree: tree, storeID: storeID, seq: before)
+                    try record(progress: before, storeID: storeID, of: ProgressKey(peer: node, tree: tree), lazily: false)
                 }
                 session.close("incomplete transfer; resuming from record \(stop.hex)")
                 return
             }
-            try store.setProgress(peer: node, tree: tree, storeID: storeID, seq: last)
+            try record(progress: last, storeID: storeID, of: ProgressKey(peer: node, tree: tree), lazily: fresh.isEmpty)
             // The slot is free before the peer learns it is: its next run cannot arrive early.
             releaseRun(tree, of: session)
             confirmed = true
@@ -725,6 +747,48 @@ public final class SyncNode: SessionDelegate {
         } catch {
             logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
             session.close("local store failure")
+        }
+    }
+
+    /// Acks `held` to every connected peer, leaving out the revisions already acked to all of them and to
+    /// `session` (the run's sender): a run echoed back by a relay costs no second ack.
+    private func ack(_ held: [RevisionID], echoedBy session: Session) {
+        let (unacked, sessions) = state.withLock { s -> ([RevisionID], [Session]) in
+            let since = s.peers[ObjectIdentifier(session)]?.serial ?? 0
+            let unacked = held.filter { id in
+                guard since > 0, let at = s.acked[id] else { return true }
+                return at < since
+            }
+            guard !unacked.isEmpty else { return ([], []) }
+            if s.acked.count > 100_000 { s.acked.removeAll() }
+            for id in unacked { s.acked[id] = s.serial }
+            return (unacked, s.peers.values.map(\.session).filter { $0.node != nil })
+        }
+        guard !unacked.isEmpty else { return }
+        let message = Message.ack(.signed(by: nodeKey, revisions: unacked))
+        for s in sessions { s.send(message) }
+    }
+
+    /// Records how far this node has stored `key.peer`'s log of `key.tree`, at once or (for a run that stored
+    /// nothing) at the next dial tick.
+    private func record(progress seq: Int64, storeID: String, of key: ProgressKey, lazily: Bool) throws(StoreError) {
+        if lazily {
+            state.withLock { $0.pendingProgress[key] = (storeID, seq) }
+            return
+        }
+        state.withLock { _ = $0.pendingProgress.removeValue(forKey: key) }
+        try store.setProgress(peer: key.peer, tree: key.tree, storeID: storeID, seq: seq)
+    }
+
+    private func flushProgress() {
+        let pending = state.withLock { s in
+            defer { s.pendingProgress.removeAll() }
+            return s.pendingProgress
+        }
+        for (key, p) in pending {
+            do { try store.setProgress(peer: key.peer, tree: key.tree, storeID: p.storeID, seq: p.seq) } catch {
+                logger.error("recording progress: \(error)")
+            }
         }
     }
 
