@@ -348,7 +348,8 @@ extension Store {
     /// fetching the chunks of. (One that names an epoch not stored yet, maybe arriving in the same batch, is
     /// not among them; `storeRemote` judges every revision again in order.)
     public func unauthorized(_ batch: [RemoteRevision]) throws(StoreError) -> Set<RevisionID> {
-        try catalog.read { db in
+        guard !batch.isEmpty else { return [] }
+        return try catalog.read { db in
             let tx = StoreTransaction(db: db, store: self, added: AddedRevisions())
             return Set(try batch.filter { try tx.checkRights($0.signed.revision, tree: $0.tree) == .notAuthorized }.map(\.signed.id))
         }

@@ -73,8 +73,8 @@ public final class SyncNode: SessionDelegate {
     struct Cursor {
         var sent: Int64
         var unconfirmed: [Int64] = []
-        var caughtUpSent = false
-        /// The subscriber has been sent the whole log once: every run since is of revisions new to it.
+        /// The subscriber has been sent the whole log once, and told so (one `caught up` run per subscription):
+        /// every run since is of revisions new to it.
         var live = false
         /// The subscriber has stored the log through here.
         var confirmed: Int64 = 0
@@ -380,6 +380,8 @@ public final class SyncNode: SessionDelegate {
         case .ping:
             break
         case .ack(let ack):
+            // A copy of an ack already counted (it came by another path too) ends here, without a thread hop.
+            if state.withLock({ $0.seenAcks.contains(ack.signature) }) { return }
             // Acks wake fsyncs: their own queue, never behind a peer's log or chunk requests.
             ackQueue.async { [self] in received(ack, from: session) }
         default:
@@ -530,11 +532,8 @@ public final class SyncNode: SessionDelegate {
                 bytes += size
             }
             if run.isEmpty {
-                if !cursor.caughtUpSent {
-                    state.withLock { s in
-                        s.peers[key]?.cursors[tree]?.caughtUpSent = true
-                        s.peers[key]?.cursors[tree]?.live = true
-                    }
+                if !cursor.live {
+                    state.withLock { s in s.peers[key]?.cursors[tree]?.live = true }
                     session.send(.entries(tree: tree, storeID: store.storeID, entries: [], caughtUp: true))
                 }
                 return
@@ -546,7 +545,6 @@ public final class SyncNode: SessionDelegate {
                 s.peers[key]?.cursors[tree]?.heldUntil = nil
                 s.peers[key]?.cursors[tree]?.sent = last
                 s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
-                s.peers[key]?.cursors[tree]?.caughtUpSent = false
             }
             // A caught-up eager subscriber lacks the new chunks for certain: they go first, saving it a round trip
             // (and, should it have another source, the wait of a lazy subscriber), also when runs follow each other
@@ -727,7 +725,8 @@ public final class SyncNode: SessionDelegate {
             }
             fetcher.forget(arrived.keys)
             if !fresh.isEmpty { try store.sync() }
-            let held = try store.existingRevisions(ids)
+            // An echo (nothing fresh) is held whole already: no second look.
+            let held = fresh.isEmpty ? have : try store.existingRevisions(ids)
             ack(ids.filter { held.contains($0) }, echoedBy: session)
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
