@@ -25,18 +25,9 @@ enum ChaChaPolyAEAD {
         checkSizes(construction, key: key, nonce: nonce)
         return withIETFKey(construction, key: key, nonce: nonce) { key, nonce in
             makeBytes(count: plaintext.count + tagByteCount) { out in
-                let ctx = EVP_CIPHER_CTX_new()!
-                defer { EVP_CIPHER_CTX_free(ctx) }
-                var length: Int32 = 0
-                var ok = EVP_EncryptInit_ex(ctx, EVP_chacha20_poly1305(), nil, key, nonce) == 1
-                if let associatedData, !associatedData.isEmpty {
-                    ok = ok && EVP_EncryptUpdate(ctx, nil, &length, associatedData.nonEmptyPointer, Int32(associatedData.count)) == 1
-                }
-                if !plaintext.isEmpty {
-                    ok = ok && EVP_EncryptUpdate(ctx, out, &length, plaintext.nonEmptyPointer, Int32(plaintext.count)) == 1
-                }
-                ok = ok && EVP_EncryptFinal_ex(ctx, out + plaintext.count, &length) == 1
-                ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, Int32(tagByteCount), out + plaintext.count) == 1
+                let ok = cipher(
+                    encrypt: true, key: key, nonce: nonce, associatedData: associatedData, plaintext, into: out,
+                    tag: out + plaintext.count)
                 precondition(ok, "\(construction.name) encryption failed")
             }
         }
@@ -53,20 +44,10 @@ enum ChaChaPolyAEAD {
         var verified = false
         var plaintext = withIETFKey(construction, key: key, nonce: nonce) { key, nonce in
             makeBytes(count: count) { out in
-                let ctx = EVP_CIPHER_CTX_new()!
-                defer { EVP_CIPHER_CTX_free(ctx) }
-                var length: Int32 = 0
-                var ok = EVP_DecryptInit_ex(ctx, EVP_chacha20_poly1305(), nil, key, nonce) == 1
-                if let associatedData, !associatedData.isEmpty {
-                    ok = ok && EVP_DecryptUpdate(ctx, nil, &length, associatedData.nonEmptyPointer, Int32(associatedData.count)) == 1
-                }
-                if count > 0 {
-                    ok = ok && EVP_DecryptUpdate(ctx, out, &length, ciphertext.nonEmptyPointer, Int32(count)) == 1
-                }
-                // The tag goes in before the final call, which checks it.
                 let tag = UnsafeMutableRawPointer(mutating: ciphertext.baseAddress! + count)
-                ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, Int32(tagByteCount), tag) == 1
-                verified = ok && EVP_DecryptFinal_ex(ctx, out + count, &length) == 1
+                verified = cipher(
+                    encrypt: false, key: key, nonce: nonce, associatedData: associatedData,
+                    UnsafeRawBufferPointer(rebasing: ciphertext[..<count]), into: out, tag: tag)
             }
         }
         guard verified else {
@@ -75,6 +56,29 @@ enum ChaChaPolyAEAD {
             throw .authenticationFailed
         }
         return plaintext
+    }
+
+    /// One pass of OpenSSL's ChaCha20-Poly1305 over `input` into `out` (as many bytes). Encrypting, the 16-byte tag
+    /// is written to `tag`; decrypting, it is read from `tag`, and false means it did not verify.
+    private static func cipher(
+        encrypt: Bool, key: UnsafePointer<UInt8>, nonce: UnsafePointer<UInt8>, associatedData: UnsafeRawBufferPointer?,
+        _ input: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<UInt8>, tag: UnsafeMutableRawPointer
+    ) -> Bool {
+        let ctx = EVP_CIPHER_CTX_new()!
+        defer { EVP_CIPHER_CTX_free(ctx) }
+        var length: Int32 = 0
+        var ok = EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), nil, key, nonce, encrypt ? 1 : 0) == 1
+        if let associatedData, !associatedData.isEmpty {
+            ok = ok && EVP_CipherUpdate(ctx, nil, &length, associatedData.nonEmptyPointer, Int32(associatedData.count)) == 1
+        }
+        if !input.isEmpty {
+            ok = ok && EVP_CipherUpdate(ctx, out, &length, input.nonEmptyPointer, Int32(input.count)) == 1
+        }
+        // Decrypting, the tag goes in before the final call, which checks it; encrypting, it comes out after.
+        if !encrypt { ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, Int32(tagByteCount), tag) == 1 }
+        ok = ok && EVP_CipherFinal_ex(ctx, out + input.count, &length) == 1
+        if encrypt { ok = ok && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, Int32(tagByteCount), tag) == 1 }
+        return ok
     }
 
     /// Calls `body` with the ChaCha20-Poly1305 (IETF) key and 12-byte nonce of `construction`: the given ones, or
