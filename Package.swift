@@ -104,7 +104,9 @@ let package = Package(
             dependencies: [
                 "HypernetVFS", "HypernetStore", "HypernetModel", "HypernetCrypto",
                 .product(name: "Logging", package: "swift-log"),
-            ]),
+            ],
+            // Read by path (`#filePath`), not bundled.
+            exclude: ["Fixtures"]),
         .testTarget(
             name: "HypernetSyncTests",
             dependencies: [
@@ -112,7 +114,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-            ]),
+            ],
+            exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

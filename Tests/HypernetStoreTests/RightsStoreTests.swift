@@ -187,7 +187,8 @@ import Testing
         #expect(try deliver(aliceLog(after: seen), to: bob).isEmpty)
         #expect(bob.epochKey(tree: tree, rights: document, epoch: 1) == nil)
 
-        let revision = try #require(try SignedRevision(record: aliceLog().first { BLAKE2b.hash($0.record) == id }!.record).revision)
+        let record = try #require(try aliceLog().first { BLAKE2b.hash($0.record) == id }, "alice's log lists the new revision")
+        let revision = try SignedRevision(record: record.record).revision
         let chunks = try alice.loadManifest(written.root).chunks
         var offset = 0
         for reference in chunks {
