@@ -93,8 +93,10 @@ extension VirtualFileSystem {
         // Breadth first from the top level, as far as the listings this identity can read go.
         var found: [DocumentID: String] = [:]
         var pending = top.map { (path: "/" + ForeignTree.prefix + name + "/" + $0.name, inode: $0.inode) }
-        while !pending.isEmpty, found.count < ForeignTree.walkLimit {
-            let (path, inode) = pending.removeFirst()
+        var next = 0
+        while next < pending.count, found.count < ForeignTree.walkLimit {
+            let (path, inode) = pending[next]
+            next += 1
             guard let (target, kind) = foreign.target(of: inode), let id = target.document, found[id] == nil else { continue }
             found[id] = path
             if kind == .directory, let children = try? foreignChildren(inode) {

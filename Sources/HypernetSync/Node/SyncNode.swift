@@ -130,6 +130,11 @@ public final class SyncNode: SessionDelegate {
         var pendingProgress: [ProgressKey: (storeID: String, seq: Int64)] = [:]
         var listener: Channel?
         var stopped = false
+
+        /// The sessions a broadcast goes to: those whose peer has authenticated.
+        func authenticatedSessions(except: Session? = nil) -> [Session] {
+            peers.values.map(\.session).filter { $0 !== except && $0.node != nil }
+        }
     }
     let state = Mutex(State())
     private let timer: DialTimer
@@ -652,7 +657,7 @@ public final class SyncNode: SessionDelegate {
     }
 
     private func broadcast(_ message: Message, except: Session? = nil) {
-        let sessions = state.withLock { s in s.peers.values.map(\.session).filter { $0 !== except && $0.node != nil } }
+        let sessions = state.withLock { s in s.authenticatedSessions(except: except) }
         for s in sessions { s.send(message) }
     }
 
@@ -761,7 +766,7 @@ public final class SyncNode: SessionDelegate {
             guard !unacked.isEmpty else { return ([], []) }
             if s.acked.count > 100_000 { s.acked.removeAll() }
             for id in unacked { s.acked[id] = s.serial }
-            return (unacked, s.peers.values.map(\.session).filter { $0.node != nil })
+            return (unacked, s.authenticatedSessions())
         }
         guard !unacked.isEmpty else { return }
         let message = Message.ack(.signed(by: nodeKey, revisions: unacked))
@@ -779,6 +784,8 @@ public final class SyncNode: SessionDelegate {
         try store.setProgress(peer: key.peer, tree: key.tree, storeID: storeID, seq: seq)
     }
 
+    /// (A run stored meanwhile may have its progress written just before this older one: the peer then only
+    /// resends from the older position on its next connection.)
     private func flushProgress() {
         let pending = state.withLock { s in
             defer { s.pendingProgress.removeAll() }
