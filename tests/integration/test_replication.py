@@ -138,6 +138,33 @@ def test_quorum3_fsync_needs_the_storage_node_and_its_backlog_drains_after_a_cra
     assert c.has_revision(current_revision(path)), "quorum-3 fsync after c's restart returned before c held it"
 
 
+
+@pytest.mark.timeout(120)
+def test_a_replica_that_got_a_revision_while_its_writer_was_away_acks_it_when_they_meet(cluster):
+    """C stores a's revision from b while a is down, so a never sees C's ack. When a comes back, a's log sends
+    the revision to C again and C acks it again (protocol.md, step 8: a revision acked before the connection
+    to its sender was made is acked anew), so a counts C among its replicas."""
+    a = cluster.add("a")
+    b = cluster.add("b", identity=a)
+    c = cluster.add("c", serve=True, pins=[a])
+    cluster.start(nodes=[a, b])
+    path = a.p("away.txt")
+    write(path, b"written while c is not there\n", fsync=True)
+    rev = current_revision(path)
+    eventually(lambda: b.has_revision(rev), REMOTE, "node b did not get a's revision")
+    eventually(lambda: replicas(path) == 2, REMOTE, lambda: f"node a: replicas of away.txt is {replicas(path)}, expected 2")
+
+    a.stop()
+    c.start()
+    eventually(lambda: c.has_revision(rev), 20, "storage node c did not get a's revision from b")
+    on_b = b.p("away.txt")
+    eventually(lambda: replicas(on_b) == 3, REMOTE, lambda: f"node b: replicas of away.txt is {replicas(on_b)}, expected 3")
+
+    a.start()
+    cluster.wait_connected(timeout=30)
+    eventually(lambda: replicas(path) == 3, 15,
+               lambda: f"node a never learned that c holds its revision (replicas {replicas(path)}): c did not ack it again")
+
 # --- 2. every kind of change, both ways -----------------------------------------------------------------------
 
 def _operations(rng):
