@@ -49,7 +49,7 @@ public enum Daemon {
         let home = options.home
         try Home.makeDirectoryOrFail(home.path)
         let lock = try HomeLock.acquire(home: home)
-        defer { lock.release() }
+        defer { lock.releaseAtExit() }
         try lock.writePid()
         // Everything the daemon creates in the home is private to its owner.
         umask(0o077)

@@ -62,6 +62,15 @@ public final class HomeLock {
         }
     }
 
+    /// Unlinks the pid file and leaves the lock to be dropped when this process exits (the kernel closes the
+    /// descriptor then): a `stop` waiting on the lock returns once the daemon is gone, not while it is still
+    /// exiting.
+    public func releaseAtExit() {
+        guard fd >= 0 else { return }
+        unlink(path)
+        fd = -1
+    }
+
     /// Unlinks the pid file, then drops the lock. Idempotent.
     public func release() {
         guard fd >= 0 else { return }
