@@ -201,7 +201,8 @@ extension Store {
                 try tx.setRights(of: revision.document, to: revision.rights)
                 try tx.claim(remote.chunks, for: id)
                 observe(revision.time)
-                tx.added.list.append(AddedRevision(id: id, document: revision.document, tree: remote.tree, isLocal: false))
+                tx.added.list.append(
+                    AddedRevision(id: id, document: revision.document, tree: remote.tree, isLocal: false, chunkCount: remote.chunks.count))
             }
             return rejected
         }

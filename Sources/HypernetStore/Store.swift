@@ -87,6 +87,10 @@ public final class Store: Sendable {
     private let clock: Mutex<HybridLogicalClock>
     let logger: Logger
     private let observers = Mutex<[@Sendable ([AddedRevision]) -> Void]>([])
+    private let durableObservers = Mutex<[@Sendable ([RevisionID]) -> Void]>([])
+    /// Revisions made here and committed since the last sync began: the next sync makes them durable.
+    private let unsyncedLocal = Mutex<[RevisionID]>([])
+    private static let maximumUnsyncedLocal = 100_000
     /// Epoch keys opened from permission blocks.
     let epochKeys = EpochKeyCache()
     /// Identities named in stored blocks, by signing key (`authorName`).
@@ -116,7 +120,20 @@ public final class Store: Sendable {
         observers.withLock { $0.append(body) }
     }
 
+    /// `body` runs after each sync that made revisions made here durable, with their ids (on the syncing thread).
+    public func observeDurableLocalRevisions(_ body: @escaping @Sendable ([RevisionID]) -> Void) {
+        durableObservers.withLock { $0.append(body) }
+    }
+
     private func notify(_ added: [AddedRevision]) {
+        let local = added.filter(\.isLocal).map(\.id)
+        if !local.isEmpty {
+            // Bounded: past the limit the oldest go unannounced (peers still learn of them from echoes).
+            unsyncedLocal.withLock { u in
+                u += local
+                if u.count > Self.maximumUnsyncedLocal { u.removeFirst(u.count - Self.maximumUnsyncedLocal) }
+            }
+        }
         for o in observers.withLock({ $0 }) { o(added) }
     }
 
@@ -501,6 +518,11 @@ public final class Store: Sendable {
     /// guarantee, since WAL frames written at commit can reach the disk through writeback before pack bytes
     /// do anyway. Rows whose chunks a power failure loses were never acknowledged (no sync had returned).
     public func sync() throws(StoreError) {
+        // Committed before the syncs below begin, so made durable by them.
+        let local = unsyncedLocal.withLock { u in
+            defer { u.removeAll() }
+            return u
+        }
         let wal = home.catalogPath + "-wal"
         let results = Mutex<[StoreError]>([])
         DispatchQueue.concurrentPerform(iterations: 2) { i in
@@ -510,7 +532,11 @@ public final class Store: Sendable {
                 results.withLock { $0.append(error) }
             }
         }
-        if let first = results.withLock({ $0.first }) { throw first }
+        if let first = results.withLock({ $0.first }) {
+            if !local.isEmpty { unsyncedLocal.withLock { $0.insert(contentsOf: local, at: 0) } }
+            throw first
+        }
+        if !local.isEmpty { for o in durableObservers.withLock({ $0 }) { o(local) } }
     }
 
     private static func fdatasync(path: String) throws(StoreError) {
@@ -699,6 +725,8 @@ public struct AddedRevision: Sendable {
     public var isLocal: Bool
     /// A permission block of `document`'s chain, not a revision of it.
     public var isBlock = false
+    /// Chunk ids listed with a received revision.
+    public var chunkCount = 0
 }
 
 public struct StoreStatistics: Sendable, Codable {

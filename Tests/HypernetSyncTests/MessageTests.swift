@@ -15,12 +15,15 @@ import Testing
         .subscribe(tree: tree, storeID: "s", after: 42),
         .entries(tree: tree, storeID: "s", entries: [LogEntry(seq: 7, record: [1, 2, 3], chunks: [digest])], caughtUp: false),
         .entries(tree: tree, storeID: "s", entries: [], caughtUp: true),
+        .entries(tree: tree, storeID: "s", entries: [LogEntry(seq: 8, record: [4], chunks: [])], caughtUp: false, held: true),
         .progress(tree: tree, seq: 9),
         .want([digest, digest]),
         .chunk(id: digest, sealed: [9, 9]),
         .chunk(id: digest, sealed: nil),
         .ack(.signed(by: key, revisions: [digest])),
         .ping,
+        .prune(tree: tree),
+        .graft(tree: tree),
     ]
 
     @Test func everyMessageRoundTrips() throws {

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.replication
 BIG = 32 << 20
 WIRE_LIMIT = 16 << 10      # the target per edit, for 100 MiB; ours is 32 MiB
 STORE_LIMIT = 32 << 10
-SETTLE = 1.0               # seconds after arrival for acks and progress messages to finish
+SETTLE = 2.0               # seconds after arrival for acks, progress and echoes (held up to 1 s) to finish
 
 
 @pytest.fixture
@@ -89,6 +89,7 @@ def test_small_edits_of_a_big_file_cost_about_the_edit_on_the_wire_and_in_the_st
         os.fsync(f.fileno())
     eventually(lambda: os.path.exists(path_b) and os.path.getsize(path_b) == BIG and read_file(path_b) == data,
                60, "the big file did not reach b")
+    time.sleep(SETTLE)
 
     middle = BIG // 2
     data[middle] ^= 0x5A

@@ -387,6 +387,36 @@ def test_partition_keeps_both_edits_and_merges_directories(lab_cluster):
             assert read_file(n.p("shared", name)) == data, f"node {n.name}: shared/{name} has the wrong content"
 
 
+@pytest.mark.timeout(120)
+def test_a_relay_that_holds_back_its_relays_still_delivers_what_the_direct_path_lost(lab_cluster):
+    """In a full mesh, c gets a's revisions from a directly and b's relays of them are echoes: c asks b to hold
+    them back (`prune`, protocol.md "Relaying"), and b then sends them in batches about a second late. When the
+    direct path a→c silently drops everything (its connection still looks open), b's held runs must still bring
+    c every revision of a."""
+    cl = lab_cluster
+    a = cl.add("a")
+    b = cl.add("b", identity=a)
+    c = cl.add("c", serve=True, pins=[a])
+    cl.start()
+    cl.wait_connected(timeout=30)
+    for i in range(20):
+        write(a.p(f"warm-{i}.txt"), b"before the cut %d\n" % i, fsync=True)
+    last = current_revision(a.p("warm-19.txt"))
+    eventually(lambda: c.has_revision(last) and b.has_revision(last), 5, "c or b did not get a's writes before the cut")
+    time.sleep(1.5)  # b's held echoes go out; c has told b to prune
+
+    cl.lab.partition([a.host], [c.host])
+    revisions = []
+    for i in range(5):
+        write(a.p(f"cut-{i}.txt"), b"written while a cannot reach c %d\n" % i, fsync=True)
+        revisions.append(current_revision(a.p(f"cut-{i}.txt")))
+        time.sleep(0.2)
+    for r in revisions:
+        eventually(lambda: c.has_revision(r), 5,
+                   lambda: f"storage node c never got a's revision {r[:16]} through b while a→c was cut: b held its relay "
+                           f"back and never sent it\n{b.log_tail(10)}")
+
+
 # --- 5. the writer disappears after an acknowledged fsync -----------------------------------------------------
 
 @pytest.mark.timeout(120)

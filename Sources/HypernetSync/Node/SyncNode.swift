@@ -60,6 +60,12 @@ public final class SyncNode: SessionDelegate {
     /// bounded by the fan-out, not by the number of followers (docs/protocol.md, "Fan-out").
     public static let eagerFanout = 4
     static let lazyWait: Duration = .milliseconds(300)
+    /// How long a live run is held back from a subscriber that has its records already, or gets them from
+    /// another node first (`prune`): held runs go out together, keeping its position in this log moving and
+    /// repairing a direct path that failed (docs/protocol.md, "Relaying").
+    static let relayHold: DispatchTimeInterval = .seconds(1)
+    /// Revisions per ack of this node's own durable revisions.
+    static let ackBatch = 4096
 
     let store: Store
     let nodeKey: SigningKeyPair
@@ -80,6 +86,8 @@ public final class SyncNode: SessionDelegate {
         var confirmed: Int64 = 0
         /// A large run held back for another replica to forward (see `forwarder`): sent anyway after this.
         var heldUntil: DispatchTime?
+        /// Relayed runs held back (see `holdRelay`) until this.
+        var relayHeldUntil: DispatchTime?
     }
 
     struct Dial {
@@ -103,6 +111,10 @@ public final class SyncNode: SessionDelegate {
         var caughtUp: Set<SigningPublicKey> = []
         /// Numbers sessions in the order they authenticated (0: not yet): see `State.acked`.
         var serial: UInt64 = 0
+        /// Trees this peer gets from another node first (it sent `prune`): runs this node relays are held.
+        var pruned: Set<SigningPublicKey> = []
+        /// Trees this node gets from another node first, and told this peer so.
+        var pruning: Set<SigningPublicKey> = []
     }
 
     struct ProgressKey: Hashable {
@@ -128,8 +140,17 @@ public final class SyncNode: SessionDelegate {
         /// Progress through runs that stored nothing new (echoes), written by the dial tick or at stop:
         /// losing it to a crash only makes the peer send those runs again.
         var pendingProgress: [ProgressKey: (storeID: String, seq: Int64)] = [:]
+        /// Revisions made here that became durable since the last dial tick: acked at the next (`flushOwnAcks`).
+        var durableOwn: [RevisionID] = []
         var listener: Channel?
         var stopped = false
+
+        /// Whether `peer` may wait for record `id` of `tree` (see `holdRelay`): this node relays it, and it came
+        /// from that peer, or the peer gets the tree from another node first.
+        func mayHold(_ id: Digest, of tree: SigningPublicKey, for peer: PeerState) -> Bool {
+            guard let origin = origins[id] else { return false }
+            return origin == peer.session.node || peer.pruned.contains(tree)
+        }
 
         /// The sessions a broadcast goes to: those whose peer has authenticated.
         func authenticatedSessions(except: Session? = nil) -> [Session] {
@@ -168,9 +189,11 @@ public final class SyncNode: SessionDelegate {
             logger.info("listening for peers", metadata: ["address": "\(listen)"])
         }
         store.observeRevisions { [weak self] added in self?.revisionsAdded(added) }
+        store.observeDurableLocalRevisions { [weak self] ids in self?.state.withLock { $0.durableOwn += ids } }
         timer.source.setEventHandler { [weak self] in
             self?.dialDue()
             self?.flushProgress()
+            self?.flushOwnAcks()
         }
         timer.source.schedule(deadline: .now(), repeating: .milliseconds(250))
         timer.source.resume()
@@ -179,6 +202,7 @@ public final class SyncNode: SessionDelegate {
     public func stop() {
         timer.source.cancel()
         flushProgress()
+        flushOwnAcks()
         let (listener, sessions) = state.withLock { s in
             s.stopped = true
             return (s.listener, s.peers.values.map(\.session))
@@ -325,8 +349,14 @@ public final class SyncNode: SessionDelegate {
 
     func sessionEnded(_ session: Session, reason: String?) {
         let key = ObjectIdentifier(session)
-        state.withLock { s in
-            s.peers.removeValue(forKey: key)
+        let grafts = state.withLock { s -> [(Session, SigningPublicKey)] in
+            let sourced = s.peers.removeValue(forKey: key)?.caughtUp ?? []
+            // The peers told to hold their relays because this one sent first are the next-best source now.
+            var grafts: [(Session, SigningPublicKey)] = []
+            for (other, p) in s.peers where !p.pruning.isDisjoint(with: sourced) {
+                grafts += p.pruning.intersection(sourced).map { (p.session, $0) }
+                s.peers[other]?.pruning.subtract(sourced)
+            }
             if let node = session.node, s.byNode[node] === session { s.byNode.removeValue(forKey: node) }
             if let a = session.dialedAddress {
                 var d = s.dials[a] ?? Dial()
@@ -335,7 +365,9 @@ public final class SyncNode: SessionDelegate {
                 d.delay = min(d.delay * 2, Self.maximumBackoff)
                 s.dials[a] = d
             }
+            return grafts
         }
+        for (other, tree) in grafts { other.send(.graft(tree: tree)) }
         fetcher.sessionEnded(session)
         // Runs held back for this session to forward go to the others now.
         let held = state.withLock { s in s.peers.values.flatMap { p in p.cursors.filter { $0.value.heldUntil != nil }.map { (p.session, $0.key) } } }
@@ -350,7 +382,7 @@ public final class SyncNode: SessionDelegate {
 
     func session(_ session: Session, received message: Message) {
         switch message {
-        case .entries(let tree, let storeID, let entries, _):
+        case .entries(let tree, let storeID, let entries, _, let held):
             guard !entries.isEmpty else {
                 // The caught-up marker: nothing to store; what follows is live.
                 state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.caughtUp.insert(tree) }
@@ -364,7 +396,7 @@ public final class SyncNode: SessionDelegate {
                 return true
             }
             guard admitted else { return session.close("sent more than \(Self.window) unconfirmed log runs") }
-            session.receiveQueue.async { [self] in receive(entries, tree: tree, storeID: storeID, from: session) }
+            session.receiveQueue.async { [self] in receive(entries, tree: tree, storeID: storeID, held: held, from: session) }
         case .chunk(let id, let sealed):
             let requested = fetcher.isRequested(id, by: session)
             if !requested {
@@ -381,7 +413,10 @@ public final class SyncNode: SessionDelegate {
                 }
                 guard admitted else { return session.close("sent more chunks than were asked for") }
             }
-            session.chunkQueue.async { [self] in store(chunk: id, sealed: sealed, from: session, requested: requested) }
+            // A pushed chunk is stored in order with the runs (it precedes the one that lists it, which then finds
+            // it stored); an answer to `want` on its own queue, since a run is waiting for it.
+            let queue = requested ? session.chunkQueue : session.receiveQueue
+            queue.async { [self] in store(chunk: id, sealed: sealed, from: session, requested: requested) }
         case .ping:
             break
         case .ack(let ack):
@@ -447,6 +482,11 @@ public final class SyncNode: SessionDelegate {
                 let sealed = try? store.sealedChunk(id)
                 guard session.sendWhenWritable(.chunk(id: id, sealed: sealed ?? nil)) else { return }
             }
+        case .prune(let tree):
+            state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruned.insert(tree) }
+        case .graft(let tree):
+            state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruned.remove(tree) }
+            pump(tree, to: session)
         case .entries, .chunk, .ping, .ack:
             break  // handled on arrival (see `session(_:received:)`)
         }
@@ -546,8 +586,11 @@ public final class SyncNode: SessionDelegate {
             let last = run.last!.seq
             let eager = isEager(session, for: tree)
             if holdForForwarding(run, tree: tree, to: session) { return }
+            let relayHold = cursor.live ? holdRelay(run, tree: tree, to: session) : .none
+            if relayHold == .holding { return }
             state.withLock { s in
                 s.peers[key]?.cursors[tree]?.heldUntil = nil
+                s.peers[key]?.cursors[tree]?.relayHeldUntil = nil
                 s.peers[key]?.cursors[tree]?.sent = last
                 s.peers[key]?.cursors[tree]?.unconfirmed.append(last)
             }
@@ -556,11 +599,13 @@ public final class SyncNode: SessionDelegate {
             // faster than it confirms them. A large run's are not pushed: the round trip is nothing beside their
             // transfer, and the subscriber may have them already (this node relays, or holds the run back while
             // another replica forwards it).
-            if cursor.live && eager && !Self.isLarge(run) {
+            // A peer that gets this tree from another node first (`prune`) has the chunks too, or fetches them.
+            if cursor.live && eager && !Self.isLarge(run) && !state.withLock({ $0.peers[key]?.pruned.contains(tree) ?? false }) {
                 let theirs = state.withLock { s in Set(run.filter { s.origins[BLAKE2b.hash($0.record)] == session.node }.map(\.seq)) }
                 push(run.filter { !theirs.contains($0.seq) }.flatMap(\.chunks), to: session)
             }
-            guard session.sendWhenWritable(.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false)) else { return }
+            let message = Message.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false, held: relayHold == .expired)
+            guard session.sendWhenWritable(message) else { return }
         }
     }
 
@@ -587,6 +632,37 @@ public final class SyncNode: SessionDelegate {
             session.serveQueue.asyncAfter(deadline: deadline) { [self] in pump(tree, to: session) }
         }
         return hold
+    }
+
+    /// Whether to hold back the live `run` from `session` for up to `relayHold`: a run this node only relays
+    /// (it made none of its records), each record of which came from that peer (it has it) or is of a tree the
+    /// peer gets from another node first (it sent `prune`). Records made here, or new to the peer, go at once,
+    /// with whatever was held before them (a run is a prefix of the log); so do large runs, which a writer
+    /// holds back from the other replicas while this node forwards them (`holdForForwarding`).
+    private func holdRelay(_ run: [LogEntry], tree: SigningPublicKey, to session: Session) -> RelayHold {
+        if Self.isLarge(run) { return .none }
+        let ids = run.map { BLAKE2b.hash($0.record) }
+        let key = ObjectIdentifier(session)
+        let (hold, newDeadline) = state.withLock { s -> (RelayHold, DispatchTime?) in
+            guard let p = s.peers[key], p.session.node != nil, let cursor = p.cursors[tree],
+                ids.allSatisfy({ s.mayHold($0, of: tree, for: p) })
+            else { return (.none, nil) }
+            if let until = cursor.relayHeldUntil { return (DispatchTime.now() < until ? .holding : .expired, nil) }
+            let until = DispatchTime.now() + Self.relayHold
+            s.peers[key]?.cursors[tree]?.relayHeldUntil = until
+            return (.holding, until)
+        }
+        // One wake-up per hold, however many runs it holds.
+        if let newDeadline { session.serveQueue.asyncAfter(deadline: newDeadline) { [self] in pump(tree, to: session) } }
+        return hold
+    }
+
+    enum RelayHold {
+        /// The run goes at once.
+        case none
+        case holding
+        /// The run was held, and goes now, marked `held`.
+        case expired
     }
 
     /// A run listing `forwardThreshold` chunks or more: forwarded by one replica when made here, never pushed ahead.
@@ -620,9 +696,21 @@ public final class SyncNode: SessionDelegate {
 
     /// A revision was stored (made here or received): push it to every subscriber of its tree.
     private func revisionsAdded(_ added: [AddedRevision]) {
-        let trees = Set(added.map(\.tree))
+        let byTree = Dictionary(grouping: added, by: \.tree)
+        let now = DispatchTime.now()
         let targets = state.withLock { s in
-            s.peers.values.flatMap { p in p.cursors.keys.filter { trees.contains($0) }.map { (p.session, $0) } }
+            s.peers.values.flatMap { p in
+                p.cursors.compactMap { tree, cursor -> (Session, SigningPublicKey)? in
+                    guard let revisions = byTree[tree] else { return nil }
+                    // Small runs a relay hold in force may keep wait for its timer, without reading the log.
+                    if let until = cursor.relayHeldUntil, now < until, revisions.reduce(0, { $0 + $1.chunkCount }) < Self.forwardThreshold,
+                        revisions.allSatisfy({ s.mayHold($0.id, of: tree, for: p) })
+                    {
+                        return nil
+                    }
+                    return (p.session, tree)
+                }
+            }
         }
         for (session, tree) in targets { session.serveQueue.async { [self] in pump(tree, to: session) } }
     }
@@ -664,33 +752,36 @@ public final class SyncNode: SessionDelegate {
     // MARK: Receiving (receive queue)
 
     /// Stores a run of `session`'s log, then confirms it (freeing one slot of its window) and acks.
-    private func receive(_ entries: [LogEntry], tree: SigningPublicKey, storeID: String, from session: Session) {
+    private func receive(_ entries: [LogEntry], tree: SigningPublicKey, storeID: String, held: Bool, from session: Session) {
         var confirmed = false
         defer { if !confirmed { releaseRun(tree, of: session) } }
         guard let node = session.node, let last = entries.last?.seq else { return }
         guard !wanted([tree]).isEmpty else { return }
-        var records: [RemoteRecord] = []
-        var seqs: [Digest: Int64] = [:]
-        var ids: [RevisionID] = []
-        for e in entries {
-            do {
-                switch try LogRecord(record: e.record) {
-                case .revision(let signed):
-                    records.append(.revision(RemoteRevision(signed: signed, tree: tree, chunks: e.chunks)))
-                    ids.append(signed.id)
-                case .block(let block):
-                    records.append(.block(block, tree: tree))
-                }
-                seqs[records.last!.id] = e.seq
-            } catch {
-                logger.warning("rejected the log record at seq \(e.seq): \(error)", metadata: ["peer": "\(session)"])
-            }
-        }
         do {
-            let have = try store.existingRevisions(ids)
-            let fresh = records.filter { record in
-                if case .revision(let r) = record { return !have.contains(r.signed.id) }
-                return true
+            // A record's id is its hash: one held already (an echo) was checked when it was stored, and is not
+            // decoded and verified again.
+            let hashes = entries.map { BLAKE2b.hash($0.record) }
+            let have = try store.existingRevisions(hashes)
+            var fresh: [RemoteRecord] = []
+            var seqs: [Digest: Int64] = [:]
+            var ids: [RevisionID] = []
+            for (e, hash) in zip(entries, hashes) {
+                if have.contains(hash) {
+                    ids.append(hash)
+                    continue
+                }
+                do {
+                    switch try LogRecord(record: e.record) {
+                    case .revision(let signed):
+                        fresh.append(.revision(RemoteRevision(signed: signed, tree: tree, chunks: e.chunks)))
+                        ids.append(hash)
+                    case .block(let block):
+                        fresh.append(.block(block, tree: tree))
+                    }
+                    seqs[hash] = e.seq
+                } catch {
+                    logger.warning("rejected the log record at seq \(e.seq): \(error)", metadata: ["peer": "\(session)"])
+                }
             }
             // Known before they are stored: storing announces them to this node's subscribers at once, and its
             // runs must neither push their chunks back to this peer nor be held as if made here.
@@ -730,13 +821,13 @@ public final class SyncNode: SessionDelegate {
             }
             fetcher.forget(arrived.keys)
             if !fresh.isEmpty { try store.sync() }
-            // An echo (nothing fresh) is held whole already: no second look.
-            let held = fresh.isEmpty ? have : try store.existingRevisions(ids)
-            ack(ids.filter { held.contains($0) }, echoedBy: session)
+            // Held now: what was held before, and what the transaction stored (or found stored meanwhile).
+            let notStored = Set(rejected.map(\.0))
+            ack(ids.filter { !notStored.contains($0) }, echoedBy: session)
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
-            if let stop = records.map(\.id).first(where: transient.contains), let stopSeq = seqs[stop] {
+            if let stop = fresh.map(\.id).first(where: transient.contains), let stopSeq = seqs[stop] {
                 if let before = entries.last(where: { $0.seq < stopSeq })?.seq {
                     try record(progress: before, storeID: storeID, of: ProgressKey(peer: node, tree: tree), lazily: false)
                 }
@@ -748,6 +839,7 @@ public final class SyncNode: SessionDelegate {
             releaseRun(tree, of: session)
             confirmed = true
             session.send(.progress(tree: tree, seq: last))
+            adjustRelay(of: tree, from: session, news: !revisions.isEmpty, held: held, ids: ids)
         } catch {
             logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
             session.close("local store failure")
@@ -773,6 +865,23 @@ public final class SyncNode: SessionDelegate {
         for s in sessions { s.send(message) }
     }
 
+    /// Acks the revisions made here that became durable since the last tick, in one signed ack per batch to every
+    /// peer: they learn that this node holds them without waiting for a relay's echo of them (which `holdRelay`
+    /// delays). Such a revision echoed later is not acked again (`State.acked`).
+    private func flushOwnAcks() {
+        let (ids, sessions) = state.withLock { s -> ([RevisionID], [Session]) in
+            defer { s.durableOwn.removeAll() }
+            if s.acked.count > 100_000 { s.acked.removeAll() }
+            for id in s.durableOwn { s.acked[id] = s.serial }
+            return (s.durableOwn, s.authenticatedSessions())
+        }
+        guard !sessions.isEmpty else { return }
+        for start in stride(from: 0, to: ids.count, by: Self.ackBatch) {
+            let message = Message.ack(.signed(by: nodeKey, revisions: Array(ids[start..<min(start + Self.ackBatch, ids.count)])))
+            for s in sessions { s.send(message) }
+        }
+    }
+
     /// Records how far this node has stored `key.peer`'s log of `key.tree`, at once or (for a run that stored
     /// nothing) at the next dial tick.
     private func record(progress seq: Int64, storeID: String, of key: ProgressKey, lazily: Bool) throws(StoreError) {
@@ -796,6 +905,24 @@ public final class SyncNode: SessionDelegate {
                 logger.error("recording progress: \(error)")
             }
         }
+    }
+
+    /// Plumtree's prune and graft, for relayed runs: a live run of revisions this node got first from a third
+    /// node (so it has another source) asks the peer to hold its relays back; a run with news undoes that.
+    /// A `held` run proves nothing: it is mostly echoes of what this node sent the peer.
+    private func adjustRelay(of tree: SigningPublicKey, from session: Session, news: Bool, held: Bool, ids: [RevisionID]) {
+        guard let node = session.node else { return }
+        let key = ObjectIdentifier(session)
+        let message = state.withLock { s -> Message? in
+            guard let p = s.peers[key], p.caughtUp.contains(tree) else { return nil }
+            if news {
+                return s.peers[key]?.pruning.remove(tree).map { .graft(tree: $0) }
+            }
+            guard !held, !p.pruning.contains(tree), ids.contains(where: { s.origins[$0].map { $0 != node } ?? false }) else { return nil }
+            s.peers[key]?.pruning.insert(tree)
+            return .prune(tree: tree)
+        }
+        if let message { session.send(message) }
     }
 
     /// Whether `session` sent a live run of `tree` with no chunk pushed ahead (it counts this node among its

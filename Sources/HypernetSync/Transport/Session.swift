@@ -34,9 +34,10 @@ final class Session: Sendable, CustomStringConvertible {
     private let state = Mutex(State())
     /// Work for this peer that writes (serving logs and chunks) runs here, off the event loop.
     let serveQueue: DispatchQueue
-    /// Work on what the peer sent (storing revisions) runs here, in arrival order.
+    /// Work on what the peer sent (storing revisions and the chunks pushed ahead of them) runs here, in
+    /// arrival order.
     let receiveQueue: DispatchQueue
-    /// Chunks the peer sends are stored here: the receive queue may be waiting for them.
+    /// Chunks the peer sends in answer to `want` are stored here: the receive queue may be waiting for them.
     let chunkQueue: DispatchQueue
 
     init(channel: Channel, isInitiator: Bool, dialedAddress: String?, delegate: any SessionDelegate) {

@@ -218,12 +218,20 @@ public enum WireFuzz {
                     caughtUp: false)
             ),
             ("entries-caught-up", .entries(tree: tree, storeID: "s", entries: [], caughtUp: true)),
+            (
+                "entries-held",
+                .entries(
+                    tree: tree, storeID: "s", entries: [LogEntry(seq: 5, record: revision.record, chunks: [chunk])],
+                    caughtUp: false, held: true)
+            ),
             ("progress", .progress(tree: tree, seq: 4)),
             ("want", .want([chunk, chunk])),
             ("chunk", .chunk(id: chunk, sealed: [9, 9, 9])),
             ("chunk-missing", .chunk(id: chunk, sealed: nil)),
             ("ack", .ack(.signed(by: author, revisions: [revision.id]))),
             ("ping", .ping),
+            ("prune", .prune(tree: tree)),
+            ("graft", .graft(tree: tree)),
         ]
         for (name, message) in messages { out.append(("FuzzFrames", name, [0] + Frame.encode(message))) }
         out.append(("FuzzFrames", "all-split-7", [6] + messages.flatMap { Frame.encode($0.1) }))

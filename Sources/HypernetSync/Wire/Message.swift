@@ -11,8 +11,9 @@ public enum Message: Sendable, Equatable {
     case peers([String])
     /// Send me your log of `tree` after `seq` (valid if your store id is still `storeID`), then keep pushing.
     case subscribe(tree: SigningPublicKey, storeID: String, after: Int64)
-    /// A run of the sender's log of `tree`; `caughtUp`: nothing older remains to send.
-    case entries(tree: SigningPublicKey, storeID: String, entries: [LogEntry], caughtUp: Bool)
+    /// A run of the sender's log of `tree`; `caughtUp`: nothing older remains to send; `held`: records the
+    /// sender relays, held back and sent late (docs/protocol.md, "Relaying").
+    case entries(tree: SigningPublicKey, storeID: String, entries: [LogEntry], caughtUp: Bool, held: Bool = false)
     /// The receiver of `entries` has processed (stored or rejected) the log of `tree` through `seq`: the
     /// sender may send more (at most `Replicator.window` runs are unconfirmed at any time).
     case progress(tree: SigningPublicKey, seq: Int64)
@@ -24,6 +25,10 @@ public enum Message: Sendable, Equatable {
     case ack(Ack)
     /// Keep-alive; any frame resets the peer's idle timer.
     case ping
+    /// I get the records of `tree` you relay from another node first: hold your relayed live runs back a while.
+    case prune(tree: SigningPublicKey)
+    /// Send me your relayed live runs of `tree` at once again (undoes `prune`).
+    case graft(tree: SigningPublicKey)
 
     public struct Hello: Sendable, Equatable {
         /// `HOST:PORT` this node accepts connections on; empty if it does not listen.
@@ -73,7 +78,7 @@ public enum Message: Sendable, Equatable {
     }
 
     enum Kind: UInt8 {
-        case hello = 1, peers, subscribe, entries, progress, want, chunk, ack, ping
+        case hello = 1, peers, subscribe, entries, progress, want, chunk, ack, ping, prune, graft
     }
 
     /// Limits that bound what one frame can make a node allocate (docs/protocol.md, "Limits").
@@ -98,6 +103,8 @@ public enum Message: Sendable, Equatable {
         case .chunk: .chunk
         case .ack: .ack
         case .ping: .ping
+        case .prune: .prune
+        case .graft: .graft
         }
     }
 
@@ -119,10 +126,10 @@ public enum Message: Sendable, Equatable {
             w.raw(tree.bytes)
             w.string(storeID)
             w.i64(after)
-        case .entries(let tree, let storeID, let entries, let caughtUp):
+        case .entries(let tree, let storeID, let entries, let caughtUp, let held):
             w.raw(tree.bytes)
             w.string(storeID)
-            w.u8(caughtUp ? 1 : 0)
+            w.u8((caughtUp ? 1 : 0) | (held ? 2 : 0))
             w.u32(UInt32(entries.count))
             for e in entries {
                 w.i64(e.seq)
@@ -151,6 +158,8 @@ public enum Message: Sendable, Equatable {
             w.raw(a.signature)
         case .ping:
             break
+        case .prune(let tree), .graft(let tree):
+            w.raw(tree.bytes)
         }
         return w.bytes
     }
@@ -192,8 +201,8 @@ public enum Message: Sendable, Equatable {
         case .entries:
             let tree = try key()
             let storeID = try r.string(limit: Limits.maximumString)
-            let flag = try r.u8()
-            guard flag <= 1 else { throw .invalid("entries flag") }
+            let flags = try r.u8()
+            guard flags & ~3 == 0 else { throw .invalid("entries flags") }
             var entries: [LogEntry] = []
             for _ in 0..<(try count()) {
                 let seq = try r.i64()
@@ -202,7 +211,7 @@ public enum Message: Sendable, Equatable {
                 for _ in 0..<(try count(limit: Limits.maximumChunkList)) { chunks.append(try r.digest()) }
                 entries.append(LogEntry(seq: seq, record: record, chunks: chunks))
             }
-            self = .entries(tree: tree, storeID: storeID, entries: entries, caughtUp: flag == 1)
+            self = .entries(tree: tree, storeID: storeID, entries: entries, caughtUp: flags & 1 != 0, held: flags & 2 != 0)
         case .progress:
             let tree = try key()
             self = .progress(tree: tree, seq: try r.i64())
@@ -224,6 +233,10 @@ public enum Message: Sendable, Equatable {
             self = .ack(Ack(node: node, revisions: revisions, signature: try r.raw(SigningKeyPair.signatureByteCount)))
         case .ping:
             self = .ping
+        case .prune:
+            self = .prune(tree: try key())
+        case .graft:
+            self = .graft(tree: try key())
         }
         try r.expectEnd()
     }
