@@ -417,6 +417,42 @@ def test_a_relay_that_holds_back_its_relays_still_delivers_what_the_direct_path_
                            f"back and never sent it\n{b.log_tail(10)}")
 
 
+@pytest.mark.timeout(180)
+def test_in_a_chain_relays_pass_the_writers_revisions_on_at_once(make_node, node_dir):
+    """Chain n0–n1–n2–n3 (nft between non-neighbours). A revision n3 makes travels n3→n2→n1, and n1 sends it
+    back to n2 as a held echo, a second late (protocol.md "Relaying"). That echo must not make n2 take n1 for a
+    redundant path (`prune`): n1 would then hold n0's revisions back from n2 for a second, and every revision of
+    the writer at one end would reach the other end a second late (the pub/sub benchmark's chain4 p99 was 1 s)."""
+    with cluster_module.lab_cluster(make_node, node_dir, "hnchain", hosts=4) as cl:
+        nodes = [cl.add("n0")]
+        nodes += [cl.add(f"n{i}", identity=nodes[0]) for i in range(1, 4)]
+        for i, n in enumerate(nodes):
+            n.peers = [m.listen for j, m in enumerate(nodes) if abs(i - j) == 1]
+        for i in range(4):
+            for j in range(i + 2, 4):
+                cl.lab.partition([nodes[i].host.name], [nodes[j].host.name])
+        cl.start(connected=False)
+        want = {n.name: {m.listen for j, m in enumerate(nodes) if abs(i - j) == 1} for i, n in enumerate(nodes)}
+        eventually(lambda: all(n.connected_addresses() == want[n.name] for n in nodes), 60,
+                   lambda: "the chain did not form: " + "; ".join(f"{n.name} sees {sorted(n.connected_addresses())}" for n in nodes))
+        write(nodes[3].p("from-the-far-end.txt"), b"made on n3\n", fsync=True)
+        far = current_revision(nodes[3].p("from-the-far-end.txt"))
+        eventually(lambda: nodes[0].has_revision(far), 10, "n3's revision did not reach n0 along the chain")
+        time.sleep(2.5)  # n1's held echo of it reaches n2
+
+        slow = []
+        for i in range(3):
+            path = nodes[0].p(f"from-the-writer-{i}.txt")
+            write(path, b"made on n0 %d\n" % i, fsync=True)
+            rev, started = current_revision(path), time.monotonic()
+            eventually(lambda: nodes[3].has_revision(rev), 10, f"n0's revision {rev[:16]} did not reach n3")
+            took = time.monotonic() - started
+            if took > 0.7:
+                slow.append(f"{rev[:16]} took {took:.2f} s")
+            time.sleep(0.5)
+        assert not slow, f"n0's revisions reached n3 about a second late (a relay held them back): {slow}"
+
+
 # --- 5. the writer disappears after an acknowledged fsync -----------------------------------------------------
 
 @pytest.mark.timeout(120)
