@@ -44,7 +44,7 @@ LABELS = {"edit_1_byte": "1-byte in-place edit in the middle", "append_100": "10
           "insert_1k": "1 KiB inserted at the start"}
 WIRE_TARGET = 16 << 10
 STORE_TARGET = 32 << 10
-SETTLE_S = 1.0  # after arrival: acks and progress messages of the revision finish
+SETTLE_S = 2.0  # after arrival: acks, progress and echoes of the revision finish (a relay holds echoes up to 1 s)
 
 
 def log(msg):
