@@ -349,14 +349,8 @@ public final class SyncNode: SessionDelegate {
 
     func sessionEnded(_ session: Session, reason: String?) {
         let key = ObjectIdentifier(session)
-        let grafts = state.withLock { s -> [(Session, SigningPublicKey)] in
-            let sourced = s.peers.removeValue(forKey: key)?.caughtUp ?? []
-            // The peers told to hold their relays because this one sent first are the next-best source now.
-            var grafts: [(Session, SigningPublicKey)] = []
-            for (other, p) in s.peers where !p.pruning.isDisjoint(with: sourced) {
-                grafts += p.pruning.intersection(sourced).map { (p.session, $0) }
-                s.peers[other]?.pruning.subtract(sourced)
-            }
+        state.withLock { s in
+            s.peers.removeValue(forKey: key)
             if let node = session.node, s.byNode[node] === session { s.byNode.removeValue(forKey: node) }
             if let a = session.dialedAddress {
                 var d = s.dials[a] ?? Dial()
@@ -365,9 +359,7 @@ public final class SyncNode: SessionDelegate {
                 d.delay = min(d.delay * 2, Self.maximumBackoff)
                 s.dials[a] = d
             }
-            return grafts
         }
-        for (other, tree) in grafts { other.send(.graft(tree: tree)) }
         fetcher.sessionEnded(session)
         // Runs held back for this session to forward go to the others now.
         let held = state.withLock { s in s.peers.values.flatMap { p in p.cursors.filter { $0.value.heldUntil != nil }.map { (p.session, $0.key) } } }
@@ -584,9 +576,10 @@ public final class SyncNode: SessionDelegate {
                 return
             }
             let last = run.last!.seq
+            let ids = run.map { BLAKE2b.hash($0.record) }
             let eager = isEager(session, for: tree)
-            if holdForForwarding(run, tree: tree, to: session) { return }
-            let relayHold = cursor.live ? holdRelay(run, tree: tree, to: session) : .none
+            if holdForForwarding(run, ids: ids, tree: tree, to: session) { return }
+            let relayHold = cursor.live ? holdRelay(run, ids: ids, tree: tree, to: session) : .none
             if relayHold == .holding { return }
             state.withLock { s in
                 s.peers[key]?.cursors[tree]?.heldUntil = nil
@@ -598,11 +591,14 @@ public final class SyncNode: SessionDelegate {
             // (and, should it have another source, the wait of a lazy subscriber), also when runs follow each other
             // faster than it confirms them. A large run's are not pushed: the round trip is nothing beside their
             // transfer, and the subscriber may have them already (this node relays, or holds the run back while
-            // another replica forwards it).
-            // A peer that gets this tree from another node first (`prune`) has the chunks too, or fetches them.
-            if cursor.live && eager && !Self.isLarge(run) && !state.withLock({ $0.peers[key]?.pruned.contains(tree) ?? false }) {
-                let theirs = state.withLock { s in Set(run.filter { s.origins[BLAKE2b.hash($0.record)] == session.node }.map(\.seq)) }
-                push(run.filter { !theirs.contains($0.seq) }.flatMap(\.chunks), to: session)
+            // another replica forwards it). Nor are the chunks of what came from this peer, nor any to a peer that gets
+            // the tree from another node first (`prune`): it has them, or fetches them.
+            if cursor.live && eager && !Self.isLarge(run) {
+                let chunks = state.withLock { s -> [ChunkID] in
+                    guard s.peers[key]?.pruned.contains(tree) == false else { return [] }
+                    return zip(run, ids).filter { s.origins[$0.1] != session.node }.flatMap(\.0.chunks)
+                }
+                push(chunks, to: session)
             }
             let message = Message.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false, held: relayHold == .expired)
             guard session.sendWhenWritable(message) else { return }
@@ -613,12 +609,12 @@ public final class SyncNode: SessionDelegate {
     /// subscriber (the forwarder, the one with the smallest node key), which stores it and passes it on to
     /// the other replicas it is connected to, so the writer's upload is paid once, not once per replica.
     /// Held until the forwarder confirms the run, or `forwardWait` passes.
-    private func holdForForwarding(_ run: [LogEntry], tree: SigningPublicKey, to session: Session) -> Bool {
+    private func holdForForwarding(_ run: [LogEntry], ids: [Digest], tree: SigningPublicKey, to session: Session) -> Bool {
         guard Self.isLarge(run) else { return false }
         let last = run.last!.seq
         let (hold, deadline) = state.withLock { s -> (Bool, DispatchTime?) in
             // Only for what this node made: a relay forwards at once.
-            guard run.contains(where: { s.origins[BLAKE2b.hash($0.record)] == nil }) else { return (false, nil) }
+            guard ids.contains(where: { s.origins[$0] == nil }) else { return (false, nil) }
             let subscribers = s.peers.values.filter { $0.cursors[tree] != nil && $0.session.node != nil }
             guard let forwarder = subscribers.min(by: { $0.session.node!.bytes.lexicographicallyPrecedes($1.session.node!.bytes) }),
                 forwarder.session !== session, (forwarder.cursors[tree]?.confirmed ?? last) < last
@@ -639,9 +635,8 @@ public final class SyncNode: SessionDelegate {
     /// peer gets from another node first (it sent `prune`). Records made here, or new to the peer, go at once,
     /// with whatever was held before them (a run is a prefix of the log); so do large runs, which a writer
     /// holds back from the other replicas while this node forwards them (`holdForForwarding`).
-    private func holdRelay(_ run: [LogEntry], tree: SigningPublicKey, to session: Session) -> RelayHold {
+    private func holdRelay(_ run: [LogEntry], ids: [Digest], tree: SigningPublicKey, to session: Session) -> RelayHold {
         if Self.isLarge(run) { return .none }
-        let ids = run.map { BLAKE2b.hash($0.record) }
         let key = ObjectIdentifier(session)
         let (hold, newDeadline) = state.withLock { s -> (RelayHold, DispatchTime?) in
             guard let p = s.peers[key], p.session.node != nil, let cursor = p.cursors[tree],
@@ -846,11 +841,12 @@ public final class SyncNode: SessionDelegate {
         }
     }
 
-    /// Acks `held` to every connected peer, leaving out the revisions already acked to all of them and to
-    /// `session` (the run's sender): a run echoed back by a relay costs no second ack.
-    private func ack(_ held: [RevisionID], echoedBy session: Session) {
+    /// Acks `held` to every connected peer, in signed batches, leaving out the revisions already acked to all of
+    /// them and to `session` (the sender of the run that holds them): a run echoed back by a relay costs no second
+    /// ack.
+    private func ack(_ held: [RevisionID], echoedBy session: Session? = nil) {
         let (unacked, sessions) = state.withLock { s -> ([RevisionID], [Session]) in
-            let since = s.peers[ObjectIdentifier(session)]?.serial ?? 0
+            let since = session.flatMap { s.peers[ObjectIdentifier($0)]?.serial } ?? 0
             let unacked = held.filter { id in
                 guard since > 0, let at = s.acked[id] else { return true }
                 return at < since
@@ -860,26 +856,20 @@ public final class SyncNode: SessionDelegate {
             for id in unacked { s.acked[id] = s.serial }
             return (unacked, s.authenticatedSessions())
         }
-        guard !unacked.isEmpty else { return }
-        let message = Message.ack(.signed(by: nodeKey, revisions: unacked))
-        for s in sessions { s.send(message) }
-    }
-
-    /// Acks the revisions made here that became durable since the last tick, in one signed ack per batch to every
-    /// peer: they learn that this node holds them without waiting for a relay's echo of them (which `holdRelay`
-    /// delays). Such a revision echoed later is not acked again (`State.acked`).
-    private func flushOwnAcks() {
-        let (ids, sessions) = state.withLock { s -> ([RevisionID], [Session]) in
-            defer { s.durableOwn.removeAll() }
-            if s.acked.count > 100_000 { s.acked.removeAll() }
-            for id in s.durableOwn { s.acked[id] = s.serial }
-            return (s.durableOwn, s.authenticatedSessions())
-        }
         guard !sessions.isEmpty else { return }
-        for start in stride(from: 0, to: ids.count, by: Self.ackBatch) {
-            let message = Message.ack(.signed(by: nodeKey, revisions: Array(ids[start..<min(start + Self.ackBatch, ids.count)])))
+        for start in stride(from: 0, to: unacked.count, by: Self.ackBatch) {
+            let message = Message.ack(.signed(by: nodeKey, revisions: Array(unacked[start..<min(start + Self.ackBatch, unacked.count)])))
             for s in sessions { s.send(message) }
         }
+    }
+
+    /// Acks the revisions made here that became durable since the last tick: peers learn that this node holds
+    /// them without waiting for a relay's echo of them (which `holdRelay` delays).
+    private func flushOwnAcks() {
+        ack(state.withLock { s in
+            defer { s.durableOwn.removeAll() }
+            return s.durableOwn
+        })
     }
 
     /// Records how far this node has stored `key.peer`'s log of `key.tree`, at once or (for a run that stored
