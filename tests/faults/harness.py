@@ -1,0 +1,508 @@
+"""Fault-injection harness (issue 21): N Hypernet nodes of one identity in network namespaces behind a bridge,
+one client per mount writing with ordinary system calls, a nemesis injecting faults at random, and a checker
+over the whole recorded history. Every run is driven by one seed: the nemesis schedule and every client's
+choices of operation, path and payload come from it, so a failure replays with `--seed` (the interleaving
+with the daemons' own timing does not replay exactly; the faults and operations do).
+
+    python3 tests/faults/harness.py --seed 7 --nodes 3 --duration 60      # what CI runs, seed chosen at random
+    python3 tests/faults/harness.py --nodes 5 --duration 3600 --concurrent 2
+
+What each part proves, and the pass criteria, are in docs/testing.md ("Fault harness").
+"""
+
+import argparse
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
+import cluster as cluster_module  # noqa: E402
+import helpers  # noqa: E402
+import netns  # noqa: E402
+
+FAULTS = ("kill9", "pause", "partition", "loss", "rate", "skew")
+QUORUM = 2
+FSYNC_TIMEOUT = 5  # seconds: an fsync cut off from its quorum fails with EIO after this
+OWN_FILES = 6  # files per client that only that client writes
+SHARED_FILES = 2  # files every client writes (forks expected under partitions)
+SIZES = (0, 10, 1000, 4096, 70_000, 300_000)
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def payload(op_id: str, size: int) -> bytes:
+    """The bytes operation `op_id` writes: a function of its id, so the checker can regenerate them (to
+    recognise a prefix) without the history holding every payload."""
+    head = f"{op_id}:".encode()
+    return (head + random.Random(op_id).randbytes(size))[:max(size, len(head))]
+
+
+class History:
+    """Every operation as invoked and as completed (ok / fail / unknown), against one monotonic clock,
+    appended to a JSON-lines file as it happens so that a crashed harness still leaves its history."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.start = time.monotonic()
+        self.ops = []
+        self.file = open(path, "w", buffering=1)
+
+    def record(self, **fields):
+        fields["t"] = round(time.monotonic() - self.start, 4)
+        with self.lock:
+            self.file.write(json.dumps(fields) + "\n")
+            if fields["type"] in ("invoke", "complete"):
+                self.ops.append(fields)
+
+    def close(self):
+        self.file.close()
+
+
+class FaultNode(cluster_module.ClusterNode):
+    """A cluster node whose daemon can run with its wall clock skewed (libfaketime; monotonic time untouched)."""
+
+    skew = 0
+
+    def run(self, *args, env_extra=None, **kw):
+        env = dict(env_extra or {})
+        if self.skew and args and args[0] in ("mount", "serve"):
+            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME=f"{self.skew:+d}s", FAKETIME_DONT_FAKE_MONOTONIC="1",
+                       FAKETIME_NO_CACHE="1")
+        return super().run(*args, env_extra=env, **kw)
+
+
+class Client(threading.Thread):
+    """Writes through one node's mount: whole-file rewrites with fsync, atomic replaces (temp file, fsync,
+    rename, fsync of the directory) and deletes of its own files, and rewrites of the shared files. An
+    operation is `ok` when every call returned, `fail` when fsync gave EIO (the quorum was not reached in time:
+    the data may still replicate), `unknown` on any other error (a killed daemon's mount)."""
+
+    def __init__(self, harness, node, seed):
+        super().__init__(name=f"client-{node.name}", daemon=True)
+        self.harness = harness
+        self.node = node
+        self.rng = random.Random(seed)
+        self.stopping = threading.Event()
+        self.count = 0
+
+    def run(self):
+        while not self.stopping.is_set():
+            if not self.harness.usable(self.node):
+                time.sleep(0.1)
+                continue
+            self.count += 1
+            self.operation(self.count)
+            time.sleep(self.rng.uniform(0, 0.2))
+
+    def operation(self, n):
+        op_id = f"{self.node.name}-{n}"
+        roll = self.rng.random()
+        if roll < 0.25:
+            path, kind = f"shared/s{self.rng.randrange(SHARED_FILES)}", "write"
+        else:
+            path = f"c-{self.node.name}/f{self.rng.randrange(OWN_FILES)}"
+            kind = "write" if roll < 0.65 else "replace" if roll < 0.9 else "delete"
+        data = None if kind == "delete" else payload(op_id, self.rng.choice(SIZES))
+        history = self.harness.history
+        history.record(type="invoke", id=op_id, client=self.node.name, op=kind, path=path,
+                       value=None if data is None else digest(data), size=None if data is None else len(data))
+        result, error = "ok", None
+        try:
+            full = os.path.join(str(self.node.mount), path)
+            if kind == "write":
+                self.write(full, data)
+            elif kind == "replace":
+                self.write(full + ".tmp", data)
+                os.rename(full + ".tmp", full)
+                self.fsync_directory(os.path.dirname(full))
+            else:
+                try:
+                    os.unlink(full)
+                except FileNotFoundError:
+                    pass
+                self.fsync_directory(os.path.dirname(full))
+        except OSError as e:
+            error = errno.errorcode.get(e.errno, str(e.errno))
+            result = "fail" if getattr(e, "fsync", False) and e.errno == errno.EIO else "unknown"
+        history.record(type="complete", id=op_id, result=result, error=error)
+
+    @staticmethod
+    def write(path, data):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view[: 1 << 17]):]
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                e.fsync = True
+                raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    @staticmethod
+    def fsync_directory(path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                e.fsync = True
+                raise
+        finally:
+            os.close(fd)
+
+
+class Harness:
+    def __init__(self, binary, workdir: Path, seed, nodes=3, duration=60.0, faults=FAULTS, concurrent=1,
+                 settle=120.0, progress=None):
+        self.binary = binary
+        self.workdir = workdir
+        self.seed = seed
+        self.node_count = nodes
+        self.duration = duration
+        self.faults = tuple(faults)
+        self.concurrent = concurrent
+        self.settle = settle
+        self.progress = progress or (lambda line: None)
+        self.rng = random.Random(seed)
+        self.state_lock = threading.Lock()
+        self.down = set()  # names of nodes killed and not restarted yet
+        self.paused = set()
+        self.busy = set()  # nodes a fault currently holds
+        self.injected = {}
+        self.history = None
+        self.lab = None
+        self.cluster = None
+
+    # --- nodes -----------------------------------------------------------------------------------------------
+    def make_node(self, start=False, node_class=None, label=None, **extra):
+        """cluster.Cluster's node factory: FaultNodes in the work directory (started by the cluster)."""
+        directory = self.workdir / label
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+        assert not start
+        return FaultNode(directory, self.binary, **extra)
+
+    def usable(self, node):
+        with self.state_lock:
+            return node.name not in self.down and node.name not in self.paused
+
+    def setup(self):
+        self.lab = netns.Lab("hnfault", hosts=self.node_count)
+        self.lab.__enter__()
+        self.cluster = cluster_module.Cluster(self.make_node, self.workdir, lab=self.lab)
+        first = None
+        for i in range(self.node_count):
+            name = chr(ord("a") + i)
+            node = self.cluster.add(name, identity=first, quorum=QUORUM, fsync_timeout=FSYNC_TIMEOUT)
+            first = first or node
+        self.cluster.start(timeout=60)
+        a = self.cluster.nodes[0]
+        os.makedirs(a.p("shared"), exist_ok=True)
+        for n in self.cluster.nodes:
+            os.makedirs(a.p(f"c-{n.name}"), exist_ok=True)
+        cluster_module.wait_converged(self.cluster.nodes, 60, what="the initial directories")
+
+    def teardown(self):
+        if self.cluster is not None:
+            for n in self.cluster.nodes:
+                if n.pid is not None and helpers.pid_alive(n.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(n.pid, signal.SIGCONT)
+            self.cluster.close()
+            problems = [f"{n.name}: {p}" for n in self.cluster.nodes for p in n.problems]
+            if problems:
+                self.progress("teardown: " + "; ".join(problems))
+        if self.lab is not None:
+            self.lab.close()
+
+    # --- the nemesis -----------------------------------------------------------------------------------------
+    def nemesis(self, stop):
+        """Faults at random from the seeded schedule, at most `concurrent` at a time, each held for a few
+        seconds and then undone."""
+        active = []
+        while not stop.is_set():
+            active = [t for t in active if t.is_alive()]
+            if len(active) < self.concurrent:
+                kind = self.rng.choice(self.faults)
+                hold = self.rng.uniform(1.0, 6.0)
+                with self.state_lock:
+                    free = [n for n in self.cluster.nodes if n.name not in self.busy]
+                if free:
+                    node = self.rng.choice(free)
+                    others = [n for n in self.cluster.nodes if n is not node]
+                    side = self.rng.sample(others, self.rng.randrange(0, len(others)))
+                    args = (kind, node, side, hold, self.rng.randrange(5, 40), self.rng.choice((-1, 1)) *
+                            self.rng.randrange(5, 300))
+                    with self.state_lock:
+                        self.busy.add(node.name)
+                    t = threading.Thread(target=self.fault, args=args, name=f"fault-{kind}", daemon=True)
+                    t.start()
+                    active.append(t)
+            stop.wait(self.rng.uniform(0.5, 3.0))
+        for t in active:
+            t.join()
+
+    def fault(self, kind, node, side, hold, percent, skew):
+        history = self.history
+        history.record(type="fault", fault=kind, node=node.name, phase="start", hold=round(hold, 2),
+                       side=[n.name for n in side], percent=percent, skew=skew)
+        self.injected[kind] = self.injected.get(kind, 0) + 1
+        try:
+            if kind == "kill9":
+                self.kill(node)
+                time.sleep(hold)
+                self.restart(node)
+            elif kind == "skew":
+                self.kill(node)
+                node.skew = skew
+                self.restart(node)
+                time.sleep(hold)
+            elif kind == "pause":
+                with self.state_lock:
+                    self.paused.add(node.name)
+                os.kill(node.pid, signal.SIGSTOP)
+                time.sleep(hold)
+                os.kill(node.pid, signal.SIGCONT)
+                with self.state_lock:
+                    self.paused.discard(node.name)
+            elif kind == "partition":
+                group = [node, *side]
+                rest = [n for n in self.cluster.nodes if n not in group]
+                self.lab.partition([n.host for n in group], [n.host for n in rest])
+                time.sleep(hold)
+                self.lab.heal([n.host for n in group], [n.host for n in rest])
+            elif kind == "loss":
+                self.set_loss(node, percent)
+                time.sleep(hold)
+                self.set_loss(node, 0)
+            elif kind == "rate":
+                self.lab.limit_rate(node.host, "512kbit")
+                time.sleep(hold)
+                self.lab.clear_rate(node.host)
+        finally:
+            with self.state_lock:
+                self.busy.discard(node.name)
+            history.record(type="fault", fault=kind, node=node.name, phase="end")
+
+    def kill(self, node):
+        with self.state_lock:
+            self.down.add(node.name)
+        node.kill9()
+
+    def restart(self, node):
+        node.start()
+        with self.state_lock:
+            self.down.discard(node.name)
+
+    def set_loss(self, node, percent):
+        """Drops `percent` % of the packets `node` receives from the other hosts (nft, in its namespace)."""
+        table = "hnfaultloss"
+        script = f"add table inet {table}\ndelete table inet {table}\n"
+        if percent:
+            script += (f"table inet {table} {{\n  chain input {{ type filter hook input priority -290; "
+                       f"policy accept;\n    ip saddr {self.lab.subnet}.0/24 numgen random mod 100 < {percent} drop\n"
+                       f"  }}\n}}\n")
+        subprocess.run(["nsenter", f"--net={node.host.netns_path}", "--", "nft", "-f", "-"], input=script,
+                       text=True, check=True, capture_output=True, timeout=30)
+
+    # --- a run -----------------------------------------------------------------------------------------------
+    def run(self):
+        self.history = History(self.workdir / "history.jsonl")
+        self.history.record(type="run", seed=self.seed, nodes=self.node_count, duration=self.duration,
+                            faults=list(self.faults), concurrent=self.concurrent)
+        self.progress(f"seed {self.seed}: {self.node_count} nodes, {self.duration:.0f} s of faults "
+                      f"({', '.join(self.faults)}), history in {self.history.path}")
+        self.setup()
+        clients = [Client(self, n, self.rng.randrange(1 << 32)) for n in self.cluster.nodes]
+        stop = threading.Event()
+        nemesis = threading.Thread(target=self.nemesis, args=(stop,), name="nemesis", daemon=True)
+        for c in clients:
+            c.start()
+        nemesis.start()
+        deadline = time.monotonic() + self.duration
+        while time.monotonic() < deadline:
+            time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
+            ops = sum(c.count for c in clients)
+            self.progress(f"  {self.duration - max(0.0, deadline - time.monotonic()):.0f} s: {ops} operations, "
+                          f"faults {self.injected}")
+        stop.set()
+        nemesis.join()
+        for c in clients:
+            c.stopping.set()
+        for c in clients:
+            c.join(FSYNC_TIMEOUT * 6)
+        stuck = [c.name for c in clients if c.is_alive()]
+        self.history.record(type="quiet", stuck=stuck)
+        # Every node up, every link clean: from here the cluster must converge.
+        self.lab.heal()
+        for n in self.cluster.nodes:
+            self.set_loss(n, 0)
+            self.lab.clear_rate(n.host)
+        quiet = time.monotonic()
+        _, converged_after = cluster_module.wait_converged(self.cluster.nodes, self.settle, what="after the faults")
+        convergence = time.monotonic() - quiet
+        report = Checker(self.cluster.nodes, self.history.ops).check()
+        report.update(seed=self.seed, nodes=self.node_count, duration=self.duration, faults=self.injected,
+                      convergence_s=round(convergence, 2), stuck_clients=stuck)
+        for n in self.cluster.nodes:
+            result = n.fsck()
+            if result.returncode != 0:
+                report["problems"].append(f"{n.name}: fsck: {result.stdout.strip()} {result.stderr.strip()}")
+        if stuck:
+            report["problems"].append(f"clients still blocked {FSYNC_TIMEOUT * 6} s after the faults ended: {stuck}")
+        self.history.record(type="report", **report)
+        return report
+
+
+class Checker:
+    """Checks the converged cluster against the history.
+
+    Every path must read the same on every node. A path written by one client must hold what the last `ok`
+    operation on it left, or what a later operation may have left: a `fail` or `unknown` write its whole value
+    or, cut short by a crash, a prefix of it (as on a native file system); a delete, nothing; with no `ok`
+    operation, also its absence. A shared path: every value an `ok` write acknowledged must be the content of a
+    revision in its history (forks are kept, never dropped), and its content must be one that some operation
+    may have left. Anything else (an older acknowledged value, a torn mix, bytes nobody wrote) is a problem; an
+    acknowledged value that is gone counts as an acknowledged write lost."""
+
+    def __init__(self, nodes, ops):
+        self.nodes = [n for n in nodes if n.mount_enabled]
+        completed = {o["id"]: o for o in ops if o["type"] == "complete"}
+        self.ops = []  # invoke records with their outcome, in invocation order
+        for inv in (o for o in ops if o["type"] == "invoke"):
+            done = completed.get(inv["id"], {"result": "unknown", "error": "never completed"})
+            self.ops.append(dict(inv, result=done["result"], error=done.get("error")))
+
+    def content(self, node, rel):
+        try:
+            return helpers.read_file(os.path.join(str(node.mount), rel))
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def may_have_left(op, content):
+        if op["op"] == "delete":
+            return content is None
+        if content is None:
+            return False
+        if len(content) == op["size"] and digest(content) == op["value"]:
+            return True
+        return op["op"] == "write" and op["result"] != "ok" and payload(op["id"], op["size"]).startswith(content)
+
+    def check(self):
+        problems, lost = [], 0
+        by_path = {}
+        for op in self.ops:
+            by_path.setdefault(op["path"], []).append(op)
+        results = {}
+        for op in self.ops:
+            results[op["result"]] = results.get(op["result"], 0) + 1
+        for path, ops in sorted(by_path.items()):
+            contents = [self.content(n, path) for n in self.nodes]
+            if any(c != contents[0] for c in contents[1:]):
+                problems.append(f"{path}: the nodes read different contents")
+                continue
+            final = contents[0]
+            shown = "absent" if final is None else f"{len(final)} bytes {digest(final)[:12]}"
+            if path.startswith("shared/"):
+                if final is not None and not any(self.may_have_left(op, final) for op in ops):
+                    problems.append(f"{path}: holds {shown}, which no operation wrote")
+                kept = self.history_values(path)
+                for op in ops:
+                    if op["result"] == "ok" and op["value"] not in kept:
+                        lost += 1
+                        problems.append(f"{path}: acknowledged write {op['id']} is in no revision of its history")
+                continue
+            last_ok = max((i for i, op in enumerate(ops) if op["result"] == "ok"), default=None)
+            candidates = ops if last_ok is None else ops[last_ok:]
+            if not (any(self.may_have_left(op, final) for op in candidates) or (last_ok is None and final is None)):
+                lost += last_ok is not None
+                anchor = "none" if last_ok is None else ops[last_ok]["id"]
+                problems.append(f"{path}: holds {shown}, not what the last acknowledged operation ({anchor}) "
+                                f"or a later one may have left")
+        return {"operations": len(self.ops), "results": results, "acknowledged_lost": lost, "problems": problems}
+
+    def history_values(self, rel):
+        """Digests of every revision's content in `rel`'s history, read on the first node."""
+        node = self.nodes[0]
+        path = os.path.join(str(node.mount), rel)
+        try:
+            lines = os.getxattr(path, "user.hypernet.history").decode().splitlines()
+        except OSError:
+            return set()
+        values = set()
+        for line in lines:
+            proc = node.run("cat", path, "--rev", line.split()[0], check=False, text=False)
+            if proc.returncode == 0:
+                values.add(digest(proc.stdout))
+        return values
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Inject faults into a Hypernet cluster and check its history.")
+    parser.add_argument("--seed", type=int, default=None, help="replay this seed (default: a random one)")
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
+    parser.add_argument("--concurrent", type=int, default=1, help="faults held at the same time")
+    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}")
+    parser.add_argument("--settle", type=float, default=120.0, help="seconds allowed to converge afterwards")
+    parser.add_argument("--bin", default=os.environ.get("HYPERNET_BIN"), help="the hypernet binary")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (homes, logs, history)")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    args = parser.parse_args(argv)
+    if not args.bin:
+        parser.error("--bin or HYPERNET_BIN is required")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    faults = [f for f in args.faults.split(",") if f]
+    unknown = set(faults) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+    workdir = Path(tempfile.mkdtemp(prefix=f"hypernet-faults-{seed}-"))
+    workdir.chmod(0o755)
+    harness = Harness(os.path.abspath(args.bin), workdir, seed, nodes=args.nodes, duration=args.duration,
+                      faults=faults, concurrent=args.concurrent, settle=args.settle,
+                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+    report = None
+    try:
+        report = harness.run()
+    finally:
+        harness.teardown()
+        if harness.history is not None:
+            harness.history.close()
+        if report is not None and not report["problems"] and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"seed {seed}: {report['operations']} operations {report['results']}, faults {report['faults']}, "
+              f"acknowledged writes lost {report['acknowledged_lost']}, converged {report['convergence_s']} s "
+              f"after the faults")
+        for p in report["problems"]:
+            print(f"  problem: {p}")
+        if report["problems"]:
+            print(f"replay: python3 tests/faults/harness.py --seed {seed} --nodes {args.nodes} "
+                  f"--duration {args.duration:g} --faults {','.join(faults)}; work directory {workdir}")
+    return 1 if report["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
