@@ -37,6 +37,8 @@ FSYNC_TIMEOUT = 5  # seconds: an fsync cut off from its quorum fails with EIO af
 OWN_FILES = 6  # files per client that only that client writes
 SHARED_FILES = 2  # files every client writes (forks expected under partitions)
 SIZES = (0, 10, 1000, 4096, 70_000, 300_000)
+TREE_DIRS = 3  # directories of the `trees` workload
+WORKLOADS = ("files", "trees")
 LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
@@ -112,18 +114,18 @@ class Client(threading.Thread):
     def operation(self, n):
         op_id = f"{self.node.name}-{n}"
         roll = self.rng.random()
+        if "trees" in self.harness.workloads and roll < 0.3:
+            self.tree_operation(op_id)
+            return
+        roll = self.rng.random()
         if roll < 0.25:
             path, kind = f"shared/s{self.rng.randrange(SHARED_FILES)}", "write"
         else:
             path = f"c-{self.node.name}/f{self.rng.randrange(OWN_FILES)}"
             kind = "write" if roll < 0.65 else "replace" if roll < 0.9 else "delete"
         data = None if kind == "delete" else payload(op_id, self.rng.choice(SIZES))
-        history = self.harness.history
-        history.record(type="invoke", id=op_id, client=self.node.name, op=kind, path=path,
-                       value=None if data is None else digest(data), size=None if data is None else len(data))
-        result, error = "ok", None
-        try:
-            full = os.path.join(str(self.node.mount), path)
+
+        def act(full):
             if kind == "write":
                 self.write(full, data)
             elif kind == "replace":
@@ -131,11 +133,41 @@ class Client(threading.Thread):
                 os.rename(full + ".tmp", full)
                 self.fsync_directory(os.path.dirname(full))
             else:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(full)
-                except FileNotFoundError:
-                    pass
                 self.fsync_directory(os.path.dirname(full))
+
+        self.perform(op_id, kind, path, data, act)
+
+    def tree_operation(self, op_id):
+        """The `trees` workload: files in directories that any client may remove with everything in them, so
+        that deletes race edits and creates at every depth (a modify must win over a concurrent delete)."""
+        top = f"trees/d{self.rng.randrange(TREE_DIRS)}"
+        roll = self.rng.random()
+        if roll < 0.15:
+            def remove(full):
+                shutil.rmtree(full)
+                self.fsync_directory(os.path.dirname(full))
+
+            self.perform(op_id, "rmtree", top, None, remove)
+            return
+        path = f"{top}/sub{self.rng.randrange(2)}/{self.node.name}-f{self.rng.randrange(3)}"
+        data = payload(op_id, self.rng.choice(SIZES))
+
+        def create(full):
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            self.write(full, data)
+            self.fsync_directory(os.path.dirname(full))
+
+        self.perform(op_id, "write", path, data, create)
+
+    def perform(self, op_id, kind, path, data, act):
+        history = self.harness.history
+        history.record(type="invoke", id=op_id, client=self.node.name, op=kind, path=path,
+                       value=None if data is None else digest(data), size=None if data is None else len(data))
+        result, error = "ok", None
+        try:
+            act(os.path.join(str(self.node.mount), path))
         except OSError as e:
             error = errno.errorcode.get(e.errno, str(e.errno))
             result = "fail" if getattr(e, "fsync", False) and e.errno == errno.EIO else "unknown"
@@ -172,7 +204,7 @@ class Client(threading.Thread):
 
 class Harness:
     def __init__(self, binary, workdir: Path, seed, nodes=3, duration=60.0, faults=FAULTS, concurrent=1,
-                 settle=120.0, progress=None):
+                 settle=120.0, workloads=("files",), progress=None):
         self.binary = binary
         self.workdir = workdir
         self.seed = seed
@@ -181,6 +213,7 @@ class Harness:
         self.faults = tuple(faults)
         self.concurrent = concurrent
         self.settle = settle
+        self.workloads = tuple(workloads)
         self.progress = progress or (lambda line: None)
         self.rng = random.Random(seed)
         self.state_lock = threading.Lock()
@@ -217,6 +250,7 @@ class Harness:
         self.cluster.start(timeout=60)
         a = self.cluster.nodes[0]
         os.makedirs(a.p("shared"), exist_ok=True)
+        os.makedirs(a.p("trees"), exist_ok=True)
         for n in self.cluster.nodes:
             os.makedirs(a.p(f"c-{n.name}"), exist_ok=True)
         cluster_module.wait_converged(self.cluster.nodes, 60, what="the initial directories")
@@ -328,9 +362,10 @@ class Harness:
     def run(self):
         self.history = History(self.workdir / "history.jsonl")
         self.history.record(type="run", seed=self.seed, nodes=self.node_count, duration=self.duration,
-                            faults=list(self.faults), concurrent=self.concurrent)
+                            faults=list(self.faults), concurrent=self.concurrent, workloads=list(self.workloads))
         self.progress(f"seed {self.seed}: {self.node_count} nodes, {self.duration:.0f} s of faults "
-                      f"({', '.join(self.faults)}), history in {self.history.path}")
+                      f"({', '.join(self.faults)}), workloads {', '.join(self.workloads)}, history in "
+                      f"{self.history.path}")
         self.setup()
         clients = [Client(self, n, self.rng.randrange(1 << 32)) for n in self.cluster.nodes]
         stop = threading.Event()
@@ -389,8 +424,8 @@ class Checker:
         completed = {o["id"]: o for o in ops if o["type"] == "complete"}
         self.ops = []  # invoke records with their outcome, in invocation order
         for inv in (o for o in ops if o["type"] == "invoke"):
-            done = completed.get(inv["id"], {"result": "unknown", "error": "never completed"})
-            self.ops.append(dict(inv, result=done["result"], error=done.get("error")))
+            done = completed.get(inv["id"], {"result": "unknown", "error": "never completed", "t": float("inf")})
+            self.ops.append(dict(inv, result=done["result"], error=done.get("error"), done=done["t"]))
 
     def content(self, node, rel):
         try:
@@ -410,9 +445,12 @@ class Checker:
 
     def check(self):
         problems, lost = [], 0
-        by_path = {}
+        by_path, removals = {}, {}
         for op in self.ops:
-            by_path.setdefault(op["path"], []).append(op)
+            if op["op"] == "rmtree":
+                removals.setdefault(op["path"], []).append(op)
+            else:
+                by_path.setdefault(op["path"], []).append(op)
         results = {}
         for op in self.ops:
             results[op["result"]] = results.get(op["result"], 0) + 1
@@ -434,7 +472,12 @@ class Checker:
                 continue
             last_ok = max((i for i, op in enumerate(ops) if op["result"] == "ok"), default=None)
             candidates = ops if last_ok is None else ops[last_ok:]
-            if not (any(self.may_have_left(op, final) for op in candidates) or (last_ok is None and final is None)):
+            # A removal of a directory above that ended after the acknowledged write began may have seen it
+            # (one that ended before cannot have: the write then wins as a concurrent modify).
+            since = float("-inf") if last_ok is None else ops[last_ok]["t"]
+            removed = any(r["done"] > since for top, rs in removals.items() if path.startswith(top + "/") for r in rs)
+            if not (any(self.may_have_left(op, final) for op in candidates)
+                    or (final is None and (last_ok is None or removed))):
                 lost += last_ok is not None
                 anchor = "none" if last_ok is None else ops[last_ok]["id"]
                 problems.append(f"{path}: holds {shown}, not what the last acknowledged operation ({anchor}) "
@@ -464,6 +507,7 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
     parser.add_argument("--concurrent", type=int, default=1, help="faults held at the same time")
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}")
+    parser.add_argument("--workloads", default="files", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--settle", type=float, default=120.0, help="seconds allowed to converge afterwards")
     parser.add_argument("--bin", default=os.environ.get("HYPERNET_BIN"), help="the hypernet binary")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (homes, logs, history)")
@@ -473,13 +517,14 @@ def main(argv=None):
         parser.error("--bin or HYPERNET_BIN is required")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
     faults = [f for f in args.faults.split(",") if f]
-    unknown = set(faults) - set(FAULTS)
+    workloads = [w for w in args.workloads.split(",") if w]
+    unknown = set(faults) - set(FAULTS) | set(workloads) - set(WORKLOADS)
     if unknown:
-        parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+        parser.error(f"unknown faults or workloads: {', '.join(sorted(unknown))}")
     workdir = Path(tempfile.mkdtemp(prefix=f"hypernet-faults-{seed}-"))
     workdir.chmod(0o755)
     harness = Harness(os.path.abspath(args.bin), workdir, seed, nodes=args.nodes, duration=args.duration,
-                      faults=faults, concurrent=args.concurrent, settle=args.settle,
+                      faults=faults, concurrent=args.concurrent, settle=args.settle, workloads=workloads,
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     report = None
     try:
@@ -500,7 +545,8 @@ def main(argv=None):
             print(f"  problem: {p}")
         if report["problems"]:
             print(f"replay: python3 tests/faults/harness.py --seed {seed} --nodes {args.nodes} "
-                  f"--duration {args.duration:g} --faults {','.join(faults)}; work directory {workdir}")
+                  f"--duration {args.duration:g} --faults {','.join(faults)} --workloads {','.join(workloads)} "
+                  f"--concurrent {args.concurrent}; work directory {workdir}")
     return 1 if report["problems"] else 0
 
 
