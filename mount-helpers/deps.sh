@@ -6,10 +6,15 @@
 HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev libzstd-dev attr pkg-config"
 # Running the tests as well: an editor for the editor-save tests, pytest/hypothesis for Debian's
 # python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
-# network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), and tcpdump to show what crosses the wire.
-HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump"
+# network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), tcpdump to
+# show what crosses the wire, and fusepy for the power-loss file system (tests/faults/lazyfs.py, Debian's python3).
+HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy"
 # Benchmarks: the anchors they compare against.
 HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs fio syncthing rsync"
+
+# Every build (setup.sh, test.sh, CI): warnings in Hypernet's own targets fail it (dependencies are built with
+# their warnings suppressed), and so does importing a module the target does not declare in Package.swift.
+HYPERNET_SWIFT_BUILD_FLAGS="-Xswiftc -warnings-as-errors --explicit-target-dependency-import-check error"
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
