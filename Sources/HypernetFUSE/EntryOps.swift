@@ -9,7 +9,9 @@ func opLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CC
     let request = Request(req, "lookup")
     guard let name = request.name(name) else { return }
     do {
-        request.reply(entry: try request.fileSystem.lookup(parent: parent, name: name))
+        let fileSystem = request.fileSystem
+        let caller = request.caller(withGroups: fileSystem.dependsOnCaller(inode: parent))
+        request.reply(entry: try fileSystem.lookup(parent: parent, name: name, caller: caller))
     } catch {
         request.reply(error: error)
     }

@@ -9,7 +9,8 @@ func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<
     let request = Request(req, "open")
     let info = fi!
     do {
-        let handle = try request.fileSystem.open(inode: inode, flags: info.pointee.flags, caller: request.caller())
+        let caller = request.caller(withGroups: request.fileSystem.dependsOnCaller(inode: inode))
+        let handle = try request.fileSystem.open(inode: inode, flags: info.pointee.flags, caller: caller)
         info.pointee.fh = handle
         // Other nodes change content behind the kernel: never keep the page cache across opens.
         info.pointee.keep_cache = 0

@@ -38,7 +38,7 @@ struct Request {
     var fileSystem: VirtualFileSystem { adapter.fileSystem }
 
     /// Who makes the request. Supplementary groups cost a read of `/proc/PID/task/TID/status`, so
-    /// they are fetched only where the VFS uses them (the set-gid rules of chmod/chown).
+    /// they are fetched only where the VFS uses them (the set-gid rules of chmod/chown, `/.hypernet/`).
     func caller(withGroups: Bool = false) -> Caller {
         let context = fuse_req_ctx(raw)!.pointee
         var caller = Caller(uid: context.uid, gid: context.gid, pid: context.pid)
@@ -92,9 +92,13 @@ struct Request {
     func replyNone() { fuse_reply_none(raw) }
 
     /// Replies with a new entry; the VFS counted one lookup for it, so if the kernel never receives the
-    /// reply (the request was interrupted) the count is given back.
+    /// reply (the request was interrupted) the count is given back. An entry that depends on the caller is not
+    /// cached: the kernel looks it up again for the next one.
     func reply(entry attributes: Attributes) {
         var entry = fuse_entry_param(attributes)
+        if fileSystem.dependsOnCaller(inode: attributes.inode) {
+            (entry.attr_timeout, entry.entry_timeout) = (0, 0)
+        }
         if fuse_reply_entry(raw, &entry) != 0 { fileSystem.forget(inode: attributes.inode, count: 1) }
     }
 

@@ -47,11 +47,15 @@ public final class EventReader: Sendable {
         var nextToken: UInt = 1 << 63
     }
 
-    let accepts: @Sendable (RevisionEvent) -> Bool
+    /// Whether this reader gets an event, given who may see its document (nil: nobody knows, it is not in the tree).
+    let accepts: @Sendable (RevisionEvent, Visibility?) -> Bool
     private let state = Mutex(State())
     private let onClose: @Sendable (EventReader) -> Void
 
-    init(accepts: @escaping @Sendable (RevisionEvent) -> Bool, onClose: @escaping @Sendable (EventReader) -> Void) {
+    init(
+        accepts: @escaping @Sendable (RevisionEvent, Visibility?) -> Bool,
+        onClose: @escaping @Sendable (EventReader) -> Void
+    ) {
         self.accepts = accepts
         self.onClose = onClose
     }
@@ -176,8 +180,8 @@ final class EventHub: Sendable {
         var waiting: [Waiting] = []
         /// When the log last had new entries to publish.
         var lastEntries: ContinuousClock.Instant = .now
-        /// By document id (hex).
-        var knownPaths: [String: String] = [:]
+        /// By document id (hex), with who could see the document there.
+        var knownPaths: [String: (path: String, visibility: Visibility)] = [:]
     }
 
     let state = Mutex(State())
@@ -186,18 +190,22 @@ final class EventHub: Sendable {
 }
 
 extension VirtualFileSystem {
-    /// A reader of every event from now on (`/.hypernet/events`).
-    public func openEvents() -> EventReader {
-        openEvents(paths: [""], since: nil)
+    /// A reader of every event from now on (`/.hypernet/events` opened by `caller`).
+    func openEvents(for caller: Caller) -> EventReader {
+        openEvents(paths: [""], since: nil, caller: caller)
     }
 
     /// A reader of the events of `paths` (relative to the mount root, "" for everything, a directory for all
-    /// below it), from now on, or first those after log position `since` that are already stored.
-    public func openEvents(paths: [String], since: Int64?) -> EventReader {
+    /// below it), from now on, or first those after log position `since` that are already stored. With a `caller`
+    /// (a local user reading the mount), only the events of documents it could read where they are (search
+    /// permission on every directory above, read permission on the document); without one (the control socket,
+    /// which only the store's owner can open), all.
+    public func openEvents(paths: [String], since: Int64?, caller: Caller? = nil) -> EventReader {
         let prefixes = paths.map { $0.isEmpty ? "/" : "/" + $0 }
         let hub = events
         let reader = EventReader(
-            accepts: { event in
+            accepts: { event, visibility in
+                if let caller, !(visibility?.allows(caller, read: true) ?? caller.ownsStore) { return false }
                 guard let path = event.path else { return prefixes.contains("/") }
                 return prefixes.contains { $0 == "/" || path == $0 || path.hasPrefix($0 + "/") }
             },
@@ -261,7 +269,7 @@ extension VirtualFileSystem {
 
     /// Events (from the front of the waiting list) whose path is known or whose wait is over, keeping the
     /// order of each document's revisions: one still waiting holds back the later ones of its document.
-    private func takeResolved() -> [RevisionEvent] {
+    private func takeResolved() -> [(RevisionEvent, Visibility?)] {
         let (taken, lastEntries) = events.state.withLock { s in
             defer { s.waiting = [] }
             return (s.waiting, s.lastEntries)
@@ -272,25 +280,25 @@ extension VirtualFileSystem {
             now - w.since >= EventHub.pathWaitLimit
                 || (now - w.since >= EventHub.pathWait && now - lastEntries >= EventHub.quietPeriod)
         }
-        var ready: [RevisionEvent] = []
+        var ready: [(event: RevisionEvent, visibility: Visibility?)] = []
         var held = Set<String>()
         var keep: [EventHub.Waiting] = []
         // A document received before its directory's listing has no row yet: look again.
         for i in waiting.indices where waiting[i].inode == nil && waiting[i].foreignTree == nil {
             waiting[i].inode = try? store.document(waiting[i].document)?.inode
         }
-        var paths = state.withLock { s in waiting.map { w in w.inode.flatMap { Self.path(of: $0, in: s) } } }
+        var locations = state.withLock { s in waiting.map { w in w.inode.flatMap { Self.location(of: $0, in: s) } } }
         for i in waiting.indices {
-            if let tree = waiting[i].foreignTree { paths[i] = foreignPath(of: waiting[i].document, in: tree) }
+            if let tree = waiting[i].foreignTree { locations[i] = foreignLocation(of: waiting[i].document, in: tree) }
         }
         for (i, w) in waiting.enumerated() {
             var event = w.event
             let document = event.document
-            if !held.contains(document), let path = paths[i] {
-                event.path = path
-                ready.append(event)
+            if !held.contains(document), let location = locations[i] {
+                event.path = location.path
+                ready.append((event, location.visibility))
             } else if !held.contains(document), waitedEnough(w) {
-                ready.append(event)
+                ready.append((event, nil))
             } else {
                 held.insert(document)
                 keep.append(w)
@@ -300,29 +308,35 @@ extension VirtualFileSystem {
         events.state.withLock { s in
             s.waiting = waiting + s.waiting
             for i in ready.indices {
-                // Deletions: the document's last known path.
-                guard let path = ready[i].path else {
-                    ready[i].path = s.knownPaths[ready[i].document]
+                // Deletions: the document's last known path, and who could see it there.
+                guard let path = ready[i].event.path, let visibility = ready[i].visibility else {
+                    let known = s.knownPaths[ready[i].event.document]
+                    (ready[i].event.path, ready[i].visibility) = (known?.path, known?.visibility)
                     continue
                 }
                 if s.knownPaths.count >= EventHub.knownPathLimit { s.knownPaths.removeAll(keepingCapacity: true) }
-                s.knownPaths[ready[i].document] = path
+                s.knownPaths[ready[i].event.document] = (path, visibility)
             }
         }
-        return ready
+        return ready.map { ($0.event, $0.visibility) }
     }
 
-    /// The path of a node shown in the tree, walking up to the root; nil if a parent is not linked. The node
-    /// itself may be unlinked (just deleted: its tombstone's path is where it was).
-    private static func path(of inode: UInt64, in s: State) -> String? {
+    /// The path of a node shown in the tree, walking up to the root, and who may see it there; nil if a parent is
+    /// not linked. The node itself may be unlinked (just deleted: its tombstone's path is where it was).
+    static func location(of inode: UInt64, in s: State) -> (path: String, visibility: Visibility)? {
+        guard let node = s.nodes[inode] else { return nil }
         var parts: [String] = []
+        var directories: [Permission] = []
         var current = inode
         while current != rootInode {
             guard let node = s.nodes[current], node.linked || current == inode else { return nil }
             parts.append(node.name)
             current = node.parent
+            guard let parent = s.nodes[current] else { return nil }
+            directories.append(Permission(parent.record.metadata))
         }
-        return "/" + parts.reversed().joined(separator: "/")
+        let visibility = Visibility(directories: directories.reversed(), document: Permission(node.record.metadata))
+        return ("/" + parts.reversed().joined(separator: "/"), visibility)
     }
 
     /// Sends `reader` the events of log entries after `since` that were published already (up to the cursor;
@@ -337,31 +351,32 @@ extension VirtualFileSystem {
                 return
             }
             let replayed = entries.filter { $0.seq <= cursor && !waiting.contains($0.seq) }.compactMap(event(for:))
-            var resolved = state.withLock { s in
-                replayed.map { made in
-                    var e = made.event
-                    e.path = made.inode.flatMap { Self.path(of: $0, in: s) }
-                    return e
-                }
-            }
+            var locations = state.withLock { s in replayed.map { $0.inode.flatMap { Self.location(of: $0, in: s) } } }
             for i in replayed.indices {
-                if let tree = replayed[i].foreignTree { resolved[i].path = foreignPath(of: replayed[i].document, in: tree) }
+                guard let tree = replayed[i].foreignTree else { continue }
+                locations[i] = foreignLocation(of: replayed[i].document, in: tree)
             }
-            let known = events.state.withLock { s in resolved.map { e in e.path == nil ? s.knownPaths[e.document] : e.path } }
-            deliver(zip(resolved, known).map { e, path in var e = e; e.path = path; return e }, to: [reader])
+            let known = events.state.withLock { s in
+                zip(replayed, locations).map { made, location in location ?? s.knownPaths[made.event.document] }
+            }
+            deliver(zip(replayed, known).map { made, location in
+                var e = made.event
+                e.path = location?.path
+                return (e, location?.visibility)
+            }, to: [reader])
             guard let last = entries.last?.seq, entries.count == EventHub.pageSize else { return }
             position = last
         }
     }
 
-    private func deliver(_ list: [RevisionEvent], to readers: [EventReader]) {
+    private func deliver(_ list: [(RevisionEvent, Visibility?)], to readers: [EventReader]) {
         guard !readers.isEmpty else { return }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        for event in list {
+        for (event, visibility) in list {
             guard let data = try? encoder.encode(event) else { continue }
             let line = Array(data) + [UInt8(ascii: "\n")]
-            for reader in readers where reader.accepts(event) { reader.append(line) }
+            for reader in readers where reader.accepts(event, visibility) { reader.append(line) }
         }
     }
 

@@ -55,7 +55,7 @@ extension VirtualFileSystem {
 
     /// Opens an existing file; `flags` are the open(2) flags (O_TRUNC arrives here). Returns a handle.
     public func open(inode: UInt64, flags: Int32, caller: Caller) throws(VFSError) -> UInt64 {
-        if VirtualTree.contains(inode) { return try virtualOpen(inode, flags: flags) }
+        if VirtualTree.contains(inode) { return try virtualOpen(inode, flags: flags, caller: caller) }
         let content = try attachContent(inode)
         // Linux truncates on O_TRUNC even with O_RDONLY (the kernel has checked write permission).
         if flags & O_TRUNC != 0 {

@@ -42,9 +42,9 @@ final class ForeignInodes: Sendable {
     /// Each tree's top level, with the end of its log it was computed at: it walks every shared directory,
     /// so it is computed again only when the tree's log has grown.
     let topLevels = Mutex<[SigningPublicKey: (seq: Int64, entries: [(name: String, inode: UInt64)])]>([:])
-    /// The path below `/@NAME/` of each document shown of a tree, for events, likewise computed again only once
-    /// the tree's log has grown.
-    let paths = Mutex<[SigningPublicKey: (seq: Int64, byDocument: [DocumentID: String])]>([:])
+    /// The path below `/@NAME/` of each document shown of a tree, with the inodes from `/@NAME` down to it, for
+    /// events; likewise computed again only once the tree's log has grown.
+    let paths = Mutex<[SigningPublicKey: (seq: Int64, byDocument: [DocumentID: (path: String, inodes: [UInt64])])]>([:])
 
     func inode(for target: ForeignTree.Target, kind: RevisionKind) -> UInt64 {
         table.withLock { t in
@@ -81,26 +81,44 @@ extension VirtualFileSystem {
             .map { (ForeignTree.prefix + $0.name, foreign.inode(for: .init(tree: $0.identity.signing, document: nil), kind: .directory)) }
     }
 
-    /// Where another identity's document shows: `/@NAME/…` (NAME its contact name, else its identity token), or
-    /// nil if it does not show (not readable here, not listed by a shared directory, or no name for the tree).
-    func foreignPath(of document: DocumentID, in tree: SigningPublicKey) -> String? {
+    /// Where another identity's document shows: `/@NAME/…` (NAME its contact name, else its identity token), and
+    /// who may see it there (the attributes of the mount root, `/@NAME` and the directories down to it); nil if it
+    /// does not show (not readable here, not listed by a shared directory, or no name for the tree).
+    func foreignLocation(of document: DocumentID, in tree: SigningPublicKey)
+        -> (path: String, visibility: Visibility)?
+    {
+        guard let (path, inodes) = foreignInodes(of: document, in: tree) else { return nil }
+        let root = state.withLock { s in Permission(s.nodes[Self.rootInode]!.record.metadata) }
+        var permissions = [root]
+        for inode in inodes {
+            guard let a = try? foreignAttributes(inode) else { return nil }
+            permissions.append(Permission(a))
+        }
+        return (path, Visibility(directories: Array(permissions.dropLast()), document: permissions.last!))
+    }
+
+    private func foreignInodes(of document: DocumentID, in tree: SigningPublicKey)
+        -> (path: String, inodes: [UInt64])?
+    {
         guard let seq = try? store.lastSeq(tree: tree) else { return nil }
         if let cached = foreign.paths.withLock({ $0[tree] }), cached.seq == seq { return cached.byDocument[document] }
         let contact = (try? Contacts.load(store.home))?.list.first { $0.identity.signing == tree }?.name
         guard let name = contact ?? store.knownIdentity(tree)?.description,
             let top = try? foreignTopLevel(tree)
         else { return nil }
+        let treeInode = foreign.inode(for: .init(tree: tree, document: nil), kind: .directory)
         // Breadth first from the top level, as far as the listings this identity can read go.
-        var found: [DocumentID: String] = [:]
-        var pending = top.map { (path: "/" + ForeignTree.prefix + name + "/" + $0.name, inode: $0.inode) }
+        var found: [DocumentID: (path: String, inodes: [UInt64])] = [:]
+        var pending = top.map { (path: "/" + ForeignTree.prefix + name + "/" + $0.name, inodes: [treeInode, $0.inode]) }
         var next = 0
         while next < pending.count, found.count < ForeignTree.walkLimit {
-            let (path, inode) = pending[next]
+            let (path, inodes) = pending[next]
             next += 1
-            guard let (target, kind) = foreign.target(of: inode), let id = target.document, found[id] == nil else { continue }
-            found[id] = path
-            if kind == .directory, let children = try? foreignChildren(inode) {
-                pending += children.map { (path + "/" + $0.name, $0.inode) }
+            guard let (target, kind) = foreign.target(of: inodes.last!), let id = target.document, found[id] == nil
+            else { continue }
+            found[id] = (path, inodes)
+            if kind == .directory, let children = try? foreignChildren(inodes.last!) {
+                pending += children.map { (path + "/" + $0.name, inodes + [$0.inode]) }
             }
         }
         foreign.paths.withLock { $0[tree] = (seq, found) }

@@ -62,7 +62,7 @@ public struct Caller: Sendable {
     public var uid: UInt32
     public var gid: UInt32
     public var pid: Int32
-    /// Supplementary groups, when known; used for the set-gid rules of chmod/chown.
+    /// Supplementary groups, when known; used for the set-gid rules of chmod/chown and for what `/.hypernet/` shows.
     public var groups: [UInt32]
     public init(uid: UInt32, gid: UInt32, pid: Int32, groups: [UInt32] = []) {
         self.uid = uid

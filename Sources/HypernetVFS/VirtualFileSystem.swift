@@ -160,9 +160,10 @@ public final class VirtualFileSystem: Sendable {
 
     // MARK: Names and attributes
 
-    /// Looks `name` up in directory `parent`; on success the inode's lookup count grows by one.
-    public func lookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
-        if VirtualTree.contains(parent) { return try virtualLookup(parent: parent, name: name) }
+    /// Looks `name` up in directory `parent`; on success the inode's lookup count grows by one. `caller` counts only
+    /// in `/.hypernet/revisions/` (`dependsOnCaller`): elsewhere the kernel checks permissions.
+    public func lookup(parent: UInt64, name: String, caller: Caller) throws(VFSError) -> Attributes {
+        if VirtualTree.contains(parent) { return try virtualLookup(parent: parent, name: name, caller: caller) }
         if parent == Self.rootInode, name == VirtualTree.name { return try virtualAttributes(VirtualTree.directory) }
         if parent == Self.rootInode, let foreignRoot = foreignRoot(named: name) { return try foreignAttributes(foreignRoot) }
         return try state.withLock { (s) throws(VFSError) in

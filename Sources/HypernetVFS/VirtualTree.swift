@@ -10,7 +10,9 @@ import Synchronization
 /// - `revisions/REV`: any revision of this tree by id or unique prefix (at least 4 hex digits), looked up, never
 ///   listed: a file revision is a read-only file with that content (a tombstone: the content the file had when
 ///   it was deleted), a symlink revision a symlink, a directory revision a text file, one `KIND DOCUMENT NAME`
-///   line per entry.
+///   line per entry. It has the revision's owner, group and permission bits (the kernel checks them), and the
+///   VFS checks the live document's as well: a caller finds only revisions of documents it could `stat`, and
+///   opens only those it could read (docs/security.md, "Local users").
 /// Changes inside it fail with EROFS. Its inode numbers have the top bit set, so they never meet a catalog row
 /// (those count up from 1); a revision's is the top two bits plus its log sequence number.
 enum VirtualTree {
@@ -52,14 +54,28 @@ extension VirtualFileSystem {
         inode == VirtualTree.status || inode == VirtualTree.events
     }
 
-    func virtualLookup(parent: UInt64, name: String) throws(VFSError) -> Attributes {
+    /// Whether what `inode` shows depends on who asks: `events`, and the revisions (`revisions/REV`, looked up in
+    /// `revisions`). The kernel must not cache such an entry for the next user, and the caller's supplementary
+    /// groups count.
+    public func dependsOnCaller(inode: UInt64) -> Bool {
+        inode == VirtualTree.events || inode == VirtualTree.revisions || VirtualTree.seq(of: inode) != nil
+    }
+
+    func virtualLookup(parent: UInt64, name: String, caller: Caller) throws(VFSError) -> Attributes {
         if ForeignTree.contains(parent) { return try foreignLookup(parent: parent, name: name) }
         if parent == VirtualTree.revisions {
             guard name.count >= 4, name.allSatisfy(\.isHexDigit) else { throw VFSError(ENOENT) }
             let matches: [(seq: Int64, id: RevisionID)]
             do { matches = try store.ownRevisions(prefix: name.lowercased()) } catch { throw fail(error, "lookup revision") }
-            guard matches.count == 1 else { throw VFSError(ENOENT) }
-            return try virtualAttributes(VirtualTree.revision(seq: matches[0].seq))
+            // Revisions of documents the caller could not `stat` are not there for it, nor make a prefix ambiguous.
+            var visible: [UInt64] = []
+            for match in matches {
+                let inode = VirtualTree.revision(seq: match.seq)
+                guard let (revision, _) = try storedRevision(inode) else { continue }
+                if try mayShow(revision.document, to: caller, read: false) { visible.append(inode) }
+            }
+            guard visible.count == 1 else { throw VFSError(ENOENT) }
+            return try virtualAttributes(visible[0])
         }
         guard let child = VirtualTree.children[parent]?.first(where: { $0.name == name }) else { throw VFSError(ENOENT) }
         return try virtualAttributes(child.inode)
@@ -72,6 +88,8 @@ extension VirtualFileSystem {
         guard let (revision, metadata) = try storedRevision(inode) else { throw VFSError(ENOENT) }
         var a = Self.fixedAttributes(VirtualTree.status, root: root)!
         a.inode = inode
+        // Owned like the document was; read-only, so without write bits nor set-id bits.
+        (a.uid, a.gid, a.mode) = (metadata.uid, metadata.gid, S_IFREG | (metadata.mode & 0o555))
         a.mtime = Timestamp(seconds: metadata.mtimeSeconds, nanoseconds: Int32(metadata.mtimeNanoseconds))
         a.ctime = a.mtime
         switch revision.kind {
@@ -98,6 +116,17 @@ extension VirtualFileSystem {
         a.mode = S_IFREG | 0o444
         a.nlink = 1
         return a
+    }
+
+    /// Whether `caller` could `stat` (and with `read`, read) `document` as the tree has it now; for a document no
+    /// longer in the tree, whether it owns the store.
+    private func mayShow(_ document: DocumentID, to caller: Caller, read: Bool) throws(VFSError) -> Bool {
+        let record: DocumentRecord?
+        do { record = try store.document(document) } catch { throw fail(error, "look up document") }
+        let visibility = record.flatMap { record in
+            state.withLock { s in s.nodes[record.inode]?.linked == true ? Self.location(of: record.inode, in: s) : nil }
+        }?.visibility
+        return visibility?.allows(caller, read: read) ?? caller.ownsStore
     }
 
     /// The stored revision a `revisions/REV` inode shows; nil for the other virtual inodes.
@@ -133,18 +162,19 @@ extension VirtualFileSystem {
         return addHandle(.directory(inode: inode, entries: [(".", inode), ("..", parent)] + children))
     }
 
-    func virtualOpen(_ inode: UInt64, flags: Int32) throws(VFSError) -> UInt64 {
+    func virtualOpen(_ inode: UInt64, flags: Int32, caller: Caller) throws(VFSError) -> UInt64 {
         if ForeignTree.contains(inode) { return try foreignOpen(inode, flags: flags) }
         guard VirtualTree.children[inode] == nil else { throw VFSError(EISDIR) }
         guard flags & O_ACCMODE == O_RDONLY, flags & O_TRUNC == 0 else { throw VFSError(EROFS) }
         switch inode {
         case VirtualTree.events:
-            return addHandle(.events(openEvents()))
+            return addHandle(.events(openEvents(for: caller)))
         case VirtualTree.status:
             let extra = statusProvider.withLock { $0 }?() ?? []
             return addHandle(.virtual(.bytes(Array((statusLines() + extra).map { $0 + "\n" }.joined().utf8))))
         default:
             guard let (revision, metadata) = try storedRevision(inode) else { throw VFSError(ENOENT) }
+            guard try mayShow(revision.document, to: caller, read: true) else { throw VFSError(EACCES) }
             switch revision.kind {
             case .symlink: throw VFSError(ELOOP)
             case .directory: return addHandle(.virtual(.bytes(try directoryText(metadata))))

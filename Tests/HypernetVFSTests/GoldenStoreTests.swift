@@ -25,16 +25,16 @@ import Testing
             defer { vfs.release(handle: h) }
             return String(decoding: try vfs.read(handle: h, offset: 0, size: 1 << 20), as: UTF8.self)
         }
-        let hello = try vfs.lookup(parent: 1, name: "hello.txt").inode
+        let hello = try vfs.lookup(parent: 1, name: "hello.txt", caller: .root).inode
         #expect(try read(hello) == "hello, v2\n")
         #expect(String(decoding: try vfs.getxattr(inode: hello, name: "user.color"), as: UTF8.self) == "blue")
         let history = try vfs.history(path: "hello.txt")
         #expect(history.count == 3)
         #expect(try vfs.content(path: "hello.txt", revision: history.last!.revision) == Array("hello, v1\n".utf8))
 
-        let docs = try vfs.lookup(parent: 1, name: "docs").inode
-        let lines = try vfs.lookup(parent: docs, name: "lines.txt").inode
+        let docs = try vfs.lookup(parent: 1, name: "docs", caller: .root).inode
+        let lines = try vfs.lookup(parent: docs, name: "lines.txt", caller: .root).inode
         #expect(try read(lines) == (1...20000).map { "line \($0)\n" }.joined())
-        #expect(try vfs.readlink(inode: vfs.lookup(parent: 1, name: "link").inode) == "hello.txt")
+        #expect(try vfs.readlink(inode: vfs.lookup(parent: 1, name: "link", caller: .root).inode) == "hello.txt")
     }
 }

@@ -91,7 +91,7 @@ final class Fixture {
     func write(_ name: String, _ bytes: [UInt8], parent: UInt64 = VirtualFileSystem.rootInode) throws -> UInt64 {
         let inode: UInt64
         let handle: UInt64
-        if let existing = try? vfs.lookup(parent: parent, name: name) {
+        if let existing = try? vfs.lookup(parent: parent, name: name, caller: .root) {
             inode = existing.inode
             handle = try vfs.open(inode: inode, flags: O_WRONLY | O_TRUNC, caller: caller)
         } else {
@@ -106,14 +106,14 @@ final class Fixture {
     }
 
     func read(_ name: String, parent: UInt64 = VirtualFileSystem.rootInode) throws -> [UInt8] {
-        let inode = try vfs.lookup(parent: parent, name: name).inode
+        let inode = try vfs.lookup(parent: parent, name: name, caller: .root).inode
         let handle = try vfs.open(inode: inode, flags: O_RDONLY, caller: caller)
         defer { vfs.release(handle: handle) }
         return try vfs.read(handle: handle, offset: 0, size: 1 << 30)
     }
 
     func xattr(_ name: String, _ file: String) throws -> String {
-        let inode = try vfs.lookup(parent: VirtualFileSystem.rootInode, name: file).inode
+        let inode = try vfs.lookup(parent: VirtualFileSystem.rootInode, name: file, caller: .root).inode
         return String(decoding: try vfs.getxattr(inode: inode, name: name), as: UTF8.self)
     }
 }
@@ -144,7 +144,8 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         #expect(try f.read("a.bin") == data)
         try f.reopen()
         #expect(try f.read("a.bin") == data)
-        #expect(try f.vfs.getattr(inode: f.vfs.lookup(parent: 1, name: "a.bin").inode).size == UInt64(data.count))
+        let inode = try f.vfs.lookup(parent: 1, name: "a.bin", caller: .root).inode
+        #expect(try f.vfs.getattr(inode: inode).size == UInt64(data.count))
     }
 
     @Test func eachCloseOfAWrittenFileIsOneRevision() throws {
@@ -166,7 +167,7 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         #expect(try f.xattr("user.hypernet.id", "doc") == id)
         #expect(try f.read("doc") == Array("v2".utf8))
         #expect(try f.vfs.history(path: "doc").count == 2)
-        #expect(throws: VFSError(ENOENT)) { try f.vfs.lookup(parent: 1, name: ".doc.tmp") }
+        #expect(throws: VFSError(ENOENT)) { try f.vfs.lookup(parent: 1, name: ".doc.tmp", caller: .root) }
         try f.reopen()
         #expect(try f.xattr("user.hypernet.id", "doc") == id)
         #expect(try f.read("doc") == Array("v2".utf8))
@@ -234,7 +235,7 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         }
         #expect(try f.vfs.getattr(inode: 1).nlink == 3)
         try f.reopen()
-        #expect(try f.read("inner", parent: f.vfs.lookup(parent: 1, name: "d").inode) == Array("x".utf8))
+        #expect(try f.read("inner", parent: f.vfs.lookup(parent: 1, name: "d", caller: .root).inode) == Array("x".utf8))
     }
 
     @Test func xattrsFollowTheContract() throws {
@@ -289,7 +290,7 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         try f.write("big", [UInt8]((0..<80).map { _ in piece }.joined()))
         let before = try f.vfs.history(path: "big").count
         let start = ContinuousClock.now
-        let inode = try f.vfs.lookup(parent: 1, name: "big").inode
+        let inode = try f.vfs.lookup(parent: 1, name: "big", caller: .root).inode
         let handle = try f.vfs.open(inode: inode, flags: O_WRONLY, caller: f.caller)
         var expected: [UInt8] = []
         for i in 0..<80 {

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import signal
@@ -43,6 +44,29 @@ def errno_of(fn, *args, **kwargs):
     """The errno name `fn` fails with, or None when it succeeds."""
     kind, value = outcome(fn, *args, **kwargs)
     return value if kind == "err" else None
+
+
+def as_user(uid, fn, groups=()):
+    """Runs fn() in a forked child with uid and gid `uid` and supplementary `groups`; returns its `outcome`."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgroups(list(groups))
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            result = outcome(fn)
+        except BaseException as e:  # the child must never return into pytest
+            result = ("child failed", repr(e))
+        os.write(write_end, pickle.dumps(result))
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        result = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    assert result[0] != "child failed", result[1]
+    return result
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

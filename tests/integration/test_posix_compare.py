@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, precondition,
                                  rule, run_state_machine_as_test)
 
-from helpers import RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_PREFIX, errno_of, outcome, read_file, renameat2
+from helpers import (RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_PREFIX, as_user, errno_of, outcome, read_file,
+                     renameat2)
 
 MAX_EXAMPLES = int(os.environ.get("HYPERNET_HYPOTHESIS_EXAMPLES", "40"))
 STEPS = int(os.environ.get("HYPERNET_HYPOTHESIS_STEPS", "30"))
@@ -770,25 +771,9 @@ def test_times_survive_restart(node):
 # --- permission checks as another user (kernel default_permissions + sticky bit) -----------------------------------
 
 def _as_user(uid, fn):
-    """Runs fn() in a forked child with uid/gid `uid`; returns its errno name or None."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-            result = errno_of(fn) or "OK"
-        except BaseException as e:  # the child must never return into pytest
-            result = f"child failed: {e!r}"
-        os.write(write_end, result.encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        result = f.read().decode()
-    os.waitpid(pid, 0)
-    return None if result == "OK" else result
+    """Runs fn() as `uid`; returns its errno name or None."""
+    kind, value = as_user(uid, fn)
+    return value if kind == "err" else None
 
 
 @pytest.fixture
