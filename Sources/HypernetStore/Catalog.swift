@@ -21,6 +21,11 @@ final class Catalog: Sendable {
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
         }
         config.busyMode = .timeout(10)
+        // SQLite creates a database 0644 less the umask, and its -wal and -shm with the database's mode: the
+        // catalog holds names, metadata and content keys in plaintext, so it is made 0600 first.
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw .io(path: path, errno: errno) }
+        close(fd)
         do {
             pool = try DatabasePool(path: path, configuration: config)
             try pool.write { db in

@@ -108,6 +108,9 @@ public final class Store: Sendable {
         self.keyring = keyring
         self.logger = logger
         try Home.makeDirectory(home.storeDirectory)
+        for path in try home.makePrivate() {
+            logger.notice("made private: it was readable by group or others", metadata: ["path": "\(path)"])
+        }
         catalog = try Catalog(path: home.catalogPath)
         packs = try PackStore(directory: home.packsDirectory)
         let last = try catalog.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(time) FROM revisions") ?? 0 }

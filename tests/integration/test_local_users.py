@@ -1,7 +1,8 @@
-"""Other local users (issue 14, item 1). Under `-o allow_other`, `/.hypernet/` shows another user only what
+"""Other local users (issue 14, items 1 and 2). Under `-o allow_other`, `/.hypernet/` shows another user only what
 the live tree lets it see: a revision has its document's owner, group and mode, is found only by a user who could
 `stat` the document, and opens only for one who could read it; `/.hypernet/events` leaves out the documents its
-reader could not read.
+reader could not read. The home's files are private to their owner whatever the umask, and a store made with wider
+modes is tightened at start.
 """
 
 import os
@@ -142,3 +143,39 @@ def test_events_leave_out_what_the_reader_cannot_read(shared):
     assert "hidden-name" not in other, other
     assert "/secret.txt" not in other, other
     assert "/last.txt" in other
+
+
+def test_home_is_private_whatever_the_umask(make_node):
+    previous = os.umask(0o022)
+    try:
+        # `init` makes the store in the CLI's own process, under the caller's umask.
+        node = make_node(start=False)
+        node.cli("init")
+        node.start()
+        write_file(node.p("f"), b"data" * 1000, fsync=True)
+        node.stop()
+    finally:
+        os.umask(previous)
+
+    def wide(home):
+        found = []
+        for directory, dirs, files in os.walk(home):
+            for name in [directory] + [os.path.join(directory, f) for f in files]:
+                st = os.lstat(name)
+                if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+                    if stat.S_IMODE(st.st_mode) & 0o077:
+                        found.append(f"{oct(stat.S_IMODE(st.st_mode))} {os.path.relpath(name, home)}")
+        return found
+
+    store = node.home / "store"
+    assert (store / "catalog.sqlite").exists() and list((store / "packs").iterdir())
+    assert wide(node.home) == []
+
+    # A store made with wider modes (an older version, a copy) is made private at start.
+    widened = [store, store / "packs", store / "catalog.sqlite", next((store / "packs").iterdir())]
+    for path in widened:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    node.start()
+    assert wide(node.home) == []
+    assert read_file(node.p("f")) == b"data" * 1000
+    assert "made private" in node.log_text()
