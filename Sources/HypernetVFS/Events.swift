@@ -359,11 +359,12 @@ extension VirtualFileSystem {
             let known = events.state.withLock { s in
                 zip(replayed, locations).map { made, location in location ?? s.knownPaths[made.event.document] }
             }
-            deliver(zip(replayed, known).map { made, location in
+            let resolved = zip(replayed, known).map { made, location in
                 var e = made.event
                 e.path = location?.path
                 return (e, location?.visibility)
-            }, to: [reader])
+            }
+            deliver(resolved, to: [reader])
             guard let last = entries.last?.seq, entries.count == EventHub.pageSize else { return }
             position = last
         }

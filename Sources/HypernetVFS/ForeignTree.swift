@@ -109,7 +109,8 @@ extension VirtualFileSystem {
         let treeInode = foreign.inode(for: .init(tree: tree, document: nil), kind: .directory)
         // Breadth first from the top level, as far as the listings this identity can read go.
         var found: [DocumentID: (path: String, inodes: [UInt64])] = [:]
-        var pending = top.map { (path: "/" + ForeignTree.prefix + name + "/" + $0.name, inodes: [treeInode, $0.inode]) }
+        let treePath = "/" + ForeignTree.prefix + name + "/"
+        var pending = top.map { (path: treePath + $0.name, inodes: [treeInode, $0.inode]) }
         var next = 0
         while next < pending.count, found.count < ForeignTree.walkLimit {
             let (path, inodes) = pending[next]
