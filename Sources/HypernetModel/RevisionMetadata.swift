@@ -5,8 +5,17 @@ import HypernetCrypto
 public struct RevisionMetadata: Sendable, Equatable {
     static let formatVersion: UInt8 = 1
     static let keyContext = Array("hypernet metadata key v1".utf8)
-    static let maximumXattrs = 4096
-    static let maximumXattrValue = 64 << 10
+    /// What the decoder accepts of user xattrs: names of at most 255 bytes, values of at most 64 KiB (the
+    /// kernel's `XATTR_NAME_MAX`, `XATTR_SIZE_MAX`), and a count far above what `xattrSpace` lets a writer
+    /// reach (a revision written before that limit, with more than 4,096, still opens).
+    public static let maximumXattrName = 255
+    public static let maximumXattrValue = 64 << 10
+    public static let maximumXattrs = 1 << 16
+    /// The writer's limit: a document's user xattrs, each name with its NUL (as `listxattr` lists it) plus its
+    /// value, take at most this many bytes, as ext4 gives them one block. It keeps the whole list within the
+    /// kernel's 64 KiB `listxattr` buffer (`XATTR_LIST_MAX`, 256 bytes left for the `user.hypernet.*` names)
+    /// and bounds what one set rewrites, since every revision carries the whole list.
+    public static let xattrSpace = (64 << 10) - 256
 
     public var mode: UInt32
     public var uid: UInt32
@@ -97,7 +106,7 @@ public struct RevisionMetadata: Sendable, Equatable {
         guard count <= Self.maximumXattrs else { throw .invalid("xattr count") }
         xattrs = []
         for _ in 0..<count {
-            let name = try r.string(limit: 255)
+            let name = try r.string(limit: Self.maximumXattrName)
             xattrs.append(Xattr(name: name, value: try r.blob(limit: Self.maximumXattrValue)))
         }
         switch try r.u8() {
@@ -107,6 +116,38 @@ public struct RevisionMetadata: Sendable, Equatable {
         }
         symlinkTarget = try r.blob(limit: 4096)
         try r.expectEnd()
+    }
+
+    /// Why a user xattr cannot be set (the writer's limits, `docs/xattrs.md`).
+    public enum XattrRefusal: Error, Sendable, Equatable {
+        /// The name is longer than `maximumXattrName` bytes (ERANGE).
+        case nameTooLong
+        /// The value is longer than `maximumXattrValue` bytes (E2BIG).
+        case valueTooBig
+        /// The document's xattrs would take more than `xattrSpace` bytes (ENOSPC).
+        case noSpace
+    }
+
+    /// The bytes `xattrs` take against `xattrSpace`.
+    public static func xattrBytes(_ xattrs: [Xattr]) -> Int {
+        xattrs.reduce(0) { $0 + $1.name.utf8.count + 1 + $1.value.count }
+    }
+
+    /// Sets user xattr `name` to `value`, keeping the list sorted, unless that passes a limit. A change that
+    /// does not grow the list is always allowed, so a document over the limit (written before it) can shrink.
+    public mutating func setXattr(name: String, value: [UInt8]) throws(XattrRefusal) {
+        guard name.utf8.count <= Self.maximumXattrName else { throw .nameTooLong }
+        guard value.count <= Self.maximumXattrValue else { throw .valueTooBig }
+        let existing = xattrs.firstIndex { $0.name == name }
+        let before = Self.xattrBytes(xattrs)
+        let after = before + value.count - (existing.map { xattrs[$0].value.count } ?? -(name.utf8.count + 1))
+        guard after <= Self.xattrSpace || after <= before else { throw .noSpace }
+        if let existing {
+            xattrs[existing].value = value
+        } else {
+            let at = xattrs.firstIndex { $0.name > name } ?? xattrs.endIndex
+            xattrs.insert(Xattr(name: name, value: value), at: at)
+        }
     }
 
     /// Seals the encoding with XChaCha20-Poly1305 under a key derived from the epoch key, a random nonce

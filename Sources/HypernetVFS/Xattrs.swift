@@ -20,7 +20,6 @@ enum HypernetXattr: String, CaseIterable {
     /// Write-only: `WHO ROLE[,ROLE…]` adds roles, `WHO[ ROLE,…]` removes them (needs admin; a new epoch).
     static let grant = "user.hypernet.grant"
     static let revoke = "user.hypernet.revoke"
-    static let maximumValue = 64 << 10
 }
 
 extension VirtualFileSystem {
@@ -71,7 +70,7 @@ extension VirtualFileSystem {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
         let rightsChange = name == HypernetXattr.grant || name == HypernetXattr.revoke
         if VirtualTree.contains(inode) && !(ForeignTree.contains(inode) && rightsChange) { throw writeError(inode, needs: .write) }
-        guard name.utf8.count <= 255, name.utf8.count > 5 else { throw VFSError(ERANGE) }
+        guard name.utf8.count <= RevisionMetadata.maximumXattrName, name.utf8.count > 5 else { throw VFSError(ERANGE) }
         if name == HypernetXattr.resolve {
             let node = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s) }
             let revision = String(decoding: value, as: UTF8.self).trimmingWhitespace()
@@ -92,16 +91,16 @@ extension VirtualFileSystem {
             try changeMetadata(inode) { m throws(VFSError) in m.quorum = quorum }
             return
         }
-        guard value.count <= HypernetXattr.maximumValue else { throw VFSError(E2BIG) }
         try changeMetadata(inode) { m throws(VFSError) in
-            let existing = m.xattrs.firstIndex { $0.name == name }
-            if flags.contains(.create), existing != nil { throw VFSError(EEXIST) }
-            if flags.contains(.replace), existing == nil { throw VFSError(ENODATA) }
-            if let existing {
-                m.xattrs[existing].value = value
-            } else {
-                m.xattrs.append(.init(name: name, value: value))
-                m.xattrs.sort { $0.name < $1.name }
+            let exists = m.xattrs.contains { $0.name == name }
+            if flags.contains(.create), exists { throw VFSError(EEXIST) }
+            if flags.contains(.replace), !exists { throw VFSError(ENODATA) }
+            do throws(RevisionMetadata.XattrRefusal) { try m.setXattr(name: name, value: value) } catch {
+                switch error {
+                case .nameTooLong: throw VFSError(ERANGE)
+                case .valueTooBig: throw VFSError(E2BIG)
+                case .noSpace: throw VFSError(ENOSPC)
+                }
             }
         }
     }

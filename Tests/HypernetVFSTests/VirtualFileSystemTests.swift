@@ -259,6 +259,34 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         #expect(try f.xattr("user.hypernet.replicas", "x") == "1")
     }
 
+    /// Issue 14, item 3: a document whose xattrs a writer without a limit made too many (the old decoder's 4,096
+    /// and the space) still opens after a restart, its attributes read, and it can shrink but not grow.
+    @Test func aDocumentWithMoreXattrsThanTheLimitWrittenBeforeItOpensAndShrinks() throws {
+        let f = try Fixture()
+        let inode = try f.write("x", [1, 2, 3])
+        var record = try #require(try f.store.loadDocuments().first { $0.inode == inode })
+        let value = [UInt8](repeating: 7, count: 64)
+        let xattrs = (0...4096).map { RevisionMetadata.Xattr(name: "user.n\($0)", value: value) }
+        record.metadata.xattrs = xattrs.sorted { $0.name < $1.name }
+        try f.store.transaction { tx in
+            record.head = try tx.appendRevision(
+                document: record.id, kind: .file, metadata: record.metadata, parents: [record.head!])
+            try tx.updateDocument(record)
+        }
+        try f.reopen()
+        #expect(try f.read("x") == [1, 2, 3])
+        #expect(try f.vfs.listxattr(inode: inode).count(where: { $0.hasPrefix("user.n") }) == 4097)
+        #expect(try f.vfs.getxattr(inode: inode, name: "user.n4096") == value)
+        #expect(throws: VFSError(ENOSPC)) {
+            try f.vfs.setxattr(inode: inode, name: "user.new", value: [], flags: [], caller: f.caller)
+        }
+        try f.vfs.removexattr(inode: inode, name: "user.n0")
+        try f.vfs.setxattr(inode: inode, name: "user.n1", value: [1], flags: [], caller: f.caller)
+        try f.reopen()
+        #expect(try f.vfs.getxattr(inode: inode, name: "user.n1") == [1])
+        #expect(throws: VFSError(ENODATA)) { try f.vfs.getxattr(inode: inode, name: "user.n0") }
+    }
+
     @Test func restoreMakesANewRevisionWithOldContent() throws {
         let f = try Fixture()
         try f.write("r", Array("first".utf8))

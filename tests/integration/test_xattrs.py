@@ -3,6 +3,7 @@
 import errno
 import os
 import re
+import sqlite3
 import subprocess
 import time
 
@@ -226,3 +227,63 @@ def test_unreachable_quorum_fsync_eio(make_node):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def catalog_query(node, sql, args=()):
+    db = sqlite3.connect(f"file:{node.home / 'store' / 'catalog.sqlite'}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+@pytest.mark.timeout(600)
+def test_4097_user_xattrs_keep_the_file(node):
+    # Issue 14, item 3: the writer had no limit and the reader stopped at 4,096, so after a remount the file
+    # was gone (ENOENT), `hypernet cat` failed with EIO and fsck reported "invalid xattr count".
+    path = node.p("f")
+    write_file(path, b"x\n")
+    names = [f"user.n{i:04d}" for i in range(4097)]
+    for name in names:
+        os.setxattr(path, name, b"x")
+    node.stop()
+    fsck = node.cli("fsck", check=False, timeout=300)
+    assert fsck.returncode == 0, f"fsck: {fsck.stdout}{fsck.stderr}"
+    node.start()
+    assert read_file(path) == b"x\n"
+    assert node.cli("cat", path).stdout == "x\n"
+    assert [n for n in os.listxattr(path) if not n.startswith(XATTR_PREFIX)] == names
+    assert os.getxattr(path, "user.n4096") == b"x"
+
+
+def test_user_xattrs_fill_their_space_then_enospc(node):
+    # One limit, where the write is accepted: a document's user xattrs (names with their NUL, and values) fit
+    # in 64 KiB less 256 bytes, so listxattr always works and a set never rewrites more than that.
+    path = node.p("f")
+    write_file(path, b"content")
+    value_ = b"v" * 1000
+    names = []
+    for i in range(100):
+        result = errno_of(os.setxattr, path, f"user.k{i:03d}", value_)
+        if result is not None:
+            break
+        names.append(f"user.k{i:03d}")
+    assert result == "ENOSPC", f"setxattr past the space: {result}"
+    assert len(names) == (64 * 1024 - 256) // (len("user.k000") + 1 + len(value_))
+    rev = current_revision(path)
+    # 882 bytes are left: 7 for the name "user.x" and its NUL, and 875 for a value.
+    assert errno_of(os.setxattr, path, "user.x", b"y" * 876) == "ENOSPC"
+    assert errno_of(os.setxattr, path, names[0], value_ + b"v" * 883) == "ENOSPC", "a growing replace must not fit"
+    assert current_revision(path) == rev, "a refused set made a revision"
+    os.setxattr(path, names[0], b"short")  # shrinking is always allowed
+    os.removexattr(path, names[1])
+    os.setxattr(path, "user.x", b"y" * 900)
+    listed = subprocess.run(["getfattr", "-d", path], capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "user.x=" in listed.stdout, listed.stderr
+    node.restart()
+    assert os.getxattr(path, "user.x") == b"y" * 900 and read_file(path) == b"content"
+    # Every revision carries the whole list, so the space bounds what one set writes, however many there are.
+    document = bytes.fromhex(doc_id(path))
+    records = catalog_query(node, "SELECT length(record) FROM revisions WHERE document = ?", (document,))
+    assert len(records) >= len(names) + 3
+    assert max(r[0] for r in records) <= 64 * 1024 + 1024, "a revision holds more than the xattr space"
