@@ -22,6 +22,12 @@ public enum RightsError: Error, Sendable, Equatable, CustomStringConvertible {
     case noAdmin
     /// This identity lacks the right the change needs in another identity's tree.
     case notAllowed
+    /// A member could write, delete or admin without reading: each of those seals under the epoch key, which
+    /// only readers get, so its changes would all be refused.
+    case unreadable
+    /// The tree's owner would lose read, write or delete: its mount writes the tree as the owner, so every
+    /// change made there would be refused by every node.
+    case ownerKeeps
 
     public var description: String {
         switch self {
@@ -29,6 +35,8 @@ public enum RightsError: Error, Sendable, Equatable, CustomStringConvertible {
         case .noKey: "this identity holds no key of the document's current epoch"
         case .noAdmin: "the rights would leave the document without an admin"
         case .notAllowed: "this identity has no right to make that change"
+        case .unreadable: "the rights would give a member write, delete or admin without read"
+        case .ownerKeeps: "the tree's owner keeps read, write and delete in its own tree"
         }
     }
 }
@@ -253,6 +261,10 @@ extension Store {
     ) throws(StoreError) -> SignedPermissionBlock {
         let tree = tree ?? keyring.identity.publicKey
         guard members.contains(where: { $0.roles.contains(.admin) }) else { throw .rights(.noAdmin) }
+        // A public epoch's key is known to all, so there a member needs no read of its own.
+        guard isPublic || members.allSatisfy({ $0.roles.contains(.read) }) else { throw .rights(.unreadable) }
+        let owner = members.first { $0.identity.signing == tree }
+        guard owner?.roles.isSuperset(of: [.read, .write, .delete]) == true else { throw .rights(.ownerKeeps) }
         return try transaction { tx in
             var chain = try Self.chain(tx.db, document: document, tree: tree)
             let block = SignedPermissionBlock.make(

@@ -37,7 +37,12 @@ extension VirtualFileSystem {
         let content: FileContent? = state.withLock { s in s.nodes[inode].flatMap { $0.openCount == 1 ? $0.content : nil } }
         var tree: ManifestTree? = nil
         if let content {
-            do { try commit(inode) } catch { logger.error("commit at release failed", metadata: ["inode": "\(inode)"]) }
+            do { try commit(inode) } catch {
+                // The staging goes with the last handle: say what is lost (close or fsync returned the error).
+                logger.error(
+                    "commit at release failed: the writes since the last revision are lost",
+                    metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
+            }
             tree = content.state.withLock { $0.modified ? nil : $0.tree }
         }
         state.withLock { s in

@@ -133,7 +133,9 @@ extension VirtualFileSystem {
 
     func releaseForeign(_ file: ForeignFile) {
         do { try commitForeign(file) } catch {
-            logger.error("commit of a shared file at release failed", metadata: ["errno": "\(error.errno)"])
+            logger.error(
+                "commit of a shared file at release failed: the writes since the last revision are lost",
+                metadata: ["inode": "\(file.inode)", "errno": "\(error.errno)"])
         }
         let last = file.state.withLock { f in
             f.handles -= 1

@@ -69,7 +69,8 @@ enum RightsChange {
     static func failure(_ code: Int32, path: String) -> Failure {
         switch code {
         case ENODATA, ENOTSUP: Failure(.notHypernetPath, "not a Hypernet path: \(path)")
-        case EACCES: Failure(.failure, "\(path): not allowed: changing rights needs admin on it")
+        case EACCES:
+            Failure(.failure, "\(path): not allowed: needs admin, and must leave an admin and every writer a reader")
         case EINVAL: Failure(.usage, "\(path): bad value: WHO must be a contact, an identity token or '*', ROLE one of read, write, delete, admin")
         default: Failure(.failure, "\(path): \(Failure.errnoText(code))")
         }

@@ -102,7 +102,8 @@ import Testing
 
     @Test func aRevisionWaitsForTheBlockOfItsEpoch() throws {
         defer { removeStores() }
-        let block = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, .write)], isPublic: false)
+        let block = try alice.changeRights(
+            of: document, members: [member(alice, .all), member(bob, [.read, .write])], isPublic: false)
         let key = try #require(alice.epochKey(tree: tree, rights: document, epoch: 0))
         let bobs = revision(by: bob, epoch: 0, key: key, parents: [])
         let early = try storage.storeRemote(records: [remote(bobs)], chunks: [])
@@ -129,11 +130,35 @@ import Testing
             try alice.changeRights(of: document, members: [member(alice, .read), member(bob, .all)], isPublic: false)
         }
         _ = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, .all)], isPublic: false)
-        _ = try alice.changeRights(of: document, members: [member(alice, .read), member(bob, .all)], isPublic: false)
+        _ = try alice.changeRights(
+            of: document, members: [member(alice, [.read, .write, .delete]), member(bob, .all)], isPublic: false)
         #expect(throws: StoreError.self, "alice handed admin to bob") {
             try alice.changeRights(of: document, members: [member(alice, .all)], isPublic: false)
         }
         #expect(try alice.chain(of: document, tree: tree).blocks.count == 2)
+    }
+
+    /// Issue 14, item 4: a block that would leave a writer unable to write is refused whole, nothing stored.
+    @Test func aWriterMustReadAndTheTreesOwnerKeepsWritingItsTree() throws {
+        defer { removeStores() }
+        func refusal(_ members: [PermissionBlock.Member], isPublic: Bool = false) -> RightsError? {
+            do throws(StoreError) {
+                _ = try alice.changeRights(of: document, members: members, isPublic: isPublic)
+            } catch {
+                if case .rights(let why) = error { return why }
+            }
+            return nil
+        }
+        #expect(refusal([member(alice, .all), member(bob, .write)]) == .unreadable)
+        #expect(refusal([member(alice, .all), member(bob, [.delete, .admin])]) == .unreadable)
+        #expect(refusal([member(alice, [.write, .delete, .admin])]) == .unreadable, "alice revoking her own read")
+        #expect(refusal([member(alice, [.read, .delete, .admin])]) == .ownerKeeps, "alice revoking her own write")
+        #expect(refusal([member(alice, [.read, .write]), member(bob, .all)]) == .ownerKeeps)
+        #expect(try alice.chain(of: document, tree: tree).blocks.isEmpty)
+        // A public epoch's key is everyone's: a member may write there without a read of its own.
+        #expect(refusal([member(alice, .all), member(bob, .write)], isPublic: true) == nil)
+        #expect(refusal([member(alice, .all), member(bob, .write)]) == .unreadable, "made private again")
+        #expect(try alice.chain(of: document, tree: tree).blocks.count == 1)
     }
 
     @Test func aPublicEpochsContentIsStoredInTheClearAndCheckedAgainstItsIds() throws {

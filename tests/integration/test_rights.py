@@ -327,3 +327,36 @@ def test_bad_rights_changes_fail_with_the_contract_errno(make_node):
     proc = node.cli("grant", "/tmp", "nobody", "read", check=False)
     assert proc.returncode == 4, f"`hypernet grant /tmp …` outside the folder exited {proc.returncode}: {proc.stderr}"
     assert members(directory) == {me: ALL, "*": "read"}
+
+
+def test_a_change_that_would_leave_a_writer_unable_to_write_is_refused_whole(make_node):
+    # Issue 14, item 4: revoking one's own read failed with EACCES yet applied, and every later write was lost
+    # ("commit refused: this identity holds no key of the document's current epoch").
+    node = make_node()
+    me = node.cli("id").stdout.strip()
+    path = node.p("f")
+    write_file(path, b"v1\n")
+    assert errno_of(os.setxattr, path, "user.hypernet.revoke", f"{me} read".encode()) == "EACCES"
+    assert members(path) == {me: ALL}, "the refused revoke was applied"
+    # The mount writes as the tree's owner: without write or delete its revisions would be refused by every node.
+    for roles in ["write", "delete", "read,write,delete"]:
+        assert errno_of(os.setxattr, path, "user.hypernet.revoke", f"{me} {roles}".encode()) == "EACCES", roles
+    assert members(path) == {me: ALL}
+    write_file(path, b"v2\n")
+    # A writer, deleter or admin must be a reader: a grant of write alone, or a revoke of a writer's read.
+    bob = make_node(start=False)
+    bob.cli("init")
+    bob_token = bob.cli("id").stdout.strip()
+    node.cli("contact", "add", "bob", bob_token)
+    for name, value in [("grant", "bob write"), ("grant", "bob delete,admin")]:
+        assert errno_of(os.setxattr, path, f"user.hypernet.{name}", value.encode()) == "EACCES", value
+    os.setxattr(path, "user.hypernet.grant", b"bob read,write")
+    assert errno_of(os.setxattr, path, "user.hypernet.revoke", b"bob read") == "EACCES"
+    proc = node.cli("revoke", path, "bob", "read", check=False)
+    assert proc.returncode == 1 and "not allowed" in proc.stderr, f"`hypernet revoke f bob read`: {proc.stderr}"
+    assert members(path) == {me: ALL, bob_token: "read,write"}
+    node.cli("revoke", path, "bob", "read", "write")
+    assert members(path) == {me: ALL}
+    write_file(path, b"v3\n")
+    node.restart()
+    assert read_file(path) == b"v3\n"
