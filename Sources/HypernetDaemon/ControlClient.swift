@@ -26,6 +26,10 @@ public final class ControlClient {
             case ENOENT, ECONNREFUSED, ENOTDIR:
                 throw Failure(
                     .noDaemon, "no daemon running for \(home.path) (start one with: hypernet mount MOUNTPOINT)")
+            case EACCES, EPERM:
+                // A daemon may well run: only the home's owner may reach it (the socket is 0600, the home 0700).
+                let reason = String(cString: strerror(code))
+                throw Failure(.failure, "not allowed to reach the daemon of \(home.path): \(path): \(reason)")
             default:
                 throw Failure.system(path, code, status: .noDaemon)
             }

@@ -239,12 +239,17 @@ private final class StopSwitch: Sendable {
 public let version = "0.3"
 
 extension Home {
-    /// Creates the home (0700) if missing, as a `Failure` for the CLI.
+    /// Creates the home (0700, and missing parents) if missing, as a `Failure` for the CLI.
     public static func makeDirectoryOrFail(_ path: String) throws(Failure) {
+        let created: [String]
         do {
-            try Home.makeDirectory(path)
+            created = try Home.makeDirectory(path)
         } catch {
             throw Failure(.store, "cannot create \(path): \(error)")
+        }
+        // Said on stderr (stdout is for scripts): a mistyped --home must not go unnoticed.
+        for directory in created {
+            _ = UnixSocket.writeAll(STDERR_FILENO, Array("hypernet: created \(directory)\n".utf8), isSocket: false)
         }
     }
 }

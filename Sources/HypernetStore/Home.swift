@@ -64,14 +64,19 @@ public struct Home: Sendable {
         return changed
     }
 
-    /// Creates `directory` (and parents) with `mode` if missing.
-    public static func makeDirectory(_ directory: String, mode: mode_t = 0o700) throws(StoreError) {
+    /// Creates `directory` (and parents) with `mode` if missing; returns the directories it created.
+    @discardableResult
+    public static func makeDirectory(_ directory: String, mode: mode_t = 0o700) throws(StoreError) -> [String] {
         var built = directory.hasPrefix("/") ? "" : "."
+        var created: [String] = []
         for part in directory.split(separator: "/") {
             built += "/" + part
-            if mkdir(built, mode) != 0 && errno != EEXIST {
+            if mkdir(built, mode) == 0 {
+                created.append(built)
+            } else if errno != EEXIST {
                 throw StoreError.io(path: built, errno: errno)
             }
         }
+        return created
     }
 }

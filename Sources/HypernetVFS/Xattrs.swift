@@ -108,9 +108,8 @@ extension VirtualFileSystem {
     public func removexattr(inode: UInt64, name: String) throws(VFSError) {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
         if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
-        if name.hasPrefix(HypernetXattr.prefix) {
-            throw HypernetXattr(rawValue: name) == nil ? VFSError(ENODATA) : VFSError(EINVAL)
-        }
+        // Computed or write-only, never stored: removing one is a bad write, as setting an unknown one is.
+        if name.hasPrefix(HypernetXattr.prefix) { throw VFSError(EINVAL) }
         try changeMetadata(inode) { m throws(VFSError) in
             guard let i = m.xattrs.firstIndex(where: { $0.name == name }) else { throw VFSError(ENODATA) }
             m.xattrs.remove(at: i)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import HypernetDaemon
 import HypernetStore
+import HypernetVFS
 
 @main
 struct Hypernet: ParsableCommand {
@@ -21,7 +22,7 @@ struct Hypernet: ParsableCommand {
     /// every message is prefixed `hypernet:`.
     static func main() {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(Paths.arguments())
             try command.run()
         } catch {
             if exitCode(for: error) == .validationFailure {
@@ -69,6 +70,7 @@ extension HypernetCommand {
 
 /// One line to stderr (fd 2 directly: the C `stderr` global is not concurrency-safe in Swift 6).
 func writeStandardError(_ line: String) {
-    let bytes = Array((line.hasSuffix("\n") ? line : line + "\n").utf8)
+    // A path with bytes that are not UTF-8 is printed as those bytes (`Paths.arguments`).
+    let bytes = FileName.encode(line.hasSuffix("\n") ? line : line + "\n")
     bytes.withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }

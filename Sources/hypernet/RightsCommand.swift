@@ -14,7 +14,7 @@ struct Rights: HypernetCommand {
     func execute() throws(Failure) {
         let name = "user.hypernet.rights"
         var value = [UInt8](repeating: 0, count: 64 << 10)
-        let count = CLinux_getxattr(path, name, &value, UInt(value.count))
+        let count = CLinux_getxattr(Paths.cString(path), name, &value, UInt(value.count))
         guard count >= 0 else { throw RightsChange.failure(errno, path: path) }
         print(String(decoding: value[..<Int(count)], as: UTF8.self), terminator: "")
     }
@@ -61,9 +61,12 @@ enum RightsChange {
     static func set(_ name: String, _ value: String, path: String) throws(Failure) {
         // Elsewhere (ext4, tmpfs) the set would succeed and store an ordinary user xattr.
         var id = [UInt8](repeating: 0, count: 64)
-        guard CLinux_getxattr(path, "user.hypernet.id", &id, UInt(id.count)) >= 0 else { throw failure(errno, path: path) }
+        let file = Paths.cString(path)
+        guard CLinux_getxattr(file, "user.hypernet.id", &id, UInt(id.count)) >= 0 else {
+            throw failure(errno, path: path)
+        }
         let bytes = Array(value.utf8)
-        guard CLinux_setxattr(path, name, bytes, UInt(bytes.count)) == 0 else { throw failure(errno, path: path) }
+        guard CLinux_setxattr(file, name, bytes, UInt(bytes.count)) == 0 else { throw failure(errno, path: path) }
     }
 
     static func failure(_ code: Int32, path: String) -> Failure {

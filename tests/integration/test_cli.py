@@ -268,10 +268,54 @@ def test_foreground(node_dir):
         node.cli("stop")
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
-        assert out == b"" and err == b""
+        # Only the line naming the home it created (docs/cli.md).
+        assert out == b"" and err == f"hypernet: created {node.home}\n".encode()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         if node.is_mounted():
             helpers.lazy_unmount(node.mount)
+
+
+# --- issue 14, item 9 ---------------------------------------------------------------------------------------
+
+def test_log_and_cat_take_names_that_are_not_utf8(node):
+    # The folder keeps any bytes in a name; the commands turned them into U+FFFD and found nothing.
+    path = os.path.join(os.fsencode(node.mount), b"caf\xe9 \xff.txt")
+    helpers.write_file(path, b"v1\n")
+    helpers.write_file(path, b"v2\n")
+
+    def cli(*args):
+        env = {k: v for k, v in os.environ.items() if k != "HYPERNET_HOME"}
+        return subprocess.run([helpers.hypernet_bin(), "--home", str(node.home), *args], capture_output=True,
+                              env=env, stdin=subprocess.DEVNULL, timeout=60)
+
+    log = cli("log", path)
+    assert log.returncode == 0, log.stderr
+    revisions = [line.split()[0] for line in log.stdout.decode().splitlines()]
+    assert len(revisions) == 2
+    assert cli("cat", path).stdout == b"v2\n"
+    assert cli("cat", path, "--rev", revisions[1]).stdout == b"v1\n"
+    missing = cli("cat", os.path.join(os.fsencode(node.mount), b"no\xfe"))
+    assert missing.returncode == 1 and b"no\xfe" in missing.stderr, missing.stderr
+
+
+def test_a_user_not_allowed_to_reach_the_daemon_is_told_so(node):
+    # It printed "Permission denied" but exited 3, "no daemon running", while one was.
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = subprocess.run([*nobody, helpers.hypernet_bin(), "--home", str(node.home), "status"], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert_fails(proc, 1, f"not allowed to reach the daemon of {node.home}")
+    assert run(node.home, "status").returncode == 0
+
+
+def test_init_names_the_directories_it_creates(node_dir):
+    home = node_dir / "a" / "b" / "home"
+    proc = run(home, "init")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("hn1") and len(proc.stdout.splitlines()) == 1, "stdout is the token alone"
+    created = [node_dir / "a", node_dir / "a" / "b", home]
+    assert proc.stderr.splitlines() == [f"hypernet: created {d}" for d in created]
+    assert all(stat.S_IMODE(d.stat().st_mode) == 0o700 for d in created)
+    assert run(home, "init").stderr == "", "a second init created something"
