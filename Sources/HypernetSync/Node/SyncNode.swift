@@ -227,7 +227,6 @@ public final class SyncNode: SessionDelegate {
         if state.withLock({ $0.stopped }) { throw ChannelError.ioOnClosedChannel }
         let session = Session(channel: channel, isInitiator: dialed != nil, dialedAddress: dialed, delegate: self)
         try session.install(nodeKey: nodeKey)
-        state.withLock { $0.peers[ObjectIdentifier(session)] = PeerState(session: session, since: Self.now()) }
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
@@ -306,6 +305,16 @@ public final class SyncNode: SessionDelegate {
     }
 
     // MARK: Session events (event loop)
+
+    /// Only a connection that is up becomes a peer: an address whose connect failed is not "being dialed" any more,
+    /// and is dialed again when its back-off expires.
+    func sessionOpened(_ session: Session) -> String? {
+        state.withLock { s in
+            guard !s.stopped else { return "node stopping" }
+            s.peers[ObjectIdentifier(session)] = PeerState(session: session, since: Self.now())
+            return nil
+        }
+    }
 
     func sessionAuthenticated(_ session: Session) {
         guard let node = session.node else { return }

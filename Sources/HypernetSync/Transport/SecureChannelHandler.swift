@@ -41,12 +41,13 @@ final class SecureChannelHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        if let refused = session.opened() { return fail(refused) }
         let loopSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
         context.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
             if case .handshake = loopSelf.value.phase { loopSelf.value.fail("handshake not finished in 10 s") }
         }
         if session.isInitiator { handshakeWrite(payload: []) }
-        context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

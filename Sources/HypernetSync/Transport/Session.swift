@@ -6,6 +6,9 @@ import Synchronization
 
 /// What a session tells its owner. Called on the session's event loop: return quickly.
 protocol SessionDelegate: AnyObject, Sendable {
+    /// The TCP connection is up (the handshake starts next); nil admits it, else the reason it is closed at once.
+    /// A connect that fails never gets here, nor to `sessionEnded`.
+    func sessionOpened(_ session: Session) -> String?
     func sessionAuthenticated(_ session: Session)
     func session(_ session: Session, received message: Message)
     /// Once per session, after it is closed; `reason` nil for an orderly close.
@@ -118,6 +121,11 @@ final class Session: Sendable, CustomStringConvertible {
     }
 
     // MARK: From the handler
+
+    /// nil: go on with the handshake; else why the connection is refused.
+    func opened() -> String? {
+        delegate.sessionOpened(self)
+    }
 
     func authenticated(_ node: SigningPublicKey) {
         state.withLock { $0.node = node }
