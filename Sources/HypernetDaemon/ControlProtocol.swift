@@ -11,7 +11,7 @@ import HypernetVFS
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable {
         case status, log, cat, restore, fsck, stop, unmount
-        case peerAdd = "peer-add", peers, pin, unpin, pins
+        case peerAdd = "peer-add", peerRemove = "peer-remove", peers, pin, unpin, pins
         case watch
         case conflicts, resolve
     }
@@ -21,7 +21,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var path: String?
     /// A revision id or unique prefix for cat/restore; cat without one reads the current revision.
     public var revision: String?
-    /// The address for peer-add; the identity token or `*` for pin/unpin.
+    /// The address for peer-add and peer-remove; the identity token or `*` for pin/unpin.
     public var argument: String?
     /// Absolute paths to watch (watch: every path below them).
     public var paths: [String]?

@@ -57,8 +57,14 @@ final class Controller: Sendable {
                 backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes)
         case .peerAdd:
             let address = try PeerCommands.validAddress(request.argument)
-            try stored { () throws(StoreError) in try store.addPeer(address, configured: true) }
+            try stored { () throws(StoreError) in try node.addPeer(address) }
             logger.info("peer added", metadata: ["address": "\(address)"])
+            return Acknowledgement()
+        case .peerRemove:
+            let address = try PeerCommands.validAddress(request.argument)
+            guard try stored({ () throws(StoreError) in try node.removePeer(address) }) else {
+                throw PeerCommands.unknownPeer(address)
+            }
             return Acknowledgement()
         case .peers:
             return node.peerStatus()
@@ -204,6 +210,10 @@ public enum PeerCommands {
             let port = Int(value[value.index(after: colon)...]), (1...65535).contains(port)
         else { throw Failure(.usage, "not a HOST:PORT address: \(value ?? "")") }
         return value
+    }
+
+    public static func unknownPeer(_ address: String) -> Failure {
+        Failure(.failure, "not in the peer table: \(address)")
     }
 
     public static func validPin(_ value: String?) throws(Failure) -> String {

@@ -163,6 +163,15 @@ final class Catalog: Sendable {
                     ALTER TABLE documents ADD COLUMN rights BLOB;   -- the chain new revisions are written under
                     """)
         }
+        // Not a format change: format-5 code reads and writes the peer table as before, ignoring both columns.
+        m.registerMigration("v5-peer-removal") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE peers ADD COLUMN removed INTEGER NOT NULL DEFAULT 0;  -- `peer remove`: not dialed nor relearned
+                    ALTER TABLE peers ADD COLUMN added INTEGER;                       -- Unix seconds the address was added
+                    UPDATE peers SET added = CAST(strftime('%s', 'now') AS INTEGER);
+                    """)
+        }
         return m
     }
 

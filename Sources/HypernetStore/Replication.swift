@@ -279,21 +279,54 @@ extension Store {
 
     // MARK: Peers, pins, progress
 
-    public func peers() throws(StoreError) -> [PeerRecord] {
-        try catalog.read { db in
-            try Row.fetchAll(db, sql: "SELECT address, node, configured, last_seen, last_error FROM peers ORDER BY address").map {
-                let node: Data? = $0[1]
-                return PeerRecord(address: $0[0], node: node.map { Hex.encode($0) }, configured: $0[2], lastSeen: $0[3], lastError: $0[4])
-            }
+    /// The addresses this node dials (`removed`: false), or those removed with `peer remove` (true).
+    public func peers(removed: Bool = false) throws(StoreError) -> [PeerRecord] {
+        try catalog.read { db in try Self.peerRecords(db, "removed = ?", [removed]) }
+    }
+
+    private static func peerRecords(_ db: Database, _ condition: String, _ arguments: StatementArguments) throws -> [PeerRecord] {
+        try Row.fetchAll(
+            db, sql: "SELECT address, node, configured, last_seen, last_error FROM peers WHERE \(condition) ORDER BY address",
+            arguments: arguments
+        ).map {
+            let node: Data? = $0[1]
+            return PeerRecord(address: $0[0], node: node.map { Hex.encode($0) }, configured: $0[2], lastSeen: $0[3], lastError: $0[4])
         }
     }
 
-    /// Adds an address; a configured one stays configured even if later learned from a peer.
+    /// Adds an address; a configured one stays configured even if later learned from a peer. Configuring an address
+    /// undoes its removal; learning it again does not.
     public func addPeer(_ address: String, configured: Bool) throws(StoreError) {
         try catalog.write { db in
             try db.execute(
-                sql: "INSERT INTO peers (address, configured) VALUES (?, ?) ON CONFLICT(address) DO UPDATE SET configured = configured OR excluded.configured",
-                arguments: [address, configured])
+                sql: """
+                    INSERT INTO peers (address, configured, added) VALUES (?, ?, ?) ON CONFLICT(address) DO UPDATE
+                    SET configured = configured OR excluded.configured, removed = removed AND NOT excluded.configured
+                    """,
+                arguments: [address, configured, Int64(Date().timeIntervalSince1970)])
+        }
+    }
+
+    /// Marks `address` removed (`peer remove`): no longer dialed, listed or relearned from peers until configured
+    /// again. Returns its record as it was, or nil if the address is not in the table (or removed already).
+    public func removePeer(_ address: String) throws(StoreError) -> PeerRecord? {
+        try catalog.write { db in
+            guard let record = try Self.peerRecords(db, "address = ? AND removed = 0", [address]).first else { return nil }
+            try db.execute(sql: "UPDATE peers SET removed = 1, configured = 0 WHERE address = ?", arguments: [address])
+            return record
+        }
+    }
+
+    /// Deletes `address` if it was learned (not configured, not removed) and its last handshake, or its learning when
+    /// it never answered, is older than `cutoff` (Unix seconds). Returns whether it did.
+    public func forgetLearnedPeer(_ address: String, unseenSince cutoff: Int64) throws(StoreError) -> Bool {
+        try catalog.write { db in
+            try db.execute(
+                sql: """
+                    DELETE FROM peers WHERE address = ? AND configured = 0 AND removed = 0
+                    AND COALESCE(last_seen, added, 0) < ?
+                    """, arguments: [address, cutoff])
+            return db.changesCount > 0
         }
     }
 

@@ -8,7 +8,7 @@ import Logging
 
 struct Peer: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Nodes to connect to (also learned from peers).", subcommands: [PeerAdd.self, PeerList.self])
+        abstract: "Nodes to connect to (also learned from peers).", subcommands: [PeerAdd.self, PeerRemove.self, PeerList.self])
 }
 
 struct PeerAdd: HypernetCommand {
@@ -21,6 +21,24 @@ struct PeerAdd: HypernetCommand {
         try withNode(global.home, ControlRequest(command: .peerAdd, argument: address), as: Acknowledgement.self) {
             (store) throws(StoreError) in try store.addPeer(address, configured: true)
         }
+    }
+}
+
+struct PeerRemove: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove", abstract: "Forget HOST:PORT: disconnect, stop dialing it, refuse the node last seen there.",
+        discussion: "Learning the address from peers does not bring it back; `peer add` does.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: ArgumentHelp("The node's address, as `peer list` shows it.", valueName: "HOST:PORT")) var address: String
+
+    func execute() throws(Failure) {
+        let address = try PeerCommands.validAddress(address)
+        // A daemon answers an unknown address with the same failure.
+        var known = true
+        try withNode(global.home, ControlRequest(command: .peerRemove, argument: address), as: Acknowledgement.self) {
+            (store) throws(StoreError) in known = try store.removePeer(address) != nil
+        }
+        if !known { throw PeerCommands.unknownPeer(address) }
     }
 }
 

@@ -121,4 +121,33 @@ import Testing
         try a.setProgress(peer: peer, tree: peer, storeID: "x", seq: 5)
         #expect(try a.progress(peer: peer, tree: peer)?.seq == 5)
     }
+
+    @Test func removedPeersStayRemovedUntilConfiguredAgain() throws {
+        let a = try makeStore()
+        defer { remove(a) }
+        try a.addPeer("127.0.0.1:7000", configured: true)
+        #expect(try a.removePeer("127.0.0.1:7000")?.address == "127.0.0.1:7000")
+        #expect(try a.removePeer("127.0.0.1:7000") == nil, "removed already")
+        #expect(try a.removePeer("127.0.0.1:7001") == nil, "never known")
+        try a.addPeer("127.0.0.1:7000", configured: false)
+        #expect(try a.peers().isEmpty, "learning it again does not bring it back")
+        #expect(try a.peers(removed: true).map(\.address) == ["127.0.0.1:7000"])
+        try a.addPeer("127.0.0.1:7000", configured: true)
+        #expect(try a.peers().map(\.address) == ["127.0.0.1:7000"], "configuring it again does")
+        #expect(try a.peers(removed: true).isEmpty)
+    }
+
+    @Test func onlyLearnedPeersUnseenSinceTheCutoffAreForgotten() throws {
+        let a = try makeStore()
+        defer { remove(a) }
+        let now = Int64(time(nil))
+        try a.addPeer("127.0.0.1:7000", configured: false)
+        try a.addPeer("127.0.0.1:7001", configured: true)
+        #expect(try !a.forgetLearnedPeer("127.0.0.1:7000", unseenSince: now - 60), "learned just now")
+        #expect(try !a.forgetLearnedPeer("127.0.0.1:7001", unseenSince: now + 60), "configured")
+        try a.updatePeer("127.0.0.1:7000", node: SigningKeyPair.generate().publicKey, error: nil)
+        #expect(try !a.forgetLearnedPeer("127.0.0.1:7000", unseenSince: now - 60), "seen just now")
+        #expect(try a.forgetLearnedPeer("127.0.0.1:7000", unseenSince: now + 60))
+        #expect(try a.peers().map(\.address) == ["127.0.0.1:7001"])
+    }
 }

@@ -6,11 +6,13 @@ Nodes run on their own loopback addresses (cluster.py). Only the node under test
 address of it, so a connection proves that it dialed them.
 """
 
+import re
+import sqlite3
 import time
 
 import pytest
 
-from cluster import Cluster, eventually
+from cluster import Cluster, eventually, free_port
 from helpers import read_file, write_file
 
 pytestmark = pytest.mark.replication
@@ -92,3 +94,104 @@ def test_a_node_reaches_peers_that_start_after_it_and_peers_that_restart(cluster
     time.sleep(3)
     c.start()
     wait_connected(a, (b, c), CONNECT)
+
+
+@pytest.mark.timeout(240)
+def test_peer_remove_disconnects_stops_dialing_refuses_the_node_and_persists(cluster):
+    a, b, c = dialer_and_listeners(cluster)
+    b.peers = [a.listen]  # b dials a too: a must refuse it once removed
+    cluster.start(connected=False)
+    wait_connected(a, (b, c), 20)
+    assert peer_line(a, b.listen) is not None
+
+    a.run("peer", "remove", b.listen)
+    eventually(lambda: b.listen not in a.connected_addresses() and a.listen not in b.connected_addresses(), 10,
+               lambda: f"a and b still connected after `peer remove`:\n{a.status()}\n{b.status()}")
+    assert peer_line(a, b.listen) is None, a.run("peer", "list").stdout
+    # b keeps dialing a (configured there) and c tells a about b (peer exchange): a stays apart from b.
+    time.sleep(6)
+    assert b.listen not in a.connected_addresses() and a.listen not in b.connected_addresses(), \
+        f"b reconnected to a after `peer remove`:\n{a.status()}\n{a.log_tail(10)}"
+    assert peer_line(a, b.listen) is None, a.run("peer", "list").stdout
+    assert c.listen in a.connected_addresses()
+    assert "removed with `peer remove`" in a.log_text()
+
+    # Across a restart of a (started without --peer b: the user no longer configures it).
+    a.stop()
+    a.peers = [c.listen]
+    a.start()
+    wait_connected(a, (c,), 20)
+    time.sleep(4)
+    assert b.listen not in a.connected_addresses() and a.listen not in b.connected_addresses(), \
+        f"b reconnected to a after a restart:\n{a.status()}"
+    assert peer_line(a, b.listen) is None
+
+    # An address not in the table: one line, exit 1, through the daemon and without one.
+    unknown = a.run("peer", "remove", "127.0.0.1:9", check=False)
+    assert unknown.returncode == 1 and unknown.stderr.strip().endswith("not in the peer table: 127.0.0.1:9"), unknown
+
+    # `peer add` brings it back.
+    a.run("peer", "add", b.listen)
+    wait_connected(a, (b, c), CONNECT)
+
+    # Without a daemon: removed in the store, not dialed at the next start.
+    a.stop()
+    a.run("peer", "remove", c.listen)
+    unknown = a.run("peer", "remove", "127.0.0.1:9", check=False)
+    assert unknown.returncode == 1 and "not in the peer table: 127.0.0.1:9" in unknown.stderr, unknown
+    a.peers = []
+    a.start()
+    wait_connected(a, (b,), CONNECT)
+    time.sleep(3)
+    assert c.listen not in a.connected_addresses() and peer_line(a, c.listen) is None, a.run("peer", "list").stdout
+
+
+def set_peer_rows(node, rows):
+    """Writes peer-table rows into a stopped node's catalog: (address, configured, last_seen, added)."""
+    assert not node.running
+    db = sqlite3.connect(str(node.home / "store" / "catalog.sqlite"), timeout=10)
+    try:
+        for address, configured, last_seen, added in rows:
+            db.execute("INSERT INTO peers (address, configured, last_seen, added) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT(address) DO UPDATE SET configured = excluded.configured, "
+                       "last_seen = excluded.last_seen, added = excluded.added", (address, configured, last_seen, added))
+        db.commit()
+    finally:
+        db.close()
+
+
+@pytest.mark.timeout(180)
+def test_learned_addresses_unreachable_for_seven_days_are_forgotten(cluster):
+    a = cluster.add("a")
+    b = cluster.add("b", identity=a)
+    c = cluster.add("c", identity=a)
+    a.peers = []  # a learns b's and c's addresses from their hellos
+    b.peers = [a.listen]
+    c.peers = [a.listen]
+    cluster.start(connected=False)
+    eventually(lambda: all((peer_line(a, n.listen) or " - ").split()[1] != "-" for n in (b, c)), 20,
+               lambda: f"a did not learn b and c:\n{a.run('peer', 'list').stdout}")
+    assert a.query("SELECT configured FROM peers WHERE address IN (?, ?)", (b.listen, c.listen)) == [(0,), (0,)]
+    for n in (a, b, c):
+        n.stop()
+
+    # Time passes: b was last seen 8 days ago, c yesterday; two addresses nobody answers at, both 8 days old,
+    # one learned and never seen, one configured.
+    day = 24 * 3600
+    now = int(time.time())
+    never_seen, configured = f"127.0.0.1:{free_port('127.0.0.1')}", f"127.0.0.1:{free_port('127.0.0.1')}"
+    set_peer_rows(a, [(b.listen, 0, now - 8 * day, now - 9 * day), (c.listen, 0, now - day, now - 9 * day),
+                      (never_seen, 0, None, now - 8 * day), (configured, 1, None, now - 8 * day)])
+    a.start()
+    eventually(lambda: peer_line(a, b.listen) is None and peer_line(a, never_seen) is None, 15,
+               lambda: f"a still lists the learned addresses unreachable for 8 days:\n{a.run('peer', 'list').stdout}")
+    assert len(re.findall("forgot a learned peer address", a.log_text())) == 2, a.log_tail(10)
+    # Failed dials of the others go on; they stay.
+    eventually(lambda: all("Connection refused" in (peer_line(a, x) or "") for x in (c.listen, configured)), 15,
+               lambda: a.run("peer", "list").stdout)
+    assert peer_line(a, b.listen) is None and peer_line(a, never_seen) is None
+
+    # b, back, teaches a its address again (it dials a).
+    b.start()
+    wait_connected(a, (b,), CONNECT)
+    assert peer_line(a, b.listen) is not None

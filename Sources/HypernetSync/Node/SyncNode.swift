@@ -49,6 +49,9 @@ public final class SyncNode: SessionDelegate {
     static let bytesPerRun = 1 << 20
     static let maximumQueuedRequests = 64
     static let maximumBackoff: Double = 30
+    /// A learned address whose dial fails is forgotten when no handshake succeeded there (or, if none ever did, since
+    /// it was learned) for this long: peers teach it again when it is back (docs/protocol.md, "Dialing").
+    static let forgetLearnedAfter: Int64 = 7 * 24 * 3600
     /// Chunks a peer may send unasked ahead of a log run, and what a node accepts unasked.
     static let pushLimit = 4 << 20
     /// Runs listing this many chunks (about 4 MiB) go to one replica first, which forwards them to the others.
@@ -127,6 +130,9 @@ public final class SyncNode: SessionDelegate {
         var byNode: [SigningPublicKey: Session] = [:]
         var dials: [String: Dial] = [:]
         var selfAddresses: Set<String> = []
+        /// The addresses removed with `peer remove`, and the node keys (hex) last seen at them: both are refused.
+        var removedAddresses: Set<String> = []
+        var removedNodes: Set<String> = []
         var seenAcks: Set<[UInt8]> = []
         /// Revisions rejected for reasons that do not pass (bad signature, no right): their descendants too.
         var rejectedForGood: Set<RevisionID> = []
@@ -173,6 +179,7 @@ public final class SyncNode: SessionDelegate {
     /// cannot be bound.
     public func start() throws {
         for p in configuration.peers { try store.addPeer(p, configured: true) }
+        try loadRemoved()
         if let listen = configuration.listen {
             let (host, port) = try Self.split(listen)
             let channel = try ServerBootstrap(group: group)
@@ -245,6 +252,8 @@ public final class SyncNode: SessionDelegate {
             let connectedNodes = Set(s.byNode.keys.map { Hex.encode($0.bytes) })
             // Addresses a connected peer was dialed at or listens on: dialing again would only make a duplicate.
             let dialedOpen = Set(s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } })
+            let known = Set(records.map(\.address))
+            s.dials = s.dials.filter { known.contains($0.key) || $0.value.inProgress }
             var due: [String] = []
             for r in records where !s.selfAddresses.contains(r.address) && !dialedOpen.contains(r.address) {
                 if let node = r.node, connectedNodes.contains(node) { continue }
@@ -301,7 +310,45 @@ public final class SyncNode: SessionDelegate {
             return first
         }
         if first { logger.info("cannot reach peer", metadata: ["address": "\(address)", "error": "\(reason)"]) }
-        DispatchQueue.global().async { [store] in try? store.updatePeer(address, node: nil, error: reason) }
+        DispatchQueue.global().async { [self] in
+            try? store.updatePeer(address, node: nil, error: reason)
+            if (try? store.forgetLearnedPeer(address, unseenSince: Self.now() - Self.forgetLearnedAfter)) == true {
+                logger.info("forgot a learned peer address unreachable for 7 days", metadata: ["address": "\(address)"])
+            }
+        }
+    }
+
+    /// `peer add`: configures `address`, also one removed before.
+    public func addPeer(_ address: String) throws(StoreError) {
+        try store.addPeer(address, configured: true)
+        try loadRemoved()
+    }
+
+    /// `peer remove`: forgets `address` (persistently, see `Store.removePeer`), closes the connections to it and to
+    /// the node last seen there, which is refused from now on. False if the address is not in the peer table.
+    public func removePeer(_ address: String) throws(StoreError) -> Bool {
+        guard let record = try store.removePeer(address) else { return false }
+        try loadRemoved()
+        let sessions = state.withLock { s in
+            s.dials.removeValue(forKey: address)
+            return s.peers.values.filter { p in
+                p.session.dialedAddress == address || p.hello?.listen == address
+                    || (record.node != nil && p.session.node.map { Hex.encode($0.bytes) } == record.node)
+            }.map(\.session)
+        }
+        for session in sessions { session.close(Self.removedReason) }
+        logger.info("peer removed", metadata: ["address": "\(address)", "node": "\(record.node ?? "-")"])
+        return true
+    }
+
+    static let removedReason = "removed with `peer remove`"
+
+    private func loadRemoved() throws(StoreError) {
+        let removed = try store.peers(removed: true)
+        state.withLock { s in
+            s.removedAddresses = Set(removed.map(\.address))
+            s.removedNodes = Set(removed.compactMap(\.node))
+        }
     }
 
     // MARK: Session events (event loop)
@@ -323,6 +370,10 @@ public final class SyncNode: SessionDelegate {
             session.close("connected to itself")
             return
         }
+        if state.withLock({ $0.removedNodes.contains(Hex.encode(node.bytes)) }) {
+            session.close(Self.removedReason)
+            return
+        }
         // Two nodes that dial each other keep the connection opened by the smaller node key.
         let duplicate: Session? = state.withLock { s in
             if let existing = s.byNode[node], !existing.isEnded {
@@ -334,7 +385,6 @@ public final class SyncNode: SessionDelegate {
                 return session
             }
             s.byNode[node] = session
-            if let a = session.dialedAddress { s.dials[a] = Dial() }
             return nil
         }
         // Numbered after it can be sent acks (it has a node key): a broadcast made at this serial or later reaches it.
@@ -451,7 +501,13 @@ public final class SyncNode: SessionDelegate {
     private func handle(_ message: Message, from session: Session) {
         switch message {
         case .hello(let hello):
-            state.withLock { $0.peers[ObjectIdentifier(session)]?.hello = hello }
+            if state.withLock({ $0.removedAddresses.contains(hello.listen) }) { return session.close(Self.removedReason) }
+            state.withLock { s in
+                s.peers[ObjectIdentifier(session)]?.hello = hello
+                // A peer that answers: its back-off starts over. (Not at the handshake: a node that refuses this one
+                // right after it, having removed it, is then dialed less and less often.)
+                if let a = session.dialedAddress, !session.isEnded { s.dials[a] = Dial() }
+            }
             if !hello.listen.isEmpty, hello.listen != configuration.listen, let node = session.node {
                 try? store.addPeer(hello.listen, configured: false)
                 try? store.updatePeer(hello.listen, node: node, error: nil)
