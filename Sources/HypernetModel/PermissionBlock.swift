@@ -36,11 +36,20 @@ public struct Roles: OptionSet, Sendable, Hashable, CustomStringConvertible {
 /// block by the document's creator). The signature covers the sealed keys too: a sealed box does not
 /// authenticate its sender, so without it anyone could hand a reader a key of their choosing.
 ///
-///     version u8 = 0x10 | document 16 | epoch u32 | previous 32 (zero bytes in epoch 0) | public u8 (0/1)
+///     version u8 = 0x11 (0x10: no previous key) | document 16 | epoch u32
+///     | previous 32 (zero bytes in epoch 0) | public u8 (0/1)
 ///     | member count u32 | members (signing 32 | box 32 | roles u8), strictly increasing by signing key
 ///     | sealed key count u32 | (reader signing key 32 | crypto_box_seal(epoch key) 80), same order
-///     | label length u32 (0...4096) | sealed label | signer 32 | Ed25519 signature 64 over everything before it
+///     | label length u32 (0...4096) | sealed label
+///     | previous key length u32 (0 or 72) | sealed previous key (version 0x11 only)
+///     | signer 32 | Ed25519 signature 64 over everything before it
 ///
+/// The previous key is the epoch key of the block before, sealed under this block's epoch key (`EpochSeal`,
+/// context "hypernet previous epoch key v1", associated data document || epoch u32): a reader of this epoch
+/// opens every earlier epoch's key through it, so a member added later reads what was written before
+/// (docs/security.md, "Rights"). Empty in epoch 0, in a public block (it would publish the private history),
+/// and when the signer holds no key of the epoch before. Version 0x10 blocks, written before it existed, lack
+/// the field.
 /// The label is the document's name as its admin shared it, for readers to show it by (`/@NAME/`), sealed under
 /// the epoch key (`EpochSeal`, context "hypernet label key v1", associated data document || epoch u32); empty
 /// for none. A public block (`*` has read) carries no sealed keys: its epoch key is `publicEpochKey`, so anyone
@@ -48,11 +57,15 @@ public struct Roles: OptionSet, Sendable, Hashable, CustomStringConvertible {
 public struct PermissionBlock: Sendable, Equatable {
     /// Also the tag that tells a block from a revision (versions 1, 2) in a tree's log.
     public static let formatVersion: UInt8 = 0x10
+    /// Also a block's tag in a log: a block with the sealed previous epoch key.
+    public static let chainedFormatVersion: UInt8 = 0x11
     public static let epochKeyByteCount = 32
     static let sealedKeyByteCount = 32 + 48
     static let maximumMembers = 1 << 16
     static let maximumLabel = 4096
     static let labelContext = Array("hypernet label key v1".utf8)
+    static let previousKeyContext = Array("hypernet previous epoch key v1".utf8)
+    static let sealedPreviousKeyByteCount = 24 + epochKeyByteCount + 16
     /// The epoch key of a public block: known to everyone (docs/security.md, "Rights").
     public static let publicEpochKey = SecureBytes([UInt8](repeating: 0, count: epochKeyByteCount))
 
@@ -76,6 +89,8 @@ public struct PermissionBlock: Sendable, Equatable {
     public var sealedKeys: [SigningPublicKey: [UInt8]]
     /// The label sealed under the epoch key; empty for none.
     public var sealedLabel: [UInt8]
+    /// The previous epoch's key sealed under this one's; empty for none, nil in a block of version 0x10.
+    public var sealedPreviousKey: [UInt8]?
     public var signer: SigningPublicKey
 
     public func roles(of identity: SigningPublicKey) -> Roles {
@@ -96,11 +111,13 @@ public struct SignedPermissionBlock: Sendable, Equatable {
     public let record: [UInt8]
     public var id: BlockID { BLAKE2b.hash(record) }
 
-    /// Makes and signs a block: a fresh epoch key sealed to every reader (none when public). `signer` must be
-    /// an admin of `previous` (or, for epoch 0, the creator, who must be an admin member).
+    /// Makes and signs a block: a fresh epoch key sealed to every reader (none when public), and `previousKey`
+    /// (the key of `previous`, when the signer holds it) sealed under it. `signer` must be an admin of `previous`
+    /// (or, for epoch 0, the creator, who must be an admin member).
     public static func make(
         document: DocumentID, after previous: SignedPermissionBlock?, members: [PermissionBlock.Member], isPublic: Bool,
-        label: String? = nil, signer: SigningKeyPair, epochKey: SecureBytes = .random(count: PermissionBlock.epochKeyByteCount)
+        label: String? = nil, signer: SigningKeyPair, previousKey: SecureBytes? = nil,
+        epochKey: SecureBytes = .random(count: PermissionBlock.epochKeyByteCount)
     ) -> SignedPermissionBlock {
         var sealed: [SigningPublicKey: [UInt8]] = [:]
         if !isPublic {
@@ -114,10 +131,16 @@ public struct SignedPermissionBlock: Sendable, Equatable {
             : EpochSeal.seal(
                 labelBytes, epochKey: isPublic ? PermissionBlock.publicEpochKey : epochKey, context: PermissionBlock.labelContext,
                 associatedData: PermissionBlock.labelData(document, epoch))
+        var sealedPrevious: [UInt8] = []
+        if let previousKey, previous != nil, !isPublic {
+            sealedPrevious = EpochSeal.seal(
+                previousKey.bytes, epochKey: epochKey, context: PermissionBlock.previousKeyContext,
+                associatedData: PermissionBlock.labelData(document, epoch))
+        }
         let block = PermissionBlock(
             document: document, epoch: epoch, previous: previous?.id, isPublic: isPublic,
             members: members.sorted { $0.identity.signing.bytes.lexicographicallyPrecedes($1.identity.signing.bytes) },
-            sealedKeys: sealed, sealedLabel: sealedLabel, signer: signer.publicKey)
+            sealedKeys: sealed, sealedLabel: sealedLabel, sealedPreviousKey: sealedPrevious, signer: signer.publicKey)
         let body = block.body
         return SignedPermissionBlock(block: block, record: body + signer.signature(for: body))
     }
@@ -134,7 +157,9 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         let body = Array(record[..<(record.count - signatureCount)])
         var r = ByteReader(body, context: "permission block")
         let version = try r.u8()
-        guard version == PermissionBlock.formatVersion else { throw .unsupportedVersion(Int(version)) }
+        guard version == PermissionBlock.formatVersion || version == PermissionBlock.chainedFormatVersion else {
+            throw .unsupportedVersion(Int(version))
+        }
         let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
         let epoch = try r.u32()
         let previousBytes = try r.raw(32)
@@ -167,6 +192,13 @@ public struct SignedPermissionBlock: Sendable, Equatable {
             sealed[reader] = try r.raw(PermissionBlock.sealedKeyByteCount)
         }
         let sealedLabel = try r.blob(limit: PermissionBlock.maximumLabel)
+        var sealedPrevious: [UInt8]?
+        if version == PermissionBlock.chainedFormatVersion {
+            let bytes = try r.blob(limit: PermissionBlock.sealedPreviousKeyByteCount)
+            let expected = epoch > 0 && publicFlag == 0 ? PermissionBlock.sealedPreviousKeyByteCount : 0
+            guard bytes.isEmpty || bytes.count == expected else { throw .invalid("permission block previous key") }
+            sealedPrevious = bytes
+        }
         let signer = try Self.signingKey(r.raw(SigningPublicKey.byteCount))
         try r.expectEnd()
         guard signer.isValidSignature(Array(record[(record.count - signatureCount)...]), for: body) else {
@@ -174,7 +206,7 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         }
         self.block = PermissionBlock(
             document: document, epoch: epoch, previous: previous, isPublic: publicFlag == 1, members: members,
-            sealedKeys: sealed, sealedLabel: sealedLabel, signer: signer)
+            sealedKeys: sealed, sealedLabel: sealedLabel, sealedPreviousKey: sealedPrevious, signer: signer)
         self.record = record
     }
 
@@ -186,6 +218,17 @@ public struct SignedPermissionBlock: Sendable, Equatable {
                 associatedData: PermissionBlock.labelData(block.document, block.epoch))
         else { return nil }
         return String(validating: bytes, as: UTF8.self)
+    }
+
+    /// The key of the epoch before, for a holder of this epoch's key; nil when the block carries none.
+    public func previousEpochKey(epochKey: SecureBytes) -> SecureBytes? {
+        guard let sealed = block.sealedPreviousKey, !sealed.isEmpty,
+            let bytes = EpochSeal.open(
+                sealed, epochKey: epochKey, context: PermissionBlock.previousKeyContext,
+                associatedData: PermissionBlock.labelData(block.document, block.epoch)),
+            bytes.count == PermissionBlock.epochKeyByteCount
+        else { return nil }
+        return SecureBytes(bytes)
     }
 
     /// The epoch key, for a reader holding `identity`'s box key; nil if it is not sealed to it (or public).
@@ -206,6 +249,7 @@ public struct SignedPermissionBlock: Sendable, Equatable {
 }
 
 extension PermissionBlock {
+    /// The associated data of the label and the previous key: they belong to this document's epoch.
     static func labelData(_ document: DocumentID, _ epoch: UInt32) -> [UInt8] {
         var w = ByteWriter(capacity: 20)
         w.raw(document.bytes)
@@ -216,7 +260,7 @@ extension PermissionBlock {
     /// The canonical encoding that is signed.
     public var body: [UInt8] {
         var w = ByteWriter(capacity: 128 + members.count * 65 + sealedKeys.count * 112)
-        w.u8(Self.formatVersion)
+        w.u8(sealedPreviousKey == nil ? Self.formatVersion : Self.chainedFormatVersion)
         w.raw(document.bytes)
         w.u32(epoch)
         if let previous { w.digest(previous) } else { w.raw([UInt8](repeating: 0, count: 32)) }
@@ -234,6 +278,7 @@ extension PermissionBlock {
             w.raw(sealedKeys[m.identity.signing]!)
         }
         w.blob(sealedLabel)
+        if let sealedPreviousKey { w.blob(sealedPreviousKey) }
         w.raw(signer.bytes)
         return w.bytes
     }

@@ -128,7 +128,8 @@ public enum LogRecord: Sendable, Equatable {
 
     public init(record: [UInt8]) throws(DecodingError) {
         switch record.first {
-        case PermissionBlock.formatVersion: self = .block(try SignedPermissionBlock(record: record))
+        case PermissionBlock.formatVersion, PermissionBlock.chainedFormatVersion:
+            self = .block(try SignedPermissionBlock(record: record))
         default: self = .revision(try SignedRevision(record: record))
         }
     }

@@ -62,24 +62,40 @@ extension Store {
     }
 
     /// The key content of `tree` written under (`rights`, `epoch`) is sealed with; nil when this identity
-    /// holds none (it is not a reader of that epoch, or the block is not here).
+    /// holds none (it is not a reader of that epoch or of a later one that passes the key back, or the block is
+    /// not here).
     public func epochKey(tree: SigningPublicKey, rights: DocumentID?, epoch: UInt32) -> SecureBytes? {
         (try? catalog.read { db in try epochKey(db, tree: tree, rights: rights, epoch: epoch) }) ?? nil
     }
 
     func epochKey(_ db: Database, tree: SigningPublicKey, rights: DocumentID?, epoch: UInt32) throws -> SecureBytes? {
         guard let rights else { return tree == keyring.identity.publicKey && epoch == 0 ? keyring.treeKey : nil }
-        let cacheKey = EpochKeyCache.Key(tree: tree, document: rights, epoch: epoch)
-        if let key = epochKeys.get(cacheKey) { return key }
-        let record = try Data.fetchOne(
-            db.cachedStatement(sql: "SELECT record FROM blocks WHERE tree = ? AND document = ? AND epoch = ?"),
-            arguments: [Data(tree.bytes), Data(rights.bytes), Int64(epoch)])
-        guard let record, let block = try? SignedPermissionBlock(record: Array(record)) else { return nil }
-        let key =
-            block.block.isPublic
+        func cacheKey(_ epoch: UInt32) -> EpochKeyCache.Key { .init(tree: tree, document: rights, epoch: epoch) }
+        if let key = epochKeys.get(cacheKey(epoch)) { return key }
+        // The first block from `epoch` on whose key this identity holds, then back through the previous keys.
+        let blocks = try Data.fetchAll(
+            db.cachedStatement(
+                sql: "SELECT record FROM blocks WHERE tree = ? AND document = ? AND epoch >= ? ORDER BY epoch"),
+            arguments: [Data(tree.bytes), Data(rights.bytes), Int64(epoch)]
+        ).compactMap { try? SignedPermissionBlock(record: Array($0)) }
+        guard blocks.first?.block.epoch == epoch else { return nil }
+        for (i, block) in blocks.enumerated() {
+            guard var key = epochKeys.get(cacheKey(block.block.epoch)) ?? ownKey(block) else { continue }
+            epochKeys.put(cacheKey(block.block.epoch), key)
+            for newer in blocks.prefix(i + 1).dropFirst().reversed() {
+                guard let previous = newer.previousEpochKey(epochKey: key) else { return nil }
+                key = previous
+                epochKeys.put(cacheKey(newer.block.epoch - 1), key)
+            }
+            return key
+        }
+        return nil
+    }
+
+    /// A block's key as sealed to this identity, or the public key.
+    private func ownKey(_ block: SignedPermissionBlock) -> SecureBytes? {
+        block.block.isPublic
             ? PermissionBlock.publicEpochKey : block.epochKey(for: keyring.identity.publicKey, box: keyring.identityBox)
-        if let key { epochKeys.put(cacheKey, key) }
-        return key
     }
 
     /// How the next revision of `document` (of this identity's tree) is sealed.
@@ -267,9 +283,13 @@ extension Store {
         guard owner?.roles.isSuperset(of: [.read, .write, .delete]) == true else { throw .rights(.ownerKeeps) }
         return try transaction { tx in
             var chain = try Self.chain(tx.db, document: document, tree: tree)
+            // Passed on so that members added now read what was written before (docs/security.md, "Rights").
+            let previousKey = try chain.current.flatMap { current in
+                try epochKey(tx.db, tree: tree, rights: document, epoch: current.block.epoch)
+            }
             let block = SignedPermissionBlock.make(
                 document: document, after: chain.current, members: members, isPublic: isPublic, label: label,
-                signer: keyring.identity)
+                signer: keyring.identity, previousKey: previousKey)
             // The rule every receiver applies: an admin of the current block signs the next (the owner the first).
             do { try chain.append(block) } catch { throw StoreError.rights(.notAdmin) }
             try tx.insert(block, tree: tree)

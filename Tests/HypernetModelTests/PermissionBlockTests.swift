@@ -35,6 +35,33 @@ import Testing
         #expect(decoded.block.allows(Self.alice.signing.publicKey, .tombstone))
     }
 
+    @Test func aLaterEpochPassesTheKeysBeforeItToItsReaders() throws {
+        let (key0, key1) = (SecureBytes.random(count: 32), SecureBytes.random(count: 32))
+        let first = Self.genesis(key: key0)
+        let second = try SignedPermissionBlock(
+            record: SignedPermissionBlock.make(
+                document: Self.document, after: first, members: [Self.alice.member(.all), Self.carol.member(.read)],
+                isPublic: false, signer: Self.alice.signing, previousKey: key0, epochKey: key1
+            ).record)
+        // Carol, added in epoch 1, opens epoch 0's key through it; nobody opens it without epoch 1's key.
+        let opened = try #require(second.epochKey(for: Self.carol.signing.publicKey, box: Self.carol.box))
+        #expect(second.previousEpochKey(epochKey: opened)?.isEqual(to: key0) == true)
+        #expect(second.previousEpochKey(epochKey: key0) == nil)
+        #expect(first.previousEpochKey(epochKey: key0) == nil)
+        // A public block passes nothing on: it would publish the private epochs.
+        let published = SignedPermissionBlock.make(
+            document: Self.document, after: first, members: [Self.alice.member(.all)], isPublic: true,
+            signer: Self.alice.signing, previousKey: key0)
+        #expect(published.previousEpochKey(epochKey: PermissionBlock.publicEpochKey) == nil)
+        // A block of version 0x10 (before the field existed) still decodes, without it.
+        var body = Array(first.record.dropLast(SigningKeyPair.signatureByteCount))
+        body[0] = PermissionBlock.formatVersion
+        body.removeSubrange((body.count - 36)..<(body.count - 32))
+        let legacy = try SignedPermissionBlock(record: body + Self.alice.signing.signature(for: body))
+        #expect(legacy.block.sealedPreviousKey == nil && legacy.block.members == first.block.members)
+        #expect(legacy.block.body == body)
+    }
+
     @Test func anyChangedByteBreaksTheSignature() throws {
         let record = Self.genesis().record
         // Every byte: roles, members, sealed keys and the signer are all covered.

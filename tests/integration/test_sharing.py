@@ -1,0 +1,93 @@
+"""Sharing with more than one identity (issue 15): alice shares folders with bob and carol, each on a node of
+their own that pins alice's tree. Every member of a block reads every document the block covers, whatever the
+order of the grants.
+
+Nodes run on their own loopback addresses (cluster.py). No traffic leaves the machine.
+"""
+
+import os
+
+import pytest
+
+from cluster import Cluster, eventually
+from helpers import read_file, write_file
+
+pytestmark = pytest.mark.replication
+
+
+@pytest.fixture
+def cluster(make_node, node_dir):
+    cl = Cluster(make_node, node_dir)
+    yield cl
+    cl.close()
+
+
+def read_or_none(path):
+    """The file's bytes, or None while it is missing or unreadable (its revisions may still be arriving)."""
+    try:
+        return read_file(path)
+    except OSError:
+        return None
+
+
+def three(cluster):
+    """alice's node, and bob's and carol's pinning her tree, each with the others as contacts."""
+    alice = cluster.add("alice")
+    bob = cluster.add("bob", pins=[alice])
+    carol = cluster.add("carol", pins=[alice])
+    cluster.start()
+    for node in (alice, bob, carol):
+        for name, other in (("alice", alice), ("bob", bob), ("carol", carol)):
+            if other is not node:
+                node.run("contact", "add", name, other.token)
+    return alice, bob, carol
+
+
+def reads(node, *parts, expected):
+    path = node.p("@alice", *parts)
+    eventually(lambda: read_or_none(path) == expected, 15,
+               lambda: f"{node.name} reads {read_or_none(path)!r} at /@alice/{'/'.join(parts)}, not {expected!r}")
+
+
+@pytest.mark.timeout(240)
+def test_a_member_added_after_the_first_grant_reads_what_was_written_before(cluster):
+    alice, bob, carol = three(cluster)
+    folders = ["bob-first", "carol-first", "again", "delegated"]
+    for folder in folders:
+        os.makedirs(alice.p(folder, "sub"))
+        write_file(alice.p(folder, "a.txt"), f"{folder} a\n".encode())
+        write_file(alice.p(folder, "sub", "b.txt"), f"{folder} b\n".encode())
+
+    # A second reader, in either order: both read the documents nobody wrote since.
+    alice.run("grant", alice.p("bob-first"), "bob", "read")
+    alice.run("grant", alice.p("bob-first"), "carol", "read")
+    alice.run("grant", alice.p("carol-first"), "carol", "read")
+    alice.run("grant", alice.p("carol-first"), "bob", "read")
+    for folder in ["bob-first", "carol-first"]:
+        for node in (bob, carol):
+            reads(node, folder, "a.txt", expected=f"{folder} a\n".encode())
+            reads(node, folder, "sub", "b.txt", expected=f"{folder} b\n".encode())
+
+    # Revoked, written meanwhile, granted again: bob reads what was written while he was out, and carol, added
+    # last, reads all of it.
+    alice.run("grant", alice.p("again"), "bob", "read")
+    reads(bob, "again", "a.txt", expected=b"again a\n")
+    alice.run("revoke", alice.p("again"), "bob")
+    write_file(alice.p("again", "during.txt"), b"written while bob was out\n")
+    alice.run("grant", alice.p("again"), "bob", "read")
+    alice.run("grant", alice.p("again"), "carol", "read")
+    for node in (bob, carol):
+        reads(node, "again", "during.txt", expected=b"written while bob was out\n")
+        reads(node, "again", "sub", "b.txt", expected=b"again b\n")
+
+    # A member granted by a delegated admin (bob) reads it all too.
+    alice.run("grant", alice.p("delegated"), "bob", "read", "admin")
+    reads(bob, "delegated", "a.txt", expected=b"delegated a\n")
+    bob.run("grant", bob.p("@alice", "delegated"), "carol", "read")
+    reads(carol, "delegated", "a.txt", expected=b"delegated a\n")
+    reads(carol, "delegated", "sub", "b.txt", expected=b"delegated b\n")
+    eventually(lambda: sorted(os.listdir(carol.p("@alice"))) == sorted(folders), 15,
+               lambda: f"carol's /@alice lists {sorted(os.listdir(carol.p('@alice')))}")
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
