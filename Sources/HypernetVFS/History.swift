@@ -49,20 +49,22 @@ extension VirtualFileSystem {
 
     /// The document at `path`: the one shown there, or, for a name that is gone, the last document its
     /// directory listed under it (its listings read newest first), so a deleted file's history and old
-    /// contents stay reachable by its name. `inode` is the shown node's, or its directory's.
+    /// contents stay reachable by its name. `inode` is the shown node's, or its directory's. Paths below
+    /// `/@NAME/` name documents of another identity's tree, as the mount shows them.
     func document(at path: String) throws(VFSError) -> (id: DocumentID, inode: UInt64) {
-        do {
-            let node = try resolve(path: path)
-            return (node.record.id, node.inode)
+        do throws(VFSError) {
+            let shown = try shown(path)
+            guard let id = shown.id else { throw VFSError(ENOENT) }
+            return (id, shown.inode)
         } catch {
             guard error.errno == ENOENT, let name = path.split(separator: "/").last.map(String.init), name != "..", name != "."
             else { throw error }
-            let directory = try resolve(path: path.split(separator: "/").dropLast().joined(separator: "/"))
-            guard directory.isDirectory else { throw error }
+            let directory = try shown(path.split(separator: "/").dropLast().joined(separator: "/"))
+            guard let directoryID = directory.id, directory.isDirectory else { throw error }
             do {
-                for summary in try store.revisions(of: directory.record.id) {
-                    let (revision, metadata) = try store.revision(summary.id)
-                    guard revision.kind == .directory else { continue }
+                for summary in try store.revisions(of: directoryID) where summary.kind == .directory {
+                    // In another identity's tree, listings written before it was shared do not open.
+                    guard let metadata = try readable(summary.id) else { continue }
                     let listing = try DirectoryListing(decoding: store.readContent(metadata.content))
                     if let entry = listing.entries.first(where: { $0.name == name }) { return (entry.document, directory.inode) }
                 }
@@ -71,6 +73,33 @@ extension VirtualFileSystem {
             }
             throw error
         }
+    }
+
+    /// The metadata of revision `id`; nil when this identity holds no key for it.
+    private func readable(_ id: RevisionID) throws(StoreError) -> RevisionMetadata? {
+        do { return try store.revision(id).metadata } catch {
+            if case .rights = error { return nil }
+            throw error
+        }
+    }
+
+    /// The document shown at `path` (nil for a tree's top level, `@NAME`), its inode, and whether it is a
+    /// directory: in this identity's tree, or, below `@NAME`, in the other tree as far as it is shared.
+    private func shown(_ path: String) throws(VFSError) -> (id: DocumentID?, inode: UInt64, isDirectory: Bool) {
+        let parts = path.split(separator: "/").filter { $0 != "." }
+        guard let first = parts.first, let root = foreignRoot(named: String(first)) else {
+            let node = try resolve(path: path)
+            return (node.record.id, node.inode, node.isDirectory)
+        }
+        var inode = root
+        for part in parts.dropFirst() {
+            guard let child = try foreignChildren(inode).first(where: { $0.name == part }) else {
+                throw VFSError(ENOENT)
+            }
+            inode = child.inode
+        }
+        guard let (target, kind) = foreign.target(of: inode) else { throw VFSError(ENOENT) }
+        return (target.document, inode, kind == .directory)
     }
 
     /// The revision of `node`'s document whose id is `revision` or starts with it (at least 4 hex digits).

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from cluster import Cluster, eventually
-from helpers import read_file, write_file
+from helpers import current_revision, read_file, write_file
 
 pytestmark = pytest.mark.replication
 
@@ -91,3 +91,35 @@ def test_a_member_added_after_the_first_grant_reads_what_was_written_before(clus
     for node in cluster.nodes:
         assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
 
+
+@pytest.mark.timeout(180)
+def test_log_and_cat_read_a_shared_document_by_its_path_under_the_owners_name(cluster):
+    alice = cluster.add("alice")
+    bob = cluster.add("bob", pins=[alice])
+    cluster.start()
+    alice.run("contact", "add", "bob", bob.token)
+    bob.run("contact", "add", "alice", alice.token)
+    os.makedirs(alice.p("share", "sub"))
+    write_file(alice.p("share", "sub", "f.txt"), b"first\n")
+    alice.run("grant", alice.p("share"), "bob", "read", "write")
+    shared = bob.p("@alice", "share", "sub", "f.txt")
+    reads(bob, "share", "sub", "f.txt", expected=b"first\n")
+    granted = current_revision(shared)
+    write_file(shared, b"second\n")
+    edited = current_revision(shared)
+
+    log = bob.run("log", shared).stdout.splitlines()
+    assert log and log[0].split()[:1] == [edited[:12]] and log[0].split()[2] == bob.token, \
+        f"`hypernet log` of /@alice/share/sub/f.txt does not start with bob's edit {edited[:12]}: {log}"
+    assert any(line.split()[0] == granted[:12] for line in log), f"the log lacks alice's revision {granted[:12]}: {log}"
+    assert bob.run("cat", shared).stdout == "second\n", "`hypernet cat` of a shared file is not its content"
+    assert bob.run("cat", shared, "--rev", granted[:12]).stdout == "first\n", "`hypernet cat --rev` of a shared file"
+    assert bob.run("log", bob.p(f"@{alice.token}", "share", "sub", "f.txt")).stdout.splitlines() == log, \
+        "/@TOKEN/ paths do not give the same log"
+    # A deleted file's history stays reachable by its name, as in one's own tree.
+    os.unlink(alice.p("share", "sub", "f.txt"))
+    eventually(lambda: not os.path.exists(shared), 10, "alice's rm does not reach bob's node")
+    after_rm = bob.run("log", shared).stdout.splitlines()
+    assert after_rm[1:] == log and "[deleted]" in after_rm[0], f"the log of the deleted shared file: {after_rm}"
+    missing = bob.run("log", bob.p("@alice", "share", "nothing.txt"), check=False)
+    assert missing.returncode != 0 and "no such file" in missing.stderr.lower(), missing.stderr
