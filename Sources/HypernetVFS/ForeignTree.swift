@@ -60,6 +60,17 @@ final class ForeignInodes: Sendable {
         }
     }
 
+    /// Makes `inode` the one of `target` (a rename over it moved `inode` to the target's name in the kernel).
+    /// The target's former inode keeps naming it, for the kernel's references to it.
+    func rebind(_ inode: UInt64, to target: ForeignTree.Target) {
+        table.withLock { t in
+            guard let old = t.targets[inode] else { return }
+            t.inodes.removeValue(forKey: old.target)
+            t.inodes[target] = inode
+            t.targets[inode] = (target, old.kind)
+        }
+    }
+
     /// The document and the kind its directory's listing gave it.
     func target(of inode: UInt64) -> (target: ForeignTree.Target, kind: RevisionKind)? {
         table.withLock { $0.targets[inode] }

@@ -9,6 +9,10 @@ import Synchronization
 /// identity, under the chain that governs the document (docs/xattrs.md, "Another identity's tree").
 final class ForeignFile: Sendable {
     struct State {
+        /// The document and its chain: after a rename over another file, the target's (the kernel shows this
+        /// file under the target's name from then on).
+        var document: DocumentID
+        var rights: DocumentID
         var bytes: [UInt8]
         var metadata: RevisionMetadata
         /// Changed since the last revision.
@@ -18,15 +22,11 @@ final class ForeignFile: Sendable {
 
     let inode: UInt64
     let tree: SigningPublicKey
-    let document: DocumentID
-    let rights: DocumentID
     let state: Mutex<State>
 
-    init(inode: UInt64, tree: SigningPublicKey, document: DocumentID, rights: DocumentID, state: State) {
+    init(inode: UInt64, tree: SigningPublicKey, state: State) {
         self.inode = inode
         self.tree = tree
-        self.document = document
-        self.rights = rights
         self.state = Mutex(state)
     }
 }
@@ -72,8 +72,8 @@ extension VirtualFileSystem {
                 throw fail(error, "read shared file")
             }
             file = ForeignFile(
-                inode: inode, tree: tree, document: document, rights: rights,
-                state: .init(bytes: bytes, metadata: w.metadata, modified: false))
+                inode: inode, tree: tree,
+                state: .init(document: document, rights: rights, bytes: bytes, metadata: w.metadata, modified: false))
             foreignFiles.withLock { $0[inode] = file }
         }
         if flags & O_TRUNC != 0 {
@@ -110,12 +110,12 @@ extension VirtualFileSystem {
     func commitForeign(_ file: ForeignFile) throws(VFSError) -> RevisionID? {
         try file.state.withLock { (f) throws(VFSError) -> RevisionID? in
             guard f.modified else { return nil }
-            let w = try foreignWinner(file.document)
+            let w = try foreignWinner(f.document)
             var metadata = f.metadata
             metadata.touch()
             let id = try writeForeign(
-                tree: file.tree, document: file.document, kind: .file, metadata: &metadata, content: f.bytes,
-                parents: [w.id], rights: file.rights)
+                tree: file.tree, document: f.document, kind: .file, metadata: &metadata, content: f.bytes,
+                parents: [w.id], rights: f.rights)
             f.metadata = metadata
             f.modified = false
             return id
@@ -123,7 +123,7 @@ extension VirtualFileSystem {
     }
 
     func fsyncForeign(_ file: ForeignFile) throws(VFSError) {
-        let head = try commitForeign(file) ?? (try? foreignWinner(file.document))?.id
+        let head = try commitForeign(file) ?? (try? foreignWinner(file.state.withLock { $0.document }))?.id
         do { try store.sync() } catch { throw fail(error, "fsync of a shared file") }
         guard let head, configuration.quorum > 1 else { return }
         guard store.waitForReplicas([head], count: configuration.quorum - 1, timeout: configuration.fsyncTimeout) else {
@@ -214,7 +214,8 @@ extension VirtualFileSystem {
         let inode = foreign.inode(for: .init(tree: tree, document: document), kind: kind)
         guard kind == .file else { return (try foreignAttributes(inode), nil) }
         let file = ForeignFile(
-            inode: inode, tree: tree, document: document, rights: rights, state: .init(bytes: [], metadata: metadata, modified: false))
+            inode: inode, tree: tree,
+            state: .init(document: document, rights: rights, bytes: [], metadata: metadata, modified: false))
         foreignFiles.withLock { $0[inode] = file }
         return (try foreignAttributes(inode), addHandle(.foreignFile(file)))
     }
@@ -259,13 +260,20 @@ extension VirtualFileSystem {
             let s = try foreignWinner(sourceDocument)
             let t = try foreignWinner(targetDocument)
             guard s.revision.kind == .file, t.revision.kind == .file else { throw VFSError(EISDIR) }
-            if let open = foreignFiles.withLock({ $0[source.inode] }) { try commitForeign(open) }
+            let open = foreignFiles.withLock { $0[source.inode] }
+            if let open { try commitForeign(open) }
             var metadata = try foreignWinner(sourceDocument).metadata
             let content: [UInt8]
             do { content = try store.readContent(metadata.content) } catch { throw fail(error, "read shared file") }
             _ = try writeForeign(
                 tree: tree, document: targetDocument, kind: .file, metadata: &metadata, content: content,
                 parents: t.heads, rights: targetRights)
+            // The kernel now shows the source's inode under the target's name: a chmod or write through it (sed
+            // -i's handle may be released only now) is a change of the target document.
+            foreign.rebind(source.inode, to: .init(tree: tree, document: targetDocument))
+            open?.state.withLock { f in
+                (f.document, f.rights, f.metadata) = (targetDocument, targetRights, metadata)
+            }
             try changeForeignDirectory(tree: tree, from, rights: fromRights) { (entries) throws(VFSError) in
                 entries.removeAll { $0.name == name }
             }

@@ -6,6 +6,8 @@ Nodes run on their own loopback addresses (cluster.py). No traffic leaves the ma
 """
 
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -90,6 +92,41 @@ def test_a_member_added_after_the_first_grant_reads_what_was_written_before(clus
                lambda: f"carol's /@alice lists {sorted(os.listdir(carol.p('@alice')))}")
     for node in cluster.nodes:
         assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
+
+def mode_or_none(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+@pytest.mark.timeout(180)
+def test_a_chmod_right_after_sed_i_in_a_shared_folder_stays(cluster):
+    alice = cluster.add("alice")
+    bob = cluster.add("bob", pins=[alice])
+    cluster.start()
+    alice.run("contact", "add", "bob", bob.token)
+    bob.run("contact", "add", "alice", alice.token)
+    os.makedirs(alice.p("share"))
+    write_file(alice.p("share", "f.txt"), b"x\n")
+    alice.run("grant", alice.p("share"), "bob", "read", "write")
+    reads(bob, "share", "f.txt", expected=b"x\n")
+    shared = bob.p("@alice", "share", "f.txt")
+    for i, mode in enumerate([0o640, 0o604, 0o600]):
+        before = b"x\n" if i == 0 else b"y" * i + b"\n"
+        after = b"y" * (i + 1) + b"\n"
+        proc = subprocess.run(["sh", "-c", f"sed -i 's/{before.decode().strip()}/{after.decode().strip()}/' '{shared}'"
+                               f" && chmod {mode:o} '{shared}'"], capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, f"bob's sed -i; chmod in /@alice/share failed: {proc.stderr}"
+        assert mode_or_none(shared) == mode, f"round {i}: chmod {mode:o} right after sed -i shows {mode_or_none(shared)!r}"
+        # Past the kernel's attribute cache, on both nodes: the mode and the content stay.
+        time.sleep(1.5)
+        for node, path in ((bob, shared), (alice, alice.p("share", "f.txt"))):
+            eventually(lambda: mode_or_none(path) == mode and read_or_none(path) == after, 10,
+                       lambda: f"round {i}: {node.name} shows mode {oct(mode_or_none(path) or 0)} and "
+                               f"{read_or_none(path)!r}, not {oct(mode)} and {after!r}")
+        assert sorted(os.listdir(alice.p("share"))) == ["f.txt"], f"sed's temporary file stays: {os.listdir(alice.p('share'))}"
 
 
 @pytest.mark.timeout(180)
