@@ -151,6 +151,16 @@ def node(make_node):
     return make_node()
 
 
+@pytest.fixture
+def cluster(make_node, node_dir):
+    """A cluster.Cluster of nodes on their own loopback addresses, closed at the end."""
+    from cluster import Cluster
+
+    cl = Cluster(make_node, node_dir)
+    yield cl
+    cl.close()
+
+
 @pytest.fixture(autouse=True)
 def _watchdog(request):
     """A test stuck in a syscall on a hung mount cannot be interrupted by signals; after the timeout the

@@ -101,6 +101,14 @@ def read_file(path) -> bytes:
         return f.read()
 
 
+def read_or_none(path):
+    """The file's bytes, or None while it is missing or unreadable (its revisions may still be arriving)."""
+    try:
+        return read_file(path)
+    except OSError:
+        return None
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

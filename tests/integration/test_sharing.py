@@ -1,6 +1,6 @@
-"""Sharing with more than one identity (issue 15): alice shares folders with bob and carol, each on a node of
-their own that pins alice's tree. Every member of a block reads every document the block covers, whatever the
-order of the grants.
+"""Sharing with other identities (issue 15): alice shares folders with bob and carol, each on a node of their own
+that pins alice's tree. Every member of a block reads every document the block covers, whatever the order of the
+grants; a member's editor saves and chmods stay; `log` and `cat` work on /@NAME/ paths.
 
 Nodes run on their own loopback addresses (cluster.py). No traffic leaves the machine.
 """
@@ -11,38 +11,22 @@ import time
 
 import pytest
 
-from cluster import Cluster, eventually
-from helpers import current_revision, read_file, write_file
+from cluster import eventually
+from helpers import current_revision, read_or_none, write_file
 
 pytestmark = pytest.mark.replication
 
 
-@pytest.fixture
-def cluster(make_node, node_dir):
-    cl = Cluster(make_node, node_dir)
-    yield cl
-    cl.close()
-
-
-def read_or_none(path):
-    """The file's bytes, or None while it is missing or unreadable (its revisions may still be arriving)."""
-    try:
-        return read_file(path)
-    except OSError:
-        return None
-
-
-def three(cluster):
-    """alice's node, and bob's and carol's pinning her tree, each with the others as contacts."""
+def sharing(cluster, *names):
+    """alice's node and one per name pinning her tree, started, each with the others as contacts by name."""
     alice = cluster.add("alice")
-    bob = cluster.add("bob", pins=[alice])
-    carol = cluster.add("carol", pins=[alice])
+    nodes = [alice] + [cluster.add(name, pins=[alice]) for name in names]
     cluster.start()
-    for node in (alice, bob, carol):
-        for name, other in (("alice", alice), ("bob", bob), ("carol", carol)):
+    for node in nodes:
+        for other in nodes:
             if other is not node:
-                node.run("contact", "add", name, other.token)
-    return alice, bob, carol
+                node.run("contact", "add", other.name, other.token)
+    return nodes
 
 
 def reads(node, *parts, expected):
@@ -53,7 +37,7 @@ def reads(node, *parts, expected):
 
 @pytest.mark.timeout(240)
 def test_a_member_added_after_the_first_grant_reads_what_was_written_before(cluster):
-    alice, bob, carol = three(cluster)
+    alice, bob, carol = sharing(cluster, "bob", "carol")
     folders = ["bob-first", "carol-first", "again", "delegated"]
     for folder in folders:
         os.makedirs(alice.p(folder, "sub"))
@@ -103,11 +87,7 @@ def mode_or_none(path):
 
 @pytest.mark.timeout(180)
 def test_a_chmod_right_after_sed_i_in_a_shared_folder_stays(cluster):
-    alice = cluster.add("alice")
-    bob = cluster.add("bob", pins=[alice])
-    cluster.start()
-    alice.run("contact", "add", "bob", bob.token)
-    bob.run("contact", "add", "alice", alice.token)
+    alice, bob = sharing(cluster, "bob")
     os.makedirs(alice.p("share"))
     write_file(alice.p("share", "f.txt"), b"x\n")
     alice.run("grant", alice.p("share"), "bob", "read", "write")
@@ -131,11 +111,7 @@ def test_a_chmod_right_after_sed_i_in_a_shared_folder_stays(cluster):
 
 @pytest.mark.timeout(180)
 def test_log_and_cat_read_a_shared_document_by_its_path_under_the_owners_name(cluster):
-    alice = cluster.add("alice")
-    bob = cluster.add("bob", pins=[alice])
-    cluster.start()
-    alice.run("contact", "add", "bob", bob.token)
-    bob.run("contact", "add", "alice", alice.token)
+    alice, bob = sharing(cluster, "bob")
     os.makedirs(alice.p("share", "sub"))
     write_file(alice.p("share", "sub", "f.txt"), b"first\n")
     alice.run("grant", alice.p("share"), "bob", "read", "write")
