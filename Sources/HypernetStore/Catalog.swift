@@ -23,7 +23,7 @@ final class Catalog: Sendable {
         config.busyMode = .timeout(10)
         // SQLite creates a database 0644 less the umask, and its -wal and -shm with the database's mode: the
         // catalog holds names, metadata and content keys in plaintext, so it is made 0600 first.
-        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .io(path: path, errno: errno) }
         close(fd)
         do {
