@@ -167,8 +167,9 @@ final class Catalog: Sendable {
         m.registerMigration("v5-peer-removal") { db in
             try db.execute(
                 sql: """
-                    ALTER TABLE peers ADD COLUMN removed INTEGER NOT NULL DEFAULT 0;  -- `peer remove`: not dialed nor relearned
-                    ALTER TABLE peers ADD COLUMN added INTEGER;                       -- Unix seconds the address was added
+                    -- `peer remove`: not dialed nor relearned; when the address was added (Unix seconds)
+                    ALTER TABLE peers ADD COLUMN removed INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE peers ADD COLUMN added INTEGER;
                     UPDATE peers SET added = CAST(strftime('%s', 'now') AS INTEGER);
                     """)
         }

@@ -284,13 +284,19 @@ extension Store {
         try catalog.read { db in try Self.peerRecords(db, "removed = ?", [removed]) }
     }
 
-    private static func peerRecords(_ db: Database, _ condition: String, _ arguments: StatementArguments) throws -> [PeerRecord] {
+    private static func peerRecords(
+        _ db: Database, _ condition: String, _ arguments: StatementArguments
+    ) throws -> [PeerRecord] {
         try Row.fetchAll(
-            db, sql: "SELECT address, node, configured, last_seen, last_error FROM peers WHERE \(condition) ORDER BY address",
+            db,
+            sql: """
+                SELECT address, node, configured, last_seen, last_error FROM peers WHERE \(condition) ORDER BY address
+                """,
             arguments: arguments
         ).map {
             let node: Data? = $0[1]
-            return PeerRecord(address: $0[0], node: node.map { Hex.encode($0) }, configured: $0[2], lastSeen: $0[3], lastError: $0[4])
+            return PeerRecord(
+                address: $0[0], node: node.map { Hex.encode($0) }, configured: $0[2], lastSeen: $0[3], lastError: $0[4])
         }
     }
 
@@ -311,7 +317,9 @@ extension Store {
     /// again. Returns its record as it was, or nil if the address is not in the table (or removed already).
     public func removePeer(_ address: String) throws(StoreError) -> PeerRecord? {
         try catalog.write { db in
-            guard let record = try Self.peerRecords(db, "address = ? AND removed = 0", [address]).first else { return nil }
+            guard let record = try Self.peerRecords(db, "address = ? AND removed = 0", [address]).first else {
+                return nil
+            }
             try db.execute(sql: "UPDATE peers SET removed = 1, configured = 0 WHERE address = ?", arguments: [address])
             return record
         }

@@ -8,7 +8,8 @@ import Logging
 
 struct Peer: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Nodes to connect to (also learned from peers).", subcommands: [PeerAdd.self, PeerRemove.self, PeerList.self])
+        abstract: "Nodes to connect to (also learned from peers).",
+        subcommands: [PeerAdd.self, PeerRemove.self, PeerList.self])
 }
 
 struct PeerAdd: HypernetCommand {
@@ -26,10 +27,12 @@ struct PeerAdd: HypernetCommand {
 
 struct PeerRemove: HypernetCommand {
     static let configuration = CommandConfiguration(
-        commandName: "remove", abstract: "Forget HOST:PORT: disconnect, stop dialing it, refuse the node last seen there.",
+        commandName: "remove",
+        abstract: "Forget HOST:PORT: disconnect, stop dialing it, refuse the node last seen there.",
         discussion: "Learning the address from peers does not bring it back; `peer add` does.")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: ArgumentHelp("The node's address, as `peer list` shows it.", valueName: "HOST:PORT")) var address: String
+    @Argument(help: ArgumentHelp("The node's address, as `peer list` shows it.", valueName: "HOST:PORT"))
+    var address: String
 
     func execute() throws(Failure) {
         let address = try PeerCommands.validAddress(address)

@@ -154,7 +154,8 @@ def set_peer_rows(node, rows):
         for address, configured, last_seen, added in rows:
             db.execute("INSERT INTO peers (address, configured, last_seen, added) VALUES (?, ?, ?, ?) "
                        "ON CONFLICT(address) DO UPDATE SET configured = excluded.configured, "
-                       "last_seen = excluded.last_seen, added = excluded.added", (address, configured, last_seen, added))
+                       "last_seen = excluded.last_seen, added = excluded.added",
+                       (address, configured, last_seen, added))
         db.commit()
     finally:
         db.close()
