@@ -73,7 +73,8 @@ let package = Package(
         .executableTarget(
             name: "hypernet",
             dependencies: [
-                "CLinux", "HypernetDaemon", "HypernetModel", "HypernetSync",
+                "CLinux", "HypernetCrypto", "HypernetDaemon", "HypernetModel", "HypernetStore", "HypernetSync",
+                "HypernetVFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
