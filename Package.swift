@@ -51,7 +51,7 @@ let package = Package(
         .target(
             name: "HypernetSync",
             dependencies: [
-                "HypernetCrypto", "HypernetModel", "HypernetStore",
+                "CLinux", "HypernetCrypto", "HypernetModel", "HypernetStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -18,6 +18,10 @@
 //   flood-chunks  after the handshake, chunk frames nobody asked for (4 KiB of random bytes each)
 //   flood-empty-chunks  the same with empty chunks (0 bytes each: no byte budget is ever used up)
 //   honest-hello  a valid hello, then silence: the node must drop us after its silence limit (30 s)
+//   partial-frame after the handshake, a frame header declaring the largest frame (17 MiB), --frame-bytes of
+//                 it (default 4 MiB), then silence: dropped over the node's frame budget, or when silent 30 s
+//   hold          connect and send nothing: dropped over the node's connection caps at once, or when its
+//                 handshake limit (10 s) passes
 //
 // Wire format (docs/protocol.md, Sources/HypernetSync/Transport): records `u16 LE length | Noise message`,
 // frames `u32 LE length | u8 version | u8 type | payload` inside the decrypted stream; NodeAuth is
@@ -38,6 +42,8 @@ enum Mode: String, CaseIterable {
     case floodChunks = "flood-chunks"
     case floodEmptyChunks = "flood-empty-chunks"
     case honestHello = "honest-hello"
+    case partialFrame = "partial-frame"
+    case hold
 }
 
 struct Options {
@@ -48,9 +54,14 @@ struct Options {
     var connections = 1
     var parallel = 1
     var frames: Int?
+    var frameBytes = 4 << 20
+    /// Connections leave from this many loopback addresses, 127.254.0.1 and up, in turn (0: the system's choice).
+    var sources = 0
 
     /// How long the node has to close one connection.
-    var closeTimeout: Double { timeout ?? (mode == .honestHello ? 45 : 10) }
+    var closeTimeout: Double {
+        timeout ?? ([.honestHello, .partialFrame].contains(mode) ? 45 : mode == .hold ? 20 : 10)
+    }
 }
 
 let usage = """
@@ -59,6 +70,8 @@ let usage = """
     --timeout: how long the node has to close each connection (default 10 s; honest-hello 45 s)
     --connections N: N connections, --parallel P of them at a time (default 1 and 1)
     --frames N: flood modes, chunk frames to send at most (default 16384 for flood-chunks, 100000 empty ones)
+    --frame-bytes N: partial-frame, bytes of the frame to send (default 4 MiB)
+    --sources K: connect from K loopback addresses, 127.254.0.1 to 127.254.0.K, in turn (default: one, the system's)
     """
 
 func fail(_ message: String, code: Int32) -> Never {
@@ -90,6 +103,14 @@ func parseOptions() -> Options {
         case "--frames":
             guard let n = Int(value(a)), n > 0 else { fail("--frames must be positive", code: 2) }
             o.frames = n
+        case "--frame-bytes":
+            guard let n = Int(value(a)), n >= 0, n <= Message.Limits.maximumFrame else {
+                fail("--frame-bytes must be 0 to \(Message.Limits.maximumFrame)", code: 2)
+            }
+            o.frameBytes = n
+        case "--sources":
+            guard let n = Int(value(a)), (1...250).contains(n) else { fail("--sources must be 1 to 250", code: 2) }
+            o.sources = n
         case "--parallel":
             guard let n = Int(value(a)), n > 0, n <= 512 else { fail("--parallel must be 1 to 512", code: 2) }
             o.parallel = n
@@ -137,9 +158,25 @@ enum Outcome: Error {
 final class Connection {
     let fd: Int32
 
-    init(host: String, port: UInt16) throws(Outcome) {
+    /// `source`: the loopback address to connect from (nil: the system's choice).
+    init(host: String, port: UInt16, source: String? = nil) throws(Outcome) {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw .failed("socket: \(String(cString: strerror(errno)))") }
+        if let source {
+            var local = sockaddr_in()
+            local.sin_family = sa_family_t(AF_INET)
+            inet_pton(AF_INET, source, &local.sin_addr)
+            let bound = withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            guard bound == 0 else {
+                let why = String(cString: strerror(errno))
+                close(fd)
+                throw .failed("bind to \(source): \(why)")
+            }
+        }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
@@ -329,7 +366,7 @@ func run(_ o: Options, mode: Mode) throws(Outcome) -> String {
     if mode == .honestHello { return try runHonestHello(o) }
     let start = now()
     let deadline = start + o.closeTimeout
-    let connection = try Connection(host: o.host, port: o.port)
+    let connection = try Connection(host: o.host, port: o.port, source: Run.nextSource())
     var detail = ""
     do throws(Outcome) {
         switch mode {
@@ -384,6 +421,21 @@ func run(_ o: Options, mode: Mode) throws(Outcome) -> String {
                 sent += 1
             }
             detail = "after \(sent) unrequested chunk frames of \(size) bytes"
+        case .partialFrame:
+            var s = try authenticated(connection, deadline: deadline)
+            let length = Message.Limits.maximumFrame
+            // u32 LE length | version | type (hello), then random bytes: the node never gets to decode it.
+            var frame = (0..<4).map { UInt8(length >> (8 * $0) & 0xFF) }
+            frame += [Frame.version, 1] + SecureRandom.bytes(count: max(0, o.frameBytes - 6))
+            var sent = 0
+            while sent < frame.count, !connection.nodeHasClosed() {
+                let end = min(sent + 65535 - 16, frame.count)
+                try s.sendFrame(Array(frame[sent..<end]))
+                sent = end
+            }
+            detail = "after \(sent) bytes of a frame declaring \(length)"
+        case .hold:
+            detail = "holding an idle connection"
         case .honestHello:
             preconditionFailure("handled above")
         }
@@ -399,7 +451,7 @@ func run(_ o: Options, mode: Mode) throws(Outcome) -> String {
 func runHonestHello(_ o: Options) throws(Outcome) -> String {
     let start = now()
     let deadline = start + o.closeTimeout
-    let connection = try Connection(host: o.host, port: o.port)
+    let connection = try Connection(host: o.host, port: o.port, source: Run.nextSource())
     var pings = 0
     do throws(Outcome) {
         var s = try authenticated(connection, deadline: deadline)
@@ -418,6 +470,12 @@ func runHonestHello(_ o: Options) throws(Outcome) -> String {
 enum Run {
     static let options = parseOptions()
     static let results = Mutex(Results())
+    static let connectionsMade = Atomic(0)
+
+    static func nextSource() -> String? {
+        guard options.sources > 0 else { return nil }
+        return "127.254.0.\(connectionsMade.add(1, ordering: .relaxed).oldValue % options.sources + 1)"
+    }
 }
 
 struct Results {

@@ -14,6 +14,10 @@ Each mode runs 100 hostile connections (flood-empty-chunks: 4), 10 at a time (ho
 t must survive, log one line per dropped connection (and not much more), keep its RSS growth under 50 MiB and
 keep relaying files between the honest nodes meanwhile. Problems found and not yet fixed are in KNOWN_ISSUES.
 
+The caps (docs/protocol.md, "Limits") are checked by counting t's drop lines: connections past 16 from one address
+or 256 in all are closed as soon as they are accepted, and a frame that would take the unfinished frames of all
+connections past 64 MiB closes its connection; t's RSS is checked too, after the hostile connections have ended.
+
 Topology per mode: `t` (mounts, listens) is attacked; `a` and `b` share its identity and dial only `t`
 (they do not listen, so peer exchange cannot connect them to each other): every file written on `a` reaches
 `b` through `t`. Everything runs on loopback addresses (cluster.py); the double refuses any other address.
@@ -61,8 +65,10 @@ MODES = {
     # Empty chunks, up to 20,000 per connection, on 4 connections: an empty chunk matches no id either.
     "flood-empty-chunks": Mode(r"warning hypernet: peer dropped: pushed a chunk whose bytes do not match its id",
                                parallel=4, connections=4, args=["--frames", "20000"]),
-    # Idle after a valid hello: dropped at t's silence limit (30 s), so all at once.
-    "honest-hello": Mode(r"warning hypernet: peer dropped: peer silent for 30 s", parallel=CONNECTIONS),
+    # Idle after a valid hello: dropped at t's silence limit (30 s), so all at once; from 10 addresses, 10 each
+    # (one address may hold 16 connections).
+    "honest-hello": Mode(r"warning hypernet: peer dropped: peer silent for 30 s", parallel=CONNECTIONS,
+                         args=["--sources", "10"]),
 }
 
 # Problems of the node under test found by these tests and reported, not fixed here (Sources/HypernetSync/Node
@@ -150,6 +156,25 @@ def test_node_survives_hostile_peer(hub, mode):
     print(report)
 
 
+def attack_while_replicating(t, a, b, label, command):
+    """Runs the double (`command`) to its end while the honest nodes keep replicating through t, both ways;
+    returns (the finished process, its output, the files replicated meanwhile)."""
+    attack = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        rounds = 0
+        while attack.poll() is None or rounds < 2:
+            source, target = (a, b) if rounds % 2 == 0 else (b, a)
+            replicate(source, target, f"during-{label}-{rounds}", via=t)
+            rounds += 1
+            time.sleep(0.2)
+        output, _ = attack.communicate(timeout=120)
+    finally:
+        if attack.poll() is None:
+            attack.kill()
+            attack.wait()
+    return attack, output, rounds
+
+
 def attack_and_check(t, a, b, mode):
     m = MODES[mode]
     double = peer_double()
@@ -159,25 +184,9 @@ def attack_and_check(t, a, b, mode):
     before = rss_bytes(t.pid)
     log_offset = len(t.log_text())
 
-    attack = subprocess.Popen(
-        [double, "--connect", t.listen, "--mode", mode, "--connections", str(m.connections), "--parallel",
-         str(m.parallel), *m.args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # Meanwhile the honest nodes keep replicating through t, both ways.
-        rounds = 0
-        while True:
-            source, target = (a, b) if rounds % 2 == 0 else (b, a)
-            replicate(source, target, f"during-{mode}-{rounds}", via=t)
-            rounds += 1
-            if attack.poll() is not None and rounds >= 2:
-                break
-            time.sleep(0.2)
-        output, _ = attack.communicate(timeout=120)
-    finally:
-        if attack.poll() is None:
-            attack.kill()
-            attack.wait()
+    attack, output, rounds = attack_while_replicating(
+        t, a, b, mode, [double, "--connect", t.listen, "--mode", mode, "--connections", str(m.connections),
+                        "--parallel", str(m.parallel), *m.args])
 
     # t survives: alive, answers status, its mount works (and holds what a wrote).
     assert pid_alive(t.pid), f"node t died under --mode {mode}\n{t.log_tail(20)}"
@@ -221,3 +230,95 @@ def attack_and_check(t, a, b, mode):
                              f"(at most {limit} expected); most frequent:\n"
                              + "\n".join(f"{n:8d}  {kind}" for kind, n in kinds.most_common(4)))
     return f"{mode}: {output.strip()}; t RSS {before >> 20} -> {after >> 20} MiB; {rounds} files replicated meanwhile"
+
+
+# --- caps: connections and unfinished frames (issue 15, item 1) ------------------------------------------------
+
+PER_ADDRESS = 16  # docs/protocol.md, "Limits": connections accepted at once from one IP address
+TOTAL = 256  # and in all
+FRAME_BUDGET = 64 << 20  # unfinished frames of all connections together
+MAXIMUM_FRAME = 17 << 20
+
+
+class Cap:
+    def __init__(self, args, expected, rss_limit=RSS_GROWTH_LIMIT):
+        self.args = args  # hypernet-peer-double arguments
+        self.expected = expected  # {regex of t's drop line: (least, most) such lines}
+        self.rss_limit = rss_limit  # t's RSS growth allowed, measured after every hostile connection has ended
+
+
+HOLDERS = FRAME_BUDGET // MAXIMUM_FRAME  # 3 frames of 17 MiB fit in 64 MiB, the fourth does not
+CAPS = {
+    # 40 idle connections from one address: 16 wait for their handshake limit, 24 are closed at once.
+    "per-address": Cap(["--mode", "hold", "--connections", "40", "--parallel", "40", "--sources", "1"], {
+        r"peer dropped: over the cap of 16 connections from 127\.254\.0\.1": (40 - PER_ADDRESS, 40 - PER_ADDRESS),
+        r"peer dropped: handshake not finished in 10 s": (PER_ADDRESS, PER_ADDRESS)}),
+    # 30 authenticated connections each declaring the largest frame and sending 4 MiB of it (the issue's case):
+    # three hold the budget until they fall silent for 30 s, the others are closed at their frame's header.
+    "frame-budget": Cap(["--mode", "partial-frame", "--connections", "30", "--parallel", "30", "--sources", "2",
+                         "--frame-bytes", str(4 << 20)], {
+        r"peer dropped: peers' unfinished frames would exceed the 64 MiB budget": (30 - HOLDERS, 30 - HOLDERS),
+        r"peer dropped: peer silent for 30 s": (HOLDERS, HOLDERS)}, rss_limit=24 << 20),
+}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("cap", list(CAPS))
+def test_connections_past_the_caps_and_frames_past_the_budget_are_closed(hub, cap):
+    t, a, b = hub
+    c = CAPS[cap]
+    replicate(a, b, "warm-up", via=t)
+    before = rss_bytes(t.pid)
+    log_offset = len(t.log_text())
+    attack, output, _ = attack_while_replicating(t, a, b, cap, [peer_double(), "--connect", t.listen, *c.args])
+    assert attack.returncode == 0, f"hypernet-peer-double {' '.join(c.args)} exited {attack.returncode}: {output}"
+
+    counts = {pattern: len(log_lines_since(t, log_offset, pattern)) for pattern in c.expected}
+    for pattern, (least, most) in c.expected.items():
+        assert least <= counts[pattern] <= most, \
+            f"{counts[pattern]} lines matching {pattern!r} (expected {least} to {most}); all counts: {counts}\n" \
+            f"{t.log_tail(10)}"
+    connections = int(c.args[c.args.index("--connections") + 1])
+    assert sum(counts.values()) == connections, f"{connections} hostile connections, but t logged {counts}"
+    others = [line for line in log_lines_since(t, log_offset, r"peer (dropped|disconnected)")
+              if not any(re.search(p, line) for p in c.expected)]
+    assert not others, "t dropped other peers too:\n" + "\n".join(others[:10])
+
+    # The honest peers stayed, and t gave back what the hostile ones made it hold.
+    for n in (a, b):
+        assert t.listen in n.connected_addresses(), f"node {n.name} lost t:\n{n.status()}"
+    replicate(b, a, f"after-{cap}", via=t)
+    after = rss_bytes(t.pid)
+    assert after - before < c.rss_limit, \
+        f"t's RSS grew by {(after - before) >> 20} MiB over {cap} ({before >> 20} -> {after >> 20} MiB)"
+
+
+@pytest.mark.timeout(240)
+def test_connections_past_the_total_cap_are_closed_at_once(hub):
+    t, a, b = hub
+    double = peer_double()
+    log_offset = len(t.log_text())
+    # t holds a and b: 254 idle authenticated peers (from 20 addresses, under the per-address cap) fill it up ...
+    fill = TOTAL - 2
+    idle = subprocess.Popen([double, "--connect", t.listen, "--mode", "honest-hello", "--connections", str(fill),
+                             "--parallel", str(fill), "--sources", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        eventually(lambda: len(log_lines_since(t, log_offset, r"info hypernet: peer connected")) >= fill, 20,
+                   lambda: f"{len(log_lines_since(t, log_offset, 'peer connected'))} of {fill} idle peers connected "
+                           f"to t\n{t.log_tail(5)}")
+        # ... so that 20 more are closed as soon as they are accepted.
+        extra = subprocess.run([double, "--connect", t.listen, "--mode", "hold", "--connections", "20", "--parallel",
+                                "20", "--sources", "20", "--timeout", "5"], capture_output=True, text=True, timeout=60)
+        assert extra.returncode == 0, f"connections past the cap: {extra.stdout}"
+        refused = log_lines_since(t, log_offset, r"peer dropped: over the cap of 256 connections( |$)")
+        assert len(refused) == 20, f"{len(refused)} connections refused past the cap, 20 expected\n{t.log_tail(5)}"
+        output, _ = idle.communicate(timeout=90)
+        assert idle.returncode == 0, f"idle peers: {output}"
+    finally:
+        if idle.poll() is None:
+            idle.kill()
+            idle.wait()
+    for n in (a, b):
+        assert t.listen in n.connected_addresses(), f"node {n.name} lost t:\n{n.status()}"
+    replicate(a, b, "after-total-cap", via=t)

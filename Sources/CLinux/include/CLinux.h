@@ -16,3 +16,6 @@ int CLinux_setxattr(const char *path, const char *name, const void *value, unsig
 
 /// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): frees a staged range's memory.
 int CLinux_punch_hole(int fd, long long offset, long long length);
+
+/// malloc_trim(0): gives the heap's free memory back to the system. Declared here: <malloc.h> is not in Glibc's module.
+int CLinux_malloc_trim(void);

@@ -69,6 +69,12 @@ public final class SyncNode: SessionDelegate {
     static let relayHold: DispatchTimeInterval = .seconds(1)
     /// Revisions per ack of this node's own durable revisions.
     static let ackBatch = 4096
+    /// Connections accepted from one IP address at once, and connections in all (docs/protocol.md, "Limits"): one
+    /// more is closed as soon as it is accepted.
+    static let maximumConnectionsPerAddress = 16
+    static let maximumConnections = 256
+    /// What all connections together may hold of frames and records not yet received in full (see `FrameBudget`).
+    static let frameBudget = 64 << 20
 
     let store: Store
     let nodeKey: SigningKeyPair
@@ -76,6 +82,7 @@ public final class SyncNode: SessionDelegate {
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let fetcher = ChunkFetcher()
+    let budget = FrameBudget(limit: frameBudget)
     private let ackQueue = DispatchQueue(label: "hypernet.sync.acks")
 
     /// What this node serves to one subscriber of one tree.
@@ -183,7 +190,7 @@ public final class SyncNode: SessionDelegate {
         if let listen = configuration.listen {
             let (host, port) = try Self.split(listen)
             let channel = try ServerBootstrap(group: group)
-                .serverChannelOption(ChannelOptions.backlog, value: 64)
+                .serverChannelOption(ChannelOptions.backlog, value: Int32(Self.maximumConnections))
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater))
@@ -233,7 +240,7 @@ public final class SyncNode: SessionDelegate {
     private func attach(_ channel: Channel, dialed: String?) throws {
         if state.withLock({ $0.stopped }) { throw ChannelError.ioOnClosedChannel }
         let session = Session(channel: channel, isInitiator: dialed != nil, dialedAddress: dialed, delegate: self)
-        try session.install(nodeKey: nodeKey)
+        try session.install(nodeKey: nodeKey, budget: budget)
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
@@ -354,10 +361,20 @@ public final class SyncNode: SessionDelegate {
     // MARK: Session events (event loop)
 
     /// Only a connection that is up becomes a peer: an address whose connect failed is not "being dialed" any more,
-    /// and is dialed again when its back-off expires.
+    /// and is dialed again when its back-off expires. An accepted one is refused past the connection caps.
     func sessionOpened(_ session: Session) -> String? {
         state.withLock { s in
             guard !s.stopped else { return "node stopping" }
+            if !session.isInitiator {
+                if s.peers.count >= Self.maximumConnections {
+                    return "over the cap of \(Self.maximumConnections) connections"
+                }
+                if let ip = session.remoteIP, s.peers.values.count(where: { $0.session.remoteIP == ip })
+                    >= Self.maximumConnectionsPerAddress
+                {
+                    return "over the cap of \(Self.maximumConnectionsPerAddress) connections from \(ip)"
+                }
+            }
             s.peers[ObjectIdentifier(session)] = PeerState(session: session, since: Self.now())
             return nil
         }
@@ -501,7 +518,9 @@ public final class SyncNode: SessionDelegate {
     private func handle(_ message: Message, from session: Session) {
         switch message {
         case .hello(let hello):
-            if state.withLock({ $0.removedAddresses.contains(hello.listen) }) { return session.close(Self.removedReason) }
+            if state.withLock({ $0.removedAddresses.contains(hello.listen) }) {
+                return session.close(Self.removedReason)
+            }
             state.withLock { s in
                 s.peers[ObjectIdentifier(session)]?.hello = hello
                 // A peer that answers: its back-off starts over. (Not at the handshake: a node that refuses this one

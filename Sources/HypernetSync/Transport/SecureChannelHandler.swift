@@ -22,15 +22,19 @@ final class SecureChannelHandler: ChannelInboundHandler {
 
     private let session: Session
     private let nodeKey: SigningKeyPair
+    private let budget: FrameBudget
+    /// What this connection holds of `budget`.
+    private var charged = 0
     private let staticKey: BoxKeyPair
     private var phase: Phase
     private var received = ByteBuffer()
     private var plaintext: [UInt8] = []
     private var context: ChannelHandlerContext?
 
-    init(session: Session, nodeKey: SigningKeyPair) {
+    init(session: Session, nodeKey: SigningKeyPair, budget: FrameBudget) {
         self.session = session
         self.nodeKey = nodeKey
+        self.budget = budget
         staticKey = BoxKeyPair.generate()
         phase = .handshake(
             NoiseHandshake(role: session.isInitiator ? .initiator : .responder, prologue: Self.prologue, staticKey: staticKey))
@@ -52,8 +56,21 @@ final class SecureChannelHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         phase = .closed
+        releaseBuffers()
         session.closed()
         context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        releaseBuffers()
+    }
+
+    /// Frees what the connection buffered and returns its charge (a connect that failed is removed, never inactive).
+    private func releaseBuffers() {
+        plaintext = []
+        received = ByteBuffer()
+        budget.release(charged)
+        charged = 0
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -84,6 +101,26 @@ final class SecureChannelHandler: ChannelInboundHandler {
             if case .closed = phase { return }
         }
         received.discardReadBytes()
+        if !chargeHeld() {
+            fail("peers' unfinished frames would exceed the \(budget.limit >> 20) MiB budget")
+        }
+    }
+
+    /// Charges the budget for what this connection holds now: the bytes of an unfinished record, and its unfinished
+    /// frame at its declared length (whose room is reserved at once, so a large frame grows without copies). False
+    /// if that does not fit.
+    private func chargeHeld() -> Bool {
+        var frame = plaintext.count
+        if frame >= 4 {
+            frame = 4 + (Int(plaintext[0]) | Int(plaintext[1]) << 8 | Int(plaintext[2]) << 16 | Int(plaintext[3]) << 24)
+        } else if plaintext.isEmpty, plaintext.capacity > Self.maximumRecord {
+            plaintext = []  // a large frame's room, once it has been decoded
+        }
+        let held = received.readableBytes + frame
+        guard budget.recharge(from: charged, to: held) else { return false }
+        charged = held
+        if plaintext.capacity < frame { plaintext.reserveCapacity(frame) }
+        return true
     }
 
     private func process(_ record: [UInt8]) throws {

@@ -26,6 +26,8 @@ final class Session: Sendable, CustomStringConvertible {
     let isInitiator: Bool
     /// The address dialed, for an outgoing session.
     let dialedAddress: String?
+    /// The peer's IP address, for an accepted connection (known when it is made; nil for an outgoing one).
+    let remoteIP: String?
     private let delegate: any SessionDelegate
     private let handler: NIOLoopBoundBox<SecureChannelHandler?>
     private struct State {
@@ -47,6 +49,7 @@ final class Session: Sendable, CustomStringConvertible {
         self.channel = channel
         self.isInitiator = isInitiator
         self.dialedAddress = dialedAddress
+        remoteIP = isInitiator ? nil : channel.remoteAddress?.ipAddress
         self.delegate = delegate
         handler = NIOLoopBoundBox(nil, eventLoop: channel.eventLoop)
         serveQueue = DispatchQueue(label: "hypernet.sync.serve")
@@ -55,8 +58,8 @@ final class Session: Sendable, CustomStringConvertible {
     }
 
     /// Installs the handlers; call on the channel's event loop before it becomes active.
-    func install(nodeKey: SigningKeyPair) throws {
-        let h = SecureChannelHandler(session: self, nodeKey: nodeKey)
+    func install(nodeKey: SigningKeyPair, budget: FrameBudget) throws {
+        let h = SecureChannelHandler(session: self, nodeKey: nodeKey, budget: budget)
         handler.value = h
         try channel.pipeline.syncOperations.addHandlers([
             IdleStateHandler(readTimeout: .seconds(Self.silenceLimit), writeTimeout: .seconds(Self.keepAliveInterval)),
@@ -66,6 +69,7 @@ final class Session: Sendable, CustomStringConvertible {
     }
 
     var node: SigningPublicKey? { state.withLock { $0.node } }
+
     var isEnded: Bool { state.withLock { $0.ended } }
 
     var description: String {
