@@ -41,15 +41,16 @@ public struct Roles: OptionSet, Sendable, Hashable, CustomStringConvertible {
 ///     | member count u32 | members (signing 32 | box 32 | roles u8), strictly increasing by signing key
 ///     | sealed key count u32 | (reader signing key 32 | crypto_box_seal(epoch key) 80), same order
 ///     | label length u32 (0...4096) | sealed label
-///     | previous key length u32 (0 or 72) | sealed previous key (version 0x11 only)
+///     | previous key length u32 (0 or 72) | sealed previous key | time u64 (HLC) (these three: version 0x11)
 ///     | signer 32 | Ed25519 signature 64 over everything before it
 ///
 /// The previous key is the epoch key of the block before, sealed under this block's epoch key (`EpochSeal`,
 /// context "hypernet previous epoch key v1", associated data document || epoch u32): a reader of this epoch
 /// opens every earlier epoch's key through it, so a member added later reads what was written before
 /// (docs/security.md, "Rights"). Empty in epoch 0, in a public block (it would publish the private history),
-/// and when the signer holds no key of the epoch before. Version 0x10 blocks, written before it existed, lack
-/// the field.
+/// and when the signer holds no key of the epoch before. The time is the signer's clock when it made the block:
+/// a node that learns the block refuses the revisions it already stored that the block makes invalid, those
+/// written after it (`refuses`). Version 0x10 blocks, written before these fields existed, lack them.
 /// The label is the document's name as its admin shared it, for readers to show it by (`/@NAME/`), sealed under
 /// the epoch key (`EpochSeal`, context "hypernet label key v1", associated data document || epoch u32); empty
 /// for none. A public block (`*` has read) carries no sealed keys: its epoch key is `publicEpochKey`, so anyone
@@ -91,6 +92,8 @@ public struct PermissionBlock: Sendable, Equatable {
     public var sealedLabel: [UInt8]
     /// The previous epoch's key sealed under this one's; empty for none, nil in a block of version 0x10.
     public var sealedPreviousKey: [UInt8]?
+    /// When it was made (HLC); zero in a block of version 0x10.
+    public var time: HLCTime
     public var signer: SigningPublicKey
 
     public func roles(of identity: SigningPublicKey) -> Roles {
@@ -100,6 +103,13 @@ public struct PermissionBlock: Sendable, Equatable {
     /// Whether `author` may make a revision of `kind` in this epoch: `delete` for a tombstone, else `write`.
     public func allows(_ author: SigningPublicKey, _ kind: RevisionKind) -> Bool {
         roles(of: author).contains(kind == .tombstone ? .delete : .write)
+    }
+
+    /// Whether this block makes `revision`, of an earlier epoch of its chain, invalid: its author lacks the
+    /// right here and wrote it after the block was made (an edit made offline after a revoke). One made before
+    /// stays (docs/security.md, "Rights"); so does everything under a block without a time (version 0x10).
+    public func refuses(_ revision: Revision) -> Bool {
+        revision.epoch < epoch && time.rawValue != 0 && revision.time > time && !allows(revision.author, revision.kind)
     }
 }
 
@@ -117,6 +127,7 @@ public struct SignedPermissionBlock: Sendable, Equatable {
     public static func make(
         document: DocumentID, after previous: SignedPermissionBlock?, members: [PermissionBlock.Member], isPublic: Bool,
         label: String? = nil, signer: SigningKeyPair, previousKey: SecureBytes? = nil,
+        time: HLCTime = .init(rawValue: 0),
         epochKey: SecureBytes = .random(count: PermissionBlock.epochKeyByteCount)
     ) -> SignedPermissionBlock {
         var sealed: [SigningPublicKey: [UInt8]] = [:]
@@ -140,7 +151,8 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         let block = PermissionBlock(
             document: document, epoch: epoch, previous: previous?.id, isPublic: isPublic,
             members: members.sorted { $0.identity.signing.bytes.lexicographicallyPrecedes($1.identity.signing.bytes) },
-            sealedKeys: sealed, sealedLabel: sealedLabel, sealedPreviousKey: sealedPrevious, signer: signer.publicKey)
+            sealedKeys: sealed, sealedLabel: sealedLabel, sealedPreviousKey: sealedPrevious, time: time,
+            signer: signer.publicKey)
         let body = block.body
         return SignedPermissionBlock(block: block, record: body + signer.signature(for: body))
     }
@@ -193,11 +205,13 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         }
         let sealedLabel = try r.blob(limit: PermissionBlock.maximumLabel)
         var sealedPrevious: [UInt8]?
+        var time = HLCTime(rawValue: 0)
         if version == PermissionBlock.chainedFormatVersion {
             let bytes = try r.blob(limit: PermissionBlock.sealedPreviousKeyByteCount)
             let expected = epoch > 0 && publicFlag == 0 ? PermissionBlock.sealedPreviousKeyByteCount : 0
             guard bytes.isEmpty || bytes.count == expected else { throw .invalid("permission block previous key") }
             sealedPrevious = bytes
+            time = HLCTime(rawValue: try r.u64())
         }
         let signer = try Self.signingKey(r.raw(SigningPublicKey.byteCount))
         try r.expectEnd()
@@ -206,7 +220,7 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         }
         self.block = PermissionBlock(
             document: document, epoch: epoch, previous: previous, isPublic: publicFlag == 1, members: members,
-            sealedKeys: sealed, sealedLabel: sealedLabel, sealedPreviousKey: sealedPrevious, signer: signer)
+            sealedKeys: sealed, sealedLabel: sealedLabel, sealedPreviousKey: sealedPrevious, time: time, signer: signer)
         self.record = record
     }
 
@@ -278,7 +292,10 @@ extension PermissionBlock {
             w.raw(sealedKeys[m.identity.signing]!)
         }
         w.blob(sealedLabel)
-        if let sealedPreviousKey { w.blob(sealedPreviousKey) }
+        if let sealedPreviousKey {
+            w.blob(sealedPreviousKey)
+            w.u64(time.rawValue)
+        }
         w.raw(signer.bytes)
         return w.bytes
     }

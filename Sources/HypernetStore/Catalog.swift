@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 5
+    static let formatVersion = 6
     let pool: DatabasePool
     let path: String
 
@@ -171,6 +171,16 @@ final class Catalog: Sendable {
                     ALTER TABLE peers ADD COLUMN removed INTEGER NOT NULL DEFAULT 0;
                     ALTER TABLE peers ADD COLUMN added INTEGER;
                     UPDATE peers SET added = CAST(strftime('%s', 'now') AS INTEGER);
+                    """)
+        }
+        m.registerMigration("v6-refused-revisions") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '6');
+                    CREATE TABLE refused (
+                        revision BLOB PRIMARY KEY,  -- a stored revision a block learnt since makes invalid
+                        epoch INTEGER NOT NULL      -- that block's epoch
+                    ) WITHOUT ROWID;
                     """)
         }
         return m

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import HypernetCrypto
 import HypernetModel
 
 extension Store {
@@ -9,6 +10,20 @@ extension Store {
         try catalog.read { db in
             try Data.fetchAll(db, sql: "SELECT document FROM heads GROUP BY document HAVING COUNT(*) > 1").map {
                 try DocumentID(bytes: Array($0))
+            }
+        }
+    }
+
+    /// The documents (and their trees) holding a revision a permission block made invalid after it was stored.
+    public func documentsWithRefusedRevisions() throws(StoreError) -> [(document: DocumentID, tree: SigningPublicKey)] {
+        try catalog.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT DISTINCT r.document, r.tree FROM refused f JOIN revisions r ON r.id = f.revision"
+            ).compactMap { row in
+                guard let document = try? DocumentID(bytes: Array(row[0] as Data)),
+                    let tree = try? SigningPublicKey(bytes: Array(row[1] as Data))
+                else { return nil }
+                return (document, tree)
             }
         }
     }

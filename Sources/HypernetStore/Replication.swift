@@ -110,6 +110,7 @@ extension Store {
                 db.cachedStatement(
                     sql: """
                         SELECT seq, record, id FROM revisions WHERE tree = ?1 AND seq > ?2
+                            AND id NOT IN (SELECT revision FROM refused)
                         UNION ALL SELECT seq, record, id FROM blocks WHERE tree = ?1 AND seq > ?2
                         ORDER BY seq LIMIT ?3
                         """),

@@ -289,7 +289,7 @@ extension Store {
             }
             let block = SignedPermissionBlock.make(
                 document: document, after: chain.current, members: members, isPublic: isPublic, label: label,
-                signer: keyring.identity, previousKey: previousKey)
+                signer: keyring.identity, previousKey: previousKey, time: nextTime())
             // The rule every receiver applies: an admin of the current block signs the next (the owner the first).
             do { try chain.append(block) } catch { throw StoreError.rights(.notAdmin) }
             try tx.insert(block, tree: tree)
@@ -337,7 +337,48 @@ extension StoreTransaction {
             return .badBlock(error)
         }
         try insert(block, tree: tree)
+        try refuseInvalidated(by: block.block, tree: tree)
         return nil
+    }
+
+    /// Refuses the stored revisions of `block`'s chain that it makes invalid (`PermissionBlock.refuses`): they
+    /// leave the heads, so the view, and what this node serves, and stay stored for `log` to show
+    /// (docs/security.md, "Rights").
+    func refuseInvalidated(by block: PermissionBlock, tree: SigningPublicKey) throws {
+        guard block.time.rawValue != 0 else { return }
+        let rows = try Row.fetchAll(
+            db.cachedStatement(
+                sql: """
+                    SELECT record FROM revisions WHERE tree = ? AND rights = ?
+                    AND id NOT IN (SELECT revision FROM refused)
+                    """),
+            arguments: [Data(tree.bytes), Data(block.document.bytes)])
+        var documents = Set<DocumentID>()
+        for row in rows {
+            guard let signed = try? SignedRevision(record: Array(row[0] as Data)), block.refuses(signed.revision) else {
+                continue
+            }
+            try db.cachedStatement(sql: "INSERT INTO refused (revision, epoch) VALUES (?, ?)")
+                .execute(arguments: [Data(signed.id.bytes), Int64(block.epoch)])
+            documents.insert(signed.revision.document)
+        }
+        for document in documents { try recomputeHeads(of: document) }
+    }
+
+    /// The heads of `document` among its revisions not refused: those no other one names as a parent.
+    private func recomputeHeads(of document: DocumentID) throws {
+        let doc = Data(document.bytes)
+        let records = try Data.fetchAll(
+            db.cachedStatement(
+                sql: "SELECT record FROM revisions WHERE document = ? AND id NOT IN (SELECT revision FROM refused)"),
+            arguments: [doc])
+        let revisions = records.compactMap { try? SignedRevision(record: Array($0)) }
+        let parents = Set(revisions.flatMap(\.revision.parents))
+        try db.cachedStatement(sql: "DELETE FROM heads WHERE document = ?").execute(arguments: [doc])
+        for r in revisions where !parents.contains(r.id) {
+            try db.cachedStatement(sql: "INSERT INTO heads (document, revision) VALUES (?, ?)")
+                .execute(arguments: [doc, Data(r.id.bytes)])
+        }
     }
 
     /// Whether `revision` of `tree` may be stored under the rights it names: its author holds `write`

@@ -50,6 +50,8 @@ public struct RevisionSummary: Sendable {
     public var author: SigningPublicKey
     public var parents: [RevisionID]
     public var isHead: Bool
+    /// Made invalid by a permission block this node learnt after storing it: not in the view, not served.
+    public var isRefused = false
 }
 
 /// A document's content as an ordered chunk list plus the manifest nodes that describe it. Keeping the
@@ -483,7 +485,10 @@ public final class Store: Sendable {
         try catalog.read { db in
             let heads = Set(try Data.fetchAll(db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)]))
             return try Row.fetchAll(
-                db, sql: "SELECT id, record, size FROM revisions WHERE document = ? ORDER BY time DESC, id DESC",
+                db, sql: """
+                    SELECT id, record, size, id IN (SELECT revision FROM refused) FROM revisions WHERE document = ?
+                    ORDER BY time DESC, id DESC
+                    """,
                 arguments: [Data(document.bytes)]
             ).map { row in
                 let record: Data = row[1]
@@ -491,7 +496,7 @@ public final class Store: Sendable {
                 let r = signed.revision
                 return RevisionSummary(
                     id: signed.id, time: r.time, kind: r.kind, size: UInt64(row[2] as Int64), author: r.author,
-                    parents: r.parents, isHead: heads.contains(row[0]))
+                    parents: r.parents, isHead: heads.contains(row[0]), isRefused: row[3])
             }
         }
     }

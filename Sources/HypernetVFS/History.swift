@@ -31,14 +31,18 @@ extension VirtualFileSystem {
         return summaries.map { r in
             HistoryEntry(
                 revision: r.id.hex, time: ISO8601.format(milliseconds: r.time.milliseconds), author: store.authorName(r.author), size: r.size,
-                parents: r.parents.map(\.hex), kind: "\(r.kind)", isHead: r.isHead)
+                parents: r.parents.map(\.hex), kind: "\(r.kind)", isHead: r.isHead, isRefused: r.isRefused)
         }
     }
 
-    /// The heads other than the one shown: a file's unresolved conflicts (a directory's heads merge).
+    /// The heads other than the one shown (a file's unresolved conflicts; a directory's heads merge), and the
+    /// revisions refused since they were stored (edits a revoke made invalid: docs/security.md, "Rights").
     func conflicts(of node: Node) throws(VFSError) -> [HistoryEntry] {
-        guard !node.isDirectory else { return [] }
-        return try history(of: node).filter { $0.isHead && $0.revision != node.record.head?.hex }
+        conflicts(try history(of: node), shown: node.record.head?.hex, isDirectory: node.isDirectory)
+    }
+
+    private func conflicts(_ history: [HistoryEntry], shown: String?, isDirectory: Bool) -> [HistoryEntry] {
+        history.filter { ($0.isHead && !isDirectory && $0.revision != shown) || $0.isRefused }
     }
 
     /// The history of the document at `path`, also after it was deleted (see `document(at:)`).
@@ -278,7 +282,14 @@ extension VirtualFileSystem {
         let forked: [DocumentID]
         do { forked = try store.forkedDocuments() } catch { throw fail(error, "conflicts") }
         var found: [(path: String, heads: [ConflictEntry])] = []
-        for document in forked {
+        let refused: [(document: DocumentID, tree: SigningPublicKey)]
+        do { refused = try store.documentsWithRefusedRevisions() } catch { throw fail(error, "conflicts") }
+        let own = store.keyring.identity.publicKey
+        for (document, tree) in refused where tree != own {
+            guard let path = foreignPath(of: document, in: tree).map({ String($0.dropFirst()) }) else { continue }
+            found.append((path, (try? conflicts(path: path)) ?? []))
+        }
+        for document in Set(forked + refused.filter { $0.tree == own }.map(\.document)) {
             let record: DocumentRecord?
             do { record = try store.document(document) } catch { throw fail(error, "conflicts") }
             guard let record, let (node, path) = state.withLock({ s in s.nodes[record.inode].flatMap { n in Self.path(of: n, in: s).map { (n, $0) } } })
@@ -290,8 +301,14 @@ extension VirtualFileSystem {
     }
 
     public func conflicts(path: String) throws(VFSError) -> [ConflictEntry] {
-        let node = try resolve(path: path)
-        return try conflicts(of: node).map { ConflictEntry(path: path, $0) }
+        let shown = try shown(path)
+        guard ForeignTree.contains(shown.inode) else {
+            return try conflicts(of: try resolve(path: path)).map { ConflictEntry(path: path, $0) }
+        }
+        guard let document = shown.id else { return [] }
+        let visible = try? foreignWinner(document).id.hex
+        return conflicts(try history(of: document, inode: shown.inode), shown: visible, isDirectory: shown.isDirectory)
+            .map { ConflictEntry(path: path, $0) }
     }
 
     /// `node`'s path from the mount root ("a/b.txt"), or nil when it is not linked into the tree.

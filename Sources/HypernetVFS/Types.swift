@@ -153,6 +153,8 @@ public struct HistoryEntry: Sendable, Codable, Equatable {
     public var parents: [String]
     public var kind: String
     public var isHead: Bool
+    /// Made invalid by a permission block learnt after it was stored (docs/security.md, "Rights").
+    public var isRefused: Bool
 }
 
 /// One unresolved conflict: a head of the document at `path` other than the one shown.

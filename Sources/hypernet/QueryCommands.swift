@@ -42,7 +42,8 @@ struct Log: HypernetCommand {
         discussion: """
             Columns: revision, time (UTC), author, size in bytes, parent revisions, then markers: [merge] for a \
             revision with several parents, [deleted] for a tombstone and, when the document has several heads, \
-            [visible] for the head shown and [conflict] for the others.
+            [visible] for the head shown and [conflict] for the others; [refused] for a revision a permission block \
+            made invalid after this node stored it (an edit made after its author's right was revoked).
             """)
 
     @OptionGroup var global: GlobalOptions
@@ -59,6 +60,7 @@ struct Log: HypernetCommand {
             if entry.parents.count > 1 { columns.append("[merge]") }
             if entry.kind == "tombstone" { columns.append("[deleted]") }
             if forked, entry.isHead { columns.append(entry.revision == visible?.revision ? "[visible]" : "[conflict]") }
+            if entry.isRefused { columns.append("[refused]") }
             print(columns.joined(separator: "  "))
         }
     }

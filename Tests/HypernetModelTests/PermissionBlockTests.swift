@@ -53,13 +53,38 @@ import Testing
             document: Self.document, after: first, members: [Self.alice.member(.all)], isPublic: true,
             signer: Self.alice.signing, previousKey: key0)
         #expect(published.previousEpochKey(epochKey: PermissionBlock.publicEpochKey) == nil)
-        // A block of version 0x10 (before the field existed) still decodes, without it.
+        // A block of version 0x10 (before the previous key and the time existed) still decodes, without them.
         var body = Array(first.record.dropLast(SigningKeyPair.signatureByteCount))
         body[0] = PermissionBlock.formatVersion
-        body.removeSubrange((body.count - 36)..<(body.count - 32))
+        body.removeSubrange((body.count - 44)..<(body.count - 32))
         let legacy = try SignedPermissionBlock(record: body + Self.alice.signing.signature(for: body))
         #expect(legacy.block.sealedPreviousKey == nil && legacy.block.members == first.block.members)
         #expect(legacy.block.body == body)
+    }
+
+    @Test func aBlockRefusesOnlyWhatAnAuthorItRemovesWroteAfterIt() throws {
+        let first = Self.genesis()
+        let made = HLCTime(milliseconds: 1_000, counter: 0)
+        let revoke = try SignedPermissionBlock(
+            record: SignedPermissionBlock.make(
+                document: Self.document, after: first, members: [Self.alice.member(.all), Self.bob.member(.read)],
+                isPublic: false, signer: Self.alice.signing, time: made
+            ).record)
+        #expect(revoke.block.time == made)
+        func revision(by author: Person, at milliseconds: UInt64, epoch: UInt32 = 0) -> Revision {
+            Revision(
+                document: .random(), kind: .file, epoch: epoch, rights: Self.document,
+                time: HLCTime(milliseconds: milliseconds, counter: 0), author: author.signing.publicKey, parents: [],
+                sealedMetadata: [])
+        }
+        #expect(revoke.block.refuses(revision(by: Self.bob, at: 1_001)))
+        #expect(!revoke.block.refuses(revision(by: Self.bob, at: 999)))  // made before the revoke
+        #expect(!revoke.block.refuses(revision(by: Self.alice, at: 1_001)))  // still a writer
+        #expect(!revoke.block.refuses(revision(by: Self.bob, at: 1_001, epoch: 1)))  // judged on receipt instead
+        let untimed = SignedPermissionBlock.make(
+            document: Self.document, after: first, members: [Self.alice.member(.all)], isPublic: false,
+            signer: Self.alice.signing)
+        #expect(!untimed.block.refuses(revision(by: Self.bob, at: 1_001)))  // a block without a time
     }
 
     @Test func anyChangedByteBreaksTheSignature() throws {

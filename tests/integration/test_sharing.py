@@ -17,14 +17,18 @@ from helpers import current_revision, read_or_none, write_file
 pytestmark = pytest.mark.replication
 
 
-def sharing(cluster, *names):
-    """alice's node and one per name pinning her tree, started, each with the others as contacts by name."""
+def sharing(cluster, *names, devices=None):
+    """alice's node and one per name pinning her tree, started, each with the other identities as contacts by
+    name. `devices`: {name: node name} for a second node of that node's identity."""
+    devices = devices or {}
     alice = cluster.add("alice")
-    nodes = [alice] + [cluster.add(name, pins=[alice]) for name in names]
+    nodes = [alice]
+    for name in names:
+        nodes.append(cluster.add(name, pins=[alice], identity=cluster[devices[name]] if name in devices else None))
     cluster.start()
     for node in nodes:
         for other in nodes:
-            if other is not node:
+            if other.token != node.token and other.name not in devices:
                 node.run("contact", "add", other.name, other.token)
     return nodes
 
@@ -136,3 +140,52 @@ def test_log_and_cat_read_a_shared_document_by_its_path_under_the_owners_name(cl
     assert after_rm[1:] == log and "[deleted]" in after_rm[0], f"the log of the deleted shared file: {after_rm}"
     missing = bob.run("log", bob.p("@alice", "share", "nothing.txt"), check=False)
     assert missing.returncode != 0 and "no such file" in missing.stderr.lower(), missing.stderr
+
+
+def shell(command):
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.timeout(300)
+def test_a_revoked_writers_offline_edits_are_refused_by_every_node_that_learns_the_revoke(cluster):
+    alice, bob, bob2, carol = sharing(cluster, "bob", "bob2", "carol", devices={"bob2": "bob"})
+    os.makedirs(alice.p("share"))
+    write_file(alice.p("share", "f.txt"), b"x\n")
+    alice.run("grant", alice.p("share"), "bob", "read", "write")
+    alice.run("grant", alice.p("share"), "carol", "read")
+    for node in (bob, bob2, carol):
+        reads(node, "share", "f.txt", expected=b"x\n")
+
+    # Only alice's node learns the revoke; bob, alone, edits as he still may by what his node holds.
+    for node in (bob, bob2, carol):
+        node.stop()
+    alice.run("revoke", alice.p("share"), "bob", "write")
+    write_file(alice.p("share", "a.txt"), b"alice after the revoke\n")
+    alice.stop()
+    bob.start()
+    f = bob.p("@alice", "share", "f.txt")
+    proc = shell(f"sed -i 's/x/bob offline/' '{f}' && echo new > '{bob.p('@alice', 'share', 'new.txt')}'")
+    assert proc.returncode == 0, f"bob's offline edits failed: {proc.stderr}"
+    edit = current_revision(f)
+    # bob's other device and carol get his edits before the revoke: they store and show them.
+    bob2.start()
+    carol.start()
+    for node in (bob2, carol):
+        reads(node, "share", "f.txt", expected=b"bob offline\n")
+        reads(node, "share", "new.txt", expected=b"new\n")
+
+    # alice's node comes back with the block: every node refuses the edits made after it, and says so.
+    alice.start()
+    for node in (bob, bob2, carol):
+        reads(node, "share", "f.txt", expected=b"x\n")
+        eventually(lambda: not os.path.exists(node.p("@alice", "share", "new.txt")), 10,
+                   lambda: f"{node.name} still shows bob's new.txt after learning the revoke")
+        reads(node, "share", "a.txt", expected=b"alice after the revoke\n")
+        log = node.run("log", node.p("@alice", "share", "f.txt")).stdout.splitlines()
+        refused = [line for line in log if line.startswith(edit[:12])]
+        assert refused and refused[0].endswith("[refused]"), f"{node.name}: log does not mark bob's edit refused: {log}"
+        conflicts = node.run("conflicts", node.p("@alice", "share", "f.txt")).stdout
+        assert edit[:12] in conflicts, f"{node.name}: `conflicts` does not list bob's refused edit: {conflicts!r}"
+        assert edit[:12] in node.run("conflicts").stdout, f"{node.name}: `conflicts` without a path omits it"
+    assert not alice.has_revision(edit), "alice's node stored bob's edit made after the revoke"
+    assert read_or_none(alice.p("share", "f.txt")) == b"x\n" and not os.path.exists(alice.p("share", "new.txt"))
