@@ -349,10 +349,10 @@ extension StoreTransaction {
         let rows = try Row.fetchAll(
             db.cachedStatement(
                 sql: """
-                    SELECT record FROM revisions WHERE tree = ? AND rights = ?
+                    SELECT record FROM revisions WHERE tree = ? AND rights = ? AND time > ?
                     AND id NOT IN (SELECT revision FROM refused)
                     """),
-            arguments: [Data(tree.bytes), Data(block.document.bytes)])
+            arguments: [Data(tree.bytes), Data(block.document.bytes), Int64(bitPattern: block.time.rawValue)])
         var documents = Set<DocumentID>()
         for row in rows {
             guard let signed = try? SignedRevision(record: Array(row[0] as Data)), block.refuses(signed.revision) else {
