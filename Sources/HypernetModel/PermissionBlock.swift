@@ -36,7 +36,7 @@ public struct Roles: OptionSet, Sendable, Hashable, CustomStringConvertible {
 /// block by the document's creator). The signature covers the sealed keys too: a sealed box does not
 /// authenticate its sender, so without it anyone could hand a reader a key of their choosing.
 ///
-///     version u8 = 0x11 (0x10: no previous key) | document 16 | epoch u32
+///     version u8 = 0x11 (0x10: neither previous key nor time) | document 16 | epoch u32
 ///     | previous 32 (zero bytes in epoch 0) | public u8 (0/1)
 ///     | member count u32 | members (signing 32 | box 32 | roles u8), strictly increasing by signing key
 ///     | sealed key count u32 | (reader signing key 32 | crypto_box_seal(epoch key) 80), same order
@@ -58,7 +58,7 @@ public struct Roles: OptionSet, Sendable, Hashable, CustomStringConvertible {
 public struct PermissionBlock: Sendable, Equatable {
     /// Also the tag that tells a block from a revision (versions 1, 2) in a tree's log.
     public static let formatVersion: UInt8 = 0x10
-    /// Also a block's tag in a log: a block with the sealed previous epoch key.
+    /// Also a block's tag in a log: a block with the sealed previous epoch key and its time.
     public static let chainedFormatVersion: UInt8 = 0x11
     public static let epochKeyByteCount = 32
     static let sealedKeyByteCount = 32 + 48
