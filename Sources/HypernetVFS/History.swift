@@ -286,7 +286,7 @@ extension VirtualFileSystem {
         do { refused = try store.documentsWithRefusedRevisions() } catch { throw fail(error, "conflicts") }
         let own = store.keyring.identity.publicKey
         for (document, tree) in refused where tree != own {
-            guard let path = foreignPath(of: document, in: tree).map({ String($0.dropFirst()) }) else { continue }
+            guard let path = foreignLocation(of: document, in: tree).map({ String($0.path.dropFirst()) }) else { continue }
             found.append((path, (try? conflicts(path: path)) ?? []))
         }
         for document in Set(forked + refused.filter { $0.tree == own }.map(\.document)) {
