@@ -71,6 +71,7 @@ public enum Daemon {
         do {
             keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: nil).keyring
             store = try Store(home: home, keyring: keyring, logger: logger)
+            store.reclaimSpace()
             for pin in options.pins { try store.setPinned(pin, true) }
         } catch {
             throw Failure(.store, "cannot open the store in \(home.path): \(error)")

@@ -37,10 +37,8 @@ final class Catalog: Sendable {
                 }
             }
             try Self.migrator.migrate(pool)
-        } catch let error as StoreError {
-            throw error
         } catch {
-            throw .database("\(path): \(error)")
+            throw Self.storeError(error, path: path, context: "\(path): ")
         }
     }
 
@@ -187,18 +185,26 @@ final class Catalog: Sendable {
     }
 
     func read<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
-        do { return try pool.read(body) } catch let e as StoreError { throw e } catch { throw .database("\(error)") }
+        do { return try pool.read(body) } catch { throw Self.storeError(error, path: path) }
     }
 
     func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
-        do { return try pool.write(body) } catch let e as StoreError { throw e } catch { throw .database("\(error)") }
+        do { return try pool.write(body) } catch { throw Self.storeError(error, path: path) }
     }
 
     /// Copies the WAL into the database file (outside any transaction, as SQLite requires).
     func checkpoint() throws(StoreError) {
         do { try pool.writeWithoutTransaction { db in _ = try db.checkpoint(.restart) } } catch {
-            throw .database("checkpoint: \(error)")
+            throw Self.storeError(error, path: path, context: "checkpoint: ")
         }
+    }
+
+    /// SQLite's "database or disk is full" is the disk's ENOSPC (SQLite's own size limits are far above a
+    /// store's), so that it reaches the caller as ENOSPC like a full pack write, not as a catalog failure.
+    private static func storeError(_ error: any Error, path: String, context: String = "") -> StoreError {
+        if let e = error as? StoreError { return e }
+        if let e = error as? DatabaseError, e.resultCode == .SQLITE_FULL { return .io(path: path, errno: ENOSPC) }
+        return .database(context + "\(error)")
     }
 
     func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {

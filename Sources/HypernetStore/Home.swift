@@ -3,7 +3,7 @@ import Glibc
 /// The files of one node's home directory (`--home`, `HYPERNET_HOME`, default `~/.hypernet`).
 ///
 ///     HOME/keys/          identity, node and tree keys (0700 dir, 0600 files)
-///     HOME/store/         catalog.sqlite (+ -wal, -shm) and packs/NNNNNNNN.pack (0700 dirs, 0600 files)
+///     HOME/store/         catalog.sqlite (+ -wal, -shm), packs/NNNNNNNN.pack and reserve (0700 dirs, 0600 files)
 ///     HOME/control.sock   the daemon's control socket (0600)
 ///     HOME/hypernet.log   the daemon's log (0600)
 ///     HOME/daemon.pid     PID of the running daemon (0600)
@@ -27,6 +27,8 @@ public struct Home: Sendable {
     public var storeDirectory: String { path + "/store" }
     public var catalogPath: String { storeDirectory + "/catalog.sqlite" }
     public var packsDirectory: String { storeDirectory + "/packs" }
+    /// Space kept free for deletes on a full disk (`Store.reclaimSpace`, docs/store-format.md "Layout").
+    public var reservePath: String { storeDirectory + "/reserve" }
     public var controlSocketPath: String { path + "/control.sock" }
     public var logPath: String { path + "/hypernet.log" }
     public var pidPath: String { path + "/daemon.pid" }

@@ -137,7 +137,9 @@ final class PackStore: Sendable {
             }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw .io(path: path(of: number), errno: errno)
+                let error = StoreError.io(path: path(of: number), errno: errno)
+                discard([ChunkLocation(id: id, pack: number, offset: offset, length: Int64(ciphertext.count))])
+                throw error
             }
             done += n
         }
@@ -212,6 +214,40 @@ final class PackStore: Sendable {
                 _ = posix_fadvise(fd, off_t(dropped), off_t(drop - dropped), POSIX_FADV_DONTNEED)
                 writable.withLock { w in if w.number == number { w.dropped = max(w.dropped, drop) } }
             }
+        }
+    }
+
+    /// Cuts the pack being appended to back to the start of `records` if they are its last ones (nothing was
+    /// appended after them); they must be records no catalog row names and no reader was given.
+    func discard(_ records: [ChunkLocation]) {
+        writable.withLock { w in
+            var end = w.size
+            for r in records.sorted(by: { $0.offset > $1.offset }) where r.pack == w.number {
+                guard r.offset + Int64(Self.recordHeaderSize) + r.length == end else { break }
+                end = r.offset
+            }
+            _ = try? cut(&w, to: end)
+        }
+    }
+
+    private func cut(_ w: inout Writable, to end: Int64) throws(StoreError) -> Int64 {
+        guard end < w.size else { return 0 }
+        guard ftruncate(w.fd, off_t(end)) == 0 else { throw .io(path: path(of: w.number), errno: errno) }
+        defer { w.size = end }
+        w.dropped = min(w.dropped, end)
+        return w.size - end
+    }
+
+    /// The pack records are appended to.
+    var appendingPack: Int64 { writable.withLock { $0.number } }
+
+    /// Cuts the pack being appended to back to `end`, dropping the records after it, and returns the bytes freed.
+    /// Only for records no catalog row names (left by writes that failed or never committed), with no append
+    /// in flight: at start, under the home lock (`Store.reclaimSpace`).
+    func trimTail(to end: Int64) throws(StoreError) -> Int64 {
+        try writable.withLock { (w) throws(StoreError) -> Int64 in
+            guard end >= Int64(Self.header.count) else { return 0 }
+            return try cut(&w, to: end)
         }
     }
 

@@ -84,7 +84,7 @@ public final class Store: Sendable {
     private let cache = Mutex(ChunkCache(capacity: 96))
     /// Chunk locations already looked up: a sequential read would otherwise query SQLite per chunk.
     /// Pack records never move, so an entry is never stale; the map is simply dropped when it grows large.
-    private let locations = Mutex<[ChunkID: ChunkLocation]>([:])
+    let locations = Mutex<[ChunkID: ChunkLocation]>([:])
     private static let maximumCachedLocations = 1 << 18
     private let clock: Mutex<HybridLogicalClock>
     let logger: Logger
@@ -103,6 +103,9 @@ public final class Store: Sendable {
     let replicaRows = DispatchQueue(label: "hypernet.store.replicas")
     /// This store's log identity: a peer's position in our log is valid only for the same `storeID`.
     public let storeID: String
+    /// Set by the first write that found the disk full, cleared by the next commit: a full disk is logged once,
+    /// not at each retry of the once-a-second passes.
+    let full = Atomic<Bool>(false)
 
     /// Opens the store of `home`, creating it if missing.
     public init(home: Home, keyring: Keyring, logger: Logger) throws(StoreError) {
@@ -190,8 +193,13 @@ public final class Store: Sendable {
         }
         var written = Set<ChunkID>()
         var locations: [ChunkLocation] = []
-        for s in sealed where !known.contains(s.reference.id) && written.insert(s.reference.id).inserted {
-            locations.append(try packs.append(id: s.reference.id, ciphertext: s.ciphertext))
+        do {
+            for s in sealed where !known.contains(s.reference.id) && written.insert(s.reference.id).inserted {
+                locations.append(try packs.append(id: s.reference.id, ciphertext: s.ciphertext))
+            }
+        } catch {
+            discard(locations)
+            throw error
         }
         remember(locations)
         return (sealed.map(\.reference), locations)
@@ -353,10 +361,17 @@ public final class Store: Sendable {
         while current.count > 1 {
             level += 1
             let groups = stride(from: 0, to: current.count, by: fanout).map { Array(current[$0..<min($0 + fanout, current.count)]) }
-            let (upper, locs) = try writeBlobs(
-                groups.map { ManifestNode(level: level, children: $0).encoded() },
-                bases: groups.indices.map { previous.nodes(level: Int(level), index: $0) }, key: key)
-            locations += locs
+            let upper: [ChunkReference]
+            do {
+                let locs: [ChunkLocation]
+                (upper, locs) = try writeBlobs(
+                    groups.map { ManifestNode(level: level, children: $0).encoded() },
+                    bases: groups.indices.map { previous.nodes(level: Int(level), index: $0) }, key: key)
+                locations += locs
+            } catch {
+                discard(locations)
+                throw error
+            }
             current = zip(upper, groups).map { ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length }) }
             levels.append(current)
         }
@@ -414,8 +429,13 @@ public final class Store: Sendable {
             }
         }
         let (refs, locations) = try bytes.withBytes { (b) throws(StoreError) in try writeChunks(b, ranges: ranges, key: key) }
-        let (tree, more) = try writeManifest(chunks: refs, previous: .empty, key: key)
-        return (tree.root, locations + more)
+        do {
+            let (tree, more) = try writeManifest(chunks: refs, previous: .empty, key: key)
+            return (tree.root, locations + more)
+        } catch {
+            discard(locations)
+            throw error
+        }
     }
 
     public func readContent(_ root: ManifestReference?) throws(StoreError) -> [UInt8] {
@@ -464,11 +484,23 @@ public final class Store: Sendable {
 
     /// Runs `body` in one catalog write transaction: all of it is committed, or none. Observers learn of
     /// the revisions it added once it is committed.
-    public func transaction<T>(_ body: (StoreTransaction) throws -> T) throws(StoreError) -> T {
+    /// `appended`: records appended for this transaction to name; discarded if it fails.
+    public func transaction<T>(
+        appended: [ChunkLocation] = [], _ body: (StoreTransaction) throws -> T
+    ) throws(StoreError) -> T {
         let added = AddedRevisions()
-        let result = try catalog.write { db in
-            added.list.removeAll()  // GRDB may retry the closure
-            return try body(StoreTransaction(db: db, store: self, added: added))
+        let result: T
+        do {
+            result = try catalog.write { db in
+                added.list.removeAll()  // GRDB may retry the closure
+                return try body(StoreTransaction(db: db, store: self, added: added))
+            }
+        } catch {
+            discard(appended)
+            throw error
+        }
+        if full.load(ordering: .relaxed), full.exchange(false, ordering: .relaxed) {
+            logger.notice("the disk holding the store has room again")
         }
         if !added.list.isEmpty { notify(added.list) }
         return result
@@ -566,6 +598,7 @@ public final class Store: Sendable {
             try packs.sync()
             try catalog.checkpoint()
         } catch {
+            if error.isNoSpace { return noteNoSpace("catalog checkpoint", error) }
             logger.error("catalog checkpoint failed: \(error)")
         }
     }

@@ -11,6 +11,12 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     /// A permission change or a sealing this identity has no right or key for.
     case rights(RightsError)
 
+    /// The disk holding the store is full (a pack or the catalog could not grow).
+    public var isNoSpace: Bool {
+        if case .io(_, let e) = self { return e == ENOSPC || e == EDQUOT }
+        return false
+    }
+
     public var description: String {
         switch self {
         case .io(let path, let e): return "\(path): \(String(cString: strerror(e)))"

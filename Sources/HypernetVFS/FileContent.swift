@@ -268,6 +268,7 @@ final class FileContent: Sendable {
                 chunks += written.references
                 locations += written.locations
             } catch {
+                store.discard(locations)
                 throw storing(error)
             }
             if let j = resumeAt {
@@ -288,6 +289,7 @@ final class FileContent: Sendable {
             let manifest = try store.writeManifest(chunks: chunks, previous: s.tree, unchangedPrefix: keep, key: key)
             return (manifest.tree, locations + manifest.locations)
         } catch {
+            store.discard(locations)
             throw storing(error)
         }
     }
@@ -295,7 +297,7 @@ final class FileContent: Sendable {
     /// The errno for a store failure while sealing, with the log line that says why.
     private func storing(_ error: StoreError) -> VFSError {
         if error.isNoSpace {
-            logger.warning("sealing staged writes: the disk holding the store is full: \(error)")
+            store.noteNoSpace("sealing staged writes", error)
             return VFSError(ENOSPC)
         }
         logger.error("sealing staged writes failed: \(error)")
@@ -358,12 +360,5 @@ final class FileContent: Sendable {
         s.bytesSinceRevision = 0
         s.revisionSize = s.size
         s.lastCommit = .now
-    }
-}
-
-extension StoreError {
-    var isNoSpace: Bool {
-        if case .io(_, let e) = self { return e == ENOSPC || e == EDQUOT }
-        return false
     }
 }

@@ -36,17 +36,21 @@ extension VirtualFileSystem {
     func detachContent(_ inode: UInt64) {
         let content: FileContent? = state.withLock { s in s.nodes[inode].flatMap { $0.openCount == 1 ? $0.content : nil } }
         var tree: ManifestTree? = nil
+        var failure: VFSError? = nil
+        var committedSize: UInt64? = nil
         if let content {
-            do { try commit(inode) } catch {
-                // The staging goes with the last handle: say what is lost (close or fsync returned the error).
-                logger.error(
-                    "commit at release failed: the writes since the last revision are lost",
-                    metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
+            do throws(VFSError) { try commit(inode) } catch {
+                failure = error
+                // The staged bytes go with the content: the file is again what its last commit made it, as it
+                // will be after a restart, and `stat` agrees with `read`.
+                let root = state.withLock { s in s.nodes[inode]?.record.metadata.content }
+                committedSize = try? store.loadManifest(root).length
             }
             tree = content.state.withLock { $0.modified ? nil : $0.tree }
         }
         state.withLock { s in
             guard var node = s.nodes[inode] else { return }
+            if let committedSize { node.record.metadata.size = committedSize }
             node.openCount -= 1
             if node.openCount == 0 {
                 node.content = nil
@@ -56,6 +60,12 @@ extension VirtualFileSystem {
             s.nodes[inode] = node
             Self.dropIfUnreferenced(inode, in: &s)
         }
+        guard let failure else { return }
+        // The kernel caches the size the writes gave the file.
+        if committedSize != nil { kernelCache.withLock { $0 }?.invalidate(inode: inode) }
+        // The staging went with the last handle: the writes since the last revision are lost (close or fsync
+        // returned the error), and the log says so.
+        logger.error("commit at release failed", metadata: ["inode": "\(inode)", "errno": "\(failure.errno)"])
     }
 
     /// Opens an existing file; `flags` are the open(2) flags (O_TRUNC arrives here). Returns a handle.
@@ -158,7 +168,7 @@ extension VirtualFileSystem {
                 // Seal what is staged without making a revision: memory stays bounded, the work is
                 // spread over the write, and the revision still comes at flush/fsync.
                 let (tree, locations) = try content.rebuild(&c)
-                try persist("checkpoint") { tx in try tx.recordChunks(locations) }
+                try persist("checkpoint", appended: locations) { tx in try tx.recordChunks(locations) }
                 content.rebase(&c, tree: tree)
             }
             let size = c.size
@@ -270,7 +280,7 @@ extension VirtualFileSystem {
                     try state.withLock { (s) throws(VFSError) in
                         guard var node = s.nodes[inode], node.linked else {
                             // Unlinked meanwhile: no revision, but reads through open handles need the chunks.
-                            try persist("commit") { tx in try tx.recordChunks(locations) }
+                            try persist("commit", appended: locations) { tx in try tx.recordChunks(locations) }
                             return
                         }
                         let live = node.record.metadata.size
@@ -300,7 +310,7 @@ extension VirtualFileSystem {
             guard var node = s.nodes[inode], node.linked else {
                 // Unlinked but still open: no revision (the document ended in a tombstone), yet the
                 // sealed chunks must stay findable for reads through the open handle.
-                try persist("commit") { tx in try tx.recordChunks(locations) }
+                try persist("commit", appended: locations) { tx in try tx.recordChunks(locations) }
                 return
             }
             node.record.metadata.content = tree.root
@@ -311,7 +321,7 @@ extension VirtualFileSystem {
             } else {
                 node.record.dirty = true
                 let record = node.record
-                try persist("flush") { tx in
+                try persist("flush", appended: locations) { tx in
                     try tx.recordChunks(locations)
                     try tx.updateDocument(record)
                 }
@@ -390,7 +400,7 @@ extension VirtualFileSystem {
         // heads whose merge it shows.
         let parents =
             parents ?? (node.isDirectory && !node.mergedHeads.isEmpty ? node.mergedHeads.sorted() : record.head.map { [$0] } ?? [])
-        let head = try store.transaction { tx in
+        let head = try store.transaction(appended: locations) { tx in
             try tx.recordChunks(locations)
             let head = try tx.appendRevision(document: record.id, kind: record.kind, metadata: record.metadata, parents: parents)
             record.head = head
@@ -408,6 +418,8 @@ extension VirtualFileSystem {
     /// directories whose listing changed.
     func commitDue() {
         let open = state.withLock { s in s.openFiles.sorted() }
+        var committed = false
+        var failure: (UInt64, VFSError)? = nil
         for inode in open {
             guard let content = state.withLock({ s in s.nodes[inode]?.content }) else { continue }
             let due = content.state.withLock { c in
@@ -418,9 +430,11 @@ extension VirtualFileSystem {
                 return c.modified && (age >= Self.commitInterval || (age >= Self.openFileCommitInterval && small))
             }
             if due {
-                do { try commit(inode) } catch { logger.error("periodic commit failed", metadata: ["inode": "\(inode)"]) }
+                committed = true
+                do throws(VFSError) { try commit(inode) } catch { failure = failure ?? (inode, error) }
             }
         }
+        if committed { passEnded("periodic commit", failure: failure) }
         guard timer.tick() else { return }
         commitPending()
         commitDirectories()
@@ -430,23 +444,42 @@ extension VirtualFileSystem {
     /// Revisions for files whose metadata changed (chmod, chown, utimens) since their last one.
     func commitPending() {
         state.withLock { s in
+            guard !s.pendingRevisions.isEmpty else { return }
+            var failure: (UInt64, VFSError)? = nil
             for inode in s.pendingRevisions.sorted() {
-                do { try commitMetadataLocked(inode, in: &s) } catch {
-                    logger.error("pending revision failed", metadata: ["inode": "\(inode)"])
+                do throws(VFSError) { try commitMetadataLocked(inode, in: &s) } catch {
+                    failure = failure ?? (inode, error)
                 }
                 s.pendingRevisions.remove(inode)
             }
+            passEnded("pending revision", failure: failure)
         }
     }
 
     /// Writes a revision for every directory whose entries changed.
     func commitDirectories() {
         state.withLock { s in
+            guard !s.dirtyDirectories.isEmpty else { return }
+            var failure: (UInt64, VFSError)? = nil
             for inode in s.dirtyDirectories.sorted() {
-                do { try commitDirectoryLocked(inode, in: &s) } catch {
-                    logger.error("directory revision failed", metadata: ["inode": "\(inode)"])
+                do throws(VFSError) { try commitDirectoryLocked(inode, in: &s) } catch {
+                    failure = failure ?? (inode, error)
                 }
             }
+            passEnded("directory revision", failure: failure)
+        }
+    }
+
+    /// Logs a periodic pass (retried each second, or at each fsync) when it starts failing, and when it works
+    /// again, not at each failed retry: on a full disk that would be a line every second until it is freed.
+    func passEnded(_ pass: String, failure: (inode: UInt64, error: VFSError)?) {
+        let changed = failingPasses.withLock { f in failure == nil ? f.remove(pass) != nil : f.insert(pass).inserted }
+        guard changed else { return }
+        if let failure {
+            logger.error("\(pass) failed (retried, logged again only once it has worked)",
+                         metadata: ["inode": "\(failure.inode)", "errno": "\(failure.error.errno)"])
+        } else {
+            logger.notice("\(pass) works again")
         }
     }
 

@@ -127,7 +127,12 @@ extension VirtualFileSystem {
             } else if node.isDirectory {
                 throw VFSError(EISDIR)
             }
-            try unlinkLocked(child, in: &s)
+            do throws(VFSError) {
+                try unlinkLocked(child, in: &s)
+            } catch let error where error.errno == ENOSPC && store.releaseReserve() {
+                // Deletes go on when the disk is full: the reserve made room (docs/errno.md, "A full disk").
+                try unlinkLocked(child, in: &s)
+            }
         }
     }
 

@@ -67,6 +67,8 @@ public final class VirtualFileSystem: Sendable {
     let foreign = ForeignInodes()
     /// Files of other identities' trees open for writing, by inode.
     let foreignFiles = Mutex<[UInt64: ForeignFile]>([:])
+    /// The periodic passes whose last run failed (`passEnded`).
+    let failingPasses = Mutex<Set<String>>([])
 
     /// Starts the filesystem on `store`, including its commit timer for files held open.
     public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {
@@ -147,15 +149,18 @@ public final class VirtualFileSystem: Sendable {
             return VFSError(EACCES)
         }
         if let e = error as? StoreError, e.isNoSpace {
-            logger.warning("\(operation): the disk holding the store is full: \(e)")
+            store.noteNoSpace(operation, e)
             return VFSError(ENOSPC)
         }
         logger.error("\(operation) failed: \(error)", metadata: inode.map { ["inode": "\($0)"] } ?? [:])
         return VFSError(EIO)
     }
 
-    func persist<T>(_ operation: String, _ body: (StoreTransaction) throws -> T) throws(VFSError) -> T {
-        do { return try store.transaction(body) } catch { throw fail(error, operation) }
+    /// `appended`: records just appended that `body` names; discarded if it fails.
+    func persist<T>(_ operation: String, appended: [ChunkLocation] = [], _ body: (StoreTransaction) throws -> T)
+        throws(VFSError) -> T
+    {
+        do { return try store.transaction(appended: appended, body) } catch { throw fail(error, operation) }
     }
 
     // MARK: Names and attributes

@@ -47,6 +47,40 @@ import Testing
         #expect(!reopened.check().isEmpty)
     }
 
+    @Test func recordsNoRowNamesAreGivenBack() throws {
+        struct Refused: Error {}
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let pack = home.packsDirectory + "/00000001.pack"
+        func size() -> Int64 {
+            var st = stat()
+            stat(pack, &st)
+            return Int64(st.st_size)
+        }
+        let kept = try store.writeContent(Array(repeating: 2, count: 70_000), key: store.keyring.treeKey)
+        try store.transaction { tx in try tx.recordChunks(kept.locations) }
+        let end = size()
+        // A transaction that fails gives back what was appended for it.
+        let other = (0..<90_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let refused = try store.writeContent(other, key: store.keyring.treeKey)
+        #expect(size() > end)
+        #expect(throws: StoreError.self) {
+            try store.transaction(appended: refused.locations) { _ -> Void in throw Refused() }
+        }
+        #expect(size() == end)
+        // What a process left unrecorded is cut at the next start.
+        _ = try store.writeContent((0..<90_000).map { UInt8(truncatingIfNeeded: $0 &* 11) }, key: store.keyring.treeKey)
+        #expect(size() > end)
+        let reopened = try Store(home: home, keyring: store.keyring, logger: Logger(label: "test"))
+        reopened.reclaimSpace()
+        #expect(size() == end)
+        #expect(try reopened.readContent(kept.root) == Array(repeating: 2, count: 70_000))
+        var reserve = stat()
+        #expect(stat(home.reservePath, &reserve) == 0 && Int64(reserve.st_size) == Store.reserveBytes)
+        #expect(reopened.releaseReserve())
+        #expect(!reopened.releaseReserve())
+    }
+
     @Test func checkpointEmptiesTheWALAfterSyncingPacks() throws {
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }

@@ -4,9 +4,11 @@ import errno
 import hashlib
 import os
 import subprocess
+import time
 
 import pytest
 
+from helpers import wait_until, write_file
 
 
 # While the disk is full, the commits at close, the pending-metadata pass and the directory pass fail
@@ -57,3 +59,115 @@ def test_full_disk_fails_cleanly_and_keeps_what_was_acknowledged(make_node):
         finally:  # the fixture's teardown reports a daemon that would not stop; the tmpfs goes regardless
             if subprocess.run(["umount", str(node.home)], check=False).returncode != 0:
                 subprocess.run(["umount", "-l", str(node.home)], check=False)
+
+
+def expect_room_or_enospc(what, call):
+    """A change on a full disk either fits or fails with ENOSPC: never EIO (issue 14, item 5)."""
+    try:
+        call()
+        return True
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, f"{what} on a full disk gave {errno.errorcode.get(e.errno)}, not ENOSPC"
+        return False
+
+
+# Failed commits (close, release, the passes while the disk is full) are expected in the log, once each.
+@pytest.mark.log_errors(r"(commit at release|pending revision|directory revision|periodic commit) failed",
+                        r"no room for the store's reserve")
+def test_full_disk_gives_enospc_deletes_go_on_and_a_restart_recovers(make_node):
+    node = make_node(start=False)
+    store = node.home / "store"
+    store.mkdir(parents=True)
+    # Only the store is on the small file system: the log stays writable, so its length can be checked.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(store)], check=True)
+    try:
+        node.start()
+        assert (store / "reserve").stat().st_size == 4 << 20, "no reserve made at start"
+        kept = os.urandom(4 << 20)
+        with open(node.p("kept"), "wb") as f:
+            f.write(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.mkdir(node.p("dir"))
+        with open(node.p("dir", "small"), "wb") as f:
+            f.write(b"small\n")
+            os.fsync(f.fileno())
+        # Made while there is room, written once the disk is full.
+        write_file(node.p("big"), b"", fsync=True)
+        write_file(node.p("failed"), b"", fsync=True)
+        # Fill the disk with what is acknowledged: files made durable, as long as they fit.
+        for size in (1 << 20, 64 << 10, 4 << 10):
+            for i in range(100):
+                try:
+                    write_file(node.p(f"fill-{size}-{i}"), os.urandom(size), fsync=True)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, f"full disk gave {e!r}"
+                    break
+
+        # FUSE sends the release after close returns; a release whose commit fails says so in the log.
+        def released(name, since):
+            line = f"commit at release failed errno={errno.ENOSPC} inode={os.stat(node.p(name)).st_ino}\n"
+            return wait_until(lambda: line in node.log_text()[since:], 30)
+
+        since = len(node.log_text())
+        with pytest.raises(OSError) as full:
+            with open(node.p("big"), "r+b") as f:
+                for _ in range(200):
+                    f.write(os.urandom(1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+        assert full.value.errno == errno.ENOSPC, f"full disk gave {full.value!r}"
+        assert released("big", since), "the release of the file whose close failed never came"
+
+        # Every change fails with ENOSPC now (or fits), as docs/errno.md says: not EIO.
+        since = len(node.log_text())
+        fd = os.open(node.p("failed"), os.O_WRONLY)
+        os.write(fd, os.urandom(4 << 20))
+        if not expect_room_or_enospc("close", lambda: os.close(fd)):
+            assert released("failed", since), "the release of the file whose close failed never came"
+        expect_room_or_enospc("create", lambda: os.close(os.open(node.p("new"), os.O_WRONLY | os.O_CREAT, 0o644)))
+        expect_room_or_enospc("mkdir", lambda: os.mkdir(node.p("newdir")))
+        expect_room_or_enospc("setxattr", lambda: os.setxattr(node.p("kept"), "user.tag", b"x" * 4000))
+        # A file whose commit failed reads as much as it says it holds.
+        for name in ("big", "failed"):
+            with open(node.p(name), "rb") as f:
+                assert os.stat(node.p(name)).st_size == len(f.read()), f"{name}: st_size disagrees with read"
+
+        # The passes retry each second while nothing else happens: logged when they start failing, not at each retry.
+        quiet = len(node.log_text())
+        time.sleep(4)
+        retries = [line for line in node.log_text()[quiet:].splitlines() if "failed" in line or "is full" in line]
+        assert len(retries) <= 1, "a failure logged at each retry:\n" + "\n".join(retries)
+
+        # Deletes go on: the reserve makes room for them.
+        for name in os.listdir(node.p()):
+            if name.startswith("fill-") or name in ("big", "failed", "new"):
+                os.unlink(node.p(name))
+        os.unlink(node.p("dir", "small"))
+        os.rmdir(node.p("dir"))
+        assert not (store / "reserve").exists(), "the deletes did not need the reserve: the disk was not full"
+
+        # After the deletes and a restart, the node works normally again and kept what was acknowledged.
+        node.stop()
+        node.start()
+        assert sorted(set(os.listdir(node.p())) - {".hypernet", "newdir"}) == ["kept"]
+        with open(node.p("kept"), "rb") as f:
+            assert f.read() == kept
+        with open(node.p("after"), "wb") as f:
+            f.write(b"after the disk was full\n")
+            os.fsync(f.fileno())
+        os.mkdir(node.p("dir2"))
+        os.setxattr(node.p("kept"), "user.tag", b"y")
+        node.stop()
+        node.start()
+        with open(node.p("after"), "rb") as f:
+            assert f.read() == b"after the disk was full\n"
+        assert os.getxattr(node.p("kept"), "user.tag") == b"y"
+        node.stop()
+    finally:
+        try:
+            if node.running:
+                node.stop()
+        finally:
+            if subprocess.run(["umount", str(store)], check=False).returncode != 0:
+                subprocess.run(["umount", "-l", str(store)], check=False)

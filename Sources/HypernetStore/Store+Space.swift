@@ -1,0 +1,66 @@
+import Glibc
+import GRDB
+
+/// A full disk (docs/store-format.md, "A full disk"): logged once, deletes go on thanks to a reserve, and what
+/// failed writes left in the packs is given back at the next start.
+extension Store {
+    /// Room kept in `Home.reservePath` for deletes on a full disk: each costs a catalog transaction (a few pages
+    /// of WAL) and, a second later, its directory's revision.
+    public static let reserveBytes: Int64 = 4 << 20
+
+    /// Logs, once until a transaction commits again, that `operation` found the disk full.
+    public func noteNoSpace(_ operation: String, _ error: StoreError) {
+        if !full.exchange(true, ordering: .relaxed) {
+            logger.warning("\(operation): the disk holding the store is full: \(error)")
+        }
+    }
+
+    /// Gives back the space of records just appended that no catalog row will name (the write that appended them
+    /// failed, typically on a full disk): the pack is cut back if they are its last records; otherwise they stay,
+    /// garbage like any other.
+    public func discard(_ appended: [ChunkLocation]) {
+        guard !appended.isEmpty else { return }
+        locations.withLock { map in for l in appended { map.removeValue(forKey: l.id) } }
+        packs.discard(appended)
+    }
+
+    /// Frees the reserve so that a delete can commit on a full disk; false when it was freed already.
+    public func releaseReserve() -> Bool {
+        guard unlink(home.reservePath) == 0 else { return false }
+        logger.warning("the disk holding the store is full: released the store's reserve so that deletes go on")
+        return true
+    }
+
+    /// Run at start, before anything is appended (the caller holds the home lock): cuts off the end of the pack
+    /// being appended to where no catalog row names a record (what writes that failed, typically on a full disk,
+    /// or never committed left), then makes the reserve if it is missing. Failures are logged, not thrown: a
+    /// node must start on a full disk, so that files can be deleted.
+    public func reclaimSpace() {
+        let number = packs.appendingPack
+        do {
+            let last = try catalog.read { db in
+                let sql = "SELECT MAX(offset + length) FROM chunks WHERE pack = ?"
+                return try Int64.fetchOne(db, sql: sql, arguments: [number])
+            }
+            let end = last.map { $0 + Int64(PackStore.recordHeaderSize) } ?? Int64(PackStore.header.count)
+            let freed = try packs.trimTail(to: end)
+            if freed > 0 {
+                logger.notice("cut records no catalog row names off the end of \(packs.path(of: number))",
+                              metadata: ["bytes": "\(freed)"])
+            }
+        } catch {
+            logger.error("reclaiming the unreferenced end of \(packs.path(of: number)) failed: \(error)")
+        }
+        let fd = open(home.reservePath, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            return logger.warning("cannot create the store's reserve: \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        let result = posix_fallocate(fd, 0, off_t(Self.reserveBytes))
+        if result != 0 {
+            unlink(home.reservePath)
+            logger.warning(
+                "no room for the store's reserve (\(String(cString: strerror(result)))): deletes may fail with ENOSPC")
+        }
+    }
+}
