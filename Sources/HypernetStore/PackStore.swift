@@ -41,12 +41,25 @@ final class PackStore: Sendable {
     /// Read descriptors by pack number; opened lazily, closed at deinit.
     private let readers = Mutex<[Int64: Int32]>([:])
 
+    /// The last pack, when its header is damaged: it is never appended to (`init` opens the next one), and
+    /// reading it fails as corrupt like reading any pack with a bad header.
+    let damagedLast: Int64?
+
     init(directory: String) throws(StoreError) {
         self.directory = directory
         try Home.makeDirectory(directory)
-        let last = try Self.packNumbers(in: directory).max() ?? 1
-        let (fd, size) = try Self.openForAppend(directory: directory, number: last)
-        writable = Mutex(Writable(number: last, fd: fd, size: size, unsynced: []))
+        var last = try Self.packNumbers(in: directory).max() ?? 1
+        var opened: (fd: Int32, size: Int64)
+        do {
+            opened = try Self.openForAppend(directory: directory, number: last)
+            damagedLast = nil
+        } catch {
+            guard case .corrupt = error else { throw error }
+            damagedLast = last
+            last += 1
+            opened = try Self.openForAppend(directory: directory, number: last)
+        }
+        writable = Mutex(Writable(number: last, fd: opened.fd, size: opened.size, unsynced: []))
     }
 
     deinit {
@@ -85,14 +98,21 @@ final class PackStore: Sendable {
             guard written == header.count else { throw .io(path: path, errno: errno) }
             size = Int64(header.count)
         } else {
-            var found = [UInt8](repeating: 0, count: header.count)
-            _ = found.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-            guard found == header else {
+            do throws(StoreError) { try checkHeader(fd, path: path) } catch {
                 close(fd)
-                throw .corrupt(object: "pack \(path)", reason: "bad header (unknown format or not a pack)")
+                throw error
             }
         }
         return (fd, size)
+    }
+
+    /// A pack whose header differs is not read at all (docs/store-format.md, "Pack file"): its chunks are corrupt.
+    private static func checkHeader(_ fd: Int32, path: String) throws(StoreError) {
+        var found = [UInt8](repeating: 0, count: header.count)
+        let n = found.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        guard n == header.count, found == header else {
+            throw .corrupt(object: "pack \(path)", reason: "bad header (unknown format or not a pack)")
+        }
     }
 
     /// Appends one record; the bytes are in the kernel (safe against a process crash) when this returns,
@@ -192,6 +212,10 @@ final class PackStore: Sendable {
             if let fd = fds[number] { return fd }
             let fd = open(path(of: number), O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw .io(path: path(of: number), errno: errno) }
+            do throws(StoreError) { try Self.checkHeader(fd, path: path(of: number)) } catch {
+                close(fd)
+                throw error
+            }
             fds[number] = fd
             return fd
         }

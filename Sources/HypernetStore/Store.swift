@@ -118,6 +118,11 @@ public final class Store: Sendable {
         }
         catalog = try Catalog(path: home.catalogPath)
         packs = try PackStore(directory: home.packsDirectory)
+        if let damaged = packs.damagedLast {
+            logger.error(
+                "corrupt pack \(packs.path(of: damaged)): bad header; its chunks read as corrupt, new ones go to the next"
+            )
+        }
         let last = try catalog.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(time) FROM revisions") ?? 0 }
         clock = Mutex(HybridLogicalClock(last: HLCTime(rawValue: UInt64(bitPattern: last))))
         storeID = try catalog.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = 'store-id'") } ?? ""
@@ -644,9 +649,21 @@ public final class Store: Sendable {
                     problems.append("catalog row for document inode \(row[0] as Int64): \(error)")
                 }
             }
+            // A damaged document is named by its path too: that is what its owner knows it by.
+            var names: [UInt64: (parent: UInt64, name: String)] = [:]
+            for e in try loadEntries() { names[e.child] = (e.parent, e.name) }
+            func path(_ inode: UInt64) -> String {
+                var parts: [String] = []
+                var current = inode
+                while let entry = names[current], parts.count < names.count {
+                    parts.append(entry.name)
+                    current = entry.parent
+                }
+                return parts.isEmpty ? "" : ", /" + parts.reversed().joined(separator: "/")
+            }
             for doc in try loadDocuments() {
                 do { _ = try readContent(doc.metadata.content) } catch {
-                    problems.append("document \(doc.id) (inode \(doc.inode)): \(error)")
+                    problems.append("document \(doc.id) (inode \(doc.inode)\(path(doc.inode))): \(error)")
                 }
             }
             problems += try checkRights()

@@ -47,6 +47,25 @@ import Testing
         #expect(!reopened.check().isEmpty)
     }
 
+    @Test func aPackWithADamagedHeaderCostsOnlyItsOwnChunks() throws {
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        let old = try store.writeContent(Array(repeating: 1, count: 70_000), key: store.keyring.treeKey)
+        try store.transaction { tx in try tx.recordChunks(old.locations) }
+        let fd = open(home.packsDirectory + "/00000001.pack", O_RDWR)
+        var byte: UInt8 = 0x58
+        pwrite(fd, &byte, 1, 2)
+        close(fd)
+        let reopened = try Store(home: home, keyring: store.keyring, logger: Logger(label: "test"))
+        #expect(throws: StoreError.self) { try reopened.readContent(old.root) }
+        let bytes = (0..<90_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let new = try reopened.writeContent(bytes, key: store.keyring.treeKey)
+        try reopened.transaction { tx in try tx.recordChunks(new.locations) }
+        #expect(new.locations.allSatisfy { $0.pack == 2 })
+        #expect(try reopened.readContent(new.root) == bytes)
+        #expect(reopened.check().contains { $0.contains("bad header") })
+    }
+
     @Test func recordsNoRowNamesAreGivenBack() throws {
         struct Refused: Error {}
         let (store, home) = try makeStore()

@@ -1,5 +1,6 @@
-"""Damaged packs (issue 2, "Crash safety"): the affected file reads EIO (never wrong bytes, never a crash),
-other files still read, the log names the damaged object and `hypernet fsck` reports it."""
+"""Damaged packs (issue 2, "Crash safety"; issue 14, item 8): the node mounts, the affected file reads EIO (never
+wrong bytes, never a crash), other files still read, the log names the damaged object and `hypernet fsck` names
+the affected files."""
 
 import errno
 import os
@@ -16,9 +17,19 @@ NAMES_OBJECT = re.compile(r"(?i)(corrupt|authenticat|integrity|checksum|mismatch
                           r"mismatch|truncat|damaged|invalid|short)")
 
 
+def flip(path, at, count):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        chunk = f.read(count)
+        f.seek(at)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
 def damage_pack(path, start, end, how):
     """Damages bytes [start, end) of a pack: what the victim's new revision appended."""
-    if how == "flip":
+    if how == "trailer":  # the end of the pack: the last record's authentication tag
+        flip(path, end - 16, 16)
+    elif how == "flip":
         with open(path, "r+b") as f:
             for k in range(1, 8):  # several places, so that more than one chunk of the victim is hit
                 at = start + (end - start) * k // 8
@@ -31,7 +42,7 @@ def damage_pack(path, start, end, how):
 
 
 @pytest.mark.log_errors()  # the damage is expected to be logged; crashes still fail the test
-@pytest.mark.parametrize("how", ["flip", "truncate"])
+@pytest.mark.parametrize("how", ["flip", "trailer", "truncate"])
 def test_damaged_pack_gives_eio(node, how):
     keep = random_bytes(300_000)
     write_file(node.p("keep.bin"), keep)
@@ -93,8 +104,54 @@ def test_damaged_pack_gives_eio(node, how):
     assert any(NAMES_OBJECT.search(line) for line in new_log.splitlines()), \
         f"no log line names the damaged object:\n{new_log[-3000:]}"
 
-    fsck = node.cli("fsck", check=False, timeout=300)
-    assert fsck.returncode != 0, f"fsck exited 0 on a damaged pack:\n{fsck.stdout}"
-    assert (fsck.stdout + fsck.stderr).strip(), "fsck failed without saying what is wrong"
+    check_fsck_names(node, "/victim.bin", healthy=("/keep.bin", "/dir/other.txt"))
     # Reporting never deletes: the healthy file is still there after fsck.
     assert read_file(node.p("keep.bin")) == keep
+
+
+def check_fsck_names(node, damaged, healthy):
+    """`hypernet fsck` fails and names the damaged file by its path, and no healthy one."""
+    fsck = node.cli("fsck", check=False, timeout=300)
+    report = fsck.stdout + fsck.stderr
+    assert fsck.returncode != 0, f"fsck exited 0 on a damaged pack:\n{fsck.stdout}"
+    assert damaged + ")" in report, f"fsck does not name {damaged}:\n{report[-3000:]}"
+    for path in healthy:
+        assert path + ")" not in report, f"fsck names the healthy {path}:\n{report[-3000:]}"
+
+
+def read_gives_eio(path):
+    with pytest.raises(OSError) as failure:
+        read_file(path)
+    assert failure.value.errno == errno.EIO, f"{path}: expected EIO, got {errno.errorcode.get(failure.value.errno)}"
+
+
+# The damaged header is logged at every start, and each read of a chunk in that pack.
+@pytest.mark.log_errors()
+def test_damaged_pack_header_affects_only_that_pack(node):
+    """One flipped byte in a pack's header (issue 14, item 8): the node still mounts, new chunks go to the next
+    pack, the files whose chunks are in the damaged one read EIO and fsck names them; the rest reads."""
+    victim = random_bytes(VICTIM_SIZE)
+    write_file(node.p("victim.bin"), victim)
+    node.stop()
+    packs = sorted((node.home / "store" / "packs").glob("*.pack"))
+    assert len(packs) == 1, f"expected one pack, found {packs}"
+    flip(packs[0], 3, 1)
+
+    node.start()  # failed before the fix: "bad header", the whole store offline
+    keep = random_bytes(300_000)
+    write_file(node.p("keep.bin"), keep)
+    os.mkdir(node.p("dir"))
+    write_file(node.p("dir", "other.txt"), b"other file\n")
+    assert read_file(node.p("keep.bin")) == keep
+    read_gives_eio(node.p("victim.bin"))
+    assert len(list((node.home / "store" / "packs").glob("*.pack"))) == 2, "new chunks did not go to a new pack"
+
+    # Once the damaged pack is no longer the last one, it is still only its own chunks that fail.
+    node.restart()
+    assert {"dir", "keep.bin", "victim.bin"} <= set(os.listdir(node.p()))
+    assert read_file(node.p("keep.bin")) == keep
+    assert read_file(node.p("dir", "other.txt")) == b"other file\n"
+    read_gives_eio(node.p("victim.bin"))
+    check_fsck_names(node, "/victim.bin", healthy=("/keep.bin", "/dir/other.txt"))
+    node.stop()
+    check_fsck_names(node, "/victim.bin", healthy=("/keep.bin", "/dir/other.txt"))  # without a daemon
