@@ -125,7 +125,7 @@ def read_gives_eio(path):
     assert failure.value.errno == errno.EIO, f"{path}: expected EIO, got {errno.errorcode.get(failure.value.errno)}"
 
 
-# The damaged header is logged at every start, and each read of a chunk in that pack.
+# The damaged header is logged when the store opens, and at each read of a chunk in that pack.
 @pytest.mark.log_errors()
 def test_damaged_pack_header_affects_only_that_pack(node):
     """One flipped byte in a pack's header (issue 14, item 8): the node still mounts, new chunks go to the next
