@@ -1,8 +1,8 @@
-import Glibc
 import GRDB
+import Glibc
 
 /// A full disk (docs/store-format.md, "A full disk"): logged once, deletes go on thanks to a reserve, and what
-/// failed writes left in the packs is given back at the next start.
+/// failed writes appended to the packs is given back (at once when it is at their end, else at the next start).
 extension Store {
     /// Room kept in `Home.reservePath` for deletes on a full disk: each costs a catalog transaction (a few pages
     /// of WAL) and, a second later, its directory's revision.
@@ -45,8 +45,9 @@ extension Store {
             let end = last.map { $0 + Int64(PackStore.recordHeaderSize) } ?? Int64(PackStore.header.count)
             let freed = try packs.trimTail(to: end)
             if freed > 0 {
-                logger.notice("cut records no catalog row names off the end of \(packs.path(of: number))",
-                              metadata: ["bytes": "\(freed)"])
+                logger.notice(
+                    "cut records no catalog row names off the end of \(packs.path(of: number))",
+                    metadata: ["bytes": "\(freed)"])
             }
         } catch {
             logger.error("reclaiming the unreferenced end of \(packs.path(of: number)) failed: \(error)")

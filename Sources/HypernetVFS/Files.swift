@@ -476,8 +476,9 @@ extension VirtualFileSystem {
         let changed = failingPasses.withLock { f in failure == nil ? f.remove(pass) != nil : f.insert(pass).inserted }
         guard changed else { return }
         if let failure {
-            logger.error("\(pass) failed (retried, logged again only once it has worked)",
-                         metadata: ["inode": "\(failure.inode)", "errno": "\(failure.error.errno)"])
+            logger.error(
+                "\(pass) failed (retried, logged again only once it has worked)",
+                metadata: ["inode": "\(failure.inode)", "errno": "\(failure.error.errno)"])
         } else {
             logger.notice("\(pass) works again")
         }
