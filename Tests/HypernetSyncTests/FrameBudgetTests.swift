@@ -1,6 +1,6 @@
 import Testing
 
-@testable import HypernetSync
+import HypernetSync
 
 /// The budget all connections share for unfinished frames (docs/protocol.md, "Limits").
 @Suite struct FrameBudgetTests {
