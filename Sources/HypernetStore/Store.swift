@@ -746,6 +746,10 @@ public struct StoreTransaction {
             document: document, kind: kind, epoch: sealing.epoch, rights: sealing.rights, time: store.nextTime(),
             author: keyring.identity.publicKey, parents: parents,
             sealedMetadata: metadata.sealed(epochKey: sealing.key, document: document))
+        // The rule every node applies to what it stores: a revision no peer would take (its chain took this
+        // identity's write in a block another admin signed) is refused here, so close or fsync fails with EACCES
+        // rather than the revision being stored to go nowhere.
+        if try checkRights(revision, tree: keyring.identity.publicKey) != nil { throw StoreError.rights(.notAllowed) }
         let signed = revision.signed(by: keyring.identity)
         try insert(signed, tree: keyring.identity.publicKey, size: metadata.size)
         try run("UPDATE chunks SET revision = ? WHERE revision IS NULL", arguments: [Data(signed.id.bytes)])

@@ -161,6 +161,32 @@ import Testing
         #expect(try alice.chain(of: document, tree: tree).blocks.count == 1)
     }
 
+    /// A block another admin signed (a node without the check above) takes write from the tree's owner: the
+    /// owner's next revision would be refused by every node, so it is refused where it is made, nothing stored.
+    @Test func aRevisionNoNodeWouldStoreIsRefusedWhereItIsMade() throws {
+        defer { removeStores() }
+        let first = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, .all)], isPublic: false)
+        let head = try alice.transaction { tx in
+            _ = try tx.insertDocument(
+                id: document, kind: .file, metadata: Self.metadata, dirty: false, rights: document)
+            return try tx.appendRevision(document: document, kind: .file, metadata: Self.metadata, parents: [])
+        }
+        let second = SignedPermissionBlock.make(
+            document: document, after: first, members: [member(alice, [.read, .admin]), member(bob, .all)],
+            isPublic: false, signer: bob.keyring.identity)
+        #expect(try alice.storeRemote(records: [.block(second, tree: tree)], chunks: []).isEmpty)
+        var refusal: RightsError?
+        do throws(StoreError) {
+            _ = try alice.transaction { tx in
+                try tx.appendRevision(document: document, kind: .file, metadata: Self.metadata, parents: [head])
+            }
+        } catch {
+            if case .rights(let why) = error { refusal = why }
+        }
+        #expect(refusal == .notAllowed)
+        #expect(try aliceLog().count == 3, "a block, a revision, the second block: nothing more")
+    }
+
     @Test func aPublicEpochsContentIsStoredInTheClearAndCheckedAgainstItsIds() throws {
         defer { removeStores() }
         let bytes = (0..<200_000).map { _ in UInt8.random(in: 0...255) }
