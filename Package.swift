@@ -60,7 +60,7 @@ let package = Package(
         .target(
             name: "HypernetFUSE",
             dependencies: [
-                "CFuse3", "HypernetVFS",
+                "CFuse3", "HypernetStore", "HypernetVFS",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Composition root: node start-up, mount, control socket, signals, logging.

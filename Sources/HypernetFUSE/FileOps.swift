@@ -97,7 +97,10 @@ func opRelease(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePoint
 func opFsync(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ datasync: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     let request = Request(req, "fsync")
     do {
-        try request.fileSystem.fsync(handle: fi!.pointee.fh, dataOnly: datasync != 0)
+        let handle = fi!.pointee.fh
+        try request.interruptible { interruption in
+            try request.fileSystem.fsync(handle: handle, dataOnly: datasync != 0, interruption: interruption)
+        }
         request.replyOK()
     } catch {
         request.reply(error: error)

@@ -1,5 +1,6 @@
 import CFuse3
 import Glibc
+import HypernetStore
 import HypernetVFS
 import Logging
 
@@ -73,6 +74,19 @@ struct Request {
             return nil
         }
         return FileName.decode(UnsafeRawBufferPointer(start: pointer, count: strlen(pointer)))
+    }
+
+    /// Runs `body` with an `Interruption` that a FUSE_INTERRUPT for this request fires, for a wait that must
+    /// end when the caller gets a signal (otherwise a fatal signal leaves it in uninterruptible sleep).
+    /// Unregistering takes the request's lock, which libfuse holds while it calls the function: after it,
+    /// no call is running or to come, so `interruption` need not outlive `body`.
+    func interruptible<T>(_ body: (Interruption) throws -> T) rethrows -> T {
+        let interruption = Interruption()
+        fuse_req_interrupt_func(
+            raw, { _, data in Unmanaged<Interruption>.fromOpaque(data!).takeUnretainedValue().interrupt() },
+            Unmanaged.passUnretained(interruption).toOpaque())
+        defer { fuse_req_interrupt_func(raw, nil, nil) }
+        return try withExtendedLifetime(interruption) { try body(interruption) }
     }
 
     // MARK: Replies

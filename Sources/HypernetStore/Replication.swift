@@ -257,10 +257,14 @@ extension Store {
     }
 
     /// Blocks until every revision in `ids` is held by `count` remote nodes, or `timeout` passes (nil: no
-    /// limit). Woken by `recordReplicas`, never polling. Returns whether the count was reached.
-    public func waitForReplicas(_ ids: [RevisionID], count: Int, timeout: Duration?) -> Bool {
-        guard count > 0 else { return true }
-        return replicas.wait(ids: ids, count: count, timeout: timeout) { (try? self.haveReplicas(ids, count: count)) ?? false }
+    /// limit), or `interruption` fires. Woken by `recordReplicas`, never polling.
+    public func waitForReplicas(
+        _ ids: [RevisionID], count: Int, timeout: Duration?, interruption: Interruption? = nil
+    ) -> ReplicaWait {
+        guard count > 0 else { return .reached }
+        return replicas.wait(ids: ids, count: count, timeout: timeout, interruption: interruption) {
+            (try? self.haveReplicas(ids, count: count)) ?? false
+        }
     }
 
     /// This node's own revisions held by fewer than `quorum - 1` remote nodes, and the bytes they list.
@@ -453,6 +457,11 @@ extension StoreTransaction {
     }
 }
 
+/// How a wait for replicas ended.
+public enum ReplicaWait: Sendable {
+    case reached, timedOut, interrupted
+}
+
 /// fsyncs waiting for replicas. Each waiter has its own semaphore; `changed` re-checks every waiter.
 final class ReplicaTracker: Sendable {
     private final class Waiter: Sendable {
@@ -480,17 +489,23 @@ final class ReplicaTracker: Sendable {
         recent.withLock { $0[revision]?.count ?? 0 }
     }
 
-    func wait(ids: [RevisionID], count: Int, timeout: Duration?, satisfied: () -> Bool) -> Bool {
+    func wait(
+        ids: [RevisionID], count: Int, timeout: Duration?, interruption: Interruption?, satisfied: () -> Bool
+    ) -> ReplicaWait {
         let waiter = Waiter(ids: ids, count: count)
         let key = ObjectIdentifier(waiter)
         waiters.withLock { $0[key] = waiter }
         defer { _ = waiters.withLock { $0.removeValue(forKey: key) } }
         let deadline: DispatchTime = timeout.map { .now() + .nanoseconds(Int($0.components.seconds) * 1_000_000_000 + Int($0.components.attoseconds / 1_000_000_000)) } ?? .distantFuture
         // Registered before the first check, so a replica recorded in between still wakes it.
-        while !satisfied() {
-            if waiter.semaphore.wait(timeout: deadline) == .timedOut { return satisfied() }
+        func wait() -> ReplicaWait {
+            while !satisfied() {
+                if interruption?.isInterrupted == true { return .interrupted }
+                if waiter.semaphore.wait(timeout: deadline) == .timedOut { return satisfied() ? .reached : .timedOut }
+            }
+            return .reached
         }
-        return true
+        return interruption.map { $0.waking(waiter.semaphore, wait) } ?? wait()
     }
 
     func changed(_ satisfied: ([RevisionID], Int) -> Bool) {

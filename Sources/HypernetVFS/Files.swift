@@ -211,18 +211,22 @@ extension VirtualFileSystem {
         }
     }
 
-    /// Commits and makes durable everything written before the call, then waits for the quorum.
-    public func fsync(handle: UInt64, dataOnly: Bool) throws(VFSError) {
-        if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) { return try fsyncForeign(file) }
+    /// Commits and makes durable everything written before the call, then waits for the quorum; EINTR when
+    /// `interruption` fires first.
+    public func fsync(handle: UInt64, dataOnly: Bool, interruption: Interruption? = nil) throws(VFSError) {
+        if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) {
+            return try fsyncForeign(file, interruption: interruption)
+        }
         if isVirtual(handle: handle) { return }
         let (inode, _) = try fileHandle(handle)
         try commit(inode)
-        try makeDurable(inode)
+        try makeDurable(inode, interruption: interruption)
     }
 
     /// Makes `inode`'s committed state durable here, then waits (without polling) until `quorum` nodes in
-    /// all hold it and the directories naming it; EIO after the fsync timeout, the data kept and queued.
-    func makeDurable(_ inode: UInt64) throws(VFSError) {
+    /// all hold it and the directories naming it; EIO after the fsync timeout, EINTR when interrupted, the
+    /// data kept and queued either way.
+    func makeDurable(_ inode: UInt64, interruption: Interruption?) throws(VFSError) {
         let quorum = state.withLock { s in Self.quorum(of: inode, in: s, default: configuration.quorum) }
         // The names leading to the file replicate with it: a replica can serve it by path.
         if quorum > 1 { commitDirectories() }
@@ -238,7 +242,13 @@ extension VirtualFileSystem {
             }
             return out
         }
-        if store.waitForReplicas(revisions, count: quorum - 1, timeout: configuration.fsyncTimeout) { return }
+        switch store.waitForReplicas(
+            revisions, count: quorum - 1, timeout: configuration.fsyncTimeout, interruption: interruption)
+        {
+        case .reached: return
+        case .interrupted: throw VFSError(EINTR)
+        case .timedOut: break
+        }
         let held = revisions.first.flatMap { try? store.replicaCount($0) }.map { $0 + 1 } ?? 1
         logger.warning("fsync quorum not reached", metadata: ["inode": "\(inode)", "quorum": "\(quorum)", "replicas": "\(held)"])
         throw VFSError(EIO)

@@ -122,12 +122,16 @@ extension VirtualFileSystem {
         }
     }
 
-    func fsyncForeign(_ file: ForeignFile) throws(VFSError) {
+    func fsyncForeign(_ file: ForeignFile, interruption: Interruption?) throws(VFSError) {
         let head = try commitForeign(file) ?? (try? foreignWinner(file.state.withLock { $0.document }))?.id
         do { try store.sync() } catch { throw fail(error, "fsync of a shared file") }
         guard let head, configuration.quorum > 1 else { return }
-        guard store.waitForReplicas([head], count: configuration.quorum - 1, timeout: configuration.fsyncTimeout) else {
-            throw VFSError(EIO)
+        switch store.waitForReplicas(
+            [head], count: configuration.quorum - 1, timeout: configuration.fsyncTimeout, interruption: interruption)
+        {
+        case .reached: return
+        case .interrupted: throw VFSError(EINTR)
+        case .timedOut: throw VFSError(EIO)
         }
     }
 

@@ -93,19 +93,32 @@ import Testing
         defer { remove(a) }
         let entry = try commit([7], on: a)
         let id = BLAKE2b.hash(entry.record)
-        #expect(!a.waitForReplicas([id], count: 1, timeout: .milliseconds(50)), "no replica yet: times out")
+        #expect(a.waitForReplicas([id], count: 1, timeout: .milliseconds(50)) == .timedOut, "no replica yet")
         #expect(try a.backlog(quorum: 2).revisions == 1)
         let node = SigningKeyPair.generate().publicKey
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) {
             a.recordReplicas(node: node, revisions: [id])
         }
-        #expect(a.waitForReplicas([id], count: 1, timeout: .seconds(10)))
+        #expect(a.waitForReplicas([id], count: 1, timeout: .seconds(10)) == .reached)
         #expect(try a.replicaCount(id) == 1)
         // Waiters wake before the ack's catalog row is written (docs/protocol.md, "Acks"): the backlog follows.
         let deadline = ContinuousClock.now + .seconds(5)
         while try a.backlog(quorum: 2).revisions != 0 && ContinuousClock.now < deadline { usleep(10_000) }
         #expect(try a.backlog(quorum: 2).revisions == 0)
         #expect(try a.backlog(quorum: 3).revisions == 1)
+    }
+
+    @Test func anInterruptedFsyncWaitEnds() throws {
+        let a = try makeStore()
+        defer { remove(a) }
+        let id = BLAKE2b.hash(try commit([7], on: a).record)
+        let early = Interruption()
+        early.interrupt()
+        #expect(a.waitForReplicas([id], count: 1, timeout: nil, interruption: early) == .interrupted)
+        let later = Interruption()
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) { later.interrupt() }
+        #expect(a.waitForReplicas([id], count: 1, timeout: nil, interruption: later) == .interrupted)
+        #expect(try a.backlog(quorum: 2).revisions == 1, "the revision stays queued")
     }
 
     @Test func peersPinsAndProgressPersist() throws {
