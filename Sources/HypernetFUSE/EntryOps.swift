@@ -99,7 +99,8 @@ func opMknod(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CCh
     guard let name = request.name(name) else { return }
     do {
         request.reply(
-            entry: try request.fileSystem.mknod(parent: parent, name: name, mode: mode, caller: request.caller()))
+            entry: try request.fileSystem.mknod(
+                parent: parent, name: name, mode: mode, rdev: UInt64(rdev), caller: request.caller()))
     } catch {
         request.reply(error: error)
     }

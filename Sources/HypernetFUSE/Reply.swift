@@ -162,6 +162,7 @@ extension stat {
         self.init()
         st_ino = ino_t(attributes.inode)
         st_mode = attributes.mode
+        st_rdev = dev_t(attributes.rdev)
         st_nlink = UInt(attributes.nlink)
         st_uid = attributes.uid
         st_gid = attributes.gid

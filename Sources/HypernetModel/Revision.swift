@@ -6,6 +6,8 @@ public enum RevisionKind: UInt8, Sendable, Codable {
     case symlink = 3
     /// The document was deleted; its history stays.
     case tombstone = 4
+    /// A FIFO, UNIX socket or device node: the type is the mode's `S_IFMT` bits, a device's number `rdev`.
+    case special = 5
 }
 
 /// An immutable, signed revision of one document. The exact signed bytes are what is stored and sent;

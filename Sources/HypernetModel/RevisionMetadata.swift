@@ -4,6 +4,8 @@ import HypernetCrypto
 /// from it: POSIX attributes, user xattrs and where the content is.
 public struct RevisionMetadata: Sendable, Equatable {
     static let formatVersion: UInt8 = 1
+    /// Adds `rdev`; written only for device nodes, so other revisions stay readable by older nodes.
+    static let deviceFormatVersion: UInt8 = 2
     static let keyContext = Array("hypernet metadata key v1".utf8)
     /// What the decoder accepts of user xattrs: names of at most 255 bytes, values of at most 64 KiB (the
     /// kernel's `XATTR_NAME_MAX`, `XATTR_SIZE_MAX`), and a count far above what `xattrSpace` lets a writer
@@ -33,6 +35,8 @@ public struct RevisionMetadata: Sendable, Equatable {
     public var content: ManifestReference?
     /// Symlinks: the target.
     public var symlinkTarget: [UInt8]
+    /// Device nodes: the device number (`st_rdev`); 0 otherwise.
+    public var rdev: UInt64
 
     public struct Xattr: Sendable, Equatable {
         public var name: String
@@ -46,7 +50,7 @@ public struct RevisionMetadata: Sendable, Equatable {
     public init(
         mode: UInt32, uid: UInt32, gid: UInt32, mtimeSeconds: Int64, mtimeNanoseconds: UInt32,
         ctimeSeconds: Int64, ctimeNanoseconds: UInt32, size: UInt64, quorum: UInt8, xattrs: [Xattr],
-        content: ManifestReference?, symlinkTarget: [UInt8]
+        content: ManifestReference?, symlinkTarget: [UInt8], rdev: UInt64 = 0
     ) {
         self.mode = mode
         self.uid = uid
@@ -60,11 +64,12 @@ public struct RevisionMetadata: Sendable, Equatable {
         self.xattrs = xattrs
         self.content = content
         self.symlinkTarget = symlinkTarget
+        self.rdev = rdev
     }
 
     public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: 128)
-        w.u8(Self.formatVersion)
+        w.u8(rdev == 0 ? Self.formatVersion : Self.deviceFormatVersion)
         w.u32(mode)
         w.u32(uid)
         w.u32(gid)
@@ -86,13 +91,16 @@ public struct RevisionMetadata: Sendable, Equatable {
             w.u8(0)
         }
         w.blob(symlinkTarget)
+        if rdev != 0 { w.u64(rdev) }
         return w.bytes
     }
 
     public init(decoding bytes: [UInt8]) throws(DecodingError) {
         var r = ByteReader(bytes, context: "revision metadata")
         let version = try r.u8()
-        guard version == Self.formatVersion else { throw .unsupportedVersion(Int(version)) }
+        guard version == Self.formatVersion || version == Self.deviceFormatVersion else {
+            throw .unsupportedVersion(Int(version))
+        }
         mode = try r.u32()
         uid = try r.u32()
         gid = try r.u32()
@@ -115,6 +123,8 @@ public struct RevisionMetadata: Sendable, Equatable {
         default: throw .invalid("content flag")
         }
         symlinkTarget = try r.blob(limit: 4096)
+        rdev = version == Self.deviceFormatVersion ? try r.u64() : 0
+        if version == Self.deviceFormatVersion, rdev == 0 { throw .invalid("rdev") }
         try r.expectEnd()
     }
 

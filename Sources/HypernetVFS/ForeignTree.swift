@@ -230,7 +230,8 @@ extension VirtualFileSystem {
             let open = openForeignMetadata(inode)
             let m: RevisionMetadata
             if let open { m = open.metadata } else { m = try foreignWinner(document).metadata }
-            a.mode = typeBits | (m.mode & (writable(inode) ? 0o7777 : 0o7555))
+            a.mode = (kind == .special ? m.mode & S_IFMT : typeBits) | (m.mode & (writable(inode) ? 0o7777 : 0o7555))
+            a.rdev = m.rdev
             a.size = open?.size ?? (kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size)
             a.mtime = Timestamp(seconds: m.mtimeSeconds, nanoseconds: Int32(m.mtimeNanoseconds))
             a.ctime = Timestamp(seconds: m.ctimeSeconds, nanoseconds: Int32(m.ctimeNanoseconds))

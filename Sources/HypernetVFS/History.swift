@@ -131,6 +131,7 @@ extension VirtualFileSystem {
             switch r.kind {
             case .file, .directory: return try store.readContent(metadata.content)
             case .symlink: return metadata.symlinkTarget
+            case .special: return []
             case .tombstone: throw VFSError(ENOENT)
             }
         } catch {
@@ -170,7 +171,7 @@ extension VirtualFileSystem {
             throw fail(error, "restore", inode: parent)
         }
         switch old.revision.kind {
-        case .file, .symlink: break
+        case .file, .symlink, .special: break
         case .directory: throw VFSError(EISDIR)
         case .tombstone: throw VFSError(EINVAL)
         }

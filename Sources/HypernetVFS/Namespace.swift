@@ -5,14 +5,26 @@ import HypernetStore
 extension VirtualFileSystem {
     // MARK: Creating
 
-    /// Regular files only (`S_IFREG`); other node types fail with EPERM.
-    public func mknod(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
-        if ForeignTree.contains(parent), mode & S_IFMT == S_IFREG || mode & S_IFMT == 0 {
+    /// Regular files, FIFOs, UNIX sockets and device nodes (`rdev`: a device's number). Under `/@NAME/`
+    /// regular files only (EPERM). The kernel checks CAP_MKNOD for devices and opens them only without `nodev`.
+    public func mknod(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, caller: Caller)
+        throws(VFSError) -> Attributes
+    {
+        let type = mode & S_IFMT == 0 ? S_IFREG : mode & S_IFMT
+        if ForeignTree.contains(parent) {
+            guard type == S_IFREG else { throw VFSError(EPERM) }
             return try foreignCreate(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller).attributes
         }
         try refuseVirtual(parent, name)
-        guard mode & S_IFMT == S_IFREG || mode & S_IFMT == 0 else { throw VFSError(EPERM) }
-        let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
+        let kind: RevisionKind
+        switch type {
+        case S_IFREG: kind = .file
+        case S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK: kind = .special
+        default: throw VFSError(type == S_IFDIR || type == S_IFLNK ? EPERM : EINVAL)
+        }
+        let device = type == S_IFCHR || type == S_IFBLK ? rdev : 0
+        let inode = try makeNode(
+            parent: parent, name: name, kind: kind, mode: type | (mode & 0o7777), caller: caller, rdev: device)
         try commit(inode)
         return try getattr(inode: inode)
     }
@@ -55,7 +67,8 @@ extension VirtualFileSystem {
 
     /// Adds a document under `parent`; the new inode has one kernel reference (the lookup the reply makes).
     func makeNode(
-        parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, caller: Caller, target: [UInt8] = []
+        parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, caller: Caller, target: [UInt8] = [],
+        rdev: UInt64 = 0
     ) throws(VFSError) -> UInt64 {
         try refuseVirtual(parent, name)
         try Self.validate(name: name)
@@ -71,6 +84,7 @@ extension VirtualFileSystem {
             }
             var metadata = RevisionMetadata.new(mode: mode, uid: caller.uid, gid: gid)
             metadata.symlinkTarget = target
+            metadata.rdev = rdev
             let now = Timestamp.now()
             dir.touch(at: now)
             dir.record.dirty = true

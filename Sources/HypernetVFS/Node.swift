@@ -38,7 +38,7 @@ struct Node {
             blocks: (size + 511) / 512,
             atime: Timestamp(seconds: record.atimeSeconds, nanoseconds: Int32(record.atimeNanoseconds)),
             mtime: Timestamp(seconds: m.mtimeSeconds, nanoseconds: Int32(m.mtimeNanoseconds)),
-            ctime: Timestamp(seconds: m.ctimeSeconds, nanoseconds: Int32(m.ctimeNanoseconds)))
+            ctime: Timestamp(seconds: m.ctimeSeconds, nanoseconds: Int32(m.ctimeNanoseconds)), rdev: m.rdev)
     }
 
     mutating func touch(modified: Bool = true, changed: Bool = true, at now: Timestamp = .now()) {

@@ -28,7 +28,7 @@ public struct Timestamp: Sendable, Hashable, Comparable {
 /// What `stat` reports for one inode.
 public struct Attributes: Sendable, Equatable {
     public var inode: UInt64
-    /// Full `st_mode`: file type bits (`S_IFREG`, `S_IFDIR`, `S_IFLNK`) and permission bits.
+    /// Full `st_mode`: file type bits (`S_IFREG`, `S_IFDIR`, `S_IFLNK`, `S_IFIFO`...) and permission bits.
     public var mode: UInt32
     public var nlink: UInt32
     public var uid: UInt32
@@ -39,10 +39,12 @@ public struct Attributes: Sendable, Equatable {
     public var atime: Timestamp
     public var mtime: Timestamp
     public var ctime: Timestamp
+    /// Device nodes: the device number (`st_rdev`).
+    public var rdev: UInt64
 
     public init(
         inode: UInt64, mode: UInt32, nlink: UInt32, uid: UInt32, gid: UInt32, size: UInt64,
-        blocks: UInt64, atime: Timestamp, mtime: Timestamp, ctime: Timestamp
+        blocks: UInt64, atime: Timestamp, mtime: Timestamp, ctime: Timestamp, rdev: UInt64 = 0
     ) {
         self.inode = inode
         self.mode = mode
@@ -54,6 +56,7 @@ public struct Attributes: Sendable, Equatable {
         self.atime = atime
         self.mtime = mtime
         self.ctime = ctime
+        self.rdev = rdev
     }
 }
 

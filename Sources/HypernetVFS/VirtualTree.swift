@@ -98,7 +98,7 @@ extension VirtualFileSystem {
             a.size = UInt64(metadata.symlinkTarget.count)
         case .directory:
             a.size = UInt64(try directoryText(metadata).count)
-        case .file, .tombstone:
+        case .file, .special, .tombstone:
             a.size = metadata.size
         }
         a.blocks = (a.size + 511) / 512
@@ -178,7 +178,7 @@ extension VirtualFileSystem {
             switch revision.kind {
             case .symlink: throw VFSError(ELOOP)
             case .directory: return addHandle(.virtual(.bytes(try directoryText(metadata))))
-            case .file, .tombstone: return try openContent(metadata)
+            case .file, .special, .tombstone: return try openContent(metadata)
             }
         }
     }

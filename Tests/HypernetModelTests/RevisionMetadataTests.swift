@@ -71,4 +71,17 @@ import Testing
         try m.setXattr(name: "user.n1", value: [])
         #expect(m.xattrs.first { $0.name == "user.n1" }?.value == [])
     }
+
+    /// A device number needs version 2; everything else stays version 1, which older nodes read.
+    @Test func onlyDeviceNodesUseTheSecondFormat() throws {
+        #expect(Self.metadata().encoded().first == 1)
+        var device = Self.metadata()
+        device.mode = 0o020620
+        device.rdev = 0x103
+        #expect(device.encoded().first == 2)
+        #expect(Self.decodes(device))
+        var zero = device.encoded()
+        zero.replaceSubrange((zero.count - 8)..., with: [UInt8](repeating: 0, count: 8))
+        #expect((try? RevisionMetadata(decoding: zero)) == nil, "version 2 without a device number")
+    }
 }
