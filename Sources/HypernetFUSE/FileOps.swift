@@ -2,7 +2,7 @@ import CFuse3
 import Glibc
 import HypernetVFS
 
-// Open files: open/create, read/write, flush (close of one descriptor), release, fsync.
+// Open files: open/create, read/write, lseek (SEEK_DATA/SEEK_HOLE), flush (close of one descriptor), release, fsync.
 // `fi->fh` carries the VFS handle from open/create to every later op on the same open file.
 
 func opOpen(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
@@ -102,6 +102,26 @@ func opFsync(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ datasync: Int32, _ fi: U
             try request.fileSystem.fsync(handle: handle, dataOnly: datasync != 0, interruption: interruption)
         }
         request.replyOK()
+    } catch {
+        request.reply(error: error)
+    }
+}
+
+/// `SEEK_DATA` and `SEEK_HOLE` (Linux's values): unistd.h defines them only under _GNU_SOURCE, which the
+/// Glibc module does not set.
+private let seekData: Int32 = 3
+private let seekHole: Int32 = 4
+
+/// The kernel answers SEEK_SET/CUR/END itself and sends SEEK_DATA and SEEK_HOLE here.
+func opLseek(
+    _ req: fuse_req_t?, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?
+) {
+    let request = Request(req, "lseek")
+    guard whence == seekData || whence == seekHole, offset >= 0 else { return request.reply(errno: EINVAL) }
+    do {
+        let found = try request.fileSystem.seek(
+            inode: inode, handle: fi!.pointee.fh, offset: UInt64(offset), data: whence == seekData)
+        fuse_reply_lseek(request.raw, off_t(found))
     } catch {
         request.reply(error: error)
     }

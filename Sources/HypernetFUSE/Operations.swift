@@ -3,7 +3,7 @@ import Glibc
 import HypernetVFS
 
 /// The op table handed to `fuse_session_new`. Ops left NULL are answered by libfuse itself:
-/// ioctl, poll, bmap, fallocate, copy_file_range, lseek with ENOSYS; access is never sent because
+/// ioctl, poll, bmap, fallocate, copy_file_range with ENOSYS; access is never sent because
 /// the mount uses `default_permissions`; without getlk/setlk/flock the kernel keeps POSIX and BSD
 /// locks locally (one node, as the contract says).
 func operations() -> fuse_lowlevel_ops {
@@ -30,6 +30,7 @@ func operations() -> fuse_lowlevel_ops {
     ops.flush = opFlush
     ops.release = opRelease
     ops.fsync = opFsync
+    ops.lseek = opLseek
     ops.opendir = opOpendir
     ops.readdir = opReaddir
     ops.readdirplus = opReaddirplus

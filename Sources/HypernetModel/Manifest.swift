@@ -26,18 +26,38 @@ public struct ChunkReference: Sendable, Equatable, Hashable {
         key = try r.digest()
         length = try r.u64()
     }
+
+    private static let zero = try! Digest(bytes: [UInt8](repeating: 0, count: Digest.byteCount))
+
+    /// `length` zero bytes that are stored nowhere (a hole: a truncate or a write past the end). Its id and key
+    /// are 32 zero bytes each: no chunk has that id (BLAKE2b-256 preimage), and no reference to a stored chunk
+    /// carries both.
+    public static func hole(length: UInt64) -> ChunkReference { ChunkReference(id: zero, key: zero, length: length) }
+
+    public var isHole: Bool { id == Self.zero && key == Self.zero }
 }
 
-/// The root of a document's content: a manifest node and its height (0: its children are data chunks).
+/// A sum of lengths of content that stays within `ManifestNode.maximumLength`, or nil.
+public func contentLength(adding a: UInt64, _ b: UInt64) -> UInt64? {
+    let (sum, overflow) = a.addingReportingOverflow(b)
+    return overflow || sum > ManifestNode.maximumLength ? nil : sum
+}
+
+/// The root of a document's content: a manifest node and its height (0: its children are data chunks), and how
+/// many of its bytes are holes (so `st_blocks` needs no walk of the tree).
 public struct ManifestReference: Sendable, Equatable {
     public var node: ChunkReference
     public var level: UInt8
+    /// The total length of the hole references below `node`; at most `node.length`.
+    public var holeBytes: UInt64
 
-    public init(node: ChunkReference, level: UInt8) {
+    public init(node: ChunkReference, level: UInt8, holeBytes: UInt64 = 0) {
         self.node = node
         self.level = level
+        self.holeBytes = holeBytes
     }
 
+    /// Without `holeBytes`: the revision metadata writes it after the reference when it is not 0.
     func encode(into w: inout ByteWriter) {
         w.u8(level)
         node.encode(into: &w)
@@ -47,6 +67,8 @@ public struct ManifestReference: Sendable, Equatable {
         level = try r.u8()
         guard level <= ManifestNode.maximumLevel else { throw .invalid("manifest level") }
         node = try ChunkReference(from: &r)
+        guard node.length <= ManifestNode.maximumLength else { throw .invalid("content length") }
+        holeBytes = 0
     }
 }
 
@@ -56,6 +78,10 @@ public struct ManifestReference: Sendable, Equatable {
 public struct ManifestNode: Sendable, Equatable {
     public static let fanout = 256
     public static let maximumLevel: UInt8 = 8
+    /// The longest content (a file's size): 2^60 bytes. Every length in a manifest, every node's total and the
+    /// metadata's size stay within it, so sums never overflow and every offset fits an `off_t`; a write or a
+    /// truncate past it fails with EFBIG (docs/store-format.md, "Holes and the size limit").
+    public static let maximumLength: UInt64 = 1 << 60
     static let formatVersion: UInt8 = 1
 
     public var level: UInt8
@@ -66,6 +92,7 @@ public struct ManifestNode: Sendable, Equatable {
         self.children = children
     }
 
+    /// The children's total (the decoder has checked it is within `maximumLength`).
     public var length: UInt64 { children.reduce(0) { $0 + $1.length } }
 
     public func encoded() -> [UInt8] {
@@ -87,7 +114,15 @@ public struct ManifestNode: Sendable, Equatable {
         guard count >= 1, count <= Self.fanout else { throw .invalid("manifest child count \(count)") }
         children = []
         children.reserveCapacity(count)
-        for _ in 0..<count { children.append(try ChunkReference(from: &r)) }
+        var total: UInt64 = 0
+        for _ in 0..<count {
+            let child = try ChunkReference(from: &r)
+            // A hole is a run of zeros in a file's chunk list: never a subtree, never empty.
+            if child.isHole, level > 0 || child.length == 0 { throw .invalid("manifest hole") }
+            guard let sum = contentLength(adding: total, child.length) else { throw .invalid("manifest length") }
+            total = sum
+            children.append(child)
+        }
         try r.expectEnd()
     }
 }

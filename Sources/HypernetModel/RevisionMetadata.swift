@@ -31,7 +31,7 @@ public struct RevisionMetadata: Sendable, Equatable {
     public var quorum: UInt8
     /// User xattrs (`user.*` other than `user.hypernet.*`), sorted by name.
     public var xattrs: [Xattr]
-    /// Files and directories: the root of the content's manifest tree; nil for empty content.
+    /// Files and directories: the root of the content's manifest tree (with its hole bytes); nil for empty content.
     public var content: ManifestReference?
     /// Symlinks: the target.
     public var symlinkTarget: [UInt8]
@@ -85,8 +85,10 @@ public struct RevisionMetadata: Sendable, Equatable {
             w.blob(x.value)
         }
         if let content {
-            w.u8(1)
+            // 2: the content has holes, their total follows (flag 1 keeps revisions without holes as before).
+            w.u8(content.holeBytes == 0 ? 1 : 2)
             content.encode(into: &w)
+            if content.holeBytes != 0 { w.u64(content.holeBytes) }
         } else {
             w.u8(0)
         }
@@ -109,6 +111,7 @@ public struct RevisionMetadata: Sendable, Equatable {
         ctimeSeconds = try r.i64()
         ctimeNanoseconds = try r.u32()
         size = try r.u64()
+        guard size <= ManifestNode.maximumLength else { throw .invalid("size") }
         quorum = try r.u8()
         let count = Int(try r.u32())
         guard count <= Self.maximumXattrs else { throw .invalid("xattr count") }
@@ -120,6 +123,11 @@ public struct RevisionMetadata: Sendable, Equatable {
         switch try r.u8() {
         case 0: content = nil
         case 1: content = try ManifestReference(from: &r)
+        case 2:
+            var root = try ManifestReference(from: &r)
+            root.holeBytes = try r.u64()
+            guard root.holeBytes >= 1, root.holeBytes <= root.node.length else { throw .invalid("hole bytes") }
+            content = root
         default: throw .invalid("content flag")
         }
         symlinkTarget = try r.blob(limit: 4096)

@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 6
+    static let formatVersion = 7
     let pool: DatabasePool
     let path: String
 
@@ -180,6 +180,11 @@ final class Catalog: Sendable {
                         epoch INTEGER NOT NULL      -- that block's epoch
                     ) WITHOUT ROWID;
                     """)
+        }
+        // Format 7: manifests may list holes and metadata may carry the content flag 2, which older code would
+        // report as corrupt: it must refuse the store instead.
+        m.registerMigration("v7-holes") { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '7')")
         }
         return m
     }

@@ -380,8 +380,9 @@ public final class Store: Sendable {
             current = zip(upper, groups).map { ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length }) }
             levels.append(current)
         }
-        let tree = ManifestTree(chunks: chunks, root: ManifestReference(node: current[0], level: level), levels: levels)
-        return (tree, locations)
+        let holes = chunks.reduce(0) { $0 + ($1.isHole ? $1.length : 0) }
+        let root = ManifestReference(node: current[0], level: level, holeBytes: holes)
+        return (ManifestTree(chunks: chunks, root: root, levels: levels), locations)
     }
 
     private func writeBlobs(_ blobs: [[UInt8]], bases: [[ChunkReference]], key: SecureBytes) throws(StoreError)
@@ -418,6 +419,16 @@ public final class Store: Sendable {
             }
         }
         try walk(root.node, level: root.level)
+        // The metadata's count of hole bytes must be the tree's (st_blocks is computed from it).
+        var length: UInt64? = 0
+        var holes: UInt64 = 0
+        for c in chunks {
+            length = length.flatMap { contentLength(adding: $0, c.length) }
+            if c.isHole { holes &+= c.length }  // within `length` unless that overflowed (then refused)
+        }
+        guard length == root.node.length, holes == root.holeBytes else {
+            throw .corrupt(object: "manifest node \(root.node.id.hex)", reason: "lengths differ from the revision's")
+        }
         return ManifestTree(chunks: chunks, root: root, levels: levels)
     }
 
@@ -443,10 +454,24 @@ public final class Store: Sendable {
         }
     }
 
+    /// The most `readContent` returns: a sparse file may be far larger than memory.
+    public static let maximumWholeContent: UInt64 = 1 << 30
+
+    /// A whole content in memory (a listing, an old revision for `hypernet cat`), holes read as zeros.
     public func readContent(_ root: ManifestReference?) throws(StoreError) -> [UInt8] {
+        if let root, root.node.length > Self.maximumWholeContent {
+            throw .invalid("content of \(root.node.length) bytes is too large to read whole")
+        }
         var out: [UInt8] = []
-        for c in try loadManifest(root).chunks { out += try readChunk(c) }
+        for c in try loadManifest(root).chunks {
+            if c.isHole { out += repeatElement(0, count: Int(c.length)) } else { out += try readChunk(c) }
+        }
         return out
+    }
+
+    /// Reads every stored chunk of a content (for fsck), one at a time.
+    func verifyContent(_ root: ManifestReference?) throws(StoreError) {
+        for c in try loadManifest(root).chunks where !c.isHole { _ = try readChunk(c) }
     }
 
     // MARK: Catalog
@@ -662,7 +687,7 @@ public final class Store: Sendable {
                 return parts.isEmpty ? "" : ", /" + parts.reversed().joined(separator: "/")
             }
             for doc in try loadDocuments() {
-                do { _ = try readContent(doc.metadata.content) } catch {
+                do { try verifyContent(doc.metadata.content) } catch {
                     problems.append("document \(doc.id) (inode \(doc.inode)\(path(doc.inode))): \(error)")
                 }
             }

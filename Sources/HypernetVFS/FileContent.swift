@@ -25,7 +25,11 @@ final class FileContent: Sendable {
         /// `offsets[i]` is where chunk i starts; one extra element holds the committed length.
         var offsets: [UInt64]
         /// Committed bytes below this offset are still part of the file (a truncate lowers it).
-        var baseValid: UInt64
+        var baseValid: UInt64 {
+            didSet { if baseValid < oldValue { holesBelowBase = Self.holes(in: tree, below: baseValid) } }
+        }
+        /// The committed holes below `baseValid`.
+        private(set) var holesBelowBase: UInt64 = 0
         var dirty = RangeSet()
         var size: UInt64
         /// Something changed since the last commit (content, size, or a new file's first revision).
@@ -42,6 +46,42 @@ final class FileContent: Sendable {
         /// Writes staged while the background seal runs: they stay staged once it is installed.
         var writtenDuringSeal = RangeSet()
         var bytesDuringSeal: UInt64 = 0
+
+        init(tree: ManifestTree, size: UInt64, modified: Bool) {
+            self.tree = tree
+            offsets = FileContent.offsets(tree)
+            baseValid = tree.length
+            holesBelowBase = tree.root?.holeBytes ?? 0
+            self.size = size
+            self.modified = modified
+            revisionSize = tree.length
+        }
+
+        /// Makes `tree` the committed content, all of it part of the file.
+        mutating func rebase(on tree: ManifestTree) {
+            self.tree = tree
+            offsets = FileContent.offsets(tree)
+            baseValid = tree.length
+            holesBelowBase = tree.root?.holeBytes ?? 0
+        }
+
+        /// The bytes of the file that are holes, as the next commit will store them (less the trimming to whole
+        /// blocks): for `st_blocks` while the file is written.
+        var holeBytes: UInt64 {
+            guard size > baseValid else { return min(holesBelowBase, size) }
+            let staged = dirty.intersections(with: baseValid..<size).reduce(0) { $0 + UInt64($1.count) }
+            return holesBelowBase + (size - baseValid - staged)
+        }
+
+        private static func holes(in tree: ManifestTree, below end: UInt64) -> UInt64 {
+            var offset: UInt64 = 0
+            var holes: UInt64 = 0
+            for c in tree.chunks where offset < end {
+                if c.isHole { holes += min(c.length, end - offset) }
+                offset += c.length
+            }
+            return holes
+        }
     }
 
     static let checkpointBytes: UInt64 = 64 << 20
@@ -65,10 +105,7 @@ final class FileContent: Sendable {
         self.logger = logger
         stagingFD = CLinux_memfd_create("hypernet-staging")
         guard stagingFD >= 0 else { throw VFSError(errno) }
-        state = Mutex(
-            State(
-                tree: tree, offsets: Self.offsets(tree), baseValid: tree.length, size: tree.length,
-                modified: isNew, revisionSize: tree.length))
+        state = Mutex(State(tree: tree, size: tree.length, modified: isNew))
     }
 
     deinit {
@@ -87,25 +124,27 @@ final class FileContent: Sendable {
     /// Fills `buffer` with the file's bytes from `offset` (the caller keeps it within `size`).
     func fill(_ buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, state s: State) throws(VFSError) {
         let end = offset + UInt64(buffer.count)
-        // Committed bytes first, zeros past them, then the staged writes on top.
+        // Committed bytes first (holes as zeros), zeros past them, then the staged writes on top.
         var pos = offset
-        if pos < s.baseValid, !s.tree.chunks.isEmpty {
+        let committedEnd = min(end, s.baseValid)
+        if pos < committedEnd, !s.tree.chunks.isEmpty {
             let first = Self.chunkIndex(containing: pos, offsets: s.offsets)
             var last = first
-            while last + 1 < s.tree.chunks.count, s.offsets[last + 1] < min(end, s.baseValid) { last += 1 }
-            let chunks = try readChunks(s.tree.chunks[first...last])
-            var i = first
-            while pos < min(end, s.baseValid), i <= last {
-                let chunk = chunks[i - first]
+            while last + 1 < s.tree.chunks.count, s.offsets[last + 1] < committedEnd { last += 1 }
+            let stored = try readChunks(s.tree.chunks[first...last].filter { !$0.isHole }[...])
+            var next = 0
+            for i in first...last where pos < committedEnd {
                 let chunkStart = s.offsets[i]
                 let from = Int(pos - chunkStart)
-                let to = Int(min(UInt64(chunk.count), min(end, s.baseValid) - chunkStart))
-                chunk.withUnsafeBytes { src in
-                    let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)...])
-                    dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[from..<to]))
+                let to = Int(min(s.offsets[i + 1], committedEnd) - chunkStart)
+                let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)..<Int(pos - offset) + to - from])
+                if s.tree.chunks[i].isHole {
+                    dst.initializeMemory(as: UInt8.self, repeating: 0)
+                } else {
+                    stored[next].withUnsafeBytes { src in dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[from..<to])) }
+                    next += 1
                 }
                 pos = chunkStart + UInt64(to)
-                i += 1
             }
         }
         if pos < end {
@@ -192,10 +231,62 @@ final class FileContent: Sendable {
         }
     }
 
+    /// `lseek` with SEEK_DATA or SEEK_HOLE (`data`: which) from `offset`, as ext4 answers: data in whole blocks
+    /// (committed chunks and staged writes), the end of the file counting as a hole. ENXIO at or past the end.
+    func seek(_ offset: UInt64, data: Bool) throws(VFSError) -> UInt64 {
+        try state.withLock { (s) throws(VFSError) -> UInt64 in
+            guard offset < s.size else { throw VFSError(ENXIO) }
+            let block = Self.holeAlignment
+            // The end of the data run holding the block of `p`, or nil if that block is a hole.
+            func dataEnd(_ p: UInt64) -> UInt64? {
+                let blockStart = p / block * block
+                let blockEnd = blockStart + block
+                if let w = s.dirty.intersections(with: blockStart..<blockEnd).last {
+                    let whole = s.dirty.intersections(with: w.lowerBound..<s.size).first ?? w
+                    return (whole.upperBound + block - 1) / block * block
+                }
+                guard blockStart < s.baseValid, !s.tree.chunks.isEmpty else { return nil }
+                var i = Self.chunkIndex(containing: blockStart, offsets: s.offsets)
+                while i < s.tree.chunks.count, s.offsets[i] < min(blockEnd, s.baseValid) {
+                    if !s.tree.chunks[i].isHole {
+                        return (min(s.offsets[i + 1], s.baseValid) + block - 1) / block * block
+                    }
+                    i += 1
+                }
+                return nil
+            }
+            // The first offset at or after `p` in a block holding data, or nil.
+            func nextData(_ p: UInt64) -> UInt64? {
+                let blockStart = p / block * block
+                var found = s.dirty.intersections(with: blockStart..<s.size).first.map { max(p, $0.lowerBound / block * block) }
+                if blockStart < s.baseValid, !s.tree.chunks.isEmpty {
+                    var i = Self.chunkIndex(containing: blockStart, offsets: s.offsets)
+                    while i < s.tree.chunks.count, s.offsets[i] < min(s.baseValid, found ?? .max) {
+                        if !s.tree.chunks[i].isHole {
+                            let start = max(p, s.offsets[i] / block * block)
+                            found = min(found ?? .max, start)
+                            break
+                        }
+                        i += 1
+                    }
+                }
+                return found
+            }
+            if data {
+                guard let found = nextData(offset), found < s.size else { throw VFSError(ENXIO) }
+                return found
+            }
+            var p = offset
+            while p < s.size, let end = dataEnd(p) { p = max(end, p + 1) }
+            return min(p, s.size)
+        }
+    }
+
     // MARK: Committing
 
     /// Re-chunks what changed since the last commit and stores the new chunks and manifest. The caller holds
-    /// `state` (passed in) so no write slips between the snapshot and `committed`.
+    /// `state` (passed in) so no write slips between the snapshot and `committed`. Bytes never written (past a
+    /// truncate or a write beyond the end) become holes, which cost nothing whatever their length.
     static let window = 8 << 20
 
     func rebuild(_ s: inout State) throws(VFSError) -> (tree: ManifestTree, locations: [ChunkLocation]) {
@@ -216,19 +307,88 @@ final class FileContent: Sendable {
         }
         var chunks = Array(old[0..<keep])
         var locations: [ChunkLocation] = []
-        var pos = keep < s.offsets.count ? s.offsets[keep] : 0
         // Old boundaries where the new cuts may meet the old ones again (only for same-size edits).
         var oldBoundaries: [UInt64: Int] = [:]
         if resync { for j in (keep + 1)..<s.offsets.count where s.offsets[j] >= changeEnd { oldBoundaries[s.offsets[j]] = j } }
+        for segment in Self.segments(s, from: keep < s.offsets.count ? s.offsets[keep] : 0, firstChunk: keep) {
+            guard segment.isData else {
+                chunks.append(.hole(length: UInt64(segment.range.count)))
+                continue
+            }
+            let resumeAt = try chunk(segment.range, of: s, resyncAt: oldBoundaries, key: key, into: &chunks, &locations)
+            if let j = resumeAt {
+                chunks += old[j...]
+                break
+            }
+        }
+        do {
+            let manifest = try store.writeManifest(chunks: chunks, previous: s.tree, unchangedPrefix: keep, key: key)
+            return (manifest.tree, locations + manifest.locations)
+        } catch {
+            store.discard(locations)
+            throw storing(error)
+        }
+    }
 
+    /// Holes are kept in whole blocks of this size, as ext4 does: a partly written block is stored, its unwritten
+    /// bytes as zeros, so SEEK_DATA/SEEK_HOLE answer as on a native filesystem.
+    static let holeAlignment: UInt64 = 4096
+
+    /// The content from `start` (the start of chunk `firstChunk`) to `size`, cut into runs of data and holes. A
+    /// hole is what no write put there: a committed hole, or past the committed bytes (`baseValid`), and not
+    /// staged; trimmed to whole blocks, except that one reaching the end of the file ends there.
+    static func segments(_ s: State, from start: UInt64, firstChunk: Int) -> [(range: Range<UInt64>, isData: Bool)] {
+        var unwritten: [Range<UInt64>] = []
+        func add(_ r: Range<UInt64>) {
+            guard !r.isEmpty else { return }
+            if let last = unwritten.last, last.upperBound == r.lowerBound {
+                unwritten[unwritten.count - 1] = last.lowerBound..<r.upperBound
+            } else {
+                unwritten.append(r)
+            }
+        }
+        var i = firstChunk
+        while i < s.tree.chunks.count, s.offsets[i] < min(s.baseValid, s.size) {
+            if s.tree.chunks[i].isHole { add(max(start, s.offsets[i])..<min(s.offsets[i + 1], s.baseValid, s.size)) }
+            i += 1
+        }
+        if s.baseValid < s.size { add(max(start, s.baseValid)..<s.size) }
+        var out: [(range: Range<UInt64>, isData: Bool)] = []
+        var pos = start
+        for u in unwritten {
+            // Staged writes inside an unwritten run are data.
+            var from = u.lowerBound
+            for w in s.dirty.intersections(with: u) + [u.upperBound..<u.upperBound] {
+                let lower = (from + holeAlignment - 1) / holeAlignment * holeAlignment
+                let upper = w.lowerBound == s.size ? s.size : w.lowerBound / holeAlignment * holeAlignment
+                if lower < upper {
+                    if pos < lower { out.append((pos..<lower, true)) }
+                    out.append((lower..<upper, false))
+                    pos = upper
+                }
+                from = w.upperBound
+            }
+        }
+        if pos < s.size { out.append((pos..<s.size, true)) }
+        return out
+    }
+
+    /// Cuts the data in `range` into chunks (a forced cut at its end) and stores them, appending their references
+    /// to `chunks`. Returns the old chunk index to resume at when a cut meets an old boundary in `resyncAt`.
+    private func chunk(
+        _ range: Range<UInt64>, of s: State, resyncAt oldBoundaries: [UInt64: Int], key: SecureBytes,
+        into chunks: inout [ChunkReference], _ locations: inout [ChunkLocation]
+    ) throws(VFSError) -> Int? {
+        let old = s.tree.chunks
+        let baseSize = s.tree.length
+        var pos = range.lowerBound
         // Sized to what is left (small files are the common case); `fill` writes every byte it hands out.
-        let capacity = Int(min(UInt64(Self.window), s.size - pos)) + Chunker.standard.maximum
+        let capacity = Int(min(UInt64(Self.window), UInt64(range.count))) + Chunker.standard.maximum
         var buffer = [UInt8](unsafeUninitializedCapacity: capacity) { _, count in count = capacity }
         var carry = 0  // bytes at the front of `buffer` not yet cut
-        var done = false
-        while !done {
-            let readCount = Int(min(UInt64(Self.window), s.size - (pos + UInt64(carry))))
-            let atEnd = pos + UInt64(carry + readCount) == s.size
+        while true {
+            let readCount = Int(min(UInt64(Self.window), range.upperBound - (pos + UInt64(carry))))
+            let atEnd = pos + UInt64(carry + readCount) == range.upperBound
             let state = s
             try buffer.withMutableBytes { (b) throws(VFSError) in
                 try fill(UnsafeMutableRawBufferPointer(rebasing: b[carry..<carry + readCount]), at: pos + UInt64(carry), state: state)
@@ -252,7 +412,8 @@ final class FileContent: Sendable {
             // A new chunk's delta bases: the old chunks its range overlaps, from the one covering its first byte
             // (the same chunk after a small edit, the last one after an append, one shifted by less than a chunk
             // after an insertion) to the one covering its last, so a chunk that joins two old ones (an edit
-            // removed a cut point, or a revision made mid-rewrite ended one early) costs about the edit.
+            // removed a cut point, or a revision made mid-rewrite ended one early) costs about the edit. Holes
+            // hold nothing to start from.
             let offsets = s.offsets
             let bases = ranges.map { r -> [ChunkReference] in
                 let start = pos + UInt64(r.lowerBound)
@@ -261,7 +422,7 @@ final class FileContent: Sendable {
                 let first = Self.chunkIndex(containing: start, offsets: offsets)
                 var last = first
                 while last + 1 < old.count, offsets[last + 1] < end { last += 1 }
-                return Array(old[first...last])
+                return old[first...last].filter { !$0.isHole }
             }
             do {
                 let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges, bases: bases, key: key) }
@@ -271,26 +432,14 @@ final class FileContent: Sendable {
                 store.discard(locations)
                 throw storing(error)
             }
-            if let j = resumeAt {
-                chunks += old[j...]
-                done = true
-            } else if atEnd && start == available {
-                done = true
-            } else {
-                // Move the uncut tail to the front and read on.
-                buffer.withUnsafeMutableBytes { b in
-                    b.baseAddress!.copyMemory(from: b.baseAddress! + start, byteCount: available - start)
-                }
-                pos += UInt64(start)
-                carry = available - start
+            if let resumeAt { return resumeAt }
+            if atEnd && start == available { return nil }
+            // Move the uncut tail to the front and read on.
+            buffer.withUnsafeMutableBytes { b in
+                b.baseAddress!.copyMemory(from: b.baseAddress! + start, byteCount: available - start)
             }
-        }
-        do {
-            let manifest = try store.writeManifest(chunks: chunks, previous: s.tree, unchangedPrefix: keep, key: key)
-            return (manifest.tree, locations + manifest.locations)
-        } catch {
-            store.discard(locations)
-            throw storing(error)
+            pos += UInt64(start)
+            carry = available - start
         }
     }
 
@@ -307,9 +456,7 @@ final class FileContent: Sendable {
 
     /// Makes `tree` (the staged writes, sealed) the base and empties the staging file.
     func rebase(_ s: inout State, tree: ManifestTree) {
-        s.tree = tree
-        s.offsets = Self.offsets(tree)
-        s.baseValid = tree.length
+        s.rebase(on: tree)
         s.dirty.removeAll()
         ftruncate(stagingFD, 0)
     }
@@ -331,9 +478,7 @@ final class FileContent: Sendable {
     /// Marks `snapshot` (the state when the background seal began) committed as a revision with `tree` as its
     /// content; what was written meanwhile stays staged.
     func installSeal(_ s: inout State, tree: ManifestTree, snapshot: State) {
-        s.tree = tree
-        s.offsets = Self.offsets(tree)
-        s.baseValid = tree.length
+        s.rebase(on: tree)
         // Bytes sealed and not written again leave the staging file.
         var offset: UInt64 = 0
         for r in s.writtenDuringSeal.ranges + [UInt64.max..<UInt64.max] {

@@ -54,6 +54,7 @@ extension VirtualFileSystem {
             node.openCount -= 1
             if node.openCount == 0 {
                 node.content = nil
+                node.stagedHoleBytes = nil
                 s.openFiles.remove(inode)
                 if let tree, node.linked { s.recentTrees.put(inode, tree) }
             }
@@ -93,8 +94,10 @@ extension VirtualFileSystem {
             c.size = size
             c.modified = true
             if written { c.writtenSinceRevision = true }
+            let holes = c.holeBytes
             state.withLock { s in
                 s.nodes[inode]?.record.metadata.size = size
+                s.nodes[inode]?.stagedHoleBytes = holes
                 s.nodes[inode]?.touch()
             }
         }
@@ -131,15 +134,26 @@ extension VirtualFileSystem {
         }
     }
 
+    /// `lseek` with SEEK_DATA (`data`) or SEEK_HOLE from `offset`: the offset found, ENXIO at or past the end.
+    /// Files shown from elsewhere (`/.hypernet/`, other trees) are data from start to end.
+    public func seek(inode: UInt64, handle: UInt64, offset: UInt64, data: Bool) throws(VFSError) -> UInt64 {
+        if case .file(let file)? = state.withLock({ s in s.handles[handle] }),
+            let content = state.withLock({ s in s.nodes[file]?.content })
+        {
+            return try content.seek(offset, data: data)
+        }
+        let size = try getattr(inode: inode).size
+        guard offset < size else { throw VFSError(ENXIO) }
+        return data ? offset : size
+    }
+
     /// Returns the number of bytes written (always all of them on success).
     public func write(handle: UInt64, offset: UInt64, data: UnsafeRawBufferPointer) throws(VFSError) -> Int {
         if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) {
             return try foreignWrite(file, offset: offset, data: data)
         }
         let (inode, content) = try fileHandle(handle)
-        guard offset.addingReportingOverflow(UInt64(data.count)).overflow == false,
-            offset + UInt64(data.count) <= UInt64(Int64.max)
-        else { throw VFSError(EFBIG) }
+        guard contentLength(adding: offset, UInt64(data.count)) != nil else { throw VFSError(EFBIG) }
         // A write waits for a background seal if it would change bytes being sealed, or stage a second
         // `streamBytes` before the first is sealed (staging stays bounded).
         while try !content.state.withLock({ (c) throws(VFSError) -> Bool in
@@ -172,8 +186,10 @@ extension VirtualFileSystem {
                 content.rebase(&c, tree: tree)
             }
             let size = c.size
+            let holes = c.holeBytes
             state.withLock { s in
                 s.nodes[inode]?.record.metadata.size = size
+                s.nodes[inode]?.stagedHoleBytes = holes
                 s.nodes[inode]?.touch()
             }
             return true
@@ -325,6 +341,7 @@ extension VirtualFileSystem {
             }
             node.record.metadata.content = tree.root
             node.record.metadata.size = c.size
+            node.stagedHoleBytes = nil
             if revision {
                 try appendRevisionLocked(&node, locations: locations)
                 s.pendingRevisions.remove(inode)

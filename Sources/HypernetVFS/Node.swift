@@ -17,6 +17,8 @@ struct Node {
     /// Set while any handle (or a truncate) uses a regular file's content.
     var content: FileContent?
     var openCount = 0
+    /// While the content is written: its holes as they stand (the metadata's are those of the last commit).
+    var stagedHoleBytes: UInt64?
     /// False once unlinked/removed; the node stays while the kernel or a handle still refers to it.
     var linked = true
     /// A metadata change (mode, times, xattrs) not yet in a revision.
@@ -33,9 +35,11 @@ struct Node {
         let m = record.metadata
         let nlink: UInt32 = isDirectory ? UInt32(2 + subdirectories) : (linked ? 1 : 0)
         let size: UInt64 = record.kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size
+        // What is stored: holes count for nothing.
+        let stored = size - min(size, stagedHoleBytes ?? m.content?.holeBytes ?? 0)
         return Attributes(
             inode: inode, mode: m.mode, nlink: nlink, uid: m.uid, gid: m.gid, size: size,
-            blocks: (size + 511) / 512,
+            blocks: (stored + 511) / 512,
             atime: Timestamp(seconds: record.atimeSeconds, nanoseconds: Int32(record.atimeNanoseconds)),
             mtime: Timestamp(seconds: m.mtimeSeconds, nanoseconds: Int32(m.mtimeNanoseconds)),
             ctime: Timestamp(seconds: m.ctimeSeconds, nanoseconds: Int32(m.ctimeNanoseconds)), rdev: m.rdev)

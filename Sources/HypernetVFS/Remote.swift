@@ -200,6 +200,7 @@ extension VirtualFileSystem {
             guard refreshed else { return }
         }
         node.record = Self.record(node.record, showing: w)
+        node.stagedHoleBytes = nil
         if w.revision.kind != .tombstone { node.record.kind = w.revision.kind }
         let updated = node.record
         try store.transaction { tx in try tx.updateDocument(updated) }

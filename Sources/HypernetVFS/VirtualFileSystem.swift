@@ -206,7 +206,8 @@ public final class VirtualFileSystem: Sendable {
     {
         if ForeignTree.contains(inode) { return try foreignSetattr(inode, changes: changes, caller: caller) }
         if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
-        if changes.size != nil {
+        if let size = changes.size {
+            guard size <= ManifestNode.maximumLength else { throw VFSError(EFBIG) }
             let kind = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).kind }
             if kind == .directory { throw VFSError(EISDIR) }
             if kind != .file { throw VFSError(EINVAL) }
