@@ -34,7 +34,10 @@ func opReaddirplus(
 private func replyDirectory(_ request: Request, handle: UInt64, size: Int, offset: off_t, plus: Bool) {
     let entries: [DirectoryEntry]
     do {
-        entries = try request.fileSystem.readdir(handle: handle, offset: UInt64(offset))
+        // No more than fit: an entry takes at least 32 bytes (`fuse_dirent` with a name of up to 8), 160 with
+        // attributes (`fuse_direntplus`).
+        let fitting = size / (plus ? 160 : 32) + 1
+        entries = try request.fileSystem.readdir(handle: handle, offset: UInt64(offset), limit: fitting)
     } catch {
         return request.reply(error: error)
     }

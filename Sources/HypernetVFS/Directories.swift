@@ -24,10 +24,14 @@ extension VirtualFileSystem {
             + dir.children.sorted.filter { !hidden.contains($0.name) }
     }
 
-    /// Entries after `offset` (0 = from the start, including `.` and `..`), in a stable order.
-    public func readdir(handle: UInt64, offset: UInt64) throws(VFSError) -> [DirectoryEntry] {
+    /// At most `limit` entries after `offset` (0 = from the start, including `.` and `..`), in a stable order.
+    /// The kernel reads a directory a buffer at a time: answering each call with every entry left made `ls` of n
+    /// entries cost O(n²).
+    public func readdir(handle: UInt64, offset: UInt64, limit: Int = .max) throws(VFSError) -> [DirectoryEntry] {
         try state.withLock { (s) throws(VFSError) in
-            if case .listed(let entries)? = s.handles[handle] { return Array(entries.dropFirst(Int(min(offset, UInt64(entries.count))))) }
+            if case .listed(let entries)? = s.handles[handle] {
+                return Array(entries.dropFirst(Int(min(offset, UInt64(entries.count)))).prefix(limit))
+            }
             guard case .directory(let inode, var entries)? = s.handles[handle] else { throw VFSError(EBADF) }
             if offset == 0, !VirtualTree.contains(inode), let dir = s.nodes[inode] {
                 entries = Self.listing(dir, foreignRoots: entries.filter { ForeignTree.contains($0.inode) })
@@ -35,7 +39,7 @@ extension VirtualFileSystem {
             }
             guard offset < UInt64(entries.count) else { return [] }
             var out: [DirectoryEntry] = []
-            for i in Int(offset)..<entries.count {
+            for i in Int(offset)..<entries.count where out.count < limit {
                 if VirtualTree.contains(entries[i].inode),
                     let attributes = Self.fixedAttributes(entries[i].inode, root: s.nodes[Self.rootInode]!.attributes())
                 {

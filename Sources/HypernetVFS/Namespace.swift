@@ -73,23 +73,24 @@ extension VirtualFileSystem {
         try refuseVirtual(parent, name)
         try Self.validate(name: name)
         return try state.withLock { (s) throws(VFSError) in
-            var dir = try Self.directory(parent, in: s)
-            guard dir.children[name] == nil else { throw VFSError(EEXIST) }
+            // The directory changes in place (`s.nodes[parent]!…`): a copy of its node held here would make adding
+            // the entry copy all its entries, O(n) per create.
+            var parentRecord = try Self.directory(parent, in: s).record
+            guard s.nodes[parent]!.children[name] == nil else { throw VFSError(EEXIST) }
             var mode = mode
             var gid = caller.gid
-            if dir.record.metadata.mode & S_ISGID != 0 {
+            if parentRecord.metadata.mode & S_ISGID != 0 {
                 // BSD group semantics under a set-gid directory, as on ext4.
-                gid = dir.record.metadata.gid
+                gid = parentRecord.metadata.gid
                 if kind == .directory { mode |= S_ISGID }
             }
             var metadata = RevisionMetadata.new(mode: mode, uid: caller.uid, gid: gid)
             metadata.symlinkTarget = target
             metadata.rdev = rdev
             let now = Timestamp.now()
-            dir.touch(at: now)
-            dir.record.dirty = true
+            parentRecord.metadata.touch(at: now)
+            parentRecord.dirty = true
             let id = DocumentID.random()
-            let parentRecord = dir.record
             let inode = try persist("create") { tx in
                 let inode = try tx.insertDocument(
                     id: id, kind: kind, metadata: metadata, dirty: true, rights: tx.rightsForChildren(of: parentRecord.id))
@@ -104,12 +105,12 @@ extension VirtualFileSystem {
                 parent: parent, name: name)
             node.lookups = 1
             node.metadataChanged = true
-            dir.children[name] = inode
+            s.nodes[parent]!.record = parentRecord
+            s.nodes[parent]!.children[name] = inode
             if kind == .directory {
-                dir.subdirectories += 1
+                s.nodes[parent]!.subdirectories += 1
                 s.dirtyDirectories.insert(inode)
             }
-            s.nodes[parent] = dir
             s.nodes[inode] = node
             s.dirtyDirectories.insert(parent)
             return inode
@@ -133,8 +134,10 @@ extension VirtualFileSystem {
         try refuseVirtual(parent, name, needs: .delete)
         try state.withLock { (s) throws(VFSError) in
             guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
-            let dir = try Self.directory(parent, in: s)
-            guard let child = dir.children[name], let node = s.nodes[child] else { throw VFSError(ENOENT) }
+            // No copy of the directory's node held across `unlinkLocked`, which changes it in place.
+            guard let child = try Self.directory(parent, in: s).children[name], let node = s.nodes[child] else {
+                throw VFSError(ENOENT)
+            }
             if directory {
                 guard node.isDirectory else { throw VFSError(ENOTDIR) }
                 guard node.children.isEmpty else { throw VFSError(ENOTEMPTY) }
@@ -153,16 +156,17 @@ extension VirtualFileSystem {
     /// Removes `inode` from its directory and records a tombstone revision (history stays).
     func unlinkLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
         var node = s.nodes[inode]!
-        var dir = s.nodes[node.parent]!
+        // The directory changes in place, as in `makeNode`.
+        let parent = node.parent
+        var parentRecord = s.nodes[parent]!.record
         let now = Timestamp.now()
-        dir.touch(at: now)
-        dir.record.dirty = true
+        parentRecord.metadata.touch(at: now)
+        parentRecord.dirty = true
         node.touch(modified: false, at: now)
-        let parentRecord = dir.record
         var record = node.record
         let name = node.name
         let head: RevisionID? = try persist("remove") { tx in
-            try tx.removeEntry(parent: dir.inode, name: name)
+            try tx.removeEntry(parent: parent, name: name)
             try tx.updateDocument(parentRecord)
             var head = record.head
             if record.head != nil || record.kind != .directory {
@@ -177,11 +181,11 @@ extension VirtualFileSystem {
         node.record.head = head
         node.linked = false
         node.metadataChanged = false
-        dir.children.removeValue(forKey: name)
-        if node.isDirectory { dir.subdirectories -= 1 }
-        s.nodes[dir.inode] = dir
+        s.nodes[parent]!.record = parentRecord
+        s.nodes[parent]!.children.removeValue(forKey: name)
+        if node.isDirectory { s.nodes[parent]!.subdirectories -= 1 }
         s.nodes[inode] = node
-        s.dirtyDirectories.insert(dir.inode)
+        s.dirtyDirectories.insert(parent)
         s.dirtyDirectories.remove(inode)
         Self.dropIfUnreferenced(inode, in: &s)
     }
@@ -200,10 +204,10 @@ extension VirtualFileSystem {
         guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
         guard !(flags.contains(.noReplace) && flags.contains(.exchange)) else { throw VFSError(EINVAL) }
         let saved: UInt64? = try state.withLock { (s) throws(VFSError) -> UInt64? in
-            let from = try Self.directory(parent, in: s)
-            let to = try Self.directory(newParent, in: s)
-            guard let source = from.children[name], let sourceNode = s.nodes[source] else { throw VFSError(ENOENT) }
-            let target = to.children[newName]
+            // Only the entries are kept: a copy of either directory's node held while they change would copy them.
+            let source = try Self.directory(parent, in: s).children[name]
+            let target = try Self.directory(newParent, in: s).children[newName]
+            guard let source, let sourceNode = s.nodes[source] else { throw VFSError(ENOENT) }
             if flags.contains(.exchange) {
                 guard let target else { throw VFSError(ENOENT) }
                 try exchangeLocked(source, target, in: &s)

@@ -46,18 +46,22 @@ struct Node {
     }
 
     mutating func touch(modified: Bool = true, changed: Bool = true, at now: Timestamp = .now()) {
-        if modified {
-            record.metadata.mtimeSeconds = now.seconds
-            record.metadata.mtimeNanoseconds = UInt32(now.nanoseconds)
-        }
-        if changed {
-            record.metadata.ctimeSeconds = now.seconds
-            record.metadata.ctimeNanoseconds = UInt32(now.nanoseconds)
-        }
+        record.metadata.touch(modified: modified, changed: changed, at: now)
     }
 }
 
 extension RevisionMetadata {
+    mutating func touch(modified: Bool = true, changed: Bool = true, at now: Timestamp = .now()) {
+        if modified {
+            mtimeSeconds = now.seconds
+            mtimeNanoseconds = UInt32(now.nanoseconds)
+        }
+        if changed {
+            ctimeSeconds = now.seconds
+            ctimeNanoseconds = UInt32(now.nanoseconds)
+        }
+    }
+
     static func new(mode: UInt32, uid: UInt32, gid: UInt32, at now: Timestamp = .now()) -> RevisionMetadata {
         RevisionMetadata(
             mode: mode, uid: uid, gid: gid, mtimeSeconds: now.seconds, mtimeNanoseconds: UInt32(now.nanoseconds),

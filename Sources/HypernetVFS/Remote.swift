@@ -222,15 +222,16 @@ extension VirtualFileSystem {
         guard invalid.applying.insert(document).inserted else { return }
         guard let record = try store.document(document), s.nodes[record.inode] != nil else { return }
         let inode = record.inode
-        guard let w = try winner(of: document), var dir = s.nodes[inode], w.revision.kind == .directory else { return }
+        guard let w = try winner(of: document), s.nodes[inode] != nil, w.revision.kind == .directory else { return }
         let shown = invalid.placement.entries[document] ?? []
-        // Entries that changed: removed or pointing at another document.
+        // Entries that changed: removed or pointing at another document. The directory changes in place
+        // (`s.nodes[inode]!…`): changing a copy would copy all its entries per entry.
         let wanted = Dictionary(shown.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        for (name, child) in dir.children.sorted where wanted[name]?.document != s.nodes[child]?.record.id {
-            dir.children.removeValue(forKey: name)
+        for (name, child) in s.nodes[inode]!.children.sorted where wanted[name]?.document != s.nodes[child]?.record.id {
+            s.nodes[inode]!.children.removeValue(forKey: name)
             if var c = s.nodes[child], c.parent == inode, c.name == name {
                 c.linked = false
-                if c.isDirectory { dir.subdirectories -= 1 }
+                if c.isDirectory { s.nodes[inode]!.subdirectories -= 1 }
                 if try winner(of: c.record.id)?.revision.kind == .tombstone { c.record.kind = .tombstone }
                 s.nodes[child] = c
                 invalid.removed.append(child)
@@ -242,22 +243,17 @@ extension VirtualFileSystem {
             }
             invalid.entries.append((inode, name))
         }
-        s.nodes[inode] = dir
-        for entry in shown where dir.children[entry.name] == nil {
+        for entry in shown where s.nodes[inode]!.children[entry.name] == nil {
             let child = try linkDocument(entry, into: inode, in: &s, &invalid)
-            dir = s.nodes[inode]!
-            dir.children[entry.name] = child
-            if s.nodes[child]!.isDirectory { dir.subdirectories += 1 }
-            s.nodes[inode] = dir
+            s.nodes[inode]!.children[entry.name] = child
+            if s.nodes[child]!.isDirectory { s.nodes[inode]!.subdirectories += 1 }
             invalid.entries.append((inode, entry.name))
         }
-        dir = s.nodes[inode]!
-        dir.mergedHeads = w.heads
-        dir.record = Self.record(dir.record, showing: w)
-        dir.record.metadata.size = UInt64(DirectoryListing(entries: shown).encoded().count)
-        let updated = dir.record
-        try store.transaction { tx in try tx.updateDocument(updated) }
-        s.nodes[inode] = dir
+        var updated = Self.record(s.nodes[inode]!.record, showing: w)
+        updated.metadata.size = UInt64(DirectoryListing(entries: shown).encoded().count)
+        try store.transaction { [updated] tx in try tx.updateDocument(updated) }
+        s.nodes[inode]!.mergedHeads = w.heads
+        s.nodes[inode]!.record = updated
         invalid.inodes.insert(inode)
     }
 
@@ -353,10 +349,9 @@ extension VirtualFileSystem {
 
     /// Takes `node` out of the directory showing it (that directory's own revision may not have arrived yet).
     private func unlinkMoved(_ node: Node, in s: inout State, _ invalid: inout Invalidations) {
-        guard var from = s.nodes[node.parent] else { return }
-        from.children.removeValue(forKey: node.name)
-        if node.isDirectory { from.subdirectories -= 1 }
-        s.nodes[node.parent] = from
+        guard s.nodes[node.parent] != nil else { return }
+        s.nodes[node.parent]!.children.removeValue(forKey: node.name)
+        if node.isDirectory { s.nodes[node.parent]!.subdirectories -= 1 }
         invalid.entries.append((node.parent, node.name))
         invalid.inodes.insert(node.parent)
     }
