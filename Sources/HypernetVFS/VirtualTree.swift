@@ -206,10 +206,16 @@ extension VirtualFileSystem {
             // The last chunk starting at or before `offset`, then on until `size` bytes.
             var i = max(0, (starts.firstIndex { $0 > offset } ?? starts.count) - 1)
             while i < chunks.count, out.count < size {
+                let from = offset + UInt64(out.count) - starts[i]
+                if chunks[i].isHole {
+                    let zeros = from < chunks[i].length ? min(chunks[i].length - from, UInt64(size - out.count)) : 0
+                    out += repeatElement(0, count: Int(zeros))
+                    i += 1
+                    continue
+                }
                 let bytes: [UInt8]
                 do { bytes = try store.readChunk(chunks[i]) } catch { throw fail(error, "read revision") }
-                let from = Int(offset + UInt64(out.count) - starts[i])
-                if from < bytes.count { out += bytes[from..<min(bytes.count, from + size - out.count)] }
+                if from < bytes.count { out += bytes[Int(from)..<min(bytes.count, Int(from) + size - out.count)] }
                 i += 1
             }
             return out

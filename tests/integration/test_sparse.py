@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from cluster import Cluster, eventually
-from helpers import errno_of
+from helpers import current_revision, errno_of
 
 HUGE = 999_999_999_999_999  # the issue's `truncate -s`
 LIMIT = 1 << 60  # docs/store-format.md, "Holes and the size limit"
@@ -87,6 +87,10 @@ def test_a_write_far_past_the_end_leaves_a_hole(node):
     node.restart()
     assert pread(path, (1 << 40) - 2, 10) == bytes(2) + b"tail"
     assert pread(path, (1 << 30) - 1, 8) == b"\0middle\0"
+    # The same revision through the history view.
+    old = node.p(".hypernet", "revisions", current_revision(path))
+    assert pread(old, (1 << 40) - 2, 10) == bytes(2) + b"tail"
+    assert pread(old, 1 << 35, 4096) == bytes(4096)
 
 
 def test_past_the_limit_is_efbig_and_nothing_changes(node):
