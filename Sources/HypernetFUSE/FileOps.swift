@@ -114,7 +114,8 @@ private let seekHole: Int32 = 4
 
 /// The kernel answers SEEK_SET/CUR/END itself and sends SEEK_DATA and SEEK_HOLE here.
 func opLseek(
-    _ req: fuse_req_t?, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?
+    _ req: fuse_req_t?, _ inode: fuse_ino_t, _ offset: off_t, _ whence: Int32,
+    _ fi: UnsafeMutablePointer<fuse_file_info>?
 ) {
     let request = Request(req, "lseek")
     guard whence == seekData || whence == seekHole, offset >= 0 else { return request.reply(errno: EINVAL) }

@@ -137,11 +137,12 @@ final class FileContent: Sendable {
                 let chunkStart = s.offsets[i]
                 let from = Int(pos - chunkStart)
                 let to = Int(min(s.offsets[i + 1], committedEnd) - chunkStart)
-                let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)..<Int(pos - offset) + to - from])
+                let at = Int(pos - offset)
+                let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[at..<at + to - from])
                 if s.tree.chunks[i].isHole {
                     dst.initializeMemory(as: UInt8.self, repeating: 0)
                 } else {
-                    stored[next].withUnsafeBytes { src in dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[from..<to])) }
+                    stored[next].withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[from..<to])) }
                     next += 1
                 }
                 pos = chunkStart + UInt64(to)
@@ -258,7 +259,8 @@ final class FileContent: Sendable {
             // The first offset at or after `p` in a block holding data, or nil.
             func nextData(_ p: UInt64) -> UInt64? {
                 let blockStart = p / block * block
-                var found = s.dirty.intersections(with: blockStart..<s.size).first.map { max(p, $0.lowerBound / block * block) }
+                var found = s.dirty.intersections(with: blockStart..<s.size).first
+                    .map { max(p, $0.lowerBound / block * block) }
                 if blockStart < s.baseValid, !s.tree.chunks.isEmpty {
                     var i = Self.chunkIndex(containing: blockStart, offsets: s.offsets)
                     while i < s.tree.chunks.count, s.offsets[i] < min(s.baseValid, found ?? .max) {
