@@ -1,8 +1,8 @@
 /// Merges concurrent versions of one directory's listing without a conflict (docs/design.md, "Directory
 /// merge"): per document, the newest head that changed its entry relative to the base decides (added,
-/// renamed or removed); two documents that end under one name are both kept, all but the one with the
-/// smallest document id renamed `NAME (conflict XXXXXXXX)`. The result depends only on the inputs, so every
-/// node computes the same tree.
+/// renamed or removed). `names` then shows every name once: documents that end under one name are all kept, all
+/// but the one with the smallest document id renamed `NAME (conflict XXXXXXXX)`. The result depends only on the
+/// inputs, so every node computes the same tree.
 public enum DirectoryMerge {
     /// One merged entry and the head that decided it: an index into `heads`, nil for the base.
     public struct Placement: Sendable, Equatable {
@@ -16,9 +16,30 @@ public enum DirectoryMerge {
     public static func merge(base: DirectoryListing?, heads: [DirectoryListing], undeleted: Set<DocumentID> = [])
         -> DirectoryListing
     {
-        DirectoryListing(entries: placements(base: base, heads: heads, undeleted: undeleted).map(\.entry))
+        let chosen = placements(base: base, heads: heads, undeleted: undeleted).map(\.entry)
+        return DirectoryListing(entries: names(chosen))
     }
 
+    /// What one directory shows, sorted by name bytes, every name once: of the documents under one name, the one
+    /// with the smallest document id keeps it and the others are renamed `NAME (conflict XXXXXXXX)`.
+    public static func names(_ entries: [DirectoryListing.Entry]) -> [DirectoryListing.Entry] {
+        // Names are bytes: String equality would merge the NFC and NFD forms of one name.
+        var byName: [[UInt8]: [DirectoryListing.Entry]] = [:]
+        for e in entries { byName[Array(e.name.utf8), default: []].append(e) }
+        var out: [DirectoryListing.Entry] = []
+        for group in byName.values {
+            let sorted = group.sorted { $0.document.bytes.lexicographicallyPrecedes($1.document.bytes) }
+            out.append(sorted[0])
+            for var e in sorted.dropFirst() {
+                e.name = conflictName(e.name, e.document)
+                out.append(e)
+            }
+        }
+        return out.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
+    }
+
+    /// The entry chosen for each document, names not yet made unique (`names` does that, over everything a
+    /// directory shows).
     public static func placements(
         base: DirectoryListing?, heads: [DirectoryListing], undeleted: Set<DocumentID> = []
     ) -> [Placement] {
@@ -43,19 +64,7 @@ public enum DirectoryMerge {
             }
             if let result { chosen.append(result) }
         }
-        // Names are bytes: String equality would merge the NFC and NFD forms of one name.
-        var byName: [[UInt8]: [Placement]] = [:]
-        for p in chosen { byName[Array(p.entry.name.utf8), default: []].append(p) }
-        var out: [Placement] = []
-        for placements in byName.values {
-            let sorted = placements.sorted { $0.entry.document.bytes.lexicographicallyPrecedes($1.entry.document.bytes) }
-            out.append(sorted[0])
-            for var p in sorted.dropFirst() {
-                p.entry.name = conflictName(p.entry.name, p.entry.document)
-                out.append(p)
-            }
-        }
-        return out.sorted { Array($0.entry.name.utf8).lexicographicallyPrecedes(Array($1.entry.name.utf8)) }
+        return chosen.sorted { $0.entry.document.bytes.lexicographicallyPrecedes($1.entry.document.bytes) }
     }
 
     static func byDocument(_ entries: [DirectoryListing.Entry]) -> [DocumentID: DirectoryListing.Entry] {

@@ -41,6 +41,32 @@ extension Store {
             ).map { try DocumentID(bytes: Array($0)) }
         }
     }
+
+    /// This identity's documents with a tombstone among several heads: deletes that may have lost to a
+    /// concurrent change.
+    public func forkedDeletes() throws(StoreError) -> [DocumentID] {
+        try catalog.read { db in
+            try Data.fetchAll(
+                db,
+                sql: """
+                    SELECT h.document FROM heads h JOIN revisions r ON r.id = h.revision WHERE r.tree = ?
+                    GROUP BY h.document HAVING COUNT(*) > 1 AND MAX(r.kind = ?) = 1
+                    """, arguments: [Data(keyring.identity.publicKey.bytes), Int(RevisionKind.tombstone.rawValue)]
+            ).map { try DocumentID(bytes: Array($0)) }
+        }
+    }
+
+    /// This identity's directory revisions with their documents, newest first by (HLC time, id).
+    public func directoryRevisions() throws(StoreError) -> [(id: RevisionID, document: DocumentID)] {
+        try catalog.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT id, document FROM revisions WHERE tree = ? AND kind = ? ORDER BY time DESC, id DESC",
+                arguments: [Data(keyring.identity.publicKey.bytes), Int(RevisionKind.directory.rawValue)]
+            ).map { row in
+                (try RevisionID(bytes: Array(row[0] as Data)), try DocumentID(bytes: Array(row[1] as Data)))
+            }
+        }
+    }
 }
 
 extension Store {

@@ -424,12 +424,20 @@ extension VirtualFileSystem {
     {
         var record = node.record
         // A file's revision builds on the head it shows (other heads stay conflicts); a directory's on the
-        // heads whose merge it shows.
-        let parents =
-            parents ?? (node.isDirectory && !node.mergedHeads.isEmpty ? node.mergedHeads.sorted() : record.head.map { [$0] } ?? [])
+        // heads whose merge it shows (after a restart: its head, or what a tombstone head built on).
+        let building: [RevisionID]
+        if let parents {
+            building = parents
+        } else if node.isDirectory {
+            let shown = node.mergedHeads.isEmpty ? record.head.map { [$0] } ?? [] : node.mergedHeads
+            building = try (node.mergedHeads.isEmpty ? buildingOn(shown, store: store) : shown).sorted()
+        } else {
+            building = record.head.map { [$0] } ?? []
+        }
         let head = try store.transaction(appended: locations) { tx in
             try tx.recordChunks(locations)
-            let head = try tx.appendRevision(document: record.id, kind: record.kind, metadata: record.metadata, parents: parents)
+            let head = try tx.appendRevision(
+                document: record.id, kind: record.kind, metadata: record.metadata, parents: building)
             record.head = head
             record.dirty = false
             try tx.updateDocument(record)

@@ -48,7 +48,8 @@ extension VirtualFileSystem {
             for d in documents where seen.insert(d).inserted {
                 do {
                     guard let w = try winner(of: d) else { continue }
-                    if w.revision.kind == .directory {
+                    // A directory's tombstone changes what the placement gives it too (a tombstone keeps the mode).
+                    if w.revision.kind == .directory || w.metadata.mode & S_IFMT == S_IFDIR {
                         directories.append(d)
                     } else {
                         try applyFile(d, w, in: &s, &invalid)
@@ -103,7 +104,7 @@ extension VirtualFileSystem {
     /// concurrent moves shows once. Computed from every stored listing, never from what is shown, so every
     /// node computes the same (docs/design.md, "Placement").
     struct Placement {
-        /// Per directory document, the entries it shows.
+        /// Per directory document, the entries it shows, every name once.
         var entries: [DocumentID: [DirectoryListing.Entry]] = [:]
         /// Directories moved to the root to break a cycle; the root's next revision records them there.
         var rescued: [DocumentID] = []
@@ -127,6 +128,7 @@ extension VirtualFileSystem {
                 spots[entry.document] = (d, entry, stamp)
             }
         }
+        try keptAgainstDeletes(&spots)
         // Concurrent moves that form a cycle (x into y, y into x): the root reaches none of it. The edge with the
         // oldest stamp gives way; its directory shows at the root.
         var cuts: [DocumentID] = []
@@ -148,9 +150,38 @@ extension VirtualFileSystem {
             if !taken.insert(Array(entry.name.utf8)).inserted { entry.name = DirectoryMerge.conflictName(entry.name, cut) }
             spots[cut] = (root, entry, spots[cut]!.stamp)
         }
-        var placement = Placement(rescued: cuts)
-        for spot in spots.values { placement.entries[spot.directory, default: []].append(spot.entry) }
-        return placement
+        var entries: [DocumentID: [DirectoryListing.Entry]] = [:]
+        for spot in spots.values { entries[spot.directory, default: []].append(spot.entry) }
+        // Entries placed from several listings (a kept document's latest) may share a name.
+        return Placement(entries: entries.mapValues(DirectoryMerge.names), rescued: cuts)
+    }
+
+    /// Places documents kept against a concurrent delete (`isUndeleted`) that no current listing names, as when
+    /// their directory was deleted too: each where the latest stored listing naming it put it. A deleted
+    /// directory that so shows one is shown again, placed the same way, up to a directory that is not deleted.
+    private func keptAgainstDeletes(
+        _ spots: inout [DocumentID: (directory: DocumentID, entry: DirectoryListing.Entry, stamp: RevisionID)]
+    ) throws {
+        var pending = Set(try store.forkedDeletes().filter { try spots[$0] == nil && isUndeleted($0) })
+        guard !pending.isEmpty else { return }
+        let revisions = try store.directoryRevisions()
+        var listings: [RevisionID: DirectoryListing] = [:]
+        var homes: Set<DocumentID> = []
+        while !pending.isEmpty {
+            var found: Set<DocumentID> = []
+            // Newest first: the first listing naming a document is the latest.
+            for (id, directory) in revisions where !pending.isEmpty {
+                let listing = try listings[id] ?? listing(of: id)
+                listings[id] = listing
+                for entry in listing.entries where pending.remove(entry.document) != nil {
+                    spots[entry.document] = (directory, entry, id)
+                    found.insert(directory)
+                }
+            }
+            found.subtract(homes)
+            homes.formUnion(found)
+            pending = try found.filter { try spots[$0] == nil && winner(of: $0)?.revision.kind == .tombstone }
+        }
     }
 
     /// The shown directories whose entries differ from `placement`'s.
@@ -222,7 +253,8 @@ extension VirtualFileSystem {
         guard invalid.applying.insert(document).inserted else { return }
         guard let record = try store.document(document), s.nodes[record.inode] != nil else { return }
         let inode = record.inode
-        guard let w = try winner(of: document), s.nodes[inode] != nil, w.revision.kind == .directory else { return }
+        // A directory whose winner is a tombstone shows only what the placement still gives it.
+        guard let w = try winner(of: document), s.nodes[inode]?.isDirectory == true else { return }
         let shown = invalid.placement.entries[document] ?? []
         // Entries that changed: removed or pointing at another document. The directory changes in place
         // (`s.nodes[inode]!…`): changing a copy would copy all its entries per entry.
@@ -249,10 +281,11 @@ extension VirtualFileSystem {
             if s.nodes[child]!.isDirectory { s.nodes[inode]!.subdirectories += 1 }
             invalid.entries.append((inode, entry.name))
         }
+        let merged = try Self.buildingOn(w.heads, store: store)
         var updated = Self.record(s.nodes[inode]!.record, showing: w)
         updated.metadata.size = UInt64(DirectoryListing(entries: shown).encoded().count)
         try store.transaction { [updated] tx in try tx.updateDocument(updated) }
-        s.nodes[inode]!.mergedHeads = w.heads
+        s.nodes[inode]!.mergedHeads = merged
         s.nodes[inode]!.record = updated
         invalid.inodes.insert(inode)
     }
@@ -260,19 +293,14 @@ extension VirtualFileSystem {
     /// The listing of the winner, or the three-way merge of every head's listing against their base; with each
     /// entry, the directory revision that decided it (the entry's stamp: later stamps win placements).
     func mergedListing(_ w: Winner) throws -> [(entry: DirectoryListing.Entry, stamp: RevisionID)] {
-        func listing(_ id: RevisionID) throws -> DirectoryListing {
-            let (revision, metadata) = try store.revision(id)
-            guard revision.kind == .directory else { return DirectoryListing(entries: []) }
-            return try DirectoryListing(decoding: store.readContent(metadata.content))
-        }
         guard w.heads.count > 1 else {
             // A delete in this revision that lost to a concurrent edit elsewhere: the document stays.
-            let entries = try listing(w.id).entries
+            let entries = try listing(of: w.id).entries
             let listed = Set(entries.map(\.document))
             var names = Set(entries.map(\.name))
             var kept: [DirectoryListing.Entry] = []
             for parent in w.revision.parents {
-                for e in try listing(parent).entries where !listed.contains(e.document) && !names.contains(e.name) {
+                for e in try listing(of: parent).entries where !listed.contains(e.document) && !names.contains(e.name) {
                     if try isUndeleted(e.document) {
                         kept.append(e)
                         names.insert(e.name)
@@ -285,9 +313,9 @@ extension VirtualFileSystem {
             RevisionGraph.Node(id: $0.id, parents: $0.parents, time: $0.time)
         })
         let baseID = graph.mergeBase(of: w.heads)
-        let base = try baseID.map(listing)
+        let base = try baseID.map(listing(of:))
         let order = graph.ordered(w.heads)
-        let heads = try order.map(listing)
+        let heads = try order.map(headListing)
         // Documents some head lists and another does not: removed there, by a move or by a delete.
         let listed = heads.map { Set($0.entries.map(\.document)) }
         let disputed = listed.reduce(Set<DocumentID>()) { $0.union($1) }.subtracting(listed.dropFirst().reduce(listed[0]) { $0.intersection($1) })
@@ -295,6 +323,35 @@ extension VirtualFileSystem {
         return DirectoryMerge.placements(base: base, heads: heads, undeleted: undeleted).map { p in
             (p.entry, p.head.map { order[$0] } ?? baseID ?? w.id)
         }
+    }
+
+    /// What a head of a directory lists, for its merge. A tombstone among live heads is the directory's own delete,
+    /// which lost: it removed what was deleted with it, not what lives on (edited, or resolved since), so it counts
+    /// as what it built on less the documents whose winner is a tombstone.
+    private func headListing(_ id: RevisionID) throws -> DirectoryListing {
+        let revision = try store.revision(id).revision
+        guard revision.kind == .tombstone else { return try listing(of: id) }
+        var seen = Set<DocumentID>()
+        return DirectoryListing(entries: try revision.parents.flatMap { try listing(of: $0).entries }.filter {
+            try seen.insert($0.document).inserted && winner(of: $0.document)?.revision.kind != .tombstone
+        })
+    }
+
+    /// The entries a revision lists: none for a tombstone.
+    func listing(of id: RevisionID) throws -> DirectoryListing {
+        let (revision, metadata) = try store.revision(id)
+        guard revision.kind == .directory else { return DirectoryListing(entries: []) }
+        return try DirectoryListing(decoding: store.readContent(metadata.content))
+    }
+
+    /// What the next revision of a directory showing the merge of `heads` builds on: those heads, or, for a directory
+    /// shown after its delete (every head a tombstone), what the tombstones built on. So the delete stays a head
+    /// and the directory stays kept against it; a revision over the tombstone would end that, and a listing's
+    /// removal of its entry (the delete's) would then win.
+    static func buildingOn(_ heads: [RevisionID], store: Store) throws(StoreError) -> [RevisionID] {
+        let revisions = try heads.map { (id) throws(StoreError) in try store.revision(id).revision }
+        guard !revisions.isEmpty, revisions.allSatisfy({ $0.kind == .tombstone }) else { return heads }
+        return Array(Set(revisions.flatMap(\.parents)))
     }
 
     /// Whether `document`'s delete lost to a concurrent change: its winner is not a tombstone, another head is.

@@ -40,6 +40,23 @@ import Testing
         #expect(names(merged) == ["x": first, DirectoryMerge.conflictName("x", second): second])
     }
 
+    func entry(_ name: String, _ document: DocumentID, _ kind: RevisionKind) -> DirectoryListing.Entry {
+        .init(name: name, document: document, kind: kind)
+    }
+
+    var sorted: [DocumentID] { [a, b, c].sorted { $0.bytes.lexicographicallyPrecedes($1.bytes) } }
+
+    @Test func namesDoNotDependOnTheOrderOfEntries() {
+        let entries = [entry("d", a, .directory), entry("d", b, .directory), entry("d", c, .file), entry("e", c, .file)]
+        let named = DirectoryMerge.names(entries)
+        #expect(named == DirectoryMerge.names(entries.reversed()))
+        // Every document kept, the smallest id under the name; sorted by name bytes.
+        let renamed = [sorted[1], sorted[2]].map { DirectoryMerge.conflictName("d", $0) }
+        let expected = ["d", "e"] + renamed
+        #expect(named.map(\.name) == expected.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
+        #expect(named.first { $0.name == "d" }?.document == sorted[0])
+    }
+
     @Test func withoutHistoryTheListingsUnite() {
         let merged = DirectoryMerge.merge(base: nil, heads: [listing(), listing(("a", a))])
         #expect(names(merged) == ["a": a])

@@ -454,4 +454,89 @@ func permutations<T>(_ items: [T]) -> [[T]] {
             #expect(try d.tree() == expected, "revisions arriving one by one in another order")
         }
     }
+
+    /// Swaps what each node lacks, and writes what showing it asked for (the once-a-second pass), twice: the
+    /// revisions those writes make change nothing shown.
+    static func exchange(_ a: Fixture, _ b: Fixture) throws {
+        for _ in 0..<2 {
+            let (fromA, fromB) = (try b.missing(from: a), try a.missing(from: b))
+            try a.receive(fromB, from: b)
+            try b.receive(fromA, from: a)
+            try a.commitDirectories()
+            try b.commitDirectories()
+        }
+    }
+
+    @Test func editsBelowDirectoriesDeletedElsewhereBringThemBack() throws {
+        let a = try Fixture()
+        let q = try a.vfs.mkdir(parent: 1, name: "q", mode: 0o755, caller: a.caller).inode
+        let qd = try a.vfs.mkdir(parent: q, name: "D", mode: 0o755, caller: a.caller).inode
+        try a.write("q.txt", Array("v0\n".utf8), parent: qd)
+        let c = try a.vfs.mkdir(parent: 1, name: "c", mode: 0o755, caller: a.caller).inode
+        let cd = try a.vfs.mkdir(parent: c, name: "D", mode: 0o755, caller: a.caller).inode
+        let sub = try a.vfs.mkdir(parent: cd, name: "sub", mode: 0o755, caller: a.caller).inode
+        try a.write("keep.txt", Array("k\n".utf8), parent: sub)
+        try a.commitDirectories()
+        let (b, before) = (try Fixture(copying: a), try Fixture(copying: a))
+        // Offline, a: rm -rf q/D c/D; b: edits q/D/q.txt and creates c/D/sub/new.txt (same inodes: a copy).
+        try a.vfs.unlink(parent: qd, name: "q.txt")
+        try a.vfs.rmdir(parent: q, name: "D")
+        try a.vfs.unlink(parent: sub, name: "keep.txt")
+        try a.vfs.rmdir(parent: cd, name: "sub")
+        try a.vfs.rmdir(parent: c, name: "D")
+        try a.commitDirectories()
+        try b.write("q.txt", Array("q edited by B\n".utf8), parent: qd)
+        try b.write("new.txt", Array("new\n".utf8), parent: sub)
+        try b.commitDirectories()
+        let (fromA, fromB) = (try before.missing(from: a), try before.missing(from: b))
+        let expected = [
+            "q": "/", "q/D": "/", "q/D/q.txt": "q edited by B\n", "c": "/", "c/D": "/", "c/D/sub": "/",
+            "c/D/sub/new.txt": "new\n",
+        ]
+        for order in [fromA.map { ($0, a) } + fromB.map { ($0, b) }, fromB.map { ($0, b) } + fromA.map { ($0, a) }] {
+            let d = try Fixture(copying: before)
+            for (entry, source) in order { try d.receive([entry], from: source) }
+            let shown = try d.tree()
+            #expect(shown == expected, "a third node receiving both sides one revision at a time: \(shown)")
+        }
+        try Self.exchange(a, b)
+        #expect(try a.tree() == expected)
+        #expect(try b.tree() == expected)
+        try a.reopen()
+        #expect(try a.tree() == expected)
+        // Writing in a directory brought back keeps it there.
+        let revived = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "c").inode, name: "D").inode
+        try a.write("later.txt", Array("later\n".utf8), parent: revived)
+        try Self.exchange(a, b)
+        #expect(try b.tree()["c/D/later.txt"] == "later\n" && b.tree()["c/D/sub/new.txt"] == "new\n")
+        #expect(try a.tree() == b.tree())
+        // Resolving the edit against the delete keeps the file where it shows.
+        let shownD = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "q").inode, name: "D").inode
+        let qFile = try a.vfs.lookup(parent: shownD, name: "q.txt").inode
+        let edited = try a.vfs.getxattr(inode: qFile, name: "user.hypernet.revision")
+        _ = try a.vfs.resolveConflict(path: "q/D/q.txt", revision: String(decoding: edited, as: UTF8.self))
+        try Self.exchange(a, b)
+        #expect(try b.tree()["q/D/q.txt"] == "q edited by B\n")
+        #expect(try a.tree() == b.tree())
+    }
+
+    @Test func aDirectoryRenamedOnOneNodeAndDeletedOnAnotherShowsTheSameOnBoth() throws {
+        let a = try Fixture()
+        let o = try a.vfs.mkdir(parent: 1, name: "o", mode: 0o755, caller: a.caller).inode
+        let d = try a.vfs.mkdir(parent: o, name: "D", mode: 0o755, caller: a.caller).inode
+        try a.write("o1.txt", Array("o1\n".utf8), parent: d)
+        try a.commitDirectories()
+        let b = try Fixture(copying: a)
+        try a.vfs.unlink(parent: d, name: "o1.txt")
+        try a.vfs.rmdir(parent: o, name: "D")
+        try a.commitDirectories()
+        try b.vfs.rename(parent: o, name: "D", newParent: o, newName: "E", flags: [])
+        try b.commitDirectories()
+        try Self.exchange(a, b)
+        // The later rename decides the entry; the file, deleted with the directory and changed nowhere, stays deleted.
+        #expect(try a.tree() == ["o": "/", "o/E": "/"])
+        #expect(try b.tree() == ["o": "/", "o/E": "/"])
+        try b.reopen()
+        #expect(try b.tree() == ["o": "/", "o/E": "/"])
+    }
 }

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import cluster as cluster_module
-from cluster import eventually, wait_converged, write
+from cluster import describe_difference, eventually, snapshot, wait_converged, write
 from helpers import current_revision, doc_id, hx, read_file
 
 pytestmark = pytest.mark.replication
@@ -69,7 +69,32 @@ def settle(cl, rels, timeout=30, what="after the heal"):
         eventually(same, timeout, lambda: f"{rel}: the nodes disagree {what}: {seen}")
     tree_conflicts = {n.name: n.cli("conflicts").stdout.replace(str(n.mount), "MNT") for n in ns}
     assert len(set(tree_conflicts.values())) == 1, f"`hypernet conflicts` differs between nodes: {tree_conflicts}"
+    return same_view(cl, what)
+
+
+def same_view(cl, what):
+    """The view is a function of the revisions held: once every node holds the same revisions, every node shows
+    the same tree (names, types, modes, content) within a few seconds, without a restart; returns the tree."""
+    ns = nodes(cl)
+    held = {}
+
+    def same_revisions():
+        for n in ns:
+            held[n.name] = n.revisions()
+        return all(h == held["a"] for h in held.values())
+
+    eventually(same_revisions, 45, lambda: f"the nodes hold different revisions {what}: "
+               + ", ".join(f"{k} lacks {len(set().union(*held.values()) - v)}" for k, v in held.items()))
+    tree, _ = wait_converged(ns, 5 * SETTLE, what=f"the trees of nodes holding the same revisions {what}")
     return tree
+
+
+def same_after_restart(cl, node, tree):
+    """A restart shows the same tree: what a node shows never depends on how its revisions arrived."""
+    node.restart()
+    cl.wait_connected()
+    assert snapshot(node.mount) == tree, f"node {node.name} shows another tree after a restart:\n" + \
+        describe_difference("before", tree, "after", snapshot(node.mount))
 
 
 def retrievable(cl, rel, versions):
@@ -269,6 +294,62 @@ def test_directories_moved_into_each_other_concurrently_leave_a_valid_tree(trio)
     for n in (a, b, c):
         for rel in files:
             assert read_file(n.p(*rel.split("/"))) in (b"x\n", b"y\n")
+
+
+# --- deletes against edits and renames deeper in the tree (issue 15) ----------------------------------------------
+
+@pytest.mark.timeout(240)
+def test_edits_inside_a_directory_deleted_elsewhere_bring_it_back(trio):
+    a, b, c = start(trio)
+    os.makedirs(a.p("q", "D"))
+    os.makedirs(a.p("c", "D", "sub"))
+    write(a.p("q", "D", "q.txt"), b"v0\n")
+    write(a.p("c", "D", "sub", "keep.txt"), b"k\n")
+    settle(trio, ["q/D/q.txt", "c/D/sub/keep.txt"], what="before the partition")
+    q_id = doc_id(a.p("q", "D", "q.txt"))
+    trio.lab.partition([a.host], [b.host, c.host])
+    shutil.rmtree(a.p("q", "D"))
+    shutil.rmtree(a.p("c", "D"))
+    write(b.p("q", "D", "q.txt"), b"q edited by B\n")
+    write(b.p("c", "D", "sub", "new.txt"), b"new\n")
+    edited = current_revision(b.p("q", "D", "q.txt"))
+    tree = heal(trio, ["q/D/q.txt", "c/D/sub/new.txt"])
+    assert "c/D/sub/keep.txt" not in tree, "a file deleted and changed nowhere else came back"
+    for n in (a, b, c):
+        assert read_file(n.p("q", "D", "q.txt")) == b"q edited by B\n", f"node {n.name} lost b's edit"
+        assert doc_id(n.p("q", "D", "q.txt")) == q_id and current_revision(n.p("q", "D", "q.txt")) == edited
+        assert read_file(n.p("c", "D", "sub", "new.txt")) == b"new\n", f"node {n.name} lost b's new file"
+    # The deletes stay in the history and the edit against one is a conflict, as for a file.
+    for rel in ("q/D/q.txt", "q/D", "c/D"):
+        log = a.cli("log", a.p(*rel.split("/"))).stdout
+        assert "[deleted]" in log, f"the delete of {rel} is not in its history:\n{log}"
+    assert a.p("q", "D", "q.txt") in a.cli("conflicts").stdout
+    same_after_restart(trio, a, tree)
+    # Writing in a directory brought back keeps it, on every node.
+    write(a.p("c", "D", "later.txt"), b"later\n")
+    tree = settle(trio, ["c/D/later.txt"], what="after a write in the directory brought back")
+    assert {"c/D/later.txt", "c/D/sub/new.txt"} <= set(tree)
+    # Resolving the edit against the delete keeps the file and its directories where they are.
+    a.cli("resolve", a.p("q", "D", "q.txt"), edited)
+    tree = settle(trio, ["q/D/q.txt"], what="after the resolve")
+    assert read_file(b.p("q", "D", "q.txt")) == b"q edited by B\n" and conflicts(b.p("q", "D", "q.txt")) == []
+
+
+@pytest.mark.timeout(240)
+def test_a_directory_renamed_while_deleted_elsewhere_shows_the_same_everywhere(trio):
+    a, b, c = start(trio)
+    os.makedirs(a.p("o", "D"))
+    write(a.p("o", "D", "o1.txt"), b"o1\n")
+    settle(trio, ["o/D/o1.txt"], what="before the partition")
+    trio.lab.partition([a.host], [b.host, c.host])
+    shutil.rmtree(a.p("o", "D"))
+    time.sleep(1)
+    os.rename(b.p("o", "D"), b.p("o", "E"))
+    tree = heal(trio, [])
+    # The later rename decides the directory's entry; its file was deleted and changed nowhere: it stays deleted.
+    assert "o/E" in tree and "o/D" not in tree and "o/E/o1.txt" not in tree, sorted(tree)
+    same_after_restart(trio, a, tree)
+    same_after_restart(trio, b, tree)
 
 
 # --- clock skew -------------------------------------------------------------------------------------------------
