@@ -428,9 +428,10 @@ extension VirtualFileSystem {
         let building: [RevisionID]
         if let parents {
             building = parents
+        } else if node.isDirectory, !node.mergedHeads.isEmpty {
+            building = node.mergedHeads.sorted()
         } else if node.isDirectory {
-            let shown = node.mergedHeads.isEmpty ? record.head.map { [$0] } ?? [] : node.mergedHeads
-            building = try (node.mergedHeads.isEmpty ? buildingOn(shown, store: store) : shown).sorted()
+            building = try buildingOn(record.head.map { [$0] } ?? [], store: store).sorted()
         } else {
             building = record.head.map { [$0] } ?? []
         }
