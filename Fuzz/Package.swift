@@ -18,7 +18,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [.package(path: "..")],
     targets: [.target(name: "CFuzzDriver", path: "CFuzzDriver")]
-        + ["FuzzFrames", "FuzzHandshake", "FuzzRecords"].map { name in
+        + ["FuzzFrames", "FuzzHandshake", "FuzzRecords", "FuzzStore"].map { name in
             .executableTarget(
                 name: name,
                 dependencies: ["CFuzzDriver", .product(name: "HypernetSync", package: root)],

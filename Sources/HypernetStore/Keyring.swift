@@ -188,18 +188,24 @@ enum KeyFile {
         var bytes = [UInt8](repeating: 0, count: maximumByteCount + 1)
         defer { SecureMemory.zero(&bytes) }
         let count = try readFully(fd, into: &bytes).mapError { StoreError.io(path: path, errno: $0.errno) }.get()
-        guard count >= headerByteCount, bytes.starts(with: magic) else {
+        return try parse(bytes[..<count], path: path)
+    }
+
+    /// A key file's bytes as read (at most `maximumByteCount + 1`), checked: magic, version, kind.
+    static func parse(_ bytes: ArraySlice<UInt8>, path: String) throws(StoreError) -> Contents {
+        guard bytes.count >= headerByteCount, bytes.starts(with: magic) else {
             throw .corrupt(object: path, reason: "not a hypernet key file")
         }
-        let fileVersion = bytes[magic.count]
+        let start = bytes.startIndex
+        let fileVersion = bytes[start + magic.count]
         guard fileVersion == version else {
             if fileVersion > version { throw .unsupportedFormat(found: Int(fileVersion), supported: Int(version)) }
             throw .corrupt(object: path, reason: "unknown key file version \(fileVersion)")
         }
-        guard let kind = Kind(rawValue: bytes[magic.count + 1]) else {
-            throw .corrupt(object: path, reason: "unknown key kind \(bytes[magic.count + 1])")
+        guard let kind = Kind(rawValue: bytes[start + magic.count + 1]) else {
+            throw .corrupt(object: path, reason: "unknown key kind \(bytes[start + magic.count + 1])")
         }
-        return Contents(kind: kind, payload: SecureBytes(bytes[headerByteCount..<count]))
+        return Contents(kind: kind, payload: SecureBytes(bytes[(start + headerByteCount)...]))
     }
 
     /// Writes `directory/file` as a new file (`PrivateFile.write`): link(2), unlike rename, never

@@ -1,4 +1,5 @@
 import Foundation
+import HypernetStore
 import HypernetSync
 import Testing
 
@@ -11,6 +12,7 @@ import Testing
         "FuzzFrames": WireFuzz.frames,
         "FuzzHandshake": WireFuzz.handshake,
         "FuzzRecords": WireFuzz.records,
+        "FuzzStore": StoreFuzz.records,
     ]
 
     /// `Fuzz/corpus`, found from this file: Tests/HypernetSyncTests/FuzzCorpusTests.swift.
@@ -24,7 +26,7 @@ import Testing
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
     }
 
-    @Test(arguments: ["FuzzFrames", "FuzzHandshake", "FuzzRecords"])
+    @Test(arguments: ["FuzzFrames", "FuzzHandshake", "FuzzRecords", "FuzzStore"])
     func corpusReplaysWithoutTrapping(target: String) throws {
         let entry = try #require(Self.targets[target])
         let files = try Self.files(target)
@@ -40,7 +42,7 @@ import Testing
     /// FuzzCorpusTests` rewrites them.
     @Test func seedsMatchTheGenerator() throws {
         let write = ProcessInfo.processInfo.environment["HYPERNET_FUZZ_WRITE_SEEDS"] == "1"
-        let seeds = WireFuzz.seeds()
+        let seeds = WireFuzz.seeds() + StoreFuzz.seeds().map { ("FuzzStore", $0.name, $0.bytes) }
         #expect(Set(seeds.map(\.target)) == Set(Self.targets.keys))
         for seed in seeds {
             #expect(Self.targets[seed.target]!(seed.bytes).isEmpty, "seed \(seed.target)/\(seed.name)")
