@@ -7,10 +7,11 @@ HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev li
 # Running the tests as well: an editor for the editor-save tests, pytest/hypothesis for Debian's
 # python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
 # network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), tcpdump to
-# show what crosses the wire, and fusepy for the power-loss file system (tests/faults/lazyfs.py, Debian's python3).
-HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy"
+# show what crosses the wire, fusepy for the power-loss file system (tests/faults/lazyfs.py, Debian's python3), and
+# stress-ng and fio for the conformance-under-load tests (tests/integration/test_load_verify.py).
+HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy stress-ng fio"
 # Benchmarks: the anchors they compare against.
-HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs fio syncthing rsync"
+HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs syncthing rsync"
 
 # Every build (setup.sh, test.sh, CI): warnings in Hypernet's own targets fail it (dependencies are built with
 # their warnings suppressed), and so does importing a module the target does not declare in Package.swift.
