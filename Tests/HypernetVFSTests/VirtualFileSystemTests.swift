@@ -505,14 +505,14 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         try a.reopen()
         #expect(try a.tree() == expected)
         // Writing in a directory brought back keeps it there.
-        let revived = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "c").inode, name: "D").inode
+        let revived = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "c", caller: .root).inode, name: "D", caller: .root).inode
         try a.write("later.txt", Array("later\n".utf8), parent: revived)
         try Self.exchange(a, b)
         #expect(try b.tree()["c/D/later.txt"] == "later\n" && b.tree()["c/D/sub/new.txt"] == "new\n")
         #expect(try a.tree() == b.tree())
         // Resolving the edit against the delete keeps the file where it shows.
-        let shownD = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "q").inode, name: "D").inode
-        let qFile = try a.vfs.lookup(parent: shownD, name: "q.txt").inode
+        let shownD = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "q", caller: .root).inode, name: "D", caller: .root).inode
+        let qFile = try a.vfs.lookup(parent: shownD, name: "q.txt", caller: .root).inode
         let edited = try a.vfs.getxattr(inode: qFile, name: "user.hypernet.revision")
         _ = try a.vfs.resolveConflict(path: "q/D/q.txt", revision: String(decoding: edited, as: UTF8.self))
         try Self.exchange(a, b)
