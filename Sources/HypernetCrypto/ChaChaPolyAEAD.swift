@@ -39,7 +39,9 @@ enum ChaChaPolyAEAD {
         nonce: UnsafeRawBufferPointer, associatedData: UnsafeRawBufferPointer?
     ) throws(CryptoError) -> [UInt8] {
         checkSizes(construction, key: key, nonce: nonce)
-        guard ciphertext.count >= tagByteCount, ciphertext.count - tagByteCount <= Int(Int32.max) else { throw .authenticationFailed }
+        guard ciphertext.count >= tagByteCount, ciphertext.count - tagByteCount <= Int(Int32.max) else {
+            throw .authenticationFailed
+        }
         let count = ciphertext.count - tagByteCount
         var verified = false
         var plaintext = withIETFKey(construction, key: key, nonce: nonce) { key, nonce in
@@ -69,7 +71,9 @@ enum ChaChaPolyAEAD {
         var length: Int32 = 0
         var ok = EVP_CipherInit_ex(ctx, EVP_chacha20_poly1305(), nil, key, nonce, encrypt ? 1 : 0) == 1
         if let associatedData, !associatedData.isEmpty {
-            ok = ok && EVP_CipherUpdate(ctx, nil, &length, associatedData.nonEmptyPointer, Int32(associatedData.count)) == 1
+            ok =
+                ok
+                && EVP_CipherUpdate(ctx, nil, &length, associatedData.nonEmptyPointer, Int32(associatedData.count)) == 1
         }
         if !input.isEmpty {
             ok = ok && EVP_CipherUpdate(ctx, out, &length, input.nonEmptyPointer, Int32(input.count)) == 1
@@ -106,8 +110,11 @@ enum ChaChaPolyAEAD {
         }
     }
 
-    private static func checkSizes(_ construction: Construction, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer) {
-        precondition(key.count == keyByteCount, "\(construction.name) key must be \(keyByteCount) bytes, got \(key.count)")
+    private static func checkSizes(
+        _ construction: Construction, key: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer
+    ) {
+        precondition(
+            key.count == keyByteCount, "\(construction.name) key must be \(keyByteCount) bytes, got \(key.count)")
         precondition(
             nonce.count == construction.nonceByteCount,
             "\(construction.name) nonce must be \(construction.nonceByteCount) bytes, got \(nonce.count)")

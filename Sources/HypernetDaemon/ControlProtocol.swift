@@ -11,7 +11,9 @@ import HypernetVFS
 public struct ControlRequest: Codable, Sendable, Equatable {
     public enum Command: String, Codable, Sendable {
         case status, log, cat, restore, fsck, stop, unmount
-        case peerAdd = "peer-add", peerRemove = "peer-remove", peers, pin, unpin, pins
+        case peerAdd = "peer-add"
+        case peerRemove = "peer-remove"
+        case peers, pin, unpin, pins
         case watch
         case conflicts, resolve
     }

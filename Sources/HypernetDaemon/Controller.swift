@@ -53,7 +53,8 @@ final class Controller: Sendable {
                 node: Hex.encode(keyring.node.publicKey.bytes), identity: "\(keyring.identityToken)",
                 name: keyring.name, home: home.path, mountpoint: mountpoint, pid: getpid(),
                 statistics: store.statistics(), filesystem: fileSystem?.statusLines() ?? [], listen: node.listenAddress,
-                quorum: quorum, pins: try stored { () throws(StoreError) in try store.pins() }, peers: node.peerStatus(),
+                quorum: quorum, pins: try stored { () throws(StoreError) in try store.pins() },
+                peers: node.peerStatus(),
                 backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes)
         case .peerAdd:
             let address = try PeerCommands.validAddress(request.argument)
@@ -84,7 +85,8 @@ final class Controller: Sendable {
             let revision: String
             if let wanted = request.revision {
                 revision = try resolve(wanted, in: entries, path: absolute)
-            } else if let head = entries.first(where: { $0.isHead && $0.kind != "tombstone" }) ?? entries.first(where: \.isHead)
+            } else if let head = entries.first(where: { $0.isHead && $0.kind != "tombstone" }) ?? entries.first(
+                where: \.isHead)
                 ?? entries.first
             {
                 revision = head.revision
@@ -106,7 +108,9 @@ final class Controller: Sendable {
                     ? try fileSystem!.restore(path: relative, revision: revision)
                     : try fileSystem!.resolveConflict(path: relative, revision: revision)
             }
-            logger.info(command == .restore ? "restored" : "resolved", metadata: ["path": "\(relative)", "from": "\(revision)", "revision": "\(made)"])
+            logger.info(
+                command == .restore ? "restored" : "resolved",
+                metadata: ["path": "\(relative)", "from": "\(revision)", "revision": "\(made)"])
             return RestoreReply(revision: made)
         case .conflicts:
             let (absolute, relative) = try paths(ControlRequest(command: .conflicts, path: request.path ?? mountpoint))
@@ -133,7 +137,8 @@ final class Controller: Sendable {
             guard let path = request.path else { throw Failure(.usage, "unmount needs a mountpoint") }
             guard path == mountpoint else {
                 throw Failure(
-                    .mountpoint, "not mounted by the daemon of \(home.path): \(path) (it serves \(mountpoint ?? "no mount"))")
+                    .mountpoint,
+                    "not mounted by the daemon of \(home.path): \(path) (it serves \(mountpoint ?? "no mount"))")
             }
             logger.info("unmount requested")
             requestExit()

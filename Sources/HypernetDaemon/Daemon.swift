@@ -95,7 +95,9 @@ public enum Daemon {
             vfs.setKernelCache(fuse)
             showReceived(store: store, in: vfs)
             do throws(FUSEError) {
-                guard stopSwitch.attach({ fuse.requestExit() }) else { throw FUSEError("stopped by a signal while starting") }
+                guard stopSwitch.attach({ fuse.requestExit() }) else {
+                    throw FUSEError("stopped by a signal while starting")
+                }
                 try fuse.mount()
             } catch {
                 vfs.shutdown()
@@ -108,7 +110,8 @@ public enum Daemon {
 
         let node = SyncNode(
             store: store, nodeKey: keyring.node,
-            configuration: SyncConfiguration(listen: options.listen, peers: options.peers, software: "hypernet/\(version)"),
+            configuration: SyncConfiguration(
+                listen: options.listen, peers: options.peers, software: "hypernet/\(version)"),
             logger: logger)
         do { try node.start() } catch {
             node.stop()

@@ -238,7 +238,9 @@ extension FUSEMount: KernelCache {
         let bytes = FileName.encode(name)
         withLiveSession { session in
             let rc = bytes.withUnsafeBufferPointer { b in
-                b.withMemoryRebound(to: CChar.self) { fuse_lowlevel_notify_inval_entry(session, parent, $0.baseAddress, b.count) }
+                b.withMemoryRebound(to: CChar.self) {
+                    fuse_lowlevel_notify_inval_entry(session, parent, $0.baseAddress, b.count)
+                }
             }
             if rc != 0 && rc != -ENOENT { logger.debug("notify_inval_entry: \(String(cString: strerror(-rc)))") }
         }

@@ -101,7 +101,9 @@ extension Array where Element == UInt8 {
     }
 
     /// `withUnsafeMutableBytes` that keeps the closure's typed error.
-    public mutating func withMutableBytes<T, E: Error>(_ body: (UnsafeMutableRawBufferPointer) throws(E) -> T) throws(E) -> T {
+    public mutating func withMutableBytes<T, E: Error>(_ body: (UnsafeMutableRawBufferPointer) throws(E) -> T) throws(E)
+        -> T
+    {
         try withUnsafeMutableBytes { b in Result { () throws(E) in try body(b) } }.get()
     }
 }

@@ -4,16 +4,18 @@ import HypernetCrypto
 /// BLAKE2b-256(key = epoch key, context), with associated data binding the value to its place
 /// (docs/store-format.md: revision metadata; docs/security.md: permission block labels).
 enum EpochSeal {
-    static func seal(_ plaintext: [UInt8], epochKey: SecureBytes, context: [UInt8], associatedData: [UInt8]) -> [UInt8] {
+    static func seal(_ plaintext: [UInt8], epochKey: SecureBytes, context: [UInt8], associatedData: [UInt8]) -> [UInt8]
+    {
         let nonce = SecureRandom.bytes(count: AEAD.nonceByteCount)
         let key = BLAKE2b.hash(context, key: epochKey)
-        return nonce + key.bytes.withUnsafeBytes { k in
-            plaintext.withUnsafeBytes { p in
-                nonce.withUnsafeBytes { n in
-                    associatedData.withUnsafeBytes { ad in AEAD.seal(p, key: k, nonce: n, associatedData: ad) }
+        return nonce
+            + key.bytes.withUnsafeBytes { k in
+                plaintext.withUnsafeBytes { p in
+                    nonce.withUnsafeBytes { n in
+                        associatedData.withUnsafeBytes { ad in AEAD.seal(p, key: k, nonce: n, associatedData: ad) }
+                    }
                 }
             }
-        }
     }
 
     /// Nil if it is too short or does not authenticate under this key and associated data.

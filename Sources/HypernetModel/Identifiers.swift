@@ -17,7 +17,8 @@ public struct DocumentID: Hashable, Sendable, CustomStringConvertible {
 
     /// The root directory of `owner`'s tree: derived, so every node holding the identity shows one tree.
     public static func root(of owner: SigningPublicKey) -> DocumentID {
-        try! DocumentID(bytes: Array(BLAKE2b.hash(Array("hypernet tree root v1\n".utf8) + owner.bytes).bytes.prefix(byteCount)))
+        try! DocumentID(
+            bytes: Array(BLAKE2b.hash(Array("hypernet tree root v1\n".utf8) + owner.bytes).bytes.prefix(byteCount)))
     }
 
     public var description: String { Hex.encode(bytes) }

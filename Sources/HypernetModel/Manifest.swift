@@ -146,7 +146,9 @@ public struct DirectoryListing: Sendable, Equatable {
 
     public var entries: [Entry]
 
-    public init(entries: [Entry]) { self.entries = entries.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) } }
+    public init(entries: [Entry]) {
+        self.entries = entries.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    }
 
     public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: 16 + entries.count * 48)

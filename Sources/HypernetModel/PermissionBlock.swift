@@ -132,7 +132,9 @@ public struct SignedPermissionBlock: Sendable, Equatable {
     ) -> SignedPermissionBlock {
         var sealed: [SigningPublicKey: [UInt8]] = [:]
         if !isPublic {
-            for m in members where m.roles.contains(.read) { sealed[m.identity.signing] = m.identity.box.seal(epochKey.bytes) }
+            for m in members where m.roles.contains(.read) {
+                sealed[m.identity.signing] = m.identity.box.seal(epochKey.bytes)
+            }
         }
         let epoch = previous.map { $0.block.epoch + 1 } ?? 0
         let labelBytes = label.map { Array($0.utf8.prefix(PermissionBlock.maximumLabel - 64)) } ?? []
@@ -140,7 +142,8 @@ public struct SignedPermissionBlock: Sendable, Equatable {
             labelBytes.isEmpty
             ? []
             : EpochSeal.seal(
-                labelBytes, epochKey: isPublic ? PermissionBlock.publicEpochKey : epochKey, context: PermissionBlock.labelContext,
+                labelBytes, epochKey: isPublic ? PermissionBlock.publicEpochKey : epochKey,
+                context: PermissionBlock.labelContext,
                 associatedData: PermissionBlock.labelData(document, epoch))
         var sealedPrevious: [UInt8] = []
         if let previousKey, previous != nil, !isPublic {
@@ -176,16 +179,22 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         let epoch = try r.u32()
         let previousBytes = try r.raw(32)
         let previous = previousBytes.allSatisfy { $0 == 0 } ? nil : try Self.digest(previousBytes)
-        guard (epoch == 0) == (previous == nil) else { throw .invalid("permission block: previous block of epoch \(epoch)") }
+        guard (epoch == 0) == (previous == nil) else {
+            throw .invalid("permission block: previous block of epoch \(epoch)")
+        }
         let publicFlag = try r.u8()
         guard publicFlag <= 1 else { throw .invalid("permission block public flag") }
         let memberCount = Int(try r.u32())
-        guard (1...PermissionBlock.maximumMembers).contains(memberCount) else { throw .invalid("permission block member count") }
+        guard (1...PermissionBlock.maximumMembers).contains(memberCount) else {
+            throw .invalid("permission block member count")
+        }
         var members: [PermissionBlock.Member] = []
         for _ in 0..<memberCount {
             let signing = try Self.signingKey(r.raw(SigningPublicKey.byteCount))
             let box: BoxPublicKey
-            do { box = try BoxPublicKey(bytes: r.raw(BoxPublicKey.byteCount)) } catch { throw .invalid("member box key") }
+            do { box = try BoxPublicKey(bytes: r.raw(BoxPublicKey.byteCount)) } catch {
+                throw .invalid("member box key")
+            }
             let roles = Roles(rawValue: try r.u8())
             guard !roles.isEmpty, Roles.all.isSuperset(of: roles) else { throw .invalid("member roles") }
             if let last = members.last, !last.identity.signing.bytes.lexicographicallyPrecedes(signing.bytes) {
@@ -195,7 +204,9 @@ public struct SignedPermissionBlock: Sendable, Equatable {
         }
         let readers = members.filter { $0.roles.contains(.read) }.map(\.identity.signing)
         let sealedCount = Int(try r.u32())
-        guard sealedCount == (publicFlag == 1 ? 0 : readers.count) else { throw .invalid("permission block sealed key count") }
+        guard sealedCount == (publicFlag == 1 ? 0 : readers.count) else {
+            throw .invalid("permission block sealed key count")
+        }
         var sealed: [SigningPublicKey: [UInt8]] = [:]
         for reader in readers.prefix(sealedCount) {
             guard try Self.signingKey(r.raw(SigningPublicKey.byteCount)) == reader else {
@@ -313,7 +324,8 @@ public enum PermissionChainError: Error, Sendable, Equatable, CustomStringConver
     public var description: String {
         switch self {
         case .otherDocument: "the block is for another document"
-        case .notNext(let expected, let got): "epoch \(got) where \(expected) is next (replayed, rolled back or out of order)"
+        case .notNext(let expected, let got):
+            "epoch \(got) where \(expected) is next (replayed, rolled back or out of order)"
         case .wrongPrevious: "the block does not name the current block as its predecessor"
         case .signerNotAdmin: "the signer is not an admin of the previous block"
         }

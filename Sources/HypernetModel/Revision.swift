@@ -99,7 +99,8 @@ public struct SignedRevision: Sendable, Equatable {
         let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
         guard let kind = RevisionKind(rawValue: try r.u8()) else { throw .invalid("revision kind") }
         let epoch = try r.u32()
-        let rights = version == Revision.governedFormatVersion ? try DocumentID(bytes: r.raw(DocumentID.byteCount)) : nil
+        let rights =
+            version == Revision.governedFormatVersion ? try DocumentID(bytes: r.raw(DocumentID.byteCount)) : nil
         guard rights != nil || epoch == 0 else { throw .invalid("epoch \(epoch) under the tree owner's key") }
         let time = HLCTime(rawValue: try r.u64())
         let author: SigningPublicKey

@@ -176,7 +176,9 @@ public struct RevisionMetadata: Sendable, Equatable {
 
     public init(unsealing sealed: [UInt8], epochKey: SecureBytes, document: DocumentID) throws(DecodingError) {
         guard sealed.count >= AEAD.nonceByteCount + AEAD.tagByteCount else { throw .truncated("sealed metadata") }
-        guard let plain = EpochSeal.open(sealed, epochKey: epochKey, context: Self.keyContext, associatedData: document.bytes)
+        guard
+            let plain = EpochSeal.open(
+                sealed, epochKey: epochKey, context: Self.keyContext, associatedData: document.bytes)
         else { throw .invalid("sealed metadata (authentication failed)") }
         try self.init(decoding: plain)
     }

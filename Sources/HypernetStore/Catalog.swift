@@ -128,7 +128,8 @@ final class Catalog: Sendable {
             for row in rows {
                 let record: Data = row[1]
                 let author = try SignedRevision(record: Array(record)).revision.author
-                try db.execute(sql: "UPDATE revisions SET tree = ? WHERE id = ?", arguments: [Data(author.bytes), row[0] as Data])
+                try db.execute(
+                    sql: "UPDATE revisions SET tree = ? WHERE id = ?", arguments: [Data(author.bytes), row[0] as Data])
             }
             try db.execute(sql: "UPDATE chunks SET revision = (SELECT id FROM revisions ORDER BY seq LIMIT 1)")
         }
@@ -215,8 +216,10 @@ final class Catalog: Sendable {
     func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
         try read { db in
             try Row.fetchOne(
-                db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?"), arguments: [Data(id.bytes)])
-                .map { ChunkLocation(id: id, pack: $0[0], offset: $0[1], length: $0[2]) }
+                db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?"),
+                arguments: [Data(id.bytes)]
+            )
+            .map { ChunkLocation(id: id, pack: $0[0], offset: $0[1], length: $0[2]) }
         }
     }
 

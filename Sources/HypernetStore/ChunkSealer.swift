@@ -86,7 +86,9 @@ enum ChunkSealer {
     static func isPublic(_ epochKey: SecureBytes) -> Bool { epochKey.isEqual(to: PermissionBlock.publicEpochKey) }
 
     private static func inTheClear(_ frame: [UInt8], length: Int) -> Sealed {
-        Sealed(reference: ChunkReference(id: BLAKE2b.hash(frame), key: clearKey, length: UInt64(length)), ciphertext: frame)
+        Sealed(
+            reference: ChunkReference(id: BLAKE2b.hash(frame), key: clearKey, length: UInt64(length)), ciphertext: frame
+        )
     }
 
     /// The delta of `plaintext` against `bases` (whose plaintexts, concatenated in order, are `prefix`; the
@@ -114,7 +116,9 @@ enum ChunkSealer {
         w.raw(compressed)
         let frame = w.bytes
         if isPublic(epochKey) { return inTheClear(frame, length: plaintext.count) }
-        let key = frame.withUnsafeBytes { chunkKey(epochKey, bases.count == 1 ? deltaContext : multiBaseDeltaContext, $0) }
+        let key = frame.withUnsafeBytes {
+            chunkKey(epochKey, bases.count == 1 ? deltaContext : multiBaseDeltaContext, $0)
+        }
         return encrypt(frame, key: key, length: plaintext.count)
     }
 
@@ -144,7 +148,9 @@ enum ChunkSealer {
         let frame: [UInt8]
         if reference.key == clearKey {
             // No tag to check: the id, which the (authenticated) reference names, is the integrity check.
-            guard BLAKE2b.hash(ciphertext) == reference.id else { throw .corrupt(object: object, reason: "bytes do not match its id") }
+            guard BLAKE2b.hash(ciphertext) == reference.id else {
+                throw .corrupt(object: object, reason: "bytes do not match its id")
+            }
             frame = ciphertext
         } else {
             do {

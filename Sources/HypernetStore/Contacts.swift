@@ -27,7 +27,9 @@ public struct Contacts: Sendable, Equatable {
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: maximumByteCount + 1)
         let count = try readFully(fd, into: &bytes).mapError { StoreError.io(path: path, errno: $0.errno) }.get()
-        guard count <= maximumByteCount else { throw .corrupt(object: path, reason: "larger than \(maximumByteCount) bytes") }
+        guard count <= maximumByteCount else {
+            throw .corrupt(object: path, reason: "larger than \(maximumByteCount) bytes")
+        }
         var contacts = Contacts()
         for (number, line) in bytes[..<count].split(separator: UInt8(ascii: "\n")).enumerated() {
             let fields = line.split(separator: UInt8(ascii: "\t"), omittingEmptySubsequences: false)
@@ -45,7 +47,9 @@ public struct Contacts: Sendable, Equatable {
     public mutating func add(_ name: String, _ identity: IdentityToken, in home: Home) throws(StoreError) {
         if let why = Self.validName(name) { throw .invalid("contact name \(name.debugDescription): \(why)") }
         if let existing = list.first(where: { $0.name == name }) {
-            guard existing.identity == identity else { throw .invalid("\(name) is already the contact \(existing.identity)") }
+            guard existing.identity == identity else {
+                throw .invalid("\(name) is already the contact \(existing.identity)")
+            }
             return
         }
         if let other = list.first(where: { $0.identity == identity }) {
@@ -62,8 +66,12 @@ public struct Contacts: Sendable, Equatable {
     static func validName(_ name: String) -> String? {
         if name.isEmpty || name.utf8.count > maximumNameLength { return "1 to \(maximumNameLength) bytes" }
         if name == "*" || name == "." || name == ".." { return "reserved" }
-        if name.hasPrefix(IdentityToken.prefix) { return "may not start with \(IdentityToken.prefix) (identity tokens do)" }
-        if name.unicodeScalars.contains(where: { $0 == "/" || $0.properties.isWhitespace || $0.properties.generalCategory == .control }) {
+        if name.hasPrefix(IdentityToken.prefix) {
+            return "may not start with \(IdentityToken.prefix) (identity tokens do)"
+        }
+        if name.unicodeScalars.contains(where: {
+            $0 == "/" || $0.properties.isWhitespace || $0.properties.generalCategory == .control
+        }) {
             return "no slash, space or control character"
         }
         return nil

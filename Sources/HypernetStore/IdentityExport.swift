@@ -237,7 +237,8 @@ public struct IdentityExport: Sendable {
         guard fd >= 0 else { throw .file(path: path, errno: errno) }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: maximumByteCount + 1)
-        let count = try readFully(fd, into: &bytes).mapError { IdentityExportError.file(path: path, errno: $0.errno) }.get()
+        let count = try readFully(fd, into: &bytes).mapError { IdentityExportError.file(path: path, errno: $0.errno) }
+            .get()
         // Too long is decided by Header.parse, after magic and version: a newer version may be longer.
         return Array(bytes[..<count])
     }

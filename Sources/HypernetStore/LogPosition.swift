@@ -9,7 +9,9 @@ extension Store {
     public func lastSeq(tree: SigningPublicKey) throws(StoreError) -> Int64 {
         try catalog.read { db in
             try Int64.fetchOne(
-                db, sql: "SELECT MAX(seq) FROM (SELECT seq FROM revisions WHERE tree = ?1 UNION ALL SELECT seq FROM blocks WHERE tree = ?1)",
+                db,
+                sql:
+                    "SELECT MAX(seq) FROM (SELECT seq FROM revisions WHERE tree = ?1 UNION ALL SELECT seq FROM blocks WHERE tree = ?1)",
                 arguments: [Data(tree.bytes)]) ?? 0
         }
     }
@@ -35,7 +37,8 @@ extension Store {
                 db.cachedStatement(sql: "SELECT seq, id, tree FROM revisions WHERE seq > ? ORDER BY seq LIMIT ?"),
                 arguments: [seq, limit]
             ).compactMap { row -> StoredRevision? in
-                guard let id = try? Digest(bytes: row[1] as Data), let tree = try? SigningPublicKey(bytes: Array(row[2] as Data))
+                guard let id = try? Digest(bytes: row[1] as Data),
+                    let tree = try? SigningPublicKey(bytes: Array(row[2] as Data))
                 else { return nil }
                 return StoredRevision(seq: row[0], id: id, tree: tree)
             }

@@ -79,7 +79,9 @@ final class PackStore: Sendable {
         defer { closedir(dir) }
         var numbers: [Int64] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             if name.hasSuffix(".pack"), let n = Int64(name.dropLast(5)) { numbers.append(n) }
         }
         return numbers.sorted()
@@ -147,12 +149,15 @@ final class PackStore: Sendable {
                 ciphertext.withUnsafeBytes { c in
                     if done < h.count {
                         var pieces = [
-                            iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress! + done), iov_len: h.count - done),
+                            iovec(
+                                iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress! + done),
+                                iov_len: h.count - done),
                             iovec(iov_base: UnsafeMutableRawPointer(mutating: c.baseAddress), iov_len: c.count),
                         ]
                         return pwritev(fd, &pieces, c.isEmpty ? 1 : 2, off_t(offset) + off_t(done))
                     }
-                    return pwrite(fd, c.baseAddress! + (done - h.count), c.count - (done - h.count), off_t(offset) + off_t(done))
+                    return pwrite(
+                        fd, c.baseAddress! + (done - h.count), c.count - (done - h.count), off_t(offset) + off_t(done))
                 }
             }
             if n < 0 {
@@ -174,9 +179,13 @@ final class PackStore: Sendable {
         }
         let fd = try reader(location.pack)
         var header = [UInt8](repeating: 0, count: Self.recordHeaderSize)
-        try header.withMutableBytes { (b) throws(StoreError) in try readFully(fd, b, at: location.offset, object: object) }
-        let storedLength = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
-        guard Int64(storedLength) == location.length, location.id.withUnsafeBytes({ header[4...].elementsEqual($0) }) else {
+        try header.withMutableBytes { (b) throws(StoreError) in
+            try readFully(fd, b, at: location.offset, object: object)
+        }
+        let storedLength =
+            UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
+        guard Int64(storedLength) == location.length, location.id.withUnsafeBytes({ header[4...].elementsEqual($0) })
+        else {
             throw .corrupt(object: object, reason: "record header does not match the catalog")
         }
         // Read straight into the result: no zero-filling, no second copy without the header.
@@ -184,7 +193,9 @@ final class PackStore: Sendable {
         var result: Result<Void, StoreError> = .success(())
         let ciphertext = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             result = Result { () throws(StoreError) in
-                try readFully(fd, UnsafeMutableRawBufferPointer(buffer), at: location.offset + Int64(Self.recordHeaderSize), object: object)
+                try readFully(
+                    fd, UnsafeMutableRawBufferPointer(buffer), at: location.offset + Int64(Self.recordHeaderSize),
+                    object: object)
             }
             if case .success = result { initialized = count } else { initialized = 0 }
         }
@@ -225,7 +236,8 @@ final class PackStore: Sendable {
     func sync() throws(StoreError) {
         // One sync at a time: a caller that finds the mark cleared by a sync still running waits for it.
         try syncing.withLock { (_) throws(StoreError) in
-            let (fd, number, pending, size, dropped) = writable.withLock { w -> (Int32, Int64, Set<Int64>, Int64, Int64) in
+            let (fd, number, pending, size, dropped) = writable.withLock {
+                w -> (Int32, Int64, Set<Int64>, Int64, Int64) in
                 let pending = w.unsynced
                 w.unsynced = []
                 return (w.fd, w.number, pending, w.size, w.dropped)

@@ -190,7 +190,9 @@ extension Store {
                 var size: UInt64 = 0
                 if let key = try epochKey(tx.db, tree: remote.tree, rights: revision.rights, epoch: revision.epoch) {
                     do {
-                        size = try RevisionMetadata(unsealing: revision.sealedMetadata, epochKey: key, document: revision.document).size
+                        size = try RevisionMetadata(
+                            unsealing: revision.sealedMetadata, epochKey: key, document: revision.document
+                        ).size
                     } catch {
                         rejected.append((id, .badMetadata("\(error)")))
                         continue
@@ -203,7 +205,9 @@ extension Store {
                 try tx.claim(remote.chunks, for: id)
                 observe(revision.time)
                 tx.added.list.append(
-                    AddedRevision(id: id, document: revision.document, tree: remote.tree, isLocal: false, chunkCount: remote.chunks.count))
+                    AddedRevision(
+                        id: id, document: revision.document, tree: remote.tree, isLocal: false,
+                        chunkCount: remote.chunks.count))
             }
             return rejected
         }
@@ -224,7 +228,8 @@ extension Store {
         replicaRows.async { [self] in
             do {
                 try catalog.write { db in
-                    let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO replicas (revision, node) VALUES (?, ?)")
+                    let statement = try db.cachedStatement(
+                        sql: "INSERT OR IGNORE INTO replicas (revision, node) VALUES (?, ?)")
                     for r in revisions { try statement.execute(arguments: [Data(r.bytes), Data(node.bytes)]) }
                 }
             } catch {
@@ -242,7 +247,9 @@ extension Store {
     /// (Including acks whose row is still being written: a fsync that returned is never contradicted.)
     public func replicaCount(_ revision: RevisionID) throws(StoreError) -> Int {
         let stored = try catalog.read { db in
-            try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM replicas WHERE revision = ?"), arguments: [Data(revision.bytes)]) ?? 0
+            try Int.fetchOne(
+                db.cachedStatement(sql: "SELECT COUNT(*) FROM replicas WHERE revision = ?"),
+                arguments: [Data(revision.bytes)]) ?? 0
         }
         return max(stored, replicas.recentCount(revision))
     }
@@ -372,14 +379,20 @@ extension Store {
     }
 
     /// How far into `peer`'s log of `tree` this node has durably stored: valid while the peer's store id is `storeID`.
-    public func progress(peer: SigningPublicKey, tree: SigningPublicKey) throws(StoreError) -> (storeID: String, seq: Int64)? {
+    public func progress(peer: SigningPublicKey, tree: SigningPublicKey) throws(StoreError) -> (
+        storeID: String, seq: Int64
+    )? {
         try catalog.read { db in
-            try Row.fetchOne(db, sql: "SELECT store_id, seq FROM progress WHERE peer = ? AND tree = ?",
-                arguments: [Data(peer.bytes), Data(tree.bytes)]).map { ($0[0], $0[1]) }
+            try Row.fetchOne(
+                db, sql: "SELECT store_id, seq FROM progress WHERE peer = ? AND tree = ?",
+                arguments: [Data(peer.bytes), Data(tree.bytes)]
+            ).map { ($0[0], $0[1]) }
         }
     }
 
-    public func setProgress(peer: SigningPublicKey, tree: SigningPublicKey, storeID: String, seq: Int64) throws(StoreError) {
+    public func setProgress(peer: SigningPublicKey, tree: SigningPublicKey, storeID: String, seq: Int64)
+        throws(StoreError)
+    {
         try catalog.write { db in
             try db.execute(
                 sql: "INSERT OR REPLACE INTO progress (peer, tree, store_id, seq) VALUES (?, ?, ?, ?)",
@@ -392,8 +405,10 @@ extension Store {
     /// The current heads of `document`.
     public func heads(of document: DocumentID) throws(StoreError) -> [RevisionID] {
         try catalog.read { db in
-            try Data.fetchAll(db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)])
-                .compactMap { try? Digest(bytes: $0) }
+            try Data.fetchAll(
+                db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)]
+            )
+            .compactMap { try? Digest(bytes: $0) }
         }
     }
 
@@ -415,7 +430,8 @@ extension Store {
     /// The catalog row of `document`, if it has one.
     public func document(_ id: DocumentID) throws(StoreError) -> DocumentRecord? {
         let row = try catalog.read { db in
-            try Row.fetchOne(db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id = ?",
+            try Row.fetchOne(
+                db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id = ?",
                 arguments: [Data(id.bytes)])
         }
         guard let row else { return nil }
@@ -425,7 +441,8 @@ extension Store {
 
 extension StoreTransaction {
     func hasRevision(_ id: RevisionID) throws -> Bool {
-        try Int.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM revisions WHERE id = ?"), arguments: [Data(id.bytes)]) != nil
+        try Int.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM revisions WHERE id = ?"), arguments: [Data(id.bytes)])
+            != nil
     }
 
     func check(_ remote: RemoteRevision, arrived: [ChunkID: ChunkLocation]) throws -> Rejection? {
@@ -433,13 +450,17 @@ extension StoreTransaction {
         // A document belongs to one tree, and its parents are its own revisions: a tree's owner cannot
         // write into another tree by reusing its document ids.
         let doc = Data(revision.document.bytes)
-        if let tree = try Data.fetchOne(db.cachedStatement(sql: "SELECT tree FROM revisions WHERE document = ? LIMIT 1"), arguments: [doc]),
+        if let tree = try Data.fetchOne(
+            db.cachedStatement(sql: "SELECT tree FROM revisions WHERE document = ? LIMIT 1"), arguments: [doc]),
             Array(tree) != remote.tree.bytes
         {
             return .notAuthorized
         }
         for p in revision.parents {
-            guard let parentDocument = try Data.fetchOne(db.cachedStatement(sql: "SELECT document FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)]) else {
+            guard
+                let parentDocument = try Data.fetchOne(
+                    db.cachedStatement(sql: "SELECT document FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)])
+            else {
                 return .missingParent(p)
             }
             guard parentDocument == doc else { return .notAuthorized }
@@ -496,7 +517,12 @@ final class ReplicaTracker: Sendable {
         let key = ObjectIdentifier(waiter)
         waiters.withLock { $0[key] = waiter }
         defer { _ = waiters.withLock { $0.removeValue(forKey: key) } }
-        let deadline: DispatchTime = timeout.map { .now() + .nanoseconds(Int($0.components.seconds) * 1_000_000_000 + Int($0.components.attoseconds / 1_000_000_000)) } ?? .distantFuture
+        let deadline: DispatchTime =
+            timeout.map {
+                .now()
+                    + .nanoseconds(
+                        Int($0.components.seconds) * 1_000_000_000 + Int($0.components.attoseconds / 1_000_000_000))
+            } ?? .distantFuture
         // Registered before the first check, so a replica recorded in between still wakes it.
         func wait() -> ReplicaWait {
             while !satisfied() {

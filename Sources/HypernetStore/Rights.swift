@@ -179,7 +179,9 @@ extension Store {
                 var document: DocumentID
             }
             var chains: [Key: (chain: PermissionChain, seqs: [Int64])] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT id, tree, document, record, seq FROM blocks ORDER BY tree, document, epoch") {
+            for row in try Row.fetchAll(
+                db, sql: "SELECT id, tree, document, record, seq FROM blocks ORDER BY tree, document, epoch")
+            {
                 let id = Hex.encode(row[0] as Data)
                 guard let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)),
                     let document = try? DocumentID(bytes: Array(row[2] as Data))
@@ -208,10 +210,12 @@ extension Store {
                     if r.author != tree { problems.append("revision \(id): its author is not the tree's owner") }
                     continue
                 }
-                guard let (chain, seqs) = chains[Key(tree: tree.bytes, document: rights)], Int(r.epoch) < chain.blocks.count,
+                guard let (chain, seqs) = chains[Key(tree: tree.bytes, document: rights)],
+                    Int(r.epoch) < chain.blocks.count,
                     seqs[Int(r.epoch)] < seq
                 else {
-                    problems.append("revision \(id): names epoch \(r.epoch) of \(rights), which was not stored before it")
+                    problems.append(
+                        "revision \(id): names epoch \(r.epoch) of \(rights), which was not stored before it")
                     continue
                 }
                 let current = chain.blocks[seqs.lastIndex { $0 < seq }!].block
@@ -261,7 +265,9 @@ extension Store {
     public func governingChain(of document: DocumentID) throws(StoreError) -> DocumentID? {
         try catalog.read { db in
             try Data.fetchOne(
-                db, sql: "SELECT r.rights FROM heads h JOIN revisions r ON r.id = h.revision WHERE h.document = ? ORDER BY r.time DESC LIMIT 1",
+                db,
+                sql:
+                    "SELECT r.rights FROM heads h JOIN revisions r ON r.id = h.revision WHERE h.document = ? ORDER BY r.time DESC LIMIT 1",
                 arguments: [Data(document.bytes)]
             ).flatMap { try? DocumentID(bytes: Array($0)) }
         }
@@ -301,12 +307,15 @@ extension Store {
 extension StoreTransaction {
     /// Stores a block checked as the next link of its chain and gives it the next log sequence number.
     func insert(_ block: SignedPermissionBlock, tree: SigningPublicKey) throws {
-        try db.cachedStatement(sql: "INSERT INTO blocks (id, tree, document, epoch, record, seq) VALUES (?, ?, ?, ?, ?, ?)")
-            .execute(arguments: [
-                Data(block.id.bytes), Data(tree.bytes), Data(block.block.document.bytes), Int64(block.block.epoch),
-                Data(block.record), try nextSeq(),
-            ])
-        added.list.append(AddedRevision(id: block.id, document: block.block.document, tree: tree, isLocal: false, isBlock: true))
+        try db.cachedStatement(
+            sql: "INSERT INTO blocks (id, tree, document, epoch, record, seq) VALUES (?, ?, ?, ?, ?, ?)"
+        )
+        .execute(arguments: [
+            Data(block.id.bytes), Data(tree.bytes), Data(block.block.document.bytes), Int64(block.block.epoch),
+            Data(block.record), try nextSeq(),
+        ])
+        added.list.append(
+            AddedRevision(id: block.id, document: block.block.document, tree: tree, isLocal: false, isBlock: true))
     }
 
     /// The next number of the log, which revisions and blocks share.
@@ -333,7 +342,9 @@ extension StoreTransaction {
         if chain.blocks.contains(where: { $0.id == block.id }) { return nil }
         do { try chain.append(block) } catch {
             // A gap (a later epoch than the next) may close when the blocks between arrive.
-            if case .notNext(let expected, let got) = error, got > expected { return .missingBlock(block.block.document, expected) }
+            if case .notNext(let expected, let got) = error, got > expected {
+                return .missingBlock(block.block.document, expected)
+            }
             return .badBlock(error)
         }
         try insert(block, tree: tree)
@@ -389,7 +400,9 @@ extension StoreTransaction {
         var leaving: Set<DocumentID?> = []
         for p in revision.parents {
             // A parent not stored (yet) is judged when it is: the caller checks for missing parents.
-            guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT rights FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)])
+            guard
+                let row = try Row.fetchOne(
+                    db.cachedStatement(sql: "SELECT rights FROM revisions WHERE id = ?"), arguments: [Data(p.bytes)])
             else { continue }
             let rights = (row[0] as Data?).flatMap { try? DocumentID(bytes: Array($0)) }
             if rights != revision.rights { leaving.insert(rights) }
@@ -400,7 +413,8 @@ extension StoreTransaction {
                 continue
             }
             let chain = try Store.chain(db, document: old, tree: tree)
-            guard revision.author == tree || chain.current?.block.roles(of: revision.author).contains(.admin) == true else {
+            guard revision.author == tree || chain.current?.block.roles(of: revision.author).contains(.admin) == true
+            else {
                 return .notAuthorized
             }
         }
@@ -424,7 +438,9 @@ extension Store {
         guard !batch.isEmpty else { return [] }
         return try catalog.read { db in
             let tx = StoreTransaction(db: db, store: self, added: AddedRevisions())
-            return Set(try batch.filter { try tx.checkRights($0.signed.revision, tree: $0.tree) == .notAuthorized }.map(\.signed.id))
+            return Set(
+                try batch.filter { try tx.checkRights($0.signed.revision, tree: $0.tree) == .notAuthorized }.map(
+                    \.signed.id))
         }
     }
 }

@@ -125,7 +125,9 @@ public final class Store: Sendable {
         }
         let last = try catalog.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(time) FROM revisions") ?? 0 }
         clock = Mutex(HybridLogicalClock(last: HLCTime(rawValue: UInt64(bitPattern: last))))
-        storeID = try catalog.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = 'store-id'") } ?? ""
+        storeID =
+            try catalog.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = 'store-id'") }
+            ?? ""
     }
 
     /// `body` runs after each committed transaction that added revisions (on the committing thread).
@@ -189,7 +191,8 @@ public final class Store: Sendable {
             let full = sealed
             let replacements = Self.parallelMap(candidates.count) { j in
                 let i = candidates[j]
-                return self.delta(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), bases: bases[i], full: full[i], key: key)
+                return self.delta(
+                    UnsafeRawBufferPointer(rebasing: source[ranges[i]]), bases: bases[i], full: full[i], key: key)
             }
             for (j, replacement) in replacements.enumerated() {
                 if let replacement { sealed[candidates[j]] = replacement }
@@ -218,7 +221,9 @@ public final class Store: Sendable {
             if count == 1 {
                 slots.baseAddress!.initialize(to: body(0))
             } else {
-                DispatchQueue.concurrentPerform(iterations: count) { i in (slots.baseAddress! + i).initialize(to: body(i)) }
+                DispatchQueue.concurrentPerform(iterations: count) { i in
+                    (slots.baseAddress! + i).initialize(to: body(i))
+                }
             }
             initialized = count
         }
@@ -231,7 +236,8 @@ public final class Store: Sendable {
     /// grows by appends costs about twice the appended bytes every half-limit revisions instead of a whole
     /// chunk. A base that cannot be read costs the delta only (logged).
     private func delta(
-        _ plaintext: UnsafeRawBufferPointer, bases candidates: [ChunkReference], full: ChunkSealer.Sealed, key: SecureBytes
+        _ plaintext: UnsafeRawBufferPointer, bases candidates: [ChunkReference], full: ChunkSealer.Sealed,
+        key: SecureBytes
     ) -> ChunkSealer.Sealed? {
         do {
             var bases: [ChunkReference] = []
@@ -276,7 +282,8 @@ public final class Store: Sendable {
         let plaintext = try object(reference).plaintext
         // For a manifest node the reference's length is the subtree's.
         guard !isData || UInt64(plaintext.count) == reference.length else {
-            throw .corrupt(object: "chunk \(reference.id.hex)", reason: "length \(plaintext.count), expected \(reference.length)")
+            throw .corrupt(
+                object: "chunk \(reference.id.hex)", reason: "length \(plaintext.count), expected \(reference.length)")
         }
         return plaintext
     }
@@ -302,7 +309,9 @@ public final class Store: Sendable {
                 }
                 let base = try self.object(expected)
                 guard base.depth < delta.depth, UInt64(base.plaintext.count) == expected.length else {
-                    throw .corrupt(object: object, reason: "delta base \(expected.id.hex) does not match the delta (depth or length)")
+                    throw .corrupt(
+                        object: object,
+                        reason: "delta base \(expected.id.hex) does not match the delta (depth or length)")
                 }
                 prefix += base.plaintext
                 if base.depth > deepest?.depth ?? -1 { deepest = (expected, base.depth) }
@@ -332,7 +341,9 @@ public final class Store: Sendable {
     /// Builds (and stores) the manifest tree for `chunks`, reusing `previous`'s unchanged leaves.
     /// `unchangedPrefix`: how many leading chunks the caller knows equal `previous`'s; their full leaves are
     /// reused without comparing, so an append costs the same on a 1 GiB file as on a small one.
-    public func writeManifest(chunks: [ChunkReference], previous: ManifestTree, unchangedPrefix: Int = 0, key: SecureBytes)
+    public func writeManifest(
+        chunks: [ChunkReference], previous: ManifestTree, unchangedPrefix: Int = 0, key: SecureBytes
+    )
         throws(StoreError) -> (tree: ManifestTree, locations: [ChunkLocation])
     {
         guard !chunks.isEmpty else { return (.empty, []) }
@@ -358,14 +369,18 @@ public final class Store: Sendable {
         let (refs, locs) = try writeBlobs(encoded, bases: fresh.map { previous.nodes(level: 0, index: $0) }, key: key)
         locations += locs
         for (i, n) in fresh.enumerated() {
-            leaves[n] = ChunkReference(id: refs[i].id, key: refs[i].key, length: chunks[(n * fanout)..<min((n + 1) * fanout, chunks.count)].reduce(0) { $0 + $1.length })
+            leaves[n] = ChunkReference(
+                id: refs[i].id, key: refs[i].key,
+                length: chunks[(n * fanout)..<min((n + 1) * fanout, chunks.count)].reduce(0) { $0 + $1.length })
         }
         var level: UInt8 = 0
         var current = leaves.map { $0! }
         var levels = [current]
         while current.count > 1 {
             level += 1
-            let groups = stride(from: 0, to: current.count, by: fanout).map { Array(current[$0..<min($0 + fanout, current.count)]) }
+            let groups = stride(from: 0, to: current.count, by: fanout).map {
+                Array(current[$0..<min($0 + fanout, current.count)])
+            }
             let upper: [ChunkReference]
             do {
                 let locs: [ChunkLocation]
@@ -377,7 +392,9 @@ public final class Store: Sendable {
                 discard(locations)
                 throw error
             }
-            current = zip(upper, groups).map { ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length }) }
+            current = zip(upper, groups).map {
+                ChunkReference(id: $0.id, key: $0.key, length: $1.reduce(0) { $0 + $1.length })
+            }
             levels.append(current)
         }
         let holes = chunks.reduce(0) { $0 + ($1.isHole ? $1.length : 0) }
@@ -396,7 +413,9 @@ public final class Store: Sendable {
             ranges.append(offset..<offset + b.count)
             offset += b.count
         }
-        let result = try joined.withBytes { (buffer) throws(StoreError) in try writeChunks(buffer, ranges: ranges, bases: bases, key: key) }
+        let result = try joined.withBytes { (buffer) throws(StoreError) in
+            try writeChunks(buffer, ranges: ranges, bases: bases, key: key)
+        }
         return (result.references, result.locations)
     }
 
@@ -407,10 +426,14 @@ public final class Store: Sendable {
         var levels = [[ChunkReference]](repeating: [], count: Int(root.level) + 1)
         func walk(_ ref: ChunkReference, level: UInt8) throws(StoreError) {
             let node: ManifestNode
-            do { node = try ManifestNode(decoding: try readChunk(ref, isData: false)) } catch let e as StoreError { throw e } catch {
+            do { node = try ManifestNode(decoding: try readChunk(ref, isData: false)) } catch let e as StoreError {
+                throw e
+            } catch {
                 throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "\(error)")
             }
-            guard node.level == level else { throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "wrong level") }
+            guard node.level == level else {
+                throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "wrong level")
+            }
             levels[Int(level)].append(ref)
             if level == 0 {
                 chunks += node.children
@@ -433,7 +456,9 @@ public final class Store: Sendable {
     }
 
     /// Stores a small whole value (a directory listing) as content: chunked, then a manifest.
-    public func writeContent(_ bytes: [UInt8], key: SecureBytes) throws(StoreError) -> (root: ManifestReference?, locations: [ChunkLocation]) {
+    public func writeContent(_ bytes: [UInt8], key: SecureBytes) throws(StoreError) -> (
+        root: ManifestReference?, locations: [ChunkLocation]
+    ) {
         var ranges: [Range<Int>] = []
         var start = 0
         try bytes.withBytes { (all) throws(StoreError) in
@@ -444,7 +469,9 @@ public final class Store: Sendable {
                 start += n
             }
         }
-        let (refs, locations) = try bytes.withBytes { (b) throws(StoreError) in try writeChunks(b, ranges: ranges, key: key) }
+        let (refs, locations) = try bytes.withBytes { (b) throws(StoreError) in
+            try writeChunks(b, ranges: ranges, key: key)
+        }
         do {
             let (tree, more) = try writeManifest(chunks: refs, previous: .empty, key: key)
             return (tree.root, locations + more)
@@ -480,7 +507,11 @@ public final class Store: Sendable {
     /// deleted): the rest of the tree still mounts, and `hypernet fsck` reports it.
     public func loadDocuments() throws(StoreError) -> [DocumentRecord] {
         let rows = try catalog.read { db in
-            try Row.fetchAll(db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id IS NOT NULL")
+            try Row.fetchAll(
+                db,
+                sql:
+                    "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id IS NOT NULL"
+            )
         }
         return rows.compactMap { row in
             do { return try Self.document(row) } catch {
@@ -545,9 +576,12 @@ public final class Store: Sendable {
 
     public func revisions(of document: DocumentID) throws(StoreError) -> [RevisionSummary] {
         try catalog.read { db in
-            let heads = Set(try Data.fetchAll(db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)]))
+            let heads = Set(
+                try Data.fetchAll(
+                    db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)]))
             return try Row.fetchAll(
-                db, sql: """
+                db,
+                sql: """
                     SELECT id, record, size, id IN (SELECT revision FROM refused) FROM revisions WHERE document = ?
                     ORDER BY time DESC, id DESC
                     """,
@@ -568,7 +602,9 @@ public final class Store: Sendable {
         let row = try catalog.read { db in
             try Row.fetchOne(db, sql: "SELECT record, tree FROM revisions WHERE id = ?", arguments: [Data(id.bytes)])
         }
-        guard let row, let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)) else { throw .notFound("revision \(id.hex)") }
+        guard let row, let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)) else {
+            throw .notFound("revision \(id.hex)")
+        }
         let r: Revision
         do { r = try SignedRevision(record: Array(row[0] as Data)).revision } catch {
             throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
@@ -640,7 +676,9 @@ public final class Store: Sendable {
     public func check() -> [String] {
         var problems: [String] = []
         do {
-            let chunkRows = try catalog.read { db in try Row.fetchAll(db, sql: "SELECT id, pack, offset, length FROM chunks") }
+            let chunkRows = try catalog.read { db in
+                try Row.fetchAll(db, sql: "SELECT id, pack, offset, length FROM chunks")
+            }
             for row in chunkRows {
                 let idData: Data = row[0]
                 guard let id = try? Digest(bytes: idData) else {
@@ -661,13 +699,19 @@ public final class Store: Sendable {
                 let record: Data = row[1]
                 do {
                     let signed = try SignedRevision(record: Array(record))
-                    if Array(idData) != signed.id.bytes { problems.append("revision \(Hex.encode(idData)): id mismatch") }
+                    if Array(idData) != signed.id.bytes {
+                        problems.append("revision \(Hex.encode(idData)): id mismatch")
+                    }
                 } catch {
                     problems.append("revision \(Hex.encode(idData)): \(error)")
                 }
             }
             let rows = try catalog.read { db in
-                try Row.fetchAll(db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id IS NOT NULL")
+                try Row.fetchAll(
+                    db,
+                    sql:
+                        "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id IS NOT NULL"
+                )
             }
             for row in rows {
                 do { _ = try Self.document(row) } catch {
@@ -723,16 +767,22 @@ public struct StoreTransaction {
     }
 
     /// `rights`: the chain its revisions are written under (`rightsForChildren` of its directory for a new one).
-    public func insertDocument(id: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, dirty: Bool, rights: DocumentID?)
+    public func insertDocument(
+        id: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, dirty: Bool, rights: DocumentID?
+    )
         throws -> UInt64
     {
-        try run("INSERT INTO documents (id, kind, metadata, dirty, rights) VALUES (?, ?, ?, ?, ?)",
-            arguments: [Data(id.bytes), Int(kind.rawValue), Data(metadata.encoded()), dirty, rights.map { Data($0.bytes) }])
+        try run(
+            "INSERT INTO documents (id, kind, metadata, dirty, rights) VALUES (?, ?, ?, ?, ?)",
+            arguments: [
+                Data(id.bytes), Int(kind.rawValue), Data(metadata.encoded()), dirty, rights.map { Data($0.bytes) },
+            ])
         return UInt64(db.lastInsertedRowID)
     }
 
     public func updateDocument(_ d: DocumentRecord) throws {
-        try run("UPDATE documents SET id = ?, kind = ?, head = ?, metadata = ?, atime_s = ?, atime_ns = ?, dirty = ? WHERE inode = ?",
+        try run(
+            "UPDATE documents SET id = ?, kind = ?, head = ?, metadata = ?, atime_s = ?, atime_ns = ?, dirty = ? WHERE inode = ?",
             arguments: [
                 Data(d.id.bytes), Int(d.kind.rawValue), d.head.map { Data($0.bytes) }, Data(d.metadata.encoded()),
                 d.atimeSeconds, Int64(d.atimeNanoseconds), d.dirty, Int64(d.inode),
@@ -745,7 +795,8 @@ public struct StoreTransaction {
     }
 
     public func setEntry(parent: UInt64, name: String, child: UInt64) throws {
-        try run("INSERT OR REPLACE INTO entries (parent, name, child) VALUES (?, ?, ?)",
+        try run(
+            "INSERT OR REPLACE INTO entries (parent, name, child) VALUES (?, ?, ?)",
             arguments: [Int64(parent), name, Int64(child)])
     }
 
@@ -755,7 +806,8 @@ public struct StoreTransaction {
 
     public func recordChunks(_ locations: [ChunkLocation]) throws {
         for l in locations {
-            try run("INSERT OR IGNORE INTO chunks (id, pack, offset, length) VALUES (?, ?, ?, ?)",
+            try run(
+                "INSERT OR IGNORE INTO chunks (id, pack, offset, length) VALUES (?, ?, ?, ?)",
                 arguments: [Data(l.id.bytes), l.pack, l.offset, l.length])
         }
     }
@@ -778,7 +830,8 @@ public struct StoreTransaction {
         let signed = revision.signed(by: keyring.identity)
         try insert(signed, tree: keyring.identity.publicKey, size: metadata.size)
         try run("UPDATE chunks SET revision = ? WHERE revision IS NULL", arguments: [Data(signed.id.bytes)])
-        added.list.append(AddedRevision(id: signed.id, document: document, tree: keyring.identity.publicKey, isLocal: true))
+        added.list.append(
+            AddedRevision(id: signed.id, document: document, tree: keyring.identity.publicKey, isLocal: true))
         return signed.id
     }
 
@@ -787,10 +840,12 @@ public struct StoreTransaction {
         let revision = signed.revision
         let id = Data(signed.id.bytes)
         let doc = Data(revision.document.bytes)
-        try run("INSERT INTO revisions (id, document, time, kind, size, record, tree, seq, rights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        try run(
+            "INSERT INTO revisions (id, document, time, kind, size, record, tree, seq, rights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             arguments: [
                 id, doc, Int64(bitPattern: revision.time.rawValue), Int(revision.kind.rawValue),
-                Int64(size), Data(signed.record), Data(tree.bytes), try nextSeq(), revision.rights.map { Data($0.bytes) },
+                Int64(size), Data(signed.record), Data(tree.bytes), try nextSeq(),
+                revision.rights.map { Data($0.bytes) },
             ])
         for p in revision.parents {
             try run("DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])

@@ -68,7 +68,9 @@ public enum Zstd {
         let context = ThreadContexts.decompression()
         if let prefix {
             ZSTD_DCtx_reset(context, ZSTD_reset_session_and_parameters)
-            if let error = ZstdError(code: ZSTD_DCtx_refPrefix(context, prefix.baseAddress, prefix.count)) { throw error }
+            if let error = ZstdError(code: ZSTD_DCtx_refPrefix(context, prefix.baseAddress, prefix.count)) {
+                throw error
+            }
         }
         // The prefix is used by the next frame only; reset anyway so an error cannot leave it behind.
         defer { if prefix != nil { ZSTD_DCtx_reset(context, ZSTD_reset_session_and_parameters) } }

@@ -48,7 +48,8 @@ extension VirtualFileSystem {
                 }
                 // Entries removed since the snapshot are skipped, as on a native filesystem.
                 guard let node = s.nodes[entries[i].inode], node.linked || i < 2 else { continue }
-                out.append(DirectoryEntry(name: entries[i].name, attributes: node.attributes(), nextOffset: UInt64(i + 1)))
+                out.append(
+                    DirectoryEntry(name: entries[i].name, attributes: node.attributes(), nextOffset: UInt64(i + 1)))
             }
             return out
         }

@@ -85,7 +85,8 @@ public final class EventReader: Sendable {
             result.withLock { $0 = bytes }
             done.signal()
         }
-        let nanoseconds = Int(timeout.components.seconds) * 1_000_000_000 + Int(timeout.components.attoseconds / 1_000_000_000)
+        let nanoseconds =
+            Int(timeout.components.seconds) * 1_000_000_000 + Int(timeout.components.attoseconds / 1_000_000_000)
         if done.wait(timeout: .now() + .nanoseconds(nanoseconds)) == .timedOut {
             if cancelRead(token: token) { return nil }
             // Delivered meanwhile: the delivery has run or is about to.
@@ -390,11 +391,13 @@ extension VirtualFileSystem {
             let heads = try store.heads(of: r.document)
             let event = RevisionEvent(
                 path: nil, rev: entry.id.hex, author: store.authorName(r.author),
-                time: ISO8601.format(milliseconds: r.time.milliseconds), seq: entry.seq, document: r.document.description,
+                time: ISO8601.format(milliseconds: r.time.milliseconds), seq: entry.seq,
+                document: r.document.description,
                 kind: "\(r.kind)", size: r.kind == .symlink ? UInt64(metadata.symlinkTarget.count) : metadata.size,
                 parents: r.parents.map(\.hex), conflict: r.kind != .directory && heads.count > 1)
             let inode = foreign ? nil : try store.document(r.document)?.inode
-            return EventHub.Waiting(event: event, document: r.document, inode: inode, foreignTree: foreign ? entry.tree : nil, since: .now)
+            return EventHub.Waiting(
+                event: event, document: r.document, inode: inode, foreignTree: foreign ? entry.tree : nil, since: .now)
         } catch {
             // Another identity's document this one has no key for: no event at all.
             if foreign, case .rights = error { return nil }

@@ -142,14 +142,17 @@ final class FileContent: Sendable {
                 if s.tree.chunks[i].isHole {
                     dst.initializeMemory(as: UInt8.self, repeating: 0)
                 } else {
-                    stored[next].withUnsafeBytes { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[from..<to])) }
+                    stored[next].withUnsafeBytes {
+                        dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[from..<to]))
+                    }
                     next += 1
                 }
                 pos = chunkStart + UInt64(to)
             }
         }
         if pos < end {
-            UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)...]).initializeMemory(as: UInt8.self, repeating: 0)
+            UnsafeMutableRawBufferPointer(rebasing: buffer[Int(pos - offset)...]).initializeMemory(
+                as: UInt8.self, repeating: 0)
         }
         for r in s.dirty.intersections(with: offset..<end) {
             var done = 0
@@ -177,9 +180,14 @@ final class FileContent: Sendable {
             // Each iteration initializes its own slot; concurrentPerform returns when all have.
             nonisolated(unsafe) let slots = out
             let read: @Sendable (Int) -> Void = { i in
-                (slots.baseAddress! + i).initialize(to: Result { () throws(StoreError) in try store.readChunk(references[i]) })
+                (slots.baseAddress! + i).initialize(
+                    to: Result { () throws(StoreError) in try store.readChunk(references[i]) })
             }
-            if references.count == 1 { read(0) } else { DispatchQueue.concurrentPerform(iterations: references.count, execute: read) }
+            if references.count == 1 {
+                read(0)
+            } else {
+                DispatchQueue.concurrentPerform(iterations: references.count, execute: read)
+            }
             count = references.count
         }
         var chunks: [[UInt8]] = []
@@ -305,13 +313,16 @@ final class FileContent: Sendable {
         let old = s.tree.chunks
         var keep = 0
         if !old.isEmpty {
-            keep = changeStart >= baseSize ? old.count - 1 : Self.chunkIndex(containing: changeStart, offsets: s.offsets)
+            keep =
+                changeStart >= baseSize ? old.count - 1 : Self.chunkIndex(containing: changeStart, offsets: s.offsets)
         }
         var chunks = Array(old[0..<keep])
         var locations: [ChunkLocation] = []
         // Old boundaries where the new cuts may meet the old ones again (only for same-size edits).
         var oldBoundaries: [UInt64: Int] = [:]
-        if resync { for j in (keep + 1)..<s.offsets.count where s.offsets[j] >= changeEnd { oldBoundaries[s.offsets[j]] = j } }
+        if resync {
+            for j in (keep + 1)..<s.offsets.count where s.offsets[j] >= changeEnd { oldBoundaries[s.offsets[j]] = j }
+        }
         for segment in Self.segments(s, from: keep < s.offsets.count ? s.offsets[keep] : 0, firstChunk: keep) {
             guard segment.isData else {
                 chunks.append(.hole(length: UInt64(segment.range.count)))
@@ -393,7 +404,9 @@ final class FileContent: Sendable {
             let atEnd = pos + UInt64(carry + readCount) == range.upperBound
             let state = s
             try buffer.withMutableBytes { (b) throws(VFSError) in
-                try fill(UnsafeMutableRawBufferPointer(rebasing: b[carry..<carry + readCount]), at: pos + UInt64(carry), state: state)
+                try fill(
+                    UnsafeMutableRawBufferPointer(rebasing: b[carry..<carry + readCount]), at: pos + UInt64(carry),
+                    state: state)
             }
             let available = carry + readCount
             var ranges: [Range<Int>] = []
@@ -427,7 +440,9 @@ final class FileContent: Sendable {
                 return old[first...last].filter { !$0.isHole }
             }
             do {
-                let written = try buffer.withBytes { (b) throws(StoreError) in try store.writeChunks(b, ranges: ranges, bases: bases, key: key) }
+                let written = try buffer.withBytes { (b) throws(StoreError) in
+                    try store.writeChunks(b, ranges: ranges, bases: bases, key: key)
+                }
                 chunks += written.references
                 locations += written.locations
             } catch {

@@ -12,7 +12,8 @@ public enum FileName {
         var i = 0
         while i < bytes.count {
             let lead = bytes[i]
-            let length = lead < 0x80 ? 1 : lead >> 5 == 0b110 ? 2 : lead >> 4 == 0b1110 ? 3 : lead >> 3 == 0b11110 ? 4 : 0
+            let length =
+                lead < 0x80 ? 1 : lead >> 5 == 0b110 ? 2 : lead >> 4 == 0b1110 ? 3 : lead >> 3 == 0b11110 ? 4 : 0
             if length > 0, i + length <= bytes.count,
                 let piece = String(validating: bytes[i..<i + length], as: UTF8.self),
                 let scalar = piece.unicodeScalars.first, piece.unicodeScalars.count == 1,

@@ -23,7 +23,8 @@ extension VirtualFileSystem {
             } else {
                 do { tree = try store.loadManifest(root) } catch { throw fail(error, "load content", inode: inode) }
             }
-            let content = try FileContent(store: store, document: node.record.id, tree: tree, isNew: isNew, logger: logger)
+            let content = try FileContent(
+                store: store, document: node.record.id, tree: tree, isNew: isNew, logger: logger)
             node.content = content
             node.openCount = 1
             s.nodes[inode] = node
@@ -34,7 +35,9 @@ extension VirtualFileSystem {
 
     /// Drops one use of the node's content; the last one commits anything left and frees the staging file.
     func detachContent(_ inode: UInt64) {
-        let content: FileContent? = state.withLock { s in s.nodes[inode].flatMap { $0.openCount == 1 ? $0.content : nil } }
+        let content: FileContent? = state.withLock { s in
+            s.nodes[inode].flatMap { $0.openCount == 1 ? $0.content : nil }
+        }
         var tree: ManifestTree? = nil
         var failure: VFSError? = nil
         var committedSize: UInt64? = nil
@@ -160,7 +163,8 @@ extension VirtualFileSystem {
             if let end = c.sealing, offset < end || c.size >= end + FileContent.streamBytes { return false }
             var done = 0
             while done < data.count {
-                let n = pwrite(content.stagingFD, data.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
+                let n = pwrite(
+                    content.stagingFD, data.baseAddress! + done, data.count - done, off_t(offset) + off_t(done))
                 if n < 0 {
                     if errno == EINTR { continue }
                     throw VFSError(errno == ENOSPC ? ENOSPC : EIO)
@@ -204,7 +208,10 @@ extension VirtualFileSystem {
     /// Only written content is committed here: a shell's `echo hi > f` closes a dup of the new, still empty
     /// file before writing, and that close is not a save. A file only created gets its revision at release.
     public func flush(handle: UInt64) throws(VFSError) {
-        if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) { return _ = try commitForeign(file) }
+        if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) {
+            _ = try commitForeign(file)
+            return
+        }
         if isVirtual(handle: handle) { return }
         let (inode, content) = try fileHandle(handle)
         let (written, modified) = content.settled { ($0.writtenSinceRevision, $0.modified) }
@@ -266,7 +273,8 @@ extension VirtualFileSystem {
         case .timedOut: break
         }
         let held = revisions.first.flatMap { try? store.replicaCount($0) }.map { $0 + 1 } ?? 1
-        logger.warning("fsync quorum not reached", metadata: ["inode": "\(inode)", "quorum": "\(quorum)", "replicas": "\(held)"])
+        logger.warning(
+            "fsync quorum not reached", metadata: ["inode": "\(inode)", "quorum": "\(quorum)", "replicas": "\(held)"])
         throw VFSError(EIO)
     }
 
@@ -320,7 +328,9 @@ extension VirtualFileSystem {
                     content.installSeal(&c, tree: tree, snapshot: snapshot)
                 } catch {
                     // Tried again by the next commit (or seal, once the file grew by another `streamBytes`).
-                    logger.warning("sealing a growing file in the background failed", metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
+                    logger.warning(
+                        "sealing a growing file in the background failed",
+                        metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
                     c.revisionSize = c.size
                 }
             }
@@ -328,7 +338,9 @@ extension VirtualFileSystem {
     }
 
     /// `commit` with the content's lock held (`c` is its state).
-    func commitLocked(_ inode: UInt64, _ content: FileContent, _ c: inout FileContent.State, revision: Bool) throws(VFSError) {
+    func commitLocked(_ inode: UInt64, _ content: FileContent, _ c: inout FileContent.State, revision: Bool)
+        throws(VFSError)
+    {
         let changed = state.withLock { s in s.nodes[inode].map { $0.linked && $0.metadataChanged } ?? false }
         guard c.modified || changed else { return }
         let (tree, locations) = try content.rebuild(&c)
@@ -411,7 +423,9 @@ extension VirtualFileSystem {
         s.dirtyDirectories.remove(inode)
     }
 
-    func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil) throws(VFSError) {
+    func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil)
+        throws(VFSError)
+    {
         do { try Self.appendRevision(&node, locations: locations, parents: parents, store: store) } catch {
             throw fail(error, "commit", inode: node.inode)
         }
@@ -419,7 +433,9 @@ extension VirtualFileSystem {
 
     /// Signs and stores the next revision of `node`'s document from its current record, over `parents` (a
     /// merge) or else the heads it builds on.
-    static func appendRevision(_ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil, store: Store)
+    static func appendRevision(
+        _ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil, store: Store
+    )
         throws(StoreError)
     {
         var record = node.record
@@ -526,7 +542,9 @@ extension VirtualFileSystem {
         timer.source.cancel()
         let open = state.withLock { s in s.openFiles.sorted() }
         for inode in open {
-            do { try commit(inode) } catch { logger.error("commit at shutdown failed", metadata: ["inode": "\(inode)"]) }
+            do { try commit(inode) } catch {
+                logger.error("commit at shutdown failed", metadata: ["inode": "\(inode)"])
+            }
         }
         commitPending()
         commitDirectories()

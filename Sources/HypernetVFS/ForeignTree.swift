@@ -88,8 +88,15 @@ extension VirtualFileSystem {
     func foreignRoots() -> [(name: String, inode: UInt64)] {
         guard let contacts = try? Contacts.load(store.home) else { return [] }
         let held = Set((try? store.trees()) ?? [])
-        return contacts.list.filter { held.contains($0.identity.signing) && $0.identity.signing != store.keyring.identity.publicKey }
-            .map { (ForeignTree.prefix + $0.name, foreign.inode(for: .init(tree: $0.identity.signing, document: nil), kind: .directory)) }
+        return contacts.list.filter {
+            held.contains($0.identity.signing) && $0.identity.signing != store.keyring.identity.publicKey
+        }
+        .map {
+            (
+                ForeignTree.prefix + $0.name,
+                foreign.inode(for: .init(tree: $0.identity.signing, document: nil), kind: .directory)
+            )
+        }
     }
 
     /// Where another identity's document shows: `/@NAME/…` (NAME its contact name, else its identity token), and
@@ -139,7 +146,8 @@ extension VirtualFileSystem {
 
     private func foreignTree(_ who: String) -> SigningPublicKey? {
         let token = IdentityToken(who) ?? (try? Contacts.load(store.home))?.identity(named: who)
-        guard let tree = token?.signing, tree != store.keyring.identity.publicKey, (try? store.trees())?.contains(tree) == true
+        guard let tree = token?.signing, tree != store.keyring.identity.publicKey,
+            (try? store.trees())?.contains(tree) == true
         else { return nil }
         return tree
     }
@@ -166,7 +174,9 @@ extension VirtualFileSystem {
         guard let document = target.document else { return try foreignTopLevel(target.tree) }
         let w = try foreignWinner(document)
         guard w.revision.kind == .directory else { throw VFSError(ENOTDIR) }
-        return try listing(w).map { ($0.name, foreign.inode(for: .init(tree: target.tree, document: $0.document), kind: $0.kind)) }
+        return try listing(w).map {
+            ($0.name, foreign.inode(for: .init(tree: target.tree, document: $0.document), kind: $0.kind))
+        }
     }
 
     private func listing(_ w: Winner) throws(VFSError) -> [DirectoryListing.Entry] {
@@ -204,7 +214,8 @@ extension VirtualFileSystem {
         var seen = Set<String>()
         return chains.filter { !below.contains($0.document) }.compactMap { chain in
             guard let w = try? foreignWinner(chain.document) else { return nil }
-            var name = chain.label.flatMap { FileName.byteCount($0) <= Self.nameMax && !$0.contains("/") ? $0 : nil }
+            var name =
+                chain.label.flatMap { FileName.byteCount($0) <= Self.nameMax && !$0.contains("/") ? $0 : nil }
                 ?? chain.document.description
             if !seen.insert(name).inserted { name += " (\(chain.document.description.prefix(8)))" }
             return (name, foreign.inode(for: .init(tree: tree, document: chain.document), kind: w.revision.kind))
@@ -236,7 +247,7 @@ extension VirtualFileSystem {
             a.mtime = Timestamp(seconds: m.mtimeSeconds, nanoseconds: Int32(m.mtimeNanoseconds))
             a.ctime = Timestamp(seconds: m.ctimeSeconds, nanoseconds: Int32(m.ctimeNanoseconds))
             a.atime = a.mtime
-        } catch where error.errno == EACCES {
+        } catch  where error.errno == EACCES {
             a.mode = typeBits
         }
         a.blocks = (a.size + 511) / 512
@@ -256,7 +267,9 @@ extension VirtualFileSystem {
     }
 
     func foreignOpen(_ inode: UInt64, flags: Int32) throws(VFSError) -> UInt64 {
-        if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 { return try openForeignForWriting(inode, flags: flags) }
+        if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
+            return try openForeignForWriting(inode, flags: flags)
+        }
         let (target, kind) = try foreignTarget(inode)
         guard let document = target.document, kind != .directory else { throw VFSError(EISDIR) }
         let w = try foreignWinner(document)

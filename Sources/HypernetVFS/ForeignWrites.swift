@@ -35,8 +35,12 @@ extension VirtualFileSystem {
     // MARK: Rights
 
     /// The document behind a foreign inode, the chain that governs it, and that chain's current block.
-    private func governance(_ inode: UInt64) throws(VFSError) -> (tree: SigningPublicKey, document: DocumentID, rights: DocumentID, block: PermissionBlock) {
-        guard let (target, _) = foreign.target(of: inode), let document = target.document else { throw VFSError(EACCES) }
+    private func governance(_ inode: UInt64) throws(VFSError) -> (
+        tree: SigningPublicKey, document: DocumentID, rights: DocumentID, block: PermissionBlock
+    ) {
+        guard let (target, _) = foreign.target(of: inode), let document = target.document else {
+            throw VFSError(EACCES)
+        }
         let rights: DocumentID?
         let block: PermissionBlock?
         do {
@@ -50,7 +54,9 @@ extension VirtualFileSystem {
     }
 
     /// Like `governance`, failing with EACCES unless this identity holds `needs` there.
-    private func requireRight(_ needs: Roles, on inode: UInt64) throws(VFSError) -> (tree: SigningPublicKey, document: DocumentID, rights: DocumentID) {
+    private func requireRight(_ needs: Roles, on inode: UInt64) throws(VFSError) -> (
+        tree: SigningPublicKey, document: DocumentID, rights: DocumentID
+    ) {
         let g = try governance(inode)
         guard g.block.roles(of: store.keyring.identity.publicKey).contains(needs) else { throw VFSError(EACCES) }
         return (g.tree, g.document, g.rights)
@@ -150,7 +156,8 @@ extension VirtualFileSystem {
 
     /// The size and metadata of a foreign file open for writing, as its writer sees them.
     func openForeignMetadata(_ inode: UInt64) -> (size: UInt64, metadata: RevisionMetadata)? {
-        foreignFiles.withLock { $0[inode] }.map { file in file.state.withLock { (UInt64($0.bytes.count), $0.metadata) } }
+        foreignFiles.withLock { $0[inode] }.map { file in file.state.withLock { (UInt64($0.bytes.count), $0.metadata) }
+        }
     }
 
     /// chmod, chown, utimens and truncate of a foreign file or directory: a revision with the change (or, for
@@ -174,7 +181,9 @@ extension VirtualFileSystem {
             file.state.withLock { f in
                 apply(&f.metadata)
                 if let size = changes.size {
-                    f.bytes = Array(f.bytes.prefix(Int(size))) + [UInt8](repeating: 0, count: max(0, Int(size) - f.bytes.count))
+                    f.bytes =
+                        Array(f.bytes.prefix(Int(size)))
+                        + [UInt8](repeating: 0, count: max(0, Int(size) - f.bytes.count))
                 }
                 f.modified = true
             }
@@ -187,8 +196,11 @@ extension VirtualFileSystem {
             if let size = changes.size {
                 guard w.revision.kind == .file else { throw VFSError(EISDIR) }
                 guard size <= UInt64(ForeignTree.maximumFileSize) else { throw VFSError(EFBIG) }
-                do { content = try store.readContent(w.metadata.content) } catch { throw fail(error, "read shared file") }
-                content = Array(content!.prefix(Int(size))) + [UInt8](repeating: 0, count: max(0, Int(size) - content!.count))
+                do { content = try store.readContent(w.metadata.content) } catch {
+                    throw fail(error, "read shared file")
+                }
+                content =
+                    Array(content!.prefix(Int(size))) + [UInt8](repeating: 0, count: max(0, Int(size) - content!.count))
             }
             _ = try writeForeign(
                 tree: tree, document: document, kind: w.revision.kind, metadata: &metadata, content: content,
@@ -238,7 +250,9 @@ extension VirtualFileSystem {
             throw VFSError(EISDIR)
         }
         var metadata = w.metadata
-        _ = try writeForeign(tree: tree, document: document, kind: .tombstone, metadata: &metadata, content: nil, parents: w.heads, rights: rights)
+        _ = try writeForeign(
+            tree: tree, document: document, kind: .tombstone, metadata: &metadata, content: nil, parents: w.heads,
+            rights: rights)
         try changeForeignDirectory(tree: tree, directory, rights: directoryRights) { (entries) throws(VFSError) in
             entries.removeAll { $0.name == name }
         }
@@ -247,7 +261,9 @@ extension VirtualFileSystem {
     /// A rename inside one foreign tree. Over an existing file (an editor's save): the target document gets a
     /// revision with the source's content and metadata, keeping its id and history, and the source's document
     /// is left unlisted (a tombstone would need `delete`, which a writer may not hold).
-    func foreignRename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: RenameFlags) throws(VFSError) {
+    func foreignRename(parent: UInt64, name: String, newParent: UInt64, newName: String, flags: RenameFlags)
+        throws(VFSError)
+    {
         guard ForeignTree.contains(parent), ForeignTree.contains(newParent) else { throw VFSError(EXDEV) }
         guard !flags.contains(.exchange) else { throw VFSError(EINVAL) }
         try Self.validate(name: newName)
@@ -283,7 +299,8 @@ extension VirtualFileSystem {
             }
             return
         }
-        let entry = DirectoryListing.Entry(name: newName, document: sourceDocument, kind: foreign.target(of: source.inode)?.kind ?? .file)
+        let entry = DirectoryListing.Entry(
+            name: newName, document: sourceDocument, kind: foreign.target(of: source.inode)?.kind ?? .file)
         try changeForeignDirectory(tree: tree, from, rights: fromRights) { (entries) throws(VFSError) in
             entries.removeAll { $0.name == name }
             if from == to { entries.append(entry) }
@@ -320,13 +337,15 @@ extension VirtualFileSystem {
     /// Seals `content` (when given) under the chain's current key and stores the revision with `metadata`
     /// pointing at it.
     private func writeForeign(
-        tree: SigningPublicKey, document: DocumentID, kind: RevisionKind, metadata: inout RevisionMetadata, content: [UInt8]?,
+        tree: SigningPublicKey, document: DocumentID, kind: RevisionKind, metadata: inout RevisionMetadata,
+        content: [UInt8]?,
         parents: [RevisionID], rights: DocumentID
     ) throws(VFSError) -> RevisionID {
         do {
             var locations: [ChunkLocation] = []
             if let content {
-                let (root, written) = try store.writeContent(content, key: store.sealing(tree: tree, rights: rights).key)
+                let (root, written) = try store.writeContent(
+                    content, key: store.sealing(tree: tree, rights: rights).key)
                 metadata.content = root
                 metadata.size = UInt64(content.count)
                 locations = written

@@ -30,7 +30,8 @@ extension VirtualFileSystem {
         do { summaries = try store.revisions(of: document) } catch { throw fail(error, "history", inode: inode) }
         return summaries.map { r in
             HistoryEntry(
-                revision: r.id.hex, time: ISO8601.format(milliseconds: r.time.milliseconds), author: store.authorName(r.author), size: r.size,
+                revision: r.id.hex, time: ISO8601.format(milliseconds: r.time.milliseconds),
+                author: store.authorName(r.author), size: r.size,
                 parents: r.parents.map(\.hex), kind: "\(r.kind)", isHead: r.isHead, isRefused: r.isRefused)
         }
     }
@@ -61,7 +62,8 @@ extension VirtualFileSystem {
             guard let id = shown.id else { throw VFSError(ENOENT) }
             return (id, shown.inode)
         } catch {
-            guard error.errno == ENOENT, let name = path.split(separator: "/").last.map(String.init), name != "..", name != "."
+            guard error.errno == ENOENT, let name = path.split(separator: "/").last.map(String.init), name != "..",
+                name != "."
             else { throw error }
             let directory = try shown(path.split(separator: "/").dropLast().joined(separator: "/"))
             guard let directoryID = directory.id, directory.isDirectory else { throw error }
@@ -70,7 +72,9 @@ extension VirtualFileSystem {
                     // In another identity's tree, listings written before it was shared do not open.
                     guard let metadata = try readable(summary.id) else { continue }
                     let listing = try DirectoryListing(decoding: store.readContent(metadata.content))
-                    if let entry = listing.entries.first(where: { $0.name == name }) { return (entry.document, directory.inode) }
+                    if let entry = listing.entries.first(where: { $0.name == name }) {
+                        return (entry.document, directory.inode)
+                    }
                 }
             } catch {
                 throw fail(error, "history", inode: directory.inode)
@@ -111,7 +115,8 @@ extension VirtualFileSystem {
         try findRevision(revision, of: node.record.id, inode: node.inode)
     }
 
-    private func findRevision(_ revision: String, of document: DocumentID, inode: UInt64) throws(VFSError) -> RevisionID {
+    private func findRevision(_ revision: String, of document: DocumentID, inode: UInt64) throws(VFSError) -> RevisionID
+    {
         let wanted = revision.lowercased()
         guard wanted.count >= 4 else { throw VFSError(ENXIO) }
         let matches: [RevisionSummary]
@@ -287,13 +292,18 @@ extension VirtualFileSystem {
         do { refused = try store.documentsWithRefusedRevisions() } catch { throw fail(error, "conflicts") }
         let own = store.keyring.identity.publicKey
         for (document, tree) in refused where tree != own {
-            guard let path = foreignLocation(of: document, in: tree).map({ String($0.path.dropFirst()) }) else { continue }
+            guard let path = foreignLocation(of: document, in: tree).map({ String($0.path.dropFirst()) }) else {
+                continue
+            }
             found.append((path, (try? conflicts(path: path)) ?? []))
         }
         for document in Set(forked + refused.filter { $0.tree == own }.map(\.document)) {
             let record: DocumentRecord?
             do { record = try store.document(document) } catch { throw fail(error, "conflicts") }
-            guard let record, let (node, path) = state.withLock({ s in s.nodes[record.inode].flatMap { n in Self.path(of: n, in: s).map { (n, $0) } } })
+            guard let record,
+                let (node, path) = state.withLock({ s in
+                    s.nodes[record.inode].flatMap { n in Self.path(of: n, in: s).map { (n, $0) } }
+                })
             else { continue }
             found.append((path, try conflicts(of: node).map { ConflictEntry(path: path, $0) }))
         }

@@ -13,7 +13,9 @@ extension VirtualFileSystem {
         let type = mode & S_IFMT == 0 ? S_IFREG : mode & S_IFMT
         if ForeignTree.contains(parent) {
             guard type == S_IFREG else { throw VFSError(EPERM) }
-            return try foreignCreate(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller).attributes
+            return try foreignCreate(
+                parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller
+            ).attributes
         }
         try refuseVirtual(parent, name)
         let kind: RevisionKind
@@ -31,9 +33,12 @@ extension VirtualFileSystem {
 
     public func mkdir(parent: UInt64, name: String, mode: UInt32, caller: Caller) throws(VFSError) -> Attributes {
         if ForeignTree.contains(parent) {
-            return try foreignCreate(parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller).attributes
+            return try foreignCreate(
+                parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller
+            ).attributes
         }
-        let inode = try makeNode(parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller)
+        let inode = try makeNode(
+            parent: parent, name: name, kind: .directory, mode: S_IFDIR | (mode & 0o7777), caller: caller)
         try commit(inode)
         return try getattr(inode: inode)
     }
@@ -41,7 +46,8 @@ extension VirtualFileSystem {
     public func symlink(parent: UInt64, name: String, target: String, caller: Caller) throws(VFSError) -> Attributes {
         let bytes = FileName.encode(target)
         guard bytes.count < 4096 else { throw VFSError(ENAMETOOLONG) }
-        let inode = try makeNode(parent: parent, name: name, kind: .symlink, mode: S_IFLNK | 0o777, caller: caller, target: bytes)
+        let inode = try makeNode(
+            parent: parent, name: name, kind: .symlink, mode: S_IFLNK | 0o777, caller: caller, target: bytes)
         try commit(inode)
         return try getattr(inode: inode)
     }
@@ -51,10 +57,12 @@ extension VirtualFileSystem {
         throws(VFSError) -> (attributes: Attributes, handle: UInt64)
     {
         if ForeignTree.contains(parent) {
-            let made = try foreignCreate(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
+            let made = try foreignCreate(
+                parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
             return (made.attributes, made.handle!)
         }
-        let inode = try makeNode(parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
+        let inode = try makeNode(
+            parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
         _ = try attachContent(inode, isNew: true)
         let handle = state.withLock { s in
             let h = s.nextHandle
@@ -93,7 +101,8 @@ extension VirtualFileSystem {
             let id = DocumentID.random()
             let inode = try persist("create") { tx in
                 let inode = try tx.insertDocument(
-                    id: id, kind: kind, metadata: metadata, dirty: true, rights: tx.rightsForChildren(of: parentRecord.id))
+                    id: id, kind: kind, metadata: metadata, dirty: true,
+                    rights: tx.rightsForChildren(of: parentRecord.id))
                 try tx.setEntry(parent: parent, name: name, child: inode)
                 try tx.updateDocument(parentRecord)
                 return inode
@@ -171,7 +180,8 @@ extension VirtualFileSystem {
             var head = record.head
             if record.head != nil || record.kind != .directory {
                 head = try tx.appendRevision(
-                    document: record.id, kind: .tombstone, metadata: record.metadata, parents: record.head.map { [$0] } ?? [])
+                    document: record.id, kind: .tombstone, metadata: record.metadata,
+                    parents: record.head.map { [$0] } ?? [])
             }
             record.kind = .tombstone
             record.head = head
@@ -335,7 +345,9 @@ extension VirtualFileSystem {
     /// `source` takes over `target`'s document id and history; the caller commits `source` next so the
     /// target document gets exactly one new revision. `target` leaves the tree. Returns the catalog work, for
     /// the caller's transaction.
-    private func adoptIdentityLocked(of target: UInt64, into source: UInt64, in s: inout State) -> (StoreTransaction) throws -> Void {
+    private func adoptIdentityLocked(of target: UInt64, into source: UInt64, in s: inout State) -> (StoreTransaction)
+        throws -> Void
+    {
         var t = s.nodes[target]!
         var src = s.nodes[source]!
         let oldSource = src.record

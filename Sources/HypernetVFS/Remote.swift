@@ -66,7 +66,8 @@ extension VirtualFileSystem {
                     invalid.placement = try placement()
                     for d in directories + stale(s, invalid.placement) {
                         do { try applyDirectory(d, in: &s, &invalid) } catch {
-                            logger.error("applying a received directory failed: \(error)", metadata: ["document": "\(d)"])
+                            logger.error(
+                                "applying a received directory failed: \(error)", metadata: ["document": "\(d)"])
                         }
                     }
                     if !invalid.placement.rescued.isEmpty { markRescued(in: &s) }
@@ -147,7 +148,9 @@ extension VirtualFileSystem {
         var taken = Set(spots.values.filter { $0.directory == root }.map { Array($0.entry.name.utf8) })
         for cut in cuts.sorted(by: { $0.bytes.lexicographicallyPrecedes($1.bytes) }) {
             var entry = spots[cut]!.entry
-            if !taken.insert(Array(entry.name.utf8)).inserted { entry.name = DirectoryMerge.conflictName(entry.name, cut) }
+            if !taken.insert(Array(entry.name.utf8)).inserted {
+                entry.name = DirectoryMerge.conflictName(entry.name, cut)
+            }
             spots[cut] = (root, entry, spots[cut]!.stamp)
         }
         var entries: [DocumentID: [DirectoryListing.Entry]] = [:]
@@ -188,7 +191,8 @@ extension VirtualFileSystem {
     private func stale(_ s: State, _ placement: Placement) -> [DocumentID] {
         s.nodes.values.filter { $0.isDirectory && $0.linked }.compactMap { dir in
             let wanted = placement.entries[dir.record.id] ?? []
-            let same = wanted.count == dir.children.sorted.count
+            let same =
+                wanted.count == dir.children.sorted.count
                 && wanted.allSatisfy { e in dir.children[e.name].flatMap { s.nodes[$0]?.record.id } == e.document }
             return same ? nil : dir.record.id
         }
@@ -208,7 +212,9 @@ extension VirtualFileSystem {
         return best?.winner
     }
 
-    private func applyFile(_ document: DocumentID, _ w: Winner, in s: inout State, _ invalid: inout Invalidations) throws {
+    private func applyFile(_ document: DocumentID, _ w: Winner, in s: inout State, _ invalid: inout Invalidations)
+        throws
+    {
         guard let record = try store.document(document) else { return }  // its directory's listing brings it in
         guard var node = s.nodes[record.inode] else {
             // Not in the tree (removed here): the catalog row follows, so a later listing shows it current.
@@ -309,16 +315,18 @@ extension VirtualFileSystem {
             }
             return (entries + kept).map { ($0, w.id) }
         }
-        let graph = RevisionGraph(try store.revisions(of: w.revision.document).map {
-            RevisionGraph.Node(id: $0.id, parents: $0.parents, time: $0.time)
-        })
+        let graph = RevisionGraph(
+            try store.revisions(of: w.revision.document).map {
+                RevisionGraph.Node(id: $0.id, parents: $0.parents, time: $0.time)
+            })
         let baseID = graph.mergeBase(of: w.heads)
         let base = try baseID.map(listing(of:))
         let order = graph.ordered(w.heads)
         let heads = try order.map(headListing)
         // Documents some head lists and another does not: removed there, by a move or by a delete.
         let listed = heads.map { Set($0.entries.map(\.document)) }
-        let disputed = listed.reduce(Set<DocumentID>()) { $0.union($1) }.subtracting(listed.dropFirst().reduce(listed[0]) { $0.intersection($1) })
+        let disputed = listed.reduce(Set<DocumentID>()) { $0.union($1) }.subtracting(
+            listed.dropFirst().reduce(listed[0]) { $0.intersection($1) })
         let undeleted = try Set(disputed.filter(isUndeleted))
         return DirectoryMerge.placements(base: base, heads: heads, undeleted: undeleted).map { p in
             (p.entry, p.head.map { order[$0] } ?? baseID ?? w.id)
@@ -332,9 +340,10 @@ extension VirtualFileSystem {
         let revision = try store.revision(id).revision
         guard revision.kind == .tombstone else { return try listing(of: id) }
         var seen = Set<DocumentID>()
-        return DirectoryListing(entries: try revision.parents.flatMap { try listing(of: $0).entries }.filter {
-            try seen.insert($0.document).inserted && winner(of: $0.document)?.revision.kind != .tombstone
-        })
+        return DirectoryListing(
+            entries: try revision.parents.flatMap { try listing(of: $0).entries }.filter {
+                try seen.insert($0.document).inserted && winner(of: $0.document)?.revision.kind != .tombstone
+            })
     }
 
     /// The entries a revision lists: none for a tombstone.
@@ -375,13 +384,18 @@ extension VirtualFileSystem {
             let inode = try store.transaction { tx in
                 try tx.insertDocument(
                     id: entry.document, kind: entry.kind, metadata: metadata, dirty: false,
-                    rights: w?.revision.rights ?? s.nodes[parent].flatMap { try tx.rightsForChildren(of: $0.record.id) })
+                    rights: w?.revision.rights ?? s.nodes[parent].flatMap { try tx.rightsForChildren(of: $0.record.id) }
+                )
             }
             record = DocumentRecord(
                 inode: inode, id: entry.document, kind: entry.kind, head: w?.id, metadata: metadata,
                 atimeSeconds: metadata.mtimeSeconds, atimeNanoseconds: metadata.mtimeNanoseconds, dirty: false)
         }
-        if let k = w?.revision.kind, k != .tombstone { record.kind = k } else if record.kind == .tombstone { record.kind = entry.kind }
+        if let k = w?.revision.kind, k != .tombstone {
+            record.kind = k
+        } else if record.kind == .tombstone {
+            record.kind = entry.kind
+        }
         if let old = s.nodes[record.inode], old.linked, old.parent != parent || old.name != entry.name {
             unlinkMoved(old, in: &s, &invalid)
             try store.transaction { tx in try tx.removeEntry(parent: old.parent, name: old.name) }

@@ -46,12 +46,15 @@ extension VirtualFileSystem {
     func membership(of node: Node) throws(VFSError) -> Membership {
         let rights: DocumentID?
         do {
-            rights = try store.chain(of: node.record.id, tree: store.keyring.identity.publicKey).current != nil
+            rights =
+                try store.chain(of: node.record.id, tree: store.keyring.identity.publicKey).current != nil
                 ? node.record.id : store.sealing(for: node.record.id).rights
         } catch {
             throw fail(error, "rights", inode: node.inode)
         }
-        guard let rights else { return Membership(members: [.init(identity: store.keyring.identityToken, roles: .all)], isPublic: false) }
+        guard let rights else {
+            return Membership(members: [.init(identity: store.keyring.identityToken, roles: .all)], isPublic: false)
+        }
         let block: PermissionBlock?
         do { block = try store.chain(of: rights, tree: store.keyring.identity.publicKey).current?.block } catch {
             throw fail(error, "rights", inode: node.inode)
@@ -91,19 +94,29 @@ extension VirtualFileSystem {
 
     /// A grant or revoke by an admin of a chain in another identity's tree: the next block of that chain. Only
     /// on the chain's own document: a new chain in a tree is its owner's to start.
-    private func changeForeignRights(_ inode: UInt64, _ changed: (Membership) throws(VFSError) -> Membership?) throws(VFSError) {
-        guard let target = foreign.target(of: inode)?.target, let document = target.document else { throw VFSError(EACCES) }
-        let chain: PermissionChain
-        do { chain = try store.chain(of: document, tree: target.tree) } catch { throw fail(error, "rights") }
-        guard let current = chain.current?.block, current.roles(of: store.keyring.identity.publicKey).contains(.admin) else {
+    private func changeForeignRights(_ inode: UInt64, _ changed: (Membership) throws(VFSError) -> Membership?)
+        throws(VFSError)
+    {
+        guard let target = foreign.target(of: inode)?.target, let document = target.document else {
             throw VFSError(EACCES)
         }
-        guard let membership = try changed(Membership(members: current.members, isPublic: current.isPublic)) else { return }
+        let chain: PermissionChain
+        do { chain = try store.chain(of: document, tree: target.tree) } catch { throw fail(error, "rights") }
+        guard let current = chain.current?.block, current.roles(of: store.keyring.identity.publicKey).contains(.admin)
+        else {
+            throw VFSError(EACCES)
+        }
+        guard let membership = try changed(Membership(members: current.members, isPublic: current.isPublic)) else {
+            return
+        }
         // The admin keeps the label the chain has (the owner named the shared document).
-        let label = store.epochKey(tree: target.tree, rights: document, epoch: current.epoch).flatMap { chain.current!.label(epochKey: $0) }
+        let label = store.epochKey(tree: target.tree, rights: document, epoch: current.epoch).flatMap {
+            chain.current!.label(epochKey: $0)
+        }
         do {
             _ = try store.changeRights(
-                of: document, tree: target.tree, members: membership.members, isPublic: membership.isPublic, label: label)
+                of: document, tree: target.tree, members: membership.members, isPublic: membership.isPublic,
+                label: label)
         } catch {
             throw fail(error, "change rights")
         }

@@ -121,7 +121,9 @@ public final class VirtualFileSystem: Sendable {
         // A new root (or directories changed just before a crash) get their revision before any request,
         // and revisions received while no mount ran (or before a crash) are shown.
         commitDirectories()
-        do { applyRemote(try store.documentsBehindHeads()) } catch { logger.error("reading received revisions: \(error)") }
+        do { applyRemote(try store.documentsBehindHeads()) } catch {
+            logger.error("reading received revisions: \(error)")
+        }
         logger.info("filesystem ready", metadata: ["documents": "\(s.nodes.count)"])
     }
 
@@ -129,7 +131,9 @@ public final class VirtualFileSystem: Sendable {
         let metadata = RevisionMetadata.new(mode: S_IFDIR | 0o755, uid: getuid(), gid: getgid())
         // Derived from the identity: every node holding it shows the same tree.
         let id = store.rootDocument
-        let inode = try store.transaction { tx in try tx.insertDocument(id: id, kind: .directory, metadata: metadata, dirty: true, rights: nil) }
+        let inode = try store.transaction { tx in
+            try tx.insertDocument(id: id, kind: .directory, metadata: metadata, dirty: true, rights: nil)
+        }
         guard inode == rootInode else { throw .corrupt(object: "catalog", reason: "root document is inode \(inode)") }
         let now = Timestamp.now()
         s.nodes[inode] = Node(
@@ -170,7 +174,9 @@ public final class VirtualFileSystem: Sendable {
     public func lookup(parent: UInt64, name: String, caller: Caller) throws(VFSError) -> Attributes {
         if VirtualTree.contains(parent) { return try virtualLookup(parent: parent, name: name, caller: caller) }
         if parent == Self.rootInode, name == VirtualTree.name { return try virtualAttributes(VirtualTree.directory) }
-        if parent == Self.rootInode, let foreignRoot = foreignRoot(named: name) { return try foreignAttributes(foreignRoot) }
+        if parent == Self.rootInode, let foreignRoot = foreignRoot(named: name) {
+            return try foreignAttributes(foreignRoot)
+        }
         return try state.withLock { (s) throws(VFSError) in
             let dir = try Self.directory(parent, in: s)
             guard FileName.byteCount(name) <= Self.nameMax else { throw VFSError(ENAMETOOLONG) }
@@ -229,8 +235,10 @@ public final class VirtualFileSystem: Sendable {
             case nil: break
             }
             switch changes.atime {
-            case .now?: (node.record.atimeSeconds, node.record.atimeNanoseconds) = (now.seconds, UInt32(now.nanoseconds))
-            case .set(let t)?: (node.record.atimeSeconds, node.record.atimeNanoseconds) = (t.seconds, UInt32(t.nanoseconds))
+            case .now?:
+                (node.record.atimeSeconds, node.record.atimeNanoseconds) = (now.seconds, UInt32(now.nanoseconds))
+            case .set(let t)?:
+                (node.record.atimeSeconds, node.record.atimeNanoseconds) = (t.seconds, UInt32(t.nanoseconds))
             case nil: break
             }
             // A change that leaves the versioned fields as they were (vim's fchmod to the same mode,
@@ -281,7 +289,9 @@ public final class VirtualFileSystem: Sendable {
     /// Changes in `/.hypernet/` or `/@NAME/`, or to them, are refused: they are computed, not stored here.
     func refuseVirtual(_ parent: UInt64, _ name: String, needs: Roles = .write) throws(VFSError) {
         if VirtualTree.contains(parent) { throw writeError(parent, needs: needs) }
-        if parent == Self.rootInode, name == VirtualTree.name || foreignRoot(named: name) != nil { throw VFSError(EROFS) }
+        if parent == Self.rootInode, name == VirtualTree.name || foreignRoot(named: name) != nil {
+            throw VFSError(EROFS)
+        }
     }
 
     /// EROFS for `/.hypernet/`; for `/@NAME/`, EACCES where this identity lacks the right (`ForeignTree`).

@@ -66,7 +66,9 @@ extension VirtualFileSystem {
         if parent == VirtualTree.revisions {
             guard name.count >= 4, name.allSatisfy(\.isHexDigit) else { throw VFSError(ENOENT) }
             let matches: [(seq: Int64, id: RevisionID)]
-            do { matches = try store.ownRevisions(prefix: name.lowercased()) } catch { throw fail(error, "lookup revision") }
+            do { matches = try store.ownRevisions(prefix: name.lowercased()) } catch {
+                throw fail(error, "lookup revision")
+            }
             // Revisions of documents the caller could not `stat` are not there for it, nor make a prefix ambiguous.
             var visible: [UInt64] = []
             for match in matches {
@@ -77,7 +79,9 @@ extension VirtualFileSystem {
             guard visible.count == 1 else { throw VFSError(ENOENT) }
             return try virtualAttributes(visible[0])
         }
-        guard let child = VirtualTree.children[parent]?.first(where: { $0.name == name }) else { throw VFSError(ENOENT) }
+        guard let child = VirtualTree.children[parent]?.first(where: { $0.name == name }) else {
+            throw VFSError(ENOENT)
+        }
         return try virtualAttributes(child.inode)
     }
 
@@ -151,7 +155,9 @@ extension VirtualFileSystem {
 
     func virtualReadlink(_ inode: UInt64) throws(VFSError) -> String {
         if ForeignTree.contains(inode) { return try foreignReadlink(inode) }
-        guard let (revision, metadata) = try storedRevision(inode), revision.kind == .symlink else { throw VFSError(EINVAL) }
+        guard let (revision, metadata) = try storedRevision(inode), revision.kind == .symlink else {
+            throw VFSError(EINVAL)
+        }
         return FileName.decode(metadata.symlinkTarget)
     }
 

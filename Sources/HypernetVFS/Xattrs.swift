@@ -69,7 +69,9 @@ extension VirtualFileSystem {
     {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
         let rightsChange = name == HypernetXattr.grant || name == HypernetXattr.revoke
-        if VirtualTree.contains(inode) && !(ForeignTree.contains(inode) && rightsChange) { throw writeError(inode, needs: .write) }
+        if VirtualTree.contains(inode) && !(ForeignTree.contains(inode) && rightsChange) {
+            throw writeError(inode, needs: .write)
+        }
         guard name.utf8.count <= RevisionMetadata.maximumXattrName, name.utf8.count > 5 else { throw VFSError(ERANGE) }
         if name == HypernetXattr.resolve {
             let node = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s) }
@@ -117,7 +119,9 @@ extension VirtualFileSystem {
     }
 
     /// Applies `change` to the node's metadata, bumps ctime and commits a revision.
-    private func changeMetadata(_ inode: UInt64, _ change: (inout RevisionMetadata) throws(VFSError) -> Void) throws(VFSError) {
+    private func changeMetadata(_ inode: UInt64, _ change: (inout RevisionMetadata) throws(VFSError) -> Void)
+        throws(VFSError)
+    {
         try state.withLock { (s) throws(VFSError) in
             var node = try Self.node(inode, in: s)
             try change(&node.record.metadata)

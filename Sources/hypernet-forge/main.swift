@@ -172,7 +172,9 @@ struct Forger {
 
     func run() throws -> [String] {
         let owner = try catalog.read { db in
-            try Data.fetchOne(db, sql: "SELECT tree FROM revisions WHERE document = ? LIMIT 1", arguments: [Data(options.document.bytes)])
+            try Data.fetchOne(
+                db, sql: "SELECT tree FROM revisions WHERE document = ? LIMIT 1",
+                arguments: [Data(options.document.bytes)])
         }
         guard let owner else { throw ForgeError("document \(options.document) has no revision in this store") }
         guard Array(owner) == options.tree.bytes else {
@@ -210,7 +212,9 @@ struct Forger {
 
         let content = Array(options.content.utf8)
         let (root, written) = try store.writeContent(content, key: key)
-        var rows = Dictionary(written.map { ($0.id, (pack: $0.pack, offset: $0.offset, length: $0.length)) }, uniquingKeysWith: { a, _ in a })
+        var rows = Dictionary(
+            written.map { ($0.id, (pack: $0.pack, offset: $0.offset, length: $0.length)) },
+            uniquingKeysWith: { a, _ in a })
         var swapped: ChunkID?
         if options.mode == .swappedChunk {
             // A data chunk this call wrote (not the manifest root): the swap must not touch one an honest
@@ -233,10 +237,12 @@ struct Forger {
             HLCTime(rawValue: UInt64(bitPattern: latest) + 1))
         let metadata = RevisionMetadata(
             mode: S_IFREG | 0o644, uid: getuid(), gid: getgid(), mtimeSeconds: Int64(now.tv_sec),
-            mtimeNanoseconds: UInt32(now.tv_nsec), ctimeSeconds: Int64(now.tv_sec), ctimeNanoseconds: UInt32(now.tv_nsec),
+            mtimeNanoseconds: UInt32(now.tv_nsec), ctimeSeconds: Int64(now.tv_sec),
+            ctimeNanoseconds: UInt32(now.tv_nsec),
             size: UInt64(content.count), quorum: 0, xattrs: [], content: root, symlinkTarget: [])
         let signed = Revision(
-            document: document, kind: .file, epoch: epoch, rights: rights, time: time, author: keyring.identity.publicKey,
+            document: document, kind: .file, epoch: epoch, rights: rights, time: time,
+            author: keyring.identity.publicKey,
             parents: parents, sealedMetadata: metadata.sealed(epochKey: key, document: document)
         ).signed(by: keyring.identity)
 
@@ -244,13 +250,15 @@ struct Forger {
         let doc = Data(document.bytes)
         try catalog.write { db in
             try db.execute(
-                sql: "INSERT INTO revisions (id, document, time, kind, size, record, tree, seq, rights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                sql:
+                    "INSERT INTO revisions (id, document, time, kind, size, record, tree, seq, rights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 arguments: [
                     id, doc, Int64(bitPattern: time.rawValue), Int(RevisionKind.file.rawValue), Int64(content.count),
                     Data(signed.record), Data(options.tree.bytes), try nextSeq(db), Data(rights.bytes),
                 ])
             for p in parents {
-                try db.execute(sql: "DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])
+                try db.execute(
+                    sql: "DELETE FROM heads WHERE document = ? AND revision = ?", arguments: [doc, Data(p.bytes)])
             }
             try db.execute(sql: "INSERT OR IGNORE INTO heads (document, revision) VALUES (?, ?)", arguments: [doc, id])
             // Listed by the forged revision's log entry, so peers ask for them.
@@ -270,7 +278,8 @@ struct Forger {
             .compactMap { $0.hasSuffix(".pack") ? Int64($0.dropLast(5)) : nil }
         guard let pack = numbers.max() else { throw ForgeError("no pack in \(home.packsDirectory)") }
         let digits = String(pack)
-        let path = home.packsDirectory + "/" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".pack"
+        let path =
+            home.packsDirectory + "/" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".pack"
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ForgeError("\(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
@@ -280,7 +289,9 @@ struct Forger {
         withUnsafeBytes(of: UInt32(bytes.count).littleEndian) { record.append(contentsOf: $0) }
         record += id.bytes + bytes
         let written = record.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, st.st_size) }
-        guard written == record.count, fsync(fd) == 0 else { throw ForgeError("\(path): \(String(cString: strerror(errno)))") }
+        guard written == record.count, fsync(fd) == 0 else {
+            throw ForgeError("\(path): \(String(cString: strerror(errno)))")
+        }
         return (pack, Int64(st.st_size), Int64(bytes.count))
     }
 
@@ -296,11 +307,14 @@ struct Forger {
         }
         // The label the real block carries, where this identity can open it: the forgery looks like the original.
         func label(_ block: SignedPermissionBlock) -> String? {
-            store.epochKey(tree: options.tree, rights: rights, epoch: block.block.epoch).flatMap { block.label(epochKey: $0) }
+            store.epochKey(tree: options.tree, rights: rights, epoch: block.block.epoch).flatMap {
+                block.label(epochKey: $0)
+            }
         }
         func next(after previous: SignedPermissionBlock) -> SignedPermissionBlock {
             .make(
-                document: rights, after: previous, members: promoted(previous.block.members), isPublic: previous.block.isPublic,
+                document: rights, after: previous, members: promoted(previous.block.members),
+                isPublic: previous.block.isPublic,
                 label: label(previous), signer: keyring.identity)
         }
 
@@ -308,23 +322,29 @@ struct Forger {
         case .editedBlock:
             // The current block's signer and signature over an edited body: what editing a signed block gives.
             let tail = SigningPublicKey.byteCount + SigningKeyPair.signatureByteCount
-            let record = Array(next(after: current).record.dropLast(tail)) + current.block.signer.bytes
+            let record =
+                Array(next(after: current).record.dropLast(tail)) + current.block.signer.bytes
                 + Array(current.record.suffix(SigningKeyPair.signatureByteCount))
             return try insertBlock(record, rights: rights, epoch: current.block.epoch + 1)
         case .selfSignedBlock:
             return try insertBlock(next(after: current).record, rights: rights, epoch: current.block.epoch + 1)
         case .rolledBackBlock:
-            guard chain.blocks.count >= 2 else { throw ForgeError("chain \(rights) has one block: nothing to fork from") }
+            guard chain.blocks.count >= 2 else {
+                throw ForgeError("chain \(rights) has one block: nothing to fork from")
+            }
             let fork = next(after: chain.blocks[chain.blocks.count - 2])
             return try insertBlock(fork.record, rights: rights, epoch: current.block.epoch, replacing: true)
         case .replayedBlock:
-            guard chain.blocks.count >= 2 else { throw ForgeError("chain \(rights) has one block: nothing to roll back") }
+            guard chain.blocks.count >= 2 else {
+                throw ForgeError("chain \(rights) has one block: nothing to roll back")
+            }
             let first = chain.blocks[0]
             try catalog.write { db in
                 try db.execute(
                     sql: "DELETE FROM blocks WHERE tree = ? AND document = ? AND epoch > 0",
                     arguments: [Data(options.tree.bytes), Data(rights.bytes)])
-                try db.execute(sql: "UPDATE blocks SET seq = ? WHERE id = ?", arguments: [try nextSeq(db), Data(first.id.bytes)])
+                try db.execute(
+                    sql: "UPDATE blocks SET seq = ? WHERE id = ?", arguments: [try nextSeq(db), Data(first.id.bytes)])
             }
             return first.id
         case .revokedWriter, .swappedChunk:
@@ -344,7 +364,10 @@ struct Forger {
             }
             try db.execute(
                 sql: "INSERT INTO blocks (id, tree, document, epoch, record, seq) VALUES (?, ?, ?, ?, ?, ?)",
-                arguments: [Data(id.bytes), Data(options.tree.bytes), Data(rights.bytes), Int64(epoch), Data(record), try nextSeq(db)])
+                arguments: [
+                    Data(id.bytes), Data(options.tree.bytes), Data(rights.bytes), Int64(epoch), Data(record),
+                    try nextSeq(db),
+                ])
         }
         return id
     }

@@ -32,13 +32,16 @@ struct ContactAdd: HypernetCommand {
 }
 
 struct ContactList: HypernetCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "Print NAME IDENTITY per contact, by name.")
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "Print NAME IDENTITY per contact, by name.")
 
     @OptionGroup var global: GlobalOptions
 
     func execute() throws(Failure) {
         let contacts: Contacts
-        do { contacts = try Contacts.load(global.home) } catch { throw Failure(.store, "contacts in \(global.home.path): \(error)") }
+        do { contacts = try Contacts.load(global.home) } catch {
+            throw Failure(.store, "contacts in \(global.home.path): \(error)")
+        }
         for c in contacts.list { print("\(c.name) \(c.identity)") }
     }
 }

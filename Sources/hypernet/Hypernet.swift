@@ -12,7 +12,8 @@ struct Hypernet: ParsableCommand {
         discussion: "Exit codes are listed in docs/cli.md.",
         subcommands: [
             Init.self, Mount.self, Serve.self, Unmount.self, Stop.self, Status.self, Id.self, Peer.self, Pin.self,
-            Unpin.self, Pins.self, Contact.self, Rights.self, Grant.self, Revoke.self, Log.self, Cat.self, Restore.self, Watch.self, Conflicts.self, Resolve.self,
+            Unpin.self, Pins.self, Contact.self, Rights.self, Grant.self, Revoke.self, Log.self, Cat.self, Restore.self,
+            Watch.self, Conflicts.self, Resolve.self,
             Fsck.self,
         ])
 

@@ -45,7 +45,8 @@ struct Init: HypernetCommand {
 /// Options of a node's peer side, shared by `mount` and `serve`.
 struct PeerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Accept peers on this address.", valueName: "HOST:PORT")) var listen: String?
-    @Option(help: ArgumentHelp("Connect to this node (repeatable; remembered).", valueName: "HOST:PORT")) var peer: [String] = []
+    @Option(help: ArgumentHelp("Connect to this node (repeatable; remembered).", valueName: "HOST:PORT")) var peer:
+        [String] = []
     @Option(help: ArgumentHelp("Store and serve WHO's tree (an identity token, or '*'); repeatable.", valueName: "WHO"))
     var pin: [String] = []
 
@@ -75,7 +76,10 @@ struct Mount: HypernetCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An existing directory that is not a mount point.") var mountpoint: String
     @OptionGroup var peers: PeerOptions
-    @Option(help: "Nodes that must hold a revision durably before fsync returns (default: 1 without a configured peer, else 2).")
+    @Option(
+        help:
+            "Nodes that must hold a revision durably before fsync returns (default: 1 without a configured peer, else 2)."
+    )
     var quorum: Int?
     @Option(
         help: ArgumentHelp("How long fsync waits for the quorum before EIO; 0 waits forever.", valueName: "SECONDS"))

@@ -2,8 +2,8 @@ import ArgumentParser
 import FoundationEssentials
 import HypernetDaemon
 import HypernetModel
-import HypernetSync
 import HypernetStore
+import HypernetSync
 import Logging
 
 struct Peer: ParsableCommand {
@@ -13,7 +13,8 @@ struct Peer: ParsableCommand {
 }
 
 struct PeerAdd: HypernetCommand {
-    static let configuration = CommandConfiguration(commandName: "add", abstract: "Remember HOST:PORT and connect to it.")
+    static let configuration = CommandConfiguration(
+        commandName: "add", abstract: "Remember HOST:PORT and connect to it.")
     @OptionGroup var global: GlobalOptions
     @Argument(help: ArgumentHelp("The node's address.", valueName: "HOST:PORT")) var address: String
 
@@ -54,7 +55,8 @@ struct PeerList: HypernetCommand {
         let peers = try withNode(global.home, ControlRequest(command: .peers), as: [PeerStatus].self) {
             (store) throws(StoreError) in
             try store.peers().map {
-                PeerStatus(address: $0.address, node: $0.node, connected: false, since: $0.lastSeen, lastError: $0.lastError)
+                PeerStatus(
+                    address: $0.address, node: $0.node, connected: false, since: $0.lastSeen, lastError: $0.lastError)
             }
         }
         for line in peerLines(peers) { print(line) }
@@ -84,7 +86,8 @@ struct Pins: HypernetCommand {
     @OptionGroup var global: GlobalOptions
 
     func execute() throws(Failure) {
-        let pins = try withNode(global.home, ControlRequest(command: .pins), as: [String].self) { (store) throws(StoreError) in
+        let pins = try withNode(global.home, ControlRequest(command: .pins), as: [String].self) {
+            (store) throws(StoreError) in
             try store.pins()
         }
         for p in pins { print(p) }
@@ -133,9 +136,11 @@ private func withNode(
 /// One line per peer, as `peer list` and `status` print them.
 func peerLines(_ peers: [PeerStatus]) -> [String] {
     peers.map { p in
-        var line = "\(p.address)  \(p.node.map { String($0.prefix(16)) } ?? "-")  \(p.connected ? "connected" : "not connected")"
+        var line =
+            "\(p.address)  \(p.node.map { String($0.prefix(16)) } ?? "-")  \(p.connected ? "connected" : "not connected")"
         if let since = p.since {
-            line += (p.connected ? "  since " : "  last seen ") + ISO8601.format(milliseconds: UInt64(max(0, since)) * 1000)
+            line +=
+                (p.connected ? "  since " : "  last seen ") + ISO8601.format(milliseconds: UInt64(max(0, since)) * 1000)
         }
         if let e = p.lastError { line += "  last error: \(e)" }
         return line

@@ -52,7 +52,8 @@ struct Revoke: HypernetCommand {
     @Argument(help: "Roles to remove; none: every role.") var roles: [String] = []
 
     func execute() throws(Failure) {
-        try RightsChange.set("user.hypernet.revoke", roles.isEmpty ? who : "\(who) \(roles.joined(separator: ","))", path: path)
+        try RightsChange.set(
+            "user.hypernet.revoke", roles.isEmpty ? who : "\(who) \(roles.joined(separator: ","))", path: path)
     }
 }
 
@@ -74,7 +75,11 @@ enum RightsChange {
         case ENODATA, ENOTSUP: Failure(.notHypernetPath, "not a Hypernet path: \(path)")
         case EACCES:
             Failure(.failure, "\(path): not allowed: needs admin, and must leave an admin and every writer a reader")
-        case EINVAL: Failure(.usage, "\(path): bad value: WHO must be a contact, an identity token or '*', ROLE one of read, write, delete, admin")
+        case EINVAL:
+            Failure(
+                .usage,
+                "\(path): bad value: WHO must be a contact, an identity token or '*', ROLE one of read, write, delete, admin"
+            )
         default: Failure(.failure, "\(path): \(Failure.errnoText(code))")
         }
     }

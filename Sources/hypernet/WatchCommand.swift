@@ -20,7 +20,8 @@ struct Watch: HypernetCommand {
     func execute() throws(Failure) {
         let absolute = paths.map(Paths.absolute)
         let client = try ControlClient(home: global.home)
-        _ = try client.send(ControlRequest(command: .watch, paths: absolute, since: since), expecting: Acknowledgement.self)
+        _ = try client.send(
+            ControlRequest(command: .watch, paths: absolute, since: since), expecting: Acknowledgement.self)
         var failure: Failure?
         try client.streamLines { line in
             do throws(Failure) { try writeStandardOutput(Data(line)) } catch {

@@ -17,13 +17,15 @@ import Testing
 
     @Test func concurrentCreatesAreBothKept() {
         let base = listing(("a", a))
-        let merged = DirectoryMerge.merge(base: base, heads: [listing(("a", a), ("b", b)), listing(("a", a), ("c", c))])
+        let merged = DirectoryMerge.merge(
+            base: base, heads: [listing(("a", a), ("b", b)), listing(("a", a), ("c", c))])
         #expect(names(merged) == ["a": a, "b": b, "c": c])
     }
 
     @Test func aDeleteOnOneSideWins() {
         let base = listing(("a", a), ("b", b))
-        let merged = DirectoryMerge.merge(base: base, heads: [listing(("a", a)), listing(("a", a), ("b", b), ("c", c))])
+        let merged = DirectoryMerge.merge(
+            base: base, heads: [listing(("a", a)), listing(("a", a), ("b", b), ("c", c))])
         #expect(names(merged) == ["a": a, "c": c])
     }
 
@@ -47,7 +49,9 @@ import Testing
     var sorted: [DocumentID] { [a, b, c].sorted { $0.bytes.lexicographicallyPrecedes($1.bytes) } }
 
     @Test func namesDoNotDependOnTheOrderOfEntries() {
-        let entries = [entry("d", a, .directory), entry("d", b, .directory), entry("d", c, .file), entry("e", c, .file)]
+        let entries = [
+            entry("d", a, .directory), entry("d", b, .directory), entry("d", c, .file), entry("e", c, .file),
+        ]
         let named = DirectoryMerge.names(entries)
         #expect(named == DirectoryMerge.names(entries.reversed()))
         // Every document kept, the smallest id under the name; sorted by name bytes.
@@ -85,7 +89,9 @@ import Testing
 @Suite struct DirectoryListingDecodingTests {
     @Test func unsortedOrRepeatedNamesAreRejected() throws {
         let d = DocumentID.random()
-        let good = DirectoryListing(entries: [.init(name: "a", document: d, kind: .file), .init(name: "b", document: d, kind: .file)])
+        let good = DirectoryListing(entries: [
+            .init(name: "a", document: d, kind: .file), .init(name: "b", document: d, kind: .file),
+        ])
         #expect(try DirectoryListing(decoding: good.encoded()) == good)
         // Swap the two entries in the encoding (each: u32 name length, name, 16-byte id, kind).
         var bytes = good.encoded()

@@ -1,7 +1,6 @@
 import HypernetCrypto
-import Testing
-
 import HypernetModel
+import Testing
 
 @Suite struct IdentityTokenTests {
     static func token(_ fill: UInt8 = 0) throws -> IdentityToken {

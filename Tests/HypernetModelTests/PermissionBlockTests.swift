@@ -16,8 +16,9 @@ import Testing
     static let document = DocumentID.random()
 
     static func genesis(key: SecureBytes = .random(count: 32)) -> SignedPermissionBlock {
-        .make(document: document, after: nil, members: [alice.member(.all), bob.member(.read)], isPublic: false,
-              signer: alice.signing, epochKey: key)
+        .make(
+            document: document, after: nil, members: [alice.member(.all), bob.member(.read)], isPublic: false,
+            signer: alice.signing, epochKey: key)
     }
 
     @Test func aBlockRoundTripsAndEachReaderOpensTheEpochKey() throws {
@@ -103,38 +104,45 @@ import Testing
         try chain.append(first)
         // Bob (read only) cannot sign the next epoch.
         let byBob = SignedPermissionBlock.make(
-            document: Self.document, after: first, members: [Self.bob.member(.all)], isPublic: false, signer: Self.bob.signing)
+            document: Self.document, after: first, members: [Self.bob.member(.all)], isPublic: false,
+            signer: Self.bob.signing)
         #expect(throws: PermissionChainError.signerNotAdmin) { try chain.append(byBob) }
         // Alice revokes bob: epoch 1.
         let revoke = SignedPermissionBlock.make(
-            document: Self.document, after: first, members: [Self.alice.member(.all)], isPublic: false, signer: Self.alice.signing)
+            document: Self.document, after: first, members: [Self.alice.member(.all)], isPublic: false,
+            signer: Self.alice.signing)
         try chain.append(revoke)
         #expect(chain.current?.block.epoch == 1)
         #expect(chain.current?.epochKey(for: Self.bob.signing.publicKey, box: Self.bob.box) == nil)
         // Replaying the old block, or a second block after the first, is refused: epochs only move forward.
         #expect(throws: PermissionChainError.notNext(expected: 2, got: 0)) { try chain.append(first) }
         let fork = SignedPermissionBlock.make(
-            document: Self.document, after: first, members: [Self.alice.member(.all), Self.bob.member(.all)], isPublic: false,
+            document: Self.document, after: first, members: [Self.alice.member(.all), Self.bob.member(.all)],
+            isPublic: false,
             signer: Self.alice.signing)
         #expect(throws: PermissionChainError.notNext(expected: 2, got: 1)) { try chain.append(fork) }
         let unlinked = SignedPermissionBlock.make(
-            document: Self.document, after: fork, members: [Self.alice.member(.all)], isPublic: false, signer: Self.alice.signing)
+            document: Self.document, after: fork, members: [Self.alice.member(.all)], isPublic: false,
+            signer: Self.alice.signing)
         #expect(throws: PermissionChainError.wrongPrevious) { try chain.append(unlinked) }
     }
 
     @Test func theFirstBlockIsTheCreatorsAndNamesTheCreatorAdmin() {
         var chain = PermissionChain(document: Self.document, creator: Self.alice.signing.publicKey)
         let byBob = SignedPermissionBlock.make(
-            document: Self.document, after: nil, members: [Self.bob.member(.all)], isPublic: false, signer: Self.bob.signing)
+            document: Self.document, after: nil, members: [Self.bob.member(.all)], isPublic: false,
+            signer: Self.bob.signing)
         #expect(throws: PermissionChainError.signerNotAdmin) { try chain.append(byBob) }
         let other = SignedPermissionBlock.make(
-            document: .random(), after: nil, members: [Self.alice.member(.all)], isPublic: false, signer: Self.alice.signing)
+            document: .random(), after: nil, members: [Self.alice.member(.all)], isPublic: false,
+            signer: Self.alice.signing)
         #expect(throws: PermissionChainError.otherDocument) { try chain.append(other) }
     }
 
     @Test func aPublicBlockSealsNoKey() throws {
         let block = SignedPermissionBlock.make(
-            document: Self.document, after: nil, members: [Self.alice.member(.all)], isPublic: true, signer: Self.alice.signing)
+            document: Self.document, after: nil, members: [Self.alice.member(.all)], isPublic: true,
+            signer: Self.alice.signing)
         let decoded = try SignedPermissionBlock(record: block.record)
         #expect(decoded.block.isPublic)
         #expect(decoded.block.sealedKeys.isEmpty)

@@ -61,7 +61,8 @@ import Testing
 
     @Test func manifestNodeAndListingRoundTrip() throws {
         let node = ManifestNode(
-            level: 0, children: (0..<5).map { ChunkReference(id: BLAKE2b.hash([$0]), key: BLAKE2b.hash([$0, 1]), length: 10) })
+            level: 0,
+            children: (0..<5).map { ChunkReference(id: BLAKE2b.hash([$0]), key: BLAKE2b.hash([$0, 1]), length: 10) })
         #expect(try ManifestNode(decoding: node.encoded()) == node)
         #expect(throws: DecodingError.self) { try ManifestNode(decoding: Array(node.encoded().dropLast())) }
         let listing = DirectoryListing(entries: [

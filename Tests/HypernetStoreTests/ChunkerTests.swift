@@ -1,7 +1,6 @@
 import HypernetCrypto
-import Testing
-
 import HypernetStore
+import Testing
 
 @Suite struct ChunkerTests {
     /// Deterministic test data: splitmix64 from `seed`, each output little-endian.

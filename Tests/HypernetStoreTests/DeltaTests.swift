@@ -25,7 +25,9 @@ import Testing
             let joined = pieces.flatMap { $0 }
             var ranges: [Range<Int>] = []
             for p in pieces { ranges.append((ranges.last?.upperBound ?? 0)..<(ranges.last?.upperBound ?? 0) + p.count) }
-            let written = try joined.withUnsafeBytes { try store.writeChunks($0, ranges: ranges, bases: bases, key: store.keyring.treeKey) }
+            let written = try joined.withUnsafeBytes {
+                try store.writeChunks($0, ranges: ranges, bases: bases, key: store.keyring.treeKey)
+            }
             try store.transaction { tx in try tx.recordChunks(written.locations) }
             return written.references
         }
@@ -50,7 +52,9 @@ import Testing
         func seal(_ frame: [UInt8], length: UInt64, key: Digest? = nil) throws -> ChunkReference {
             let key = key ?? BLAKE2b.hash(frame)
             let sealed = key.withUnsafeBytes { k in
-                frame.withUnsafeBytes { fr in [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in AEAD.seal(fr, key: k, nonce: n) } }
+                frame.withUnsafeBytes { fr in
+                    [UInt8](repeating: 0, count: 24).withUnsafeBytes { n in AEAD.seal(fr, key: k, nonce: n) }
+                }
             }
             let id = BLAKE2b.hash(sealed)
             let location = try store.receiveChunk(id: id, sealed: sealed)
@@ -109,13 +113,16 @@ import Testing
     @Test func aChangedManifestLeafIsStoredAsADelta() throws {
         let f = try Fixture()
         let chunks = (0..<300).map { i in
-            ChunkReference(id: BLAKE2b.hash(Self.random(8, seed: UInt64(i))), key: BLAKE2b.hash([UInt8(i & 0xff), 1]), length: 65536)
+            ChunkReference(
+                id: BLAKE2b.hash(Self.random(8, seed: UInt64(i))), key: BLAKE2b.hash([UInt8(i & 0xff), 1]),
+                length: 65536)
         }
         let first = try f.store.writeManifest(chunks: chunks, previous: .empty, key: f.store.keyring.treeKey)
         try f.store.transaction { tx in try tx.recordChunks(first.locations) }
         var changed = chunks
         changed[100].length += 1
-        let second = try f.store.writeManifest(chunks: changed, previous: first.tree, unchangedPrefix: 100, key: f.store.keyring.treeKey)
+        let second = try f.store.writeManifest(
+            chunks: changed, previous: first.tree, unchangedPrefix: 100, key: f.store.keyring.treeKey)
         try f.store.transaction { tx in try tx.recordChunks(second.locations) }
         // A full leaf of 256 references is 18 KiB of random-looking bytes; its delta and the root's are small.
         #expect(second.locations.count == 2)
@@ -127,7 +134,9 @@ import Testing
     @Test func chainsStayWithinTheDepthBound() throws {
         let f = try Fixture()
         let start = Self.random(40 << 10, seed: 5)
-        try Self.checkDepthBound(f, start: start, codec: 2, seed: 100) { bytes, previous in try f.write(bytes, base: previous) }
+        try Self.checkDepthBound(f, start: start, codec: 2, seed: 100) { bytes, previous in
+            try f.write(bytes, base: previous)
+        }
     }
 
     /// Appends 200 bytes at a time, each version a delta against the last (`write`): depths climb to the bound,
@@ -173,7 +182,9 @@ import Testing
         // The full key is the spec's: HMAC-SHA-256(key: epoch key, "hypernet chunk v2" || plaintext).
         #expect(Self.deltaKey(new, context: "hypernet chunk v2", epochKey: f.store.keyring.treeKey) == full.key)
         // The delta key is keyed over the whole frame, under its own context.
-        #expect(Self.deltaKey(try f.frame(delta), context: "hypernet chunk delta v2", epochKey: f.store.keyring.treeKey) == delta.key)
+        #expect(
+            Self.deltaKey(try f.frame(delta), context: "hypernet chunk delta v2", epochKey: f.store.keyring.treeKey)
+                == delta.key)
     }
 
     @Test func anUnchangedPieceReusesItsBaseEvenWhenTheBaseIsADelta() throws {
@@ -230,17 +241,29 @@ import Testing
             w.u8(2)
             w.u8(depth)
             base.encode(into: &w)
-            w.raw(target.withUnsafeBytes { t in old.withUnsafeBytes { p in Zstd.compress(t, prefix: p, level: 3, capacity: 1 << 20)! } })
+            w.raw(
+                target.withUnsafeBytes { t in
+                    old.withUnsafeBytes { p in Zstd.compress(t, prefix: p, level: 3, capacity: 1 << 20)! }
+                })
             return w.bytes
         }
         let good = Self.random(100, seed: 11) + old
         let cases: [(String, [UInt8], UInt64, String)] = [
-            ("output over 4 MiB", deltaFrame(depth: 1, base: base, target: [UInt8](repeating: 0, count: 5 << 20)), 5 << 20, "exceeds the limit"),
-            ("reference length differs", deltaFrame(depth: 1, base: base, target: good), UInt64(good.count + 1), "expected"),
+            (
+                "output over 4 MiB", deltaFrame(depth: 1, base: base, target: [UInt8](repeating: 0, count: 5 << 20)),
+                5 << 20, "exceeds the limit"
+            ),
+            (
+                "reference length differs", deltaFrame(depth: 1, base: base, target: good), UInt64(good.count + 1),
+                "expected"
+            ),
             ("depth 0", deltaFrame(depth: 0, base: base, target: good), UInt64(good.count), "depth"),
             ("depth over the bound", deltaFrame(depth: 33, base: base, target: good), UInt64(good.count), "depth"),
-            ("base length wrong", deltaFrame(depth: 1, base: ChunkReference(id: base.id, key: base.key, length: 5), target: good),
-             UInt64(good.count), "does not match"),
+            (
+                "base length wrong",
+                deltaFrame(depth: 1, base: ChunkReference(id: base.id, key: base.key, length: 5), target: good),
+                UInt64(good.count), "does not match"
+            ),
             ("truncated header", [2, 1, 0, 0], 4, "delta frame"),
         ]
         for (what, frame, length, reason) in cases {
@@ -249,7 +272,9 @@ import Testing
             #expect("\(error)".contains(reason), "\(what): \(error)")
         }
         // The same construction with honest values reads: the cases above fail for the reason named.
-        #expect(try f.reopened().readChunk(try f.seal(deltaFrame(depth: 1, base: base, target: good), length: UInt64(good.count))) == good)
+        #expect(
+            try f.reopened().readChunk(
+                try f.seal(deltaFrame(depth: 1, base: base, target: good), length: UInt64(good.count))) == good)
     }
 
     // MARK: Several bases (codec 3)
@@ -281,7 +306,10 @@ import Testing
         header.u8(2)
         for base in old { base.encode(into: &header) }
         #expect(Array(frame.prefix(3 + 2 * 72)) == header.bytes)
-        #expect(delta.key == Self.deltaKey(frame, context: "hypernet chunk multi-base delta v2", epochKey: f.store.keyring.treeKey))
+        #expect(
+            delta.key
+                == Self.deltaKey(
+                    frame, context: "hypernet chunk multi-base delta v2", epochKey: f.store.keyring.treeKey))
         #expect(f.store.check().isEmpty)
 
         let g = try Fixture(keyring: f.store.keyring)
@@ -302,7 +330,8 @@ import Testing
         let second = try f.write(b2, base: f.write(b, base: nil))
         let single = try f.frame(second)
         #expect(single[0] == 2 && single[1] == 1)
-        #expect(second.key == Self.deltaKey(single, context: "hypernet chunk delta v2", epochKey: f.store.keyring.treeKey))
+        #expect(
+            second.key == Self.deltaKey(single, context: "hypernet chunk delta v2", epochKey: f.store.keyring.treeKey))
         var joined = a + b2
         joined[a.count] ^= 1
         let delta = try f.write([joined], bases: [[first, second]])[0]
@@ -336,7 +365,8 @@ import Testing
         let f = try Fixture()
         let neighbour = Self.random(20 << 10, seed: 27)
         let fixed = try f.write(neighbour, base: nil)
-        try Self.checkDepthBound(f, start: neighbour + Self.random(20 << 10, seed: 28), codec: 3, seed: 200) { bytes, previous in
+        try Self.checkDepthBound(f, start: neighbour + Self.random(20 << 10, seed: 28), codec: 3, seed: 200) {
+            bytes, previous in
             try f.write([bytes], bases: [[fixed, previous]])[0]
         }
     }
@@ -358,7 +388,10 @@ import Testing
             w.u8(count ?? UInt8(bases.count))
             for base in bases { base.encode(into: &w) }
             let p = prefix ?? a + b
-            w.raw(good.withUnsafeBytes { t in p.withUnsafeBytes { Zstd.compress(t, prefix: $0, level: 3, capacity: 1 << 20)! } })
+            w.raw(
+                good.withUnsafeBytes { t in
+                    p.withUnsafeBytes { Zstd.compress(t, prefix: $0, level: 3, capacity: 1 << 20)! }
+                })
             return w.bytes
         }
         let length = UInt64(good.count)
@@ -372,7 +405,10 @@ import Testing
             ("frame ends within the references", Array(frame(bases: old).prefix(3 + 72 + 40)), length, "delta frame"),
             ("second base length wrong", frame(bases: [old[0], longer]), length, "does not match"),
             ("bases over 4 MiB together", frame(bases: [huge, huge]), length, "over the limit"),
-            ("depth not above a base's", frame(depth: 1, bases: [old[0], deep], prefix: a + b2), length, "does not match"),
+            (
+                "depth not above a base's", frame(depth: 1, bases: [old[0], deep], prefix: a + b2), length,
+                "does not match"
+            ),
             ("reference length differs", frame(bases: old), length - 1, "expected"),
         ]
         for (what, bytes, length, reason) in cases {
@@ -382,7 +418,9 @@ import Testing
         }
         // The same constructions with honest values read: the cases above fail for the reason named.
         #expect(try f.reopened().readChunk(try f.seal(frame(bases: old), length: length)) == good)
-        #expect(try f.reopened().readChunk(try f.seal(frame(depth: 2, bases: [old[0], deep], prefix: a + b2), length: length)) == good)
+        #expect(
+            try f.reopened().readChunk(
+                try f.seal(frame(depth: 2, bases: [old[0], deep], prefix: a + b2), length: length)) == good)
     }
 
     /// Full chunks (codecs 0 and 1) are those of store formats 1 and 2, built here from the spec, with the v1

@@ -1,8 +1,7 @@
 import Glibc
 import HypernetCrypto
-import Testing
-
 import HypernetStore
+import Testing
 
 @Suite struct KeyringTests {
     /// A fresh private directory, removed by the caller through `removeTree`.

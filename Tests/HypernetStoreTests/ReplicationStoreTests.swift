@@ -13,7 +13,9 @@ import Testing
     func remove(_ stores: Store...) { for s in stores { removeTemporaryStore(s) } }
 
     /// Writes `bytes` as a new document's revision on `store` and returns the log entry a peer would get.
-    func commit(_ bytes: [UInt8], on store: Store, parents: [RevisionID] = [], document: DocumentID = .random()) throws -> LogEntry {
+    func commit(_ bytes: [UInt8], on store: Store, parents: [RevisionID] = [], document: DocumentID = .random()) throws
+        -> LogEntry
+    {
         let written = try store.writeContent(bytes, key: store.keyring.treeKey)
         var metadata = RevisionMetadata(
             mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
@@ -39,7 +41,9 @@ import Testing
         #expect(!entry.chunks.isEmpty, "a new revision lists the chunks it introduced")
         let tree = a.keyring.identity.publicKey
         let signed = try SignedRevision(record: entry.record)
-        let rejected = try c.storeRemote([RemoteRevision(signed: signed, tree: tree, chunks: entry.chunks)], chunks: try transfer(entry, from: a, to: c))
+        let rejected = try c.storeRemote(
+            [RemoteRevision(signed: signed, tree: tree, chunks: entry.chunks)],
+            chunks: try transfer(entry, from: a, to: c))
         #expect(rejected.isEmpty)
         let log = try c.log(tree: tree, after: 0, limit: 10)
         #expect(log.map(\.record) == [entry.record])
@@ -54,7 +58,9 @@ import Testing
         let entry = try commit([1, 2, 3], on: a)
         let otherTree = c.keyring.identity.publicKey
         let signed = try SignedRevision(record: entry.record)
-        let rejected = try c.storeRemote([RemoteRevision(signed: signed, tree: otherTree, chunks: entry.chunks)], chunks: try transfer(entry, from: a, to: c))
+        let rejected = try c.storeRemote(
+            [RemoteRevision(signed: signed, tree: otherTree, chunks: entry.chunks)],
+            chunks: try transfer(entry, from: a, to: c))
         #expect(rejected.map(\.1) == [.notAuthorized])
         #expect(try c.existingRevisions([signed.id]).isEmpty)
     }
@@ -67,16 +73,22 @@ import Testing
         let first = try commit([1], on: a, document: document)
         let second = try commit([2], on: a, parents: [BLAKE2b.hash(first.record)], document: document)
         let secondSigned = try SignedRevision(record: second.record)
-        var rejected = try c.storeRemote([RemoteRevision(signed: secondSigned, tree: tree, chunks: second.chunks)], chunks: try transfer(second, from: a, to: c))
+        var rejected = try c.storeRemote(
+            [RemoteRevision(signed: secondSigned, tree: tree, chunks: second.chunks)],
+            chunks: try transfer(second, from: a, to: c))
         #expect(rejected.map(\.1) == [.missingParent(BLAKE2b.hash(first.record))])
         #expect(rejected.allSatisfy { $0.1.isTransient })
         let firstSigned = try SignedRevision(record: first.record)
-        rejected = try c.storeRemote([RemoteRevision(signed: firstSigned, tree: tree, chunks: first.chunks)], chunks: [])
+        rejected = try c.storeRemote(
+            [RemoteRevision(signed: firstSigned, tree: tree, chunks: first.chunks)], chunks: [])
         #expect(rejected.map(\.1) == [.missingChunk(first.chunks[0])])
         // Both, in order, in one batch: stored.
         let locations = try transfer(first, from: a, to: c) + transfer(second, from: a, to: c)
         rejected = try c.storeRemote(
-            [RemoteRevision(signed: firstSigned, tree: tree, chunks: first.chunks), RemoteRevision(signed: secondSigned, tree: tree, chunks: second.chunks)],
+            [
+                RemoteRevision(signed: firstSigned, tree: tree, chunks: first.chunks),
+                RemoteRevision(signed: secondSigned, tree: tree, chunks: second.chunks),
+            ],
             chunks: locations)
         #expect(rejected.isEmpty)
         #expect(try c.heads(of: document) == [secondSigned.id])

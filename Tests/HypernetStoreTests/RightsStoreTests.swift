@@ -15,7 +15,9 @@ import Testing
     var tree: SigningPublicKey { alice.keyring.identity.publicKey }
 
     init() throws {
-        (alice, bob, storage) = (try temporaryStore("rights"), try temporaryStore("rights"), try temporaryStore("rights"))
+        (alice, bob, storage) = (
+            try temporaryStore("rights"), try temporaryStore("rights"), try temporaryStore("rights")
+        )
     }
 
     static let metadata = RevisionMetadata(
@@ -36,7 +38,9 @@ import Testing
             case .block(let b): .block(b, tree: tree)
             }
         }
-        let chunks = try entries.flatMap(\.chunks).map { try receiver.receiveChunk(id: $0, sealed: try alice.sealedChunk($0)!) }
+        let chunks = try entries.flatMap(\.chunks).map {
+            try receiver.receiveChunk(id: $0, sealed: try alice.sealedChunk($0)!)
+        }
         return try receiver.storeRemote(records: records, chunks: chunks)
     }
 
@@ -52,21 +56,29 @@ import Testing
         ).signed(by: author.keyring.identity)
     }
 
-    func remote(_ signed: SignedRevision) -> RemoteRecord { .revision(RemoteRevision(signed: signed, tree: tree, chunks: [])) }
+    func remote(_ signed: SignedRevision) -> RemoteRecord {
+        .revision(RemoteRevision(signed: signed, tree: tree, chunks: []))
+    }
 
     @Test func blocksTravelInLogOrderAndRevisionsNeedTheirAuthorsRights() throws {
         defer { removeStores() }
-        let first = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, [.read, .write])], isPublic: false)
+        let first = try alice.changeRights(
+            of: document, members: [member(alice, .all), member(bob, [.read, .write])], isPublic: false)
         let head = try alice.transaction { tx in
-            _ = try tx.insertDocument(id: document, kind: .file, metadata: Self.metadata, dirty: false, rights: document)
+            _ = try tx.insertDocument(
+                id: document, kind: .file, metadata: Self.metadata, dirty: false, rights: document)
             return try tx.appendRevision(document: document, kind: .file, metadata: Self.metadata, parents: [])
         }
         let log = try aliceLog()
-        #expect(log.map { BLAKE2b.hash($0.record) } == [first.id, head], "the block comes before the revision written under it")
+        #expect(
+            log.map { BLAKE2b.hash($0.record) } == [first.id, head],
+            "the block comes before the revision written under it")
         #expect(try SignedRevision(record: log[1].record).revision.rights == document)
 
         for receiver in [storage, bob] { #expect(try deliver(log, to: receiver).isEmpty) }
-        #expect(try storage.log(tree: tree, after: 0, limit: 10).map(\.record) == log.map(\.record), "a relay serves the same log")
+        #expect(
+            try storage.log(tree: tree, after: 0, limit: 10).map(\.record) == log.map(\.record),
+            "a relay serves the same log")
         let key = try #require(bob.epochKey(tree: tree, rights: document, epoch: 0), "a reader opens the epoch key")
         #expect(key.isEqual(to: try #require(alice.epochKey(tree: tree, rights: document, epoch: 0))))
         #expect(storage.epochKey(tree: tree, rights: document, epoch: 0) == nil, "a storage node holds no key")
@@ -80,23 +92,37 @@ import Testing
 
         // Revoke bob: a new epoch whose key is not sealed to him.
         let second = try alice.changeRights(of: document, members: [member(alice, .all)], isPublic: false)
-        for receiver in [storage, bob] { #expect(try deliver(try aliceLog(after: log.last!.seq), to: receiver).isEmpty) }
-        #expect(bob.epochKey(tree: tree, rights: document, epoch: 1) == nil, "the new key is not sealed to a removed member")
-        #expect(alice.epochKey(tree: tree, rights: document, epoch: 1).map { !$0.isEqual(to: key) } == true, "a fresh key")
+        for receiver in [storage, bob] {
+            #expect(try deliver(try aliceLog(after: log.last!.seq), to: receiver).isEmpty)
+        }
+        #expect(
+            bob.epochKey(tree: tree, rights: document, epoch: 1) == nil, "the new key is not sealed to a removed member"
+        )
+        #expect(
+            alice.epochKey(tree: tree, rights: document, epoch: 1).map { !$0.isEqual(to: key) } == true, "a fresh key")
 
         // Bob, removed, back-dates into the epoch he was a writer of: refused.
         let backdated = revision(by: bob, epoch: 0, key: key, parents: [bobs.id])
         #expect(try storage.storeRemote(records: [remote(backdated)], chunks: []).map(\.1) == [.notAuthorized])
 
         // Replays and forgeries of blocks.
-        #expect(try storage.storeRemote(records: [.block(first, tree: tree)], chunks: []).isEmpty, "a block held already is no news")
+        #expect(
+            try storage.storeRemote(records: [.block(first, tree: tree)], chunks: []).isEmpty,
+            "a block held already is no news")
         let forged = SignedPermissionBlock.make(
-            document: document, after: second, members: [member(bob, .all)], isPublic: false, signer: bob.keyring.identity)
-        #expect(try storage.storeRemote(records: [.block(forged, tree: tree)], chunks: []).map(\.1) == [.badBlock(.signerNotAdmin)])
+            document: document, after: second, members: [member(bob, .all)], isPublic: false,
+            signer: bob.keyring.identity)
+        #expect(
+            try storage.storeRemote(records: [.block(forged, tree: tree)], chunks: []).map(\.1) == [
+                .badBlock(.signerNotAdmin)
+            ])
         let fork = SignedPermissionBlock.make(
             document: document, after: first, members: [member(alice, .all), member(bob, .all)], isPublic: false,
             signer: alice.keyring.identity)
-        #expect(try storage.storeRemote(records: [.block(fork, tree: tree)], chunks: []).map(\.1) == [.badBlock(.notNext(expected: 2, got: 1))])
+        #expect(
+            try storage.storeRemote(records: [.block(fork, tree: tree)], chunks: []).map(\.1) == [
+                .badBlock(.notNext(expected: 2, got: 1))
+            ])
         #expect(try storage.chain(of: document, tree: tree).blocks.map(\.id) == [first.id, second.id])
     }
 
@@ -115,7 +141,8 @@ import Testing
         defer { removeStores() }
         let metadata = Self.metadata
         let bobs = Revision(
-            document: document, kind: .file, epoch: 0, time: HLCTime(rawValue: 1 << 40), author: bob.keyring.identity.publicKey,
+            document: document, kind: .file, epoch: 0, time: HLCTime(rawValue: 1 << 40),
+            author: bob.keyring.identity.publicKey,
             parents: [], sealedMetadata: metadata.sealed(epochKey: bob.keyring.treeKey, document: document)
         ).signed(by: bob.keyring.identity)
         #expect(try storage.storeRemote(records: [remote(bobs)], chunks: []).map(\.1) == [.notAuthorized])
@@ -165,7 +192,8 @@ import Testing
     /// owner's next revision would be refused by every node, so it is refused where it is made, nothing stored.
     @Test func aRevisionNoNodeWouldStoreIsRefusedWhereItIsMade() throws {
         defer { removeStores() }
-        let first = try alice.changeRights(of: document, members: [member(alice, .all), member(bob, .all)], isPublic: false)
+        let first = try alice.changeRights(
+            of: document, members: [member(alice, .all), member(bob, .all)], isPublic: false)
         let head = try alice.transaction { tx in
             _ = try tx.insertDocument(
                 id: document, kind: .file, metadata: Self.metadata, dirty: false, rights: document)
@@ -196,13 +224,15 @@ import Testing
         var offset = 0
         for chunk in try alice.loadManifest(written.root).chunks {
             let stored = try #require(try alice.sealedChunk(chunk.id))
-            #expect(stored.first == 0 && Array(stored.dropFirst()) == Array(bytes[offset..<offset + Int(chunk.length)]),
+            #expect(
+                stored.first == 0 && Array(stored.dropFirst()) == Array(bytes[offset..<offset + Int(chunk.length)]),
                 "a public chunk is its frame, in the clear")
             offset += Int(chunk.length)
         }
         // A flipped byte is caught by the id, since no AEAD tag checks it.
         let location = try #require(written.locations.first)
-        let pack = open(alice.home.packsDirectory + "/" + String(repeating: "0", count: 7) + "\(location.pack).pack", O_RDWR)
+        let pack = open(
+            alice.home.packsDirectory + "/" + String(repeating: "0", count: 7) + "\(location.pack).pack", O_RDWR)
         #expect(pack >= 0)
         var byte: UInt8 = 0
         _ = pread(pack, &byte, 1, off_t(location.offset + 36 + 10))
@@ -238,12 +268,14 @@ import Testing
         #expect(try deliver(aliceLog(after: seen), to: bob).isEmpty)
         #expect(bob.epochKey(tree: tree, rights: document, epoch: 1) == nil)
 
-        let record = try #require(try aliceLog().first { BLAKE2b.hash($0.record) == id }, "alice's log lists the new revision")
+        let record = try #require(
+            try aliceLog().first { BLAKE2b.hash($0.record) == id }, "alice's log lists the new revision")
         let revision = try SignedRevision(record: record.record).revision
         let chunks = try alice.loadManifest(written.root).chunks
         var offset = 0
         for reference in chunks {
-            let stored = try #require(try bob.sealedChunk(reference.id), "bob's node stores every chunk of the new revision")
+            let stored = try #require(
+                try bob.sealedChunk(reference.id), "bob's node stores every chunk of the new revision")
             let plaintext = Array(secret[offset..<offset + Int(reference.length)])
             offset += Int(reference.length)
             func opens(_ key: Digest) -> Bool {
@@ -262,7 +294,9 @@ import Testing
                 var hasher = BLAKE2b.Hasher(key: key)
                 hasher.update(Array("hypernet chunk v1".utf8))
                 hasher.update(plaintext)
-                #expect(!opens(derived) && !opens(hasher.finalize()), "a key bob holds opens a chunk written after his removal")
+                #expect(
+                    !opens(derived) && !opens(hasher.finalize()),
+                    "a key bob holds opens a chunk written after his removal")
             }
         }
         for key in [old, bob.keyring.treeKey] {

@@ -103,7 +103,8 @@ import Testing
     @Test func checkpointEmptiesTheWALAfterSyncingPacks() throws {
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }
-        let written = try store.writeContent((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }, key: store.keyring.treeKey)
+        let written = try store.writeContent(
+            (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13) }, key: store.keyring.treeKey)
         try store.transaction { tx in try tx.recordChunks(written.locations) }
         var wal = stat()
         stat(home.catalogPath + "-wal", &wal)
@@ -126,11 +127,17 @@ import Testing
             mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
             size: 0, quorum: 0, xattrs: [], content: nil, symlinkTarget: [])
         let (good, bad) = try store.transaction { tx in
-            (try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false, rights: nil),
-             try tx.insertDocument(id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false, rights: nil))
+            (
+                try tx.insertDocument(
+                    id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false, rights: nil),
+                try tx.insertDocument(
+                    id: DocumentID.random(), kind: .file, metadata: metadata, dirty: false, rights: nil)
+            )
         }
         let db = try DatabaseQueue(path: home.catalogPath)
-        try db.write { try $0.execute(sql: "UPDATE documents SET metadata = x'ff00' WHERE inode = ?", arguments: [Int64(bad)]) }
+        try db.write {
+            try $0.execute(sql: "UPDATE documents SET metadata = x'ff00' WHERE inode = ?", arguments: [Int64(bad)])
+        }
         try db.close()
         #expect(try store.loadDocuments().map(\.inode) == [good])
         #expect(store.check().contains { $0.contains("inode \(bad)") })
@@ -142,7 +149,9 @@ import Testing
         let db = try DatabaseQueue(path: home.catalogPath)
         try db.write { try $0.execute(sql: "UPDATE settings SET value = '99' WHERE key = 'format'") }
         try db.close()
-        #expect(throws: StoreError.self) { try Store(home: home, keyring: store.keyring, logger: Logger(label: "test")) }
+        #expect(throws: StoreError.self) {
+            try Store(home: home, keyring: store.keyring, logger: Logger(label: "test"))
+        }
     }
 }
 

@@ -1,6 +1,5 @@
-import Testing
-
 import HypernetSync
+import Testing
 
 /// The budget all connections share for unfinished frames (docs/protocol.md, "Limits").
 @Suite struct FrameBudgetTests {

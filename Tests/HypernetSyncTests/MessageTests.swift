@@ -10,12 +10,17 @@ import Testing
     static let digest = BLAKE2b.hash(Array("x".utf8))
 
     static let samples: [Message] = [
-        .hello(.init(listen: "127.0.0.1:7000", software: "hypernet/test", storeID: "abc", trees: [tree], pinsEverything: true)),
+        .hello(
+            .init(
+                listen: "127.0.0.1:7000", software: "hypernet/test", storeID: "abc", trees: [tree], pinsEverything: true
+            )),
         .peers(["10.0.0.1:1", "[::1]:2"]),
         .subscribe(tree: tree, storeID: "s", after: 42),
-        .entries(tree: tree, storeID: "s", entries: [LogEntry(seq: 7, record: [1, 2, 3], chunks: [digest])], caughtUp: false),
+        .entries(
+            tree: tree, storeID: "s", entries: [LogEntry(seq: 7, record: [1, 2, 3], chunks: [digest])], caughtUp: false),
         .entries(tree: tree, storeID: "s", entries: [], caughtUp: true),
-        .entries(tree: tree, storeID: "s", entries: [LogEntry(seq: 8, record: [4], chunks: [])], caughtUp: false, held: true),
+        .entries(
+            tree: tree, storeID: "s", entries: [LogEntry(seq: 8, record: [4], chunks: [])], caughtUp: false, held: true),
         .progress(tree: tree, seq: 9),
         .want([digest, digest]),
         .chunk(id: digest, sealed: [9, 9]),
@@ -82,7 +87,10 @@ import Testing
         var stream = Frame.encode(.ack(genuine))
         // Swap in the other node's key: the signature no longer verifies.
         stream.replaceSubrange(6..<38, with: other.node.bytes)
-        guard case .ack(let forged)? = try Frame.decode(&stream).first else { Issue.record("not an ack"); return }
+        guard case .ack(let forged)? = try Frame.decode(&stream).first else {
+            Issue.record("not an ack")
+            return
+        }
         #expect(!forged.isValid)
     }
 }

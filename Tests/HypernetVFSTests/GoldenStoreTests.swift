@@ -17,7 +17,8 @@ import Testing
         let keyring = try Keyring.load(directory: home.keysDirectory)
         let store = try Store(home: home, keyring: keyring, logger: Logger(label: "golden"))
         #expect(store.check() == [])
-        let vfs = try VirtualFileSystem(store: store, configuration: VFSConfiguration(), logger: Logger(label: "golden"))
+        let vfs = try VirtualFileSystem(
+            store: store, configuration: VFSConfiguration(), logger: Logger(label: "golden"))
         defer { vfs.shutdown() }
 
         func read(_ inode: UInt64) throws -> String {

@@ -29,7 +29,9 @@ final class Fixture {
     static func open(_ home: Home) throws -> (VirtualFileSystem, Store) {
         let keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: "test").keyring
         let store = try Store(home: home, keyring: keyring, logger: Logger(label: "test"))
-        return (try VirtualFileSystem(store: store, configuration: VFSConfiguration(), logger: Logger(label: "test")), store)
+        return (
+            try VirtualFileSystem(store: store, configuration: VFSConfiguration(), logger: Logger(label: "test")), store
+        )
     }
 
     func reopen() throws {
@@ -50,8 +52,11 @@ final class Fixture {
         var documents: [DocumentID] = []
         for entry in entries {
             let signed = try SignedRevision(record: entry.record)
-            let chunks = try store.missingChunks(entry.chunks).map { try store.receiveChunk(id: $0, sealed: other.store.sealedChunk($0)!) }
-            let rejected = try store.storeRemote([RemoteRevision(signed: signed, tree: tree, chunks: entry.chunks)], chunks: chunks)
+            let chunks = try store.missingChunks(entry.chunks).map {
+                try store.receiveChunk(id: $0, sealed: other.store.sealedChunk($0)!)
+            }
+            let rejected = try store.storeRemote(
+                [RemoteRevision(signed: signed, tree: tree, chunks: entry.chunks)], chunks: chunks)
             #expect(rejected.isEmpty)
             documents.append(signed.revision.document)
         }
@@ -121,7 +126,7 @@ final class Fixture {
 func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     var state = seed
     return (0..<count).map { _ in
-        state = state &* 6364136223846793005 &+ 1442695040888963407
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
         return UInt8(truncatingIfNeeded: state >> 33)
     }
 }
@@ -229,7 +234,9 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         try f.write("inner", Array("x".utf8), parent: d.inode)
         #expect(throws: VFSError(ENOTEMPTY)) { try f.vfs.rmdir(parent: 1, name: "d") }
         #expect(throws: VFSError(EEXIST)) { try f.vfs.mkdir(parent: 1, name: "d", mode: 0o755, caller: f.caller) }
-        #expect(throws: VFSError(EINVAL)) { try f.vfs.rename(parent: 1, name: "d", newParent: d.inode, newName: "x", flags: []) }
+        #expect(throws: VFSError(EINVAL)) {
+            try f.vfs.rename(parent: 1, name: "d", newParent: d.inode, newName: "x", flags: [])
+        }
         #expect(throws: VFSError(ENAMETOOLONG)) {
             try f.vfs.mkdir(parent: 1, name: String(repeating: "n", count: 256), mode: 0o755, caller: f.caller)
         }
@@ -249,7 +256,8 @@ func permutations<T>(_ items: [T]) -> [[T]] {
             try f.vfs.setxattr(inode: inode, name: "user.hypernet.nope", value: [], flags: [], caller: f.caller)
         }
         #expect(throws: VFSError(EINVAL)) {
-            try f.vfs.setxattr(inode: inode, name: "user.hypernet.quorum", value: Array("zero".utf8), flags: [], caller: f.caller)
+            try f.vfs.setxattr(
+                inode: inode, name: "user.hypernet.quorum", value: Array("zero".utf8), flags: [], caller: f.caller)
         }
         #expect(throws: VFSError(ENOTSUP)) {
             try f.vfs.setxattr(inode: inode, name: "trusted.x", value: [], flags: [], caller: f.caller)
@@ -350,8 +358,9 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         let deadline = ContinuousClock.now + .seconds(10)
         while try f.vfs.history(path: "copy").count < 2, ContinuousClock.now < deadline { usleep(10_000) }
         let streamed = try f.vfs.history(path: "copy").map(\.size).sorted()
-        #expect(streamed.count == 2 && streamed[0] == 16 << 20 && [32 << 20, 33 << 20].contains(streamed[1]),
-                "revisions of a growing file before its close: \(streamed)")
+        #expect(
+            streamed.count == 2 && streamed[0] == 16 << 20 && [32 << 20, 33 << 20].contains(streamed[1]),
+            "revisions of a growing file before its close: \(streamed)")
         // Reads see every byte written, sealed or staged, whether a seal is running or not.
         #expect(try f.vfs.read(handle: created.handle, offset: 0, size: data.count) == data)
         try f.vfs.flush(handle: created.handle)
@@ -505,13 +514,17 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         try a.reopen()
         #expect(try a.tree() == expected)
         // Writing in a directory brought back keeps it there.
-        let revived = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "c", caller: .root).inode, name: "D", caller: .root).inode
+        let revived = try a.vfs.lookup(
+            parent: a.vfs.lookup(parent: 1, name: "c", caller: .root).inode, name: "D", caller: .root
+        ).inode
         try a.write("later.txt", Array("later\n".utf8), parent: revived)
         try Self.exchange(a, b)
         #expect(try b.tree()["c/D/later.txt"] == "later\n" && b.tree()["c/D/sub/new.txt"] == "new\n")
         #expect(try a.tree() == b.tree())
         // Resolving the edit against the delete keeps the file where it shows.
-        let shownD = try a.vfs.lookup(parent: a.vfs.lookup(parent: 1, name: "q", caller: .root).inode, name: "D", caller: .root).inode
+        let shownD = try a.vfs.lookup(
+            parent: a.vfs.lookup(parent: 1, name: "q", caller: .root).inode, name: "D", caller: .root
+        ).inode
         let qFile = try a.vfs.lookup(parent: shownD, name: "q.txt", caller: .root).inode
         let edited = try a.vfs.getxattr(inode: qFile, name: "user.hypernet.revision")
         _ = try a.vfs.resolveConflict(path: "q/D/q.txt", revision: String(decoding: edited, as: UTF8.self))

@@ -193,7 +193,10 @@ public final class SyncNode: SessionDelegate {
                 .serverChannelOption(ChannelOptions.backlog, value: Int32(Self.maximumConnections))
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-                .childChannelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater))
+                .childChannelOption(
+                    ChannelOptions.writeBufferWaterMark,
+                    value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater)
+                )
                 .childChannelInitializer { [weak self] channel in
                     guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
                     return channel.eventLoop.makeCompletedFuture { try self.attach(channel, dialed: nil) }
@@ -258,7 +261,8 @@ public final class SyncNode: SessionDelegate {
             guard !s.stopped else { return [] }
             let connectedNodes = Set(s.byNode.keys.map { Hex.encode($0.bytes) })
             // Addresses a connected peer was dialed at or listens on: dialing again would only make a duplicate.
-            let dialedOpen = Set(s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } })
+            let dialedOpen = Set(
+                s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } })
             let known = Set(records.map(\.address))
             s.dials = s.dials.filter { known.contains($0.key) || $0.value.inProgress }
             var due: [String] = []
@@ -292,7 +296,10 @@ public final class SyncNode: SessionDelegate {
         bootstrap
             .connectTimeout(.seconds(5))
             .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(ChannelOptions.writeBufferWaterMark, value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater))
+            .channelOption(
+                ChannelOptions.writeBufferWaterMark,
+                value: .init(low: Session.writeHighWater / 2, high: Session.writeHighWater)
+            )
             .channelInitializer { [weak self] channel in
                 guard let self else { return channel.eventLoop.makeSucceededVoidFuture() }
                 return channel.eventLoop.makeCompletedFuture { try self.attach(channel, dialed: address) }
@@ -369,8 +376,9 @@ public final class SyncNode: SessionDelegate {
                 if s.peers.count >= Self.maximumConnections {
                     return "over the cap of \(Self.maximumConnections) connections"
                 }
-                if let ip = session.remoteIP, s.peers.values.count(where: { $0.session.remoteIP == ip })
-                    >= Self.maximumConnectionsPerAddress
+                if let ip = session.remoteIP,
+                    s.peers.values.count(where: { $0.session.remoteIP == ip })
+                        >= Self.maximumConnectionsPerAddress
                 {
                     return "over the cap of \(Self.maximumConnectionsPerAddress) connections from \(ip)"
                 }
@@ -438,11 +446,15 @@ public final class SyncNode: SessionDelegate {
         }
         fetcher.sessionEnded(session)
         // Runs held back for this session to forward go to the others now.
-        let held = state.withLock { s in s.peers.values.flatMap { p in p.cursors.filter { $0.value.heldUntil != nil }.map { (p.session, $0.key) } } }
+        let held = state.withLock { s in
+            s.peers.values.flatMap { p in p.cursors.filter { $0.value.heldUntil != nil }.map { (p.session, $0.key) } }
+        }
         for (other, tree) in held { other.serveQueue.async { [self] in pump(tree, to: other) } }
         if let reason, reason != "duplicate connection", reason != "connected to itself" {
             logger.warning("peer dropped: \(reason)", metadata: ["peer": "\(session)"])
-            if let a = session.dialedAddress { DispatchQueue.global().async { [store] in try? store.updatePeer(a, node: nil, error: reason) } }
+            if let a = session.dialedAddress {
+                DispatchQueue.global().async { [store] in try? store.updatePeer(a, node: nil, error: reason) }
+            }
         } else if session.node != nil, reason == nil {
             logger.info("peer disconnected", metadata: ["peer": "\(session)"])
         }
@@ -458,13 +470,17 @@ public final class SyncNode: SessionDelegate {
             }
             // An honest peer keeps at most `window` runs of one tree unconfirmed.
             let admitted = state.withLock { s -> Bool in
-                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRuns[tree, default: 0] < Self.window else { return false }
+                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRuns[tree, default: 0] < Self.window else {
+                    return false
+                }
                 p.queuedRuns[tree, default: 0] += 1
                 s.peers[ObjectIdentifier(session)] = p
                 return true
             }
             guard admitted else { return session.close("sent more than \(Self.window) unconfirmed log runs") }
-            session.receiveQueue.async { [self] in receive(entries, tree: tree, storeID: storeID, held: held, from: session) }
+            session.receiveQueue.async { [self] in
+                receive(entries, tree: tree, storeID: storeID, held: held, from: session)
+            }
         case .chunk(let id, let sealed):
             let requested = fetcher.isRequested(id, by: session)
             if !requested {
@@ -495,7 +511,9 @@ public final class SyncNode: SessionDelegate {
         default:
             // Requests queue up to a limit; past half of it the socket is not read until they drain.
             let queued = state.withLock { s -> Int? in
-                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRequests < Self.maximumQueuedRequests else { return nil }
+                guard var p = s.peers[ObjectIdentifier(session)], p.queuedRequests < Self.maximumQueuedRequests else {
+                    return nil
+                }
                 p.queuedRequests += 1
                 s.peers[ObjectIdentifier(session)] = p
                 return p.queuedRequests
@@ -537,18 +555,20 @@ public final class SyncNode: SessionDelegate {
                 try? store.addPeer(a, configured: false)
             }
         case .subscribe(let tree, let storeID, let after):
-                guard holds(tree) else { return }
+            guard holds(tree) else { return }
             // A repeated subscribe restarts the position but keeps the runs in flight: the window still holds.
             state.withLock { s in
                 let inFlight = s.peers[ObjectIdentifier(session)]?.cursors[tree]?.unconfirmed ?? []
-                s.peers[ObjectIdentifier(session)]?.cursors[tree] = Cursor(sent: storeID == store.storeID ? after : 0, unconfirmed: inFlight)
+                s.peers[ObjectIdentifier(session)]?.cursors[tree] = Cursor(
+                    sent: storeID == store.storeID ? after : 0, unconfirmed: inFlight)
             }
             pump(tree, to: session)
         case .progress(let tree, let seq):
             let others = state.withLock { s -> [Session] in
                 s.peers[ObjectIdentifier(session)]?.cursors[tree]?.unconfirmed.removeAll { $0 <= seq }
                 s.peers[ObjectIdentifier(session)]?.cursors[tree]?.confirmed = seq
-                return s.peers.values.filter { $0.session !== session && $0.cursors[tree]?.heldUntil != nil }.map(\.session)
+                return s.peers.values.filter { $0.session !== session && $0.cursors[tree]?.heldUntil != nil }.map(
+                    \.session)
             }
             pump(tree, to: session)
             // Runs held back for this replica to forward can go now: the others have likely got them from it.
@@ -578,7 +598,8 @@ public final class SyncNode: SessionDelegate {
     }
 
     private func holds(_ tree: SigningPublicKey) -> Bool {
-        tree == store.keyring.identity.publicKey || ((try? store.trees()) ?? []).contains(tree) || !wanted([tree]).isEmpty
+        tree == store.keyring.identity.publicKey || ((try? store.trees()) ?? []).contains(tree)
+            || !wanted([tree]).isEmpty
     }
 
     private func hello() -> Message.Hello {
@@ -593,13 +614,17 @@ public final class SyncNode: SessionDelegate {
 
     /// The listen address peers can dial: not an unspecified one (0.0.0.0, ::), which names no host.
     private var advertisedAddress: String {
-        guard let listen = configuration.listen, let (host, _) = try? Self.split(listen), host != "0.0.0.0", host != "::" else { return "" }
+        guard let listen = configuration.listen, let (host, _) = try? Self.split(listen), host != "0.0.0.0",
+            host != "::"
+        else { return "" }
         return listen
     }
 
     private func knownAddresses(excluding session: Session) -> [String] {
         let fromStore = ((try? store.peers()) ?? []).filter { $0.lastSeen != nil }.map(\.address)
-        let listening = state.withLock { s in s.peers.values.compactMap { $0.session === session ? nil : $0.hello?.listen } }
+        let listening = state.withLock { s in
+            s.peers.values.compactMap { $0.session === session ? nil : $0.hello?.listen }
+        }
         let own = state.withLock { s in s.peers[ObjectIdentifier(session)]?.hello?.listen }
         return Array(Set(fromStore + listening).subtracting([own ?? "", ""])).sorted().prefix(64).map { $0 }
     }
@@ -637,7 +662,8 @@ public final class SyncNode: SessionDelegate {
     private func pump(_ tree: SigningPublicKey, to session: Session) {
         let key = ObjectIdentifier(session)
         while true {
-            guard let cursor = state.withLock({ $0.peers[key]?.cursors[tree] }), cursor.unconfirmed.count < Self.window else { return }
+            guard let cursor = state.withLock({ $0.peers[key]?.cursors[tree] }), cursor.unconfirmed.count < Self.window
+            else { return }
             let entries: [LogEntry]
             do { entries = try store.log(tree: tree, after: cursor.sent, limit: Self.entriesPerRun) } catch {
                 logger.error("reading the log: \(error)")
@@ -684,7 +710,8 @@ public final class SyncNode: SessionDelegate {
                 }
                 push(chunks, to: session)
             }
-            let message = Message.entries(tree: tree, storeID: store.storeID, entries: run, caughtUp: false, held: relayHold == .expired)
+            let message = Message.entries(
+                tree: tree, storeID: store.storeID, entries: run, caughtUp: false, held: relayHold == .expired)
             guard session.sendWhenWritable(message) else { return }
         }
     }
@@ -693,14 +720,19 @@ public final class SyncNode: SessionDelegate {
     /// subscriber (the forwarder, the one with the smallest node key), which stores it and passes it on to
     /// the other replicas it is connected to, so the writer's upload is paid once, not once per replica.
     /// Held until the forwarder confirms the run, or `forwardWait` passes.
-    private func holdForForwarding(_ run: [LogEntry], ids: [Digest], tree: SigningPublicKey, to session: Session) -> Bool {
+    private func holdForForwarding(_ run: [LogEntry], ids: [Digest], tree: SigningPublicKey, to session: Session)
+        -> Bool
+    {
         guard Self.isLarge(run) else { return false }
         let last = run.last!.seq
         let (hold, deadline) = state.withLock { s -> (Bool, DispatchTime?) in
             // Only for what this node made: a relay forwards at once.
             guard ids.contains(where: { s.origins[$0] == nil }) else { return (false, nil) }
             let subscribers = s.peers.values.filter { $0.cursors[tree] != nil && $0.session.node != nil }
-            guard let forwarder = subscribers.min(by: { $0.session.node!.bytes.lexicographicallyPrecedes($1.session.node!.bytes) }),
+            guard
+                let forwarder = subscribers.min(by: {
+                    $0.session.node!.bytes.lexicographicallyPrecedes($1.session.node!.bytes)
+                }),
                 forwarder.session !== session, (forwarder.cursors[tree]?.confirmed ?? last) < last
             else { return (false, nil) }
             let key = ObjectIdentifier(session)
@@ -732,7 +764,9 @@ public final class SyncNode: SessionDelegate {
             return (.holding, until)
         }
         // One wake-up per hold, however many runs it holds.
-        if let newDeadline { session.serveQueue.asyncAfter(deadline: newDeadline) { [self] in pump(tree, to: session) } }
+        if let newDeadline {
+            session.serveQueue.asyncAfter(deadline: newDeadline) { [self] in pump(tree, to: session) }
+        }
         return hold
     }
 
@@ -753,12 +787,15 @@ public final class SyncNode: SessionDelegate {
     /// them when there are few, else those whose keys hash closest to this node's (a fixed, pseudo-random
     /// choice per pair of nodes, so that the eager links of all nodes form a random overlay).
     private func isEager(_ session: Session, for tree: SigningPublicKey) -> Bool {
-        let subscribers = state.withLock { s in s.peers.values.filter { $0.cursors[tree] != nil }.compactMap(\.session.node) }
+        let subscribers = state.withLock { s in
+            s.peers.values.filter { $0.cursors[tree] != nil }.compactMap(\.session.node)
+        }
         guard subscribers.count > Self.eagerFanout, let node = session.node else { return true }
         return Self.eagerSet(of: subscribers, from: nodeKey.publicKey).contains(node)
     }
 
-    public static func eagerSet(of subscribers: [SigningPublicKey], from own: SigningPublicKey) -> Set<SigningPublicKey> {
+    public static func eagerSet(of subscribers: [SigningPublicKey], from own: SigningPublicKey) -> Set<SigningPublicKey>
+    {
         let ranked = subscribers.map { (BLAKE2b.hash(own.bytes + $0.bytes), $0) }.sorted { $0.0 < $1.0 }
         return Set(ranked.prefix(eagerFanout).map(\.1))
     }
@@ -782,7 +819,8 @@ public final class SyncNode: SessionDelegate {
                 p.cursors.compactMap { tree, cursor -> (Session, SigningPublicKey)? in
                     guard let revisions = byTree[tree] else { return nil }
                     // Small runs a relay hold in force may keep wait for its timer, without reading the log.
-                    if let until = cursor.relayHeldUntil, now < until, revisions.reduce(0, { $0 + $1.chunkCount }) < Self.forwardThreshold,
+                    if let until = cursor.relayHeldUntil, now < until,
+                        revisions.reduce(0, { $0 + $1.chunkCount }) < Self.forwardThreshold,
                         revisions.allSatisfy({ s.mayHold($0.id, of: tree, for: p) })
                     {
                         return nil
@@ -801,7 +839,10 @@ public final class SyncNode: SessionDelegate {
         // (a valid ack with these signature bytes was seen, so this one is the same or invalid).
         guard !state.withLock({ $0.seenAcks.contains(ack.signature) }) else { return }
         guard ack.node != nodeKey.publicKey, ack.isValid else {
-            if ack.node != nodeKey.publicKey { logger.warning("dropped an ack with a bad signature", metadata: ["peer": "\(session.map { "\($0)" } ?? "")"]) }
+            if ack.node != nodeKey.publicKey {
+                logger.warning(
+                    "dropped an ack with a bad signature", metadata: ["peer": "\(session.map { "\($0)" } ?? "")"])
+            }
             return
         }
         let fresh = state.withLock { s in
@@ -831,7 +872,9 @@ public final class SyncNode: SessionDelegate {
     // MARK: Receiving (receive queue)
 
     /// Stores a run of `session`'s log, then confirms it (freeing one slot of its window) and acks.
-    private func receive(_ entries: [LogEntry], tree: SigningPublicKey, storeID: String, held: Bool, from session: Session) {
+    private func receive(
+        _ entries: [LogEntry], tree: SigningPublicKey, storeID: String, held: Bool, from session: Session
+    ) {
         var confirmed = false
         defer { if !confirmed { releaseRun(tree, of: session) } }
         guard let node = session.node, let last = entries.last?.seq else { return }
@@ -859,7 +902,8 @@ public final class SyncNode: SessionDelegate {
                     }
                     seqs[hash] = e.seq
                 } catch {
-                    logger.warning("rejected the log record at seq \(e.seq): \(error)", metadata: ["peer": "\(session)"])
+                    logger.warning(
+                        "rejected the log record at seq \(e.seq): \(error)", metadata: ["peer": "\(session)"])
                 }
             }
             // Known before they are stored: storing announces them to this node's subscribers at once, and its
@@ -874,7 +918,8 @@ public final class SyncNode: SessionDelegate {
                 return nil
             }
             let refused = try store.unauthorized(revisions)
-            let missing = try store.missingChunks(revisions.filter { !refused.contains($0.signed.id) }.flatMap(\.chunks))
+            let missing = try store.missingChunks(
+                revisions.filter { !refused.contains($0.signed.id) }.flatMap(\.chunks))
             if !missing.isEmpty, !Self.isLarge(entries), hasOtherSource(of: tree, than: session) {
                 // A live run without its chunks: this node is one of the sender's lazy subscribers, and an
                 // eager one is likely pushing them here already (see `eagerFanout`).
@@ -908,7 +953,8 @@ public final class SyncNode: SessionDelegate {
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
             if let stop = fresh.map(\.id).first(where: transient.contains), let stopSeq = seqs[stop] {
                 if let before = entries.last(where: { $0.seq < stopSeq })?.seq {
-                    try record(progress: before, storeID: storeID, of: ProgressKey(peer: node, tree: tree), lazily: false)
+                    try record(
+                        progress: before, storeID: storeID, of: ProgressKey(peer: node, tree: tree), lazily: false)
                 }
                 session.close("incomplete transfer; resuming from record \(stop.hex)")
                 return
@@ -942,7 +988,8 @@ public final class SyncNode: SessionDelegate {
         }
         guard !sessions.isEmpty else { return }
         for start in stride(from: 0, to: unacked.count, by: Self.ackBatch) {
-            let message = Message.ack(.signed(by: nodeKey, revisions: Array(unacked[start..<min(start + Self.ackBatch, unacked.count)])))
+            let message = Message.ack(
+                .signed(by: nodeKey, revisions: Array(unacked[start..<min(start + Self.ackBatch, unacked.count)])))
             for s in sessions { s.send(message) }
         }
     }
@@ -950,10 +997,11 @@ public final class SyncNode: SessionDelegate {
     /// Acks the revisions made here that became durable since the last tick: peers learn that this node holds
     /// them without waiting for a relay's echo of them (which `holdRelay` delays).
     private func flushOwnAcks() {
-        ack(state.withLock { s in
-            defer { s.durableOwn.removeAll() }
-            return s.durableOwn
-        })
+        ack(
+            state.withLock { s in
+                defer { s.durableOwn.removeAll() }
+                return s.durableOwn
+            })
     }
 
     /// Records how far this node has stored `key.peer`'s log of `key.tree`, at once or (for a run that stored
@@ -984,7 +1032,9 @@ public final class SyncNode: SessionDelegate {
     /// Plumtree's prune and graft, for relayed runs: a live run of revisions this node got first from a third
     /// node (so it has another source) asks the peer to hold its relays back; a run with news undoes that.
     /// A `held` run proves nothing: it is mostly echoes of what this node sent the peer.
-    private func adjustRelay(of tree: SigningPublicKey, from session: Session, news: Bool, held: Bool, ids: [RevisionID]) {
+    private func adjustRelay(
+        of tree: SigningPublicKey, from session: Session, news: Bool, held: Bool, ids: [RevisionID]
+    ) {
         guard let node = session.node else { return }
         let key = ObjectIdentifier(session)
         let message = state.withLock { s -> Message? in
@@ -992,7 +1042,8 @@ public final class SyncNode: SessionDelegate {
             if news {
                 return s.peers[key]?.pruning.remove(tree).map { .graft(tree: $0) }
             }
-            guard !held, !p.pruning.contains(tree), ids.contains(where: { s.origins[$0].map { $0 != node } ?? false }) else { return nil }
+            guard !held, !p.pruning.contains(tree), ids.contains(where: { s.origins[$0].map { $0 != node } ?? false })
+            else { return nil }
             s.peers[key]?.pruning.insert(tree)
             return .prune(tree: tree)
         }
@@ -1003,8 +1054,12 @@ public final class SyncNode: SessionDelegate {
     /// lazy subscribers) while another connected peer also sends live runs of `tree`.
     private func hasOtherSource(of tree: SigningPublicKey, than session: Session) -> Bool {
         state.withLock { s in
-            guard let p = s.peers[ObjectIdentifier(session)], p.caughtUp.contains(tree), p.pushedBytes == 0 else { return false }
-            return s.peers.values.contains { $0.session !== session && $0.caughtUp.contains(tree) && !$0.session.isEnded }
+            guard let p = s.peers[ObjectIdentifier(session)], p.caughtUp.contains(tree), p.pushedBytes == 0 else {
+                return false
+            }
+            return s.peers.values.contains {
+                $0.session !== session && $0.caughtUp.contains(tree) && !$0.session.isEnded
+            }
         }
     }
 
@@ -1047,12 +1102,18 @@ public final class SyncNode: SessionDelegate {
         var shown = Set<String>()
         for r in records {
             let live = connected.first { $0.0 == r.node || $0.1.hello?.listen == r.address }
-            out.append(PeerStatus(address: r.address, node: r.node, connected: live != nil, since: live?.1.since ?? r.lastSeen, lastError: live == nil ? r.lastError : nil))
+            out.append(
+                PeerStatus(
+                    address: r.address, node: r.node, connected: live != nil, since: live?.1.since ?? r.lastSeen,
+                    lastError: live == nil ? r.lastError : nil))
             if let live { shown.insert(live.0) }
         }
         for (node, p) in connected where !shown.contains(node) {
             let listen = p.hello?.listen ?? ""
-            out.append(PeerStatus(address: listen.isEmpty ? p.session.channel.remoteAddress?.description ?? "?" : listen, node: node, connected: true, since: p.since, lastError: nil))
+            out.append(
+                PeerStatus(
+                    address: listen.isEmpty ? p.session.channel.remoteAddress?.description ?? "?" : listen, node: node,
+                    connected: true, since: p.since, lastError: nil))
         }
         return out
     }

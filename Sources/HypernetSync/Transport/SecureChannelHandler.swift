@@ -37,7 +37,8 @@ final class SecureChannelHandler: ChannelInboundHandler {
         self.budget = budget
         staticKey = BoxKeyPair.generate()
         phase = .handshake(
-            NoiseHandshake(role: session.isInitiator ? .initiator : .responder, prologue: Self.prologue, staticKey: staticKey))
+            NoiseHandshake(
+                role: session.isInitiator ? .initiator : .responder, prologue: Self.prologue, staticKey: staticKey))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -78,7 +79,9 @@ final class SecureChannelHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard let idle = event as? IdleStateHandler.IdleStateEvent else { return context.fireUserInboundEventTriggered(event) }
+        guard let idle = event as? IdleStateHandler.IdleStateEvent else {
+            return context.fireUserInboundEventTriggered(event)
+        }
         switch idle {
         case .read: fail("peer silent for \(Session.silenceLimit) s")
         case .write: send(.ping)
@@ -89,7 +92,8 @@ final class SecureChannelHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
         received.writeBuffer(&bytes)
-        while case .some(let length) = received.getInteger(at: received.readerIndex, endianness: .little, as: UInt16.self),
+        while case .some(let length) = received.getInteger(
+            at: received.readerIndex, endianness: .little, as: UInt16.self),
             received.readableBytes >= 2 + Int(length)
         {
             received.moveReaderIndex(forwardBy: 2)

@@ -299,7 +299,11 @@ public enum WireFuzz {
         // A public block without a label seals nothing, so its bytes are deterministic.
         let block = SignedPermissionBlock.make(
             document: recordsDocument, after: nil,
-            members: [.init(identity: IdentityToken(signing: author.publicKey, box: handshakeResponderStatic.publicKey), roles: .all)],
+            members: [
+                .init(
+                    identity: IdentityToken(signing: author.publicKey, box: handshakeResponderStatic.publicKey),
+                    roles: .all)
+            ],
             isPublic: true, signer: author)
         out.append(("FuzzRecords", "permission-block", [5] + block.record))
         // Sealing draws a random nonce: this seed only reaches the AEAD check, deterministically.

@@ -40,7 +40,8 @@ public enum Message: Sendable, Equatable {
         /// The node stores every tree offered to it (`pin '*'`).
         public var pinsEverything: Bool
 
-        public init(listen: String, software: String, storeID: String, trees: [SigningPublicKey], pinsEverything: Bool) {
+        public init(listen: String, software: String, storeID: String, trees: [SigningPublicKey], pinsEverything: Bool)
+        {
             self.listen = listen
             self.software = software
             self.storeID = storeID
@@ -78,7 +79,17 @@ public enum Message: Sendable, Equatable {
     }
 
     enum Kind: UInt8 {
-        case hello = 1, peers, subscribe, entries, progress, want, chunk, ack, ping, prune, graft
+        case hello = 1
+        case peers = 2
+        case subscribe = 3
+        case entries = 4
+        case progress = 5
+        case want = 6
+        case chunk = 7
+        case ack = 8
+        case ping = 9
+        case prune = 10
+        case graft = 11
     }
 
     /// Limits that bound what one frame can make a node allocate (docs/protocol.md, "Limits").
@@ -169,7 +180,9 @@ public enum Message: Sendable, Equatable {
         guard let kind = Kind(rawValue: rawKind) else { throw .invalid("message type \(rawKind)") }
         var r = ByteReader(payload, context: "\(kind) message")
         func key() throws(DecodingError) -> SigningPublicKey {
-            do { return try SigningPublicKey(bytes: r.raw(SigningPublicKey.byteCount)) } catch let e as DecodingError { throw e } catch {
+            do { return try SigningPublicKey(bytes: r.raw(SigningPublicKey.byteCount)) } catch let e as DecodingError {
+                throw e
+            } catch {
                 throw .invalid("node key")
             }
         }
@@ -187,7 +200,8 @@ public enum Message: Sendable, Equatable {
             for _ in 0..<(try count()) { trees.append(try key()) }
             let flag = try r.u8()
             guard flag <= 1 else { throw .invalid("hello flag") }
-            self = .hello(Hello(listen: listen, software: software, storeID: storeID, trees: trees, pinsEverything: flag == 1))
+            self = .hello(
+                Hello(listen: listen, software: software, storeID: storeID, trees: trees, pinsEverything: flag == 1))
         case .peers:
             var addresses: [String] = []
             for _ in 0..<(try count()) { addresses.append(try r.string(limit: Limits.maximumString)) }
@@ -211,7 +225,8 @@ public enum Message: Sendable, Equatable {
                 for _ in 0..<(try count(limit: Limits.maximumChunkList)) { chunks.append(try r.digest()) }
                 entries.append(LogEntry(seq: seq, record: record, chunks: chunks))
             }
-            self = .entries(tree: tree, storeID: storeID, entries: entries, caughtUp: flags & 1 != 0, held: flags & 2 != 0)
+            self = .entries(
+                tree: tree, storeID: storeID, entries: entries, caughtUp: flags & 1 != 0, held: flags & 2 != 0)
         case .progress:
             let tree = try key()
             self = .progress(tree: tree, seq: try r.i64())
@@ -264,9 +279,13 @@ public enum Frame {
         var messages: [Message] = []
         var start = 0
         while buffer.count - start >= 4 {
-            let length = Int(buffer[start]) | Int(buffer[start + 1]) << 8 | Int(buffer[start + 2]) << 16 | Int(buffer[start + 3]) << 24
+            let length =
+                Int(buffer[start]) | Int(buffer[start + 1]) << 8 | Int(buffer[start + 2]) << 16 | Int(buffer[start + 3])
+                << 24
             guard length >= 2, length <= Message.Limits.maximumFrame else { throw .invalid("frame length \(length)") }
-            if buffer.count - start >= 5, buffer[start + 4] != version { throw .unsupportedVersion(Int(buffer[start + 4])) }
+            if buffer.count - start >= 5, buffer[start + 4] != version {
+                throw .unsupportedVersion(Int(buffer[start + 4]))
+            }
             guard buffer.count - start >= 4 + length else { break }
             let payload = Array(buffer[(start + headerByteCount)..<(start + 4 + length)])
             messages.append(try Message(kind: buffer[start + 5], payload: payload))
