@@ -11,8 +11,9 @@ install_packages $HYPERNET_PACKAGES
 ensure_swift
 
 log "building (release)"
-swift build -c release </dev/null
-binary="$(swift build -c release --show-bin-path)/hypernet"
+# shellcheck disable=SC2086 # flags are words
+swift build -c release $HYPERNET_SWIFT_BUILD_FLAGS </dev/null
+binary="$(swift build -c release $HYPERNET_SWIFT_BUILD_FLAGS --show-bin-path)/hypernet"
 [ -x "$binary" ] || die "build produced no $binary"
 
 log "installing /usr/local/bin/hypernet -> $binary and /sbin/mount.fuse.hypernet"

@@ -11,15 +11,21 @@ ensure_swift
 ensure_python_test_modules
 [ -e /dev/fuse ] || die "no /dev/fuse: the integration tests need FUSE"
 
-binary="$(swift build -c release --show-bin-path </dev/null)/hypernet"
+# shellcheck disable=SC2086 # flags are words
+binary="$(swift build -c release -Xswiftc -enable-testing $HYPERNET_SWIFT_BUILD_FLAGS --show-bin-path </dev/null)/hypernet"
 # Whatever runs already (a folder mounted by setup.sh) is not ours to judge.
 mounts_before=$(hypernet_mounts | sort)
 processes_before=$(hypernet_processes "$binary" | sort)
 
-log "building (release, with tests)"
-swift build -c release --build-tests </dev/null
-
+log "checking the formatting (.swift-format)"
 failed=0
+swift format lint --strict --configuration .swift-format --recursive Package.swift Sources Tests Fuzz </dev/null || failed=1
+
+log "building (release, with tests, warnings as errors)"
+# Testable imports: some unit tests count what a component does inside (DirectoryCostTests), not how long it takes.
+# shellcheck disable=SC2086
+swift build -c release --build-tests -Xswiftc -enable-testing $HYPERNET_SWIFT_BUILD_FLAGS </dev/null
+
 log "unit tests"
 swift test -c release --skip-build </dev/null || failed=1
 
