@@ -174,30 +174,31 @@ class Client(threading.Thread):
         history.record(type="complete", id=op_id, result=result, error=error)
 
     @staticmethod
-    def write(path, data):
+    def fsync(fd):
+        """fsync, its error marked as fsync's: EIO from it means the quorum was not reached (`fail`)."""
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            e.fsync = True
+            raise
+
+    @classmethod
+    def write(cls, path, data):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view[: 1 << 17]):]
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                e.fsync = True
-                raise
+            cls.fsync(fd)
         finally:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    @staticmethod
-    def fsync_directory(path):
+    @classmethod
+    def fsync_directory(cls, path):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                e.fsync = True
-                raise
+            cls.fsync(fd)
         finally:
             os.close(fd)
 
@@ -251,6 +252,10 @@ class Harness:
         a = self.cluster.nodes[0]
         os.makedirs(a.p("shared"), exist_ok=True)
         os.makedirs(a.p("trees"), exist_ok=True)
+        # The shared files exist before the clients start: concurrent writes then fork one document. (Files created
+        # concurrently under one name are two documents, one shown renamed; the checker accepts that too.)
+        for i in range(SHARED_FILES):
+            Client.write(a.p(f"shared/s{i}"), b"")
         for n in self.cluster.nodes:
             os.makedirs(a.p(f"c-{n.name}"), exist_ok=True)
         cluster_module.wait_converged(self.cluster.nodes, 60, what="the initial directories")
@@ -464,11 +469,12 @@ class Checker:
             if path.startswith("shared/"):
                 if final is not None and not any(self.may_have_left(op, final) for op in ops):
                     problems.append(f"{path}: holds {shown}, which no operation wrote")
-                kept = self.history_values(path)
+                kept, unread = self.history_values(path)
                 for op in ops:
                     if op["result"] == "ok" and op["value"] not in kept:
                         lost += 1
-                        problems.append(f"{path}: acknowledged write {op['id']} is in no revision of its history")
+                        problems.append(f"{path}: acknowledged write {op['id']} is in no revision of its history "
+                                        f"({len(kept)} contents read, {unread} revisions unreadable)")
                 continue
             last_ok = max((i for i, op in enumerate(ops) if op["result"] == "ok"), default=None)
             candidates = ops if last_ok is None else ops[last_ok:]
@@ -485,19 +491,27 @@ class Checker:
         return {"operations": len(self.ops), "results": results, "acknowledged_lost": lost, "problems": problems}
 
     def history_values(self, rel):
-        """Digests of every revision's content in `rel`'s history, read on the first node."""
+        """Digests of every revision's content in the history of `rel` and of its renamed copies (`NAME (conflict
+        …)`: a document created concurrently under the same name), read on the first node, and how many revisions
+        `hypernet cat --rev` could not read."""
         node = self.nodes[0]
-        path = os.path.join(str(node.mount), rel)
-        try:
-            lines = os.getxattr(path, "user.hypernet.history").decode().splitlines()
-        except OSError:
-            return set()
-        values = set()
-        for line in lines:
-            proc = node.run("cat", path, "--rev", line.split()[0], check=False, text=False)
-            if proc.returncode == 0:
-                values.add(digest(proc.stdout))
-        return values
+        directory, name = os.path.split(os.path.join(str(node.mount), rel))
+        values, unread = set(), 0
+        for other in sorted(os.listdir(directory)):
+            if other != name and not other.startswith(name + " (conflict"):
+                continue
+            path = os.path.join(directory, other)
+            try:
+                lines = os.getxattr(path, "user.hypernet.history").decode().splitlines()
+            except OSError:
+                continue
+            for line in lines:
+                proc = node.run("cat", path, "--rev", line.split()[0], check=False, text=False)
+                if proc.returncode == 0:
+                    values.add(digest(proc.stdout))
+                else:
+                    unread += 1
+        return values, unread
 
 
 def main(argv=None):

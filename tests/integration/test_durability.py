@@ -29,6 +29,15 @@ def count_acks(ack_file):
         return 0
 
 
+def verify_rounds(acks, label):
+    """Every round so far must still read back: recovery must not damage earlier rounds."""
+    for ack in acks:
+        checked, problems = verify_acks(ack)
+        print(f"{label}: {checked} acknowledged files from {ack.name} verified")
+        assert not problems, f"{label}:\n" + "\n".join(problems)
+        assert checked >= 10, f"only {checked} acknowledged files checked from {ack}"
+
+
 @pytest.mark.parametrize("mode", ["fsync", "close"])
 @pytest.mark.timeout(600)
 def test_kill9_loses_nothing_acknowledged(make_node, node_dir, mode):
@@ -60,12 +69,7 @@ def test_kill9_loses_nothing_acknowledged(make_node, node_dir, mode):
                 writer.kill()
                 writer.wait()
         node.start()
-        # Every round so far must still read back: recovery must not damage earlier rounds.
-        for ack in acks:
-            checked, problems = verify_acks(ack)
-            print(f"{mode} round {round_}: {checked} acknowledged files from {ack.name} verified")
-            assert not problems, f"round {round_} (seed {seed}, {mode}):\n" + "\n".join(problems)
-            assert checked >= 10, f"only {checked} acknowledged files checked from {ack}"
+        verify_rounds(acks, f"{mode} round {round_} (seed {seed})")
     fsck = node.cli("fsck", check=False, timeout=300)
     assert fsck.returncode == 0, f"fsck after kill -9 exited {fsck.returncode}:\n{fsck.stdout}\n{fsck.stderr}"
 

@@ -56,22 +56,23 @@ class _Folder:
 
 
 def _ops(*entries):
+    """History records of operations run one after the other, a second each."""
     ops = []
-    for op_id, kind, path, data, result in entries:
-        ops.append({"type": "invoke", "id": op_id, "op": kind, "path": path,
+    for t, (op_id, kind, path, data, result) in enumerate(entries):
+        ops.append({"type": "invoke", "t": float(t), "id": op_id, "op": kind, "path": path,
                     "value": None if data is None else harness.digest(data),
                     "size": None if data is None else len(data)})
-        ops.append({"type": "complete", "id": op_id, "result": result, "error": None})
+        ops.append({"type": "complete", "t": t + 0.5, "id": op_id, "result": result, "error": None})
     return ops
 
 
-def _check(tmp_path, contents, ops):
+def _check(tmp_path, contents, ops, path="c-a/f0"):
     folders = []
     for i, content in enumerate(contents):
         root = tmp_path / f"n{i}"
-        (root / "c-a").mkdir(parents=True)
+        (root / path).parent.mkdir(parents=True)
         if content is not None:
-            (root / "c-a" / "f0").write_bytes(content)
+            (root / path).write_bytes(content)
         folders.append(_Folder(root))
     return harness.Checker(folders, ops).check()
 
@@ -95,3 +96,12 @@ def test_the_checker_flags_a_lost_acknowledged_write_a_torn_file_and_disagreeing
     assert torn["acknowledged_lost"] == 1, "a prefix of an acknowledged write is a loss"
     split = _check(tmp_path / "split", [second, first], acked)
     assert "nodes read different contents" in split["problems"][0]
+
+
+def test_a_removal_above_excuses_a_missing_file_only_if_it_ended_after_the_write_began(tmp_path):
+    path, data = "trees/d0/sub0/a-f0", harness.payload("a-1", 1000)
+    removed_after = _ops(("a-1", "write", path, data, "ok"), ("b-1", "rmtree", "trees/d0", None, "ok"))
+    assert _check(tmp_path / "after", [None, None], removed_after, path)["problems"] == []
+    removed_before = _ops(("b-1", "rmtree", "trees/d0", None, "ok"), ("a-1", "write", path, data, "ok"))
+    report = _check(tmp_path / "before", [None, None], removed_before, path)
+    assert report["acknowledged_lost"] == 1, "a write after the removal ended must survive it"
