@@ -17,17 +17,10 @@ import time
 import pytest
 
 import cluster as cluster_module
-from cluster import Cluster, eventually, write
+from cluster import eventually, write
 from helpers import doc_id, read_file
 
 pytestmark = pytest.mark.replication
-
-
-@pytest.fixture
-def cluster(make_node, node_dir):
-    cl = Cluster(make_node, node_dir)
-    yield cl
-    cl.close()
 
 
 class Stream:

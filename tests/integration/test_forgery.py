@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from cluster import Cluster, eventually
+from cluster import eventually
 from helpers import current_revision, doc_id, hx, read_file, write_file
 
 pytestmark = pytest.mark.replication
@@ -64,13 +64,6 @@ def forge_binary() -> str:
         pytest.fail(f"hypernet-forge not found or not executable: {path} (build it with "
                     f"`swift build --product hypernet-forge` or set HYPERNET_FORGE)", pytrace=False)
     return path
-
-
-@pytest.fixture
-def cluster(make_node, node_dir):
-    cl = Cluster(make_node, node_dir)
-    yield cl
-    cl.close()
 
 
 def read_or_none(path):

@@ -12,20 +12,13 @@ import time
 
 import pytest
 
-from cluster import Cluster, eventually, free_port
+from cluster import eventually, free_port
 from helpers import read_file, write_file
 
 pytestmark = pytest.mark.replication
 
 MAXIMUM_BACKOFF = 30  # docs/protocol.md, "Dialing": the delay between dials of an address is capped at 30 s
 CONNECT = MAXIMUM_BACKOFF + 8  # the bound, plus a connect and a handshake under load
-
-
-@pytest.fixture
-def cluster(make_node, node_dir):
-    cl = Cluster(make_node, node_dir)
-    yield cl
-    cl.close()
 
 
 def dialer_and_listeners(cluster):

@@ -18,20 +18,13 @@ import time
 import pytest
 
 import cluster as cluster_module
-from cluster import Cluster, eventually, snapshot, wait_converged, write
+from cluster import eventually, snapshot, wait_converged, write
 from helpers import current_revision, doc_id, hx, read_file
 
 pytestmark = pytest.mark.replication
 
 REMOTE = 2.0  # contract: remote changes show in a mount within ~2 s
 FSYNC_TIMEOUT = 3  # --fsync-timeout of the writers whose fsyncs are expected to fail
-
-
-@pytest.fixture
-def cluster(make_node, node_dir):
-    cl = Cluster(make_node, node_dir)
-    yield cl
-    cl.close()
 
 
 @pytest.fixture

@@ -13,19 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from cluster import Cluster, eventually
+from cluster import eventually
 from helpers import current_revision, doc_id, errno_of, hx, read_file, write_file
 
 pytestmark = pytest.mark.replication
 
 ALL = "read,write,delete,admin"
-
-
-@pytest.fixture
-def cluster(make_node, node_dir):
-    cl = Cluster(make_node, node_dir)
-    yield cl
-    cl.close()
 
 
 def members(path):
