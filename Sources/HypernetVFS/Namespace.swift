@@ -154,16 +154,17 @@ extension VirtualFileSystem {
                 throw VFSError(EISDIR)
             }
             do throws(VFSError) {
-                try unlinkLocked(child, in: &s)
+                try unlinkLocked(child, at: Link(parent: parent, name: name), in: &s)
             } catch let error where error.errno == ENOSPC && store.releaseReserve() {
                 // Deletes go on when the disk is full: the reserve made room (docs/errno.md, "A full disk").
-                try unlinkLocked(child, in: &s)
+                try unlinkLocked(child, at: Link(parent: parent, name: name), in: &s)
             }
         }
     }
 
-    /// Removes `inode` from its directory and records a tombstone revision (history stays).
-    func unlinkLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
+    /// Removes the name `link` of `inode`; its last name goes with a tombstone revision (history stays).
+    func unlinkLocked(_ inode: UInt64, at link: Link, in s: inout State) throws(VFSError) {
+        if !s.nodes[inode]!.otherNames.isEmpty { return try removeNameLocked(inode, link, in: &s) }
         var node = s.nodes[inode]!
         // The directory changes in place, as in `makeNode`.
         let parent = node.parent
@@ -220,7 +221,9 @@ extension VirtualFileSystem {
             guard let source, let sourceNode = s.nodes[source] else { throw VFSError(ENOENT) }
             if flags.contains(.exchange) {
                 guard let target else { throw VFSError(ENOENT) }
-                try exchangeLocked(source, target, in: &s)
+                try exchangeLocked(
+                    source, at: Link(parent: parent, name: name), target, at: Link(parent: newParent, name: newName),
+                    in: &s)
                 return nil
             }
             if let target {
@@ -228,8 +231,9 @@ extension VirtualFileSystem {
                 if target == source { return nil }
             }
             if sourceNode.isDirectory, Self.isAncestor(source, of: newParent, in: s) { throw VFSError(EINVAL) }
+            let from = Link(parent: parent, name: name)
             guard let target, let targetNode = s.nodes[target] else {
-                try moveLocked(source, to: newParent, name: newName, in: &s)
+                try moveLocked(source, from: from, to: newParent, name: newName, in: &s)
                 return nil
             }
             if sourceNode.isDirectory {
@@ -238,16 +242,19 @@ extension VirtualFileSystem {
             } else if targetNode.isDirectory {
                 throw VFSError(EISDIR)
             }
-            if sourceNode.kind == .file && targetNode.kind == .file {
+            if sourceNode.kind == .file && targetNode.kind == .file && sourceNode.otherNames.isEmpty
+                && targetNode.otherNames.isEmpty
+            {
                 // A save by rename-over (vim, sed -i, os.replace, mv): the target document lives on
                 // with the source's content; the source's own document ends in a tombstone. One transaction:
                 // a crash between adopting and moving would leave the target's name without an entry.
+                // Not with hard links: the target's other names keep the old content, as on ext4.
                 let adoption = adoptIdentityLocked(of: target, into: source, in: &s)
-                try moveLocked(source, to: newParent, name: newName, in: &s, after: adoption)
+                try moveLocked(source, from: from, to: newParent, name: newName, in: &s, after: adoption)
                 return source
             }
-            try unlinkLocked(target, in: &s)
-            try moveLocked(source, to: newParent, name: newName, in: &s)
+            try unlinkLocked(target, at: Link(parent: newParent, name: newName), in: &s)
+            try moveLocked(source, from: from, to: newParent, name: newName, in: &s)
             return nil
         }
         if let saved { try commit(saved) }
@@ -270,15 +277,15 @@ extension VirtualFileSystem {
         return out
     }
 
-    /// Moves the entry of `inode` to `newParent/newName` (which must be free, or freed by `earlier`, catalog
+    /// Moves the entry `from` of `inode` to `newParent/newName` (which must be free, or freed by `earlier`, catalog
     /// work committed in the same transaction, before the move's).
     private func moveLocked(
-        _ inode: UInt64, to newParent: UInt64, name newName: String, in s: inout State,
+        _ inode: UInt64, from: Link, to newParent: UInt64, name newName: String, in s: inout State,
         after earlier: (StoreTransaction) throws -> Void = { _ in }
     ) throws(VFSError) {
         var node = s.nodes[inode]!
-        let oldParent = node.parent
-        let oldName = node.name
+        let oldParent = from.parent
+        let oldName = from.name
         let now = Timestamp.now()
         node.touch(modified: false, at: now)
         s.nodes[oldParent]!.children.removeValue(forKey: oldName)
@@ -292,8 +299,7 @@ extension VirtualFileSystem {
             s.nodes[p]!.record.dirty = true
             s.dirtyDirectories.insert(p)
         }
-        node.parent = newParent
-        node.name = newName
+        node.rename(from, to: Link(parent: newParent, name: newName))
         s.nodes[inode] = node
         // The moved document's row keeps its new ctime; an open file's row waits for its next commit
         // (its live size may be ahead of its committed content).
@@ -307,37 +313,37 @@ extension VirtualFileSystem {
         }
     }
 
-    /// RENAME_EXCHANGE: the two entries swap places.
-    private func exchangeLocked(_ a: UInt64, _ b: UInt64, in s: inout State) throws(VFSError) {
+    /// RENAME_EXCHANGE: the two entries `la` (of `a`) and `lb` (of `b`) swap places.
+    private func exchangeLocked(_ a: UInt64, at la: Link, _ b: UInt64, at lb: Link, in s: inout State)
+        throws(VFSError)
+    {
         guard a != b else { return }
         let na = s.nodes[a]!
         let nb = s.nodes[b]!
-        if na.isDirectory, Self.isAncestor(a, of: nb.parent, in: s) { throw VFSError(EINVAL) }
-        if nb.isDirectory, Self.isAncestor(b, of: na.parent, in: s) { throw VFSError(EINVAL) }
+        if na.isDirectory, Self.isAncestor(a, of: lb.parent, in: s) { throw VFSError(EINVAL) }
+        if nb.isDirectory, Self.isAncestor(b, of: la.parent, in: s) { throw VFSError(EINVAL) }
         let now = Timestamp.now()
-        s.nodes[na.parent]!.children[na.name] = b
-        s.nodes[nb.parent]!.children[nb.name] = a
+        s.nodes[la.parent]!.children[la.name] = b
+        s.nodes[lb.parent]!.children[lb.name] = a
         if na.isDirectory != nb.isDirectory {
             let delta = na.isDirectory ? 1 : -1
-            s.nodes[na.parent]!.subdirectories -= delta
-            s.nodes[nb.parent]!.subdirectories += delta
+            s.nodes[la.parent]!.subdirectories -= delta
+            s.nodes[lb.parent]!.subdirectories += delta
         }
-        s.nodes[a]!.parent = nb.parent
-        s.nodes[a]!.name = nb.name
-        s.nodes[b]!.parent = na.parent
-        s.nodes[b]!.name = na.name
+        s.nodes[a]!.rename(la, to: lb)
+        s.nodes[b]!.rename(lb, to: la)
         s.nodes[a]!.touch(modified: false, at: now)
         s.nodes[b]!.touch(modified: false, at: now)
-        for p in Set([na.parent, nb.parent]) {
+        for p in Set([la.parent, lb.parent]) {
             s.nodes[p]!.touch(at: now)
             s.nodes[p]!.record.dirty = true
             s.dirtyDirectories.insert(p)
         }
-        var records = Set([na.parent, nb.parent]).map { s.nodes[$0]!.record }
+        var records = Set([la.parent, lb.parent]).map { s.nodes[$0]!.record }
         records += [a, b].compactMap { s.nodes[$0]!.content == nil ? s.nodes[$0]!.record : nil }
         try persist("rename") { tx in
-            try tx.setEntry(parent: na.parent, name: na.name, child: b)
-            try tx.setEntry(parent: nb.parent, name: nb.name, child: a)
+            try tx.setEntry(parent: la.parent, name: la.name, child: b)
+            try tx.setEntry(parent: lb.parent, name: lb.name, child: a)
             for r in records { try tx.updateDocument(r) }
         }
     }
