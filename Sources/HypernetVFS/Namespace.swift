@@ -5,19 +5,12 @@ import HypernetStore
 extension VirtualFileSystem {
     // MARK: Creating
 
-    /// Regular files, FIFOs, UNIX sockets and device nodes (`rdev`: a device's number). Under `/@NAME/`
-    /// regular files only (EPERM). The kernel checks CAP_MKNOD for devices and opens them only without `nodev`.
+    /// Regular files, FIFOs, UNIX sockets and device nodes (`rdev`: a device's number), also under `/@NAME/`. The
+    /// kernel checks CAP_MKNOD for devices and opens them only without `nodev`.
     public func mknod(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, caller: Caller)
         throws(VFSError) -> Attributes
     {
         let type = mode & S_IFMT == 0 ? S_IFREG : mode & S_IFMT
-        if ForeignTree.contains(parent) {
-            guard type == S_IFREG else { throw VFSError(EPERM) }
-            return try foreignCreate(
-                parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller
-            ).attributes
-        }
-        try refuseVirtual(parent, name)
         let kind: RevisionKind
         switch type {
         case S_IFREG: kind = .file
@@ -25,6 +18,12 @@ extension VirtualFileSystem {
         default: throw VFSError(type == S_IFDIR || type == S_IFLNK ? EPERM : EINVAL)
         }
         let device = type == S_IFCHR || type == S_IFBLK ? rdev : 0
+        if ForeignTree.contains(parent) {
+            return try foreignCreate(
+                parent: parent, name: name, kind: kind, mode: type | (mode & 0o7777), rdev: device, caller: caller
+            ).attributes
+        }
+        try refuseVirtual(parent, name)
         let inode = try makeNode(
             parent: parent, name: name, kind: kind, mode: type | (mode & 0o7777), caller: caller, rdev: device)
         try commit(inode)
