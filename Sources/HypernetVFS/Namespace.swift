@@ -121,6 +121,9 @@ extension VirtualFileSystem {
             }
             s.nodes[inode] = node
             s.dirtyDirectories.insert(parent)
+            if kind == .file, let continuation = continuationLocked(at: parent, name, by: inode, in: &s) {
+                try persist("create", continuation)
+            }
             return inode
         }
     }
@@ -231,9 +234,16 @@ extension VirtualFileSystem {
             }
             if sourceNode.isDirectory, Self.isAncestor(source, of: newParent, in: s) { throw VFSError(EINVAL) }
             let from = Link(parent: parent, name: name)
+            // A regular file renamed to a backup name of its own moves, even over another file: an editor's
+            // save by rename (vim, emacs) puts the original there and then writes the file anew (`Saves.swift`).
+            let backup = sourceNode.kind == .file && RenamedAway.isBackupName(newName, of: name)
             guard let target, let targetNode = s.nodes[target] else {
-                try moveLocked(source, from: from, to: newParent, name: newName, in: &s)
-                return nil
+                let continuation =
+                    sourceNode.kind == .file ? continuationLocked(at: newParent, newName, by: source, in: &s) : nil
+                try moveLocked(
+                    source, from: from, to: newParent, name: newName, in: &s, after: continuation ?? { _ in })
+                if backup { s.renamedAway.note(source, left: parent, name: name) }
+                return continuation == nil ? nil : source
             }
             if sourceNode.isDirectory {
                 guard targetNode.isDirectory else { throw VFSError(ENOTDIR) }
@@ -241,7 +251,7 @@ extension VirtualFileSystem {
             } else if targetNode.isDirectory {
                 throw VFSError(EISDIR)
             }
-            if sourceNode.kind == .file && targetNode.kind == .file && sourceNode.otherNames.isEmpty
+            if sourceNode.kind == .file && targetNode.kind == .file && !backup && sourceNode.otherNames.isEmpty
                 && targetNode.otherNames.isEmpty
             {
                 // A save by rename-over (vim, sed -i, os.replace, mv): the target document lives on
@@ -254,6 +264,7 @@ extension VirtualFileSystem {
             }
             try unlinkLocked(target, at: Link(parent: newParent, name: newName), in: &s)
             try moveLocked(source, from: from, to: newParent, name: newName, in: &s)
+            if backup { s.renamedAway.note(source, left: parent, name: name) }
             return nil
         }
         if let saved { try commit(saved) }

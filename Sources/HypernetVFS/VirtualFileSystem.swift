@@ -53,6 +53,8 @@ public final class VirtualFileSystem: Sendable {
         var recentTrees = TreeCache()
         /// Files and symlinks whose catalog row is ahead of their head revision (a pending metadata change).
         var pendingRevisions: Set<UInt64> = []
+        /// Files just renamed to a backup name, by the place they left (`Saves.swift`).
+        var renamedAway = RenamedAway()
     }
 
     let store: Store
