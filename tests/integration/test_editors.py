@@ -69,6 +69,15 @@ def vim_like(program, options=""):
     return edit
 
 
+def vim_in_a_terminal(directory, name, scratch, step):
+    """`vim -u DEFAULTS` as a user starts it, with its out-of-the-box settings (backupcopy=auto, writebackup)."""
+    command = f"vim.basic -u DEFAULTS -i NONE -c 'set backupskip=' -c '%{substitution(step)}' -c wq {name}"
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], cwd=directory, timeout=60,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env={**os.environ, "TERM": "xterm"})
+    assert proc.returncode == 0, f"vim exited {proc.returncode}"
+    return content(step + 1)
+
+
 def emacs(directory, name, scratch, step):
     # Emacs's default backup (by rename, once per session, to NAME~), also for files under /tmp.
     script = (f"(progn (setq backup-enable-predicate (lambda (_) t)) (find-file {json.dumps(name)})"
@@ -197,6 +206,8 @@ if shutil.which("nano") and shutil.which("script"):
     EDITORS["nano"] = nano
 if shutil.which("vim.tiny"):
     EDITORS["vim.tiny -es"] = vim_like("vim.tiny")
+if shutil.which("vim.basic") and shutil.which("script"):
+    EDITORS["vim -u DEFAULTS (in a terminal)"] = vim_in_a_terminal
 if shutil.which("vim.basic"):
     # Debian's full vim, with every way it can save (`:help backupcopy`): 'no' renames the original away and
     # writes the file anew; 'auto' does so too when it can (a file of one link whose owner it can keep).
