@@ -374,12 +374,13 @@ extension VirtualFileSystem {
         let targetName = t.name
         let work: (StoreTransaction) throws -> Void = { tx in
             try tx.removeEntry(parent: targetParent, name: targetName)
-            try tx.retireDocument(inode: target)
             if oldSource.head != nil {
                 _ = try tx.appendRevision(
                     document: oldSource.id, kind: .tombstone, metadata: oldSource.metadata,
                     parents: oldSource.head.map { [$0] } ?? [])
             }
+            // With the target's chain: the temporary file was written under its directory's.
+            try tx.handOverDocument(of: target, to: source, renamingTo: nil)
             try tx.updateDocument(adopted)
         }
         s.nodes[targetParent]!.children.removeValue(forKey: targetName)
