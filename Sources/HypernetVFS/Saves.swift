@@ -14,6 +14,8 @@ struct RenamedAway {
     }
 
     private var departures: [Place: (inode: UInt64, at: ContinuousClock.Instant)] = [:]
+    /// Expired departures are dropped at most once a window, so renaming many files costs O(1) each.
+    private var pruned = ContinuousClock.now
 
     /// A backup name of `name`: longer, and holding it (`f~`, `f.bak`, `f___jb_old___`, `#dir#f~`).
     static func isBackupName(_ newName: String, of name: String) -> Bool {
@@ -23,7 +25,10 @@ struct RenamedAway {
     /// Regular file `inode` left `parent/name` for a backup name of it.
     mutating func note(_ inode: UInt64, left parent: UInt64, name: String) {
         let now = ContinuousClock.now
-        departures = departures.filter { now - $0.value.at < Self.window }
+        if now - pruned >= Self.window {
+            departures = departures.filter { now - $0.value.at < Self.window }
+            pruned = now
+        }
         departures[Place(parent: parent, name: name)] = (inode, now)
     }
 
