@@ -308,9 +308,19 @@ extension VirtualFileSystem {
         return r
     }
 
-    /// Shows in directory `document` the entries `invalid.placement` gives it: the merge of every head's listing,
-    /// less documents placed elsewhere, plus directories rescued from a cycle at the root.
+    /// Shows directory `document`, then each directory it shows for the first time, and so on down: a worklist,
+    /// not recursion, so a tree of any depth costs no stack (a chain of thousands of directories from a peer).
     private func applyDirectory(_ document: DocumentID, in s: inout State, _ invalid: inout Invalidations) throws {
+        var pending = [document]
+        while let next = pending.popLast() { try showDirectory(next, in: &s, &invalid, then: &pending) }
+    }
+
+    /// Shows in directory `document` the entries `invalid.placement` gives it: the merge of every head's listing,
+    /// less documents placed elsewhere, plus directories rescued from a cycle at the root. Directories it links
+    /// that are to be filled go to `pending`.
+    private func showDirectory(
+        _ document: DocumentID, in s: inout State, _ invalid: inout Invalidations, then pending: inout [DocumentID]
+    ) throws {
         guard invalid.applying.insert(document).inserted else { return }
         guard let record = try store.document(document), s.nodes[record.inode] != nil else { return }
         let inode = record.inode
@@ -342,7 +352,7 @@ extension VirtualFileSystem {
             invalid.entries.append((inode, name))
         }
         for entry in shown where s.nodes[inode]!.children[entry.name] == nil {
-            let child = try linkDocument(entry, into: inode, in: &s, &invalid)
+            let child = try linkDocument(entry, into: inode, in: &s, &invalid, then: &pending)
             s.nodes[inode]!.children[entry.name] = child
             if s.nodes[child]!.isDirectory { s.nodes[inode]!.subdirectories += 1 }
             invalid.entries.append((inode, entry.name))
@@ -432,7 +442,8 @@ extension VirtualFileSystem {
     /// The inode showing `entry`'s document under `parent`: an existing one moved here, or a new row
     /// (showing its winner, or empty until its first revision arrives).
     private func linkDocument(
-        _ entry: DirectoryListing.Entry, into parent: UInt64, in s: inout State, _ invalid: inout Invalidations
+        _ entry: DirectoryListing.Entry, into parent: UInt64, in s: inout State, _ invalid: inout Invalidations,
+        then pending: inout [DocumentID]
     ) throws -> UInt64 {
         let w = try winner(of: entry.document)
         var record: DocumentRecord
@@ -482,9 +493,9 @@ extension VirtualFileSystem {
             try tx.setEntry(parent: parent, name: entry.name, child: shown.inode)
         }
         s.nodes[record.inode] = node
-        // A directory not shown yet when this pass reached it has no entries: fill it now.
+        // A directory not shown yet when this pass reached it has no entries: fill it next.
         if fresh { invalid.applying.remove(entry.document) }
-        if node.isDirectory, w != nil { try applyDirectory(entry.document, in: &s, &invalid) }
+        if node.isDirectory, w != nil { pending.append(entry.document) }
         return record.inode
     }
 
