@@ -48,6 +48,13 @@ public enum FileName {
     }
 
     static func isEscape(_ scalar: Unicode.Scalar) -> Bool { scalar.value >= escapeBase }
+
+    /// Whether a file may have this name: 1...255 bytes, not "." or "..", no "/" or NUL. The VFS makes no other,
+    /// but a peer's listing can name anything, and the kernel must never be handed such a name.
+    static func isValid(_ name: String) -> Bool {
+        (1...VirtualFileSystem.nameMax).contains(byteCount(name)) && name != "." && name != ".."
+            && !name.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == 0 })
+    }
 }
 
 /// A directory's entries by name. Names compare byte for byte: Swift's `String ==` treats canonically

@@ -180,7 +180,9 @@ extension VirtualFileSystem {
     }
 
     private func listing(_ w: Winner) throws(VFSError) -> [DirectoryListing.Entry] {
-        do { return try DirectoryListing(decoding: store.readContent(w.metadata.content)).entries } catch {
+        do {
+            return shownEntries(try DirectoryListing(decoding: store.readContent(w.metadata.content)), of: w.id)
+        } catch {
             throw fail(error, "read shared directory")
         }
     }

@@ -420,7 +420,21 @@ extension VirtualFileSystem {
     func listing(of id: RevisionID) throws -> DirectoryListing {
         let (revision, metadata) = try store.revision(id)
         guard revision.kind == .directory else { return DirectoryListing(entries: []) }
-        return try DirectoryListing(decoding: store.readContent(metadata.content))
+        var listing = try DirectoryListing(decoding: store.readContent(metadata.content))
+        listing.entries = shownEntries(listing, of: id)
+        return listing
+    }
+
+    /// The entries of directory revision `id` this node may show: those whose names a file can have. A writer's
+    /// modified node can list any name (`..`, `a/b`, empty); the others are left out, logged once per revision.
+    func shownEntries(_ listing: DirectoryListing, of id: RevisionID) -> [DirectoryListing.Entry] {
+        guard !listing.entries.allSatisfy({ FileName.isValid($0.name) }) else { return listing.entries }
+        let shown = listing.entries.filter { FileName.isValid($0.name) }
+        if invalidListings.withLock({ $0.insert(id).inserted }) {
+            let left = listing.entries.count - shown.count
+            logger.warning("directory revision \(id.hex) lists \(left) names no file may have: left out")
+        }
+        return shown
     }
 
     /// What the next revision of a directory showing the merge of `heads` builds on: those heads, or, for a directory

@@ -71,6 +71,8 @@ public final class VirtualFileSystem: Sendable {
     let foreignFiles = Mutex<[UInt64: ForeignFile]>([:])
     /// The periodic passes whose last run failed (`passEnded`).
     let failingPasses = Mutex<Set<String>>([])
+    /// Directory revisions whose invalid names were logged (`shownEntries`), so each is logged once.
+    let invalidListings = Mutex<Set<RevisionID>>([])
 
     /// Starts the filesystem on `store`, including its commit timer for files held open.
     public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {

@@ -27,6 +27,14 @@
 //                      checks every chunk against its id: it refuses the bytes ("rejected chunk ID") and drops
 //                      the connection. The revision lacks a chunk, a transient rejection: it is never stored, and
 //                      is asked for again on every later connection.
+//   unauthorised-delete  a tombstone of the document signed by this identity, naming the current epoch (--epoch
+//                      to choose another), in which it holds no `delete` (a reader, or a writer without it).
+//                      Refused for good: "author has no right for it"; the document stays.
+//   hostile-names      a directory revision of the document (a directory; --epoch as for swapped-chunk: run it
+//                      while this identity holds `write`) listing what its head lists plus entries named "", ".",
+//                      "..", "a/b", "nul\0byte" and 256 bytes, each naming a new document. The revision is one
+//                      this identity may make, so every node stores it; a node that shows the directory must
+//                      leave the invalid names out ("names no file may have"), never hand them to the kernel.
 //   edited-block       the next block, with this identity made an admin, carrying the current block's signer and
 //                      signature (an edit of a signed block): the signature does not verify. A receiver cannot
 //                      decode it ("rejected a log record: invalid permission block signature", a line that names
@@ -59,6 +67,8 @@ import Logging
 enum Mode: String, CaseIterable {
     case revokedWriter = "revoked-writer"
     case swappedChunk = "swapped-chunk"
+    case unauthorisedDelete = "unauthorised-delete"
+    case hostileNames = "hostile-names"
     case editedBlock = "edited-block"
     case selfSignedBlock = "self-signed-block"
     case rolledBackBlock = "rolled-back-block"
@@ -181,7 +191,7 @@ struct Forger {
             throw ForgeError("document \(options.document) belongs to tree \(Hex.encode(owner)), not to --tree")
         }
         switch options.mode {
-        case .revokedWriter, .swappedChunk: return try forgeRevision()
+        case .revokedWriter, .swappedChunk, .unauthorisedDelete, .hostileNames: return try forgeRevision()
         case .editedBlock, .selfSignedBlock, .rolledBackBlock, .replayedBlock: return [try forgeBlock().hex]
         }
     }
@@ -210,7 +220,14 @@ struct Forger {
         let parents = try store.heads(of: document).sorted()
         guard !parents.isEmpty else { throw ForgeError("document \(document) has no head here") }
 
-        let content = Array(options.content.utf8)
+        let kind: RevisionKind
+        let mode: mode_t
+        let content: [UInt8]
+        switch options.mode {
+        case .unauthorisedDelete: (kind, mode, content) = (.tombstone, S_IFREG | 0o644, Array(options.content.utf8))
+        case .hostileNames: (kind, mode, content) = (.directory, S_IFDIR | 0o755, try hostileListing(parents))
+        default: (kind, mode, content) = (.file, S_IFREG | 0o644, Array(options.content.utf8))
+        }
         let (root, written) = try store.writeContent(content, key: key)
         var rows = Dictionary(
             written.map { ($0.id, (pack: $0.pack, offset: $0.offset, length: $0.length)) },
@@ -236,12 +253,12 @@ struct Forger {
             HLCTime(milliseconds: UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec / 1_000_000), counter: 0),
             HLCTime(rawValue: UInt64(bitPattern: latest) + 1))
         let metadata = RevisionMetadata(
-            mode: S_IFREG | 0o644, uid: getuid(), gid: getgid(), mtimeSeconds: Int64(now.tv_sec),
+            mode: mode, uid: getuid(), gid: getgid(), mtimeSeconds: Int64(now.tv_sec),
             mtimeNanoseconds: UInt32(now.tv_nsec), ctimeSeconds: Int64(now.tv_sec),
             ctimeNanoseconds: UInt32(now.tv_nsec),
             size: UInt64(content.count), quorum: 0, xattrs: [], content: root, symlinkTarget: [])
         let signed = Revision(
-            document: document, kind: .file, epoch: epoch, rights: rights, time: time,
+            document: document, kind: kind, epoch: epoch, rights: rights, time: time,
             author: keyring.identity.publicKey,
             parents: parents, sealedMetadata: metadata.sealed(epochKey: key, document: document)
         ).signed(by: keyring.identity)
@@ -253,7 +270,7 @@ struct Forger {
                 sql:
                     "INSERT INTO revisions (id, document, time, kind, size, record, tree, seq, rights) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 arguments: [
-                    id, doc, Int64(bitPattern: time.rawValue), Int(RevisionKind.file.rawValue), Int64(content.count),
+                    id, doc, Int64(bitPattern: time.rawValue), Int(kind.rawValue), Int64(content.count),
                     Data(signed.record), Data(options.tree.bytes), try nextSeq(db), Data(rights.bytes),
                 ])
             for p in parents {
@@ -269,6 +286,17 @@ struct Forger {
             }
         }
         return [signed.id.hex] + (swapped.map { [$0.hex] } ?? [])
+    }
+
+    /// What the directory's first head lists, plus names no file may have, each naming a new document.
+    func hostileListing(_ heads: [RevisionID]) throws -> [UInt8] {
+        let (revision, metadata) = try store.revision(heads[0])
+        guard revision.kind == .directory else { throw ForgeError("document \(options.document) is no directory") }
+        let listed = try DirectoryListing(decoding: store.readContent(metadata.content)).entries
+        let hostile = ["", ".", "..", "a/b", "nul\0byte", String(repeating: "n", count: 256)].map {
+            DirectoryListing.Entry(name: $0, document: .random(), kind: .file)
+        }
+        return DirectoryListing(entries: listed + hostile).encoded()
     }
 
     /// Appends `u32 length | id | bytes` to the newest pack, whatever the bytes hash to. Called after the
@@ -347,7 +375,7 @@ struct Forger {
                     sql: "UPDATE blocks SET seq = ? WHERE id = ?", arguments: [try nextSeq(db), Data(first.id.bytes)])
             }
             return first.id
-        case .revokedWriter, .swappedChunk:
+        case .revokedWriter, .swappedChunk, .unauthorisedDelete, .hostileNames:
             preconditionFailure("not a block mode")
         }
     }

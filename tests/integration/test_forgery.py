@@ -10,8 +10,8 @@ next to $HYPERNET_BIN (`swift build --product hypernet-forge` puts it there):
 
 Topology, one cluster per forgery: alice on node a (mounted), bob on node b (mounted, its own identity, pins
 alice's tree), a storage node c (pins alice's tree). alice shares the folder `share` with bob (read, write) and,
-for every mode but swapped-chunk, then revokes bob's `write` (he stays a reader, so that his own view of the
-share, /@alice/share on b, is there to look at). Then b is stopped, forged, started again, and a and c must:
+for every mode but swapped-chunk and unauthorised-delete, then revokes bob's `write` (he stays a reader, so that
+his own view of the share, /@alice/share on b, is there to look at). Then b is stopped, forged, started again, and a and c must:
 not store the forged record, log its rejection (naming it where the record decodes), keep their chain of
 `share` (the same blocks at the same seqs), its rights, the heads of the forged-at file and what a's mount shows.
 A replayed genuine block is the exception to "log": it is no news, skipped without a line; what is checked is
@@ -44,6 +44,8 @@ class Mode:
 
 MODES = {
     "revoked-writer": Mode(True, r"warning hypernet: rejected log record {id}: author has no right for it"),
+    # A tombstone by bob, who holds read and write but not delete: an unauthorised delete.
+    "unauthorised-delete": Mode(False, r"warning hypernet: rejected log record {id}: author has no right for it"),
     "swapped-chunk": Mode(False, r"warning hypernet: rejected chunk {chunk}: .*bytes do not match its id"),
     # The record does not decode, so the line names its place in the sender's log.
     "edited-block": Mode(True, r"warning hypernet: rejected the log record at seq {seq}: invalid permission block signature",
