@@ -146,6 +146,7 @@ public enum Daemon {
             readiness.ready()
             // Without a mount's once-a-second pass, the WAL is checkpointed here.
             while stopped.wait(timeout: .now() + 1) == .timedOut { store.checkpointIfNeeded() }
+            store.checkpointAtStop()
             logger.info("daemon stopped")
             return
         }
@@ -173,6 +174,7 @@ public enum Daemon {
         logger.info("unmounted; stopping", metadata: ["mountpoint": "\(mountpoint)"])
         server.stop()
         fileSystem?.shutdown()
+        store.checkpointAtStop()
         logger.info("daemon stopped")
         if let loopError {
             throw Failure(.failure, loopError.message)

@@ -19,6 +19,9 @@ final class Catalog: Sendable {
             // SQLite's automatic checkpoint would make catalog rows durable before the pack records
             // they name; `Store.checkpoint` syncs the packs first, then checkpoints.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            // What a row leaves behind (a replaced name, xattr value or symlink target) is zeroed, not left in
+            // the page's free space: a stopped store's catalog holds the current state only (security.md).
+            try db.execute(sql: "PRAGMA secure_delete = ON")
         }
         config.busyMode = .timeout(10)
         // SQLite creates a database 0644 less the umask, and its -wal and -shm with the database's mode: the
@@ -198,9 +201,10 @@ final class Catalog: Sendable {
         do { return try pool.write(body) } catch { throw Self.storeError(error, path: path) }
     }
 
-    /// Copies the WAL into the database file (outside any transaction, as SQLite requires).
-    func checkpoint() throws(StoreError) {
-        do { try pool.writeWithoutTransaction { db in _ = try db.checkpoint(.restart) } } catch {
+    /// Copies the WAL into the database file (outside any transaction, as SQLite requires); `.truncate` also
+    /// empties the WAL file, whose older frames hold earlier states of rows.
+    func checkpoint(_ mode: Database.CheckpointMode = .restart) throws(StoreError) {
+        do { try pool.writeWithoutTransaction { db in _ = try db.checkpoint(mode) } } catch {
             throw Self.storeError(error, path: path, context: "checkpoint: ")
         }
     }

@@ -669,6 +669,18 @@ public final class Store: Sendable {
         }
     }
 
+    /// At a clean stop: the packs synced, then the WAL moved into the database file and truncated, so that a
+    /// stopped store holds no earlier state of a row (its frames) beside the current one (security.md, "Threat
+    /// model").
+    public func checkpointAtStop() {
+        do {
+            try packs.sync()
+            try catalog.checkpoint(.truncate)
+        } catch {
+            logger.error("catalog checkpoint at stop failed: \(error)")
+        }
+    }
+
     // MARK: Checks
 
     /// Checks every chunk against its id, every revision's signature, and every document's content.

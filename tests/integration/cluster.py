@@ -455,6 +455,25 @@ def sharing_pair(cluster, folder, *roles):
     return a, b
 
 
+@contextlib.contextmanager
+def capture_loopback(path, hosts):
+    """tcpdump of every packet from or to `hosts` on the loopback interface into `path`, for the block's time
+    (started before the block runs)."""
+    expression = " or ".join(f"host {h}" for h in hosts)
+    tcpdump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", str(path), *expression.split()],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        eventually(lambda: path.exists() and path.stat().st_size > 0, 10, "tcpdump did not start capturing")
+        yield
+    finally:
+        tcpdump.terminate()
+        try:
+            tcpdump.wait(10)
+        except subprocess.TimeoutExpired:
+            tcpdump.kill()
+            tcpdump.wait()
+
+
 def write(path, data: bytes, fsync=False, append=False):
     """Writes `data` to `path` (O_TRUNC, or O_APPEND), optionally fsyncs (an fsync error propagates)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)

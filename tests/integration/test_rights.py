@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import eventually
+from cluster import capture_loopback, eventually
 from helpers import current_revision, doc_id, errno_of, hx, read_file, write_file
 
 pytestmark = pytest.mark.replication
@@ -126,10 +126,7 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
     c = cluster.add("c", serve=True, pins=[a])
     capture = Path(node_dir) / "storage-node.pcap"
     # Everything the storage node sends or receives, from before the first connection.
-    tcpdump = subprocess.Popen(["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", str(capture), "host", c.listen.split(":")[0]],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        eventually(lambda: capture.exists() and capture.stat().st_size > 0, 10, "tcpdump did not start capturing")
+    with capture_loopback(capture, [c.listen.split(":")[0]]):
         cluster.start()
         # Contents are random bytes around the marker: zstd cannot shrink them, so without encryption the marker
         # would be in the packs verbatim (the public control below shows that the search finds it there).
@@ -192,13 +189,6 @@ def test_a_contact_reads_what_is_shared_and_nothing_written_after_the_revoke(clu
         revisions = lambda n: {r[0] for r in n.query("SELECT id FROM revisions")}
         eventually(lambda: revisions(a) <= revisions(c), 10, "the storage node does not hold all of alice's revisions")
         time.sleep(0.5)
-    finally:
-        tcpdump.terminate()
-        try:
-            tcpdump.wait(10)
-        except subprocess.TimeoutExpired:
-            tcpdump.kill()
-            tcpdump.wait()
 
     # Markers in contents, names and xattrs appear nowhere in the storage node's store, nor in bob's, nor on the wire.
     markers = {"content": content, "file name": name.encode(), "xattr value": note.encode(), "content after the revoke": later}
