@@ -252,6 +252,15 @@ def test_a_local_user_reaches_nothing_the_mode_denies_through_any_path(cluster):
                 f"a local user reads the {what} revision through {n.name}'s /.hypernet/: {outcome}"
     assert wait_until(lambda: read_file(a.p(".hypernet", "revisions", revisions["secret"])) == b"secret", 5)
 
+    # xattrs outside `user.` are stored nowhere, not even for root, whichever path names the file.
+    # (b's /.hypernet/revisions/ does not show other identities' revisions: xattrs.md.)
+    for path in [a.p("share", "open.txt"), os.path.join(foreign, "open.txt"),
+                 a.p(".hypernet", "revisions", revisions["secret"])]:
+        for name in ("trusted.t", "security.t"):
+            got = errno_of(os.setxattr, path, name, b"v" * 100)
+            assert got in ("ENOTSUP", "EACCES", "EROFS"), f"setxattr {name} on {path}: {got}"
+            assert name not in os.listxattr(path) and errno_of(os.getxattr, path, name) in ("ENOTSUP", "ENODATA")
+
 
 if __name__ == "__main__":
     abuse_main(sys.argv[1], sys.argv[2])
