@@ -133,6 +133,17 @@ def test_another_node_shows_every_name_of_one_document(cluster):
     b.restart()
     cluster.wait_connected()
     assert shown(b, "d/g", "d/h") == (1, [2, 2])
+    # A rename of one name moves that name only; the last name's removal deletes the document everywhere, its
+    # history kept.
+    os.rename(a.p("d", "h"), a.p("h2"))
+    eventually(lambda: shown(b, "d/g", "h2") == (1, [2, 2]) and not os.path.exists(b.p("d", "h")), 10 * REMOTE,
+               lambda: f"after a rename of one name, node b shows {shown(b, 'd/g', 'h2')}")
+    rev = history(a.p("h2"))[0][0]
+    os.unlink(a.p("d", "g"))
+    os.unlink(a.p("h2"))
+    eventually(lambda: not os.path.exists(b.p("h2")) and os.listdir(b.p("d")) == [], 10 * REMOTE,
+               "node b still shows a name of the deleted document")
+    assert read_file(b.p(".hypernet", "revisions", rev[:12])) == b"edited on b\n"
 
 
 @pytest.fixture
