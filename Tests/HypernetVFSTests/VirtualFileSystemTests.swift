@@ -346,8 +346,9 @@ func permutations<T>(_ items: [T]) -> [[T]] {
 
     @Test func aGrowingFileBecomesARevisionEach16MiBSealedWhileTheWriterGoesOn() throws {
         let f = try Fixture()
-        let created = try f.vfs.create(parent: 1, name: "copy", mode: 0o644, flags: O_RDWR, caller: f.caller)
+        // The data first: made after the create, it can take longer than the pass that commits the new empty file.
         let data = randomBytes(40 << 20, seed: 11)
+        let created = try f.vfs.create(parent: 1, name: "copy", mode: 0o644, flags: O_RDWR, caller: f.caller)
         for offset in stride(from: 0, to: data.count, by: 1 << 20) {
             _ = try data[offset..<offset + (1 << 20)].withUnsafeBytes { b in
                 try f.vfs.write(handle: created.handle, offset: UInt64(offset), data: b)
@@ -373,8 +374,8 @@ func permutations<T>(_ items: [T]) -> [[T]] {
 
     @Test func aWriteIntoTheRegionBeingSealedWaitsAndLandsInTheNextRevision() throws {
         let f = try Fixture()
-        let created = try f.vfs.create(parent: 1, name: "g", mode: 0o644, flags: O_RDWR, caller: f.caller)
         let original = randomBytes(17 << 20, seed: 12)
+        let created = try f.vfs.create(parent: 1, name: "g", mode: 0o644, flags: O_RDWR, caller: f.caller)
         var data = original
         try data.withUnsafeBytes { b in _ = try f.vfs.write(handle: created.handle, offset: 0, data: b) }
         // The seal of the first 17 MiB may be running: this overwrite of its start waits for it.
