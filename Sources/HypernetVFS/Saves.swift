@@ -51,9 +51,10 @@ extension VirtualFileSystem {
     func continuationLocked(at parent: UInt64, _ name: String, by inode: UInt64, in s: inout State)
         -> ((StoreTransaction) throws -> Void)?
     {
+        // Not with hard links: the original's other names keep it, as they keep the target of a rename-over.
         guard let away = s.renamedAway.take(parent: parent, name: name), away != inode,
-            var original = s.nodes[away], original.linked, original.kind == .file,
-            var successor = s.nodes[inode], successor.kind == .file
+            var original = s.nodes[away], original.linked, original.kind == .file, original.otherNames.isEmpty,
+            var successor = s.nodes[inode], successor.kind == .file, successor.otherNames.isEmpty
         else { return nil }
         let own = successor.record
         let fresh = DocumentID.random()

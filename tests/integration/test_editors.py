@@ -340,6 +340,20 @@ def test_only_a_backup_name_and_only_the_name_left_continue_the_document(node):
     assert doc_id(d) == dident, "a create of the name left right after, with another create between, is a save"
 
 
+def test_a_linked_file_saved_by_renaming_it_away_leaves_its_other_names_alone(node):
+    """emacs's save by rename of a file with two names: as on ext4, the other name keeps the document and the old
+    content, and the saved name is a new document (as for a rename-over onto a linked file)."""
+    a, b = node.p("a"), node.p("b")
+    write_file(a, b"old\n")
+    os.link(a, b)
+    ident = doc_id(a)
+    os.rename(a, a + "~")
+    write_file(a, b"new\n")
+    assert doc_id(b) == ident and read_file(b) == b"old\n"
+    assert doc_id(a) not in ("", ident) and read_file(a) == b"new\n"
+    assert os.stat(b).st_nlink == 2 and os.stat(a).st_nlink == 1
+
+
 def test_renaming_to_a_backup_name_over_a_file_moves_the_document(node):
     """`mv a a~` over an existing a~ (emacs's backup on its second session) moves a's document to a~ and
     deletes the old a~ (unlike a rename-over save, which keeps the target's document)."""
