@@ -397,11 +397,18 @@ extension VirtualFileSystem {
 
     /// A directory revision: its listing (when changed) as encrypted content, and its metadata.
     func commitDirectoryLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
-        guard var dir = s.nodes[inode], dir.isDirectory, dir.linked else {
+        guard s.nodes[inode]?.isDirectory == true, s.nodes[inode]?.linked == true else {
             s.dirtyDirectories.remove(inode)
             return
         }
-        let listingChanged = s.dirtyDirectories.contains(inode) || dir.record.head == nil
+        // This listing no longer names the directories merged into a child: the child's revision must list their
+        // entries first, or they would show nowhere.
+        for child in s.merging.sorted() where s.nodes[child]?.parent == inode {
+            try commitDirectoryLocked(child, in: &s)
+        }
+        var dir = s.nodes[inode]!
+        let listingChanged =
+            s.dirtyDirectories.contains(inode) || dir.record.head == nil || !dir.mergedDirectories.isEmpty
         guard listingChanged || dir.metadataChanged else { return }
         var locations: [ChunkLocation] = []
         if listingChanged {
@@ -419,6 +426,13 @@ extension VirtualFileSystem {
             }
         }
         try appendRevisionLocked(&dir, locations: locations)
+        if !dir.mergedDirectories.isEmpty {
+            try endMerged(dir.mergedDirectories, in: &s)
+            dir.mergedDirectories = [:]
+            s.merging.remove(inode)
+            // The parent's listing still names the ended directories; its next revision drops them.
+            s.dirtyDirectories.insert(dir.parent)
+        }
         s.nodes[inode] = dir
         s.dirtyDirectories.remove(inode)
     }
