@@ -27,7 +27,7 @@ struct Node {
     /// revision names these as parents — not every stored head, which may include one not shown yet.
     var mergedHeads: [RevisionID] = []
     /// Directories: the same-named directories merged into this one in the view (`Placement.merged`), each with
-    /// the heads whose merge showed; they end with this directory's next revision or its parent's.
+    /// the heads whose merge showed; they end with the next directory revision this node writes.
     var mergedDirectories: [DocumentID: [RevisionID]] = [:]
 
     var inode: UInt64 { record.inode }

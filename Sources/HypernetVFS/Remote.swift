@@ -437,8 +437,8 @@ extension VirtualFileSystem {
         invalid.inodes.insert(node.parent)
     }
 
-    /// Records on each shown directory the same-named directories merged into it: its next revision, or its
-    /// parent's, makes them one in the stored revisions too (`commitDirectoryLocked`).
+    /// Records on each shown directory the same-named directories merged into it: the next directory revision
+    /// this node writes makes them one in the stored revisions too (`commitMerges`).
     private func noteMerged(_ placement: Placement, in s: inout State) {
         for inode in s.merging { s.nodes[inode]?.mergedDirectories = [:] }
         s.merging = []

@@ -97,17 +97,20 @@ def test_three_nodes_merge_nested_directories_and_keep_a_file_against_a_director
     inside = sorted(p for p in tree if p.startswith("a/b/c/"))
     assert [p for p in inside if not p.startswith("a/b/c/same.txt")] == ["a/b/c/a.txt", "a/b/c/b.txt", "a/b/c/c.txt"]
     assert len(inside) == 6 and "a/b/c/same.txt" in inside, f"three same.txt show as {inside}"
-    # A change in the root alone writes the merge first, at every depth: nothing placed in a loser is left behind.
-    write(a.p("top.txt"), b"top\n")
-    tree = settle(trio, [], what="after a change in the root")
-    assert directories(tree) == merged, f"directories after the root changed: {directories(tree)}"
-    assert len([p for p in tree if p.startswith("a/b/c/")]) == 6, sorted(tree)
-    # Every node writes the merge into its next revisions when it next changes the directories; the tree stays.
+    # Moving the merged directory elsewhere writes the merge first, at every depth: the old parent's listing no
+    # longer names the losers, and nothing placed in them may be left behind.
+    os.mkdir(a.p("moved"))
+    os.rename(a.p("a"), a.p("moved", "a"))
+    tree = settle(trio, [], what="after a move of the merged directory")
+    merged = ["moved", "moved/a", "moved/a/b", "moved/a/b/c", dir_x]
+    assert directories(tree) == merged, f"directories after the move: {directories(tree)}"
+    assert len([p for p in tree if p.startswith("moved/a/b/c/")]) == 6, sorted(tree)
+    # Every node's next writes in the merged directories change nothing else.
     for n in (a, b, c):
-        write(n.p("a", "b", "c", f"after-{n.name}.txt"), b"after\n")
+        write(n.p("moved", "a", "b", "c", f"after-{n.name}.txt"), b"after\n")
     tree = settle(trio, [], what="after writes into the merged directories")
     assert directories(tree) == merged, f"directories after the writes: {directories(tree)}"
-    assert len([p for p in tree if p.startswith("a/b/c/")]) == 9, sorted(tree)
+    assert len([p for p in tree if p.startswith("moved/a/b/c/")]) == 9, sorted(tree)
     same_after_restart(trio, c, tree)
 
 
