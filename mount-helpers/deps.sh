@@ -4,12 +4,13 @@
 # Building and running: headers for the C shims, the FUSE tools, getfattr/setfattr, pkg-config for
 # the system-library targets.
 HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev libzstd-dev attr pkg-config"
-# Running the tests as well: an editor for the editor-save tests, pytest/hypothesis for Debian's
+# Running the tests as well: the editors of the editor-save tests (Debian's full vim and vim-tiny, emacs, nano,
+# ed; tests/integration/test_editors.py), pytest/hypothesis for Debian's
 # python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
 # network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), tcpdump to
 # show what crosses the wire, fusepy for the power-loss file system (tests/faults/lazyfs.py, Debian's python3), and
 # stress-ng and fio for the conformance-under-load tests (tests/integration/test_load_verify.py).
-HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim-tiny python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy stress-ng fio"
+HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim vim-tiny emacs-nox nano ed python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy stress-ng fio"
 # Benchmarks: the anchors they compare against.
 HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs syncthing rsync"
 

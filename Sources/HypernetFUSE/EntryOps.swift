@@ -170,7 +170,12 @@ func opRename(
     }
 }
 
-/// Hard links are not supported: a document has exactly one name.
 func opLink(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ newParent: fuse_ino_t, _ newName: UnsafePointer<CChar>?) {
-    Request(req, "link").reply(errno: EPERM)
+    let request = Request(req, "link")
+    guard let newName = request.name(newName) else { return }
+    do {
+        request.reply(entry: try request.fileSystem.link(inode: inode, newParent: newParent, newName: newName))
+    } catch {
+        request.reply(error: error)
+    }
 }

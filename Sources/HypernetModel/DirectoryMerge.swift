@@ -84,28 +84,35 @@ public enum DirectoryMerge {
         var chosen: [Placement] = []
         for document in documents {
             let before = baseByDocument[document]
-            // The newest head whose entry differs from the base; none: the base stands.
-            var result = before.map { Placement(entry: $0, head: nil) }
+            // The newest head whose entries for it differ from the base; none: the base stands.
+            var result = before.map { $0.map { Placement(entry: $0, head: nil) } }
             for (i, h) in headsByDocument.enumerated().reversed() where !same(h[document], before) {
-                result = h[document].map { Placement(entry: $0, head: i) }
+                result = h[document].map { $0.map { Placement(entry: $0, head: i) } }
                 break
             }
             if result == nil, undeleted.contains(document),
                 let i = headsByDocument.indices.last(where: { headsByDocument[$0][document] != nil })
             {
-                result = Placement(entry: headsByDocument[i][document]!, head: i)
+                result = headsByDocument[i][document]!.map { Placement(entry: $0, head: i) }
             }
-            if let result { chosen.append(result) }
+            chosen += result ?? []
         }
-        return chosen.sorted { $0.entry.document.bytes.lexicographicallyPrecedes($1.entry.document.bytes) }
+        return chosen.sorted {
+            $0.entry.document == $1.entry.document
+                ? $0.entry.name.utf8.lexicographicallyPrecedes($1.entry.name.utf8)
+                : $0.entry.document.bytes.lexicographicallyPrecedes($1.entry.document.bytes)
+        }
     }
 
-    static func byDocument(_ entries: [DirectoryListing.Entry]) -> [DocumentID: DirectoryListing.Entry] {
-        Dictionary(entries.map { ($0.document, $0) }, uniquingKeysWith: { a, _ in a })
+    /// A document's entries in one listing: one per name (several for hard links), in name order. A change to any
+    /// of them (a rename, a link, an unlink of one name) is one change of the document's entry in the merge.
+    static func byDocument(_ entries: [DirectoryListing.Entry]) -> [DocumentID: [DirectoryListing.Entry]] {
+        Dictionary(grouping: entries, by: \.document)
     }
 
-    static func same(_ a: DirectoryListing.Entry?, _ b: DirectoryListing.Entry?) -> Bool {
-        a.map { Array($0.name.utf8) } == b.map { Array($0.name.utf8) } && a?.kind == b?.kind
+    static func same(_ a: [DirectoryListing.Entry]?, _ b: [DirectoryListing.Entry]?) -> Bool {
+        a.map { $0.map { Array($0.name.utf8) } } == b.map { $0.map { Array($0.name.utf8) } }
+            && a.map { $0.map(\.kind) } == b.map { $0.map(\.kind) }
     }
 
     /// The visible name of a document that lost a name collision.

@@ -6,6 +6,8 @@ public struct RevisionMetadata: Sendable, Equatable {
     static let formatVersion: UInt8 = 1
     /// Adds `rdev`; written only for device nodes, so other revisions stay readable by older nodes.
     static let deviceFormatVersion: UInt8 = 2
+    /// Adds `links`; written only for a document with several names, so other revisions stay as before.
+    static let linksFormatVersion: UInt8 = 3
     static let keyContext = Array("hypernet metadata key v1".utf8)
     /// What the decoder accepts of user xattrs: names of at most 255 bytes, values of at most 64 KiB (the
     /// kernel's `XATTR_NAME_MAX`, `XATTR_SIZE_MAX`), and a count far above what `xattrSpace` lets a writer
@@ -37,6 +39,9 @@ public struct RevisionMetadata: Sendable, Equatable {
     public var symlinkTarget: [UInt8]
     /// Device nodes: the device number (`st_rdev`); 0 otherwise.
     public var rdev: UInt64
+    /// Files, symlinks and special files: how many names the writer's tree gave the document (hard links);
+    /// 1 otherwise. Several tells every node that its listings name it on purpose, not after concurrent moves.
+    public var links: UInt32
 
     public struct Xattr: Sendable, Equatable {
         public var name: String
@@ -50,7 +55,7 @@ public struct RevisionMetadata: Sendable, Equatable {
     public init(
         mode: UInt32, uid: UInt32, gid: UInt32, mtimeSeconds: Int64, mtimeNanoseconds: UInt32,
         ctimeSeconds: Int64, ctimeNanoseconds: UInt32, size: UInt64, quorum: UInt8, xattrs: [Xattr],
-        content: ManifestReference?, symlinkTarget: [UInt8], rdev: UInt64 = 0
+        content: ManifestReference?, symlinkTarget: [UInt8], rdev: UInt64 = 0, links: UInt32 = 1
     ) {
         self.mode = mode
         self.uid = uid
@@ -65,11 +70,12 @@ public struct RevisionMetadata: Sendable, Equatable {
         self.content = content
         self.symlinkTarget = symlinkTarget
         self.rdev = rdev
+        self.links = links
     }
 
     public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: 128)
-        w.u8(rdev == 0 ? Self.formatVersion : Self.deviceFormatVersion)
+        w.u8(links > 1 ? Self.linksFormatVersion : rdev == 0 ? Self.formatVersion : Self.deviceFormatVersion)
         w.u32(mode)
         w.u32(uid)
         w.u32(gid)
@@ -93,14 +99,19 @@ public struct RevisionMetadata: Sendable, Equatable {
             w.u8(0)
         }
         w.blob(symlinkTarget)
-        if rdev != 0 { w.u64(rdev) }
+        if links > 1 {
+            w.u64(rdev)
+            w.u32(links)
+        } else if rdev != 0 {
+            w.u64(rdev)
+        }
         return w.bytes
     }
 
     public init(decoding bytes: [UInt8]) throws(DecodingError) {
         var r = ByteReader(bytes, context: "revision metadata")
         let version = try r.u8()
-        guard version == Self.formatVersion || version == Self.deviceFormatVersion else {
+        guard (Self.formatVersion...Self.linksFormatVersion).contains(version) else {
             throw .unsupportedVersion(Int(version))
         }
         mode = try r.u32()
@@ -131,8 +142,10 @@ public struct RevisionMetadata: Sendable, Equatable {
         default: throw .invalid("content flag")
         }
         symlinkTarget = try r.blob(limit: 4096)
-        rdev = version == Self.deviceFormatVersion ? try r.u64() : 0
+        rdev = version == Self.formatVersion ? 0 : try r.u64()
         if version == Self.deviceFormatVersion, rdev == 0 { throw .invalid("rdev") }
+        links = version == Self.linksFormatVersion ? try r.u32() : 1
+        if version == Self.linksFormatVersion, links < 2 { throw .invalid("links") }
         try r.expectEnd()
     }
 

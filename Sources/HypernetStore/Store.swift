@@ -794,6 +794,29 @@ public struct StoreTransaction {
         try run("UPDATE documents SET id = NULL WHERE inode = ?", arguments: [Int64(inode)])
     }
 
+    /// Row `successor` takes over the document row `inode` names: its id, head and the chain it is written
+    /// under, so a save keeps a shared document shared as it was. Row `inode` then names the new document `id`,
+    /// under the same chain and without a revision yet (dirty): an editor's save that renamed the original
+    /// away (docs/design.md, "Saves that rename"); or, with `id` nil, no document (a rename-over).
+    public func handOverDocument(of inode: UInt64, to successor: UInt64, renamingTo id: DocumentID?) throws {
+        let row = try Row.fetchOne(
+            db.cachedStatement(sql: "SELECT id, head, rights FROM documents WHERE inode = ?"),
+            arguments: [Int64(inode)])
+        guard let row, let old = row["id"] as Data? else {
+            throw StoreError.corrupt(object: "catalog", reason: "no document at inode \(inode)")
+        }
+        if let id {
+            try run(
+                "UPDATE documents SET id = ?, head = NULL, dirty = 1 WHERE inode = ?",
+                arguments: [Data(id.bytes), Int64(inode)])
+        } else {
+            try retireDocument(inode: inode)
+        }
+        try run(
+            "UPDATE documents SET id = ?, head = ?, rights = ?, dirty = 1 WHERE inode = ?",
+            arguments: [old, row["head"] as Data?, row["rights"] as Data?, Int64(successor)])
+    }
+
     public func setEntry(parent: UInt64, name: String, child: UInt64) throws {
         try run(
             "INSERT OR REPLACE INTO entries (parent, name, child) VALUES (?, ?, ?)",

@@ -465,6 +465,8 @@ extension VirtualFileSystem {
         throws(StoreError)
     {
         var record = node.record
+        // Its names as shown here, which a received revision may have stated otherwise (design.md, "Hard links").
+        if !node.isDirectory, node.linked { record.metadata.links = UInt32(node.names.count) }
         // A file's revision builds on the head it shows (other heads stay conflicts); a directory's on the
         // heads whose merge it shows (after a restart: its head, or what a tombstone head built on).
         let building: [RevisionID]
@@ -521,17 +523,19 @@ extension VirtualFileSystem {
 
     /// Revisions for files whose metadata changed (chmod, chown, utimens) since their last one.
     func commitPending() {
-        state.withLock { s in
-            guard !s.pendingRevisions.isEmpty else { return }
-            var failure: (UInt64, VFSError)? = nil
-            for inode in s.pendingRevisions.sorted() {
-                do throws(VFSError) { try commitMetadataLocked(inode, in: &s) } catch {
-                    failure = failure ?? (inode, error)
-                }
-                s.pendingRevisions.remove(inode)
+        state.withLock { s in commitPendingLocked(&s) }
+    }
+
+    func commitPendingLocked(_ s: inout State) {
+        guard !s.pendingRevisions.isEmpty else { return }
+        var failure: (UInt64, VFSError)? = nil
+        for inode in s.pendingRevisions.sorted() {
+            do throws(VFSError) { try commitMetadataLocked(inode, in: &s) } catch {
+                failure = failure ?? (inode, error)
             }
-            passEnded("pending revision", failure: failure)
+            s.pendingRevisions.remove(inode)
         }
+        passEnded("pending revision", failure: failure)
     }
 
     /// Writes a revision for every directory whose entries changed.

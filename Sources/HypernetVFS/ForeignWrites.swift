@@ -211,18 +211,21 @@ extension VirtualFileSystem {
 
     // MARK: Names
 
-    /// A new file (open for writing) or directory in a foreign directory: its first revision and the
+    /// A new file (open for writing), special file or directory in a foreign directory: its first revision and the
     /// directory's next, both by this identity. The new document is written under the directory's chain.
-    func foreignCreate(parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, caller: Caller)
-        throws(VFSError) -> (attributes: Attributes, handle: UInt64?)
-    {
+    func foreignCreate(
+        parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, rdev: UInt64 = 0, caller: Caller
+    ) throws(VFSError) -> (attributes: Attributes, handle: UInt64?) {
         try Self.validate(name: name)
         let (tree, directory, rights) = try requireRight(.write, on: parent)
         let document = DocumentID.random()
         var metadata = RevisionMetadata.new(mode: mode, uid: caller.uid, gid: caller.gid)
+        metadata.rdev = rdev
+        // A special file has no content (store-format.md, "Revision").
+        let content: [UInt8]? = kind == .directory ? DirectoryListing(entries: []).encoded() : kind == .file ? [] : nil
         _ = try writeForeign(
-            tree: tree, document: document, kind: kind, metadata: &metadata,
-            content: kind == .directory ? DirectoryListing(entries: []).encoded() : [], parents: [], rights: rights)
+            tree: tree, document: document, kind: kind, metadata: &metadata, content: content, parents: [],
+            rights: rights)
         try changeForeignDirectory(tree: tree, directory, rights: rights) { (entries) throws(VFSError) in
             guard !entries.contains(where: { $0.name == name }) else { throw VFSError(EEXIST) }
             entries.append(.init(name: name, document: document, kind: kind))

@@ -152,7 +152,8 @@ extension VirtualFileSystem {
             guard error.errno == ENOENT else { throw error }
             return try undelete(path: path, revision: revision)
         }
-        guard node.kind == .file else { throw VFSError(EISDIR) }
+        // A directory's content is its listing, which its entries' own revisions make: not restored.
+        guard !node.isDirectory else { throw VFSError(EISDIR) }
         let id = try findRevision(revision, of: node)
         return try makeCurrent(node, from: id, parents: node.record.head.map { [$0] } ?? [], wholeMetadata: false)
     }
@@ -250,8 +251,11 @@ extension VirtualFileSystem {
             if wholeMetadata {
                 n.record.metadata = old
             } else {
+                // The content: bytes, a symlink's target, a device's number.
                 n.record.metadata.content = old.content
                 n.record.metadata.size = old.size
+                n.record.metadata.symlinkTarget = old.symlinkTarget
+                n.record.metadata.rdev = old.rdev
             }
             n.touch(modified: !wholeMetadata)
         }

@@ -5,19 +5,12 @@ import HypernetStore
 extension VirtualFileSystem {
     // MARK: Creating
 
-    /// Regular files, FIFOs, UNIX sockets and device nodes (`rdev`: a device's number). Under `/@NAME/`
-    /// regular files only (EPERM). The kernel checks CAP_MKNOD for devices and opens them only without `nodev`.
+    /// Regular files, FIFOs, UNIX sockets and device nodes (`rdev`: a device's number), also under `/@NAME/`. The
+    /// kernel checks CAP_MKNOD for devices and opens them only without `nodev`.
     public func mknod(parent: UInt64, name: String, mode: UInt32, rdev: UInt64 = 0, caller: Caller)
         throws(VFSError) -> Attributes
     {
         let type = mode & S_IFMT == 0 ? S_IFREG : mode & S_IFMT
-        if ForeignTree.contains(parent) {
-            guard type == S_IFREG else { throw VFSError(EPERM) }
-            return try foreignCreate(
-                parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller
-            ).attributes
-        }
-        try refuseVirtual(parent, name)
         let kind: RevisionKind
         switch type {
         case S_IFREG: kind = .file
@@ -25,6 +18,12 @@ extension VirtualFileSystem {
         default: throw VFSError(type == S_IFDIR || type == S_IFLNK ? EPERM : EINVAL)
         }
         let device = type == S_IFCHR || type == S_IFBLK ? rdev : 0
+        if ForeignTree.contains(parent) {
+            return try foreignCreate(
+                parent: parent, name: name, kind: kind, mode: type | (mode & 0o7777), rdev: device, caller: caller
+            ).attributes
+        }
+        try refuseVirtual(parent, name)
         let inode = try makeNode(
             parent: parent, name: name, kind: kind, mode: type | (mode & 0o7777), caller: caller, rdev: device)
         try commit(inode)
@@ -122,6 +121,9 @@ extension VirtualFileSystem {
             }
             s.nodes[inode] = node
             s.dirtyDirectories.insert(parent)
+            if kind == .file, let continuation = continuationLocked(at: parent, name, by: inode, in: &s) {
+                try persist("create", continuation)
+            }
             return inode
         }
     }
@@ -154,16 +156,17 @@ extension VirtualFileSystem {
                 throw VFSError(EISDIR)
             }
             do throws(VFSError) {
-                try unlinkLocked(child, in: &s)
+                try unlinkLocked(child, at: Link(parent: parent, name: name), in: &s)
             } catch let error where error.errno == ENOSPC && store.releaseReserve() {
                 // Deletes go on when the disk is full: the reserve made room (docs/errno.md, "A full disk").
-                try unlinkLocked(child, in: &s)
+                try unlinkLocked(child, at: Link(parent: parent, name: name), in: &s)
             }
         }
     }
 
-    /// Removes `inode` from its directory and records a tombstone revision (history stays).
-    func unlinkLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
+    /// Removes the name `link` of `inode`; its last name goes with a tombstone revision (history stays).
+    func unlinkLocked(_ inode: UInt64, at link: Link, in s: inout State) throws(VFSError) {
+        if !s.nodes[inode]!.otherNames.isEmpty { return try removeNameLocked(inode, link, in: &s) }
         var node = s.nodes[inode]!
         // The directory changes in place, as in `makeNode`.
         let parent = node.parent
@@ -224,7 +227,9 @@ extension VirtualFileSystem {
             guard let source, let sourceNode = s.nodes[source] else { throw VFSError(ENOENT) }
             if flags.contains(.exchange) {
                 guard let target else { throw VFSError(ENOENT) }
-                try exchangeLocked(source, target, in: &s)
+                try exchangeLocked(
+                    source, at: Link(parent: parent, name: name), target, at: Link(parent: newParent, name: newName),
+                    in: &s)
                 return nil
             }
             if let target {
@@ -232,9 +237,17 @@ extension VirtualFileSystem {
                 if target == source { return nil }
             }
             if sourceNode.isDirectory, Self.isAncestor(source, of: newParent, in: s) { throw VFSError(EINVAL) }
+            let from = Link(parent: parent, name: name)
+            // A regular file renamed to a backup name of its own moves, even over another file: an editor's
+            // save by rename (vim, emacs) puts the original there and then writes the file anew (`Saves.swift`).
+            let backup = sourceNode.kind == .file && RenamedAway.isBackupName(newName, of: name)
             guard let target, let targetNode = s.nodes[target] else {
-                try moveLocked(source, to: newParent, name: newName, in: &s)
-                return nil
+                let continuation =
+                    sourceNode.kind == .file ? continuationLocked(at: newParent, newName, by: source, in: &s) : nil
+                try moveLocked(
+                    source, from: from, to: newParent, name: newName, in: &s, after: continuation ?? { _ in })
+                if backup { s.renamedAway.note(source, left: parent, name: name) }
+                return continuation == nil ? nil : source
             }
             if sourceNode.isDirectory {
                 guard targetNode.isDirectory else { throw VFSError(ENOTDIR) }
@@ -242,16 +255,20 @@ extension VirtualFileSystem {
             } else if targetNode.isDirectory {
                 throw VFSError(EISDIR)
             }
-            if sourceNode.kind == .file && targetNode.kind == .file {
+            if sourceNode.kind == .file && targetNode.kind == .file && !backup && sourceNode.otherNames.isEmpty
+                && targetNode.otherNames.isEmpty
+            {
                 // A save by rename-over (vim, sed -i, os.replace, mv): the target document lives on
                 // with the source's content; the source's own document ends in a tombstone. One transaction:
                 // a crash between adopting and moving would leave the target's name without an entry.
+                // Not with hard links: the target's other names keep the old content, as on ext4.
                 let adoption = adoptIdentityLocked(of: target, into: source, in: &s)
-                try moveLocked(source, to: newParent, name: newName, in: &s, after: adoption)
+                try moveLocked(source, from: from, to: newParent, name: newName, in: &s, after: adoption)
                 return source
             }
-            try unlinkLocked(target, in: &s)
-            try moveLocked(source, to: newParent, name: newName, in: &s)
+            try unlinkLocked(target, at: Link(parent: newParent, name: newName), in: &s)
+            try moveLocked(source, from: from, to: newParent, name: newName, in: &s)
+            if backup { s.renamedAway.note(source, left: parent, name: name) }
             return nil
         }
         if let saved { try commit(saved) }
@@ -274,15 +291,15 @@ extension VirtualFileSystem {
         return out
     }
 
-    /// Moves the entry of `inode` to `newParent/newName` (which must be free, or freed by `earlier`, catalog
+    /// Moves the entry `from` of `inode` to `newParent/newName` (which must be free, or freed by `earlier`, catalog
     /// work committed in the same transaction, before the move's).
     private func moveLocked(
-        _ inode: UInt64, to newParent: UInt64, name newName: String, in s: inout State,
+        _ inode: UInt64, from: Link, to newParent: UInt64, name newName: String, in s: inout State,
         after earlier: (StoreTransaction) throws -> Void = { _ in }
     ) throws(VFSError) {
         var node = s.nodes[inode]!
-        let oldParent = node.parent
-        let oldName = node.name
+        let oldParent = from.parent
+        let oldName = from.name
         let now = Timestamp.now()
         node.touch(modified: false, at: now)
         s.nodes[oldParent]!.children.removeValue(forKey: oldName)
@@ -296,8 +313,7 @@ extension VirtualFileSystem {
             s.nodes[p]!.record.dirty = true
             s.dirtyDirectories.insert(p)
         }
-        node.parent = newParent
-        node.name = newName
+        node.rename(from, to: Link(parent: newParent, name: newName))
         s.nodes[inode] = node
         // The moved document's row keeps its new ctime; an open file's row waits for its next commit
         // (its live size may be ahead of its committed content).
@@ -311,37 +327,37 @@ extension VirtualFileSystem {
         }
     }
 
-    /// RENAME_EXCHANGE: the two entries swap places.
-    private func exchangeLocked(_ a: UInt64, _ b: UInt64, in s: inout State) throws(VFSError) {
+    /// RENAME_EXCHANGE: the two entries `la` (of `a`) and `lb` (of `b`) swap places.
+    private func exchangeLocked(_ a: UInt64, at la: Link, _ b: UInt64, at lb: Link, in s: inout State)
+        throws(VFSError)
+    {
         guard a != b else { return }
         let na = s.nodes[a]!
         let nb = s.nodes[b]!
-        if na.isDirectory, Self.isAncestor(a, of: nb.parent, in: s) { throw VFSError(EINVAL) }
-        if nb.isDirectory, Self.isAncestor(b, of: na.parent, in: s) { throw VFSError(EINVAL) }
+        if na.isDirectory, Self.isAncestor(a, of: lb.parent, in: s) { throw VFSError(EINVAL) }
+        if nb.isDirectory, Self.isAncestor(b, of: la.parent, in: s) { throw VFSError(EINVAL) }
         let now = Timestamp.now()
-        s.nodes[na.parent]!.children[na.name] = b
-        s.nodes[nb.parent]!.children[nb.name] = a
+        s.nodes[la.parent]!.children[la.name] = b
+        s.nodes[lb.parent]!.children[lb.name] = a
         if na.isDirectory != nb.isDirectory {
             let delta = na.isDirectory ? 1 : -1
-            s.nodes[na.parent]!.subdirectories -= delta
-            s.nodes[nb.parent]!.subdirectories += delta
+            s.nodes[la.parent]!.subdirectories -= delta
+            s.nodes[lb.parent]!.subdirectories += delta
         }
-        s.nodes[a]!.parent = nb.parent
-        s.nodes[a]!.name = nb.name
-        s.nodes[b]!.parent = na.parent
-        s.nodes[b]!.name = na.name
+        s.nodes[a]!.rename(la, to: lb)
+        s.nodes[b]!.rename(lb, to: la)
         s.nodes[a]!.touch(modified: false, at: now)
         s.nodes[b]!.touch(modified: false, at: now)
-        for p in Set([na.parent, nb.parent]) {
+        for p in Set([la.parent, lb.parent]) {
             s.nodes[p]!.touch(at: now)
             s.nodes[p]!.record.dirty = true
             s.dirtyDirectories.insert(p)
         }
-        var records = Set([na.parent, nb.parent]).map { s.nodes[$0]!.record }
+        var records = Set([la.parent, lb.parent]).map { s.nodes[$0]!.record }
         records += [a, b].compactMap { s.nodes[$0]!.content == nil ? s.nodes[$0]!.record : nil }
         try persist("rename") { tx in
-            try tx.setEntry(parent: na.parent, name: na.name, child: b)
-            try tx.setEntry(parent: nb.parent, name: nb.name, child: a)
+            try tx.setEntry(parent: la.parent, name: la.name, child: b)
+            try tx.setEntry(parent: lb.parent, name: lb.name, child: a)
             for r in records { try tx.updateDocument(r) }
         }
     }
@@ -362,12 +378,13 @@ extension VirtualFileSystem {
         let targetName = t.name
         let work: (StoreTransaction) throws -> Void = { tx in
             try tx.removeEntry(parent: targetParent, name: targetName)
-            try tx.retireDocument(inode: target)
             if oldSource.head != nil {
                 _ = try tx.appendRevision(
                     document: oldSource.id, kind: .tombstone, metadata: oldSource.metadata,
                     parents: oldSource.head.map { [$0] } ?? [])
             }
+            // With the target's chain: the temporary file was written under its directory's.
+            try tx.handOverDocument(of: target, to: source, renamingTo: nil)
             try tx.updateDocument(adopted)
         }
         s.nodes[targetParent]!.children.removeValue(forKey: targetName)

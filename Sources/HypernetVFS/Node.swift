@@ -9,9 +9,11 @@ struct Node {
     /// Directories: entries by name. Files and symlinks: empty.
     var children = DirectoryEntries()
     var subdirectories = 0
-    /// The directory holding this node, and its name there (a node has one name: no hard links).
+    /// The directory holding this node, and its name there: its first name.
     var parent: UInt64
     var name: String
+    /// Files, symlinks and special files: the names it has besides the first (hard links), in no order.
+    var otherNames: [Link] = []
     /// Kernel references (lookup counts); the node is dropped when this is 0 and it is unlinked and closed.
     var lookups: UInt64 = 0
     /// Set while any handle (or a truncate) uses a regular file's content.
@@ -36,7 +38,7 @@ struct Node {
 
     func attributes() -> Attributes {
         let m = record.metadata
-        let nlink: UInt32 = isDirectory ? UInt32(2 + subdirectories) : (linked ? 1 : 0)
+        let nlink: UInt32 = isDirectory ? UInt32(2 + subdirectories) : (linked ? UInt32(1 + otherNames.count) : 0)
         let size: UInt64 = record.kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size
         // What is stored: holes count for nothing.
         let stored = size - min(size, stagedHoleBytes ?? m.content?.holeBytes ?? 0)
@@ -50,6 +52,22 @@ struct Node {
 
     mutating func touch(modified: Bool = true, changed: Bool = true, at now: Timestamp = .now()) {
         record.metadata.touch(modified: modified, changed: changed, at: now)
+    }
+
+    /// Every name of a linked node, the first first.
+    var names: [Link] { linked ? [Link(parent: parent, name: name)] + otherNames : [] }
+}
+
+/// One name of a node: a directory and an entry in it. Names compare as bytes, as directory entries do.
+struct Link: Hashable {
+    var parent: UInt64
+    var name: String
+
+    static func == (a: Link, b: Link) -> Bool { a.parent == b.parent && a.name.utf8.elementsEqual(b.name.utf8) }
+
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(parent)
+        for byte in name.utf8 { hasher.combine(byte) }
     }
 }
 

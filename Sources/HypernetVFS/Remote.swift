@@ -31,7 +31,9 @@ extension VirtualFileSystem {
     public func applyRemote(_ documents: [DocumentID]) {
         var invalid = Invalidations()
         state.withLock { s in
-            // Local entry changes become revisions first: the placement rules below compare stored listings.
+            // Local changes become revisions first: the placement rules below compare stored listings, and a
+            // document's count of names (hard links) comes before the listings naming it, as in the timer's pass.
+            commitPendingLocked(&s)
             for inode in s.dirtyDirectories.sorted() {
                 do { try commitDirectoryLocked(inode, in: &s) } catch {
                     logger.error("directory revision failed", metadata: ["inode": "\(inode)"])
@@ -41,7 +43,7 @@ extension VirtualFileSystem {
             var seen = Set<DocumentID>()
             // A delete undone by an edit that arrived after the listing that removed the document: the listing
             // that still names it shows it again.
-            let relisted = documents.contains { d in
+            var relisted = documents.contains { d in
                 guard let record = try? store.document(d), s.nodes[record.inode]?.linked != true else { return false }
                 return (try? isUndeleted(d)) ?? false
             }
@@ -53,6 +55,8 @@ extension VirtualFileSystem {
                         directories.append(d)
                     } else {
                         try applyFile(d, w, in: &s, &invalid)
+                        // Names of a document with several: the listings naming it may have come first.
+                        relisted = try relisted || hasSeveralNames(d)
                     }
                 } catch {
                     logger.error("applying a received revision failed: \(error)", metadata: ["document": "\(d)"])
@@ -63,7 +67,10 @@ extension VirtualFileSystem {
                     // Where every document shows is decided from the stored listings as a whole, then each
                     // directory received, and each whose shown entries differ from that, is shown anew: the
                     // same tree whatever the order revisions arrived in.
-                    invalid.placement = try placement()
+                    // A link made here whose revision the next pass makes: its names stay meanwhile.
+                    let linking = Set(
+                        s.nodes.values.filter { $0.metadataChanged && !$0.otherNames.isEmpty }.map(\.record.id))
+                    invalid.placement = try placement(linking: linking)
                     for d in directories + stale(s, invalid.placement) {
                         do { try applyDirectory(d, in: &s, &invalid) } catch {
                             logger.error(
@@ -103,18 +110,54 @@ extension VirtualFileSystem {
 
     /// Where each document shows: in the directory listing it with the latest stamp (the directory revision
     /// that decided the entry, by HLC time then id), so that a document listed by two directories after
-    /// concurrent moves shows once. Computed from every stored listing, never from what is shown, so every
-    /// node computes the same (docs/design.md, "Placement").
+    /// concurrent moves shows once; a document whose winner has several names (hard links) under every name the
+    /// listings give it. Computed from every stored listing, never from what is shown, so every node computes the
+    /// same (docs/design.md, "Placement", "Hard links").
     struct Placement {
         /// Per directory document, the entries it shows, every name once.
-        var entries: [DocumentID: [DirectoryListing.Entry]] = [:]
+        var entries: [DocumentID: [DirectoryListing.Entry]] = [:] {
+            didSet { names = Self.spots(entries) }
+        }
+        /// Per document, the names it shows under: (directory document, name) pairs.
+        private(set) var names: [DocumentID: Set<Spot>] = [:]
         /// Directories moved to the root to break a cycle; the root's next revision records them there.
         var rescued: [DocumentID] = []
         /// Per directory shown, the same-named directories merged into it, with the heads whose merge showed.
         var merged: [DocumentID: [DocumentID: [RevisionID]]] = [:]
+
+        init(
+            entries: [DocumentID: [DirectoryListing.Entry]] = [:], rescued: [DocumentID] = [],
+            merged: [DocumentID: [DocumentID: [RevisionID]]] = [:]
+        ) {
+            self.entries = entries
+            self.rescued = rescued
+            self.merged = merged
+            names = Self.spots(entries)
+        }
+
+        /// One name of a document: its directory's document and the name's bytes.
+        struct Spot: Hashable {
+            var directory: DocumentID
+            var name: [UInt8]
+        }
+
+        func shows(_ document: DocumentID, in directory: DocumentID, as name: String) -> Bool {
+            names[document]?.contains(Spot(directory: directory, name: Array(name.utf8))) ?? false
+        }
+
+        private static func spots(_ entries: [DocumentID: [DirectoryListing.Entry]]) -> [DocumentID: Set<Spot>] {
+            var out: [DocumentID: Set<Spot>] = [:]
+            for (directory, list) in entries {
+                for e in list {
+                    out[e.document, default: []].insert(Spot(directory: directory, name: Array(e.name.utf8)))
+                }
+            }
+            return out
+        }
     }
 
-    func placement() throws -> Placement {
+    /// `linking`: documents with several names whose revision saying so is not made yet.
+    func placement(linking: Set<DocumentID> = []) throws -> Placement {
         var times: [RevisionID: HLCTime] = [:]
         func order(_ id: RevisionID) throws -> (HLCTime, RevisionID) {
             if let t = times[id] { return (t, id) }
@@ -125,14 +168,21 @@ extension VirtualFileSystem {
         let root = store.rootDocument
         var spots: [DocumentID: (directory: DocumentID, entry: DirectoryListing.Entry, stamp: RevisionID)] = [:]
         var heads: [DocumentID: [RevisionID]] = [:]
+        // Every name listed for a document named more than once: kept when its winner says it has several.
+        var listed: [DocumentID: [(directory: DocumentID, entry: DirectoryListing.Entry)]] = [:]
         for d in try store.directoryDocuments() {
             guard let w = try winner(of: d), w.revision.kind == .directory else { continue }
             heads[d] = w.heads
             for (entry, stamp) in try mergedListing(w) where entry.document != root {
+                listed[entry.document, default: []].append((d, entry))
                 // Stamps are revisions of the listing directory: two directories never tie.
                 if let other = spots[entry.document], try order(other.stamp) > order(stamp) { continue }
                 spots[entry.document] = (d, entry, stamp)
             }
+        }
+        // Directories have one name: one listed twice was moved concurrently.
+        let links = try listed.filter { $0.value.count > 1 && $0.value[0].entry.kind != .directory }.filter {
+            try linking.contains($0.key) || hasSeveralNames($0.key)
         }
         try keptAgainstDeletes(&spots)
         // Concurrent moves that form a cycle (x into y, y into x): the root reaches none of it. The edge with the
@@ -159,7 +209,10 @@ extension VirtualFileSystem {
             spots[cut] = (root, entry, spots[cut]!.stamp)
         }
         var entries: [DocumentID: [DirectoryListing.Entry]] = [:]
-        for spot in spots.values { entries[spot.directory, default: []].append(spot.entry) }
+        for (document, spot) in spots where links[document] == nil {
+            entries[spot.directory, default: []].append(spot.entry)
+        }
+        for name in links.values.joined() { entries[name.directory, default: []].append(name.entry) }
         let same = DirectoryMerge.sameNamed(root: root, entries: entries)
         // A loser already deleted (shown again for what was kept in it) needs no tombstone: it has no heads here.
         let merged = same.merged.mapValues { losers in
@@ -195,6 +248,12 @@ extension VirtualFileSystem {
             homes.formUnion(found)
             pending = try found.filter { try spots[$0] == nil && winner(of: $0)?.revision.kind == .tombstone }
         }
+    }
+
+    /// Whether a head of `document` was written with several names: its listings then name it on purpose (a link
+    /// made concurrently with another change of the document counts, whichever head wins).
+    private func hasSeveralNames(_ document: DocumentID) throws -> Bool {
+        try store.heads(of: document).contains { try store.revision($0).metadata.links > 1 }
     }
 
     /// The shown directories whose entries differ from `placement`'s.
@@ -277,12 +336,17 @@ extension VirtualFileSystem {
         let wanted = Dictionary(shown.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (name, child) in s.nodes[inode]!.children.sorted where wanted[name]?.document != s.nodes[child]?.record.id {
             s.nodes[inode]!.children.removeValue(forKey: name)
-            if var c = s.nodes[child], c.parent == inode, c.name == name {
-                c.linked = false
+            if var c = s.nodes[child], c.names.contains(Link(parent: inode, name: name)) {
                 if c.isDirectory { s.nodes[inode]!.subdirectories -= 1 }
-                if try winner(of: c.record.id)?.revision.kind == .tombstone { c.record.kind = .tombstone }
+                if c.otherNames.isEmpty {
+                    c.linked = false
+                    if try winner(of: c.record.id)?.revision.kind == .tombstone { c.record.kind = .tombstone }
+                    invalid.removed.append(child)
+                } else {
+                    c.rename(Link(parent: inode, name: name), to: nil)
+                    invalid.inodes.insert(child)
+                }
                 s.nodes[child] = c
-                invalid.removed.append(child)
             }
             let gone = s.nodes[child]?.record
             try store.transaction { tx in
@@ -406,16 +470,26 @@ extension VirtualFileSystem {
         } else if record.kind == .tombstone {
             record.kind = entry.kind
         }
-        if let old = s.nodes[record.inode], old.linked, old.parent != parent || old.name != entry.name {
-            unlinkMoved(old, in: &s, &invalid)
-            try store.transaction { tx in try tx.removeEntry(parent: old.parent, name: old.name) }
-        }
         let fresh = s.nodes[record.inode] == nil
         var node = s.nodes[record.inode] ?? Node(record: record, parent: parent, name: entry.name)
+        // Its names elsewhere that the placement no longer gives it go (a move); the others stay (hard links).
+        let here = Link(parent: parent, name: entry.name)
+        var kept: [Link] = []
+        for old in node.names where old != here {
+            if let dir = s.nodes[old.parent], invalid.placement.shows(entry.document, in: dir.record.id, as: old.name) {
+                kept.append(old)
+            } else {
+                unlinkMoved(node, old, in: &s, &invalid)
+                try store.transaction { tx in try tx.removeEntry(parent: old.parent, name: old.name) }
+            }
+        }
+        let first = kept.first ?? here
         node.record = record
-        node.parent = parent
-        node.name = entry.name
+        node.parent = first.parent
+        node.name = first.name
+        node.otherNames = Array(kept.dropFirst()) + (kept.isEmpty ? [] : [here])
         node.linked = true
+        invalid.inodes.insert(record.inode)
         let shown = record
         try store.transaction { tx in
             try tx.updateDocument(shown)
@@ -428,13 +502,13 @@ extension VirtualFileSystem {
         return record.inode
     }
 
-    /// Takes `node` out of the directory showing it (that directory's own revision may not have arrived yet).
-    private func unlinkMoved(_ node: Node, in s: inout State, _ invalid: inout Invalidations) {
-        guard s.nodes[node.parent] != nil else { return }
-        s.nodes[node.parent]!.children.removeValue(forKey: node.name)
-        if node.isDirectory { s.nodes[node.parent]!.subdirectories -= 1 }
-        invalid.entries.append((node.parent, node.name))
-        invalid.inodes.insert(node.parent)
+    /// Takes the name `link` of `node` out of its directory (that directory's own revision may not have arrived yet).
+    private func unlinkMoved(_ node: Node, _ link: Link, in s: inout State, _ invalid: inout Invalidations) {
+        guard s.nodes[link.parent]?.children[link.name] == node.inode else { return }
+        s.nodes[link.parent]!.children.removeValue(forKey: link.name)
+        if node.isDirectory { s.nodes[link.parent]!.subdirectories -= 1 }
+        invalid.entries.append((link.parent, link.name))
+        invalid.inodes.insert(link.parent)
     }
 
     /// Records on each shown directory the same-named directories merged into it: the next directory revision

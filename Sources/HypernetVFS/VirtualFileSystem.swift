@@ -55,6 +55,8 @@ public final class VirtualFileSystem: Sendable {
         var recentTrees = TreeCache()
         /// Files and symlinks whose catalog row is ahead of their head revision (a pending metadata change).
         var pendingRevisions: Set<UInt64> = []
+        /// Files just renamed to a backup name, by the place they left (`Saves.swift`).
+        var renamedAway = RenamedAway()
     }
 
     let store: Store
@@ -95,14 +97,19 @@ public final class VirtualFileSystem: Sendable {
             try store.transaction { tx in try tx.updateDocument(record) }
             s.nodes[Self.rootInode] = root
         }
+        var named = Set<UInt64>()
         for e in try store.loadEntries() {
             guard s.nodes[e.parent] != nil, s.nodes[e.child] != nil else {
                 logger.warning("catalog entry points at a missing document", metadata: ["name": "\(e.name)"])
                 continue
             }
             s.nodes[e.parent]!.children[e.name] = e.child
-            s.nodes[e.child]!.parent = e.parent
-            s.nodes[e.child]!.name = e.name
+            if named.insert(e.child).inserted {
+                s.nodes[e.child]!.parent = e.parent
+                s.nodes[e.child]!.name = e.name
+            } else {
+                s.nodes[e.child]!.otherNames.append(Link(parent: e.parent, name: e.name))
+            }
             if s.nodes[e.child]!.isDirectory { s.nodes[e.parent]!.subdirectories += 1 }
         }
         // A row is dirty when it is ahead of its head revision (made here, never for a document received

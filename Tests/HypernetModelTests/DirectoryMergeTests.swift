@@ -42,6 +42,18 @@ import Testing
         #expect(names(merged) == ["x": first, DirectoryMerge.conflictName("x", second): second])
     }
 
+    /// Hard links: a document's names in one listing are one entry of the merge. A link added on one side and
+    /// another document removed on the other both take effect; so do an unlink of one name and a create.
+    @Test func aDocumentUnderSeveralNamesKeepsThemAll() {
+        let base = listing(("a", a), ("a2", a), ("b", b))
+        let merged = DirectoryMerge.merge(
+            base: base, heads: [listing(("a", a), ("a2", a), ("a3", a), ("b", b)), listing(("a", a), ("a2", a))])
+        #expect(names(merged) == ["a": a, "a2": a, "a3": a])
+        let unlinked = DirectoryMerge.merge(
+            base: base, heads: [listing(("a", a), ("b", b)), listing(("a", a), ("a2", a), ("b", b), ("c", c))])
+        #expect(names(unlinked) == ["a": a, "b": b, "c": c])
+    }
+
     func entry(_ name: String, _ document: DocumentID, _ kind: RevisionKind) -> DirectoryListing.Entry {
         .init(name: name, document: document, kind: kind)
     }

@@ -84,4 +84,18 @@ import Testing
         zero.replaceSubrange((zero.count - 8)..., with: [UInt8](repeating: 0, count: 8))
         #expect((try? RevisionMetadata(decoding: zero)) == nil, "version 2 without a device number")
     }
+
+    /// Several names need version 3 (with or without a device number); one name keeps the older versions.
+    @Test func onlyDocumentsWithSeveralNamesUseTheThirdFormat() throws {
+        var linked = Self.metadata()
+        linked.links = 2
+        #expect(linked.encoded().first == 3)
+        #expect(Self.decodes(linked))
+        linked.mode = 0o020620
+        linked.rdev = 0x103
+        #expect(Self.decodes(linked))
+        var one = linked.encoded()
+        one.replaceSubrange((one.count - 4)..., with: [1, 0, 0, 0])
+        #expect((try? RevisionMetadata(decoding: one)) == nil, "version 3 with one name")
+    }
 }

@@ -442,6 +442,19 @@ def lab_cluster(make_node, workdir, prefix, hosts=3):
         lab.close()
 
 
+def sharing_pair(cluster, folder, *roles):
+    """Starts nodes a (alice) and b (bob, pinning alice's tree), each the other's contact, and has alice grant bob
+    `roles` on her new directory `folder`; returns (a, b)."""
+    a = cluster.add("a")
+    b = cluster.add("b", pins=[a])
+    cluster.start()
+    os.makedirs(a.p(folder))
+    a.run("contact", "add", "bob", b.token)
+    b.run("contact", "add", "alice", a.token)
+    a.run("grant", a.p(folder), "bob", *roles)
+    return a, b
+
+
 def write(path, data: bytes, fsync=False, append=False):
     """Writes `data` to `path` (O_TRUNC, or O_APPEND), optionally fsyncs (an fsync error propagates)."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)

@@ -25,8 +25,8 @@ pytestmark = [
 STRESSORS = [
     "access", "chattr", "chdir", "chmod", "chown", "copy-file", "dentry", "dir", "dirdeep", "dirmany",
     "dnotify", "dup", "fallocate", "fcntl", "file-ioctl", "filename", "flock", "fpunch", "fsize", "fstat",
-    "getdent", "handle", "hdd", "inode-flags", "inotify", "io", "iomix", "lease", "locka", "lockf", "lockofd",
-    "mknod", "open", "rename", "symlink", "sync-file", "touch", "utime", "xattr",
+    "getdent", "handle", "hdd", "inode-flags", "inotify", "io", "iomix", "lease", "link", "locka", "lockf",
+    "lockofd", "mknod", "open", "rename", "symlink", "sync-file", "touch", "utime", "xattr",
 ]
 STRESSOR_LIMITS = [
     "--hdd-bytes", "16M", "--iomix-bytes", "16M", "--fallocate-bytes", "16M",

@@ -69,6 +69,7 @@ def snapshot(root, times=()):
     """Everything observable under `root` that must match between native and mount; `times` adds stat
     fields such as "st_mtime_ns", for comparing one tree with itself across a restart."""
     tree = {}
+    inodes = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, root)
@@ -79,7 +80,8 @@ def snapshot(root, times=()):
             rel = os.path.normpath(os.path.join(rel_dir, name))
             st_ = os.lstat(path)
             entry = {"type": stat.S_IFMT(st_.st_mode), "mode": stat.S_IMODE(st_.st_mode),
-                     "uid": st_.st_uid, "gid": st_.st_gid}
+                     "uid": st_.st_uid, "gid": st_.st_gid, "nlink": st_.st_nlink}
+            inodes.setdefault(st_.st_ino, []).append(rel)
             for field in times:
                 entry[field] = getattr(st_, field)
             if stat.S_ISCHR(st_.st_mode) or stat.S_ISBLK(st_.st_mode):
@@ -89,13 +91,14 @@ def snapshot(root, times=()):
                 entry["size"] = st_.st_size
             elif stat.S_ISREG(st_.st_mode):
                 entry["size"] = st_.st_size
-                entry["nlink"] = st_.st_nlink
                 entry["content"] = read_file(path)
             if not stat.S_ISLNK(st_.st_mode):
                 names_x = sorted(n for n in os.listxattr(path, follow_symlinks=False)
                                  if n.startswith("user.") and not n.startswith(XATTR_PREFIX))
                 entry["xattrs"] = {n: os.getxattr(path, n, follow_symlinks=False) for n in names_x}
             tree[rel] = entry
+    # Hard links: which names share an inode.
+    tree["same inode"] = sorted(sorted(names) for names in inodes.values() if len(names) > 1)
     return tree
 
 
@@ -197,6 +200,11 @@ class PosixMachine(RuleBasedStateMachine):
         self.both("mknod", lambda r, p, m: os.mknod(os.path.join(r, p), stat.S_IFSOCK | m),
                   self.pick(draw, creating=True), mode)
 
+    @rule(draw=st.data(), follow=st.booleans())
+    def link(self, draw, follow):
+        self.both("link", lambda r, s, d, f: os.link(os.path.join(r, s), os.path.join(r, d), follow_symlinks=f),
+                  self.pick(draw), self.pick(draw, creating=True), follow)
+
     @rule(draw=st.data())
     def readlink(self, draw):
         self.both("readlink", lambda r, p: os.readlink(os.path.join(r, p)), self.pick(draw))
@@ -211,7 +219,7 @@ class PosixMachine(RuleBasedStateMachine):
         def fn(r, p, f):
             s = os.stat(os.path.join(r, p), follow_symlinks=f)
             size = None if stat.S_ISDIR(s.st_mode) else s.st_size
-            return (stat.S_IFMT(s.st_mode), stat.S_IMODE(s.st_mode), size, s.st_uid, s.st_gid)
+            return (stat.S_IFMT(s.st_mode), stat.S_IMODE(s.st_mode), size, s.st_uid, s.st_gid, s.st_nlink)
         self.both("stat", fn, self.pick(draw), follow)
 
     # Content -----------------------------------------------------------------------------------------------
@@ -660,12 +668,39 @@ def test_special_files_work(roots):
     assert sorted(os.listdir(mounted)) == ["fifo", "null", "sock"]
 
 
-def test_hard_link_refused(roots):
-    mounted = roots[1]
-    with open(j(mounted, "f"), "wb") as f:
-        f.write(b"x")
-    assert errno_of(os.link, j(mounted, "f"), j(mounted, "g")) in ("EPERM", "ENOTSUP")
-    assert sorted(os.listdir(mounted)) == ["f"]
+def test_hard_links_like_native(roots):
+    """Links of every type: link counts, shared inodes and content after each step, as on ext4."""
+    steps = [
+        ("file", lambda r: touch(j(r, "f"))),
+        ("fifo", lambda r: os.mkfifo(j(r, "p"))),
+        ("symlink", lambda r: os.symlink("f", j(r, "l"))),
+        ("dir", lambda r: os.mkdir(j(r, "d"))),
+        ("link a file", lambda r: os.link(j(r, "f"), j(r, "d", "f"))),
+        ("link a fifo", lambda r: os.link(j(r, "p"), j(r, "d", "p"))),
+        ("link a symlink itself", lambda r: os.link(j(r, "l"), j(r, "d", "l"), follow_symlinks=False)),
+        ("link through a symlink", lambda r: os.link(j(r, "l"), j(r, "g"))),
+        ("link a directory", lambda r: os.link(j(r, "d"), j(r, "e"))),
+        ("link over a name", lambda r: os.link(j(r, "f"), j(r, "p"))),
+        ("write through one name", lambda r: write(j(r, "g"), b"shared")),
+        ("rename a link", lambda r: os.rename(j(r, "d", "f"), j(r, "h"))),
+        ("rename a link over another", lambda r: os.rename(j(r, "h"), j(r, "g"))),
+        ("rename over a link", lambda r: (write(j(r, "t"), b"new"), os.rename(j(r, "t"), j(r, "f")))),
+        ("chmod one name", lambda r: os.chmod(j(r, "g"), 0o600)),
+        ("unlink a name", lambda r: os.unlink(j(r, "p"))),
+        ("unlink a symlink's name", lambda r: os.unlink(j(r, "l"))),
+        ("exchange", lambda r: renameat2(j(r, "g"), j(r, "d", "p"), RENAME_EXCHANGE)),
+        ("rmdir after unlinks", lambda r: (os.unlink(j(r, "d", "l")), os.unlink(j(r, "d", "p")), os.rmdir(j(r, "d")))),
+    ]
+    for label, step in steps:
+        results = [outcome(step, r) for r in roots]
+        assert results[0] == results[1], f"{label}: native={results[0]!r} mount={results[1]!r}"
+        trees = [snapshot(r) for r in roots]
+        assert trees[0] == trees[1], f"after {label}:\n" + describe_difference(*trees)
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def test_statfs(node):

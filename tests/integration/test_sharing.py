@@ -6,6 +6,7 @@ Nodes run on their own loopback addresses (cluster.py). No traffic leaves the ma
 """
 
 import os
+import shutil
 import subprocess
 import time
 
@@ -111,6 +112,29 @@ def test_a_chmod_right_after_sed_i_in_a_shared_folder_stays(cluster):
                        lambda: f"round {i}: {node.name} shows mode {oct(mode_or_none(path) or 0)} and "
                                f"{read_or_none(path)!r}, not {oct(mode)} and {after!r}")
         assert sorted(os.listdir(alice.p("share"))) == ["f.txt"], f"sed's temporary file stays: {os.listdir(alice.p('share'))}"
+
+
+@pytest.mark.skipif(not shutil.which("vim.basic"), reason="needs Debian's full vim")
+@pytest.mark.timeout(180)
+def test_a_file_shared_on_its_own_stays_shared_across_saves(cluster):
+    """Saves of a file shared on its own keep the chain it is written under with its document, so bob reads
+    each: vim's save by rename (backupcopy=no; docs/design.md, "Saves that rename the original away"), whose
+    kept backup is not listed for him, and `sed -i`'s rename-over (its temporary file was written under the
+    directory's chain, which bob is not in)."""
+    alice, bob = sharing(cluster, "bob")
+    write_file(alice.p("doc.txt"), b"v0\n")
+    alice.run("grant", alice.p("doc.txt"), "bob", "read")
+    reads(bob, "doc.txt", expected=b"v0\n")
+    vim = ["vim.basic", "-es", "-u", "DEFAULTS", "-i", "NONE", "-c", "set backupskip= backupcopy=no backup"]
+    for step, save in enumerate([vim, vim, ["sed", "-i"]]):
+        edit = f"s/v{step}/v{step + 1}/"
+        command = save + (["-c", f"%{edit}", "-c", "wq"] if save is vim else [edit])
+        proc = subprocess.run(command + ["doc.txt"], cwd=alice.p(), stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=60)
+        assert proc.returncode == 0, f"{save[0]}: {proc.stderr!r}"
+        assert sorted(set(os.listdir(alice.p())) - {".hypernet"}) == ["doc.txt", "doc.txt~"]
+        reads(bob, "doc.txt", expected=f"v{step + 1}\n".encode())
+    assert sorted(os.listdir(bob.p("@alice"))) == ["doc.txt"]
 
 
 @pytest.mark.timeout(180)

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from cluster import eventually
+from cluster import eventually, sharing_pair
 
 REMOTE = 2.0  # contract: remote changes show in a mount within ~2 s; generous multiples below
 
@@ -54,3 +54,43 @@ def test_special_files_replicate_with_their_type(cluster):
                lambda: f"node b: {sorted(os.listdir(b.p('dev')))}")
     assert described(b.p("dev", "null")) == expected["chr"]
     assert stat.S_ISFIFO(os.lstat(b.p("dev", "fifo")).st_mode)
+
+
+@pytest.mark.timeout(180)
+def test_a_contact_with_write_makes_special_files_in_a_shared_folder(cluster):
+    a, b = sharing_pair(cluster, "share", "read", "write")
+    shared = b.p("@alice", "share")
+    eventually(lambda: os.path.isdir(shared), 10 * REMOTE, "bob does not see alice's shared folder")
+    os.mkfifo(os.path.join(shared, "fifo"), 0o640)
+    os.mknod(os.path.join(shared, "sock"), stat.S_IFSOCK | 0o600)
+    assert stat.S_ISFIFO(os.lstat(os.path.join(shared, "fifo")).st_mode)
+    assert stat.S_ISSOCK(os.lstat(os.path.join(shared, "sock")).st_mode)
+
+    def on_a():
+        try:
+            return {n: stat.S_IFMT(os.lstat(a.p("share", n)).st_mode) for n in ("fifo", "sock")}
+        except FileNotFoundError:
+            return None
+    eventually(lambda: on_a() == {"fifo": stat.S_IFIFO, "sock": stat.S_IFSOCK}, 10 * REMOTE,
+               lambda: f"alice's node shows {on_a()}")
+
+
+def revisions(node, path):
+    """`hypernet log`'s revision ids, newest first (user.* xattrs, user.hypernet.* too, exist only on regular
+    files and directories: the kernel refuses them on other types)."""
+    return [line.split()[0] for line in node.cli("log", path).stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.timeout(60)
+def test_restore_of_a_special_file_makes_an_old_revision_current(node):
+    path = node.p("fifo")
+    os.mkfifo(path, 0o640)
+    first = revisions(node, path)[0]
+    os.chmod(path, 0o600)
+    eventually(lambda: len(revisions(node, path)) == 2, 5, "chmod made no revision")
+    restored = node.cli("restore", path, first).stdout.strip()
+    assert revisions(node, path)[0] == restored[:12], "the restore is not the newest revision"
+    assert len(revisions(node, path)) == 3
+    assert stat.S_ISFIFO(os.lstat(path).st_mode)
+    # What a restore brings back is the content: a FIFO's is its type; the mode stays the current one.
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
