@@ -1,7 +1,8 @@
 /// Merges concurrent versions of one directory's listing without a conflict (docs/design.md, "Directory
 /// merge"): per document, the newest head that changed its entry relative to the base decides (added,
-/// renamed or removed). `names` then shows every name once: documents that end under one name are all kept, all
-/// but the one with the smallest document id renamed `NAME (conflict XXXXXXXX)`. The result depends only on the
+/// renamed or removed). `sameNamed` makes directories of one name one; `names` then shows every name once: other
+/// documents that end under one name are all kept, all but the one with the smallest document id renamed
+/// `NAME (conflict XXXXXXXX)`. The result depends only on the
 /// inputs, so every node computes the same tree.
 public enum DirectoryMerge {
     /// One merged entry and the head that decided it: an index into `heads`, nil for the base.
@@ -36,6 +37,38 @@ public enum DirectoryMerge {
             }
         }
         return out.sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
+    }
+
+    /// What each directory reachable from `root` shows once same-named directories are one (docs/design.md,
+    /// "Same-named directories"). `entries`: per directory document, the entries placed in it. Walking down from
+    /// the root, directories shown under one name in one directory merge into the one with the smallest document
+    /// id (the one `names` would leave the name to); the others' entries show in it, so their subdirectories may
+    /// merge in turn. Returns the entries of every directory the walk reached, names not yet made unique, and per
+    /// survivor the directories merged into it. Directories the walk did not reach keep their entries.
+    public static func sameNamed(root: DocumentID, entries: [DocumentID: [DirectoryListing.Entry]]) -> (
+        entries: [DocumentID: [DirectoryListing.Entry]], merged: [DocumentID: [DocumentID]]
+    ) {
+        var shown = entries
+        var merged: [DocumentID: [DocumentID]] = [:]
+        var queue = [root]
+        var reached: Set<DocumentID> = [root]
+        while let directory = queue.popLast() {
+            var list = entries[directory] ?? []
+            for loser in merged[directory] ?? [] { list += entries[loser] ?? [] }
+            var byName: [[UInt8]: [DocumentID]] = [:]
+            for e in list where e.kind == .directory { byName[Array(e.name.utf8), default: []].append(e.document) }
+            var losers: Set<DocumentID> = []
+            for group in byName.values where group.count > 1 {
+                let sorted = group.sorted { $0.bytes.lexicographicallyPrecedes($1.bytes) }
+                merged[sorted[0]] = Array(sorted.dropFirst())
+                losers.formUnion(sorted.dropFirst())
+            }
+            list.removeAll { losers.contains($0.document) }
+            for loser in losers { shown[loser] = nil }
+            shown[directory] = list
+            for e in list where e.kind == .directory && reached.insert(e.document).inserted { queue.append(e.document) }
+        }
+        return (shown, merged)
     }
 
     /// The entry chosen for each document, names not yet made unique (`names` does that, over everything a

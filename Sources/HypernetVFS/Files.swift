@@ -397,11 +397,14 @@ extension VirtualFileSystem {
 
     /// A directory revision: its listing (when changed) as encrypted content, and its metadata.
     func commitDirectoryLocked(_ inode: UInt64, in s: inout State) throws(VFSError) {
-        guard var dir = s.nodes[inode], dir.isDirectory, dir.linked else {
+        guard s.nodes[inode]?.isDirectory == true, s.nodes[inode]?.linked == true else {
             s.dirtyDirectories.remove(inode)
             return
         }
-        let listingChanged = s.dirtyDirectories.contains(inode) || dir.record.head == nil
+        if !s.merging.isEmpty { try commitMerges(in: &s) }
+        var dir = s.nodes[inode]!
+        let listingChanged =
+            s.dirtyDirectories.contains(inode) || dir.record.head == nil || !dir.mergedDirectories.isEmpty
         guard listingChanged || dir.metadataChanged else { return }
         var locations: [ChunkLocation] = []
         if listingChanged {
@@ -419,8 +422,31 @@ extension VirtualFileSystem {
             }
         }
         try appendRevisionLocked(&dir, locations: locations)
+        if !dir.mergedDirectories.isEmpty {
+            try endMerged(dir.mergedDirectories, in: &s)
+            dir.mergedDirectories = [:]
+            // The parent's listing still names the ended directories; its next revision drops them.
+            s.dirtyDirectories.insert(dir.parent)
+        }
         s.nodes[inode] = dir
         s.dirtyDirectories.remove(inode)
+    }
+
+    /// Writes every merge of same-named directories the view shows, deepest survivor first, before any other
+    /// directory revision: a listing that no longer names a loser (its parent's, or its parent's before a move)
+    /// must follow the survivor's revision listing the loser's entries, or they would show nowhere.
+    private func commitMerges(in s: inout State) throws(VFSError) {
+        var depth: [UInt64: Int] = [:]
+        for survivor in s.merging {
+            var (current, d) = (survivor, 0)
+            while current != Self.rootInode, let node = s.nodes[current], node.parent != current {
+                (current, d) = (node.parent, d + 1)
+            }
+            depth[survivor] = d
+        }
+        let order = s.merging.sorted { (depth[$0]!, $0) > (depth[$1]!, $1) }
+        s.merging = []
+        for survivor in order { try commitDirectoryLocked(survivor, in: &s) }
     }
 
     func appendRevisionLocked(_ node: inout Node, locations: [ChunkLocation], parents: [RevisionID]? = nil)

@@ -194,6 +194,10 @@ extension VirtualFileSystem {
         node.record.head = head
         node.linked = false
         node.metadataChanged = false
+        // Removed empty: so are the directories merged into it (a write into one elsewhere brings it back).
+        try endMerged(node.mergedDirectories, in: &s)
+        node.mergedDirectories = [:]
+        s.merging.remove(inode)
         s.nodes[parent]!.record = parentRecord
         s.nodes[parent]!.children.removeValue(forKey: name)
         if node.isDirectory { s.nodes[parent]!.subdirectories -= 1 }

@@ -28,6 +28,9 @@ struct Node {
     /// Directories: the heads whose merge the entries show (set when received revisions are shown). The next
     /// revision names these as parents — not every stored head, which may include one not shown yet.
     var mergedHeads: [RevisionID] = []
+    /// Directories: the same-named directories merged into this one in the view (`Placement.merged`), each with
+    /// the heads whose merge showed; they end with the next directory revision this node writes.
+    var mergedDirectories: [DocumentID: [RevisionID]] = [:]
 
     var inode: UInt64 { record.inode }
     var kind: RevisionKind { record.kind }

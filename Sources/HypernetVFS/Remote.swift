@@ -78,6 +78,7 @@ extension VirtualFileSystem {
                         }
                     }
                     if !invalid.placement.rescued.isEmpty { markRescued(in: &s) }
+                    noteMerged(invalid.placement, in: &s)
                 } catch {
                     logger.error("placing received directories failed: \(error)")
                 }
@@ -121,10 +122,16 @@ extension VirtualFileSystem {
         private(set) var names: [DocumentID: Set<Spot>] = [:]
         /// Directories moved to the root to break a cycle; the root's next revision records them there.
         var rescued: [DocumentID] = []
+        /// Per directory shown, the same-named directories merged into it, with the heads whose merge showed.
+        var merged: [DocumentID: [DocumentID: [RevisionID]]] = [:]
 
-        init(entries: [DocumentID: [DirectoryListing.Entry]] = [:], rescued: [DocumentID] = []) {
+        init(
+            entries: [DocumentID: [DirectoryListing.Entry]] = [:], rescued: [DocumentID] = [],
+            merged: [DocumentID: [DocumentID: [RevisionID]]] = [:]
+        ) {
             self.entries = entries
             self.rescued = rescued
+            self.merged = merged
             names = Self.spots(entries)
         }
 
@@ -160,10 +167,12 @@ extension VirtualFileSystem {
         }
         let root = store.rootDocument
         var spots: [DocumentID: (directory: DocumentID, entry: DirectoryListing.Entry, stamp: RevisionID)] = [:]
+        var heads: [DocumentID: [RevisionID]] = [:]
         // Every name listed for a document named more than once: kept when its winner says it has several.
         var listed: [DocumentID: [(directory: DocumentID, entry: DirectoryListing.Entry)]] = [:]
         for d in try store.directoryDocuments() {
             guard let w = try winner(of: d), w.revision.kind == .directory else { continue }
+            heads[d] = w.heads
             for (entry, stamp) in try mergedListing(w) where entry.document != root {
                 listed[entry.document, default: []].append((d, entry))
                 // Stamps are revisions of the listing directory: two directories never tie.
@@ -204,8 +213,13 @@ extension VirtualFileSystem {
             entries[spot.directory, default: []].append(spot.entry)
         }
         for name in links.values.joined() { entries[name.directory, default: []].append(name.entry) }
-        // Entries placed from several listings (a kept document's latest) may share a name.
-        return Placement(entries: entries.mapValues(DirectoryMerge.names), rescued: cuts)
+        let same = DirectoryMerge.sameNamed(root: root, entries: entries)
+        // A loser already deleted (shown again for what was kept in it) needs no tombstone: it has no heads here.
+        let merged = same.merged.mapValues { losers in
+            Dictionary(uniqueKeysWithValues: losers.compactMap { l in heads[l].map { (l, $0) } })
+        }
+        // Entries placed from several listings (a kept document's latest, a merged directory's) may share a name.
+        return Placement(entries: same.entries.mapValues(DirectoryMerge.names), rescued: cuts, merged: merged)
     }
 
     /// Places documents kept against a concurrent delete (`isUndeleted`) that no current listing names, as when
@@ -520,6 +534,51 @@ extension VirtualFileSystem {
         if node.isDirectory { s.nodes[link.parent]!.subdirectories -= 1 }
         invalid.entries.append((link.parent, link.name))
         invalid.inodes.insert(link.parent)
+    }
+
+    /// Records on each shown directory the same-named directories merged into it: the next directory revision
+    /// this node writes makes them one in the stored revisions too (`commitMerges`).
+    private func noteMerged(_ placement: Placement, in s: inout State) {
+        for inode in s.merging { s.nodes[inode]?.mergedDirectories = [:] }
+        s.merging = []
+        for (survivor, losers) in placement.merged where !losers.isEmpty {
+            guard let inode = try? store.document(survivor)?.inode, s.nodes[inode]?.linked == true else { continue }
+            s.nodes[inode]!.mergedDirectories = losers
+            s.merging.insert(inode)
+        }
+    }
+
+    /// Ends directories merged into a survivor whose revision now lists their entries (or which was removed,
+    /// empty): a tombstone over the heads whose merge showed, so a later write into one elsewhere, concurrent
+    /// with it, brings it back, to merge again (docs/design.md, "Same-named directories").
+    func endMerged(_ losers: [DocumentID: [RevisionID]], in s: inout State) throws(VFSError) {
+        for (loser, heads) in losers.sorted(by: { $0.key.bytes.lexicographicallyPrecedes($1.key.bytes) }) {
+            do {
+                guard let w = try winner(of: loser) else { continue }
+                let existing = try store.document(loser)
+                let record = try store.transaction { tx in
+                    // Its revision is sealed under the chain the document's row names: a loser never shown here
+                    // gets the row its winner states.
+                    var record =
+                        try existing
+                        ?? DocumentRecord(
+                            inode: tx.insertDocument(
+                                id: loser, kind: .directory, metadata: w.metadata, dirty: false,
+                                rights: w.revision.rights),
+                            id: loser, kind: .directory, head: w.id, metadata: w.metadata,
+                            atimeSeconds: w.metadata.mtimeSeconds, atimeNanoseconds: w.metadata.mtimeNanoseconds,
+                            dirty: false)
+                    record.head = try tx.appendRevision(
+                        document: loser, kind: .tombstone, metadata: w.metadata, parents: heads.sorted())
+                    record.kind = .tombstone
+                    try tx.updateDocument(record)
+                    return record
+                }
+                if s.nodes[record.inode] != nil { s.nodes[record.inode]!.record = record }
+            } catch {
+                throw fail(error, "ending a merged directory")
+            }
+        }
     }
 
     /// The root shows directories rescued from a cycle: its next revision records them there, with a stamp later

@@ -47,6 +47,8 @@ public final class VirtualFileSystem: Sendable {
         var handles: [UInt64: Handle] = [:]
         var nextHandle: UInt64 = 1
         var dirtyDirectories: Set<UInt64> = []
+        /// Shown directories with same-named directories merged into them (`Node.mergedDirectories` not empty).
+        var merging: Set<UInt64> = []
         /// Inodes whose content is attached (open, or being truncated): what the timer's pass visits.
         var openFiles: Set<UInt64> = []
         /// Chunk lists of recently closed files: reopening a large file (an append) skips reloading its manifest.

@@ -150,3 +150,63 @@ import Testing
         #expect(graph.winner == ids[1], "a later tombstone must not hide a concurrent edit")
     }
 }
+
+@Suite struct SameNamedDirectoryTests {
+    let root = DocumentID.random()
+
+    func dir(_ name: String, _ id: DocumentID) -> DirectoryListing.Entry {
+        .init(name: name, document: id, kind: .directory)
+    }
+    func file(_ name: String, _ id: DocumentID) -> DirectoryListing.Entry {
+        .init(name: name, document: id, kind: .file)
+    }
+
+    /// Two ids, smallest first.
+    func pair() -> (DocumentID, DocumentID) {
+        let x = DocumentID.random()
+        let y = DocumentID.random()
+        return x.bytes.lexicographicallyPrecedes(y.bytes) ? (x, y) : (y, x)
+    }
+
+    @Test func sameNamedDirectoriesAreOneAtEveryDepthAndTheSmallestIdStays() {
+        let (a1, a2) = pair()
+        let (b1, b2) = pair()
+        let (f1, f2) = (DocumentID.random(), DocumentID.random())
+        let entries: [DocumentID: [DirectoryListing.Entry]] = [
+            root: [dir("a", a2), dir("a", a1)],
+            a1: [dir("b", b1), file("one.txt", f1)],
+            a2: [dir("b", b2)],
+            b2: [file("two.txt", f2)],
+        ]
+        let result = DirectoryMerge.sameNamed(root: root, entries: entries)
+        #expect(result.entries[root]?.map(\.document) == [a1])
+        #expect(Set(result.entries[a1]?.map(\.document) ?? []) == [b1, f1])
+        #expect(result.entries[b1]?.map(\.document) == [f2], "b2's file shows in b1")
+        #expect(result.entries[a2] == nil && result.entries[b2] == nil)
+        #expect(result.merged == [a1: [a2], b1: [b2]])
+    }
+
+    @Test func aFileAgainstADirectoryAndTwoFilesAreNotMerged() {
+        let (d, f, g) = (DocumentID.random(), DocumentID.random(), DocumentID.random())
+        let entries: [DocumentID: [DirectoryListing.Entry]] = [root: [dir("x", d), file("x", f), file("y", g)]]
+        let result = DirectoryMerge.sameNamed(root: root, entries: entries)
+        #expect(result.merged.isEmpty)
+        #expect(DirectoryMerge.names(result.entries[root]!).count == 3, "the file keeps the renamed form")
+    }
+
+    @Test func theResultDoesNotDependOnTheOrderOfEntries() {
+        let ids = (0..<3).map { _ in DocumentID.random() }
+        let smallest = ids.min { $0.bytes.lexicographicallyPrecedes($1.bytes) }!
+        let forward = DirectoryMerge.sameNamed(root: root, entries: [root: ids.map { dir("p", $0) }])
+        let backward = DirectoryMerge.sameNamed(root: root, entries: [root: ids.reversed().map { dir("p", $0) }])
+        #expect(forward.merged == backward.merged)
+        #expect(forward.entries[root]?.map(\.document) == [smallest])
+        #expect(forward.merged[smallest]?.count == 2)
+    }
+
+    @Test func directoriesNotReachedKeepTheirEntries() {
+        let (lost, f) = (DocumentID.random(), DocumentID.random())
+        let result = DirectoryMerge.sameNamed(root: root, entries: [root: [], lost: [file("f", f)]])
+        #expect(result.entries[lost]?.map(\.document) == [f])
+    }
+}
