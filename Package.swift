@@ -28,6 +28,8 @@ let package = Package(
         // Linux calls Glibc's Swift module hides behind _GNU_SOURCE (memfd_create).
         .target(name: "CLinux"),
 
+        // Named steps where a test build (-DHYPERNET_FAILPOINTS) crashes, stalls or fails on demand; nothing otherwise.
+        .target(name: "HypernetFailpoint"),
         // The only importer of CSodium and COpenSSL: keys in sodium memory, sign, AEAD, hash.
         .target(name: "HypernetCrypto", dependencies: ["CSodium", "COpenSSL"]),
         // Pure values and codecs: ids, revisions, manifests, HLC, DAG. No I/O.
@@ -36,7 +38,7 @@ let package = Package(
         .target(
             name: "HypernetStore",
             dependencies: [
-                "HypernetCrypto", "HypernetModel", "CZstd",
+                "HypernetCrypto", "HypernetFailpoint", "HypernetModel", "CZstd",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -44,14 +46,14 @@ let package = Package(
         .target(
             name: "HypernetVFS",
             dependencies: [
-                "CLinux", "HypernetCrypto", "HypernetModel", "HypernetStore",
+                "CLinux", "HypernetCrypto", "HypernetFailpoint", "HypernetModel", "HypernetStore",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         // Node to node: Noise handshake, framing, sessions, replication, quorum acks (SwiftNIO TCP).
         .target(
             name: "HypernetSync",
             dependencies: [
-                "CLinux", "HypernetCrypto", "HypernetModel", "HypernetStore",
+                "CLinux", "HypernetCrypto", "HypernetFailpoint", "HypernetModel", "HypernetStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -67,7 +69,8 @@ let package = Package(
         .target(
             name: "HypernetDaemon",
             dependencies: [
-                "HypernetCrypto", "HypernetModel", "HypernetStore", "HypernetVFS", "HypernetFUSE", "HypernetSync",
+                "HypernetCrypto", "HypernetFailpoint", "HypernetModel", "HypernetStore", "HypernetVFS", "HypernetFUSE",
+                "HypernetSync",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(

@@ -17,6 +17,9 @@ HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs syncthing rsync"
 # Every build (setup.sh, test.sh, CI): warnings in Hypernet's own targets fail it (dependencies are built with
 # their warnings suppressed), and so does importing a module the target does not declare in Package.swift.
 HYPERNET_SWIFT_BUILD_FLAGS="-Xswiftc -warnings-as-errors --explicit-target-dependency-import-check error"
+# The test build (test.sh) only, never setup.sh's product: testable imports, and the failpoints
+# (Sources/HypernetFailpoint, docs/testing.md "Failpoints").
+HYPERNET_TEST_BUILD_FLAGS="-Xswiftc -enable-testing -Xswiftc -DHYPERNET_FAILPOINTS"
 
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -12,7 +12,7 @@ ensure_python_test_modules
 [ -e /dev/fuse ] || die "no /dev/fuse: the integration tests need FUSE"
 
 # shellcheck disable=SC2086 # flags are words
-binary="$(swift build -c release -Xswiftc -enable-testing $HYPERNET_SWIFT_BUILD_FLAGS --show-bin-path </dev/null)/hypernet"
+binary="$(swift build -c release $HYPERNET_TEST_BUILD_FLAGS $HYPERNET_SWIFT_BUILD_FLAGS --show-bin-path </dev/null)/hypernet"
 # Whatever runs already (a folder mounted by setup.sh) is not ours to judge.
 mounts_before=$(hypernet_mounts | sort)
 processes_before=$(hypernet_processes "$binary" | sort)
@@ -21,10 +21,11 @@ log "checking the formatting (.swift-format)"
 failed=0
 swift format lint --strict --configuration .swift-format --recursive Package.swift Sources Tests Fuzz </dev/null || failed=1
 
-log "building (release, with tests, warnings as errors)"
+log "building (release, with tests and failpoints, warnings as errors)"
 # Testable imports: some unit tests count what a component does inside (DirectoryCostTests), not how long it takes.
+# Failpoints: tests/integration/test_failpoints.py and the fault harness's `failpoint` fault.
 # shellcheck disable=SC2086
-swift build -c release --build-tests -Xswiftc -enable-testing $HYPERNET_SWIFT_BUILD_FLAGS </dev/null
+swift build -c release --build-tests $HYPERNET_TEST_BUILD_FLAGS $HYPERNET_SWIFT_BUILD_FLAGS </dev/null
 
 log "unit tests"
 swift test -c release --skip-build </dev/null || failed=1

@@ -2,6 +2,7 @@ import Dispatch
 import Glibc
 import HypernetCrypto
 import HypernetFUSE
+import HypernetFailpoint
 import HypernetModel
 import HypernetStore
 import HypernetSync
@@ -66,6 +67,12 @@ public enum Daemon {
         logger.info(
             "daemon starting",
             metadata: ["pid": "\(getpid())", "home": "\(home.path)", "mountpoint": "\(mountpoint ?? "none")"])
+        switch Failpoint.arm() {
+        case .success(let armed):
+            if !armed.isEmpty { logger.warning("test build: failpoints armed", metadata: ["failpoints": "\(armed)"]) }
+        case .failure(let error):
+            throw Failure(.usage, "HYPERNET_FAILPOINT: \(error.message)")
+        }
         let keyring: Keyring
         let store: Store
         do {

@@ -1,5 +1,6 @@
 import Glibc
 import HypernetCrypto
+import HypernetFailpoint
 import HypernetModel
 import Synchronization
 
@@ -120,6 +121,7 @@ final class PackStore: Sendable {
     /// Appends one record; the bytes are in the kernel (safe against a process crash) when this returns,
     /// on disk only after `sync`.
     func append(id: ChunkID, ciphertext: [UInt8]) throws(StoreError) -> ChunkLocation {
+        if Failpoint.hit("pack.append") { throw .io(path: directory, errno: EIO) }
         var header = [UInt8]()
         header.reserveCapacity(Self.recordHeaderSize)
         withUnsafeBytes(of: UInt32(ciphertext.count).littleEndian) { header.append(contentsOf: $0) }

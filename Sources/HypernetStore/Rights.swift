@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import HypernetCrypto
+import HypernetFailpoint
 import HypernetModel
 import Synchronization
 
@@ -298,6 +299,7 @@ extension Store {
                 signer: keyring.identity, previousKey: previousKey, time: nextTime())
             // The rule every receiver applies: an admin of the current block signs the next (the owner the first).
             do { try chain.append(block) } catch { throw StoreError.rights(.notAdmin) }
+            if Failpoint.hit("rights.change") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
             try tx.insert(block, tree: tree)
             return block
         }
@@ -347,6 +349,7 @@ extension StoreTransaction {
             }
             return .badBlock(error)
         }
+        if Failpoint.hit("rights.receive") { throw StoreError.io(path: store.home.catalogPath, errno: EIO) }
         try insert(block, tree: tree)
         try refuseInvalidated(by: block.block, tree: tree)
         return nil

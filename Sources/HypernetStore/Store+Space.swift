@@ -1,5 +1,6 @@
 import GRDB
 import Glibc
+import HypernetFailpoint
 
 /// A full disk (docs/store-format.md, "A full disk"): logged once, deletes go on thanks to a reserve, and what
 /// failed writes appended to the packs is given back (at once when it is at their end, else at the next start).
@@ -43,6 +44,7 @@ extension Store {
                 return try Int64.fetchOne(db, sql: sql, arguments: [number])
             }
             let end = last.map { $0 + Int64(PackStore.recordHeaderSize) } ?? Int64(PackStore.header.count)
+            if Failpoint.hit("pack.trim") { throw StoreError.io(path: packs.path(of: number), errno: EIO) }
             let freed = try packs.trimTail(to: end)
             if freed > 0 {
                 logger.notice(

@@ -3,6 +3,7 @@ import Foundation
 import GRDB
 import Glibc
 import HypernetCrypto
+import HypernetFailpoint
 import HypernetModel
 import Logging
 import Synchronization
@@ -185,6 +186,7 @@ public final class Store: Sendable {
         var sealed = Self.parallelMap(ranges.count) { i in
             ChunkSealer.seal(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), epochKey: key)
         }
+        if Failpoint.hit("store.seal") { throw .io(path: home.packsDirectory, errno: EIO) }
         var known = try catalog.existing(sealed.map(\.reference.id))
         let candidates = bases.indices.filter { !bases[$0].isEmpty && !known.contains(sealed[$0].reference.id) }
         if !candidates.isEmpty {
@@ -554,7 +556,9 @@ public final class Store: Sendable {
         do {
             result = try catalog.write { db in
                 added.list.removeAll()  // GRDB may retry the closure
-                return try body(StoreTransaction(db: db, store: self, added: added))
+                let result = try body(StoreTransaction(db: db, store: self, added: added))
+                if Failpoint.hit("catalog.commit") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
+                return result
             }
         } catch {
             discard(appended)
@@ -624,6 +628,7 @@ public final class Store: Sendable {
     /// guarantee, since WAL frames written at commit can reach the disk through writeback before pack bytes
     /// do anyway. Rows whose chunks a power failure loses were never acknowledged (no sync had returned).
     public func sync() throws(StoreError) {
+        if Failpoint.hit("store.sync") { throw .io(path: home.catalogPath, errno: EIO) }
         // Committed before the syncs below begin, so made durable by them.
         let local = unsyncedLocal.withLock { u in
             defer { u.removeAll() }
@@ -660,8 +665,9 @@ public final class Store: Sendable {
     public func checkpointIfNeeded(walLimit: Int64 = 16 << 20) {
         var st = stat()
         guard stat(home.catalogPath + "-wal", &st) == 0, Int64(st.st_size) > walLimit else { return }
-        do {
+        do throws(StoreError) {
             try packs.sync()
+            if Failpoint.hit("catalog.checkpoint") { throw .io(path: home.catalogPath, errno: EIO) }
             try catalog.checkpoint()
         } catch {
             if error.isNoSpace { return noteNoSpace("catalog checkpoint", error) }

@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import HypernetFailpoint
 import HypernetModel
 import HypernetStore
 
@@ -157,6 +158,7 @@ extension VirtualFileSystem {
         }
         let (inode, content) = try fileHandle(handle)
         guard contentLength(adding: offset, UInt64(data.count)) != nil else { throw VFSError(EFBIG) }
+        if Failpoint.hit("vfs.stage") { throw VFSError(EIO) }
         // A write waits for a background seal if it would change bytes being sealed, or stage a second
         // `streamBytes` before the first is sealed (staging stays bounded).
         while try !content.state.withLock({ (c) throws(VFSError) -> Bool in

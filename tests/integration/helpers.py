@@ -225,6 +225,13 @@ def processes_mentioning(prefix: str):
     return found
 
 
+def has_failpoints(binary) -> bool:
+    """Whether `binary` is a test build with failpoints (docs/testing.md): only such a build reads
+    HYPERNET_FAILPOINT."""
+    with open(binary, "rb") as f:
+        return b"HYPERNET_FAILPOINT" in f.read()
+
+
 def lazy_unmount(path):
     subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
 
@@ -302,8 +309,13 @@ class Node:
         """SIGKILL the daemon (a crash), wait for it, and lazily unmount the dead mount."""
         assert self.pid is not None and pid_alive(self.pid), "kill9: no daemon running"
         os.kill(self.pid, signal.SIGKILL)
+        self.reap()
+
+    def reap(self):
+        """After the daemon crashed (SIGKILL, a failpoint's panic): waits for it to be gone and lazily unmounts
+        the dead mount."""
         self.running = False
-        assert wait_until(lambda: not pid_alive(self.pid), 10), f"daemon {self.pid} survived SIGKILL"
+        assert wait_until(lambda: not pid_alive(self.pid), 10), f"daemon {self.pid} is still running"
         lazy_unmount(self.mount)
         assert wait_until(lambda: not self.is_mounted(), 5), f"{self.mount} still mounted after fusermount3 -u -z"
 

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import HypernetCrypto
+import HypernetFailpoint
 import HypernetModel
 import HypernetStore
 import Logging
@@ -712,6 +713,7 @@ public final class SyncNode: SessionDelegate {
             }
             let message = Message.entries(
                 tree: tree, storeID: store.storeID, entries: run, caughtUp: false, held: relayHold == .expired)
+            if Failpoint.hit("sync.send") { return session.close("failpoint sync.send") }
             guard session.sendWhenWritable(message) else { return }
         }
     }
@@ -879,6 +881,7 @@ public final class SyncNode: SessionDelegate {
         defer { if !confirmed { releaseRun(tree, of: session) } }
         guard let node = session.node, let last = entries.last?.seq else { return }
         guard !wanted([tree]).isEmpty else { return }
+        if Failpoint.hit("sync.receive") { return session.close("failpoint sync.receive") }
         do {
             // A record's id is its hash: one held already (an echo) was checked when it was stored, and is not
             // decoded and verified again.
@@ -928,6 +931,7 @@ public final class SyncNode: SessionDelegate {
             let arrived = missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
             if session.isEnded { return }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
+            if Failpoint.hit("sync.store") { throw StoreError.io(path: "received revisions", errno: EIO) }
             var rejected = fresh.isEmpty ? [] : try store.storeRemote(records: fresh, chunks: Array(arrived.values))
             // A revision whose parent was rejected for good can never be stored: rejected for good too.
             rejected = state.withLock { s in
@@ -975,6 +979,8 @@ public final class SyncNode: SessionDelegate {
     /// them and to `session` (the sender of the run that holds them): a run echoed back by a relay costs no second
     /// ack.
     private func ack(_ held: [RevisionID], echoedBy session: Session? = nil) {
+        // An ack lost on its way: the writer's fsync times out (EIO) unless another replica's ack reaches it.
+        if Failpoint.hit("sync.ack") { return }
         let (unacked, sessions) = state.withLock { s -> ([RevisionID], [Session]) in
             let since = session.flatMap { s.peers[ObjectIdentifier($0)]?.serial } ?? 0
             let unacked = held.filter { id in
