@@ -30,8 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 import cluster as cluster_module  # noqa: E402
 import helpers  # noqa: E402
 import netns  # noqa: E402
+from lazystore import LazyStore, fusepy_missing  # noqa: E402
 
-FAULTS = ("kill9", "pause", "partition", "loss", "rate", "skew")
+FAULTS = ("kill9", "pause", "partition", "loss", "rate", "delay", "skew", "failpoint", "powerloss", "eio", "enospc",
+          "corrupt")
+RELAY_PORT = cluster_module.NETNS_PORT + 1  # each node's relay (the `delay` fault), in its namespace
+# Faults that need every node's store on lazyfs (tests/faults/lazyfs.py).
+DISK_FAULTS = ("powerloss", "eio", "enospc")
+# The steps a test build can crash, stall or fail at (Sources/HypernetFailpoint, docs/testing.md "Failpoints").
+FAILPOINTS = ("vfs.stage", "store.seal", "pack.append", "catalog.commit", "store.sync", "sync.send", "sync.receive",
+              "sync.store", "sync.ack", "catalog.checkpoint", "pack.trim", "rights.change", "rights.receive")
 QUORUM = 2
 FSYNC_TIMEOUT = 5  # seconds: an fsync cut off from its quorum fails with EIO after this
 OWN_FILES = 6  # files per client that only that client writes
@@ -44,6 +52,14 @@ LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def default_faults(binary):
+    """Every fault but `corrupt` (a node does not repair a damaged store from its peers yet: docs/testing.md),
+    `failpoint` only with a test build, the disk faults only where lazyfs runs."""
+    left_out = {"corrupt"} | (set() if helpers.has_failpoints(binary) else {"failpoint"}) | \
+        (set(DISK_FAULTS) if fusepy_missing() else set())
+    return tuple(f for f in FAULTS if f not in left_out)
 
 
 def payload(op_id: str, size: int) -> bytes:
@@ -76,15 +92,20 @@ class History:
 
 
 class FaultNode(cluster_module.ClusterNode):
-    """A cluster node whose daemon can run with its wall clock skewed (libfaketime; monotonic time untouched)."""
+    """A cluster node whose daemon can run with its wall clock skewed (libfaketime; monotonic time untouched)
+    or a failpoint armed (`HYPERNET_FAILPOINT`, a test build only)."""
 
     skew = 0
+    failpoint = None
 
     def run(self, *args, env_extra=None, **kw):
         env = dict(env_extra or {})
-        if self.skew and args and args[0] in ("mount", "serve"):
-            env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME=f"{self.skew:+d}s", FAKETIME_DONT_FAKE_MONOTONIC="1",
-                       FAKETIME_NO_CACHE="1")
+        if args and args[0] in ("mount", "serve"):
+            if self.skew:
+                env.update(LD_PRELOAD=LIBFAKETIME, FAKETIME=f"{self.skew:+d}s", FAKETIME_DONT_FAKE_MONOTONIC="1",
+                           FAKETIME_NO_CACHE="1")
+            if self.failpoint:
+                env["HYPERNET_FAILPOINT"] = self.failpoint
         return super().run(*args, env_extra=env, **kw)
 
 
@@ -94,13 +115,15 @@ class Client(threading.Thread):
     operation is `ok` when every call returned, `fail` when fsync gave EIO (the quorum was not reached in time:
     the data may still replicate), `unknown` on any other error (a killed daemon's mount)."""
 
-    def __init__(self, harness, node, seed):
-        super().__init__(name=f"client-{node.name}", daemon=True)
+    def __init__(self, harness, node, seed, label):
+        super().__init__(name=f"client-{label}", daemon=True)
         self.harness = harness
         self.node = node
+        self.label = label  # prefix of its operations' ids (unique in the run)
         self.rng = random.Random(seed)
         self.stopping = threading.Event()
         self.count = 0
+        self.fsync_seconds = []  # each fsync that returned 0
 
     def run(self):
         while not self.stopping.is_set():
@@ -112,7 +135,7 @@ class Client(threading.Thread):
             time.sleep(self.rng.uniform(0, 0.2))
 
     def operation(self, n):
-        op_id = f"{self.node.name}-{n}"
+        op_id = f"{self.label}-{n}"
         roll = self.rng.random()
         if "trees" in self.harness.workloads and roll < 0.3:
             self.tree_operation(op_id)
@@ -173,48 +196,53 @@ class Client(threading.Thread):
             result = "fail" if getattr(e, "fsync", False) and e.errno == errno.EIO else "unknown"
         history.record(type="complete", id=op_id, result=result, error=error)
 
-    @staticmethod
-    def fsync(fd):
-        """fsync, its error marked as fsync's: EIO from it means the quorum was not reached (`fail`)."""
+    def fsync(self, fd):
+        """fsync, timed, its error marked as fsync's: EIO from it means the quorum was not reached (`fail`)."""
+        start = time.monotonic()
         try:
             os.fsync(fd)
         except OSError as e:
             e.fsync = True
             raise
+        self.fsync_seconds.append(time.monotonic() - start)
 
-    @classmethod
-    def write(cls, path, data):
+    def write(self, path, data):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view[: 1 << 17]):]
-            cls.fsync(fd)
+            self.fsync(fd)
         finally:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    @classmethod
-    def fsync_directory(cls, path):
+    def fsync_directory(self, path):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            cls.fsync(fd)
+            self.fsync(fd)
         finally:
             os.close(fd)
 
 
 class Harness:
-    def __init__(self, binary, workdir: Path, seed, nodes=3, duration=60.0, faults=FAULTS, concurrent=1,
-                 settle=120.0, workloads=("files",), progress=None):
+    def __init__(self, binary, workdir: Path, seed, nodes=3, duration=60.0, faults=None, concurrent=1,
+                 settle=120.0, workloads=("files",), rounds=1, progress=None):
         self.binary = binary
         self.workdir = workdir
         self.seed = seed
         self.node_count = nodes
         self.duration = duration
-        self.faults = tuple(faults)
+        self.faults = default_faults(binary) if faults is None else tuple(faults)
+        if "failpoint" in self.faults and not helpers.has_failpoints(binary):
+            raise ValueError(f"{binary} has no failpoints (build it with -Xswiftc -DHYPERNET_FAILPOINTS, "
+                             f"docs/testing.md), so the `failpoint` fault cannot run")
+        if set(self.faults) & set(DISK_FAULTS) and fusepy_missing():
+            raise ValueError(f"the faults {', '.join(DISK_FAULTS)} need lazyfs: {fusepy_missing()}")
         self.concurrent = concurrent
         self.settle = settle
         self.workloads = tuple(workloads)
+        self.rounds = rounds
         self.progress = progress or (lambda line: None)
         self.rng = random.Random(seed)
         self.state_lock = threading.Lock()
@@ -225,6 +253,8 @@ class Harness:
         self.history = None
         self.lab = None
         self.cluster = None
+        self.lazy = {}  # node name -> LazyStore under its store, with a disk fault among `faults`
+        self.relays = {}  # node name -> netns.Relay every connection to it passes, with `delay` among `faults`
 
     # --- nodes -----------------------------------------------------------------------------------------------
     def make_node(self, start=False, node_class=None, label=None, **extra):
@@ -248,17 +278,52 @@ class Harness:
             name = chr(ord("a") + i)
             node = self.cluster.add(name, identity=first, quorum=QUORUM, fsync_timeout=FSYNC_TIMEOUT)
             first = first or node
+            if set(self.faults) & set(DISK_FAULTS):
+                self.lazy[name] = self.lazy_store(node)
+            if "delay" in self.faults:
+                self.relays[name] = self.relay(node)
         self.cluster.start(timeout=60)
+        if self.relays and not sum(r.connections for r in self.relays.values()):
+            raise AssertionError("no connection passed the relays: the `delay` fault would do nothing")
         a = self.cluster.nodes[0]
         os.makedirs(a.p("shared"), exist_ok=True)
         os.makedirs(a.p("trees"), exist_ok=True)
         # The shared files exist before the clients start: concurrent writes then fork one document. (Files created
         # concurrently under one name are two documents, one shown renamed; the checker accepts that too.)
         for i in range(SHARED_FILES):
-            Client.write(a.p(f"shared/s{i}"), b"")
+            helpers.write_file(a.p(f"shared/s{i}"), b"", fsync=True)
         for n in self.cluster.nodes:
             os.makedirs(a.p(f"c-{n.name}"), exist_ok=True)
         cluster_module.wait_converged(self.cluster.nodes, 60, what="the initial directories")
+
+    @staticmethod
+    def lazy_store(node):
+        """Mounts lazyfs over `node`'s store (not started yet), moving what the store holds to its backing."""
+        store, backing = node.home / "store", node.dir / "store-backing"
+        if store.exists():
+            shutil.move(store, backing)
+        else:
+            backing.mkdir(mode=0o700)
+        store.mkdir(mode=0o700)
+        lazy = LazyStore(backing, store, node.dir / "lazyfs.log")
+        lazy.mount()
+        return lazy
+
+    def relay(self, node):
+        """A relay in `node`'s namespace that every connection from another node to it passes (an nft DNAT of
+        their SYNs to its port), adding no delay until the `delay` fault sets one."""
+        ip, port = node.host.ip, cluster_module.NETNS_PORT
+        script = (f"table ip hnfaultrelay {{\n  chain prerouting {{ type nat hook prerouting priority dstnat; "
+                  f"policy accept;\n    ip saddr {self.lab.subnet}.0/24 ip saddr != {ip} tcp dport {port} "
+                  f"dnat to {ip}:{RELAY_PORT}\n  }}\n}}\n")
+        self.nft(node, script)
+        return self.lab.delay_relay((ip, RELAY_PORT), (ip, port), 0, host=node.host.name)
+
+    def set_delay(self, node, delay, jitter):
+        """`delay` ± `jitter` seconds each way on every connection of `node`'s: those to it at its relay, those
+        from it at the others'."""
+        for name, relay in self.relays.items():
+            relay.set_delay(delay, jitter, source=None if name == node.name else node.host.ip)
 
     def teardown(self):
         if self.cluster is not None:
@@ -270,6 +335,8 @@ class Harness:
             problems = [f"{n.name}: {p}" for n in self.cluster.nodes for p in n.problems]
             if problems:
                 self.progress("teardown: " + "; ".join(problems))
+        for lazy in self.lazy.values():
+            lazy.close()
         if self.lab is not None:
             self.lab.close()
 
@@ -290,7 +357,7 @@ class Harness:
                     others = [n for n in self.cluster.nodes if n is not node]
                     side = self.rng.sample(others, self.rng.randrange(0, len(others)))
                     args = (kind, node, side, hold, self.rng.randrange(5, 40), self.rng.choice((-1, 1)) *
-                            self.rng.randrange(5, 300))
+                            self.rng.randrange(5, 300), self.failpoint_spec())
                     with self.state_lock:
                         self.busy.add(node.name)
                     t = threading.Thread(target=self.fault, args=args, name=f"fault-{kind}", daemon=True)
@@ -300,10 +367,16 @@ class Harness:
         for t in active:
             t.join()
 
-    def fault(self, kind, node, side, hold, percent, skew):
+    def failpoint_spec(self):
+        """A failpoint to arm: a random step, action and share of its hits (so a crash comes at a random point)."""
+        action = self.rng.choice(("panic", "error", f"sleep({self.rng.randrange(50, 3000)})"))
+        return f"{self.rng.choice(FAILPOINTS)}:{self.rng.choice((5, 25, 100))}%{action}"
+
+    def fault(self, kind, node, side, hold, percent, skew, failpoint):
         history = self.history
         history.record(type="fault", fault=kind, node=node.name, phase="start", hold=round(hold, 2),
-                       side=[n.name for n in side], percent=percent, skew=skew)
+                       side=[n.name for n in side], percent=percent, skew=skew,
+                       failpoint=failpoint if kind == "failpoint" else None)
         self.injected[kind] = self.injected.get(kind, 0) + 1
         try:
             if kind == "kill9":
@@ -315,6 +388,40 @@ class Harness:
                 node.skew = skew
                 self.restart(node)
                 time.sleep(hold)
+            elif kind == "failpoint":
+                # Restarted with the failpoint armed for the hold (a panic may end it, or its start), then crashed
+                # and restarted without it.
+                self.kill(node)
+                node.failpoint = failpoint
+                try:
+                    node.start()
+                    with self.state_lock:
+                        self.down.discard(node.name)
+                    time.sleep(hold)
+                except AssertionError as e:  # it died while starting: a panic at a step of the start
+                    history.record(type="fault", fault=kind, node=node.name, phase="start failed", error=str(e)[:300])
+                finally:
+                    node.failpoint = None
+                self.kill(node)
+                self.restart(node)
+            elif kind == "powerloss":
+                self.power_loss(node)
+                time.sleep(hold)
+                self.restart(node)
+            elif kind in ("eio", "enospc"):
+                # A failing disk ends with the machine restarted: writes whose fsync failed are gone then, even
+                # if a later fsync of the same file succeeded (lazyfs.py).
+                self.lazy[node.name].disk(kind)
+                time.sleep(hold)
+                self.lazy[node.name].disk("heal")
+                if kind == "eio":
+                    self.power_loss(node)
+                    self.restart(node)
+            elif kind == "corrupt":
+                self.kill(node)
+                history.record(type="fault", fault=kind, node=node.name, phase="damage", damage=self.corrupt(node))
+                time.sleep(hold)
+                self.restart(node)
             elif kind == "pause":
                 with self.state_lock:
                     self.paused.add(node.name)
@@ -333,6 +440,11 @@ class Harness:
                 self.set_loss(node, percent)
                 time.sleep(hold)
                 self.set_loss(node, 0)
+            elif kind == "delay":
+                delay = percent / 100  # 50-400 ms each way, ± half of it as jitter
+                self.set_delay(node, delay, delay / 2)
+                time.sleep(hold)
+                self.set_delay(node, 0, 0)
             elif kind == "rate":
                 self.lab.limit_rate(node.host, "512kbit")
                 time.sleep(hold)
@@ -345,12 +457,50 @@ class Harness:
     def kill(self, node):
         with self.state_lock:
             self.down.add(node.name)
-        node.kill9()
+        if helpers.pid_alive(node.pid):
+            node.kill9()
+        else:  # a failpoint's panic killed it
+            node.reap()
+
+    def power_loss(self, node):
+        """The machine stops: the daemon with it, and what its disk had not made durable."""
+        self.kill(node)
+        lazy = self.lazy[node.name]
+        self.history.record(type="fault", fault="powerloss", node=node.name, phase="damage", damage=lazy.power_loss())
+        lazy.mount()
+
+    def corrupt(self, node):
+        """Damages the stopped node's store as a disk that lies would: bytes flipped in a pack record, or the
+        catalog's WAL cut short. Returns what it did."""
+        store = node.home / "store"
+        packs = sorted(p for p in (store / "packs").glob("*.pack") if p.stat().st_size > 64)
+        wal = store / "catalog.sqlite-wal"
+        if self.rng.random() < 0.5 and packs:
+            pack = self.rng.choice(packs)
+            offset = self.rng.randrange(64, pack.stat().st_size)
+            with open(pack, "r+b") as f:
+                f.seek(offset)
+                byte = f.read(1)[0]
+                f.seek(offset)
+                f.write(bytes([byte ^ 0xFF]))
+            return f"flipped byte {offset} of {pack.name}"
+        if wal.exists() and wal.stat().st_size > 0:
+            size = wal.stat().st_size
+            cut = self.rng.randrange(0, size)
+            os.truncate(wal, cut)
+            return f"cut the catalog's WAL from {size} to {cut} bytes"
+        return "nothing to damage"
 
     def restart(self, node):
         node.start()
         with self.state_lock:
             self.down.discard(node.name)
+
+    @staticmethod
+    def nft(node, script):
+        """Runs an `nft -f` script in `node`'s network namespace."""
+        subprocess.run(["nsenter", f"--net={node.host.netns_path}", "--", "nft", "-f", "-"], input=script,
+                       text=True, check=True, capture_output=True, timeout=30)
 
     def set_loss(self, node, percent):
         """Drops `percent` % of the packets `node` receives from the other hosts (nft, in its namespace)."""
@@ -360,29 +510,70 @@ class Harness:
             script += (f"table inet {table} {{\n  chain input {{ type filter hook input priority -290; "
                        f"policy accept;\n    ip saddr {self.lab.subnet}.0/24 numgen random mod 100 < {percent} drop\n"
                        f"  }}\n}}\n")
-        subprocess.run(["nsenter", f"--net={node.host.netns_path}", "--", "nft", "-f", "-"], input=script,
-                       text=True, check=True, capture_output=True, timeout=30)
+        self.nft(node, script)
 
     # --- a run -----------------------------------------------------------------------------------------------
     def run(self):
+        """`rounds` scenarios, each `duration / rounds` seconds of faults while every mount is written, then every
+        link healed and every node up until the cluster converges; then the checker over the whole history."""
         self.history = History(self.workdir / "history.jsonl")
         self.history.record(type="run", seed=self.seed, nodes=self.node_count, duration=self.duration,
-                            faults=list(self.faults), concurrent=self.concurrent, workloads=list(self.workloads))
+                            faults=list(self.faults), concurrent=self.concurrent, workloads=list(self.workloads),
+                            rounds=self.rounds)
         self.progress(f"seed {self.seed}: {self.node_count} nodes, {self.duration:.0f} s of faults "
-                      f"({', '.join(self.faults)}), workloads {', '.join(self.workloads)}, history in "
-                      f"{self.history.path}")
+                      f"({', '.join(self.faults)}) in {self.rounds} round(s), workloads {', '.join(self.workloads)}, "
+                      f"history in {self.history.path}")
         self.setup()
-        clients = [Client(self, n, self.rng.randrange(1 << 32)) for n in self.cluster.nodes]
+        convergence, fsyncs, stuck, diverged = [], [], [], []
+        for round_ in range(self.rounds):
+            clients = [Client(self, n, self.rng.randrange(1 << 32), f"{n.name}{round_ or ''}")
+                       for n in self.cluster.nodes]
+            stuck += self.faulty_round(clients, self.duration / self.rounds)
+            fsyncs += [t for c in clients for t in c.fsync_seconds]
+            # Every node up, every link clean: from here the cluster must converge.
+            self.lab.heal()
+            for n in self.cluster.nodes:
+                self.set_loss(n, 0)
+                self.lab.clear_rate(n.host)
+                if self.relays:
+                    self.set_delay(n, 0, 0)
+            quiet = time.monotonic()
+            try:
+                cluster_module.wait_converged(self.cluster.nodes, self.settle,
+                                              what=f"after the faults of round {round_}")
+            except AssertionError as e:  # the checker still runs: it names what differs and what was lost
+                diverged.append(str(e).splitlines()[0])
+                self.history.record(type="diverged", round=round_, error=str(e))
+                break
+            convergence.append(time.monotonic() - quiet)
+            self.history.record(type="converged", round=round_, seconds=round(convergence[-1], 2))
+        report = Checker(self.cluster.nodes, self.history.ops).check()
+        report["problems"] += diverged
+        report.update(seed=self.seed, nodes=self.node_count, duration=self.duration, scenarios=self.rounds,
+                      faults=self.injected, convergence_s=[round(c, 2) for c in convergence],
+                      convergence_p99_s=round(percentile(convergence, 99), 2) if not diverged else None,
+                      fsync_p99_s=round(percentile(fsyncs, 99), 3), fsyncs=len(fsyncs), stuck_clients=stuck)
+        for n in self.cluster.nodes:
+            result = n.fsck()
+            if result.returncode != 0:
+                report["problems"].append(f"{n.name}: fsck: {result.stdout.strip()} {result.stderr.strip()}")
+        if stuck:
+            report["problems"].append(f"clients still blocked {FSYNC_TIMEOUT * 6} s after the faults ended: {stuck}")
+        self.history.record(type="report", **report)
+        return report
+
+    def faulty_round(self, clients, duration):
+        """The clients and the nemesis for `duration` seconds; returns the clients still blocked after."""
         stop = threading.Event()
         nemesis = threading.Thread(target=self.nemesis, args=(stop,), name="nemesis", daemon=True)
         for c in clients:
             c.start()
         nemesis.start()
-        deadline = time.monotonic() + self.duration
+        deadline = time.monotonic() + duration
         while time.monotonic() < deadline:
             time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
             ops = sum(c.count for c in clients)
-            self.progress(f"  {self.duration - max(0.0, deadline - time.monotonic()):.0f} s: {ops} operations, "
+            self.progress(f"  {duration - max(0.0, deadline - time.monotonic()):.0f} s: {ops} operations, "
                           f"faults {self.injected}")
         stop.set()
         nemesis.join()
@@ -392,25 +583,23 @@ class Harness:
             c.join(FSYNC_TIMEOUT * 6)
         stuck = [c.name for c in clients if c.is_alive()]
         self.history.record(type="quiet", stuck=stuck)
-        # Every node up, every link clean: from here the cluster must converge.
-        self.lab.heal()
-        for n in self.cluster.nodes:
-            self.set_loss(n, 0)
-            self.lab.clear_rate(n.host)
-        quiet = time.monotonic()
-        _, converged_after = cluster_module.wait_converged(self.cluster.nodes, self.settle, what="after the faults")
-        convergence = time.monotonic() - quiet
-        report = Checker(self.cluster.nodes, self.history.ops).check()
-        report.update(seed=self.seed, nodes=self.node_count, duration=self.duration, faults=self.injected,
-                      convergence_s=round(convergence, 2), stuck_clients=stuck)
-        for n in self.cluster.nodes:
-            result = n.fsck()
-            if result.returncode != 0:
-                report["problems"].append(f"{n.name}: fsck: {result.stdout.strip()} {result.stderr.strip()}")
-        if stuck:
-            report["problems"].append(f"clients still blocked {FSYNC_TIMEOUT * 6} s after the faults ended: {stuck}")
-        self.history.record(type="report", **report)
-        return report
+        return stuck
+
+
+def percentile(values, p):
+    """The p-th percentile (nearest rank) of `values`; 0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * p // 100) - 1))]
+
+
+def summary(report):
+    """The report in one line, as CI prints it (docs/testing.md, "Report")."""
+    return (f"seed {report['seed']}: {report['scenarios']} scenario(s), {report['operations']} operations checked "
+            f"{report['results']}, faults {report['faults']}, acknowledged writes lost {report['acknowledged_lost']}, "
+            f"convergence p99 {report['convergence_p99_s']} s, fsync p99 {report['fsync_p99_s']} s "
+            f"({report['fsyncs']} fsyncs)")
 
 
 class Checker:
@@ -433,16 +622,19 @@ class Checker:
             self.ops.append(dict(inv, result=done["result"], error=done.get("error"), done=done["t"]))
 
     def content(self, node, rel):
+        """The bytes at `rel` on `node`, None if absent, or the error that reading it gave (a str)."""
         try:
             return helpers.read_file(os.path.join(str(node.mount), rel))
         except FileNotFoundError:
             return None
+        except OSError as e:
+            return f"unreadable ({errno.errorcode.get(e.errno, e.errno)})"
 
     @staticmethod
     def may_have_left(op, content):
         if op["op"] == "delete":
             return content is None
-        if content is None:
+        if not isinstance(content, bytes):
             return False
         if len(content) == op["size"] and digest(content) == op["value"]:
             return True
@@ -465,7 +657,8 @@ class Checker:
                 problems.append(f"{path}: the nodes read different contents")
                 continue
             final = contents[0]
-            shown = "absent" if final is None else f"{len(final)} bytes {digest(final)[:12]}"
+            shown = "absent" if final is None else final if isinstance(final, str) else \
+                f"{len(final)} bytes {digest(final)[:12]}"
             if path.startswith("shared/"):
                 if final is not None and not any(self.may_have_left(op, final) for op in ops):
                     problems.append(f"{path}: holds {shown}, which no operation wrote")
@@ -517,20 +710,28 @@ class Checker:
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Inject faults into a Hypernet cluster and check its history.")
     parser.add_argument("--seed", type=int, default=None, help="replay this seed (default: a random one)")
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of faults")
-    parser.add_argument("--concurrent", type=int, default=1, help="faults held at the same time")
-    parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated subset of {','.join(FAULTS)}")
+    parser.add_argument("--nodes", type=int, default=None, help="nodes (default 3; --long: 5)")
+    parser.add_argument("--duration", type=float, default=None, help="seconds of faults (default 60; --long: 3600)")
+    parser.add_argument("--concurrent", type=int, default=None, help="faults held at once (default 1; --long: 2)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="scenarios: faults, then convergence, each duration/rounds long (default 1; --long: 12)")
+    parser.add_argument("--long", action="store_true", help="the long mode: 5 nodes, an hour, 2 faults at once, "
+                        "12 rounds (each default only; an explicit option wins)")
+    parser.add_argument("--faults", default=None, help=f"comma-separated subset of {','.join(FAULTS)} (default: all; "
+                        f"failpoint only with a test build)")
     parser.add_argument("--workloads", default="files", help=f"comma-separated subset of {','.join(WORKLOADS)}")
     parser.add_argument("--settle", type=float, default=120.0, help="seconds allowed to converge afterwards")
     parser.add_argument("--bin", default=os.environ.get("HYPERNET_BIN"), help="the hypernet binary")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (homes, logs, history)")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as one JSON object to PATH (- : stdout)")
     args = parser.parse_args(argv)
+    for name, default, long in (("nodes", 3, 5), ("duration", 60.0, 3600.0), ("concurrent", 1, 2), ("rounds", 1, 12)):
+        if getattr(args, name) is None:
+            setattr(args, name, long if args.long else default)
     if not args.bin:
         parser.error("--bin or HYPERNET_BIN is required")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
-    faults = [f for f in args.faults.split(",") if f]
+    faults = list(default_faults(args.bin)) if args.faults is None else [f for f in args.faults.split(",") if f]
     workloads = [w for w in args.workloads.split(",") if w]
     unknown = set(faults) - set(FAULTS) | set(workloads) - set(WORKLOADS)
     if unknown:
@@ -539,7 +740,7 @@ def main(argv=None):
     workdir.chmod(0o755)
     harness = Harness(os.path.abspath(args.bin), workdir, seed, nodes=args.nodes, duration=args.duration,
                       faults=faults, concurrent=args.concurrent, settle=args.settle, workloads=workloads,
-                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+                      rounds=args.rounds, progress=lambda line: print(line, file=sys.stderr, flush=True))
     report = None
     try:
         report = harness.run()
@@ -549,18 +750,18 @@ def main(argv=None):
             harness.history.close()
         if report is not None and not report["problems"] and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    if args.json:
+    if args.json == "-":
         print(json.dumps(report))
-    else:
-        print(f"seed {seed}: {report['operations']} operations {report['results']}, faults {report['faults']}, "
-              f"acknowledged writes lost {report['acknowledged_lost']}, converged {report['convergence_s']} s "
-              f"after the faults")
+    elif args.json:
+        Path(args.json).write_text(json.dumps(report) + "\n")
+    if args.json != "-":
+        print(summary(report))
         for p in report["problems"]:
             print(f"  problem: {p}")
         if report["problems"]:
             print(f"replay: python3 tests/faults/harness.py --seed {seed} --nodes {args.nodes} "
                   f"--duration {args.duration:g} --faults {','.join(faults)} --workloads {','.join(workloads)} "
-                  f"--concurrent {args.concurrent}; work directory {workdir}")
+                  f"--concurrent {args.concurrent} --rounds {args.rounds}; work directory {workdir}")
     return 1 if report["problems"] else 0
 
 

@@ -4,6 +4,7 @@ the daemon at any point and check that what fsync acknowledged survived.
 
     /usr/bin/python3 tests/faults/lazyfs.py BACKING MOUNTPOINT     # runs in the foreground until unmounted
     kill -USR1 PID                                                 # power loss: undo unsynced writes, exit
+    kill -USR2 PID; kill -RTMIN PID; kill -RTMIN+1 PID             # a failing disk (EIO), a full one, healed
 
 Data writes go to the backing file at once (so reads, mmap and other openers see them, as with a page
 cache), and the bytes they overwrite are remembered, per file, until that file is fsynced. A power loss
@@ -12,6 +13,11 @@ without unmounting: the test then lazily unmounts the dead mount and mounts a fr
 directory. Metadata operations (create, rename, unlink, mkdir, chmod) are durable at once, so a power loss
 keeps a file that was created but never fsynced, empty; it never loses a name. What this does not model
 (reordering of metadata against data, torn sectors) is listed in docs/testing.md.
+
+Disk faults, until healed: a failing disk (SIGUSR2) fails every write, truncate, create and fsync with EIO, and
+the writes an fsync failed to make durable stay lost at the next power loss even if a later fsync succeeds (as
+on Linux, which drops the dirty pages of a failed writeback: "fsyncgate"); a full disk (SIGRTMIN) fails writes,
+creates, truncates that grow and mkdir with ENOSPC. Reads always work.
 
 It needs Debian's python3-fusepy (libfuse 2), hence /usr/bin/python3.
 """
@@ -51,6 +57,13 @@ class LazyFS(Operations):
         self.root = os.path.realpath(root)
         self.mutex = threading.Lock()
         self.pending = {}  # (st_dev, st_ino) -> PendingFile
+        self.lost = []  # PendingFiles whose fsync failed, oldest first: undone at a power loss whatever came after
+        self.fault = None  # errno.EIO (a failing disk), errno.ENOSPC (a full one) or None
+
+    def check(self, *faults):
+        """Fails the operation if the disk currently has one of `faults`."""
+        if self.fault in faults:
+            raise FuseOSError(self.fault)
 
     def full(self, path):
         return os.path.join(self.root, path.lstrip("/"))
@@ -72,6 +85,7 @@ class LazyFS(Operations):
         return entry
 
     def write(self, path, data, offset, fh):
+        self.check(errno.EIO, errno.ENOSPC)
         with self.mutex:
             self.pending_for(fh).remember(offset, len(data))
             return os.pwrite(fh, data, offset)
@@ -84,6 +98,7 @@ class LazyFS(Operations):
             with self.mutex:
                 entry = self.pending_for(fh)
                 current = os.fstat(fh).st_size
+                self.check(errno.EIO, *(() if length <= current else (errno.ENOSPC,)))
                 if length < current:
                     entry.remember(length, current - length)
                 os.ftruncate(fh, length)
@@ -93,20 +108,26 @@ class LazyFS(Operations):
 
     def fsync(self, path, datasync, fh):
         with self.mutex:
-            os.fsync(fh)
             info = os.fstat(fh)
             entry = self.pending.pop((info.st_dev, info.st_ino), None)
+            if self.fault == errno.EIO:
+                if entry is not None:
+                    self.lost.append(entry)
+                raise FuseOSError(errno.EIO)
+            os.fsync(fh)
             if entry is not None:
                 os.close(entry.fd)
 
     def power_loss(self):
         with self.mutex:
-            restored = sum(len(data) for entry in self.pending.values() for _, data in entry.undo)
-            cut = sum(max(0, os.fstat(entry.fd).st_size - entry.size) for entry in self.pending.values())
-            for entry in self.pending.values():
+            # Newest first: what was written since a failed fsync, then what that fsync failed to save.
+            entries = [*self.pending.values(), *reversed(self.lost)]
+            restored = sum(len(data) for entry in entries for _, data in entry.undo)
+            cut = sum(max(0, os.fstat(entry.fd).st_size - entry.size) for entry in entries)
+            for entry in entries:
                 entry.roll_back()
-            print(f"power loss: {len(self.pending)} files rolled back ({restored} bytes restored, {cut} cut)",
-                  flush=True)
+            print(f"power loss: {len(entries)} files rolled back ({restored} bytes restored, {cut} cut; "
+                  f"{len(self.lost)} after a failed fsync)", flush=True)
             os.sync()
             os._exit(0)
 
@@ -115,6 +136,7 @@ class LazyFS(Operations):
         return os.open(self.full(path), flags)
 
     def create(self, path, mode, fi=None):
+        self.check(errno.EIO, errno.ENOSPC)
         fh = os.open(self.full(path), os.O_RDWR | os.O_CREAT, mode)
         with self.mutex:
             self.pending_for(fh)  # created empty: a power loss before its fsync leaves it empty
@@ -151,6 +173,7 @@ class LazyFS(Operations):
         os.chown(self.full(path), uid, gid)
 
     def mkdir(self, path, mode):
+        self.check(errno.EIO, errno.ENOSPC)
         os.mkdir(self.full(path), mode)
 
     def rmdir(self, path):
@@ -187,14 +210,19 @@ def main():
     if len(sys.argv) != 3:
         sys.exit("usage: lazyfs.py BACKING MOUNTPOINT")
     fs = LazyFS(sys.argv[1])
-    # SIGUSR1 is taken by a thread of its own: the main thread stays inside libfuse's loop.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    # The signals are taken by a thread of its own: the main thread stays inside libfuse's loop.
+    faults = {signal.SIGUSR2: errno.EIO, signal.SIGRTMIN: errno.ENOSPC, signal.SIGRTMIN + 1: None}
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, *faults})
 
-    def wait_for_power_loss():
-        signal.sigwait({signal.SIGUSR1})
-        fs.power_loss()
+    def wait_for_signals():
+        while True:
+            received = signal.sigwait({signal.SIGUSR1, *faults})
+            if received == signal.SIGUSR1:
+                fs.power_loss()
+            fs.fault = faults[received]
+            print(f"disk fault: {fs.fault and errno.errorcode[fs.fault]}", flush=True)
 
-    threading.Thread(target=wait_for_power_loss, daemon=True).start()
+    threading.Thread(target=wait_for_signals, daemon=True).start()
     FUSE(fs, sys.argv[2], foreground=True, nothreads=False, fsname="lazyfs")
 
 

@@ -26,7 +26,8 @@ them at once to a UDP sender as EPERM, which a real partition never does.)
 
 Rate limits are tbf qdiscs (there is no netem in this kernel): on the host's eth0 for its egress and on its
 bridge port for its ingress. For latency there is `delay_relay`, a user-space TCP relay in an asyncio thread
-that can live in any lab namespace (it setns()es per socket) and delays each direction by a fixed time.
+that can live in any lab namespace (it setns()es per socket) and delays each direction by a time with jitter,
+changeable while it runs, for every connection or those from one address (`Relay.set_delay`).
 
 Cleanup (`close()`, also on exceptions and at interpreter exit) kills every process in the lab's namespaces
 (tracked Popen objects first, then `ip netns pids`), then deletes the namespaces, which takes the veths,
@@ -42,6 +43,7 @@ import contextlib
 import ctypes
 import itertools
 import os
+import random
 import re
 import shutil
 import signal
@@ -471,7 +473,7 @@ class Lab:
 
 
 class Relay:
-    """User-space TCP relay with a fixed per-direction delay (see Lab.delay_relay)."""
+    """User-space TCP relay that delays each direction, with jitter (see Lab.delay_relay, set_delay)."""
 
     CHUNK = 65536
     QUEUE = 512   # chunks in flight per direction (backpressure beyond that)
@@ -480,7 +482,7 @@ class Relay:
         self.loop = loop
         self.listen = tuple(listen)
         self.target = tuple(target)
-        self.delay = float(delay)
+        self.delays = {None: (float(delay), 0.0)}  # client address (None: any) -> (delay, jitter), in seconds
         self.listen_ns = listen_ns
         self.target_ns = target_ns
         self.address = None
@@ -493,6 +495,16 @@ class Relay:
 
     def start(self):
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+
+    def set_delay(self, delay, jitter=0.0, source=None):
+        """From now on (connections open included) each chunk from or to a client at address `source` (None:
+        every client) is held `delay` ± `jitter` seconds (uniformly drawn; the order of the bytes is kept). The
+        longest delay that applies wins."""
+        self.delays[source] = (float(delay), float(jitter))
+
+    def _hold(self, client):
+        delay, jitter = max(self.delays.get(client, (0.0, 0.0)), self.delays[None])
+        return max(0.0, delay + random.uniform(-jitter, jitter))
 
     async def _start(self):
         with in_netns(self.listen_ns):
@@ -522,7 +534,7 @@ class Relay:
         task = asyncio.current_task()
         self._tasks.add(task)
         self.connections += 1
-        uwriter = None
+        uwriter, pipes = None, []
         try:
             with in_netns(self.target_ns):
                 usock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -536,25 +548,33 @@ class Relay:
                 with contextlib.suppress(OSError):
                     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             ureader, uwriter = await asyncio.open_connection(sock=usock)
-            await asyncio.gather(self._pipe(creader, uwriter, "bytes_forward"),
-                                 self._pipe(ureader, cwriter, "bytes_backward"))
+            client = cwriter.get_extra_info("peername")[0]
+            pipes = [asyncio.ensure_future(self._pipe(creader, uwriter, "bytes_forward", client)),
+                     asyncio.ensure_future(self._pipe(ureader, cwriter, "bytes_backward", client))]
+            await asyncio.gather(*pipes)
         except (asyncio.CancelledError, ConnectionError, OSError, asyncio.TimeoutError) as e:
             if not isinstance(e, asyncio.CancelledError):
                 self.errors.append(repr(e))
         finally:
+            # Both directions finished before this task is: none is left suspended when the loop stops.
+            for p in pipes:
+                p.cancel()
+            await asyncio.gather(*pipes, return_exceptions=True)
             for w in (cwriter, uwriter):
                 if w is not None:
                     with contextlib.suppress(Exception):
                         w.close()
             self._tasks.discard(task)
 
-    async def _pipe(self, reader, writer, counter):
+    async def _pipe(self, reader, writer, counter, client):
         queue = asyncio.Queue(self.QUEUE)
 
         async def produce():
+            due = 0.0
             while True:
                 data = await reader.read(self.CHUNK)
-                await queue.put((self.loop.time() + self.delay, data))
+                due = max(due, self.loop.time() + self._hold(client))  # jitter never reorders the stream
+                await queue.put((due, data))
                 if not data:
                     return
 
@@ -578,6 +598,7 @@ class Relay:
             await producer
         finally:
             producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
 
 
 @atexit.register

@@ -1,7 +1,8 @@
 """The fault harness (tests/faults/harness.py, docs/testing.md) in its CI mode: three nodes in network
-namespaces, a minute of random faults (kill -9, SIGSTOP, partitions, packet loss, rate limits, clock skew)
-while every mount is written, then the history check. The seed is random unless HYPERNET_FAULT_SEED gives one;
-a failure prints the command that replays it. HYPERNET_FAULT_DURATION changes the minute."""
+namespaces, a minute of random faults (kill -9, SIGSTOP, partitions, packet loss, rate limits, delay and jitter,
+clock skew, power loss, a failing and a full disk, and failpoints with a test build) while every mount is written,
+then the history check and its report line. The seed is random unless HYPERNET_FAULT_SEED gives one; a failure
+prints the command that replays it. HYPERNET_FAULT_DURATION changes the minute."""
 
 import os
 import random
@@ -32,9 +33,7 @@ def test_random_faults_lose_nothing_acknowledged_and_the_nodes_converge(node_dir
         run.teardown()
         if run.history is not None:
             run.history.close()
-    print(f"fault harness: seed {seed}, {report['operations']} operations {report['results']}, faults "
-          f"{report['faults']}, acknowledged writes lost {report['acknowledged_lost']}, converged "
-          f"{report['convergence_s']} s after the faults")
+    print("fault harness: " + harness.summary(report))
     replay = f"HYPERNET_BIN=... python3 tests/faults/harness.py --seed {seed} --duration {duration:g}"
     assert report["acknowledged_lost"] == 0 and not report["problems"], \
         "\n".join(report["problems"]) + f"\nreplay: {replay} (history: {run.history.path})"

@@ -4,63 +4,35 @@ whose fsync returned reads back exactly, the store opens without repair and fsck
 stay intact. (Only fsync promises survival of a power loss: a close acknowledges against a crash of the
 daemon, not of the machine, so the writer fsyncs.)"""
 
+import errno
 import os
 import random
 import shutil
-import signal
-import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import is_mounted, lazy_unmount, wait_until
+from helpers import wait_until
 from test_durability import count_acks, start_writer, verify_rounds
 
-LAZYFS = str(Path(__file__).resolve().parent.parent / "faults" / "lazyfs.py")
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, which has python3-fusepy
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
+from lazystore import LazyStore, fusepy_missing  # noqa: E402
+
 ROUNDS = 3
 ACKS_PER_ROUND = 40
 
 
-class LazyStore:
-    """lazyfs.py mounted over `mountpoint`, its data in `backing`."""
-
-    def __init__(self, backing: Path, mountpoint: Path):
-        self.backing, self.mountpoint, self.proc = backing, mountpoint, None
-
-    def mount(self):
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, LAZYFS, str(self.backing), str(self.mountpoint)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if not wait_until(lambda: is_mounted(self.mountpoint) or self.proc.poll() is not None, 20) \
-                or self.proc.poll() is not None:
-            output = self.proc.stdout.read().decode(errors="replace") if self.proc.poll() is not None else ""
-            pytest.fail(f"lazyfs did not mount {self.mountpoint}: {output}")
-
-    def power_loss(self):
-        """Unsynced writes undone, the file system gone (its mount left dead, then unmounted)."""
-        self.proc.send_signal(signal.SIGUSR1)
-        self.proc.wait(timeout=60)
-        lazy_unmount(self.mountpoint)
-        assert wait_until(lambda: not is_mounted(self.mountpoint), 10), f"{self.mountpoint} still mounted"
-        return self.proc.stdout.read().decode(errors="replace").strip()
-
-    def close(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        if is_mounted(self.mountpoint):
-            lazy_unmount(self.mountpoint)
-
-
 def require_fusepy():
-    if not (os.path.exists(SYSTEM_PYTHON) and subprocess.run([SYSTEM_PYTHON, "-c", "import fusepy"]).returncode == 0):
-        pytest.fail("python3-fusepy is missing (mount-helpers/deps.sh installs it)")
+    missing = fusepy_missing()
+    if missing:
+        pytest.fail(missing)
 
 
 def test_lazyfs_forgets_what_was_not_fsynced_and_keeps_what_was(node_dir):
     require_fusepy()
-    lazy = LazyStore(node_dir / "backing", node_dir / "mnt")
+    lazy = LazyStore(node_dir / "backing", node_dir / "mnt", node_dir / "lazyfs.log")
     lazy.backing.mkdir()
     lazy.mountpoint.mkdir()
     try:
@@ -83,6 +55,49 @@ def test_lazyfs_forgets_what_was_not_fsynced_and_keeps_what_was(node_dir):
         lazy.close()
 
 
+def test_lazyfs_disk_faults_fail_writes_and_a_failed_fsync_loses_its_writes(node_dir):
+    """A failing disk fails writes and fsync with EIO; what a failed fsync did not save is gone at the next power
+    loss even after a later fsync succeeds (Linux drops the pages of a failed writeback); a full disk fails writes
+    with ENOSPC but syncs what it holds; healed, both work again."""
+    require_fusepy()
+    lazy = LazyStore(node_dir / "backing", node_dir / "mnt", node_dir / "lazyfs.log")
+    lazy.backing.mkdir()
+    lazy.mountpoint.mkdir()
+    path, probe = lazy.mountpoint / "file", lazy.mountpoint / "probe"
+
+    def probe_fails_with(code):
+        try:
+            probe.write_bytes(b"x")
+        except OSError as e:
+            return e.errno == code
+        return code is None
+
+    try:
+        lazy.mount()
+        with open(path, "wb", buffering=0) as f:
+            f.write(b"base")
+            os.fsync(f.fileno())
+            f.seek(0)
+            f.write(b"LOST")  # written while the disk works, its fsync fails below
+            lazy.disk("eio")
+            assert wait_until(lambda: probe_fails_with(errno.EIO), 10), "writes did not fail with EIO"
+            with pytest.raises(OSError) as failed:
+                os.fsync(f.fileno())
+            assert failed.value.errno == errno.EIO
+            lazy.disk("enospc")
+            assert wait_until(lambda: probe_fails_with(errno.ENOSPC), 10), "writes did not fail with ENOSPC"
+            os.fsync(f.fileno())  # a full disk still syncs what it holds
+            lazy.disk("heal")
+            assert wait_until(lambda: probe_fails_with(None), 10), "writes still fail after healing"
+            os.fsync(f.fileno())  # succeeds, but cannot bring back what the failed one dropped
+        assert path.read_bytes() == b"LOST"
+        assert "1 after a failed fsync" in lazy.power_loss()
+        lazy.mount()
+        assert path.read_bytes() == b"base"
+    finally:
+        lazy.close()
+
+
 @pytest.mark.timeout(600)
 def test_a_power_loss_keeps_everything_fsync_acknowledged(make_node, node_dir):
     require_fusepy()
@@ -90,7 +105,7 @@ def test_a_power_loss_keeps_everything_fsync_acknowledged(make_node, node_dir):
     store = node.home / "store"
     store.mkdir(parents=True, mode=0o700)
     node.home.chmod(0o700)
-    lazy = LazyStore(node.dir / "store-backing", store)
+    lazy = LazyStore(node.dir / "store-backing", store, node.dir / "lazyfs.log")
     lazy.backing.mkdir(mode=0o700)
     rng = random.Random()
     seed = rng.randrange(1 << 30)
