@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "hypernet", targets: ["hypernet"]),
         // For the libFuzzer package in Fuzz/ (built separately: it needs -sanitize=fuzzer).
         .library(name: "HypernetSync", targets: ["HypernetSync"]),
+        .library(name: "HypernetDaemon", targets: ["HypernetDaemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", exact: "7.10.0"),
@@ -114,7 +115,8 @@ let package = Package(
         .testTarget(
             name: "HypernetSyncTests",
             dependencies: [
-                "HypernetSync", "HypernetStore", "HypernetModel", "HypernetCrypto",
+                // HypernetDaemon for FuzzCorpusTests only (the control socket's requests).
+                "HypernetSync", "HypernetStore", "HypernetModel", "HypernetCrypto", "HypernetDaemon",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,5 +1,5 @@
 // swift-tools-version:6.1
-// libFuzzer targets for the peer protocol and the record decoders. A package of its own because a libFuzzer
+// libFuzzer targets for the peer protocol, the record decoders and the control socket's requests. A package of its own because a libFuzzer
 // build instruments everything with `-sanitize=fuzzer` (and links libFuzzer), which the main package's
 // builds must not. Build and run them with `Fuzz/run.sh`; what each target feeds where is described in
 // Sources/HypernetSync/Wire/FuzzEntryPoints.swift. Their corpus (Fuzz/corpus/<target>/) is replayed by
@@ -18,10 +18,13 @@ let package = Package(
     platforms: [.macOS(.v15)],
     dependencies: [.package(path: "..")],
     targets: [.target(name: "CFuzzDriver", path: "CFuzzDriver")]
-        + ["FuzzFrames", "FuzzHandshake", "FuzzRecords", "FuzzStore"].map { name in
+        + [
+            ("FuzzFrames", "HypernetSync"), ("FuzzHandshake", "HypernetSync"), ("FuzzRecords", "HypernetSync"),
+            ("FuzzStore", "HypernetSync"), ("FuzzControl", "HypernetDaemon"),
+        ].map { name, library in
             .executableTarget(
                 name: name,
-                dependencies: ["CFuzzDriver", .product(name: "HypernetSync", package: root)],
+                dependencies: ["CFuzzDriver", .product(name: library, package: root)],
                 path: name)
         },
     swiftLanguageModes: [.v6]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (Fuzz/Package.swift) and runs each for SECONDS (default 60).
 #
-#   Fuzz/run.sh [SECONDS] [TARGET...]        targets: FuzzFrames FuzzHandshake FuzzRecords FuzzStore
+#   Fuzz/run.sh [SECONDS] [TARGET...]        targets: FuzzFrames FuzzHandshake FuzzRecords FuzzStore FuzzControl
 #                                          (default: all)
 #
 # Environment:
@@ -11,19 +11,19 @@
 #   FUZZ_NO_BUILD=1   skip `swift build`
 #   FUZZ_ARGS="..."   extra libFuzzer flags (e.g. -max_len=65536 -dict=...)
 #
-# Each target reads the committed corpus Fuzz/corpus/<target>/ (seeds from WireFuzz.seeds() and
-# StoreFuzz.seeds(), merged finds,
-# crashers) and writes new inputs to a scratch corpus in Fuzz/.build/fuzz-corpus/<target>/ (ignored by git),
-# so a run never floods the committed one. Crashers go to Fuzz/artifacts/<target>/; copy a fixed one into
-# Fuzz/corpus/<target>/ so that `swift test` (FuzzCorpusTests) replays it from then on. Exit status: 0 if no
-# target crashed; 1 otherwise (each crash is listed with its file and hex).
+# Each target reads the committed corpus Fuzz/corpus/<target>/ (seeds from WireFuzz.seeds(),
+# StoreFuzz.seeds() and ControlFuzz.seeds(), merged finds, crashers) and writes new inputs to a scratch corpus
+# in Fuzz/.build/fuzz-corpus/<target>/ (ignored by git), so a run never floods the committed one. Crashers go
+# to Fuzz/artifacts/<target>/; copy a fixed one into Fuzz/corpus/<target>/ so that `swift test`
+# (FuzzCorpusTests) replays it from then on. Exit status: 0 if no target crashed; 1 otherwise (each crash is
+# listed with its file and hex).
 set -euo pipefail
 
 cd "$(dirname "$0")"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(FuzzFrames FuzzHandshake FuzzRecords FuzzStore)
+[ ${#targets[@]} -gt 0 ] || targets=(FuzzFrames FuzzHandshake FuzzRecords FuzzStore FuzzControl)
 jobs="${FUZZ_JOBS:-1}"
 
 if [ -z "${FUZZ_NO_BUILD:-}" ]; then

@@ -1,4 +1,5 @@
 import Foundation
+import HypernetDaemon
 import HypernetStore
 import HypernetSync
 import Testing
@@ -13,6 +14,7 @@ import Testing
         "FuzzHandshake": WireFuzz.handshake,
         "FuzzRecords": WireFuzz.records,
         "FuzzStore": StoreFuzz.records,
+        "FuzzControl": ControlFuzz.requests,
     ]
 
     /// `Fuzz/corpus`, found from this file: Tests/HypernetSyncTests/FuzzCorpusTests.swift.
@@ -26,7 +28,7 @@ import Testing
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
     }
 
-    @Test(arguments: ["FuzzFrames", "FuzzHandshake", "FuzzRecords", "FuzzStore"])
+    @Test(arguments: ["FuzzFrames", "FuzzHandshake", "FuzzRecords", "FuzzStore", "FuzzControl"])
     func corpusReplaysWithoutTrapping(target: String) throws {
         let entry = try #require(Self.targets[target])
         let files = try Self.files(target)
@@ -42,7 +44,9 @@ import Testing
     /// FuzzCorpusTests` rewrites them.
     @Test func seedsMatchTheGenerator() throws {
         let write = ProcessInfo.processInfo.environment["HYPERNET_FUZZ_WRITE_SEEDS"] == "1"
-        let seeds = WireFuzz.seeds() + StoreFuzz.seeds().map { ("FuzzStore", $0.name, $0.bytes) }
+        let seeds =
+            WireFuzz.seeds() + StoreFuzz.seeds().map { ("FuzzStore", $0.name, $0.bytes) }
+            + ControlFuzz.seeds().map { ("FuzzControl", $0.name, $0.bytes) }
         #expect(Set(seeds.map(\.target)) == Set(Self.targets.keys))
         for seed in seeds {
             #expect(Self.targets[seed.target]!(seed.bytes).isEmpty, "seed \(seed.target)/\(seed.name)")
