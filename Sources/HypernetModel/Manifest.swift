@@ -142,6 +142,12 @@ public struct DirectoryListing: Sendable, Equatable {
             self.document = document
             self.kind = kind
         }
+
+        public func encode(into w: inout ByteWriter) {
+            w.string(name)
+            w.raw(document.bytes)
+            w.u8(kind.rawValue)
+        }
     }
 
     public var entries: [Entry]
@@ -152,14 +158,16 @@ public struct DirectoryListing: Sendable, Equatable {
 
     public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: 16 + entries.count * 48)
-        w.u8(Self.formatVersion)
-        w.u32(UInt32(entries.count))
-        for e in entries {
-            w.string(e.name)
-            w.raw(e.document.bytes)
-            w.u8(e.kind.rawValue)
-        }
+        Self.encodeHeader(count: entries.count, into: &w)
+        for e in entries { e.encode(into: &w) }
         return w.bytes
+    }
+
+    /// The first bytes of a listing of `count` entries; the entries follow, each `Entry.encode`d, in name order.
+    /// A directory's revision stores the listing in pieces made of these (docs/store-format.md).
+    public static func encodeHeader(count: Int, into w: inout ByteWriter) {
+        w.u8(formatVersion)
+        w.u32(UInt32(count))
     }
 
     public init(decoding bytes: [UInt8]) throws(DecodingError) {

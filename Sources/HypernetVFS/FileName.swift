@@ -56,32 +56,3 @@ public enum FileName {
             && !name.utf8.contains(where: { $0 == UInt8(ascii: "/") || $0 == 0 })
     }
 }
-
-/// A directory's entries by name. Names compare byte for byte: Swift's `String ==` treats canonically
-/// equivalent strings ("é" and "e\u{301}") as equal, but on Linux they are two different names.
-struct DirectoryEntries {
-    private struct Key: Hashable {
-        let name: String
-        static func == (a: Key, b: Key) -> Bool { a.name.utf8.elementsEqual(b.name.utf8) }
-        func hash(into hasher: inout Hasher) {
-            for byte in name.utf8 { hasher.combine(byte) }
-        }
-    }
-
-    private var map: [Key: UInt64] = [:]
-
-    subscript(_ name: String) -> UInt64? {
-        get { map[Key(name: name)] }
-        set { map[Key(name: name)] = newValue }
-    }
-
-    @discardableResult
-    mutating func removeValue(forKey name: String) -> UInt64? { map.removeValue(forKey: Key(name: name)) }
-
-    var isEmpty: Bool { map.isEmpty }
-
-    /// (name, inode) pairs in the order of the names' bytes.
-    var sorted: [(name: String, inode: UInt64)] {
-        map.map { ($0.key.name, $0.value) }.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
-    }
-}

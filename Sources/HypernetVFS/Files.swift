@@ -404,33 +404,64 @@ extension VirtualFileSystem {
             return
         }
         if !s.merging.isEmpty { try commitMerges(in: &s) }
-        var dir = s.nodes[inode]!
         let listingChanged =
-            s.dirtyDirectories.contains(inode) || dir.record.head == nil || !dir.mergedDirectories.isEmpty
-        guard listingChanged || dir.metadataChanged else { return }
+            s.dirtyDirectories.contains(inode) || s.nodes[inode]!.record.head == nil
+            || !s.nodes[inode]!.mergedDirectories.isEmpty
+        guard listingChanged || s.nodes[inode]!.metadataChanged else { return }
+        // Out of the table while it changes: a copy left there would make `stored` below copy the pages.
+        var dir = s.nodes.removeValue(forKey: inode)!
+        defer { s.nodes[inode] = dir }
         var locations: [ChunkLocation] = []
+        var stored: (references: [ChunkReference], pages: [Int], tree: ManifestTree, epoch: DirectoryEntries.Epoch)?
         if listingChanged {
-            let entries = dir.children.sorted.compactMap { name, child in
-                s.nodes[child].map { DirectoryListing.Entry(name: name, document: $0.record.id, kind: $0.kind) }
+            let sealing: Sealing
+            do { sealing = try store.sealing(for: dir.record.id) } catch { throw fail(error, "directory listing") }
+            let epoch = DirectoryEntries.Epoch(rights: sealing.rights, number: sealing.epoch)
+            // Only the pages changed since the last revision are encoded and sealed (DirectoryEntries).
+            let pages = dir.children.unstoredPages(in: epoch)
+            var w = ByteWriter()
+            var ranges: [Range<Int>] = []
+            for p in pages {
+                let start = w.bytes.count
+                if p == 0 { DirectoryListing.encodeHeader(count: dir.children.count, into: &w) }
+                for (name, child) in dir.children.pages[p].entries {
+                    guard let node = s.nodes[child] else {
+                        logger.error("directory listing names a lost inode", metadata: ["inode": "\(child)"])
+                        throw VFSError(EIO)
+                    }
+                    DirectoryListing.Entry(name: name, document: node.record.id, kind: node.kind).encode(into: &w)
+                }
+                ranges.append(start..<w.bytes.count)
             }
-            let listing = DirectoryListing(entries: entries).encoded()
             do {
-                let (root, written) = try store.writeContent(listing, key: store.sealing(for: dir.record.id).key)
-                dir.record.metadata.content = root
-                dir.record.metadata.size = UInt64(listing.count)
+                let key = sealing.key
+                let (references, written) = try w.bytes.withBytes { (b) throws(StoreError) in
+                    try store.writeChunks(b, ranges: ranges, key: key)
+                }
                 locations = written
+                var chunks = dir.children.pages.map(\.stored)
+                for (p, reference) in zip(pages, references) { chunks[p] = reference }
+                let (tree, more) = try store.writeManifest(
+                    chunks: chunks.map { $0! }, previous: dir.children.storedTree, unchangedPrefix: pages.first ?? 0,
+                    key: key)
+                locations += more
+                dir.record.metadata.content = tree.root
+                dir.record.metadata.size = tree.length
+                stored = (references, pages, tree, epoch)
             } catch {
+                store.discard(locations)
                 throw fail(error, "directory listing", inode: inode)
             }
         }
         try appendRevisionLocked(&dir, locations: locations)
+        // Only now, with the revision in the catalog, may the next revision reuse these chunks.
+        if let stored { dir.children.stored(stored.references, for: stored.pages, tree: stored.tree, in: stored.epoch) }
         if !dir.mergedDirectories.isEmpty {
             try endMerged(dir.mergedDirectories, in: &s)
             dir.mergedDirectories = [:]
             // The parent's listing still names the ended directories; its next revision drops them.
             s.dirtyDirectories.insert(dir.parent)
         }
-        s.nodes[inode] = dir
         s.dirtyDirectories.remove(inode)
     }
 

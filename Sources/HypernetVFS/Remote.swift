@@ -261,7 +261,7 @@ extension VirtualFileSystem {
         s.nodes.values.filter { $0.isDirectory && $0.linked }.compactMap { dir in
             let wanted = placement.entries[dir.record.id] ?? []
             let same =
-                wanted.count == dir.children.sorted.count
+                wanted.count == dir.children.count
                 && wanted.allSatisfy { e in dir.children[e.name].flatMap { s.nodes[$0]?.record.id } == e.document }
             return same ? nil : dir.record.id
         }
@@ -307,7 +307,11 @@ extension VirtualFileSystem {
         }
         node.record = Self.record(node.record, showing: w)
         node.stagedHoleBytes = nil
-        if w.revision.kind != .tombstone { node.record.kind = w.revision.kind }
+        if w.revision.kind != .tombstone, w.revision.kind != node.record.kind {
+            node.record.kind = w.revision.kind
+            // The parent's next listing names the new kind: its stored page is out of date.
+            if node.linked { s.nodes[node.parent]?.children.changed(node.name) }
+        }
         let updated = node.record
         try store.transaction { tx in try tx.updateDocument(updated) }
         s.nodes[node.inode] = node
