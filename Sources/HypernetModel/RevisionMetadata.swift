@@ -8,6 +8,10 @@ public struct RevisionMetadata: Sendable, Equatable {
     static let deviceFormatVersion: UInt8 = 2
     /// Adds `links`; written only for a document with several names, so other revisions stay as before.
     static let linksFormatVersion: UInt8 = 3
+    /// Names the user xattrs by the root of a list stored as content (`XattrList`) instead of holding them, and
+    /// always ends with `rdev` and `links`; written only for such lists, so other revisions stay readable by older
+    /// nodes.
+    static let xattrListFormatVersion: UInt8 = 4
     static let keyContext = Array("hypernet metadata key v1".utf8)
     /// What the decoder accepts of user xattrs: names of at most 255 bytes, values of at most 64 KiB (the
     /// kernel's `XATTR_NAME_MAX`, `XATTR_SIZE_MAX`), and a count far above what `xattrSpace` lets a writer
@@ -17,9 +21,14 @@ public struct RevisionMetadata: Sendable, Equatable {
     public static let maximumXattrs = 1 << 16
     /// The writer's limit: a document's user xattrs, each name with its NUL (as `listxattr` lists it) plus its
     /// value, take at most this many bytes, as ext4 gives them one block. It keeps the whole list within the
-    /// kernel's 64 KiB `listxattr` buffer (`XATTR_LIST_MAX`, 256 bytes left for the `user.hypernet.*` names)
-    /// and bounds what one set rewrites, since every revision carries the whole list.
+    /// kernel's 64 KiB `listxattr` buffer (`XATTR_LIST_MAX`, 256 bytes left for the `user.hypernet.*` names).
     public static let xattrSpace = (64 << 10) - 256
+    /// Xattrs taking more than this many bytes (as `xattrBytes` counts) are stored as a list of their own,
+    /// cut by content, so that one set writes a chunk and a manifest node of it, not the whole list.
+    public static let inlineXattrBytes = 4 << 10
+    /// What the decoder accepts as an xattr list's length: far above what a writer makes (`xattrSpace` plus
+    /// 8 bytes of lengths per attribute) and a limit of the sealed metadata, which a list replaces.
+    public static let maximumXattrList: UInt64 = 16 << 20
 
     public var mode: UInt32
     public var uid: UInt32
@@ -31,8 +40,11 @@ public struct RevisionMetadata: Sendable, Equatable {
     public var size: UInt64
     /// Quorum set on this document (`user.hypernet.quorum`); 0 = inherited.
     public var quorum: UInt8
-    /// User xattrs (`user.*` other than `user.hypernet.*`), sorted by name.
-    public var xattrs: [Xattr]
+    /// User xattrs (`user.*` other than `user.hypernet.*`), sorted by name. Empty after decoding metadata that
+    /// names a list (`xattrList`) until the store reads it. A change drops `xattrList`: it no longer matches.
+    public var xattrs: [Xattr] { didSet { xattrList = nil } }
+    /// The stored list that holds `xattrs` (encoded as version 4), or nil: they are encoded inline.
+    public var xattrList: ManifestReference?
     /// Files and directories: the root of the content's manifest tree (with its hole bytes); nil for empty content.
     public var content: ManifestReference?
     /// Symlinks: the target.
@@ -55,7 +67,8 @@ public struct RevisionMetadata: Sendable, Equatable {
     public init(
         mode: UInt32, uid: UInt32, gid: UInt32, mtimeSeconds: Int64, mtimeNanoseconds: UInt32,
         ctimeSeconds: Int64, ctimeNanoseconds: UInt32, size: UInt64, quorum: UInt8, xattrs: [Xattr],
-        content: ManifestReference?, symlinkTarget: [UInt8], rdev: UInt64 = 0, links: UInt32 = 1
+        content: ManifestReference?, symlinkTarget: [UInt8], rdev: UInt64 = 0, links: UInt32 = 1,
+        xattrList: ManifestReference? = nil
     ) {
         self.mode = mode
         self.uid = uid
@@ -71,11 +84,16 @@ public struct RevisionMetadata: Sendable, Equatable {
         self.symlinkTarget = symlinkTarget
         self.rdev = rdev
         self.links = links
+        self.xattrList = xattrList
     }
 
     public func encoded() -> [UInt8] {
         var w = ByteWriter(capacity: 128)
-        w.u8(links > 1 ? Self.linksFormatVersion : rdev == 0 ? Self.formatVersion : Self.deviceFormatVersion)
+        let version =
+            xattrList != nil
+            ? Self.xattrListFormatVersion
+            : links > 1 ? Self.linksFormatVersion : rdev == 0 ? Self.formatVersion : Self.deviceFormatVersion
+        w.u8(version)
         w.u32(mode)
         w.u32(uid)
         w.u32(gid)
@@ -85,10 +103,11 @@ public struct RevisionMetadata: Sendable, Equatable {
         w.u32(ctimeNanoseconds)
         w.u64(size)
         w.u8(quorum)
-        w.u32(UInt32(xattrs.count))
-        for x in xattrs {
-            w.string(x.name)
-            w.blob(x.value)
+        if let xattrList {
+            xattrList.encode(into: &w)
+        } else {
+            w.u32(UInt32(xattrs.count))
+            Self.encode(xattrs, into: &w)
         }
         if let content {
             // 2: the content has holes, their total follows (flag 1 keeps revisions without holes as before).
@@ -99,19 +118,15 @@ public struct RevisionMetadata: Sendable, Equatable {
             w.u8(0)
         }
         w.blob(symlinkTarget)
-        if links > 1 {
-            w.u64(rdev)
-            w.u32(links)
-        } else if rdev != 0 {
-            w.u64(rdev)
-        }
+        if version != Self.formatVersion { w.u64(rdev) }
+        if version >= Self.linksFormatVersion { w.u32(links) }
         return w.bytes
     }
 
     public init(decoding bytes: [UInt8]) throws(DecodingError) {
         var r = ByteReader(bytes, context: "revision metadata")
         let version = try r.u8()
-        guard (Self.formatVersion...Self.linksFormatVersion).contains(version) else {
+        guard (Self.formatVersion...Self.xattrListFormatVersion).contains(version) else {
             throw .unsupportedVersion(Int(version))
         }
         mode = try r.u32()
@@ -124,12 +139,15 @@ public struct RevisionMetadata: Sendable, Equatable {
         size = try r.u64()
         guard size <= ManifestNode.maximumLength else { throw .invalid("size") }
         quorum = try r.u8()
-        let count = Int(try r.u32())
-        guard count <= Self.maximumXattrs else { throw .invalid("xattr count") }
         xattrs = []
-        for _ in 0..<count {
-            let name = try r.string(limit: Self.maximumXattrName)
-            xattrs.append(Xattr(name: name, value: try r.blob(limit: Self.maximumXattrValue)))
+        if version == Self.xattrListFormatVersion {
+            let list = try ManifestReference(from: &r)
+            guard list.node.length <= Self.maximumXattrList else { throw .invalid("xattr list length") }
+            xattrList = list
+        } else {
+            let count = Int(try r.u32())
+            guard count <= Self.maximumXattrs else { throw .invalid("xattr count") }
+            for _ in 0..<count { xattrs.append(try Self.decodeXattr(from: &r)) }
         }
         switch try r.u8() {
         case 0: content = nil
@@ -144,9 +162,43 @@ public struct RevisionMetadata: Sendable, Equatable {
         symlinkTarget = try r.blob(limit: 4096)
         rdev = version == Self.formatVersion ? 0 : try r.u64()
         if version == Self.deviceFormatVersion, rdev == 0 { throw .invalid("rdev") }
-        links = version == Self.linksFormatVersion ? try r.u32() : 1
+        links = version >= Self.linksFormatVersion ? try r.u32() : 1
         if version == Self.linksFormatVersion, links < 2 { throw .invalid("links") }
+        if version == Self.xattrListFormatVersion, links < 1 { throw .invalid("links") }
         try r.expectEnd()
+    }
+
+    private static func encode(_ xattrs: [Xattr], into w: inout ByteWriter) {
+        for x in xattrs {
+            w.string(x.name)
+            w.blob(x.value)
+        }
+    }
+
+    private static func decodeXattr(from r: inout ByteReader) throws(DecodingError) -> Xattr {
+        let name = try r.string(limit: Self.maximumXattrName)
+        return Xattr(name: name, value: try r.blob(limit: Self.maximumXattrValue))
+    }
+
+    /// `xattrs` as the content of a stored list: `version u8 (1) | (name, value)…` to its end, no count,
+    /// so that a set changes only the bytes around its entry and the chunks cut by content there.
+    public func encodedXattrList() -> [UInt8] {
+        var w = ByteWriter(capacity: Self.xattrBytes(xattrs) + 8 * xattrs.count + 1)
+        w.u8(1)
+        Self.encode(xattrs, into: &w)
+        return w.bytes
+    }
+
+    /// The inverse of `encodedXattrList`, with the limits of inline xattrs.
+    public static func decodeXattrList(_ bytes: [UInt8]) throws(DecodingError) -> [Xattr] {
+        var r = ByteReader(bytes, context: "xattr list")
+        guard try r.u8() == 1 else { throw .invalid("xattr list version") }
+        var xattrs: [Xattr] = []
+        while !r.isAtEnd {
+            guard xattrs.count < maximumXattrs else { throw .invalid("xattr count") }
+            xattrs.append(try decodeXattr(from: &r))
+        }
+        return xattrs
     }
 
     /// Why a user xattr cannot be set (the writer's limits, `docs/xattrs.md`).

@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 7
+    static let formatVersion = 8
     let pool: DatabasePool
     let path: String
 
@@ -189,6 +189,11 @@ final class Catalog: Sendable {
         // report as corrupt: it must refuse the store instead.
         m.registerMigration("v7-holes") { db in
             try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '7')")
+        }
+        // Format 8: metadata may name its xattrs by a stored list (metadata version 4), which older code would
+        // report as corrupt: it must refuse the store instead.
+        m.registerMigration("v8-xattr-lists") { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '8')")
         }
         return m
     }

@@ -457,16 +457,17 @@ public final class Store: Sendable {
         return ManifestTree(chunks: chunks, root: root, levels: levels)
     }
 
-    /// Stores a small whole value (a directory listing) as content: chunked, then a manifest.
-    public func writeContent(_ bytes: [UInt8], key: SecureBytes) throws(StoreError) -> (
-        root: ManifestReference?, locations: [ChunkLocation]
-    ) {
+    /// Stores a small whole value (a directory listing) as content: chunked, then a manifest. `previous`: the
+    /// tree of the value it replaces, whose nodes are the delta bases of the new ones at their positions.
+    public func writeContent(
+        _ bytes: [UInt8], key: SecureBytes, chunker: Chunker = .standard, previous: ManifestTree = .empty
+    ) throws(StoreError) -> (root: ManifestReference?, locations: [ChunkLocation]) {
         var ranges: [Range<Int>] = []
         var start = 0
         try bytes.withBytes { (all) throws(StoreError) in
             while start < all.count {
                 let rest = UnsafeRawBufferPointer(rebasing: all[start...])
-                let n = Chunker.standard.firstChunkLength(in: rest, atEnd: true) ?? rest.count
+                let n = chunker.firstChunkLength(in: rest, atEnd: true) ?? rest.count
                 ranges.append(start..<start + n)
                 start += n
             }
@@ -475,7 +476,7 @@ public final class Store: Sendable {
             try writeChunks(b, ranges: ranges, key: key)
         }
         do {
-            let (tree, more) = try writeManifest(chunks: refs, previous: .empty, key: key)
+            let (tree, more) = try writeManifest(chunks: refs, previous: previous, key: key)
             return (tree.root, locations + more)
         } catch {
             discard(locations)
@@ -498,6 +499,40 @@ public final class Store: Sendable {
         return out
     }
 
+    /// How xattr lists are cut: small chunks, so a set rewrites about a kilobyte of the list.
+    static let xattrChunker = Chunker(minimum: 256, average: 1 << 10, maximum: 8 << 10)
+
+    /// Stores `metadata.xattrs` as a list of its own (`RevisionMetadata.xattrList`) when they take more than
+    /// `inlineXattrBytes` and no stored list holds them yet. The list is cut by content, so only the chunks
+    /// around a changed entry are new (the others are found stored), and its manifest nodes are stored as deltas
+    /// of those of `previous` (the list of the revision it follows). Returns the locations to record.
+    public func writeXattrList(_ metadata: inout RevisionMetadata, previous: ManifestReference?, key: SecureBytes)
+        throws(StoreError) -> [ChunkLocation]
+    {
+        guard metadata.xattrList == nil,
+            RevisionMetadata.xattrBytes(metadata.xattrs) > RevisionMetadata.inlineXattrBytes
+        else { return [] }
+        // A base that does not read costs the delta only.
+        let base = (try? loadManifest(previous)) ?? .empty
+        let (root, locations) = try writeContent(
+            metadata.encodedXattrList(), key: key, chunker: Self.xattrChunker, previous: base)
+        metadata.xattrList = root
+        return locations
+    }
+
+    /// Reads the list `metadata` names into its `xattrs` (nothing to do for inline ones).
+    func readXattrList(_ metadata: inout RevisionMetadata) throws(StoreError) {
+        guard let list = metadata.xattrList else { return }
+        do {
+            metadata.xattrs = try RevisionMetadata.decodeXattrList(try readContent(list))
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw .corrupt(object: "xattr list \(list.node.id.hex)", reason: "\(error)")
+        }
+        metadata.xattrList = list
+    }
+
     /// Reads every stored chunk of a content (for fsck), one at a time.
     func verifyContent(_ root: ManifestReference?) throws(StoreError) {
         for c in try loadManifest(root).chunks where !c.isHole { _ = try readChunk(c) }
@@ -516,7 +551,14 @@ public final class Store: Sendable {
             )
         }
         return rows.compactMap { row in
-            do { return try Self.document(row) } catch {
+            do {
+                var document = try Self.document(row)
+                // Unreadable xattrs cost the xattrs only: the list stays named, so later revisions keep it.
+                do { try readXattrList(&document.metadata) } catch {
+                    logger.error("document inode \(document.inode): its xattrs are unreadable: \(error)")
+                }
+                return document
+            } catch {
                 logger.error("corrupt catalog row for document inode \(row[0] as Int64): \(error)")
                 return nil
             }
@@ -602,7 +644,10 @@ public final class Store: Sendable {
     }
 
     /// A stored revision and its unsealed metadata.
-    public func revision(_ id: RevisionID) throws(StoreError) -> (revision: Revision, metadata: RevisionMetadata) {
+    /// `readingXattrs` false leaves a stored xattr list unread (`xattrs` empty, `xattrList` set).
+    public func revision(_ id: RevisionID, readingXattrs: Bool = true) throws(StoreError) -> (
+        revision: Revision, metadata: RevisionMetadata
+    ) {
         let row = try catalog.read { db in
             try Row.fetchOne(db, sql: "SELECT record, tree FROM revisions WHERE id = ?", arguments: [Data(id.bytes)])
         }
@@ -614,11 +659,12 @@ public final class Store: Sendable {
             throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
         }
         guard let key = epochKey(tree: tree, rights: r.rights, epoch: r.epoch) else { throw .rights(.noKey) }
-        do {
-            return (r, try RevisionMetadata(unsealing: r.sealedMetadata, epochKey: key, document: r.document))
-        } catch {
+        var metadata: RevisionMetadata
+        do { metadata = try RevisionMetadata(unsealing: r.sealedMetadata, epochKey: key, document: r.document) } catch {
             throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
         }
+        if readingXattrs { try readXattrList(&metadata) }
+        return (r, metadata)
     }
 
     // MARK: Durability
@@ -749,7 +795,11 @@ public final class Store: Sendable {
                 return parts.isEmpty ? "" : ", /" + parts.reversed().joined(separator: "/")
             }
             for doc in try loadDocuments() {
-                do { try verifyContent(doc.metadata.content) } catch {
+                do {
+                    try verifyContent(doc.metadata.content)
+                    var metadata = doc.metadata
+                    try readXattrList(&metadata)
+                } catch {
                     problems.append("document \(doc.id) (inode \(doc.inode)\(path(doc.inode))): \(error)")
                 }
             }

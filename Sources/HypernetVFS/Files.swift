@@ -512,6 +512,13 @@ extension VirtualFileSystem {
         } else {
             building = record.head.map { [$0] } ?? []
         }
+        var locations = locations
+        if record.metadata.xattrList == nil, record.metadata.xattrs.count > 0 {
+            // Its manifest is stored as deltas of the list of the head it follows (none readable: stored whole).
+            let previous = record.head.flatMap { try? store.revision($0, readingXattrs: false).metadata.xattrList }
+            locations += try store.writeXattrList(
+                &record.metadata, previous: previous, key: store.sealing(for: record.id).key)
+        }
         let head = try store.transaction(appended: locations) { tx in
             try tx.recordChunks(locations)
             let head = try tx.appendRevision(
@@ -521,6 +528,7 @@ extension VirtualFileSystem {
             try tx.updateDocument(record)
             return head
         }
+        node.record.metadata.xattrList = record.metadata.xattrList
         node.record.head = head
         node.record.dirty = false
         node.metadataChanged = false

@@ -1,3 +1,4 @@
+import HypernetCrypto
 import HypernetModel
 import Testing
 
@@ -97,5 +98,52 @@ import Testing
         var one = linked.encoded()
         one.replaceSubrange((one.count - 4)..., with: [1, 0, 0, 0])
         #expect((try? RevisionMetadata(decoding: one)) == nil, "version 3 with one name")
+    }
+
+    /// Metadata naming a stored xattr list is version 4 (whatever `rdev` and `links`) and holds the list's root, not the
+    /// xattrs; changing the xattrs drops the root, so a stale list is never named.
+    @Test func aStoredListIsNamedByVersion3UntilTheXattrsChange() throws {
+        let root = ManifestReference(
+            node: ChunkReference(
+                id: try Digest(bytes: [UInt8](repeating: 3, count: 32)),
+                key: try Digest(bytes: [UInt8](repeating: 4, count: 32)), length: 5000),
+            level: 0)
+        var m = Self.metadata([.init(name: "user.a", value: [1])])
+        m.xattrList = root
+        #expect(m.encoded().first == 4)
+        let decoded = try RevisionMetadata(decoding: m.encoded())
+        #expect(decoded.xattrList == root)
+        #expect(decoded.xattrs.isEmpty)
+        #expect(decoded.encoded() == m.encoded())
+        m.rdev = 0x103
+        #expect(try RevisionMetadata(decoding: m.encoded()).rdev == 0x103)
+        m.links = 2
+        #expect(try RevisionMetadata(decoding: m.encoded()).links == 2)
+        m.links = 1
+        try m.setXattr(name: "user.b", value: [2])
+        #expect(m.xattrList == nil)
+        #expect(m.encoded().first == 2)
+        var long = Self.metadata()
+        long.xattrList = ManifestReference(
+            node: ChunkReference(
+                id: root.node.id, key: root.node.key, length: RevisionMetadata.maximumXattrList + 1),
+            level: 0)
+        #expect((try? RevisionMetadata(decoding: long.encoded())) == nil, "a list longer than the decoder takes")
+    }
+
+    /// The list's own encoding: what the writer can make decodes, and it has the inline limits.
+    @Test func theXattrListDecodesWhatTheWriterMakes() throws {
+        var m = Self.metadata()
+        var i = 0
+        while (try? m.setXattr(name: "user.\(i)", value: [UInt8(i & 0xff)])) != nil { i += 1 }
+        let list = m.encodedXattrList()
+        #expect(UInt64(list.count) <= RevisionMetadata.maximumXattrList)
+        let decoded = try RevisionMetadata.decodeXattrList(list)
+        #expect(decoded == m.xattrs)
+        let over = [UInt8](repeating: 0, count: RevisionMetadata.maximumXattrValue + 1)
+        #expect(
+            (try? RevisionMetadata.decodeXattrList(Self.metadata([.init(name: "v", value: over)]).encodedXattrList()))
+                == nil)
+        #expect((try? RevisionMetadata.decodeXattrList(list + [0])) == nil, "a truncated entry")
     }
 }
