@@ -83,6 +83,9 @@ public final class Store: Sendable {
     let catalog: Catalog
     let packs: PackStore
     private let cache = Mutex(ChunkCache(capacity: 96))
+    /// The xattr list written last, its bytes and its tree: the next set on that document cuts and seals only
+    /// the chunks its change touches (`writeXattrList`).
+    private let lastXattrList = Mutex<(bytes: [UInt8], tree: ManifestTree)?>(nil)
     /// Chunk locations already looked up: a sequential read would otherwise query SQLite per chunk.
     /// Pack records never move, so an entry is never stale; the map is simply dropped when it grows large.
     let locations = Mutex<[ChunkID: ChunkLocation]>([:])
@@ -500,24 +503,86 @@ public final class Store: Sendable {
     }
 
     /// How xattr lists are cut: small chunks, so a set rewrites about a kilobyte of the list.
-    static let xattrChunker = Chunker(minimum: 256, average: 1 << 10, maximum: 8 << 10)
+    public static let xattrChunker = Chunker(minimum: 256, average: 1 << 10, maximum: 8 << 10)
 
     /// Stores `metadata.xattrs` as a list of its own (`RevisionMetadata.xattrList`) when they take more than
     /// `inlineXattrBytes` and no stored list holds them yet. The list is cut by content, so only the chunks
-    /// around a changed entry are new (the others are found stored), and its manifest nodes are stored as deltas
-    /// of those of `previous` (the list of the revision it follows). Returns the locations to record.
+    /// around a changed entry are new, and its manifest nodes are stored as deltas of those of `previous` (the
+    /// list of the revision it follows). When `previous` is the list written last, the chunks before and after
+    /// the bytes that changed are taken from it without cutting or sealing them again, so a set costs the same
+    /// at any length. Returns the locations to record.
     public func writeXattrList(_ metadata: inout RevisionMetadata, previous: ManifestReference?, key: SecureBytes)
         throws(StoreError) -> [ChunkLocation]
     {
         guard metadata.xattrList == nil,
             RevisionMetadata.xattrBytes(metadata.xattrs) > RevisionMetadata.inlineXattrBytes
         else { return [] }
+        let bytes = metadata.encodedXattrList()
+        var old = lastXattrList.withLock { $0 }
+        if old?.tree.root?.node.id != previous?.node.id { old = nil }
         // A base that does not read costs the delta only.
-        let base = (try? loadManifest(previous)) ?? .empty
-        let (root, locations) = try writeContent(
-            metadata.encodedXattrList(), key: key, chunker: Self.xattrChunker, previous: base)
-        metadata.xattrList = root
-        return locations
+        let base = old?.tree ?? (try? loadManifest(previous)) ?? .empty
+        let (chunks, kept, locations) = try cutXattrList(bytes, old: old, key: key)
+        let tree: ManifestTree
+        let more: [ChunkLocation]
+        do { (tree, more) = try writeManifest(chunks: chunks, previous: base, unchangedPrefix: kept, key: key) } catch {
+            discard(locations)
+            throw error
+        }
+        lastXattrList.withLock { $0 = (bytes, tree) }
+        metadata.xattrList = tree.root
+        return locations + more
+    }
+
+    /// The chunks of `bytes` as `xattrChunker` cuts them, and how many leading ones are `old`'s. Only the part
+    /// from the first chunk that differs from `old` to the first cut past the change that is also one of `old`'s
+    /// is cut and sealed: a cut depends on the bytes since the previous one only, so equal bytes from an equal
+    /// cut on give `old`'s chunks.
+    private func cutXattrList(_ bytes: [UInt8], old: (bytes: [UInt8], tree: ManifestTree)?, key: SecureBytes)
+        throws(StoreError) -> (chunks: [ChunkReference], kept: Int, locations: [ChunkLocation])
+    {
+        let oldBytes = old?.bytes ?? []
+        let oldChunks = old?.tree.chunks ?? []
+        let shortest = min(oldBytes.count, bytes.count)
+        var prefix = 0
+        while prefix < shortest, oldBytes[prefix] == bytes[prefix] { prefix += 1 }
+        var suffix = 0
+        while suffix < shortest - prefix, oldBytes[oldBytes.count - 1 - suffix] == bytes[bytes.count - 1 - suffix] {
+            suffix += 1
+        }
+        var head = 0
+        var start = 0
+        // Not the last: the end of `old` cut it, which `bytes` may not end at.
+        while head < oldChunks.count - 1, start + Int(oldChunks[head].length) <= prefix {
+            start += Int(oldChunks[head].length)
+            head += 1
+        }
+        // Where each later chunk of `old` begins, by its offset in `bytes` were it unchanged.
+        var starts: [Int: Int] = [:]
+        var offset = start + bytes.count - oldBytes.count
+        for i in head..<oldChunks.count {
+            starts[offset] = i
+            offset += Int(oldChunks[i].length)
+        }
+        var ranges: [Range<Int>] = []
+        var tail: ArraySlice<ChunkReference> = []
+        try bytes.withBytes { (all) throws(StoreError) in
+            var at = start
+            while at < all.count {
+                let rest = UnsafeRawBufferPointer(rebasing: all[at...])
+                let n = Self.xattrChunker.firstChunkLength(in: rest, atEnd: true) ?? rest.count
+                ranges.append(at..<at + n)
+                at += n
+                if at >= all.count - suffix, let i = starts[at] {
+                    tail = oldChunks[i...]
+                    break
+                }
+            }
+        }
+        let (refs, locations) = try bytes.withBytes { (b) throws(StoreError) in
+            try writeChunks(b, ranges: ranges, key: key)
+        }
+        return (Array(oldChunks[..<head]) + refs + tail, head, locations)
     }
 
     /// Reads the list `metadata` names into its `xattrs` (nothing to do for inline ones).
