@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import HypernetModel
 import HypernetStore
@@ -205,6 +206,13 @@ extension VirtualFileSystem {
         s.dirtyDirectories.insert(parent)
         s.dirtyDirectories.remove(inode)
         Self.dropIfUnreferenced(inode, in: &s)
+        // A delete built on the shown head loses to a live head stored but not shown (an edit received meanwhile, a
+        // conflict's other side): that head shows again at once, as on every node holding both, not when something
+        // next arrives. On another thread: showing it takes this lock.
+        if let head, (try? winner(of: record.id))??.id != head {
+            let document = record.id
+            DispatchQueue.global().async { [self] in applyRemote([document]) }
+        }
     }
 
     // MARK: Renaming

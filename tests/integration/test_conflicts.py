@@ -352,6 +352,36 @@ def test_a_directory_renamed_while_deleted_elsewhere_shows_the_same_everywhere(t
     same_after_restart(trio, b, tree)
 
 
+@pytest.mark.timeout(240)
+def test_a_delete_built_on_an_older_head_shows_the_edit_it_lost_to_at_once(trio):
+    """The fault harness (seed 11): c removed a directory while an edit below it was stored but not shown there, so
+    c's delete built on an older head and lost to the edit. a and b showed the directory again; c, to which nothing
+    new arrived, never did, although all held the same revisions."""
+    a, b, c = start(trio)
+    os.makedirs(a.p("t", "D"))
+    write(a.p("t", "D", "x.txt"), b"v0\n")
+    settle(trio, ["t/D/x.txt"], what="before the partition")
+    trio.lab.partition([a.host, b.host], [c.host])
+    write(a.p("t", "D", "x.txt"), b"edited on a\n")
+    edit = current_revision(a.p("t", "D", "x.txt"))
+    time.sleep(1)
+    # c's later edit wins: a's, once received, is stored on c but not shown there.
+    write(c.p("t", "D", "x.txt"), b"edited on c\n")
+    heal(trio, ["t/D/x.txt"])
+    assert read_file(c.p("t", "D", "x.txt")) == b"edited on c\n"
+    # D has a listing change not yet in a revision when it goes.
+    write(c.p("t", "D", "new.txt"), b"new\n")
+    # The edit may show again before the directory goes (then `rm -rf` meets it: "Directory not empty").
+    shutil.rmtree(c.p("t", "D"), ignore_errors=True)
+    # a's edit beats c's delete (built on c's edit): every node shows it, c too, without anything new arriving.
+    tree = same_view(trio, "after c removed the directory")
+    assert "t/D/x.txt" in tree and "t/D/new.txt" not in tree, sorted(tree)
+    for n in (a, b, c):
+        assert read_file(n.p("t", "D", "x.txt")) == b"edited on a\n", f"node {n.name} lost a's edit"
+        assert current_revision(n.p("t", "D", "x.txt")) == edit
+    same_after_restart(trio, c, tree)
+
+
 # --- clock skew -------------------------------------------------------------------------------------------------
 
 def run_skewed(node, offset):
