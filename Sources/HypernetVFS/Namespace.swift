@@ -189,6 +189,9 @@ extension VirtualFileSystem {
             }
             record.kind = .tombstone
             record.head = head
+            // The tombstone carries any pending change: a row left dirty would keep its head and metadata when
+            // an edit that beat the delete shows the document again (`linkDocument`).
+            record.dirty = false
             try tx.updateDocument(record)
             return head
         }

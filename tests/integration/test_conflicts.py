@@ -369,8 +369,9 @@ def test_a_delete_built_on_an_older_head_shows_the_edit_it_lost_to_at_once(trio)
     write(c.p("t", "D", "x.txt"), b"edited on c\n")
     heal(trio, ["t/D/x.txt"])
     assert read_file(c.p("t", "D", "x.txt")) == b"edited on c\n"
-    # D has a listing change not yet in a revision when it goes.
+    # x has a metadata change, D a listing change, not yet in a revision when they go.
     write(c.p("t", "D", "new.txt"), b"new\n")
+    os.chmod(c.p("t", "D", "x.txt"), 0o600)
     # The edit may show again before the directory goes (then `rm -rf` meets it: "Directory not empty").
     shutil.rmtree(c.p("t", "D"), ignore_errors=True)
     # a's edit beats c's delete (built on c's edit): every node shows it, c too, without anything new arriving.
