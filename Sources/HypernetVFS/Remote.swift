@@ -455,14 +455,14 @@ extension VirtualFileSystem {
         return shown
     }
 
-    /// What the next revision of a directory showing the merge of `heads` builds on: those heads, or, for a directory
-    /// shown after its delete (every head a tombstone), what the tombstones built on. So the delete stays a head
-    /// and the directory stays kept against it; a revision over the tombstone would end that, and a listing's
-    /// removal of its entry (the delete's) would then win.
+    /// What the next revision of a directory showing the merge of `heads` builds on: its live heads, or, for a
+    /// directory shown after its delete (every head a tombstone), what the tombstones built on. So the delete stays a
+    /// head and the directory stays kept against it; a revision over the tombstone would end that, and a listing's
+    /// removal of its entry (the delete's) would then win: the directory, and what was written in it, would vanish.
     static func buildingOn(_ heads: [RevisionID], store: Store) throws(StoreError) -> [RevisionID] {
         let revisions = try heads.map { (id) throws(StoreError) in try store.revision(id).revision }
-        guard !revisions.isEmpty, revisions.allSatisfy({ $0.kind == .tombstone }) else { return heads }
-        return Array(Set(revisions.flatMap(\.parents)))
+        let live = zip(heads, revisions).filter { $0.1.kind != .tombstone }.map(\.0)
+        return live.isEmpty ? Array(Set(revisions.flatMap(\.parents))) : live
     }
 
     /// Whether `document`'s delete lost to a concurrent change: its winner is not a tombstone, another head is.

@@ -383,6 +383,28 @@ def test_a_delete_built_on_an_older_head_shows_the_edit_it_lost_to_at_once(trio)
     same_after_restart(trio, c, tree)
 
 
+@pytest.mark.timeout(240)
+def test_a_write_in_a_directory_kept_against_its_delete_keeps_it(trio):
+    """The fault harness (seed 11): a directory removed on one node and written into on another shows again (the
+    write beats the delete). The next revision of it, written by any node, named the delete as a parent: the
+    directory was no longer kept against it, the listing that removed it won, and it vanished on every node with
+    what was written in it, acknowledged writes included."""
+    a, b, c = start(trio)
+    os.makedirs(a.p("k", "D"))
+    write(a.p("k", "D", "old.txt"), b"old\n")
+    settle(trio, ["k/D/old.txt"], what="before the partition")
+    trio.lab.partition([a.host], [b.host, c.host])
+    shutil.rmtree(a.p("k", "D"))
+    write(b.p("k", "D", "new.txt"), b"new\n")
+    tree = heal(trio, ["k/D/new.txt"])
+    assert "k/D/new.txt" in tree and "k/D/old.txt" not in tree, sorted(tree)
+    for n in (a, b):
+        write(n.p("k", "D", f"later-{n.name}.txt"), f"later on {n.name}\n".encode())
+        tree = settle(trio, [f"k/D/later-{n.name}.txt"], what=f"after a write in the directory on {n.name}")
+        assert {"k/D/new.txt", f"k/D/later-{n.name}.txt"} <= set(tree), sorted(tree)
+    same_after_restart(trio, c, tree)
+
+
 # --- clock skew -------------------------------------------------------------------------------------------------
 
 def run_skewed(node, offset):
