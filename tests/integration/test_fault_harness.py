@@ -1,8 +1,9 @@
 """The fault harness (tests/faults/harness.py, docs/testing.md) in its CI mode: three nodes in network
 namespaces, a minute of random faults (kill -9, SIGSTOP, partitions, packet loss, rate limits, delay and jitter,
 clock skew, power loss, a failing and a full disk, and failpoints with a test build) while every mount is written,
-then the history check and its report line. The seed is random unless HYPERNET_FAULT_SEED gives one; a failure
-prints the command that replays it. HYPERNET_FAULT_DURATION changes the minute."""
+then the history check and its report line. Every workload runs (`files`, and `trees`: `rm -rf` racing edits and
+creates at every depth). The seed is random unless HYPERNET_FAULT_SEED gives one; a failure prints the command that
+replays it. HYPERNET_FAULT_DURATION changes the minute."""
 
 import os
 import random
@@ -26,7 +27,7 @@ def test_random_faults_lose_nothing_acknowledged_and_the_nodes_converge(node_dir
     seed = int(os.environ.get("HYPERNET_FAULT_SEED") or random.SystemRandom().randrange(1 << 31))
     duration = float(os.environ.get("HYPERNET_FAULT_DURATION", "60"))
     run = harness.Harness(helpers.hypernet_bin(), node_dir, seed, nodes=3, duration=duration,
-                          progress=lambda line: print(line, flush=True))
+                          workloads=harness.WORKLOADS, progress=lambda line: print(line, flush=True))
     try:
         report = run.run()
     finally:
@@ -34,7 +35,8 @@ def test_random_faults_lose_nothing_acknowledged_and_the_nodes_converge(node_dir
         if run.history is not None:
             run.history.close()
     print("fault harness: " + harness.summary(report))
-    replay = f"HYPERNET_BIN=... python3 tests/faults/harness.py --seed {seed} --duration {duration:g}"
+    replay = (f"HYPERNET_BIN=... python3 tests/faults/harness.py --seed {seed} --duration {duration:g} "
+              f"--workloads {','.join(harness.WORKLOADS)}")
     assert report["acknowledged_lost"] == 0 and not report["problems"], \
         "\n".join(report["problems"]) + f"\nreplay: {replay} (history: {run.history.path})"
     assert sum(report["faults"].values()) > 0 and report["results"].get("ok", 0) > 0, \
