@@ -335,14 +335,20 @@ def test_edits_inside_a_directory_deleted_elsewhere_bring_it_back(trio):
     assert read_file(b.p("q", "D", "q.txt")) == b"q edited by B\n" and conflicts(b.p("q", "D", "q.txt")) == []
 
 
+def removed_on_a(cl, top, name):
+    """`top/D/name` on every node, then, with a cut off from b and c, `rm -rf top/D` on a; returns the nodes."""
+    a, b, c = start(cl)
+    os.makedirs(a.p(top, "D"))
+    write(a.p(top, "D", name), name.split(".")[0].encode() + b"\n")
+    settle(cl, [f"{top}/D/{name}"], what="before the partition")
+    cl.lab.partition([a.host], [b.host, c.host])
+    shutil.rmtree(a.p(top, "D"))
+    return a, b, c
+
+
 @pytest.mark.timeout(240)
 def test_a_directory_renamed_while_deleted_elsewhere_shows_the_same_everywhere(trio):
-    a, b, c = start(trio)
-    os.makedirs(a.p("o", "D"))
-    write(a.p("o", "D", "o1.txt"), b"o1\n")
-    settle(trio, ["o/D/o1.txt"], what="before the partition")
-    trio.lab.partition([a.host], [b.host, c.host])
-    shutil.rmtree(a.p("o", "D"))
+    a, b, c = removed_on_a(trio, "o", "o1.txt")
     time.sleep(1)
     os.rename(b.p("o", "D"), b.p("o", "E"))
     tree = heal(trio, [])
@@ -389,12 +395,7 @@ def test_a_write_in_a_directory_kept_against_its_delete_keeps_it(trio):
     write beats the delete). The next revision of it, written by any node, named the delete as a parent: the
     directory was no longer kept against it, the listing that removed it won, and it vanished on every node with
     what was written in it, acknowledged writes included."""
-    a, b, c = start(trio)
-    os.makedirs(a.p("k", "D"))
-    write(a.p("k", "D", "old.txt"), b"old\n")
-    settle(trio, ["k/D/old.txt"], what="before the partition")
-    trio.lab.partition([a.host], [b.host, c.host])
-    shutil.rmtree(a.p("k", "D"))
+    a, b, c = removed_on_a(trio, "k", "old.txt")
     write(b.p("k", "D", "new.txt"), b"new\n")
     tree = heal(trio, ["k/D/new.txt"])
     assert "k/D/new.txt" in tree and "k/D/old.txt" not in tree, sorted(tree)
