@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import HypernetCrypto
 import HypernetModel
+import Synchronization
 
 extension Store {
     /// The sequence number of the newest entry of `tree`'s log in this store (0 when it has none): where a
@@ -42,6 +43,43 @@ extension Store {
                 else { return nil }
                 return StoredRevision(seq: row[0], id: id, tree: tree)
             }
+        }
+    }
+}
+
+extension Store {
+    /// Seqs recorded ahead of the log at each durable mark: one sync per this many entries sent.
+    static let publishAhead: Int64 = 1024
+
+    /// Opens the log's numbering at the durable mark of what may have been sent (`publish`): a catalog that lost
+    /// its tail in a power loss would otherwise give those seqs again, to other revisions, which peers that
+    /// processed the lost entries would never ask for. So the numbering goes on after the mark (`seq-floor`).
+    static func openLog(_ catalog: Catalog) throws(StoreError) -> Int64 {
+        try catalog.write { db in
+            let published =
+                try Int64.fetchOne(db, sql: "SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'published-seq'")
+                ?? 0
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('seq-floor', ?)",
+                arguments: [String(published)])
+            return published
+        }
+    }
+
+    /// To be called before entries through `seq` are sent to a peer: makes a mark past `seq` durable, so that
+    /// no seq sent is ever given again (`openLog`). Throws once a sync has failed.
+    public func publish(through seq: Int64) throws(StoreError) {
+        try publishable.withLock { (mark: inout Int64) throws(StoreError) in
+            guard seq > mark else { return }
+            if syncFailed.load(ordering: .relaxed) { throw .io(path: home.catalogPath, errno: EIO) }
+            let next = seq + Self.publishAhead
+            try catalog.write { db in
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('published-seq', ?)",
+                    arguments: [String(next)])
+            }
+            try sync()
+            mark = next
         }
     }
 }

@@ -320,11 +320,15 @@ extension StoreTransaction {
             AddedRevision(id: block.id, document: block.block.document, tree: tree, isLocal: false, isBlock: true))
     }
 
-    /// The next number of the log, which revisions and blocks share.
+    /// The next number of the log, which revisions and blocks share; past every seq sent before the store was
+    /// opened (`Store.openLog`), even one a power loss took.
     func nextSeq() throws -> Int64 {
         let revisions = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM revisions")) ?? 0
         let blocks = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM blocks")) ?? 0
-        return max(revisions, blocks) + 1
+        let floor =
+            try Int64.fetchOne(
+                db.cachedStatement(sql: "SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'seq-floor'")) ?? 0
+        return max(revisions, blocks, floor) + 1
     }
 
     /// The chain new revisions of `document` are written under from now on (nil: the owner's key).

@@ -107,6 +107,11 @@ public final class Store: Sendable {
     let replicaRows = DispatchQueue(label: "hypernet.store.replicas")
     /// This store's log identity: a peer's position in our log is valid only for the same `storeID`.
     public let storeID: String
+    /// The seq up to which the log may be sent to peers: durably recorded past every seq sent (`publish`).
+    let publishable: Mutex<Int64>
+    /// Set by the first sync that failed: a later sync's success proves nothing (Linux may have dropped the pages
+    /// the failed one did not write), so no further mark of `publishable` counts as durable.
+    let syncFailed = Atomic<Bool>(false)
     /// Set by the first write that found the disk full, cleared by the next commit: a full disk is logged once,
     /// not at each retry of the once-a-second passes.
     let full = Atomic<Bool>(false)
@@ -132,6 +137,7 @@ public final class Store: Sendable {
         storeID =
             try catalog.read { db in try String.fetchOne(db, sql: "SELECT value FROM settings WHERE key = 'store-id'") }
             ?? ""
+        publishable = Mutex(try Self.openLog(catalog))
     }
 
     /// `body` runs after each committed transaction that added revisions (on the committing thread).
@@ -755,6 +761,7 @@ public final class Store: Sendable {
             }
         }
         if let first = results.withLock({ $0.first }) {
+            syncFailed.store(true, ordering: .relaxed)
             if !local.isEmpty { unsyncedLocal.withLock { $0.insert(contentsOf: local, at: 0) } }
             throw first
         }

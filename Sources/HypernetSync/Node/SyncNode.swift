@@ -687,6 +687,10 @@ public final class SyncNode: SessionDelegate {
                 return
             }
             let last = run.last!.seq
+            do { try store.publish(through: last) } catch {
+                logger.error("cannot send the log past seq \(last): \(error)")
+                return
+            }
             let ids = run.map { BLAKE2b.hash($0.record) }
             let eager = isEager(session, for: tree)
             if holdForForwarding(run, ids: ids, tree: tree, to: session) { return }
