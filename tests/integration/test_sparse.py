@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from cluster import Cluster, eventually
+from cluster import eventually
 from helpers import current_revision, errno_of
 
 HUGE = 999_999_999_999_999  # the issue's `truncate -s`
@@ -161,13 +161,6 @@ def test_seek_data_and_seek_hole_answer_as_ext4(node, tmp_path):
     assert seek_map(mounted, POINTS) == seek_map(native, POINTS)
     with open(native, "rb") as a, open(mounted, "rb") as b:
         assert a.read() == b.read()
-
-
-@pytest.fixture
-def cluster(make_node, node_dir):
-    cl = Cluster(make_node, node_dir)
-    yield cl
-    cl.close()
 
 
 @pytest.mark.timeout(150)
