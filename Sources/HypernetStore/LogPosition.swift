@@ -67,11 +67,10 @@ extension Store {
     }
 
     /// To be called before entries through `seq` are sent to a peer: makes a mark past `seq` durable, so that
-    /// no seq sent is ever given again (`openLog`). Throws once a sync has failed.
+    /// no seq sent is ever given again (`openLog`). Throws once a sync has failed (`sync`).
     public func publish(through seq: Int64) throws(StoreError) {
         try publishable.withLock { (mark: inout Int64) throws(StoreError) in
             guard seq > mark else { return }
-            if syncFailed.load(ordering: .relaxed) { throw .io(path: home.catalogPath, errno: EIO) }
             let next = seq + Self.publishAhead
             try catalog.write { db in
                 try db.execute(

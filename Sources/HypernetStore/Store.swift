@@ -109,8 +109,9 @@ public final class Store: Sendable {
     public let storeID: String
     /// The seq up to which the log may be sent to peers: durably recorded past every seq sent (`publish`).
     let publishable: Mutex<Int64>
-    /// Set by the first sync that failed: a later sync's success proves nothing (Linux may have dropped the pages
-    /// the failed one did not write), so no further mark of `publishable` counts as durable.
+    /// Set by the first sync that failed, for the life of this process: a later sync's success would prove
+    /// nothing (Linux may have dropped the pages the failed one did not write, and clears the error), so every
+    /// later sync and checkpoint fails too, and nothing more is acknowledged until the store is opened again.
     let syncFailed = Atomic<Bool>(false)
     /// Set by the first write that found the disk full, cleared by the next commit: a full disk is logged once,
     /// not at each retry of the once-a-second passes.
@@ -745,7 +746,11 @@ public final class Store: Sendable {
     /// guarantee, since WAL frames written at commit can reach the disk through writeback before pack bytes
     /// do anyway. Rows whose chunks a power failure loses were never acknowledged (no sync had returned).
     public func sync() throws(StoreError) {
-        if Failpoint.hit("store.sync") { throw .io(path: home.catalogPath, errno: EIO) }
+        try refuseAfterFailedSync()
+        if Failpoint.hit("store.sync") {
+            syncFailed.store(true, ordering: .relaxed)
+            throw .io(path: home.catalogPath, errno: EIO)
+        }
         // Committed before the syncs below begin, so made durable by them.
         let local = unsyncedLocal.withLock { u in
             defer { u.removeAll() }
@@ -768,6 +773,20 @@ public final class Store: Sendable {
         if !local.isEmpty { for o in durableObservers.withLock({ $0 }) { o(local) } }
     }
 
+    private func refuseAfterFailedSync() throws(StoreError) {
+        if syncFailed.load(ordering: .relaxed) { throw .io(path: home.catalogPath, errno: EIO) }
+    }
+
+    /// The packs synced before the catalog moves past them (a checkpoint): never after a failed sync, which may
+    /// have lost pack bytes that the checkpoint would make the catalog name for good.
+    private func syncPacksForCheckpoint() throws(StoreError) {
+        try refuseAfterFailedSync()
+        do { try packs.sync() } catch {
+            syncFailed.store(true, ordering: .relaxed)
+            throw error
+        }
+    }
+
     private static func fdatasync(path: String) throws(StoreError) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -784,7 +803,7 @@ public final class Store: Sendable {
         var st = stat()
         guard stat(home.catalogPath + "-wal", &st) == 0, Int64(st.st_size) > walLimit else { return }
         do throws(StoreError) {
-            try packs.sync()
+            try syncPacksForCheckpoint()
             if Failpoint.hit("catalog.checkpoint") { throw .io(path: home.catalogPath, errno: EIO) }
             try catalog.checkpoint()
         } catch {
@@ -798,7 +817,7 @@ public final class Store: Sendable {
     /// model").
     public func checkpointAtStop() {
         do {
-            try packs.sync()
+            try syncPacksForCheckpoint()
             try catalog.checkpoint(.truncate)
         } catch {
             logger.error("catalog checkpoint at stop failed: \(error)")

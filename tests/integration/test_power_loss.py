@@ -142,3 +142,63 @@ def test_a_power_loss_keeps_everything_fsync_acknowledged(make_node, node_dir):
             node.stop()
         lazy.close()
         shutil.rmtree(lazy.backing, ignore_errors=True)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.log_errors(".")  # the failing disk's errors, then every later sync's and the checkpoint's at stop
+def test_after_a_failed_sync_no_later_fsync_succeeds_until_a_restart(make_node, node_dir):
+    """fsyncgate (design.md, "A failed sync fails every later one"): once a store sync failed, the pages it did not
+    write may be gone while a later fdatasync returns 0, so no later fsync may succeed, nor a checkpoint make the
+    catalog name those bytes; a restart opens the store afresh. (No power loss follows: lazyfs undoes a failed
+    fsync's writes over later synced ones, more than Linux loses; testing.md, "Power loss".)"""
+    require_fusepy()
+    node = make_node(start=False)
+    store = node.home / "store"
+    store.mkdir(parents=True, mode=0o700)
+    node.home.chmod(0o700)
+    lazy = LazyStore(node.dir / "store-backing", store, node.dir / "lazyfs.log")
+    lazy.backing.mkdir(mode=0o700)
+
+    def fsync_errno(name, data):
+        fd = os.open(node.p(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+            return None
+        except OSError as e:
+            return e.errno
+        finally:
+            os.close(fd)
+
+    try:
+        lazy.mount()
+        node.start()
+        assert fsync_errno("f", b"acknowledged") is None
+        with open(node.p("f"), "wb") as f:
+            f.write(b"committed at close, never synced")
+        lazy.disk("eio")
+        fd = os.open(node.p("f"), os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as failed:
+                os.fsync(fd)
+            assert failed.value.errno == errno.EIO
+        finally:
+            os.close(fd)
+        lazy.disk("heal")
+
+        def healed():
+            try:
+                (store / "probe").write_bytes(b"x")
+            except OSError:
+                return False
+            (store / "probe").unlink()
+            return True
+
+        assert wait_until(healed, 10), "the disk did not heal"
+        assert fsync_errno("g", b"after the failed sync") == errno.EIO, "a sync succeeded after a failed one"
+        node.restart()
+        assert fsync_errno("h", b"after a restart") is None, "a restart did not make syncs work again"
+    finally:
+        if node.running:
+            node.stop()
+        lazy.close()
