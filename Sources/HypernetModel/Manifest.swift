@@ -131,7 +131,8 @@ public struct ManifestNode: Sendable, Equatable {
 /// listing is stored as encrypted content like a file's.
 public struct DirectoryListing: Sendable, Equatable {
     static let formatVersion: UInt8 = 1
-    static let maximumEntries = 1 << 22
+    /// A reader refuses a listing of more entries; the VFS gives `ENOSPC` for the next one (`errno.md`).
+    public static let maximumEntries = 1 << 22
 
     public struct Entry: Sendable, Equatable {
         public var name: String

@@ -40,6 +40,9 @@ struct DirectoryEntries {
     /// The manifest of the last stored listing: the next one reuses its unchanged nodes.
     private(set) var storedTree = ManifestTree.empty
 
+    /// No entry may be added: a listing of more would be refused by every reader (`DirectoryListing`).
+    var isFull: Bool { map.count >= DirectoryListing.maximumEntries }
+
     subscript(_ name: String) -> UInt64? {
         get { map[Key(name: name)] }
         set {

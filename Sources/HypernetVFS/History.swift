@@ -183,7 +183,8 @@ extension VirtualFileSystem {
         }
         let head = try state.withLock { (s) throws(VFSError) -> String in
             var dir = try Self.directory(parent, in: s)
-            guard dir.children[name] == nil, s.nodes[record.inode]?.linked != true else { throw VFSError(EEXIST) }
+            guard s.nodes[record.inode]?.linked != true else { throw VFSError(EEXIST) }
+            try Self.checkNewEntry(name, in: parent, s)
             var node = s.nodes[record.inode] ?? Node(record: record, parent: parent, name: name)
             node.record.kind = old.revision.kind
             node.record.metadata = old.metadata

@@ -20,7 +20,7 @@ extension VirtualFileSystem {
             guard !node.isDirectory else { throw VFSError(EPERM) }
             guard node.linked else { throw VFSError(ENOENT) }
             var parentRecord = try Self.directory(newParent, in: s).record
-            guard s.nodes[newParent]!.children[newName] == nil else { throw VFSError(EEXIST) }
+            try Self.checkNewEntry(newName, in: newParent, s)
             let domain = s.nodes[node.parent]!.record.id
             let now = Timestamp.now()
             parentRecord.metadata.touch(at: now)

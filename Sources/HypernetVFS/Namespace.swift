@@ -84,7 +84,7 @@ extension VirtualFileSystem {
             // The directory changes in place (`s.nodes[parent]!…`): a copy of its node held here would make adding
             // the entry copy all its entries, O(n) per create.
             var parentRecord = try Self.directory(parent, in: s).record
-            guard s.nodes[parent]!.children[name] == nil else { throw VFSError(EEXIST) }
+            try Self.checkNewEntry(name, in: parent, s)
             var mode = mode
             var gid = caller.gid
             if parentRecord.metadata.mode & S_ISGID != 0 {
@@ -253,6 +253,7 @@ extension VirtualFileSystem {
             // save by rename (vim, emacs) puts the original there and then writes the file anew (`Saves.swift`).
             let backup = sourceNode.kind == .file && RenamedAway.isBackupName(newName, of: name)
             guard let target, let targetNode = s.nodes[target] else {
+                if newParent != parent, s.nodes[newParent]!.children.isFull { throw VFSError(ENOSPC) }
                 let continuation =
                     sourceNode.kind == .file ? continuationLocked(at: newParent, newName, by: source, in: &s) : nil
                 try moveLocked(

@@ -297,6 +297,14 @@ public final class VirtualFileSystem: Sendable {
         return node
     }
 
+    /// A new entry `name` may go into directory `parent`: `EEXIST` when the name is taken, `ENOSPC` when the
+    /// directory is full (`DirectoryEntries.isFull`).
+    static func checkNewEntry(_ name: String, in parent: UInt64, _ s: State) throws(VFSError) {
+        guard let children = s.nodes[parent]?.children else { throw VFSError(ENOENT) }
+        guard children[name] == nil else { throw VFSError(EEXIST) }
+        guard !children.isFull else { throw VFSError(ENOSPC) }
+    }
+
     /// Changes in `/.hypernet/` or `/@NAME/`, or to them, are refused: they are computed, not stored here.
     func refuseVirtual(_ parent: UInt64, _ name: String, needs: Roles = .write) throws(VFSError) {
         if VirtualTree.contains(parent) { throw writeError(parent, needs: needs) }

@@ -112,6 +112,18 @@ import Testing
 
     /// Pages cut incrementally are the pages cut from scratch (so a node, or two nodes, holding the same entries
     /// store the same chunks), including runs of names none of which ends a page.
+    /// The writer stops where every reader would: a listing of more than `DirectoryListing.maximumEntries` is
+    /// refused by the decoder, so the directory holding that many is full (the VFS's `ENOSPC`).
+    @Test func aDirectoryIsFullAtTheMostEntriesAListingMayHold() {
+        var entries = DirectoryEntries()
+        for i in 0..<(DirectoryListing.maximumEntries - 1) { entries["f\(1_000_000_000 + i)"] = 1 }
+        #expect(!entries.isFull)
+        entries["last"] = 1
+        #expect(entries.isFull)
+        entries.removeValue(forKey: "last")
+        #expect(!entries.isFull)
+    }
+
     @Test func pagesAreCutAsFromScratch() {
         var generator = SystemRandomNumberGenerator()
         var plain: [String] = []
