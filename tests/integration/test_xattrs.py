@@ -286,6 +286,9 @@ def test_user_xattrs_fill_their_space_then_enospc(node):
     assert errno_of(os.setxattr, path, "user.x", b"y" * 876) == "ENOSPC"
     assert errno_of(os.setxattr, path, names[0], value_ + b"v" * 883) == "ENOSPC", "a growing replace must not fit"
     assert current_revision(path) == rev, "a refused set made a revision"
+    # The total comes before the kernel's value limit: 64 KiB fits no document, one byte more is the kernel's E2BIG.
+    assert errno_of(os.setxattr, path, "user.big", b"b" * 65536) == "ENOSPC"
+    assert errno_of(os.setxattr, path, "user.big", b"b" * 65537) == "E2BIG"
     os.setxattr(path, names[0], b"short")  # shrinking is always allowed
     os.removexattr(path, names[1])
     os.setxattr(path, "user.x", b"y" * 900)
