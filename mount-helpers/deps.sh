@@ -2,15 +2,16 @@
 # that install only what is missing. Needs root for apt-get; never reads stdin.
 
 # Building and running: headers for the C shims, the FUSE tools, getfattr/setfattr, pkg-config for
-# the system-library targets.
-HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev libzstd-dev attr pkg-config"
+# the system-library targets, help2man for the man pages (install_service_files).
+HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev libzstd-dev attr pkg-config help2man"
 # Running the tests as well: the editors of the editor-save tests (Debian's full vim and vim-tiny, emacs, nano,
 # ed; tests/integration/test_editors.py), pytest/hypothesis for Debian's
 # python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
 # network namespaces with partitions and rate limits for the multi-node tests (ip, tc, nsenter, nft), tcpdump to
 # show what crosses the wire, fusepy for the power-loss file system (tests/faults/lazyfs.py, Debian's python3), and
-# stress-ng and fio for the conformance-under-load tests (tests/integration/test_load_verify.py).
-HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim vim-tiny emacs-nox nano ed python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy stress-ng fio"
+# stress-ng and fio for the conformance-under-load tests (tests/integration/test_load_verify.py), systemd's
+# systemd-analyze for checking the units offline (tests/integration/test_service.py).
+HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim vim-tiny emacs-nox nano ed python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy stress-ng fio systemd"
 # Benchmarks: the anchors they compare against.
 HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs syncthing rsync"
 
@@ -70,4 +71,59 @@ hypernet_processes() {
             echo "${pid%/exe}"
         fi
     done
+}
+
+# install_service_files ROOT BINARY: what running Hypernet as a service and from a shell needs, below ROOT
+# (empty: /): the systemd units (installed, never enabled or started), the shell completions argument-parser
+# generates, and the man pages (help2man over each command's --help: argument-parser's generate-manual plugin
+# would build every product again in a configuration of its own). Run from the repository's root.
+install_service_files() {
+    local root=$1 binary=$2 man="$1/usr/local/share/man/man1"
+    install -D -m 0644 mount-helpers/systemd/hypernet@.service "$root/usr/local/lib/systemd/system/hypernet@.service"
+    install -D -m 0644 mount-helpers/systemd/hypernet.service "$root/usr/local/lib/systemd/user/hypernet.service"
+    install -d "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/vendor-completions" \
+        "$root/usr/share/fish/vendor_completions.d" "$man"
+    "$binary" --generate-completion-script bash >"$root/usr/share/bash-completion/completions/hypernet"
+    "$binary" --generate-completion-script zsh >"$root/usr/share/zsh/vendor-completions/_hypernet"
+    "$binary" --generate-completion-script fish >"$root/usr/share/fish/vendor_completions.d/hypernet.fish"
+    local version
+    version=$("$binary" --version)
+    help2man -N --no-discard-stderr --version-string="$version" --name="a peer-to-peer persistence layer met as a folder" \
+        --include=<(hypernet_see_also "$binary") --output="$man/hypernet.1" "$binary"
+    hypernet_commands "$binary" | while IFS=$'\t' read -r words abstract; do
+        local page="hypernet-${words// /-}"
+        # help2man runs "BINARY WORDS --help"; the title names the page, not the command line.
+        help2man -N --no-discard-stderr --version-string="$version" --name="$abstract" \
+            --include=<(printf '[SEE ALSO]\n.BR hypernet (1)\n') --output="$man/$page.1" "$binary $words"
+        sed -i "s|^\.TH [^ ]*|.TH ${page^^}|" "$man/$page.1"
+    done
+}
+
+# hypernet_commands BINARY [WORD...]: every command below `BINARY WORD...`, recursively, one per line:
+# the words that name it, a tab, its one-line summary (from the SUBCOMMANDS section of its --help).
+hypernet_commands() {
+    local binary=$1
+    shift
+    "$binary" "$@" --help | awk '
+        /^SUBCOMMANDS:/ { listing = 1; next }
+        listing && /^  [a-z]/ {
+            if (name != "") print name "\t" summary
+            name = $1; summary = $0
+            sub(/^  [a-z-]+( \(default\))? +/, "", summary)
+            next
+        }
+        listing && /^    +[^ ]/ { line = $0; sub(/^ +/, "", line); summary = summary " " line; next }
+        listing && /^  [^ a-z]/ { listing = 0 }
+        END { if (name != "") print name "\t" summary }' |
+        while IFS=$'\t' read -r name summary; do
+            printf '%s\t%s\n' "${*:+$* }$name" "$summary"
+            hypernet_commands "$binary" "$@" "$name"
+        done
+}
+
+# hypernet_see_also BINARY: a help2man include naming every command's page (`\%`: no line break at its hyphens).
+hypernet_see_also() {
+    printf '[SEE ALSO]\n'
+    hypernet_commands "$1" | cut -f1 | sed 's/ /-/g; s/^/.BR \\%hypernet-/; s/$/ (1),/; $s/,$//'
+    printf '.PP\ndocs/cli.md in the source tree.\n'
 }

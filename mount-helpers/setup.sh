@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what Hypernet needs, builds it (release), installs `hypernet` and the mount helper, creates
-# the node (`hypernet init`) and mounts its folder at ~/Hypernet (or $1). Idempotent; run as root.
+# Installs what Hypernet needs, builds it (release), installs `hypernet`, the mount helper, the systemd units
+# (not enabled), the shell completions and the man pages, creates the node (`hypernet init`) and mounts its folder
+# at ~/Hypernet (or $1). Idempotent; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . mount-helpers/deps.sh
@@ -19,6 +20,10 @@ binary="$(swift build -c release $HYPERNET_SWIFT_BUILD_FLAGS --show-bin-path)/hy
 log "installing /usr/local/bin/hypernet -> $binary and /sbin/mount.fuse.hypernet"
 ln -sfn "$binary" /usr/local/bin/hypernet
 install -m 0755 mount-helpers/mount.fuse.hypernet /sbin/mount.fuse.hypernet
+
+log "installing the systemd units (not enabled; README: Running as a service), completions and man pages"
+install_service_files "" "$binary"
+if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 log "identity"
 hypernet init

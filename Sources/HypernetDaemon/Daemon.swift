@@ -61,7 +61,10 @@ public enum Daemon {
         // Signals are caught from here on, so one that comes before the mount exists cancels it
         // instead of killing a half-started daemon.
         let stopSwitch = StopSwitch()
-        let signals = installSignalHandlers(logger: logger) { stopSwitch.request() }
+        let signals = installSignalHandlers(logger: logger) {
+            readiness.stopping()
+            stopSwitch.request()
+        }
         defer { for source in signals { source.cancel() } }
 
         logger.info(
@@ -153,6 +156,7 @@ public enum Daemon {
             readiness.ready()
             // Without a mount's once-a-second pass, the WAL is checkpointed here.
             while stopped.wait(timeout: .now() + 1) == .timedOut { store.checkpointIfNeeded() }
+            readiness.stopping()
             store.checkpointAtStop()
             logger.info("daemon stopped")
             return
@@ -179,6 +183,7 @@ public enum Daemon {
             loopError = error
         }
         logger.info("unmounted; stopping", metadata: ["mountpoint": "\(mountpoint)"])
+        readiness.stopping()
         server.stop()
         fileSystem?.shutdown()
         store.checkpointAtStop()

@@ -3,39 +3,46 @@ import HypernetStore
 import Synchronization
 
 /// The readiness pipe between `hypernet mount` and the daemon it starts. The child writes exactly
-/// one line: `ready`, or `error CODE MESSAGE` (CODE an `ExitStatus`).
+/// one line: `ready`, or `error CODE MESSAGE` (CODE an `ExitStatus`). Under a systemd `Type=notify` unit
+/// the same moments, and the start of a stop, go to the service manager as well.
 public final class Readiness: Sendable {
     /// Names the descriptor number of the pipe's write end in the daemon's environment.
     public static let environmentVariable = "HYPERNET_READY_FD"
 
     /// The write end, until the one line is written.
     private let fd: Mutex<Int32?>
+    private let serviceManager: ServiceNotifier
 
-    private init(fd: Int32?) {
+    private init(fd: Int32?, serviceManager: ServiceNotifier) {
         self.fd = Mutex(fd)
         self.launched = fd != nil
+        self.serviceManager = serviceManager
     }
 
-    /// The pipe named in the environment, if this process was started by `hypernet mount`.
-    /// Removes the variable and marks the descriptor close-on-exec so nothing we start inherits it.
+    /// The pipe named in the environment, if this process was started by `hypernet mount`, and the
+    /// service manager's socket (`$NOTIFY_SOCKET`), if any. Removes both variables and marks the
+    /// descriptor close-on-exec so nothing we start inherits them.
     public static func fromEnvironment() -> Readiness {
+        let serviceManager = ServiceNotifier.fromEnvironment()
+        defer { unsetenv(environmentVariable) }
         guard let raw = getenv(environmentVariable), let fd = Int32(String(cString: raw)), fd > 2,
             fcntl(fd, F_SETFD, FD_CLOEXEC) == 0
         else {
-            unsetenv(environmentVariable)
-            return Readiness(fd: nil)
+            return Readiness(fd: nil, serviceManager: serviceManager)
         }
-        unsetenv(environmentVariable)
-        return Readiness(fd: fd)
+        return Readiness(fd: fd, serviceManager: serviceManager)
     }
-
-    /// A readiness that reports to nobody (`--foreground` run by hand).
-    public static let none = Readiness(fd: nil)
 
     /// Whether this process was started by `hypernet mount` (its stderr is then the log).
     public let launched: Bool
 
-    public func ready() { send("ready\n") }
+    public func ready() {
+        send("ready\n")
+        serviceManager.ready()
+    }
+
+    /// The daemon has begun to stop (a signal, `stop`, an unmount): tells the service manager, once.
+    public func stopping() { serviceManager.stopping() }
 
     /// Reports `failure`; ignored once `ready` was sent.
     public func fail(_ failure: Failure) {

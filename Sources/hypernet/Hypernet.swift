@@ -10,6 +10,7 @@ struct Hypernet: ParsableCommand {
         commandName: "hypernet",
         abstract: "A peer-to-peer persistence layer met as a mounted folder.",
         discussion: "Exit codes are listed in docs/cli.md.",
+        version: version,
         subcommands: [
             Init.self, Mount.self, Serve.self, Unmount.self, Stop.self, Status.self, Id.self, Peer.self, Pin.self,
             Unpin.self, Pins.self, Contact.self, Rights.self, Grant.self, Revoke.self, Log.self, Cat.self, Restore.self,

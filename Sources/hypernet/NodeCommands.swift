@@ -150,7 +150,7 @@ private func runDaemon(_ options: DaemonOptions) throws(Failure) {
     var started: Logger?
     do throws(Failure) {
         try Home.makeDirectoryOrFail(options.home.path)
-        let logger = bootstrapLogging(home: options.home)
+        let logger = bootstrapLogging(home: options.home, daemon: true)
         started = logger
         // Paths are absolute from here on; do not keep the caller's directory busy.
         chdir("/")

@@ -236,6 +236,16 @@ def lazy_unmount(path):
     subprocess.run(["fusermount3", "-u", "-z", str(path)], capture_output=True, timeout=30)
 
 
+def end_foreground(proc, node):
+    """Cleanup after a test that ran `hypernet mount --foreground` itself: kills the daemon if it still runs and
+    lazily unmounts what it left mounted."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if node.is_mounted():
+        lazy_unmount(node.mount)
+
+
 class Node:
     """One Hypernet daemon with its home and mountpoint, driven through the `hypernet` CLI."""
 

@@ -271,11 +271,7 @@ def test_foreground(node_dir):
         # Only the line naming the home it created (docs/cli.md).
         assert out == b"" and err == f"hypernet: created {node.home}\n".encode()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if node.is_mounted():
-            helpers.lazy_unmount(node.mount)
+        helpers.end_foreground(proc, node)
 
 
 # --- issue 14, item 9 ---------------------------------------------------------------------------------------
