@@ -116,6 +116,14 @@ struct ResponseHead: Decodable {
     var code: Int32?
 }
 
+/// `value` as one line of JSON, keys sorted, as the control socket writes it: what `--json` prints.
+public func jsonLine(_ value: some Encodable) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    // The control replies are structs of strings, numbers and arrays: they always encode.
+    return String(decoding: try! encoder.encode(value), as: UTF8.self)
+}
+
 enum ControlCodec {
     /// One response line, newline-terminated.
     static func encode(_ reply: ControlReply) -> [UInt8] {

@@ -7,13 +7,16 @@ import HypernetVFS
 
 struct Status: HypernetCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show the running node: ids, home, mountpoint, store, open files, peers, backlog.")
+        abstract: "Show the running node: ids, home, mountpoint, store, open files, peers, backlog.",
+        discussion: "--json prints one JSON object instead (its fields: docs/cli.md, status).")
 
     @OptionGroup var global: GlobalOptions
+    @Flag(help: "Print one JSON object instead of lines.") var json = false
 
     func execute() throws(Failure) {
         let report = try ControlClient(home: global.home).send(
             ControlRequest(command: .status), expecting: StatusReport.self)
+        if json { return print(jsonLine(report)) }
         var lines = [
             "node: \(report.node)",
             "identity: \(report.identity)",

@@ -1,6 +1,7 @@
 """The `hypernet` command line: init/id/status, errors and their exit codes (docs/cli.md), the
 log/cat/restore round trip, and the daemon's life cycle (stop, unmount, signals, external unmount)."""
 
+import json
 import os
 import signal
 import stat
@@ -108,6 +109,29 @@ def test_status(node):
     assert fields["listen"] == "none"
     assert fields["quorum"] == "1"
     assert fields["replication backlog"] == "0 revisions, 0 bytes"
+
+
+def test_status_json(node):
+    # One JSON object with the fields docs/cli.md lists (issue 20, item 5); the same facts as the lines.
+    node.cli("peer", "add", "127.0.0.1:9")
+    proc = node.cli("status", "--json")
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    report = json.loads(lines[0])
+    assert set(report) >= {"node", "identity", "home", "mountpoint", "pid", "statistics", "filesystem", "quorum",
+                           "pins", "peers", "backlogRevisions", "backlogBytes"}, report
+    assert report["identity"] == node.cli("id").stdout.strip()
+    assert len(report["node"]) == 64
+    assert report["home"] == str(node.home)
+    assert report["mountpoint"] == os.path.realpath(node.mount)
+    assert report["pid"] == node.pid
+    assert set(report["statistics"]) == {"documents", "revisions", "chunks", "packBytes"}
+    assert all(isinstance(v, int) for v in report["statistics"].values())
+    assert "listen" not in report and "name" not in report
+    assert report["quorum"] == 1 and report["pins"] == []
+    assert [p["address"] for p in report["peers"]] == ["127.0.0.1:9"]
+    assert report["peers"][0]["connected"] is False
+    assert report["backlogRevisions"] == 0 and report["backlogBytes"] == 0
 
 
 def test_init_while_running(node):
