@@ -78,7 +78,12 @@ final class Controller: Sendable {
             return try stored { () throws(StoreError) in try store.pins() }
         case .log:
             let (absolute, relative) = try paths(request)
-            return try history(absolute, relative)
+            let name = authorNames()
+            return try history(absolute, relative).map { entry in
+                var entry = entry
+                entry.authorName = name(entry.author)
+                return entry
+            }
         case .cat:
             let (absolute, relative) = try paths(request)
             let entries = try history(absolute, relative)
@@ -118,9 +123,11 @@ final class Controller: Sendable {
                 try request.path == nil ? fileSystem!.allConflicts() : fileSystem!.conflicts(path: relative)
             }
             let root = absolute.hasSuffix("/") ? String(absolute.dropLast()) : absolute
+            let name = authorNames()
             return found.map { c in
                 var c = c
                 c.path = request.path == nil ? root + "/" + c.path : absolute
+                c.authorName = name(c.author)
                 return c
             }
         case .fsck:
@@ -174,6 +181,22 @@ final class Controller: Sendable {
         let prefix = mountpoint == "/" ? "/" : mountpoint + "/"
         guard trimmed.hasPrefix(prefix) else { throw Failure(.notHypernetPath, "not a Hypernet path: \(path)") }
         return (path, String(trimmed.dropFirst(prefix.count)))
+    }
+
+    /// Names authors as `log` and `conflicts` show them: "me" for this identity, else a contact's name (read
+    /// now: `contact add` changes the file without the daemon), else nil. A contact named "me" keeps its
+    /// token, so that "me" is never ambiguous.
+    private func authorNames() -> @Sendable (String) -> String? {
+        let own = "\(keyring.identityToken)"
+        var named: [String: String] = [:]
+        do {
+            for contact in try Contacts.load(home).list where contact.name != "me" {
+                named["\(contact.identity)"] = contact.name
+            }
+        } catch {
+            logger.warning("cannot read the contacts; authors shown by identity", metadata: ["error": "\(error)"])
+        }
+        return { [named] author in author == own ? "me" : named[author] }
     }
 
     private func history(_ absolute: String, _ relative: String) throws(Failure) -> [HistoryEntry] {

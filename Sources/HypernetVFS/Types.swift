@@ -158,6 +158,8 @@ public struct HistoryEntry: Sendable, Codable, Equatable {
     public var isHead: Bool
     /// Made invalid by a permission block learnt after it was stored (docs/security.md, "Rights").
     public var isRefused: Bool
+    /// How this node's user calls the author: "me", a contact's name; nil for anyone else. Filled in by the daemon.
+    public var authorName: String? = nil
 }
 
 /// One unresolved conflict: a head of the document at `path` other than the one shown.
@@ -168,11 +170,14 @@ public struct ConflictEntry: Sendable, Codable, Equatable {
     /// HLC wall time, ISO-8601 UTC.
     public var time: String
     public var author: String
+    /// As `HistoryEntry.authorName`.
+    public var authorName: String?
 
     init(path: String, _ head: HistoryEntry) {
         self.path = path
         revision = head.revision
         time = head.time
         author = head.author
+        authorName = head.authorName
     }
 }

@@ -5,16 +5,22 @@ import HypernetVFS
 struct Conflicts: HypernetCommand {
     static let configuration = CommandConfiguration(
         abstract: "List unresolved conflicts: the heads of PATH (or of every file) other than the one shown.",
-        discussion: "One line per other head: path, revision, time (UTC), author. Nothing when there are none.")
+        discussion: """
+            One line per other head: path, revision, time (UTC), author ("me", a contact's name, or the identity \
+            token). Nothing when there are none.
+            """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "A file in the mounted folder (default: the whole tree).") var path: String?
+    @OptionGroup var authors: AuthorOptions
 
     func execute() throws(Failure) {
         let entries = try ControlClient(home: global.home).send(
             ControlRequest(command: .conflicts, path: path.map(Paths.absolute)), expecting: [ConflictEntry].self)
+        if authors.json { return print(jsonLine(entries)) }
         for entry in entries {
-            print([entry.path, short(entry.revision), entry.time, entry.author].joined(separator: "  "))
+            let author = authors.shown(entry.author, entry.authorName)
+            print([entry.path, short(entry.revision), entry.time, author].joined(separator: "  "))
         }
     }
 }

@@ -46,20 +46,25 @@ struct Log: HypernetCommand {
             Columns: revision, time (UTC), author, size in bytes, parent revisions, then markers: [merge] for a \
             revision with several parents, [deleted] for a tombstone and, when the document has several heads, \
             [visible] for the head shown and [conflict] for the others; [refused] for a revision a permission block \
-            made invalid after this node stored it (an edit made after its author's right was revoked).
+            made invalid after this node stored it (an edit made after its author's right was revoked). The author \
+            is "me" for this identity, a contact's name, or the identity token.
             """)
 
     @OptionGroup var global: GlobalOptions
     @Argument(help: "A file or directory in the mounted folder.") var path: String
+    @OptionGroup var authors: AuthorOptions
 
     func execute() throws(Failure) {
         let entries = try ControlClient(home: global.home).send(
             ControlRequest(command: .log, path: Paths.absolute(path)), expecting: [HistoryEntry].self)
+        if authors.json { return print(jsonLine(entries)) }
         let forked = entries.filter(\.isHead).count > 1
         // The visible head comes first among the heads: the log is ordered as the winner rule orders them.
         let visible = entries.first { $0.isHead && $0.kind != "tombstone" } ?? entries.first(where: \.isHead)
         for entry in entries {
-            var columns = [short(entry.revision), entry.time, entry.author, "\(entry.size)"] + entry.parents.map(short)
+            var columns =
+                [short(entry.revision), entry.time, authors.shown(entry.author, entry.authorName), "\(entry.size)"]
+                + entry.parents.map(short)
             if entry.parents.count > 1 { columns.append("[merge]") }
             if entry.kind == "tombstone" { columns.append("[deleted]") }
             if forked, entry.isHead { columns.append(entry.revision == visible?.revision ? "[visible]" : "[conflict]") }
@@ -71,6 +76,16 @@ struct Log: HypernetCommand {
 
 /// Revision ids as `log` prints them; `cat --rev` and `restore` accept any unique prefix.
 func short(_ revision: String) -> String { String(revision.prefix(12)) }
+
+/// How `log` and `conflicts` show authors.
+struct AuthorOptions: ParsableArguments {
+    @Flag(help: "Show authors by identity token, not by name.") var long = false
+    @Flag(help: "Print one JSON array: each author as its token (author) and name (authorName, if any).") var json =
+        false
+
+    /// "me", the contact's name, or the token (always the token with --long).
+    func shown(_ token: String, _ name: String?) -> String { long ? token : name ?? token }
+}
 
 struct Cat: HypernetCommand {
     static let configuration = CommandConfiguration(

@@ -189,6 +189,18 @@ def test_busy_mountpoint_and_second_daemon(node, make_node):
     assert not helpers.is_mounted(other.mount)
 
 
+def test_log_names_the_author_me(node):
+    # Issue 20, item 5: not the 110-character token, unless asked for.
+    path = node.p("mine.txt")
+    save(path, "one\n")
+    token = node.cli("id").stdout.strip()
+    assert node.cli("log", path).stdout.split()[2] == "me"
+    assert node.cli("log", path, "--long").stdout.split()[2] == token
+    [entry] = json.loads(node.cli("log", path, "--json").stdout)
+    assert entry["author"] == token and entry["authorName"] == "me"
+    assert entry["revision"] == helpers.current_revision(path)
+
+
 def test_log_cat_restore_round_trip(node):
     path = node.p("notes.txt")
     for text in ["first\n", "second\n", "third\n"]:

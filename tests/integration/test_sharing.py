@@ -5,6 +5,7 @@ grants; a member's editor saves and chmods stay; `log` and `cat` work on /@NAME/
 Nodes run on their own loopback addresses (cluster.py). No traffic leaves the machine.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -150,9 +151,21 @@ def test_log_and_cat_read_a_shared_document_by_its_path_under_the_owners_name(cl
     edited = current_revision(shared)
 
     log = bob.run("log", shared).stdout.splitlines()
-    assert log and log[0].split()[:1] == [edited[:12]] and log[0].split()[2] == bob.token, \
-        f"`hypernet log` of /@alice/share/sub/f.txt does not start with bob's edit {edited[:12]}: {log}"
-    assert any(line.split()[0] == granted[:12] for line in log), f"the log lacks alice's revision {granted[:12]}: {log}"
+    assert log and log[0].split()[:1] == [edited[:12]] and log[0].split()[2] == "me", \
+        f"`hypernet log` of /@alice/share/sub/f.txt does not start with bob's edit {edited[:12]}, by me: {log}"
+    assert any(line.split()[0] == granted[:12] and line.split()[2] == "alice" for line in log), \
+        f"the log lacks alice's revision {granted[:12]}, by her contact name: {log}"
+    # Tokens with --long; both with --json (issue 20, item 5). alice's node names bob.
+    long = bob.run("log", shared, "--long").stdout.splitlines()
+    assert [line.split()[2] for line in long] == [bob.token if line.split()[2] == "me" else alice.token
+                                                  for line in log], long
+    entries = {e["revision"][:12]: e for e in json.loads(bob.run("log", shared, "--json").stdout)}
+    assert (entries[edited[:12]]["author"], entries[edited[:12]]["authorName"]) == (bob.token, "me")
+    assert (entries[granted[:12]]["author"], entries[granted[:12]]["authorName"]) == (alice.token, "alice")
+    eventually(lambda: edited[:12] in alice.run("log", alice.p("share", "sub", "f.txt")).stdout, 10,
+               "bob's edit does not reach alice's log")
+    by_alice = alice.run("log", alice.p("share", "sub", "f.txt")).stdout.splitlines()
+    assert [line.split()[2] for line in by_alice if line.startswith(edited[:12])] == ["bob"], by_alice
     assert bob.run("cat", shared).stdout == "second\n", "`hypernet cat` of a shared file is not its content"
     assert bob.run("cat", shared, "--rev", granted[:12]).stdout == "first\n", "`hypernet cat --rev` of a shared file"
     assert bob.run("log", bob.p(f"@{alice.token}", "share", "sub", "f.txt")).stdout.splitlines() == log, \
@@ -210,6 +223,14 @@ def test_a_revoked_writers_offline_edits_are_refused_by_every_node_that_learns_t
         assert refused and refused[0].endswith("[refused]"), f"{node.name}: log does not mark bob's edit refused: {log}"
         conflicts = node.run("conflicts", node.p("@alice", "share", "f.txt")).stdout
         assert edit[:12] in conflicts, f"{node.name}: `conflicts` does not list bob's refused edit: {conflicts!r}"
+        # By name (issue 20, item 5): bob's own nodes say "me", carol's her contact's name; --long the token.
+        name = "bob" if node is carol else "me"
+        by = {line.split()[1]: line.split()[3] for line in conflicts.splitlines()}
+        assert by[edit[:12]] == name, conflicts
+        long = node.run("conflicts", node.p("@alice", "share", "f.txt"), "--long").stdout
+        assert {line.split()[1]: line.split()[3] for line in long.splitlines()}[edit[:12]] == bob.token, long
+        entries = json.loads(node.run("conflicts", node.p("@alice", "share", "f.txt"), "--json").stdout)
+        assert [(e["author"], e["authorName"]) for e in entries if e["revision"] == edit] == [(bob.token, name)]
         assert edit[:12] in node.run("conflicts").stdout, f"{node.name}: `conflicts` without a path omits it"
     assert not alice.has_revision(edit), "alice's node stored bob's edit made after the revoke"
     assert read_or_none(alice.p("share", "f.txt")) == b"x\n" and not os.path.exists(alice.p("share", "new.txt"))
