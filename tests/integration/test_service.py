@@ -135,3 +135,31 @@ def test_notify_ready_stopping_and_sigterm(node_dir, abstract):
     finally:
         node.cleanup()
     assert node.problems == []
+
+
+@pytest.mark.parametrize("unit", ["hypernet@.service", "hypernet.service"])
+def test_the_units_clear_a_dead_mount_before_a_restart_and_leave_a_live_one(make_node, unit):
+    # Restart=on-failure after a crash: `mount` refuses a dead FUSE mount (exit 6), so ExecStartPre clears it.
+    [prepare] = [line.split("=", 1)[1] for line in (UNITS / unit).read_text().splitlines()
+                 if line.startswith("ExecStartPre=")]
+    assert prepare.startswith("/bin/sh -c '") and prepare.endswith("'")
+    script = prepare[len("/bin/sh -c '"):-1]
+    node = make_node()
+
+    def run_prepare():
+        env = {**os.environ, "HYPERNET_MOUNTPOINT": str(node.mount)}
+        proc = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+    run_prepare()
+    assert node.is_mounted(), "ExecStartPre unmounted a live mount"
+    os.kill(node.pid, signal.SIGKILL)
+    assert wait_until(lambda: not helpers.pid_alive(node.pid), 10)
+    node.running = False
+    listing = helpers.errno_of(os.listdir, node.mount)
+    assert node.is_mounted() and listing in ("ENOTCONN", "ECONNABORTED"), f"a dead mount: {listing}"
+    run_prepare()
+    assert not node.is_mounted() and node.mount.is_dir()
+    node.start()
+    assert node.is_mounted()
+
