@@ -87,24 +87,31 @@ def test_units_pass_systemd_analyze_verify(installed, tmp_path, unit, scope):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
-@pytest.mark.parametrize("abstract", [True, False], ids=["abstract-socket", "path-socket"])
-def test_notify_ready_stopping_and_sigterm(node_dir, abstract):
-    node = Node(node_dir, helpers.hypernet_bin())
+def as_service(node, journal, *args, abstract=True):
+    """Starts `hypernet ARGS... --foreground` as systemd would: a notify socket (an abstract name or a path) that
+    it returns, and stderr a journal stream (the file `journal`)."""
     manager = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     if abstract:
-        name = f"hypernet-test-{os.getpid()}-{node_dir.name}"
+        name = f"hypernet-test-{os.getpid()}-{node.dir.name}"
         manager.bind("\0" + name)
         notify_socket = "@" + name
     else:
-        notify_socket = str(node_dir / "notify")
+        notify_socket = str(node.dir / "notify")
         manager.bind(notify_socket)
     manager.settimeout(60)
-    journal = open(node_dir / "journal", "w+b")
     info = os.fstat(journal.fileno())
     env = {k: v for k, v in os.environ.items() if k != "HYPERNET_HOME"}
     env.update(NOTIFY_SOCKET=notify_socket, JOURNAL_STREAM=f"{info.st_dev}:{info.st_ino}")
-    proc = subprocess.Popen([node.bin, "--home", str(node.home), "mount", str(node.mount), "--foreground"],
+    proc = subprocess.Popen([node.bin, "--home", str(node.home), *args, "--foreground"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=journal, env=env)
+    return manager, proc
+
+
+@pytest.mark.parametrize("abstract", [True, False], ids=["abstract-socket", "path-socket"])
+def test_notify_ready_stopping_and_sigterm(node_dir, abstract):
+    node = Node(node_dir, helpers.hypernet_bin())
+    journal = open(node_dir / "journal", "w+b")
+    manager, proc = as_service(node, journal, "mount", str(node.mount), abstract=abstract)
     try:
         ready, _ = manager.recvfrom(4096)
         assert ready == b"READY=1"
@@ -135,6 +142,22 @@ def test_notify_ready_stopping_and_sigterm(node_dir, abstract):
     finally:
         node.cleanup()
     assert node.problems == []
+
+
+def test_notify_when_serving(node_dir):
+    # `serve` is ready once the node runs and its control socket answers.
+    node = Node(node_dir, helpers.hypernet_bin())
+    with open(node_dir / "journal", "w+b") as journal:
+        manager, proc = as_service(node, journal, "serve")
+        try:
+            assert manager.recvfrom(4096)[0] == b"READY=1"
+            assert node.cli("status").returncode == 0
+            os.kill(proc.pid, signal.SIGTERM)
+            assert manager.recvfrom(4096)[0] == b"STOPPING=1"
+            assert proc.wait(timeout=60) == 0
+        finally:
+            helpers.end_foreground(proc, node)
+            manager.close()
 
 
 @pytest.mark.parametrize("unit", ["hypernet@.service", "hypernet.service"])
