@@ -109,6 +109,14 @@ public final class FUSEMount: Sendable {
             throw FUSEError(
                 "cannot mount \(canonical)" + (LibfuseLog.takeLastError().map { ": \($0)" } ?? ""))
         }
+        // O_TMPFILE reaches `opCreate` (CFuse3/shim.h).
+        let rc = hypernet_fuse_serve_tmpfile(session)
+        if rc != 0 {
+            fuse_session_unmount(session)
+            fuse_session_destroy(session)
+            adapter.release()
+            throw FUSEError("cannot serve \(canonical): \(String(cString: strerror(-rc)))")
+        }
         return Session(pointer: session, adapter: adapter, canonicalMountpoint: canonical)
     }
 

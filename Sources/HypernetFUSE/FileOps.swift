@@ -34,8 +34,10 @@ func opCreate(
     guard let name = request.name(name) else { return }
     let info = fi!
     do {
+        // "/", which no create carries, is the name of an O_TMPFILE (CFuse3/shim.h): a file without a name.
         let (attributes, handle) = try request.fileSystem.create(
-            parent: parent, name: name, mode: mode, flags: info.pointee.flags, caller: request.caller())
+            parent: parent, name: name == "/" ? nil : name, mode: mode, flags: info.pointee.flags,
+            caller: request.caller())
         info.pointee.fh = handle
         info.pointee.keep_cache = 0
         var entry = fuse_entry_param(attributes)

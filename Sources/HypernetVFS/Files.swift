@@ -61,6 +61,7 @@ extension VirtualFileSystem {
                 node.stagedHoleBytes = nil
                 s.openFiles.remove(inode)
                 if let tree, node.linked { s.recentTrees.put(inode, tree) }
+                if node.unnamed { forgetUnnamedLocked(&node) }
             }
             s.nodes[inode] = node
             Self.dropIfUnreferenced(inode, in: &s)
@@ -81,7 +82,12 @@ extension VirtualFileSystem {
         if flags & O_TRUNC != 0 {
             truncate(inode, content, to: 0, written: false)
         }
-        return state.withLock { s in
+        return newFileHandle(inode)
+    }
+
+    /// A handle on `inode`'s attached content.
+    func newFileHandle(_ inode: UInt64) -> UInt64 {
+        state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1
             s.handles[h] = .file(inode: inode)
@@ -245,6 +251,8 @@ extension VirtualFileSystem {
         if isVirtual(handle: handle) { return }
         let (inode, _) = try fileHandle(handle)
         try commit(inode)
+        // A file without a name is not kept across a crash, as on ext4 (`Unnamed.swift`).
+        if state.withLock({ s in s.nodes[inode]?.unnamed == true }) { return }
         try makeDurable(inode, interruption: interruption)
     }
 
@@ -286,7 +294,12 @@ extension VirtualFileSystem {
     /// `revision: false` the change is only made durable: the catalog row holds it, marked dirty, and the
     /// revision is made later (at the latest at the next start).
     func commit(_ inode: UInt64, revision: Bool = true) throws(VFSError) {
-        let content: FileContent? = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).content }
+        let (content, unnamed) = try state.withLock { (s) throws(VFSError) in
+            let node = try Self.node(inode, in: s)
+            return (node.content, node.unnamed)
+        }
+        // A file without a name has nothing to commit: what it holds stays staged until `link` names it.
+        if unnamed { return }
         guard let content else {
             try state.withLock { (s) throws(VFSError) in try commitMetadataLocked(inode, in: &s) }
             return

@@ -6,26 +6,32 @@ import HypernetStore
 /// name in `parent`/`name` and the others in `otherNames`; `st_nlink` counts them, and its revisions record how many
 /// there are (`RevisionMetadata.links`), which tells other nodes to show every name.
 extension VirtualFileSystem {
-    /// link(2): `newParent/newName` becomes one more name of `inode`'s document. EXDEV into, out of or within
-    /// another identity's tree, from `/.hypernet/`, and into a directory of another rights domain; EPERM for a
-    /// directory (the kernel refuses that first).
+    /// link(2): `newParent/newName` becomes one more name of `inode`'s document, or the first of a file opened with
+    /// O_TMPFILE (`Unnamed.swift`). EXDEV into, out of or within another identity's tree, from `/.hypernet/`, and
+    /// into a directory of another rights domain; EPERM for a directory (the kernel refuses that first).
     public func link(inode: UInt64, newParent: UInt64, newName: String) throws(VFSError) -> Attributes {
         if ForeignTree.contains(inode) || ForeignTree.contains(newParent) || VirtualTree.contains(inode) {
             throw VFSError(EXDEV)
         }
         try refuseVirtual(newParent, newName)
         try Self.validate(name: newName)
-        try state.withLock { (s) throws(VFSError) in
+        let named = try state.withLock { (s) throws(VFSError) in
             var node = try Self.node(inode, in: s)
             guard !node.isDirectory else { throw VFSError(EPERM) }
-            guard node.linked else { throw VFSError(ENOENT) }
+            guard node.linked || node.unnamed else { throw VFSError(ENOENT) }
             var parentRecord = try Self.directory(newParent, in: s).record
             try Self.checkNewEntry(newName, in: newParent, s)
+            // An unnamed file's chain is its directory's at open(O_TMPFILE).
             let domain = s.nodes[node.parent]!.record.id
             let now = Timestamp.now()
             parentRecord.metadata.touch(at: now)
             parentRecord.dirty = true
-            node.otherNames.append(Link(parent: newParent, name: newName))
+            let named = node.unnamed
+            if named {
+                (node.parent, node.name, node.linked, node.unnamed) = (newParent, newName, true, false)
+            } else {
+                node.otherNames.append(Link(parent: newParent, name: newName))
+            }
             let record = node.namesChanged(at: now)
             // A document is governed by one chain: a name in a directory of another would show it to readers who
             // cannot open it, or hide it from ones who could (design.md, "Hard links").
@@ -48,7 +54,11 @@ extension VirtualFileSystem {
             s.nodes[newParent]!.record = parentRecord
             s.nodes[newParent]!.children[newName] = inode
             s.dirtyDirectories.insert(newParent)
+            return named
         }
+        // Named, it is a new document there, and what was written is its first revision, as a file created there,
+        // written and closed would be.
+        if named { try commit(inode) }
         return try getattr(inode: inode)
     }
 

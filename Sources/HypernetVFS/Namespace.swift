@@ -52,11 +52,13 @@ extension VirtualFileSystem {
         return try getattr(inode: inode)
     }
 
-    /// Creates and opens a regular file.
-    public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32, caller: Caller)
+    /// Creates and opens a regular file; with no `name`, a file without one (O_TMPFILE, `Unnamed.swift`).
+    public func create(parent: UInt64, name: String?, mode: UInt32, flags: Int32, caller: Caller)
         throws(VFSError) -> (attributes: Attributes, handle: UInt64)
     {
         if ForeignTree.contains(parent) {
+            // Links there are EXDEV (design.md, "Hard links"): a file without a name could never get one.
+            guard let name else { throw VFSError(EOPNOTSUPP) }
             let made = try foreignCreate(
                 parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
             return (made.attributes, made.handle!)
@@ -64,27 +66,22 @@ extension VirtualFileSystem {
         let inode = try makeNode(
             parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
         _ = try attachContent(inode, isNew: true)
-        let handle = state.withLock { s in
-            let h = s.nextHandle
-            s.nextHandle += 1
-            s.handles[h] = .file(inode: inode)
-            return h
-        }
-        return (try getattr(inode: inode), handle)
+        return (try getattr(inode: inode), newFileHandle(inode))
     }
 
-    /// Adds a document under `parent`; the new inode has one kernel reference (the lookup the reply makes).
+    /// Adds a document under `parent`; the new inode has one kernel reference (the lookup the reply makes). With no
+    /// `name`, a file the directory does not list (`Unnamed.swift`): `parent` only decides its group and chain.
     func makeNode(
-        parent: UInt64, name: String, kind: RevisionKind, mode: UInt32, caller: Caller, target: [UInt8] = [],
+        parent: UInt64, name: String?, kind: RevisionKind, mode: UInt32, caller: Caller, target: [UInt8] = [],
         rdev: UInt64 = 0
     ) throws(VFSError) -> UInt64 {
-        try refuseVirtual(parent, name)
-        try Self.validate(name: name)
+        try refuseVirtual(parent, name ?? "")
+        if let name { try Self.validate(name: name) }
         return try state.withLock { (s) throws(VFSError) in
             // The directory changes in place (`s.nodes[parent]!…`): a copy of its node held here would make adding
             // the entry copy all its entries, O(n) per create.
             var parentRecord = try Self.directory(parent, in: s).record
-            try Self.checkNewEntry(name, in: parent, s)
+            if let name { try Self.checkNewEntry(name, in: parent, s) }
             var mode = mode
             var gid = caller.gid
             if parentRecord.metadata.mode & S_ISGID != 0 {
@@ -96,24 +93,34 @@ extension VirtualFileSystem {
             metadata.symlinkTarget = target
             metadata.rdev = rdev
             let now = Timestamp.now()
-            parentRecord.metadata.touch(at: now)
-            parentRecord.dirty = true
+            if name != nil {
+                parentRecord.metadata.touch(at: now)
+                parentRecord.dirty = true
+            }
             let id = DocumentID.random()
             let inode = try persist("create") { tx in
                 let inode = try tx.insertDocument(
                     id: id, kind: kind, metadata: metadata, dirty: true,
                     rights: tx.rightsForChildren(of: parentRecord.id))
-                try tx.setEntry(parent: parent, name: name, child: inode)
-                try tx.updateDocument(parentRecord)
+                if let name {
+                    try tx.setEntry(parent: parent, name: name, child: inode)
+                    try tx.updateDocument(parentRecord)
+                }
                 return inode
             }
             var node = Node(
                 record: DocumentRecord(
                     inode: inode, id: id, kind: kind, head: nil, metadata: metadata, atimeSeconds: now.seconds,
                     atimeNanoseconds: UInt32(now.nanoseconds), dirty: true),
-                parent: parent, name: name)
+                parent: parent, name: name ?? "")
             node.lookups = 1
             node.metadataChanged = true
+            guard let name else {
+                node.linked = false
+                node.unnamed = true
+                s.nodes[inode] = node
+                return inode
+            }
             s.nodes[parent]!.record = parentRecord
             s.nodes[parent]!.children[name] = inode
             if kind == .directory {

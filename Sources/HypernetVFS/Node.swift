@@ -23,6 +23,8 @@ struct Node {
     var stagedHoleBytes: UInt64?
     /// False once unlinked/removed; the node stays while the kernel or a handle still refers to it.
     var linked = true
+    /// A file opened with O_TMPFILE that `link` has not named yet (`Unnamed.swift`); not `linked`.
+    var unnamed = false
     /// A metadata change (mode, times, xattrs) not yet in a revision.
     var metadataChanged = false
     /// Directories: the heads whose merge the entries show (set when received revisions are shown). The next

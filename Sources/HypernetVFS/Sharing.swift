@@ -79,6 +79,8 @@ extension VirtualFileSystem {
         }
         if ForeignTree.contains(inode) { return try changeForeignRights(inode, changed) }
         let node = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s) }
+        // Its chain is its directory's until it has a name (`Unnamed.swift`): `link` checks the name against that.
+        guard !node.unnamed else { throw VFSError(EINVAL) }
         guard let membership = try changed(membership(of: node)) else { return }
         let own = store.keyring.identity.publicKey
         let hadChain: Bool

@@ -114,6 +114,10 @@ public final class VirtualFileSystem: Sendable {
             }
             if s.nodes[e.child]!.isDirectory { s.nodes[e.parent]!.subdirectories += 1 }
         }
+        let gone = try Self.retireUnnamed(&s, named: named, store: store)
+        if gone > 0 {
+            logger.notice("files opened with O_TMPFILE and never named are gone", metadata: ["count": "\(gone)"])
+        }
         // A row is dirty when it is ahead of its head revision (made here, never for a document received
         // from a peer that has no revision yet).
         s.dirtyDirectories = Set(s.nodes.values.filter { $0.isDirectory && $0.record.dirty }.map(\.inode))

@@ -82,6 +82,23 @@ def renameat2(src, dst, flags):
         raise OSError(e, os.strerror(e), src)
 
 
+_libc.linkat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+AT_SYMLINK_FOLLOW = 0x400
+AT_EMPTY_PATH = 0x1000  # needs CAP_DAC_READ_SEARCH (the suite runs as root)
+
+
+def link_fd(fd, dst, empty_path=False):
+    """Names the file open as `fd` at `dst`: linkat(fd, "", ..., AT_EMPTY_PATH), or else through /proc/self/fd/N
+    with AT_SYMLINK_FOLLOW (os.link calls link(2), which would link the /proc symlink itself)."""
+    if empty_path:
+        rc = _libc.linkat(fd, b"", AT_FDCWD, os.fsencode(dst), AT_EMPTY_PATH)
+    else:
+        rc = _libc.linkat(AT_FDCWD, f"/proc/self/fd/{fd}".encode(), AT_FDCWD, os.fsencode(dst), AT_SYMLINK_FOLLOW)
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), dst)
+
+
 # --- files ---------------------------------------------------------------------------------------------------
 
 def write_file(path, data: bytes, fsync=False, mode=0o644):

@@ -76,12 +76,6 @@ def test_a_save_by_rename_over_one_name_leaves_the_other_with_the_old_content(no
     assert nlinks(g, node.p("g2")) == [2, 2]
 
 
-@pytest.mark.timeout(60)
-def test_o_tmpfile_gives_the_documented_errno(node):
-    # libfuse 3.14 (Debian 12) has no tmpfile op: the kernel's FUSE_TMPFILE gets ENOSYS, open(2) EOPNOTSUPP.
-    assert errno_of(os.open, node.mount, os.O_TMPFILE | os.O_WRONLY, 0o600) == "ENOTSUP"  # = EOPNOTSUPP on Linux
-
-
 @pytest.mark.timeout(180)
 def test_links_into_another_rights_domain_or_tree_are_refused_with_exdev(cluster):
     a, b = cluster_module.sharing_pair(cluster, "share", "read", "write", "delete")

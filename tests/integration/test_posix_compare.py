@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, precondition,
                                  rule, run_state_machine_as_test)
 
-from helpers import (RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_PREFIX, as_user, errno_of, outcome, read_file,
-                     renameat2)
+from helpers import (RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_PREFIX, as_user, errno_of, link_fd, outcome,
+                     read_file, renameat2)
 
 MAX_EXAMPLES = int(os.environ.get("HYPERNET_HYPOTHESIS_EXAMPLES", "40"))
 STEPS = int(os.environ.get("HYPERNET_HYPOTHESIS_STEPS", "30"))
@@ -309,7 +309,15 @@ class PosixMachine(RuleBasedStateMachine):
     @rule(target=fds, draw=st.data(),
           flags=st.sampled_from([os.O_RDWR, os.O_RDWR | os.O_APPEND, os.O_RDWR | os.O_CREAT, os.O_RDONLY]))
     def hold_open(self, draw, flags):
-        path = self.pick(draw)
+        return self.held(self.pick(draw), flags)
+
+    # A file without a name until fd_link names it (or never).
+    @precondition(lambda self: len(self.open_fds) < 4)
+    @rule(target=fds, draw=st.data())
+    def hold_tmpfile(self, draw):
+        return self.held(draw.draw(st.sampled_from([".", self.pick(draw)])), os.O_TMPFILE | os.O_RDWR)
+
+    def held(self, path, flags):
         results = [outcome(os.open, os.path.join(root, path), flags, 0o644) for root in self.roots]
         kinds = [k for k, _ in results]
         self.trace.append(f"open{(path, flags)!r} held -> {kinds}")
@@ -343,6 +351,12 @@ class PosixMachine(RuleBasedStateMachine):
     @rule(pair=fds, length=LENGTHS)
     def fd_truncate(self, pair, length):
         self.both_fd(f"ftruncate({length})", pair, lambda fd: os.ftruncate(fd, length))
+
+    @rule(pair=fds, draw=st.data())
+    def fd_link(self, pair, draw):
+        path = self.pick(draw, creating=True)
+        roots = dict(zip(pair, self.roots))
+        self.both_fd(f"link to {path}", pair, lambda fd: link_fd(fd, os.path.join(roots[fd], path)))
 
     @rule(pair=fds)
     def fd_fsync(self, pair):
