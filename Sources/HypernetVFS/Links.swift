@@ -21,8 +21,9 @@ extension VirtualFileSystem {
             guard node.linked || node.unnamed else { throw VFSError(ENOENT) }
             var parentRecord = try Self.directory(newParent, in: s).record
             try Self.checkNewEntry(newName, in: newParent, s)
-            // An unnamed file's chain is its directory's at open(O_TMPFILE).
-            let domain = s.nodes[node.parent]!.record.id
+            // An unnamed file's chain is its directory's at open(O_TMPFILE), which may have been removed since (the
+            // kernel keeps its inode while the file is open).
+            guard let domain = s.nodes[node.parent]?.record.id else { throw VFSError(ENOENT) }
             let now = Timestamp.now()
             parentRecord.metadata.touch(at: now)
             parentRecord.dirty = true

@@ -133,6 +133,22 @@ def test_a_tmpfile_open_when_the_daemon_stops_is_gone_after_the_restart(node):
 
 
 @pytest.mark.timeout(60)
+def test_a_tmpfile_whose_directory_was_removed_is_named_elsewhere(node, tmp_path):
+    # As on ext4: the directory it was opened in is empty to rmdir, and is not needed for the name.
+    for root in (str(tmp_path), node.mount):
+        os.mkdir(os.path.join(root, "d"))
+        fd = tmpfile(os.path.join(root, "d"))
+        try:
+            os.write(fd, b"orphan\n")
+            os.rmdir(os.path.join(root, "d"))
+            link_empty_path(fd, os.path.join(root, "f"))
+        finally:
+            os.close(fd)
+        assert read_file(os.path.join(root, "f")) == b"orphan\n"
+    assert len(history(node.p("f"))) == 1
+
+
+@pytest.mark.timeout(60)
 def test_o_tmpfile_in_hypernet_is_refused_and_a_name_there_too(node):
     assert errno_of(tmpfile, node.p(".hypernet")) == "EROFS"
     fd = tmpfile(node.mount)
@@ -150,6 +166,8 @@ def test_a_named_tmpfile_replicates_and_foreign_trees_refuse_one(cluster):
     fd = tmpfile(a.p("share"))
     try:
         os.write(fd, b"made unnamed\n")
+        # Its chain is share/'s until it has a name: it cannot get one of its own.
+        assert errno_of(os.setxattr, fd, "user.hypernet.grant", b"bob read") == "EINVAL"
         # Another chain governs share/: a name outside it would show the file to members who cannot open it.
         assert errno_of(link_empty_path, fd, a.p("outside")) == "EXDEV"
         link_empty_path(fd, a.p("share", "doc"))
