@@ -16,12 +16,12 @@ extension VirtualFileSystem {
         }
     }
 
-    /// At start: retires the rows of unnamed files left by the last run (dirty, without a revision, and named by no
-    /// entry, which no other row is: a create writes its row and entry at once).
-    static func retireUnnamed(_ s: inout State, named: Set<UInt64>, store: Store) throws(StoreError) -> Int {
+    /// At start: retires the rows of unnamed files left by the last run: dirty, without a revision, and the child of
+    /// no entry (`listed`), which no other row is (a create writes its row and entry at once).
+    static func retireUnnamed(_ s: inout State, listed: Set<UInt64>, store: Store) throws(StoreError) -> Int {
         let unnamed = s.nodes.values.filter {
             $0.inode != rootInode && !$0.isDirectory && $0.record.head == nil && $0.record.dirty
-                && !named.contains($0.inode)
+                && !listed.contains($0.inode)
         }.map(\.inode)
         guard !unnamed.isEmpty else { return 0 }
         try store.transaction { tx in for inode in unnamed { try tx.retireDocument(inode: inode) } }

@@ -100,7 +100,8 @@ public final class VirtualFileSystem: Sendable {
             s.nodes[Self.rootInode] = root
         }
         var named = Set<UInt64>()
-        for e in try store.loadEntries() {
+        let entries = try store.loadEntries()
+        for e in entries {
             guard s.nodes[e.parent] != nil, s.nodes[e.child] != nil else {
                 logger.warning("catalog entry points at a missing document", metadata: ["name": "\(e.name)"])
                 continue
@@ -114,7 +115,7 @@ public final class VirtualFileSystem: Sendable {
             }
             if s.nodes[e.child]!.isDirectory { s.nodes[e.parent]!.subdirectories += 1 }
         }
-        let gone = try Self.retireUnnamed(&s, named: named, store: store)
+        let gone = try Self.retireUnnamed(&s, listed: Set(entries.map(\.child)), store: store)
         if gone > 0 {
             logger.notice("files opened with O_TMPFILE and never named are gone", metadata: ["count": "\(gone)"])
         }
