@@ -2,9 +2,9 @@ import HypernetStore
 
 /// Files opened with O_TMPFILE (docs/design.md, "Files without a name"): a document row that no entry names, shown
 /// to the kernel with `st_nlink` 0 (`Node.unnamed`). It makes no revision and its content stays staged (past
-/// `FileContent.streamBytes` sealed into chunks no revision lists) until `link` names it; it is then a new document
-/// there, whose first revision holds what was written, as if created there. A file never named is gone at its last
-/// release, and one left open when the daemon stopped at the next start, as on ext4 after a crash.
+/// `FileContent.streamBytes` sealed as it is written, as a growing file's is) until `link` names it; it is then a new
+/// document there, whose first revision holds what was written, as if created there. A file never named is gone at
+/// its last release, and one left open when the daemon stopped at the next start, as on ext4 after a crash.
 extension VirtualFileSystem {
     /// The last release of an unnamed file: its row is retired (row numbers are inodes, never reused).
     func forgetUnnamedLocked(_ node: inout Node) {
