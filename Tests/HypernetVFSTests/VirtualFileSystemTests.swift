@@ -433,6 +433,36 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         #expect(try f.vfs.read(handle: handle, offset: 0, size: 100) == Array("before after".utf8))
         f.vfs.release(handle: handle)
     }
+
+    /// O_TMPFILE: a file without a name is no document, before or after its last release or a restart; named, it
+    /// is one, with one revision holding what was written.
+    @Test func anUnnamedFileIsADocumentOnlyOnceNamed() throws {
+        let f = try Fixture()
+        let before = f.store.statistics()
+        func unnamed() throws -> (inode: UInt64, handle: UInt64) {
+            let made = try f.vfs.create(parent: 1, name: nil, mode: 0o600, flags: O_RDWR, caller: f.caller)
+            #expect(made.attributes.nlink == 0)
+            _ = try Array("unnamed".utf8).withUnsafeBytes { b in
+                try f.vfs.write(handle: made.handle, offset: 0, data: b)
+            }
+            try f.vfs.fsync(handle: made.handle, dataOnly: false)
+            try f.vfs.flush(handle: made.handle)
+            return (made.attributes.inode, made.handle)
+        }
+        let dropped = try unnamed()
+        f.vfs.release(handle: dropped.handle)
+        #expect(f.store.statistics().documents == before.documents)
+        _ = try unnamed()
+        try f.reopen()
+        #expect(f.store.statistics().documents == before.documents, "a restart keeps a file that had no name")
+        #expect(f.store.statistics().revisions == before.revisions)
+        let kept = try unnamed()
+        #expect(try f.vfs.link(inode: kept.inode, newParent: 1, newName: "named").nlink == 1)
+        f.vfs.release(handle: kept.handle)
+        #expect(try f.read("named") == Array("unnamed".utf8))
+        #expect(try f.xattr("user.hypernet.history", "named").split(separator: "\n").count == 1)
+        #expect(f.store.statistics().documents == before.documents + 1)
+    }
 }
 
 /// Nodes of one identity exchanging revisions: what a node shows depends on the stored revisions only.
