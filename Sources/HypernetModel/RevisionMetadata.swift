@@ -23,7 +23,7 @@ public struct RevisionMetadata: Sendable, Equatable {
     /// value, take at most this many bytes, as ext4 gives them one block. It keeps the whole list within the
     /// kernel's 64 KiB `listxattr` buffer (`XATTR_LIST_MAX`, 256 bytes left for the `user.hypernet.*` names).
     public static let xattrSpace = (64 << 10) - 256
-    /// Xattrs taking more than this many bytes (as `xattrBytes` counts) are stored as a list of their own,
+    /// Xattrs taking more than this many bytes (`XattrList.space`) are stored as a list of their own,
     /// cut by content, so that one set writes a chunk and a manifest node of it, not the whole list.
     public static let inlineXattrBytes = 4 << 10
     /// What the decoder accepts as an xattr list's length: far above what a writer makes (`xattrSpace` plus
@@ -40,9 +40,10 @@ public struct RevisionMetadata: Sendable, Equatable {
     public var size: UInt64
     /// Quorum set on this document (`user.hypernet.quorum`); 0 = inherited.
     public var quorum: UInt8
-    /// User xattrs (`user.*` other than `user.hypernet.*`), sorted by name. Empty after decoding metadata that
-    /// names a list (`xattrList`) until the store reads it. A change drops `xattrList`: it no longer matches.
-    public var xattrs: [Xattr] { didSet { xattrList = nil } }
+    /// User xattrs (`user.*` other than `user.hypernet.*`), sorted by name (`XattrList`). Empty after decoding
+    /// metadata that names a list (`xattrList`) until the store reads it. A change drops `xattrList`: it no longer
+    /// matches.
+    public var xattrs: XattrList { didSet { xattrList = nil } }
     /// The stored list that holds `xattrs` (encoded as version 4), or nil: they are encoded inline.
     public var xattrList: ManifestReference?
     /// Files and directories: the root of the content's manifest tree (with its hole bytes); nil for empty content.
@@ -66,7 +67,7 @@ public struct RevisionMetadata: Sendable, Equatable {
 
     public init(
         mode: UInt32, uid: UInt32, gid: UInt32, mtimeSeconds: Int64, mtimeNanoseconds: UInt32,
-        ctimeSeconds: Int64, ctimeNanoseconds: UInt32, size: UInt64, quorum: UInt8, xattrs: [Xattr],
+        ctimeSeconds: Int64, ctimeNanoseconds: UInt32, size: UInt64, quorum: UInt8, xattrs: XattrList,
         content: ManifestReference?, symlinkTarget: [UInt8], rdev: UInt64 = 0, links: UInt32 = 1,
         xattrList: ManifestReference? = nil
     ) {
@@ -107,7 +108,7 @@ public struct RevisionMetadata: Sendable, Equatable {
             xattrList.encode(into: &w)
         } else {
             w.u32(UInt32(xattrs.count))
-            Self.encode(xattrs, into: &w)
+            w.raw(xattrs.entriesEncoded)
         }
         if let content {
             // 2: the content has holes, their total follows (flag 1 keeps revisions without holes as before).
@@ -147,7 +148,9 @@ public struct RevisionMetadata: Sendable, Equatable {
         } else {
             let count = Int(try r.u32())
             guard count <= Self.maximumXattrs else { throw .invalid("xattr count") }
-            for _ in 0..<count { xattrs.append(try Self.decodeXattr(from: &r)) }
+            var inline: [Xattr] = []
+            for _ in 0..<count { inline.append(try Self.decodeXattr(from: &r)) }
+            xattrs = XattrList(inline)
         }
         switch try r.u8() {
         case 0: content = nil
@@ -168,37 +171,9 @@ public struct RevisionMetadata: Sendable, Equatable {
         try r.expectEnd()
     }
 
-    private static func encode(_ xattrs: [Xattr], into w: inout ByteWriter) {
-        for x in xattrs {
-            w.string(x.name)
-            w.blob(x.value)
-        }
-    }
-
-    private static func decodeXattr(from r: inout ByteReader) throws(DecodingError) -> Xattr {
+    static func decodeXattr(from r: inout ByteReader) throws(DecodingError) -> Xattr {
         let name = try r.string(limit: Self.maximumXattrName)
         return Xattr(name: name, value: try r.blob(limit: Self.maximumXattrValue))
-    }
-
-    /// `xattrs` as the content of a stored list: `version u8 (1) | (name, value)…` to its end, no count,
-    /// so that a set changes only the bytes around its entry and the chunks cut by content there.
-    public func encodedXattrList() -> [UInt8] {
-        var w = ByteWriter(capacity: Self.xattrBytes(xattrs) + 8 * xattrs.count + 1)
-        w.u8(1)
-        Self.encode(xattrs, into: &w)
-        return w.bytes
-    }
-
-    /// The inverse of `encodedXattrList`, with the limits of inline xattrs.
-    public static func decodeXattrList(_ bytes: [UInt8]) throws(DecodingError) -> [Xattr] {
-        var r = ByteReader(bytes, context: "xattr list")
-        guard try r.u8() == 1 else { throw .invalid("xattr list version") }
-        var xattrs: [Xattr] = []
-        while !r.isAtEnd {
-            guard xattrs.count < maximumXattrs else { throw .invalid("xattr count") }
-            xattrs.append(try decodeXattr(from: &r))
-        }
-        return xattrs
     }
 
     /// Why a user xattr cannot be set (the writer's limits, `docs/xattrs.md`).
@@ -211,27 +186,20 @@ public struct RevisionMetadata: Sendable, Equatable {
         case noSpace
     }
 
-    /// The bytes `xattrs` take against `xattrSpace`.
-    public static func xattrBytes(_ xattrs: [Xattr]) -> Int {
-        xattrs.reduce(0) { $0 + $1.name.utf8.count + 1 + $1.value.count }
-    }
-
     /// Sets user xattr `name` to `value`, keeping the list sorted, unless that passes a limit. A change that
     /// does not grow the list is always allowed, so a document over the limit (written before it) can shrink.
     public mutating func setXattr(name: String, value: [UInt8]) throws(XattrRefusal) {
         guard name.utf8.count <= Self.maximumXattrName else { throw .nameTooLong }
         guard value.count <= Self.maximumXattrValue else { throw .valueTooBig }
-        let existing = xattrs.firstIndex { $0.name == name }
-        let before = Self.xattrBytes(xattrs)
-        let after = before + value.count - (existing.map { xattrs[$0].value.count } ?? -(name.utf8.count + 1))
+        let before = xattrs.space
+        let after = before + value.count - (xattrs.value(of: name).map(\.count) ?? -(name.utf8.count + 1))
         guard after <= Self.xattrSpace || after <= before else { throw .noSpace }
-        if let existing {
-            xattrs[existing].value = value
-        } else {
-            let at = xattrs.firstIndex { $0.name > name } ?? xattrs.endIndex
-            xattrs.insert(Xattr(name: name, value: value), at: at)
-        }
+        xattrs.set(value, for: name)
     }
+
+    /// Removes user xattr `name`; false when there is none. Here, not on `xattrs`: another module changes a property
+    /// with an observer through its getter and setter, a copy of the whole list.
+    public mutating func removeXattr(name: String) -> Bool { xattrs.remove(name: name) }
 
     /// Seals the encoding with XChaCha20-Poly1305 under a key derived from the epoch key, a random nonce
     /// in front, and the document id as associated data (so metadata cannot be moved to another document).

@@ -83,9 +83,9 @@ public final class Store: Sendable {
     let catalog: Catalog
     let packs: PackStore
     private let cache = Mutex(ChunkCache(capacity: 96))
-    /// The xattr list written last, its bytes and its tree: the next set on that document cuts and seals only
-    /// the chunks its change touches (`writeXattrList`).
-    private let lastXattrList = Mutex<(bytes: [UInt8], tree: ManifestTree)?>(nil)
+    /// The tree of the xattr list written last: the next set on that document need not load it
+    /// (`writeXattrList`).
+    private let lastXattrList = Mutex<ManifestTree?>(nil)
     /// Chunk locations already looked up: a sequential read would otherwise query SQLite per chunk.
     /// Pack records never move, so an entry is never stale; the map is simply dropped when it grows large.
     let locations = Mutex<[ChunkID: ChunkLocation]>([:])
@@ -515,58 +515,56 @@ public final class Store: Sendable {
     /// Stores `metadata.xattrs` as a list of its own (`RevisionMetadata.xattrList`) when they take more than
     /// `inlineXattrBytes` and no stored list holds them yet. The list is cut by content, so only the chunks
     /// around a changed entry are new, and its manifest nodes are stored as deltas of those of `previous` (the
-    /// list of the revision it follows). When `previous` is the list written last, the chunks before and after
-    /// the bytes that changed are taken from it without cutting or sealing them again, so a set costs the same
-    /// at any length. Returns the locations to record.
+    /// list of the revision it follows). When the xattrs were read from or written as `previous`, the chunks
+    /// before and after the bytes they changed since (`XattrList.stored`) are taken from it without reading,
+    /// cutting or sealing them again, so a set costs the same at any length. Returns the locations to record.
     public func writeXattrList(_ metadata: inout RevisionMetadata, previous: ManifestReference?, key: SecureBytes)
         throws(StoreError) -> [ChunkLocation]
     {
-        guard metadata.xattrList == nil,
-            RevisionMetadata.xattrBytes(metadata.xattrs) > RevisionMetadata.inlineXattrBytes
-        else { return [] }
-        let bytes = metadata.encodedXattrList()
-        var old = lastXattrList.withLock { $0 }
-        if old?.tree.root?.node.id != previous?.node.id { old = nil }
+        guard metadata.xattrList == nil, metadata.xattrs.space > RevisionMetadata.inlineXattrBytes else { return [] }
+        var cached = lastXattrList.withLock { $0 }
+        if cached?.root?.node.id != previous?.node.id { cached = nil }
         // A base that does not read costs the delta only.
-        let base = old?.tree ?? (try? loadManifest(previous)) ?? .empty
-        let (chunks, kept, locations) = try cutXattrList(bytes, old: old, key: key)
+        let base = cached ?? (try? loadManifest(previous)) ?? .empty
+        var change: (old: ManifestTree, prefix: Int, suffix: Int)?
+        if let stored = metadata.xattrs.stored, let previous, stored.root == previous.node.id, base.root != nil {
+            change = (base, stored.unchangedPrefix, stored.unchangedSuffix)
+        }
+        let (chunks, kept, locations) = try cutXattrList(metadata.xattrs.encoded, change: change, key: key)
         let tree: ManifestTree
         let more: [ChunkLocation]
         do { (tree, more) = try writeManifest(chunks: chunks, previous: base, unchangedPrefix: kept, key: key) } catch {
             discard(locations)
             throw error
         }
-        lastXattrList.withLock { $0 = (bytes, tree) }
+        lastXattrList.withLock { $0 = tree }
+        metadata.xattrs.stored = tree.root.map { ($0.node.id, Int.max, Int.max) }
         metadata.xattrList = tree.root
         return locations + more
     }
 
-    /// The chunks of `bytes` as `xattrChunker` cuts them, and how many leading ones are `old`'s. Only the part
-    /// from the first chunk that differs from `old` to the first cut past the change that is also one of `old`'s
-    /// is cut and sealed: a cut depends on the bytes since the previous one only, so equal bytes from an equal
-    /// cut on give `old`'s chunks.
-    private func cutXattrList(_ bytes: [UInt8], old: (bytes: [UInt8], tree: ManifestTree)?, key: SecureBytes)
-        throws(StoreError) -> (chunks: [ChunkReference], kept: Int, locations: [ChunkLocation])
-    {
-        let oldBytes = old?.bytes ?? []
-        let oldChunks = old?.tree.chunks ?? []
-        let shortest = min(oldBytes.count, bytes.count)
-        var prefix = 0
-        while prefix < shortest, oldBytes[prefix] == bytes[prefix] { prefix += 1 }
-        var suffix = 0
-        while suffix < shortest - prefix, oldBytes[oldBytes.count - 1 - suffix] == bytes[bytes.count - 1 - suffix] {
-            suffix += 1
-        }
+    /// The chunks of `bytes` as `xattrChunker` cuts them, and how many leading ones are those of the list it
+    /// changes (`change.old`, whose first `prefix` and last `suffix` bytes it kept). Only the part from the first
+    /// chunk that holds a change to the first cut past it that is also one of the old list's is cut and sealed: a
+    /// cut depends on the bytes since the previous one only, so equal bytes from an equal cut on give its chunks.
+    private func cutXattrList(
+        _ bytes: [UInt8], change: (old: ManifestTree, prefix: Int, suffix: Int)?, key: SecureBytes
+    ) throws(StoreError) -> (chunks: [ChunkReference], kept: Int, locations: [ChunkLocation]) {
+        let oldChunks = change?.old.chunks ?? []
+        let oldCount = Int(change?.old.length ?? 0)
+        let shortest = min(oldCount, bytes.count)
+        let prefix = min(change?.prefix ?? 0, shortest)
+        let suffix = min(change?.suffix ?? 0, shortest - prefix)
         var head = 0
         var start = 0
-        // Not the last: the end of `old` cut it, which `bytes` may not end at.
+        // Not the last: the end of the old list cut it, which `bytes` may not end at.
         while head < oldChunks.count - 1, start + Int(oldChunks[head].length) <= prefix {
             start += Int(oldChunks[head].length)
             head += 1
         }
-        // Where each later chunk of `old` begins, by its offset in `bytes` were it unchanged.
+        // Where each later chunk of the old list begins, by its offset in `bytes` were it unchanged.
         var starts: [Int: Int] = [:]
-        var offset = start + bytes.count - oldBytes.count
+        var offset = start + bytes.count - oldCount
         for i in head..<oldChunks.count {
             starts[offset] = i
             offset += Int(oldChunks[i].length)
@@ -596,7 +594,10 @@ public final class Store: Sendable {
     func readXattrList(_ metadata: inout RevisionMetadata) throws(StoreError) {
         guard let list = metadata.xattrList else { return }
         do {
-            metadata.xattrs = try RevisionMetadata.decodeXattrList(try readContent(list))
+            let bytes = try readContent(list)
+            metadata.xattrs = try XattrList(decoding: bytes)
+            // The list's own bytes (unless it was out of order): the next set cuts only around its change.
+            if metadata.xattrs.encoded == bytes { metadata.xattrs.stored = (list.node.id, Int.max, Int.max) }
         } catch let error as StoreError {
             throw error
         } catch {

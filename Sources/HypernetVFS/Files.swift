@@ -541,6 +541,8 @@ extension VirtualFileSystem {
             try tx.updateDocument(record)
             return head
         }
+        // The list as stored, so that the next change cuts only around itself (`XattrList.stored`).
+        node.record.metadata.xattrs.stored = record.metadata.xattrs.stored
         node.record.metadata.xattrList = record.metadata.xattrList
         node.record.head = head
         node.record.dirty = false

@@ -322,9 +322,9 @@ extension VirtualFileSystem {
             return Array(Membership(members: block.members, isPublic: block.isPublic).text.utf8)
         default:
             guard !name.hasPrefix(HypernetXattr.prefix),
-                let x = try foreignWinner(document).metadata.xattrs.first(where: { $0.name == name })
+                let value = try foreignWinner(document).metadata.xattrs.value(of: name)
             else { throw VFSError(ENODATA) }
-            return x.value
+            return value
         }
     }
 }

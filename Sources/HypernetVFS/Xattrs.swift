@@ -33,8 +33,8 @@ extension VirtualFileSystem {
         }
         return try state.withLock { (s) throws(VFSError) in
             let node = try Self.node(inode, in: s)
-            guard let x = node.record.metadata.xattrs.first(where: { $0.name == name }) else { throw VFSError(ENODATA) }
-            return x.value
+            guard let value = node.record.metadata.xattrs.value(of: name) else { throw VFSError(ENODATA) }
+            return value
         }
     }
 
@@ -94,7 +94,7 @@ extension VirtualFileSystem {
             return
         }
         try changeMetadata(inode) { m throws(VFSError) in
-            let exists = m.xattrs.contains { $0.name == name }
+            let exists = m.xattrs.contains(name: name)
             if flags.contains(.create), exists { throw VFSError(EEXIST) }
             if flags.contains(.replace), !exists { throw VFSError(ENODATA) }
             do throws(RevisionMetadata.XattrRefusal) { try m.setXattr(name: name, value: value) } catch {
@@ -113,8 +113,7 @@ extension VirtualFileSystem {
         // Computed or write-only, never stored: removing one is a bad write, as setting an unknown one is.
         if name.hasPrefix(HypernetXattr.prefix) { throw VFSError(EINVAL) }
         try changeMetadata(inode) { m throws(VFSError) in
-            guard let i = m.xattrs.firstIndex(where: { $0.name == name }) else { throw VFSError(ENODATA) }
-            m.xattrs.remove(at: i)
+            guard m.removeXattr(name: name) else { throw VFSError(ENODATA) }
         }
     }
 
@@ -123,11 +122,12 @@ extension VirtualFileSystem {
         throws(VFSError)
     {
         try state.withLock { (s) throws(VFSError) in
-            var node = try Self.node(inode, in: s)
+            // Out of the table while it changes: a copy left there would make the change copy the whole xattr list.
+            guard var node = s.nodes.removeValue(forKey: inode) else { throw VFSError(ENOENT) }
+            defer { s.nodes[inode] = node }
             try change(&node.record.metadata)
             node.touch(modified: false)
             node.metadataChanged = true
-            s.nodes[inode] = node
         }
         try commit(inode)
     }

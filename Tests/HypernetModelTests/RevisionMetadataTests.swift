@@ -7,7 +7,7 @@ import Testing
     static func metadata(_ xattrs: [RevisionMetadata.Xattr] = []) -> RevisionMetadata {
         RevisionMetadata(
             mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
-            size: 0, quorum: 0, xattrs: xattrs, content: nil, symlinkTarget: [])
+            size: 0, quorum: 0, xattrs: XattrList(xattrs), content: nil, symlinkTarget: [])
     }
 
     static func decodes(_ m: RevisionMetadata) -> Bool { (try? RevisionMetadata(decoding: m.encoded())) == m }
@@ -52,7 +52,7 @@ import Testing
         #expect(throws: RevisionMetadata.XattrRefusal.noSpace) { try m.setXattr(name: next, value: []) }
         #expect(m.xattrs.count > 4096, "the limit is space, not the old count")
         #expect(m.xattrs.count < RevisionMetadata.maximumXattrs)
-        #expect(RevisionMetadata.xattrBytes(m.xattrs) <= RevisionMetadata.xattrSpace)
+        #expect(m.xattrs.space <= RevisionMetadata.xattrSpace)
         #expect(m.xattrs.map(\.name) == m.xattrs.map(\.name).sorted())
         let decodes = Self.decodes(m)  // a bare Bool: a failure would print thousands of xattrs
         #expect(decodes)
@@ -64,7 +64,7 @@ import Testing
         // A revision of the old writer (no limit): 4,097 xattrs, more than the old decoder took and the space holds.
         let big = [UInt8](repeating: 1, count: 64)
         var m = Self.metadata((0...4096).map { .init(name: "user.n\($0)", value: big) }.sorted { $0.name < $1.name })
-        #expect(RevisionMetadata.xattrBytes(m.xattrs) > RevisionMetadata.xattrSpace)
+        #expect(m.xattrs.space > RevisionMetadata.xattrSpace)
         let decodes = Self.decodes(m)
         #expect(decodes)
         #expect(throws: RevisionMetadata.XattrRefusal.noSpace) { try m.setXattr(name: "user.new", value: []) }
@@ -136,14 +136,14 @@ import Testing
         var m = Self.metadata()
         var i = 0
         while (try? m.setXattr(name: "user.\(i)", value: [UInt8(i & 0xff)])) != nil { i += 1 }
-        let list = m.encodedXattrList()
+        let list = m.xattrs.encoded
         #expect(UInt64(list.count) <= RevisionMetadata.maximumXattrList)
-        let decoded = try RevisionMetadata.decodeXattrList(list)
+        let decoded = try XattrList(decoding: list)
         #expect(decoded == m.xattrs)
         let over = [UInt8](repeating: 0, count: RevisionMetadata.maximumXattrValue + 1)
         #expect(
-            (try? RevisionMetadata.decodeXattrList(Self.metadata([.init(name: "v", value: over)]).encodedXattrList()))
+            (try? XattrList(decoding: Self.metadata([.init(name: "v", value: over)]).xattrs.encoded))
                 == nil)
-        #expect((try? RevisionMetadata.decodeXattrList(list + [0])) == nil, "a truncated entry")
+        #expect((try? XattrList(decoding: list + [0])) == nil, "a truncated entry")
     }
 }

@@ -275,7 +275,7 @@ func permutations<T>(_ items: [T]) -> [[T]] {
         var record = try #require(try f.store.loadDocuments().first { $0.inode == inode })
         let value = [UInt8](repeating: 7, count: 64)
         let xattrs = (0...4096).map { RevisionMetadata.Xattr(name: "user.n\($0)", value: value) }
-        record.metadata.xattrs = xattrs.sorted { $0.name < $1.name }
+        record.metadata.xattrs = XattrList(xattrs)
         try f.store.transaction { tx in
             record.head = try tx.appendRevision(
                 document: record.id, kind: .file, metadata: record.metadata, parents: [record.head!])

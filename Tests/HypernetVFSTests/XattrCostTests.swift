@@ -1,8 +1,9 @@
 import Foundation
 import HypernetModel
 import HypernetStore
-import HypernetVFS
 import Testing
+
+@testable import HypernetVFS
 
 /// What one xattr set stores (issue 14, item 3), counted in bytes rather than timed.
 @Suite struct XattrCostTests {
@@ -10,7 +11,7 @@ import Testing
     static func file(_ f: Fixture, _ name: String, count: Int) throws -> UInt64 {
         let inode = try f.write(name, [1])
         var record = try #require(try f.store.loadDocuments().first { $0.inode == inode })
-        record.metadata.xattrs = (0..<count).map { .init(name: Self.name($0), value: [1]) }
+        record.metadata.xattrs = XattrList((0..<count).map { .init(name: Self.name($0), value: [1]) })
         try f.store.transaction { tx in
             record.head = try tx.appendRevision(
                 document: record.id, kind: .file, metadata: record.metadata, parents: [record.head!])
@@ -59,7 +60,7 @@ import Testing
         try f.vfs.removexattr(inode: large, name: Self.name(100))
         let record = try #require(try f.store.loadDocuments().first { $0.inode == large })
         let whole = try f.store.writeContent(
-            record.metadata.encodedXattrList(), key: f.store.sealing(for: record.id).key, chunker: Store.xattrChunker)
+            record.metadata.xattrs.encoded, key: f.store.sealing(for: record.id).key, chunker: Store.xattrChunker)
         #expect(try f.store.loadManifest(record.metadata.xattrList).chunks == f.store.loadManifest(whole.root).chunks)
         try f.reopen()
         let names = try f.vfs.listxattr(inode: large).filter { !$0.hasPrefix("user.hypernet.") }
@@ -67,6 +68,43 @@ import Testing
         #expect(try f.vfs.getxattr(inode: large, name: Self.name(4_999)) == [1])
         #expect(try f.vfs.getxattr(inode: large, name: Self.name(500)) == Array("v2".utf8))
         #expect(try f.vfs.getxattr(inode: large, name: "user.x19") == Array("v19".utf8))
+        #expect(f.store.check().isEmpty)
+    }
+
+    /// Where the document's xattrs are held (the list's first word, the address of its storage): it moves when the
+    /// list is copied.
+    static func listStorage(_ f: Fixture, _ inode: UInt64) -> UInt {
+        f.vfs.state.withLock { s in
+            withUnsafeBytes(of: s.nodes[inode]!.record.metadata.xattrs) { $0.load(as: UInt.self) }
+        }
+    }
+
+    /// A set changes the document's one copy of its list in place, at 5,000 xattrs as at 50: its storage moves
+    /// only when it grows (a few times), never per set. Each set copied the whole list (and then encoded and
+    /// compared all of it), which made the time of one set grow with the count.
+    @Test func aSetChangesTheListInPlace() throws {
+        let f = try Fixture()
+        let files = try [50, 5_000].map { count in (count, try Self.file(f, "f\(count)", count: count)) }
+        try f.reopen()
+        for (count, inode) in files {
+            var moves = 0
+            var last = Self.listStorage(f, inode)
+            for i in 0..<200 {
+                let name = i % 2 == 0 ? Self.name(i * count / 200) : "user.x\(i)"
+                try f.vfs.setxattr(inode: inode, name: name, value: [2], flags: [], caller: f.caller)
+                if i % 3 == 0 { try f.vfs.removexattr(inode: inode, name: name) }
+                let now = Self.listStorage(f, inode)
+                if now != last { moves += 1 }
+                last = now
+            }
+            #expect(moves <= 10, "the list of \(count) xattrs moved \(moves) times in 200 sets")
+        }
+        try f.reopen()
+        let inode = files[1].1
+        #expect(try f.vfs.getxattr(inode: inode, name: Self.name(2 * 5_000 / 200)) == [2])
+        #expect(throws: VFSError(ENODATA)) { try f.vfs.getxattr(inode: inode, name: Self.name(0)) }
+        #expect(try f.vfs.getxattr(inode: inode, name: "user.x1") == [2])
+        #expect(try f.vfs.getxattr(inode: inode, name: Self.name(4_999)) == [1])
         #expect(f.store.check().isEmpty)
     }
 
