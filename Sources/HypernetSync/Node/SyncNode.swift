@@ -68,8 +68,6 @@ public final class SyncNode: SessionDelegate {
     /// another node first (`prune`): held runs go out together, keeping its position in this log moving and
     /// repairing a direct path that failed (docs/protocol.md, "Relaying").
     static let relayHold: DispatchTimeInterval = .seconds(1)
-    /// Revisions per ack of this node's own durable revisions.
-    static let ackBatch = 4096
     /// Connections accepted from one IP address at once, and connections in all (docs/protocol.md, "Limits"): one
     /// more is closed as soon as it is accepted.
     static let maximumConnectionsPerAddress = 16
@@ -84,7 +82,7 @@ public final class SyncNode: SessionDelegate {
     let group: MultiThreadedEventLoopGroup
     let fetcher = ChunkFetcher()
     let budget = FrameBudget(limit: frameBudget)
-    private let ackQueue = DispatchQueue(label: "hypernet.sync.acks")
+    let acks: AckBroker
 
     /// What this node serves to one subscriber of one tree.
     struct Cursor {
@@ -120,8 +118,6 @@ public final class SyncNode: SessionDelegate {
         var pushedBytes = 0
         /// Trees whose log this peer has sent up to its end: its runs of them are live from then on.
         var caughtUp: Set<SigningPublicKey> = []
-        /// Numbers sessions in the order they authenticated (0: not yet): see `State.acked`.
-        var serial: UInt64 = 0
         /// Trees this peer gets from another node first (it sent `prune`): runs this node relays are held.
         var pruned: Set<SigningPublicKey> = []
         /// Trees this node gets from another node first, and told this peer so.
@@ -141,21 +137,13 @@ public final class SyncNode: SessionDelegate {
         /// The addresses removed with `peer remove`, and the node keys (hex) last seen at them: both are refused.
         var removedAddresses: Set<String> = []
         var removedNodes: Set<String> = []
-        var seenAcks: Set<[UInt8]> = []
         /// Revisions rejected for reasons that do not pass (bad signature, no right): their descendants too.
         var rejectedForGood: Set<RevisionID> = []
         /// The node each received revision came from: its chunks are not pushed back to it.
         var origins: [RevisionID: SigningPublicKey] = [:]
-        /// The last session serial handed out.
-        var serial: UInt64 = 0
-        /// Revisions this node has acked, with the serial current at the time: every session numbered up to it
-        /// was sent that ack, so a run of them echoed back by such a session needs no second one.
-        var acked: [RevisionID: UInt64] = [:]
         /// Progress through runs that stored nothing new (echoes), written by the dial tick or at stop:
         /// losing it to a crash only makes the peer send those runs again.
         var pendingProgress: [ProgressKey: (storeID: String, seq: Int64)] = [:]
-        /// Revisions made here that became durable since the last dial tick: acked at the next (`flushOwnAcks`).
-        var durableOwn: [RevisionID] = []
         var listener: Channel?
         var stopped = false
 
@@ -164,11 +152,6 @@ public final class SyncNode: SessionDelegate {
         func mayHold(_ id: Digest, of tree: SigningPublicKey, for peer: PeerState) -> Bool {
             guard let origin = origins[id] else { return false }
             return origin == peer.session.node || peer.pruned.contains(tree)
-        }
-
-        /// The sessions a broadcast goes to: those whose peer has authenticated.
-        func authenticatedSessions(except: Session? = nil) -> [Session] {
-            peers.values.map(\.session).filter { $0 !== except && $0.node != nil }
         }
     }
     let state = Mutex(State())
@@ -180,6 +163,7 @@ public final class SyncNode: SessionDelegate {
         self.configuration = configuration
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        acks = AckBroker(nodeKey: nodeKey, book: store, logger: logger)
         timer = DialTimer()
     }
 
@@ -207,11 +191,11 @@ public final class SyncNode: SessionDelegate {
             logger.info("listening for peers", metadata: ["address": "\(listen)"])
         }
         store.observeRevisions { [weak self] added in self?.revisionsAdded(added) }
-        store.observeDurableLocalRevisions { [weak self] ids in self?.state.withLock { $0.durableOwn += ids } }
+        store.observeDurableLocalRevisions { [weak self] ids in self?.acks.ownDurable(ids) }
         timer.source.setEventHandler { [weak self] in
             self?.dialDue()
             self?.flushProgress()
-            self?.flushOwnAcks()
+            self?.acks.flushOwn()
         }
         timer.source.schedule(deadline: .now(), repeating: .milliseconds(250))
         timer.source.resume()
@@ -220,7 +204,7 @@ public final class SyncNode: SessionDelegate {
     public func stop() {
         timer.source.cancel()
         flushProgress()
-        flushOwnAcks()
+        acks.flushOwn()
         let (listener, sessions) = state.withLock { s in
             s.stopped = true
             return (s.listener, s.peers.values.map(\.session))
@@ -413,11 +397,7 @@ public final class SyncNode: SessionDelegate {
             s.byNode[node] = session
             return nil
         }
-        // Numbered after it can be sent acks (it has a node key): a broadcast made at this serial or later reaches it.
-        state.withLock { s in
-            s.serial += 1
-            s.peers[ObjectIdentifier(session)]?.serial = s.serial
-        }
+        acks.linkAuthenticated(session)
         if let duplicate { duplicate.close("duplicate connection") }
         if duplicate === session { return }
         logger.info("peer connected", metadata: ["peer": "\(session)"])
@@ -445,6 +425,7 @@ public final class SyncNode: SessionDelegate {
                 s.dials[a] = d
             }
         }
+        acks.linkEnded(session)
         fetcher.sessionEnded(session)
         // Runs held back for this session to forward go to the others now.
         let held = state.withLock { s in
@@ -505,10 +486,7 @@ public final class SyncNode: SessionDelegate {
         case .ping:
             break
         case .ack(let ack):
-            // A copy of an ack already counted (it came by another path too) ends here, without a thread hop.
-            if state.withLock({ $0.seenAcks.contains(ack.signature) }) { return }
-            // Acks wake fsyncs: their own queue, never behind a peer's log or chunk requests.
-            ackQueue.async { [self] in received(ack, from: session) }
+            acks.arrived(ack, from: session)
         default:
             // Requests queue up to a limit; past half of it the socket is not read until they drain.
             let queued = state.withLock { s -> Int? in
@@ -838,43 +816,6 @@ public final class SyncNode: SessionDelegate {
         for (session, tree) in targets { session.serveQueue.async { [self] in pump(tree, to: session) } }
     }
 
-    // MARK: Acks
-
-    private func received(_ ack: Message.Ack, from session: Session?) {
-        // Each ack comes once per path: a copy of one already counted is dropped before its signature is checked
-        // (a valid ack with these signature bytes was seen, so this one is the same or invalid).
-        guard !state.withLock({ $0.seenAcks.contains(ack.signature) }) else { return }
-        guard ack.node != nodeKey.publicKey, ack.isValid else {
-            if ack.node != nodeKey.publicKey {
-                logger.warning(
-                    "dropped an ack with a bad signature", metadata: ["peer": "\(session.map { "\($0)" } ?? "")"])
-            }
-            return
-        }
-        let fresh = state.withLock { s in
-            if s.seenAcks.count > 100_000 { s.seenAcks.removeAll() }
-            return s.seenAcks.insert(ack.signature).inserted
-        }
-        guard fresh else { return }
-        // A replica counts only if its node has authenticated to this node (a hostile peer could sign acks
-        // with keys it made up); others are still forwarded, for nodes that know them.
-        if knownNode(ack.node) {
-            store.recordReplicas(node: ack.node, revisions: ack.revisions)
-        }
-        broadcast(.ack(ack), except: session)
-    }
-
-    private func knownNode(_ node: SigningPublicKey) -> Bool {
-        if state.withLock({ $0.byNode[node] != nil }) { return true }
-        let hex = Hex.encode(node.bytes)
-        return ((try? store.peers()) ?? []).contains { $0.node == hex }
-    }
-
-    private func broadcast(_ message: Message, except: Session? = nil) {
-        let sessions = state.withLock { s in s.authenticatedSessions(except: except) }
-        for s in sessions { s.send(message) }
-    }
-
     // MARK: Receiving (receive queue)
 
     /// Stores a run of `session`'s log, then confirms it (freeing one slot of its window) and acks.
@@ -955,7 +896,7 @@ public final class SyncNode: SessionDelegate {
             if !fresh.isEmpty { try store.sync() }
             // Held now: what was held before, and what the transaction stored (or found stored meanwhile).
             let notStored = Set(rejected.map(\.0))
-            ack(ids.filter { !notStored.contains($0) }, echoedBy: session)
+            acks.ack(ids.filter { !notStored.contains($0) }, echoedBy: session)
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
@@ -977,41 +918,6 @@ public final class SyncNode: SessionDelegate {
             logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
             session.close("local store failure")
         }
-    }
-
-    /// Acks `held` to every connected peer, in signed batches, leaving out the revisions already acked to all of
-    /// them and to `session` (the sender of the run that holds them): a run echoed back by a relay costs no second
-    /// ack.
-    private func ack(_ held: [RevisionID], echoedBy session: Session? = nil) {
-        // An ack lost on its way: the writer's fsync times out (EIO) unless another replica's ack reaches it.
-        if Failpoint.hit("sync.ack") { return }
-        let (unacked, sessions) = state.withLock { s -> ([RevisionID], [Session]) in
-            let since = session.flatMap { s.peers[ObjectIdentifier($0)]?.serial } ?? 0
-            let unacked = held.filter { id in
-                guard since > 0, let at = s.acked[id] else { return true }
-                return at < since
-            }
-            guard !unacked.isEmpty else { return ([], []) }
-            if s.acked.count > 100_000 { s.acked.removeAll() }
-            for id in unacked { s.acked[id] = s.serial }
-            return (unacked, s.authenticatedSessions())
-        }
-        guard !sessions.isEmpty else { return }
-        for start in stride(from: 0, to: unacked.count, by: Self.ackBatch) {
-            let message = Message.ack(
-                .signed(by: nodeKey, revisions: Array(unacked[start..<min(start + Self.ackBatch, unacked.count)])))
-            for s in sessions { s.send(message) }
-        }
-    }
-
-    /// Acks the revisions made here that became durable since the last tick: peers learn that this node holds
-    /// them without waiting for a relay's echo of them (which `holdRelay` delays).
-    private func flushOwnAcks() {
-        ack(
-            state.withLock { s in
-                defer { s.durableOwn.removeAll() }
-                return s.durableOwn
-            })
     }
 
     /// Records how far this node has stored `key.peer`'s log of `key.tree`, at once or (for a run that stored
