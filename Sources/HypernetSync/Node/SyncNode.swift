@@ -49,7 +49,6 @@ public final class SyncNode: SessionDelegate {
     static let entriesPerRun = 256
     static let bytesPerRun = 1 << 20
     static let maximumQueuedRequests = 64
-    static let maximumBackoff: Double = 30
     /// A learned address whose dial fails is forgotten when no handshake succeeded there (or, if none ever did, since
     /// it was learned) for this long: peers teach it again when it is back (docs/protocol.md, "Dialing").
     static let forgetLearnedAfter: Int64 = 7 * 24 * 3600
@@ -83,6 +82,7 @@ public final class SyncNode: SessionDelegate {
     let fetcher = ChunkFetcher()
     let budget = FrameBudget(limit: frameBudget)
     let acks: AckBroker
+    let dialer = Dialer()
 
     /// What this node serves to one subscriber of one tree.
     struct Cursor {
@@ -97,12 +97,6 @@ public final class SyncNode: SessionDelegate {
         var heldUntil: DispatchTime?
         /// Relayed runs held back (see `holdRelay`) until this.
         var relayHeldUntil: DispatchTime?
-    }
-
-    struct Dial {
-        var next: Double = 0
-        var delay: Double = 0.5
-        var inProgress = false
     }
 
     struct PeerState {
@@ -132,11 +126,6 @@ public final class SyncNode: SessionDelegate {
     struct State {
         var peers: [ObjectIdentifier: PeerState] = [:]
         var byNode: [SigningPublicKey: Session] = [:]
-        var dials: [String: Dial] = [:]
-        var selfAddresses: Set<String> = []
-        /// The addresses removed with `peer remove`, and the node keys (hex) last seen at them: both are refused.
-        var removedAddresses: Set<String> = []
-        var removedNodes: Set<String> = []
         /// Revisions rejected for reasons that do not pass (bad signature, no right): their descendants too.
         var rejectedForGood: Set<RevisionID> = []
         /// The node each received revision came from: its chunks are not pushed back to it.
@@ -241,26 +230,16 @@ public final class SyncNode: SessionDelegate {
             logger.error("reading peers: \(error)")
             return
         }
-        let now = Date().timeIntervalSince1970
-        let due: [String] = state.withLock { s in
-            guard !s.stopped else { return [] }
-            let connectedNodes = Set(s.byNode.keys.map { Hex.encode($0.bytes) })
-            // Addresses a connected peer was dialed at or listens on: dialing again would only make a duplicate.
-            let dialedOpen = Set(
-                s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } })
-            let known = Set(records.map(\.address))
-            s.dials = s.dials.filter { known.contains($0.key) || $0.value.inProgress }
-            var due: [String] = []
-            for r in records where !s.selfAddresses.contains(r.address) && !dialedOpen.contains(r.address) {
-                if let node = r.node, connectedNodes.contains(node) { continue }
-                var d = s.dials[r.address] ?? Dial()
-                guard !d.inProgress, d.next <= now else { continue }
-                d.inProgress = true
-                s.dials[r.address] = d
-                due.append(r.address)
-            }
-            return due
+        let connections = state.withLock { s -> (open: Set<String>, nodes: Set<String>)? in
+            guard !s.stopped else { return nil }
+            return (
+                Set(s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } }),
+                Set(s.byNode.keys.map { Hex.encode($0.bytes) })
+            )
         }
+        guard let connections else { return }
+        let due = dialer.due(
+            records, open: connections.open, connected: connections.nodes, now: Date().timeIntervalSince1970)
         for address in due { dial(address) }
     }
 
@@ -298,17 +277,9 @@ public final class SyncNode: SessionDelegate {
 
     /// Schedules the next attempt with exponential back-off.
     private func dialFailed(_ address: String, _ reason: String) {
-        let now = Date().timeIntervalSince1970
-        let first = state.withLock { s in
-            var d = s.dials[address] ?? Dial()
-            let first = d.delay <= 0.5
-            d.inProgress = false
-            d.next = now + d.delay
-            d.delay = min(d.delay * 2, Self.maximumBackoff)
-            s.dials[address] = d
-            return first
+        if dialer.failed(address, now: Date().timeIntervalSince1970) {
+            logger.info("cannot reach peer", metadata: ["address": "\(address)", "error": "\(reason)"])
         }
-        if first { logger.info("cannot reach peer", metadata: ["address": "\(address)", "error": "\(reason)"]) }
         DispatchQueue.global().async { [self] in
             try? store.updatePeer(address, node: nil, error: reason)
             if (try? store.forgetLearnedPeer(address, unseenSince: Self.now() - Self.forgetLearnedAfter)) == true {
@@ -328,9 +299,9 @@ public final class SyncNode: SessionDelegate {
     public func removePeer(_ address: String) throws(StoreError) -> Bool {
         guard let record = try store.removePeer(address) else { return false }
         try loadRemoved()
+        dialer.forget(address)
         let sessions = state.withLock { s in
-            s.dials.removeValue(forKey: address)
-            return s.peers.values.filter { p in
+            s.peers.values.filter { p in
                 p.session.dialedAddress == address || p.hello?.listen == address
                     || (record.node != nil && p.session.node.map { Hex.encode($0.bytes) } == record.node)
             }.map(\.session)
@@ -343,11 +314,7 @@ public final class SyncNode: SessionDelegate {
     static let removedReason = "removed with `peer remove`"
 
     private func loadRemoved() throws(StoreError) {
-        let removed = try store.peers(removed: true)
-        state.withLock { s in
-            s.removedAddresses = Set(removed.map(\.address))
-            s.removedNodes = Set(removed.compactMap(\.node))
-        }
+        dialer.setRemoved(try store.peers(removed: true))
     }
 
     // MARK: Session events (event loop)
@@ -376,11 +343,11 @@ public final class SyncNode: SessionDelegate {
     func sessionAuthenticated(_ session: Session) {
         guard let node = session.node else { return }
         if node == nodeKey.publicKey {
-            if let a = session.dialedAddress { state.withLock { _ = $0.selfAddresses.insert(a) } }
+            if let a = session.dialedAddress { dialer.reachedSelf(at: a) }
             session.close("connected to itself")
             return
         }
-        if state.withLock({ $0.removedNodes.contains(Hex.encode(node.bytes)) }) {
+        if dialer.isRemoved(node: node) {
             session.close(Self.removedReason)
             return
         }
@@ -417,14 +384,8 @@ public final class SyncNode: SessionDelegate {
         state.withLock { s in
             s.peers.removeValue(forKey: key)
             if let node = session.node, s.byNode[node] === session { s.byNode.removeValue(forKey: node) }
-            if let a = session.dialedAddress {
-                var d = s.dials[a] ?? Dial()
-                d.inProgress = false
-                d.next = Date().timeIntervalSince1970 + d.delay
-                d.delay = min(d.delay * 2, Self.maximumBackoff)
-                s.dials[a] = d
-            }
         }
+        if let a = session.dialedAddress { dialer.failed(a, now: Date().timeIntervalSince1970) }
         acks.linkEnded(session)
         fetcher.sessionEnded(session)
         // Runs held back for this session to forward go to the others now.
@@ -515,15 +476,11 @@ public final class SyncNode: SessionDelegate {
     private func handle(_ message: Message, from session: Session) {
         switch message {
         case .hello(let hello):
-            if state.withLock({ $0.removedAddresses.contains(hello.listen) }) {
-                return session.close(Self.removedReason)
-            }
-            state.withLock { s in
-                s.peers[ObjectIdentifier(session)]?.hello = hello
-                // A peer that answers: its back-off starts over. (Not at the handshake: a node that refuses this one
-                // right after it, having removed it, is then dialed less and less often.)
-                if let a = session.dialedAddress, !session.isEnded { s.dials[a] = Dial() }
-            }
+            if dialer.isRemoved(address: hello.listen) { return session.close(Self.removedReason) }
+            state.withLock { $0.peers[ObjectIdentifier(session)]?.hello = hello }
+            // A peer that answers: its back-off starts over. (Not at the handshake: a node that refuses this one
+            // right after it, having removed it, is then dialed less and less often.)
+            if let a = session.dialedAddress { dialer.answered(a, on: session) }
             if !hello.listen.isEmpty, hello.listen != configuration.listen, let node = session.node {
                 try? store.addPeer(hello.listen, configured: false)
                 try? store.updatePeer(hello.listen, node: node, error: nil)
