@@ -83,6 +83,7 @@ public final class SyncNode: SessionDelegate {
     let budget = FrameBudget(limit: frameBudget)
     let acks: AckBroker
     let dialer = Dialer()
+    let ledger: ReceiveLedger
 
     /// What this node serves to one subscriber of one tree.
     struct Cursor {
@@ -118,21 +119,11 @@ public final class SyncNode: SessionDelegate {
         var pruning: Set<SigningPublicKey> = []
     }
 
-    struct ProgressKey: Hashable {
-        var peer: SigningPublicKey
-        var tree: SigningPublicKey
-    }
-
     struct State {
         var peers: [ObjectIdentifier: PeerState] = [:]
         var byNode: [SigningPublicKey: Session] = [:]
-        /// Revisions rejected for reasons that do not pass (bad signature, no right): their descendants too.
-        var rejectedForGood: Set<RevisionID> = []
         /// The node each received revision came from: its chunks are not pushed back to it.
         var origins: [RevisionID: SigningPublicKey] = [:]
-        /// Progress through runs that stored nothing new (echoes), written by the dial tick or at stop:
-        /// losing it to a crash only makes the peer send those runs again.
-        var pendingProgress: [ProgressKey: (storeID: String, seq: Int64)] = [:]
         var listener: Channel?
         var stopped = false
 
@@ -153,6 +144,7 @@ public final class SyncNode: SessionDelegate {
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         acks = AckBroker(nodeKey: nodeKey, book: store, logger: logger)
+        ledger = ReceiveLedger(store: store, logger: logger)
         timer = DialTimer()
     }
 
@@ -183,7 +175,7 @@ public final class SyncNode: SessionDelegate {
         store.observeDurableLocalRevisions { [weak self] ids in self?.acks.ownDurable(ids) }
         timer.source.setEventHandler { [weak self] in
             self?.dialDue()
-            self?.flushProgress()
+            self?.ledger.flush()
             self?.acks.flushOwn()
         }
         timer.source.schedule(deadline: .now(), repeating: .milliseconds(250))
@@ -192,7 +184,7 @@ public final class SyncNode: SessionDelegate {
 
     public func stop() {
         timer.source.cancel()
-        flushProgress()
+        ledger.flush()
         acks.flushOwn()
         let (listener, sessions) = state.withLock { s in
             s.stopped = true
@@ -834,18 +826,8 @@ public final class SyncNode: SessionDelegate {
             if session.isEnded { return }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
             if Failpoint.hit("sync.store") { throw StoreError.io(path: "received revisions", errno: EIO) }
-            var rejected = fresh.isEmpty ? [] : try store.storeRemote(records: fresh, chunks: Array(arrived.values))
-            // A revision whose parent was rejected for good can never be stored: rejected for good too.
-            rejected = state.withLock { s in
-                rejected.map { id, why in
-                    if case .missingParent(let p) = why, s.rejectedForGood.contains(p) { return (id, .notAuthorized) }
-                    return (id, why)
-                }
-            }
-            state.withLock { s in
-                if s.rejectedForGood.count > 100_000 { s.rejectedForGood.removeAll() }
-                for (id, why) in rejected where !why.isTransient { s.rejectedForGood.insert(id) }
-            }
+            let rejected = ledger.settle(
+                fresh.isEmpty ? [] : try store.storeRemote(records: fresh, chunks: Array(arrived.values)))
             for (id, why) in rejected {
                 logger.warning("rejected log record \(id.hex): \(why)", metadata: ["peer": "\(session)"])
             }
@@ -859,13 +841,14 @@ public final class SyncNode: SessionDelegate {
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
             if let stop = fresh.map(\.id).first(where: transient.contains), let stopSeq = seqs[stop] {
                 if let before = entries.last(where: { $0.seq < stopSeq })?.seq {
-                    try record(
-                        progress: before, storeID: storeID, of: ProgressKey(peer: node, tree: tree), lazily: false)
+                    try ledger.record(
+                        progress: before, storeID: storeID, of: .init(peer: node, tree: tree), lazily: false)
                 }
                 session.close("incomplete transfer; resuming from record \(stop.hex)")
                 return
             }
-            try record(progress: last, storeID: storeID, of: ProgressKey(peer: node, tree: tree), lazily: fresh.isEmpty)
+            try ledger.record(
+                progress: last, storeID: storeID, of: .init(peer: node, tree: tree), lazily: fresh.isEmpty)
             // The slot is free before the peer learns it is: its next run cannot arrive early.
             releaseRun(tree, of: session)
             confirmed = true
@@ -874,31 +857,6 @@ public final class SyncNode: SessionDelegate {
         } catch {
             logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
             session.close("local store failure")
-        }
-    }
-
-    /// Records how far this node has stored `key.peer`'s log of `key.tree`, at once or (for a run that stored
-    /// nothing) at the next dial tick.
-    private func record(progress seq: Int64, storeID: String, of key: ProgressKey, lazily: Bool) throws(StoreError) {
-        if lazily {
-            state.withLock { $0.pendingProgress[key] = (storeID, seq) }
-            return
-        }
-        state.withLock { _ = $0.pendingProgress.removeValue(forKey: key) }
-        try store.setProgress(peer: key.peer, tree: key.tree, storeID: storeID, seq: seq)
-    }
-
-    /// (A run stored meanwhile may have its progress written just before this older one: the peer then only
-    /// resends from the older position on its next connection.)
-    private func flushProgress() {
-        let pending = state.withLock { s in
-            defer { s.pendingProgress.removeAll() }
-            return s.pendingProgress
-        }
-        for (key, p) in pending {
-            do { try store.setProgress(peer: key.peer, tree: key.tree, storeID: p.storeID, seq: p.seq) } catch {
-                logger.error("recording progress: \(error)")
-            }
         }
     }
 
