@@ -3,6 +3,7 @@
 //   C shims (CSodium, COpenSSL, CZstd, CFuse3, CLinux) -> HypernetCrypto -> HypernetModel -> HypernetStore
 //   -> HypernetVFS -> HypernetFUSE -> HypernetDaemon -> hypernet (CLI)
 //   HypernetStore -> HypernetSync -> HypernetDaemon (HypernetVFS and HypernetSync never import each other)
+//   HypernetIndex (the search index and query language; GRDB only) -> HypernetDaemon
 import PackageDescription
 
 let package = Package(
@@ -43,6 +44,8 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // The local search index (a SQLite file of its own) and the query language: docs/search.md.
+        .target(name: "HypernetIndex", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
         // Filesystem semantics without a kernel: inodes, handles, staging, xattrs.
         .target(
             name: "HypernetVFS",
@@ -70,8 +73,8 @@ let package = Package(
         .target(
             name: "HypernetDaemon",
             dependencies: [
-                "HypernetCrypto", "HypernetFailpoint", "HypernetModel", "HypernetStore", "HypernetVFS", "HypernetFUSE",
-                "HypernetSync",
+                "HypernetCrypto", "HypernetFailpoint", "HypernetIndex", "HypernetModel", "HypernetStore", "HypernetVFS",
+                "HypernetFUSE", "HypernetSync",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
@@ -96,6 +99,9 @@ let package = Package(
             ]),
 
         .testTarget(name: "HypernetCryptoTests", dependencies: ["HypernetCrypto"]),
+        .testTarget(
+            name: "HypernetIndexTests",
+            dependencies: ["HypernetIndex", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "HypernetModelTests", dependencies: ["HypernetModel", "HypernetCrypto"]),
         .testTarget(
             name: "HypernetStoreTests",

@@ -1,0 +1,152 @@
+import GRDB
+
+/// How results are ordered (`hypernet search --sort`).
+public enum SearchSort: String, Sendable, Codable, CaseIterable {
+    /// bm25 (a name match weighs more than a body match), the newest first among equals; without text terms the
+    /// same as `modified`.
+    case relevance
+    /// Newest first.
+    case modified
+    case created
+    /// Largest first.
+    case size
+    /// By name, then path (bytewise).
+    case name
+    case path
+}
+
+/// A query compiled to one SQL statement over the index (`SearchIndex`): user text only ever travels as bound
+/// parameters, FTS5 terms inside double quotes. The metadata filters are conditions of the same statement as the
+/// full-text MATCH, so SQLite applies them to each candidate before bm25 is computed and before sorting and
+/// `LIMIT`: a selective filter never lets a page of text matches be filtered down to nothing afterwards.
+public struct SearchPlan: Sendable {
+    public var sql: String
+    public var arguments: StatementArguments
+
+    /// Weights of the FTS columns (name, body) in bm25.
+    static let nameWeight = 4.0
+    /// What a row reads (`SearchIndex`), in this order; a result adds its score.
+    static let columns = """
+        d.document, d.tree, d.revision, d.path, d.kind, d.owner, d.author, d.size, d.mtime, d.created, d.conflict, \
+        d.shared, d.source
+        """
+
+    /// `identity` maps an owner/author value (a contact name, `me`, a token) to the token stored; nil keeps it.
+    /// `documents`, when given, restricts the results to these documents (hex ids): those a change just indexed.
+    public init(
+        _ query: SearchQuery, sort: SearchSort, limit: Int, offset: Int, documents: [String]? = nil,
+        identity: (String) -> String? = { _ in nil }
+    ) {
+        var match: [String] = []
+        var excluded: [String] = []
+        var conditions: [String] = []
+        var arguments: [(any DatabaseValueConvertible)?] = []
+        for clause in query.clauses {
+            let texts = clause.compactMap { Self.fts($0.term) }
+            if texts.count == clause.count, clause.allSatisfy({ !$0.negated }) {
+                match.append(texts.count == 1 ? texts[0] : "(" + texts.joined(separator: " OR ") + ")")
+                continue
+            }
+            if clause.count == 1, clause[0].negated, let text = texts.first {
+                excluded.append(text)
+                continue
+            }
+            var alternatives: [String] = []
+            for atom in clause {
+                var (sql, values) = Self.condition(atom.term, identity: identity)
+                if atom.negated { sql = "NOT (\(sql))" }
+                alternatives.append(sql)
+                arguments += values
+            }
+            conditions.append(
+                alternatives.count == 1 ? alternatives[0] : "(" + alternatives.joined(separator: " OR ") + ")")
+        }
+        if match.isEmpty, !excluded.isEmpty {
+            conditions.append("d.text_id NOT IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)")
+            arguments.append(excluded.joined(separator: " OR "))
+            excluded = []
+        }
+        let hasMatch = !match.isEmpty
+        var sql = "SELECT " + Self.columns
+        if hasMatch {
+            let expression = match.joined(separator: " AND ") + excluded.map { " NOT " + $0 }.joined()
+            sql +=
+                ", bm25(fulltext, \(Self.nameWeight), 1.0) AS score FROM fulltext JOIN docs d ON d.text_id = fulltext.rowid"
+            sql += " WHERE fulltext MATCH ?"
+            arguments.insert(expression, at: 0)
+        } else {
+            sql += ", 0.0 AS score FROM docs d WHERE 1"
+        }
+        if let documents {
+            conditions.append("d.document IN (" + documents.map { _ in "?" }.joined(separator: ", ") + ")")
+            arguments += documents
+        }
+        for condition in conditions { sql += " AND " + condition }
+        let order: String
+        switch sort {
+        case .relevance: order = hasMatch ? "score, d.mtime DESC" : "d.mtime DESC"
+        case .modified: order = "d.mtime DESC"
+        case .created: order = "d.created DESC"
+        case .size: order = "d.size DESC"
+        case .name: order = "d.name, d.path"
+        case .path: order = "d.path"
+        }
+        sql += " ORDER BY \(order), d.document LIMIT ? OFFSET ?"
+        arguments += [limit, offset]
+        self.sql = sql
+        self.arguments = StatementArguments(arguments)
+    }
+
+    /// The FTS5 string for a text term: every user character inside double quotes (a quote doubled).
+    static func fts(_ term: SearchQuery.Term) -> String? {
+        func quote(_ s: String) -> String { "\"" + s.replacing("\"", with: "\"\"") + "\"" }
+        switch term {
+        case .word(let w, let prefix): return quote(w) + (prefix ? "*" : "")
+        case .phrase(let p): return quote(p)
+        case .filter: return nil
+        }
+    }
+
+    static func condition(_ term: SearchQuery.Term, identity: (String) -> String?) -> (
+        String, [(any DatabaseValueConvertible)?]
+    ) {
+        switch term {
+        case .word, .phrase:
+            return ("d.text_id IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)", [fts(term)!])
+        case .filter(let filter):
+            switch filter {
+            case .owner(let who): return ("d.owner = ?", [identity(who) ?? who])
+            case .author(let who): return ("d.author = ?", [identity(who) ?? who])
+            case .path(let glob): return ("d.path GLOB ?", [glob])
+            case .name(let glob): return ("d.name GLOB ?", [glob])
+            case .tag(let name, let value):
+                let base = "EXISTS (SELECT 1 FROM tags t WHERE t.document = d.document AND t.name = ?"
+                return value.map { (base + " AND t.value = ?)", [name, $0]) } ?? (base + ")", [name])
+            case .modified(let range): return bounds("d.mtime", range.lower, range.upper)
+            case .created(let range): return bounds("d.created", range.lower, range.upper)
+            case .size(let lower, let upper):
+                func clamp(_ v: UInt64?) -> Int64? { v.map { Int64(clamping: $0) } }
+                return bounds("d.size", clamp(lower), clamp(upper))
+            case .kind(let kind): return ("d.kind = ?", [kind])
+            case .conflict(let flag): return ("d.conflict = ?", [flag])
+            case .shared(let flag): return ("d.shared = ?", [flag])
+            }
+        }
+    }
+
+    private static func bounds(_ column: String, _ lower: Int64?, _ upper: Int64?) -> (
+        String, [(any DatabaseValueConvertible)?]
+    ) {
+        var parts: [String] = []
+        var values: [(any DatabaseValueConvertible)?] = []
+        if let lower {
+            parts.append("\(column) >= ?")
+            values.append(lower)
+        }
+        if let upper {
+            parts.append("\(column) < ?")
+            values.append(upper)
+        }
+        return (parts.isEmpty ? "1" : parts.joined(separator: " AND "), values)
+    }
+}

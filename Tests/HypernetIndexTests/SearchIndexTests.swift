@@ -1,0 +1,132 @@
+import GRDB
+import Glibc
+import HypernetIndex
+import Testing
+
+/// The index in-process, on a temporary SQLite file.
+@Suite struct SearchIndexTests {
+    final class Temporary {
+        let directory: String
+        var path: String { directory + "/search.sqlite" }
+        init() {
+            var template = Array("/tmp/hypernet-index-XXXXXX".utf8CString)
+            directory = String(cString: mkdtemp(&template)!)
+        }
+        deinit {
+            for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+            rmdir(directory)
+        }
+    }
+
+    static func document(
+        _ id: String, _ path: String, kind: String = "file", owner: String = "hn1me", size: UInt64 = 10,
+        mtime: Int64 = 1000, tags: [String: String] = [:], source: String? = nil
+    ) -> IndexedDocument {
+        IndexedDocument(
+            document: id, tree: "tree", revision: "rev-" + id, path: path, kind: kind, owner: owner, author: owner,
+            size: size, mtime: mtime, created: mtime, conflict: false, shared: false, tags: tags,
+            source: source ?? "src-" + id)
+    }
+
+    func paths(_ index: SearchIndex, _ query: String, sort: SearchSort = .relevance) throws -> [String] {
+        try index.search(SearchPlan(SearchQuery(query, now: 10_000_000), sort: sort, limit: 100, offset: 0)).map(
+            \.document.path)
+    }
+
+    @Test func textAndMetadataTogether() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        #expect(FileManagerless.mode(t.path) == 0o600)
+        try index.apply(
+            [
+                (Self.document("a", "/plans/q4.txt", size: 5000, mtime: 2000), "The quarterly plan for Q4"),
+                (Self.document("b", "/plans/draft.txt", mtime: 3000), "quarterly plan, a draft"),
+                (Self.document("c", "/photo.jpg", size: 2 << 20, tags: ["color": "red"]), nil),
+                (Self.document("d", "/plans", kind: "directory"), nil),
+            ], removing: [], cursor: 7)
+        #expect(try index.cursor() == 7)
+        #expect(try paths(index, #""quarterly plan""#, sort: .modified) == ["/plans/draft.txt", "/plans/q4.txt"])
+        #expect(try paths(index, #""quarterly plan" -draft"#) == ["/plans/q4.txt"])
+        #expect(try paths(index, "plan*", sort: .path) == ["/plans", "/plans/draft.txt", "/plans/q4.txt"])
+        #expect(try paths(index, "plan* size:>1K") == ["/plans/q4.txt"])
+        #expect(try paths(index, "photo") == ["/photo.jpg"], "a binary file is found by its name")
+        #expect(try paths(index, "tag:color=red") == ["/photo.jpg"])
+        #expect(try paths(index, "tag:color=blue").isEmpty)
+        #expect(try paths(index, "kind:dir") == ["/plans"])
+        #expect(try paths(index, "-quarterly kind:file") == ["/photo.jpg"])
+        #expect(
+            try paths(index, "path:/plans/* modified:<3h", sort: .path) == ["/plans/draft.txt", "/plans/q4.txt"])
+        #expect(try paths(index, "q4 OR photo", sort: .path) == ["/photo.jpg", "/plans/q4.txt"])
+        #expect(try paths(index, "name:*.txt size:>1M OR kind:dir", sort: .path).isEmpty)
+    }
+
+    /// FTS5 and SQL syntax in a query are only ever text to find.
+    @Test func queriesCannotInject() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        try index.apply([(Self.document("a", "/it's \"odd\".txt"), #"say "hi" NEAR(x y) a*b"#)], removing: [])
+        #expect(try paths(index, #""say ""hi""""#) == [#"/it's "odd".txt"#])
+        #expect(try paths(index, #"NEAR(x"#) == [#"/it's "odd".txt"#], "the phrase \"near x\"")
+        #expect(try paths(index, #"name:it's* -"y x" OR AND"#) == [#"/it's "odd".txt"#])
+        #expect(try paths(index, #"name:x';DROP* owner:"a'' OR 1=1""#).isEmpty)
+        #expect(index.check().isEmpty)
+        #expect(try index.statistics().documents == 1)
+    }
+
+    @Test func deletionRenameAndRebuild() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        try index.apply(
+            [
+                (Self.document("d", "/a", kind: "directory"), nil),
+                (Self.document("f", "/a/f.txt"), "secret words"),
+            ], removing: [])
+        try index.move("/a", to: "/b")
+        #expect(try paths(index, "secret") == ["/b/f.txt"])
+        #expect(try index.documents(in: "/b").map(\.document) == ["f"])
+        // The same source keeps the text row; a new one replaces it (the old row stays, unreachable).
+        try index.apply([(Self.document("f", "/b/f.txt", mtime: 5), nil)], removing: [])
+        #expect(try paths(index, "secret") == ["/b/f.txt"])
+        try index.apply([(Self.document("f", "/b/f.txt", source: "new"), "other words")], removing: [])
+        #expect(try paths(index, "secret").isEmpty)
+        #expect(try index.statistics().orphans == 1)
+        try index.apply([], removing: ["f"])
+        #expect(try paths(index, "other").isEmpty)
+        #expect(try index.statistics().documents == 1)
+        try index.reset()
+        #expect(try index.statistics().documents == 0)
+        #expect(try index.cursor() == 0)
+    }
+
+    @Test func aDamagedFileIsReplaced() throws {
+        let t = Temporary()
+        let fd = open(t.path, O_WRONLY | O_CREAT, 0o600)
+        _ = Array(repeating: UInt8(0x41), count: 8192).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        #expect(throws: (any Error).self) { try SearchIndex(path: t.path) }
+        let (index, reason) = try SearchIndex.openOrRecreate(path: t.path)
+        #expect(reason != nil)
+        #expect(index.check().isEmpty)
+        #expect(try index.statistics().documents == 0)
+    }
+
+    @Test func aQueryReadsWhileTheIndexerWrites() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        try index.apply([(Self.document("a", "/a.txt"), "alpha")], removing: [])
+        let writer = try DatabaseQueue(path: t.path)
+        // A write transaction held open: a query still answers, from the last commit.
+        try writer.inTransaction(.immediate) { db in
+            try db.execute(sql: "DELETE FROM docs")
+            #expect(try paths(index, "alpha") == ["/a.txt"])
+            return .rollback
+        }
+    }
+}
+
+enum FileManagerless {
+    static func mode(_ path: String) -> mode_t {
+        var st = stat()
+        return stat(path, &st) == 0 ? st.st_mode & 0o777 : 0
+    }
+}
