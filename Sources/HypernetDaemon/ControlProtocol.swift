@@ -16,6 +16,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case peers, pin, unpin, pins
         case watch
         case conflicts, resolve
+        case search, index
     }
 
     public var command: Command
@@ -29,10 +30,18 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var paths: [String]?
     /// watch: first replay the stored revisions after this log position.
     public var since: Int64?
+    /// search: the query (docs/search.md), how many results, after how many, in which order (`SearchSort`).
+    public var query: String?
+    public var limit: Int?
+    public var offset: Int?
+    public var sort: String?
+    /// search: stream the results of revisions indexed from now on (`--watch`) instead of answering once.
+    public var follow: Bool?
 
     public init(
         command: Command, path: String? = nil, revision: String? = nil, argument: String? = nil, paths: [String]? = nil,
-        since: Int64? = nil
+        since: Int64? = nil, query: String? = nil, limit: Int? = nil, offset: Int? = nil, sort: String? = nil,
+        follow: Bool? = nil
     ) {
         self.command = command
         self.path = path
@@ -40,6 +49,11 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.argument = argument
         self.paths = paths
         self.since = since
+        self.query = query
+        self.limit = limit
+        self.offset = offset
+        self.sort = sort
+        self.follow = follow
     }
 }
 
@@ -87,6 +101,40 @@ public struct RestoreReply: Codable, Sendable {
 public struct FsckReport: Codable, Sendable {
     /// Empty when the store is consistent.
     public var problems: [String]
+}
+
+/// One search result (docs/search.md, "Results").
+public struct SearchResult: Codable, Sendable {
+    /// Absolute, where the mount shows the document now.
+    public var path: String
+    public var name: String
+    public var kind: String
+    /// Contact names, `me` for this identity, else identity tokens.
+    public var owner: String
+    public var author: String
+    public var size: UInt64
+    /// ISO-8601 UTC: the POSIX mtime, and the document's first revision.
+    public var modified: String
+    public var created: String
+    public var conflict: Bool
+    public var shared: Bool
+    public var revision: String
+    public var document: String
+    /// bm25: lower is better; 0 for a query without text terms.
+    public var score: Double
+    /// Text around the first match, for a query with text terms.
+    public var snippet: String?
+}
+
+/// The search index's progress (`hypernet index`).
+public struct IndexStatus: Codable, Sendable {
+    public var path: String
+    public var documents: Int
+    /// Text rows left unreachable by changes (a contentless FTS table keeps them until a rebuild).
+    public var orphans: Int64
+    /// The log position indexed, and the log's last.
+    public var indexed: Int64
+    public var logged: Int64
 }
 
 public struct Acknowledgement: Codable, Sendable {

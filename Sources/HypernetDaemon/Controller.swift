@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import HypernetCrypto
+import HypernetIndex
 import HypernetModel
 import HypernetStore
 import HypernetSync
@@ -16,20 +17,24 @@ final class Controller: Sendable {
     let keyring: Keyring
     let store: Store
     let fileSystem: VirtualFileSystem?
+    /// nil when serving without a mount: such a node indexes nothing.
+    let indexer: SearchIndexer?
     let node: SyncNode
     let quorum: Int
     let logger: Logger
     let requestExit: @Sendable () -> Void
 
     init(
-        home: Home, mountpoint: String?, keyring: Keyring, store: Store, fileSystem: VirtualFileSystem?, node: SyncNode,
-        quorum: Int, logger: Logger, requestExit: @escaping @Sendable () -> Void
+        home: Home, mountpoint: String?, keyring: Keyring, store: Store, fileSystem: VirtualFileSystem?,
+        indexer: SearchIndexer?, node: SyncNode, quorum: Int, logger: Logger,
+        requestExit: @escaping @Sendable () -> Void
     ) {
         self.home = home
         self.mountpoint = mountpoint
         self.keyring = keyring
         self.store = store
         self.fileSystem = fileSystem
+        self.indexer = indexer
         self.node = node
         self.quorum = quorum
         self.logger = logger
@@ -39,6 +44,10 @@ final class Controller: Sendable {
     func handle(_ request: ControlRequest) -> ControlReply {
         do throws(Failure) {
             if request.command == .watch { return .stream(try watch(request)) }
+            if request.command == .search, request.follow == true {
+                guard let indexer else { throw Failure(.notHypernetPath, "this node serves without a mount: no index") }
+                return .stream(try indexer.subscribe(request.query ?? ""))
+            }
             return .success(try answer(request))
         } catch {
             return .failure(error)
@@ -131,11 +140,33 @@ final class Controller: Sendable {
                 return c
             }
         case .fsck:
-            let problems = store.check()
+            let problems = store.check() + (indexer?.check() ?? [])
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
             return FsckReport(problems: problems)
         case .watch:
             throw Failure(.usage, "watch streams: it is answered by handle")
+        case .search:
+            guard let query = request.query else { throw Failure(.usage, "search needs a query") }
+            guard let sort = SearchSort(rawValue: request.sort ?? SearchSort.relevance.rawValue) else {
+                let fields = SearchSort.allCases.map(\.rawValue).joined(separator: ", ")
+                throw Failure(.usage, "--sort: not one of \(fields): \(request.sort ?? "")")
+            }
+            let limit = request.limit ?? 20
+            let offset = request.offset ?? 0
+            guard limit >= 1, limit <= 10_000, offset >= 0 else {
+                throw Failure(.usage, "--limit must be 1 to 10000 and --offset 0 or more")
+            }
+            // A node serving without a mount indexes nothing: it finds nothing.
+            guard let indexer else { return [SearchResult]() }
+            return try indexer.search(query, sort: sort, limit: limit, offset: offset)
+        case .index:
+            guard let indexer else { throw Failure(.notHypernetPath, "this node serves without a mount: no index") }
+            switch request.argument {
+            case "rebuild": try indexer.rebuild()
+            case nil, "status": break
+            case let other?: throw Failure(.usage, "index: unknown action \(other)")
+            }
+            return try indexer.status()
         case .stop:
             logger.info("stop requested")
             requestExit()

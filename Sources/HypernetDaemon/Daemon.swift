@@ -94,28 +94,40 @@ public enum Daemon {
 
         let fileSystem: VirtualFileSystem?
         let mount: FUSEMount?
+        let indexer: SearchIndexer?
         if let mountpoint {
             let vfs: VirtualFileSystem
             do { vfs = try VirtualFileSystem(store: store, configuration: configuration, logger: logger) } catch {
                 throw Failure(.store, "cannot open the store in \(home.path): \(error)")
             }
             let fuse = FUSEMount(fileSystem: vfs, mountpoint: mountpoint, options: options.fuseOptions, logger: logger)
+            let search: SearchIndexer
+            do {
+                search = try SearchIndexer(
+                    home: home, mountpoint: mountpoint, store: store, fileSystem: vfs, logger: logger)
+            } catch {
+                vfs.shutdown()
+                throw Failure(.store, "cannot open the search index \(home.searchIndexPath): \(error)")
+            }
             // Before the node starts: every revision it receives from here on is shown (the filesystem's
             // start showed those received earlier).
             vfs.setKernelCache(fuse)
-            showReceived(store: store, in: vfs)
+            showReceived(store: store, in: vfs, indexer: search)
+            // What was stored before this start and is not indexed yet (all of it for a new or damaged index).
+            search.wake()
             do throws(FUSEError) {
                 guard stopSwitch.attach({ fuse.requestExit() }) else {
                     throw FUSEError("stopped by a signal while starting")
                 }
                 try fuse.mount()
             } catch {
+                search.stop()
                 vfs.shutdown()
                 throw Failure(.mountpoint, error.message)
             }
-            (fileSystem, mount) = (vfs, fuse)
+            (fileSystem, mount, indexer) = (vfs, fuse, search)
         } else {
-            (fileSystem, mount) = (nil, nil)
+            (fileSystem, mount, indexer) = (nil, nil, nil)
         }
 
         let node = SyncNode(
@@ -125,6 +137,7 @@ public enum Daemon {
             logger: logger)
         do { try node.start() } catch {
             node.stop()
+            indexer?.stop()
             mount?.requestExit()
             fileSystem?.shutdown()
             throw Failure(.usage, "cannot start the peer node: \(error)")
@@ -138,8 +151,8 @@ public enum Daemon {
         let requestExit: @Sendable () -> Void = { if let mount { mount.requestExit() } else { stopped.signal() } }
         if mount == nil, !stopSwitch.attach(requestExit) { return }
         let controller = Controller(
-            home: home, mountpoint: mountpoint, keyring: keyring, store: store, fileSystem: fileSystem, node: node,
-            quorum: configuration.quorum, logger: logger, requestExit: requestExit)
+            home: home, mountpoint: mountpoint, keyring: keyring, store: store, fileSystem: fileSystem,
+            indexer: indexer, node: node, quorum: configuration.quorum, logger: logger, requestExit: requestExit)
         server.start(handler: controller.handle)
         // `/.hypernet/status`: the node's lines after the filesystem's.
         fileSystem?.setStatusProvider {
@@ -185,6 +198,7 @@ public enum Daemon {
         logger.info("unmounted; stopping", metadata: ["mountpoint": "\(mountpoint)"])
         readiness.stopping()
         server.stop()
+        indexer?.stop()
         fileSystem?.shutdown()
         store.checkpointAtStop()
         logger.info("daemon stopped")
@@ -195,18 +209,20 @@ public enum Daemon {
 
     /// Revisions of this identity's tree received from peers appear in the mount, applied in arrival order
     /// off the replication threads; then every new revision, local or received, of any tree, goes to event
-    /// readers (which leave out what this identity cannot read).
-    private static func showReceived(store: Store, in fileSystem: VirtualFileSystem) {
+    /// readers (which leave out what this identity cannot read) and to the search index, which also learns of
+    /// permission blocks (a revoke removes what it made unreadable).
+    private static func showReceived(store: Store, in fileSystem: VirtualFileSystem, indexer: SearchIndexer) {
         let own = store.keyring.identity.publicKey
         let queue = DispatchQueue(label: "hypernet.apply")
         store.observeRevisions { added in
             let revisions = added.filter { !$0.isBlock }
-            guard !revisions.isEmpty else { return }
+            let blocks = Array(Set(added.filter(\.isBlock).map(\.tree)))
             let documents = revisions.filter { $0.tree == own && !$0.isLocal }.map(\.document)
             queue.async {
                 if !documents.isEmpty { fileSystem.applyRemote(documents) }
-                // After they show, so that their events carry their paths.
-                fileSystem.publishEvents()
+                // After they show, so that their events and index entries carry their paths.
+                if !revisions.isEmpty { fileSystem.publishEvents() }
+                indexer.wake(rightsChanged: blocks)
             }
         }
     }

@@ -11,6 +11,8 @@ public enum ExitStatus: Int32, Sendable, Codable {
     case mountpoint = 6
     case store = 7
     case alreadyRunning = 8
+    /// A search query with bad syntax (docs/search.md).
+    case badQuery = 9
 }
 
 /// A user-facing error: one line for stderr and the exit code that goes with it.

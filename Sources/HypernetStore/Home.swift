@@ -8,6 +8,7 @@ import Glibc
 ///     HOME/hypernet.log   the daemon's log (0600)
 ///     HOME/daemon.pid     PID of the running daemon (0600)
 ///     HOME/contacts       petnames for identities (`Contacts`, 0600)
+///     HOME/search.sqlite  the local search index (+ -wal, -shm; 0600): derived, dropped and rebuilt at will
 ///
 /// HOME itself is 0700. Every file is created with an explicit mode, whatever the umask.
 public struct Home: Sendable {
@@ -30,6 +31,8 @@ public struct Home: Sendable {
     /// Space kept free for deletes on a full disk (`Store.reclaimSpace`, docs/store-format.md "Layout").
     public var reservePath: String { storeDirectory + "/reserve" }
     public var controlSocketPath: String { path + "/control.sock" }
+    /// Outside `store/`: it holds in plaintext what this identity reads of other identities' trees (security.md).
+    public var searchIndexPath: String { path + "/search.sqlite" }
     public var logPath: String { path + "/hypernet.log" }
     public var pidPath: String { path + "/daemon.pid" }
 

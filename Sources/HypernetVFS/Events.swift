@@ -60,6 +60,11 @@ public final class EventReader: Sendable {
         self.onClose = onClose
     }
 
+    /// A reader its owner feeds with `append` (another stream of lines: `hypernet search --watch`).
+    public convenience init(onClose: @escaping @Sendable (EventReader) -> Void) {
+        self.init(accepts: { _, _ in true }, onClose: onClose)
+    }
+
     /// Delivers up to `maximum` bytes (whole lines when they fit) as soon as there are any, possibly at once
     /// on the calling thread; nil when the read is cancelled or the reader closed. `token` names the read for
     /// `cancelRead` (the FUSE request's address; below 2^63).
@@ -117,7 +122,7 @@ public final class EventReader: Sendable {
         onClose(self)
     }
 
-    func append(_ line: [UInt8]) {
+    public func append(_ line: [UInt8]) {
         let delivery: (Delivery, [UInt8])? = state.withLock { s in
             guard !s.closed else { return nil }
             if s.buffer.count + line.count > Self.bufferLimit {

@@ -163,7 +163,7 @@ struct Fsck: HypernetCommand {
         let logger = bootstrapLogging(home: home)
         do {
             let keyring = try Keyring.load(directory: home.keysDirectory)
-            return try Store(home: home, keyring: keyring, logger: logger).check()
+            return try Store(home: home, keyring: keyring, logger: logger).check() + SearchIndexer.check(home: home)
         } catch {
             throw Failure(.store, "cannot open the store in \(home.path): \(error)")
         }

@@ -1,0 +1,386 @@
+import Dispatch
+import FoundationEssentials
+import Glibc
+import HypernetCrypto
+import HypernetIndex
+import HypernetModel
+import HypernetStore
+import HypernetVFS
+import Logging
+import Synchronization
+
+/// Keeps the search index (docs/search.md) in step with what the mount shows, on a queue of its own: never on a
+/// FUSE request or a replication thread. It follows the store's log from its cursor; each revision it can open
+/// re-indexes its document as the mount shows it now (path, visible head), or removes it when the mount no longer
+/// shows it (deleted, or no longer readable). A revision it cannot open, or a permission block, re-checks the
+/// documents of its tree, so a revoke removes them.
+public final class SearchIndexer: Sendable {
+    static let pageSize = 512
+    /// An index whose unreachable text rows outnumber the live documents by this much is rebuilt.
+    static let orphanSlack: Int64 = 10_000
+    /// How much of a result's text is read for its snippet.
+    static let snippetLimit = 1 << 20
+
+    let index: SearchIndex
+    let store: Store
+    let fileSystem: VirtualFileSystem
+    let home: Home
+    /// Canonical; results are absolute paths below it.
+    let mountpoint: String
+    let logger: Logger
+    private let queue = DispatchQueue(label: "hypernet.index", qos: .utility)
+
+    private struct State {
+        var scheduled = false
+        var stopped = false
+        /// Trees (hex) whose documents are checked again on the next run.
+        var recheck: Set<String> = []
+        /// `hypernet search --watch`: each reader's query.
+        var subscriptions: [ObjectIdentifier: (query: String, reader: EventReader)] = [:]
+    }
+    private let state = Mutex(State())
+
+    private enum Entry {
+        case remove
+        case index(IndexedDocument, text: String?)
+    }
+
+    /// Opens the index in `home` (a damaged one is replaced by an empty one, which then fills from the log).
+    init(home: Home, mountpoint: String, store: Store, fileSystem: VirtualFileSystem, logger: Logger) throws {
+        let (index, reason) = try SearchIndex.openOrRecreate(path: home.searchIndexPath)
+        if let reason { logger.warning("search index rebuilt", metadata: ["reason": "\(reason)"]) }
+        self.index = index
+        self.store = store
+        self.fileSystem = fileSystem
+        self.home = home
+        self.mountpoint = mountpoint
+        self.logger = logger
+    }
+
+    /// New revisions are stored and shown: index them. `rightsChanged`: trees that received permission blocks.
+    func wake(rightsChanged trees: [SigningPublicKey] = []) {
+        let start = state.withLock { s in
+            s.recheck.formUnion(trees.map { Hex.encode($0.bytes) })
+            defer { s.scheduled = true }
+            return !s.scheduled && !s.stopped
+        }
+        if start { queue.async { [self] in run() } }
+    }
+
+    /// Indexes nothing more; returns once the page being indexed is committed (before the store closes).
+    func stop() {
+        state.withLock { $0.stopped = true }
+        queue.sync {}
+        do { try index.close() } catch { logger.warning("search index: cannot close \(index.path): \(error)") }
+    }
+
+    /// Empties the index and indexes everything again, in the background.
+    func rebuild() throws(Failure) {
+        do { try queue.sync { try index.reset() } } catch {
+            throw Failure(.store, "cannot reset the search index \(index.path): \(error)")
+        }
+        logger.info("search index: rebuilding")
+        wake()
+    }
+
+    /// How far the index is: the log position it reached and the log's last, documents and unreachable text rows.
+    func status() throws(Failure) -> IndexStatus {
+        do {
+            let (documents, orphans) = try index.statistics()
+            return IndexStatus(
+                path: index.path, documents: documents, orphans: orphans, indexed: try index.cursor(),
+                logged: try store.lastRevisionSeq())
+        } catch {
+            throw Failure(.store, "search index \(index.path): \(error)")
+        }
+    }
+
+    private func run() {
+        let recheck = state.withLock { s in
+            // Cleared before reading the log: a wake from now on runs again.
+            s.scheduled = false
+            defer { s.recheck = [] }
+            return s.recheck
+        }
+        do {
+            for tree in recheck { try check(index.documents(tree: tree)) }
+            var cursor = try index.cursor()
+            while true {
+                let entries = try store.storedRevisions(after: cursor, limit: Self.pageSize)
+                guard let last = entries.last?.seq, !state.withLock({ $0.stopped }) else { break }
+                try indexPage(entries, cursor: last)
+                cursor = last
+                if entries.count < Self.pageSize { break }
+            }
+            let (documents, orphans) = try index.statistics()
+            if orphans > Int64(documents) + Self.orphanSlack {
+                logger.info("search index: rebuilding to drop \(orphans) unreachable text rows")
+                try index.reset()
+                wake()
+            }
+        } catch {
+            logger.error("search index: \(error)")
+        }
+    }
+
+    /// The documents of one page of the log, each once, in one transaction with the new cursor.
+    private func indexPage(_ entries: [StoredRevision], cursor: Int64) throws {
+        var seen = Set<DocumentID>()
+        var documents: [(DocumentID, SigningPublicKey)] = []
+        var trees = Set<SigningPublicKey>()
+        for e in entries {
+            guard let (r, _) = try? store.revision(e.id, readingXattrs: false) else {
+                // Not for this identity's keys: perhaps its read right on documents already indexed ended.
+                trees.insert(e.tree)
+                continue
+            }
+            if seen.insert(r.document).inserted { documents.append((r.document, e.tree)) }
+        }
+        var updates: [(document: IndexedDocument, text: String?)] = []
+        var removed: [String] = []
+        var moves: [(String, String)] = []
+        var directories: [String] = []
+        for (document, tree) in documents {
+            if document == DocumentID.root(of: tree) {
+                // A listing of the tree's top: own, re-check what it held; another's, the whole tree.
+                if tree == store.keyring.identity.publicKey { directories.append("/") } else { trees.insert(tree) }
+                continue
+            }
+            let known = try index.indexed(document.description)
+            switch entry(document, tree, known: known) {
+            case .remove:
+                if known != nil { removed.append(document.description) }
+            case .index(let d, let text):
+                updates.append((d, text))
+                guard d.kind == "directory" else { continue }
+                directories.append(d.path)
+                if let old = known?.path, old != d.path {
+                    moves.append((old, d.path))
+                    directories.append(old)
+                }
+            }
+        }
+        try index.apply(updates, removing: removed, cursor: cursor)
+        for (old, new) in moves { try index.move(old, to: new) }
+        notify(updates.map(\.document.document))
+        // A changed listing may have renamed, moved out or deleted what it held.
+        for dir in Set(directories) { try check(index.documents(in: dir)) }
+        for tree in trees { try check(index.documents(tree: Hex.encode(tree.bytes))) }
+    }
+
+    /// Indexed documents whose state may have changed without a revision of their own (a rename or move, a
+    /// rights change): indexed again where it differs.
+    private func check(_ rows: [IndexedDocument]) throws {
+        var updates: [(document: IndexedDocument, text: String?)] = []
+        var removed: [String] = []
+        var moves: [(String, String)] = []
+        for row in rows {
+            guard let (document, tree) = Self.ids(row) else { continue }
+            switch entry(document, tree, known: row) {
+            case .remove: removed.append(row.document)
+            case .index(let d, let text):
+                guard d != row || text != nil else { continue }
+                updates.append((d, text))
+                if d.kind == "directory", d.path != row.path { moves.append((row.path, d.path)) }
+            }
+        }
+        guard !updates.isEmpty || !removed.isEmpty else { return }
+        try index.apply(updates, removing: removed)
+        for (old, new) in moves { try index.move(old, to: new) }
+        notify(updates.map(\.document.document))
+    }
+
+    /// The document as the mount shows it now; `text` only when its name or content changed since `known`.
+    private func entry(_ document: DocumentID, _ tree: SigningPublicKey, known: IndexedDocument?) -> Entry {
+        guard document != DocumentID.root(of: tree), let path = fileSystem.shownPath(of: document, tree: tree),
+            let shown = fileSystem.shownRevision(of: document), shown.revision.kind != .tombstone
+        else { return .remove }
+        let r = shown.revision
+        let m = shown.metadata
+        let created =
+            known?.created
+            ?? ((try? store.revisions(of: document))?.map { Int64($0.time.milliseconds) }.min()
+                ?? Int64(r.time.milliseconds))
+        var tags: [String: String] = [:]
+        for x in m.xattrs where x.name.hasPrefix("user.") && !x.name.hasPrefix("user.hypernet.") {
+            tags[String(x.name.dropFirst(5))] = String(decoding: x.value, as: UTF8.self)
+        }
+        let name = path == "/" ? "/" : String(path[path.index(after: path.lastIndex(of: "/")!)...])
+        let source = "\(r.kind) \(m.content.map { $0.node.id.hex } ?? "-") \(name)"
+        let d = IndexedDocument(
+            document: document.description, tree: Hex.encode(tree.bytes), revision: shown.id.hex, path: path,
+            kind: "\(r.kind)", owner: store.authorName(tree), author: store.authorName(r.author),
+            size: r.kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size,
+            mtime: m.mtimeSeconds * 1000 + Int64(m.mtimeNanoseconds / 1_000_000), created: created,
+            conflict: r.kind != .directory && shown.headCount > 1, shared: fileSystem.isShared(document, tree: tree),
+            tags: tags, source: source)
+        guard known?.source != source, r.kind == .file else { return .index(d, text: nil) }
+        return .index(d, text: text(of: m.content, limit: SearchIndex.textLimit))
+    }
+
+    /// The text of the first `limit` bytes of a content, or nil if it is binary or unreadable.
+    private func text(of content: ManifestReference?, limit: Int) -> String? {
+        var bytes: [UInt8] = []
+        var truncated = false
+        do {
+            for c in try store.loadManifest(content).chunks {
+                if bytes.count >= limit {
+                    truncated = true
+                    break
+                }
+                if c.isHole {
+                    bytes += repeatElement(0, count: min(Int(c.length), limit))
+                } else {
+                    bytes += try store.readChunk(c)
+                }
+            }
+        } catch {
+            logger.warning("search index: cannot read a content", metadata: ["error": "\(error)"])
+            return nil
+        }
+        if bytes.count > limit {
+            bytes.removeLast(bytes.count - limit)
+            truncated = true
+        }
+        return TextExtractor.text(bytes, truncated: truncated)
+    }
+
+    /// Runs `text` as a query (docs/search.md): only documents the mount shows now are answered, at the path it
+    /// shows them, so a result never names what this identity may no longer read.
+    /// `documents`: only among these (hex ids).
+    func search(_ text: String, sort: SearchSort, limit: Int, offset: Int, documents: [String]? = nil)
+        throws(Failure) -> [SearchResult]
+    {
+        let query = try Self.parse(text)
+        let names = Names(home: home, store: store)
+        let page = max(limit, 64)
+        var results: [SearchResult] = []
+        var skipped = 0
+        var position = 0
+        while results.count < limit {
+            let hits: [SearchHit]
+            do {
+                hits = try index.search(
+                    SearchPlan(
+                        query, sort: sort, limit: page, offset: position, documents: documents,
+                        identity: names.token(for:)))
+            } catch {
+                throw Failure(.store, "search index \(index.path): \(error)")
+            }
+            position += hits.count
+            for hit in hits {
+                guard let (document, tree) = Self.ids(hit.document),
+                    let path = fileSystem.shownPath(of: document, tree: tree)
+                else { continue }
+                if skipped < offset {
+                    skipped += 1
+                    continue
+                }
+                results.append(result(hit, path: path, names: names, query: query))
+                if results.count == limit { break }
+            }
+            if hits.count < page { break }
+        }
+        return results
+    }
+
+    private static func parse(_ text: String) throws(Failure) -> SearchQuery {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        do { return try SearchQuery(text, now: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec / 1_000_000)) } catch {
+            throw Failure(.badQuery, "bad query: \(error)")
+        }
+    }
+
+    /// A stream of the results that revisions indexed from now on make match `text`, one JSON line each.
+    func subscribe(_ text: String) throws(Failure) -> EventReader {
+        _ = try Self.parse(text)
+        let reader = EventReader { [weak self] reader in
+            _ = self?.state.withLock { $0.subscriptions.removeValue(forKey: ObjectIdentifier(reader)) }
+        }
+        state.withLock { $0.subscriptions[ObjectIdentifier(reader)] = (text, reader) }
+        return reader
+    }
+
+    /// Tells subscribers which of the documents just indexed match their queries (relative times read anew).
+    private func notify(_ documents: [String]) {
+        let subscriptions = state.withLock { Array($0.subscriptions.values) }
+        guard !documents.isEmpty, !subscriptions.isEmpty else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for (query, reader) in subscriptions {
+            guard
+                let results = try? search(
+                    query, sort: .modified, limit: documents.count, offset: 0, documents: documents)
+            else { continue }
+            for result in results.reversed() {
+                guard let line = try? encoder.encode(result) else { continue }
+                reader.append(Array(line) + [UInt8(ascii: "\n")])
+            }
+        }
+    }
+
+    /// The document's id and its tree's key, from their hex.
+    private static func ids(_ d: IndexedDocument) -> (DocumentID, SigningPublicKey)? {
+        guard let document = Hex.decode(d.document).flatMap({ try? DocumentID(bytes: $0) }),
+            let tree = Hex.decode(d.tree).flatMap({ try? SigningPublicKey(bytes: $0) })
+        else { return nil }
+        return (document, tree)
+    }
+
+    private func result(_ hit: SearchHit, path: String, names: Names, query: SearchQuery) -> SearchResult {
+        let d = hit.document
+        var snippet: String?
+        if query.hasText, d.kind == "file", let bytes = Hex.decode(d.revision), let id = try? Digest(bytes: bytes),
+            let (_, metadata) = try? store.revision(id, readingXattrs: false),
+            let body = text(of: metadata.content, limit: Self.snippetLimit)
+        {
+            snippet = Snippet.make(body, terms: query.highlightTerms)
+        }
+        let root = mountpoint == "/" ? "" : mountpoint
+        // Named as it shows now (the index may not have seen a rename yet).
+        var shown = d
+        shown.path = path
+        return SearchResult(
+            path: root + path, name: shown.name, kind: d.kind, owner: names.name(for: d.owner),
+            author: names.name(for: d.author), size: d.size,
+            modified: ISO8601.format(milliseconds: UInt64(clamping: d.mtime)),
+            created: ISO8601.format(milliseconds: UInt64(clamping: d.created)), conflict: d.conflict,
+            shared: d.shared, revision: d.revision, document: d.document, score: hit.score, snippet: snippet)
+    }
+
+    /// `fsck` without a daemon: problems of the index file, if there is one (the next start rebuilds it).
+    public static func check(home: Home) -> [String] {
+        guard access(home.searchIndexPath, F_OK) == 0 else { return [] }
+        do {
+            return try SearchIndex(path: home.searchIndexPath).check()
+        } catch {
+            return ["search index: \(error) (it is rebuilt when the node starts)"]
+        }
+    }
+
+    /// Problems of the index file; a damaged index is rebuilt at once (it is derived state).
+    func check() -> [String] {
+        let problems = index.check()
+        guard !problems.isEmpty else { return [] }
+        let rebuilt = (try? rebuild()) != nil
+        return problems.map { "search index: \($0)" + (rebuilt ? " (rebuilding it)" : "") }
+    }
+}
+
+/// Identity tokens and the names a query or a result uses for them: contact names, and `me` for this identity.
+struct Names {
+    let own: String
+    let byName: [String: String]
+    let byToken: [String: String]
+
+    init(home: Home, store: Store) {
+        own = store.keyring.identityToken.description
+        let contacts = (try? Contacts.load(home))?.list ?? []
+        byName = Dictionary(contacts.map { ($0.name, $0.identity.description) }) { a, _ in a }
+        byToken = Dictionary(contacts.map { ($0.identity.description, $0.name) }) { a, _ in a }
+    }
+
+    func token(for name: String) -> String? { name == "me" ? own : byName[name] }
+    func name(for token: String) -> String { token == own ? "me" : byToken[token] ?? token }
+}

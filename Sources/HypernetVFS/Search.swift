@@ -1,0 +1,40 @@
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+
+/// The revision a document shows (the winner of its heads), for the search index.
+public struct ShownRevision: Sendable {
+    public var id: RevisionID
+    public var revision: Revision
+    public var metadata: RevisionMetadata
+    public var headCount: Int
+}
+
+extension VirtualFileSystem {
+    /// Where `document` of `tree` shows in the mount now ("/a/b.txt", "/@alice/share/doc.txt"), or nil when it does
+    /// not: deleted, not readable by this identity (revoked, never granted), or not linked into a listing yet.
+    public func shownPath(of document: DocumentID, tree: SigningPublicKey) -> String? {
+        guard tree == store.keyring.identity.publicKey else { return foreignLocation(of: document, in: tree)?.path }
+        guard let inode = try? store.document(document)?.inode else { return nil }
+        return state.withLock { s in
+            guard s.nodes[inode]?.linked == true else { return nil }
+            return Self.location(of: inode, in: s)?.path
+        }
+    }
+
+    /// Whether another identity may read `document`: one of another identity's tree, or one of this identity's
+    /// governed by a chain (its own or inherited) with another member or public.
+    public func isShared(_ document: DocumentID, tree: SigningPublicKey) -> Bool {
+        guard tree == store.keyring.identity.publicKey else { return true }
+        guard let inode = try? store.document(document)?.inode, let node = state.withLock({ $0.nodes[inode] }),
+            let membership = try? membership(of: node)
+        else { return false }
+        return membership.isPublic || membership.members.contains { $0.identity.signing != tree }
+    }
+
+    /// The revision `document` shows (its heads' winner), or nil if none opens with a key this identity holds.
+    public func shownRevision(of document: DocumentID) -> ShownRevision? {
+        guard let w = try? winner(of: document) else { return nil }
+        return ShownRevision(id: w.id, revision: w.revision, metadata: w.metadata, headCount: w.heads.count)
+    }
+}

@@ -1,0 +1,194 @@
+"""Search (issue 18, docs/search.md): `hypernet search` over the local index of what this identity may read, on
+real mounts. Words of content, metadata filters, deletions and renames, a deleted index rebuilt at start, a
+malformed query's error; with two identities, bob finds what alice shares with him and nothing else, not even a
+name, and a revoke removes it; a storage node indexes nothing.
+"""
+
+import calendar
+import json
+import os
+import time
+
+import pytest
+
+from cluster import eventually
+from helpers import write_file
+from test_events import Stream
+
+
+def search(node, query, *options):
+    """The results of `hypernet search --json`, as dicts (node: a helpers.Node or a cluster node)."""
+    run = node.run if hasattr(node, "run") else node.cli
+    proc = run("search", "--json", *options, "--", query)
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def paths(node, query, *options):
+    return sorted(r["path"] for r in search(node, query, *options))
+
+
+def finds(node, query, expected, timeout=1.0, *options):
+    """Polls until `query` gives exactly `expected` (absolute paths); the contract is within 1 s."""
+    eventually(lambda: paths(node, query, *options) == sorted(expected), timeout,
+               lambda: f"`search {query}` gives {paths(node, query, *options)}, not {sorted(expected)}")
+
+
+def test_content_words_and_metadata_filters_find_a_file(node):
+    plan = b"The quarterly plan for the team.\nSecond line.\n"
+    write_file(node.p("plan.txt"), plan)
+    os.makedirs(node.p("old"))
+    write_file(node.p("old", "draft.txt"), b"A quarterly plan, only a draft.\n")
+    write_file(node.p("image.bin"), bytes(range(256)) * 40)
+    os.setxattr(node.p("image.bin"), "user.color", b"red")
+    old = calendar.timegm((2026, 1, 15, 12, 0, 0))
+    os.utime(node.p("old", "draft.txt"), (old, old))
+
+    finds(node, '"quarterly plan"', [node.p("plan.txt"), node.p("old", "draft.txt")], timeout=5)
+    finds(node, '"quarterly plan" -draft', [node.p("plan.txt")])
+    finds(node, "quarter*", [node.p("plan.txt"), node.p("old", "draft.txt")])
+    finds(node, "quarterly modified:<2026-02-01", [node.p("old", "draft.txt")])
+    finds(node, "quarterly modified:<30d", [node.p("plan.txt")])
+    finds(node, "image", [node.p("image.bin")])  # a binary file, by its name only
+    finds(node, "tag:color=red size:>8K kind:file", [node.p("image.bin")])
+    finds(node, "kind:dir", [node.p("old")])
+    finds(node, "path:/old/* OR name:plan.txt", [node.p("plan.txt"), node.p("old", "draft.txt")])
+
+    [result] = search(node, "team")
+    assert result["snippet"] and "team" in result["snippet"], result
+    assert result["owner"] == "me" and result["kind"] == "file" and result["size"] == len(plan), result
+    # The human form: the path, then the snippet indented.
+    lines = node.cli("search", "team").stdout.splitlines()
+    assert lines[0] == node.p("plan.txt") and lines[1].startswith("    "), lines
+    assert [r["path"] for r in search(node, "quarterly", "--sort", "path", "--limit", "1", "--offset", "1")] \
+        == [node.p("plan.txt")]
+
+
+def test_deleted_and_renamed_files_show_within_a_second(node):
+    os.makedirs(node.p("a"))
+    write_file(node.p("a", "notes.txt"), b"zebra crossing\n")
+    write_file(node.p("gone.txt"), b"zebra stripes\n")
+    finds(node, "zebra", [node.p("a", "notes.txt"), node.p("gone.txt")], timeout=5)
+
+    os.unlink(node.p("gone.txt"))
+    finds(node, "zebra", [node.p("a", "notes.txt")])
+    os.rename(node.p("a", "notes.txt"), node.p("a", "renamed.txt"))
+    finds(node, "zebra", [node.p("a", "renamed.txt")])
+    finds(node, "name:renamed.txt", [node.p("a", "renamed.txt")])
+    os.rename(node.p("a"), node.p("b"))
+    finds(node, "path:/b/*", [node.p("b", "renamed.txt")])
+    write_file(node.p("b", "renamed.txt"), b"horse\n")
+    finds(node, "zebra", [])
+    finds(node, "horse", [node.p("b", "renamed.txt")])
+
+
+def test_search_watch_prints_new_matches_as_they_arrive(node):
+    write_file(node.p("before.txt"), b"walrus before\n")
+    finds(node, "walrus", [node.p("before.txt")], timeout=5)
+    stream = Stream([node.bin, "--home", str(node.home), "search", "--watch", "--json", "walrus -ignored"], "watch")
+    try:
+        eventually(lambda: len(stream.lines) == 1, 5, lambda: f"--watch printed {stream.lines}, not the current match")
+        write_file(node.p("ignored.txt"), b"walrus ignored\n")
+        write_file(node.p("new.txt"), b"a new walrus\n")
+        eventually(lambda: len(stream.lines) >= 2, 5, lambda: f"--watch printed {stream.lines}")
+        time.sleep(1)
+        printed = [json.loads(text)["path"] for _, text in stream.lines]
+        assert printed == [node.p("before.txt"), node.p("new.txt")], printed
+    finally:
+        stream.close()
+
+
+def test_a_malformed_query_names_the_column_and_exits_9(node):
+    for query, column, words in [
+        ('plan "quarterly', 6, "unterminated quote"),
+        ("colour:red", 1, "unknown filter 'colour:'"),
+        ("a OR", 3, "'OR' needs a term on each side"),
+        ("size:>lots", 6, "'size:>lots'"),
+    ]:
+        proc = node.cli("search", "--", query, check=False)
+        assert proc.returncode == 9, (query, proc.returncode, proc.stderr)
+        assert proc.stdout == ""
+        [line] = proc.stderr.splitlines()
+        assert f"column {column}: " in line and words in line, (query, line)
+    assert node.cli("search", "--sort", "colour", "x", check=False).returncode == 2
+
+
+def damage(index):
+    index.write_bytes(b"not a database" * 1000)
+    wal = f"{index}-wal"
+    assert not os.path.exists(wal) or os.path.getsize(wal) == 0, "the stopped daemon left frames in the index's WAL"
+
+
+def test_a_deleted_index_is_rebuilt_at_start_with_the_same_results(node):
+    for i in range(30):
+        write_file(node.p(f"doc{i}.txt"), f"common word{i} {'even' if i % 2 == 0 else 'odd'}\n".encode())
+    finds(node, "even", [node.p(f"doc{i}.txt") for i in range(0, 30, 2)], timeout=10)
+    before = search(node, "common", "--limit", "100", "--sort", "path")
+    node.stop()
+    index = node.home / "search.sqlite"
+    assert index.exists() and (index.stat().st_mode & 0o777) == 0o600
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(str(index) + suffix):
+            os.unlink(str(index) + suffix)
+    node.start()
+    eventually(lambda: search(node, "common", "--limit", "100", "--sort", "path") == before, 10,
+               lambda: "the rebuilt index answers differently")
+    # `index --rebuild` waits until everything is indexed again.
+    out = node.cli("index", "--rebuild").stdout
+    assert "30 documents indexed" in out, out
+    assert search(node, "common", "--limit", "100", "--sort", "path") == before
+    # A damaged index is replaced at start.
+    node.stop()
+    damage(index)
+    node.start()
+    eventually(lambda: search(node, "common", "--limit", "100", "--sort", "path") == before, 10,
+               lambda: "the index rebuilt after damage answers differently")
+    assert "store is consistent" in node.cli("fsck").stdout
+    # fsck without a daemon reports a damaged index, and the next start rebuilds it.
+    node.stop()
+    damage(index)
+    proc = node.cli("fsck", check=False)
+    assert proc.returncode == 7 and "search index: " in proc.stdout, (proc.returncode, proc.stdout, proc.stderr)
+    node.start()
+    eventually(lambda: search(node, "common", "--limit", "100", "--sort", "path") == before, 10,
+               lambda: "the index rebuilt after fsck answers differently")
+
+
+@pytest.mark.replication
+@pytest.mark.timeout(240)
+def test_bob_finds_what_alice_shares_and_nothing_else(cluster):
+    alice = cluster.add("alice")
+    bob = cluster.add("bob", pins=[alice])
+    storage = cluster.add("storage", serve=True, pins=[alice])
+    cluster.start()
+    alice.run("contact", "add", "bob", bob.token)
+    bob.run("contact", "add", "alice", alice.token)
+    os.makedirs(alice.p("share"))
+    write_file(alice.p("share", "report.txt"), b"budget for the lighthouse project\n")
+    write_file(alice.p("share", "hidden.txt"), b"lighthouse secrets\n")
+    write_file(alice.p("private-lighthouse.txt"), b"lighthouse diary\n")
+    finds(alice, "lighthouse", [alice.p("share", "report.txt"), alice.p("share", "hidden.txt"),
+                                alice.p("private-lighthouse.txt")], timeout=5)
+    assert search(bob, "lighthouse") == [], "bob finds alice's documents before any grant"
+
+    alice.run("grant", alice.p("share"), "bob", "read")
+    alice.run("revoke", alice.p("share", "hidden.txt"), "bob")
+    shared = bob.p("@alice", "share", "report.txt")
+    finds(bob, "lighthouse", [shared], timeout=15)
+    finds(bob, "owner:alice", [bob.p("@alice", "share"), shared])
+    finds(bob, "shared:yes budget", [shared])
+    # hidden.txt has a chain of its own that leaves bob out: only alice reads it.
+    finds(alice, "shared:yes kind:file", [alice.p("share", "report.txt")], timeout=5)
+    [result] = search(bob, "budget")
+    assert result["owner"] == "alice" and result["author"] == "alice", result
+    # Neither the unreadable document nor the private one, not even by name.
+    for query in ["secrets", "diary", "name:hidden.txt", "name:private*", "hidden", "private"]:
+        assert search(bob, query) == [], f"bob's `search {query}` shows {search(bob, query)}"
+
+    alice.run("revoke", alice.p("share"), "bob")
+    write_file(alice.p("share", "report.txt"), b"after the revoke\n")
+    finds(bob, "lighthouse", [], timeout=10)
+    finds(bob, "owner:alice", [], timeout=10)
+
+    # A storage node indexes nothing and finds nothing.
+    assert search(storage, "lighthouse") == [] and search(storage, "") == []
+    assert not (storage.home / "search.sqlite").exists()
