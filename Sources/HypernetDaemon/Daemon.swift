@@ -113,6 +113,7 @@ public enum Daemon {
             // start showed those received earlier).
             vfs.setKernelCache(fuse)
             showReceived(store: store, in: vfs, indexer: search)
+            vfs.setSearchProvider { query in search.matches(query) }
             // What was stored before this start and is not indexed yet (all of it for a new or damaged index).
             search.wake()
             do throws(FUSEError) {

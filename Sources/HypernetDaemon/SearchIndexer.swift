@@ -18,6 +18,8 @@ public final class SearchIndexer: Sendable {
     static let pageSize = 512
     /// An index whose unreachable text rows outnumber the live documents by this much is rebuilt.
     static let orphanSlack: Int64 = 10_000
+    /// The most entries a query folder shows.
+    static let viewLimit = 1000
     /// How much of a result's text is read for its snippet.
     static let snippetLimit = 1 << 20
 
@@ -253,8 +255,32 @@ public final class SearchIndexer: Sendable {
     {
         let query = try Self.parse(text)
         let names = Names(home: home, store: store)
+        return try shown(query, sort: sort, limit: limit, offset: offset, documents: documents, names: names).map {
+            result($0.hit, path: $0.path, names: names, query: query)
+        }
+    }
+
+    /// `/.hypernet/search/QUERY/`: the first `viewLimit` matches by relevance; nil for a query that does not parse.
+    func matches(_ text: String) -> [SearchMatch]? {
+        guard let query = try? Self.parse(text),
+            let found = try? shown(
+                query, sort: .relevance, limit: Self.viewLimit, offset: 0, documents: nil,
+                names: Names(home: home, store: store))
+        else { return nil }
+        return found.compactMap { hit, path in
+            var shown = hit.document
+            shown.path = path
+            return Self.ids(shown).map { SearchMatch(name: shown.name, path: path, document: $0, tree: $1) }
+        }
+    }
+
+    /// The hits the mount shows now, at the path it shows each: rights are checked again here, so a document this
+    /// identity may no longer read is never answered, even before the indexer has removed it.
+    private func shown(
+        _ query: SearchQuery, sort: SearchSort, limit: Int, offset: Int, documents: [String]?, names: Names
+    ) throws(Failure) -> [(hit: SearchHit, path: String)] {
         let page = max(limit, 64)
-        var results: [SearchResult] = []
+        var results: [(hit: SearchHit, path: String)] = []
         var skipped = 0
         var position = 0
         while results.count < limit {
@@ -276,7 +302,7 @@ public final class SearchIndexer: Sendable {
                     skipped += 1
                     continue
                 }
-                results.append(result(hit, path: path, names: names, query: query))
+                results.append((hit, path))
                 if results.count == limit { break }
             }
             if hits.count < page { break }

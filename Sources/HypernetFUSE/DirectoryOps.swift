@@ -8,7 +8,9 @@ func opOpendir(_ req: fuse_req_t?, _ inode: fuse_ino_t, _ fi: UnsafeMutablePoint
     let request = Request(req, "opendir")
     let info = fi!
     do {
-        let handle = try request.fileSystem.opendir(inode: inode)
+        let fileSystem = request.fileSystem
+        let handle = try fileSystem.opendir(
+            inode: inode, caller: request.caller(withGroups: fileSystem.dependsOnCaller(inode: inode)))
         info.pointee.fh = handle
         if fuse_reply_open(request.raw, info) != 0 { request.fileSystem.releasedir(handle: handle) }
     } catch {

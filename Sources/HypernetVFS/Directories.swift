@@ -2,8 +2,9 @@ import Glibc
 import HypernetStore
 
 extension VirtualFileSystem {
-    public func opendir(inode: UInt64) throws(VFSError) -> UInt64 {
-        if VirtualTree.contains(inode) { return try virtualOpendir(inode) }
+    /// `caller`: who opens it, for the folders whose entries depend on who asks (nil: everything, as for the owner).
+    public func opendir(inode: UInt64, caller: Caller? = nil) throws(VFSError) -> UInt64 {
+        if VirtualTree.contains(inode) { return try virtualOpendir(inode, caller: caller) }
         let foreignRoots = inode == Self.rootInode ? foreignRoots() : []
         return try state.withLock { (s) throws(VFSError) in
             let dir = try Self.directory(inode, in: s)

@@ -67,6 +67,7 @@ public final class VirtualFileSystem: Sendable {
     let timer: CommitTimer
     let kernelCache = Mutex<(any KernelCache)?>(nil)
     let statusProvider = Mutex<(@Sendable () -> [String])?>(nil)
+    let searchViews = SearchViews()
     let events = EventHub()
     let foreign = ForeignInodes()
     /// Files of other identities' trees open for writing, by inode.

@@ -7,6 +7,8 @@ import Synchronization
 /// (docs/design.md, "The virtual tree"):
 /// - `status`: the filesystem's `hypernet status` lines (and the daemon's, through `setStatusProvider`);
 /// - `events`: the event stream (`Events.swift`), read with direct I/O;
+/// - `search/QUERY/`, `recent/`, `by-owner/NAME/`, `by-tag/NAME/`, `conflicts/`: folders that are queries
+///   (`SearchViews.swift`);
 /// - `revisions/REV`: any revision of this tree by id or unique prefix (at least 4 hex digits), looked up, never
 ///   listed: a file revision is a read-only file with that content (a tombstone: the content the file had when
 ///   it was deleted), a symlink revision a symlink, a directory revision a text file, one `KIND DOCUMENT NAME`
@@ -22,6 +24,11 @@ enum VirtualTree {
     static let status = flag | 2
     static let events = flag | 3
     static let revisions = flag | 4
+    static let search = flag | 5
+    static let recent = flag | 6
+    static let byOwner = flag | 7
+    static let byTag = flag | 8
+    static let conflicts = flag | 9
     static let revisionFlag: UInt64 = 1 << 62
 
     static func contains(_ inode: UInt64) -> Bool { inode & flag != 0 }
@@ -31,8 +38,16 @@ enum VirtualTree {
     }
 
     static let children: [UInt64: [(name: String, inode: UInt64)]] = [
-        directory: [("events", events), ("revisions", revisions), ("status", status)],
+        directory: [
+            ("by-owner", byOwner), ("by-tag", byTag), ("conflicts", conflicts), ("events", events),
+            ("recent", recent), ("revisions", revisions), ("search", search), ("status", status),
+        ],
         revisions: [],
+        search: [],
+        byOwner: [],
+        byTag: [],
+        recent: [],
+        conflicts: [],
     ]
 
     /// What an open virtual file reads: bytes made at open, or a stored content read chunk by chunk.
@@ -54,15 +69,19 @@ extension VirtualFileSystem {
         inode == VirtualTree.status || inode == VirtualTree.events
     }
 
-    /// Whether what `inode` shows depends on who asks: `events`, and the revisions (`revisions/REV`, looked up in
-    /// `revisions`). The kernel must not cache such an entry for the next user, and the caller's supplementary
-    /// groups count.
+    /// Whether what `inode` shows depends on who asks: `events`, the revisions (`revisions/REV`, looked up in
+    /// `revisions`) and the query folders (`search/QUERY/`, which also change with every revision). The kernel
+    /// must not cache such an entry for the next user, and the caller's supplementary groups count.
     public func dependsOnCaller(inode: UInt64) -> Bool {
         inode == VirtualTree.events || inode == VirtualTree.revisions || VirtualTree.seq(of: inode) != nil
+            || SearchViews.parents[inode] != nil || SearchViews.contains(inode)
     }
 
     func virtualLookup(parent: UInt64, name: String, caller: Caller) throws(VFSError) -> Attributes {
         if ForeignTree.contains(parent) { return try foreignLookup(parent: parent, name: name) }
+        if SearchViews.parents[parent] != nil || SearchViews.contains(parent) {
+            return try searchLookup(parent: parent, name: name, caller: caller)
+        }
         if parent == VirtualTree.revisions {
             guard name.count >= 4, name.allSatisfy(\.isHexDigit) else { throw VFSError(ENOENT) }
             let matches: [(seq: Int64, id: RevisionID)]
@@ -88,6 +107,7 @@ extension VirtualFileSystem {
     func virtualAttributes(_ inode: UInt64) throws(VFSError) -> Attributes {
         if ForeignTree.contains(inode) { return try foreignAttributes(inode) }
         let root = state.withLock { s in s.nodes[Self.rootInode]!.attributes() }
+        if SearchViews.contains(inode) { return try searchAttributes(inode, root: root) }
         if let fixed = Self.fixedAttributes(inode, root: root) { return fixed }
         guard let (revision, metadata) = try storedRevision(inode) else { throw VFSError(ENOENT) }
         var a = Self.fixedAttributes(VirtualTree.status, root: root)!
@@ -124,7 +144,7 @@ extension VirtualFileSystem {
 
     /// Whether `caller` could `stat` (and with `read`, read) `document` as the tree has it now; for a document no
     /// longer in the tree, whether it owns the store.
-    private func mayShow(_ document: DocumentID, to caller: Caller, read: Bool) throws(VFSError) -> Bool {
+    func mayShow(_ document: DocumentID, to caller: Caller, read: Bool) throws(VFSError) -> Bool {
         let record: DocumentRecord?
         do { record = try store.document(document) } catch { throw fail(error, "look up document") }
         let visibility = record.flatMap { record in
@@ -155,14 +175,16 @@ extension VirtualFileSystem {
 
     func virtualReadlink(_ inode: UInt64) throws(VFSError) -> String {
         if ForeignTree.contains(inode) { return try foreignReadlink(inode) }
+        if SearchViews.contains(inode) { return try searchReadlink(inode) }
         guard let (revision, metadata) = try storedRevision(inode), revision.kind == .symlink else {
             throw VFSError(EINVAL)
         }
         return FileName.decode(metadata.symlinkTarget)
     }
 
-    func virtualOpendir(_ inode: UInt64) throws(VFSError) -> UInt64 {
+    func virtualOpendir(_ inode: UInt64, caller: Caller?) throws(VFSError) -> UInt64 {
         if ForeignTree.contains(inode) { return try foreignOpendir(inode) }
+        if SearchViews.contains(inode) { return try searchOpendir(inode, caller: caller) }
         guard let children = VirtualTree.children[inode] else { throw VFSError(ENOTDIR) }
         let parent = inode == VirtualTree.directory ? Self.rootInode : VirtualTree.directory
         return addHandle(.directory(inode: inode, entries: [(".", inode), ("..", parent)] + children))

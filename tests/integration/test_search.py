@@ -62,6 +62,23 @@ def test_content_words_and_metadata_filters_find_a_file(node):
     assert [r["path"] for r in search(node, "quarterly", "--sort", "path", "--limit", "1", "--offset", "1")] \
         == [node.p("plan.txt")]
 
+    # The same as a folder: symlinks to the matching documents, by name.
+    folder = node.p(".hypernet", "search", '"quarterly plan" -draft')
+    assert os.listdir(folder) == ["plan.txt"]
+    assert os.readlink(os.path.join(folder, "plan.txt")) == "../../../plan.txt"
+    with open(os.path.join(folder, "plan.txt"), "rb") as f:
+        assert f.read() == plan
+    assert sorted(os.listdir(node.p(".hypernet", "search", "quarterly"))) == ["draft.txt", "plan.txt"]
+    assert "search" in os.listdir(node.p(".hypernet"))
+    assert not os.path.exists(node.p(".hypernet", "search", "colour:red")), "a malformed query is a folder"
+    # The views: queries of their own.
+    assert os.listdir(node.p(".hypernet", "by-tag", "color")) == ["image.bin"]
+    assert os.readlink(node.p(".hypernet", "by-tag", "color", "image.bin")) == "../../../image.bin"
+    assert sorted(os.listdir(node.p(".hypernet", "recent"))) == ["draft.txt", "image.bin", "plan.txt"]
+    assert os.readlink(node.p(".hypernet", "recent", "plan.txt")) == "../../plan.txt"
+    assert sorted(os.listdir(node.p(".hypernet", "by-owner", "me"))) == ["draft.txt", "image.bin", "old", "plan.txt"]
+    assert os.listdir(node.p(".hypernet", "conflicts")) == []
+
 
 def test_deleted_and_renamed_files_show_within_a_second(node):
     os.makedirs(node.p("a"))
@@ -183,11 +200,16 @@ def test_bob_finds_what_alice_shares_and_nothing_else(cluster):
     # Neither the unreadable document nor the private one, not even by name.
     for query in ["secrets", "diary", "name:hidden.txt", "name:private*", "hidden", "private"]:
         assert search(bob, query) == [], f"bob's `search {query}` shows {search(bob, query)}"
+        assert os.listdir(bob.p(".hypernet", "search", query)) == []
+    assert os.listdir(bob.p(".hypernet", "search", "lighthouse")) == ["report.txt"]
+    assert sorted(os.listdir(bob.p(".hypernet", "by-owner", "alice"))) == ["report.txt", "share"]
+    assert os.path.realpath(bob.p(".hypernet", "search", "lighthouse", "report.txt")) == os.path.realpath(shared)
 
     alice.run("revoke", alice.p("share"), "bob")
     write_file(alice.p("share", "report.txt"), b"after the revoke\n")
     finds(bob, "lighthouse", [], timeout=10)
     finds(bob, "owner:alice", [], timeout=10)
+    assert os.listdir(bob.p(".hypernet", "search", "lighthouse")) == []
 
     # A storage node indexes nothing and finds nothing.
     assert search(storage, "lighthouse") == [] and search(storage, "") == []
