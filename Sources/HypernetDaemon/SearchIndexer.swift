@@ -235,6 +235,8 @@ public final class SearchIndexer: Sendable {
                 } else {
                     bytes += try store.readChunk(c)
                 }
+                // A binary file is known by its first chunk: the rest is not read.
+                if bytes.count >= TextExtractor.sniffLength, TextExtractor.isBinary(bytes) { return nil }
             }
         } catch {
             logger.warning("search index: cannot read a content", metadata: ["error": "\(error)"])

@@ -5,7 +5,7 @@ public enum TextExtractor {
     /// ISO-8859-1 when no byte is a C0 control other than tab, newlines, form feed and escape. A NUL byte
     /// anywhere in the first 8 KiB means binary.
     public static func text(_ bytes: [UInt8], truncated: Bool = false) -> String? {
-        if bytes.count >= 2, (bytes[0] == 0xFF && bytes[1] == 0xFE) || (bytes[0] == 0xFE && bytes[1] == 0xFF) {
+        if hasByteOrderMark(bytes) {
             let little = bytes[0] == 0xFF
             var units: [UInt16] = []
             units.reserveCapacity(bytes.count / 2)
@@ -17,7 +17,7 @@ public enum TextExtractor {
             }
             return String(decoding: units, as: UTF16.self)
         }
-        if bytes.prefix(8192).contains(0) { return nil }
+        if isBinary(bytes) { return nil }
         var end = bytes.count
         if truncated {
             // Back off a multibyte sequence the limit cut: at most 3 continuation bytes and their lead.
@@ -30,6 +30,19 @@ public enum TextExtractor {
         let allowed: Set<UInt8> = [9, 10, 11, 12, 13, 27]
         if slice.contains(where: { ($0 < 32 && !allowed.contains($0)) || $0 == 127 }) { return nil }
         return String(slice.map { Character(Unicode.Scalar($0)) })
+    }
+
+    /// How many first bytes decide that a file is binary.
+    public static let sniffLength = 8192
+
+    /// Whether a file starting with `head` is binary whatever follows: a NUL in its first `sniffLength` bytes and
+    /// no UTF-16 byte-order mark (so a reader can stop at its first chunk).
+    public static func isBinary(_ head: [UInt8]) -> Bool {
+        !hasByteOrderMark(head) && head.prefix(sniffLength).contains(0)
+    }
+
+    private static func hasByteOrderMark(_ bytes: [UInt8]) -> Bool {
+        bytes.count >= 2 && ((bytes[0] == 0xFF && bytes[1] == 0xFE) || (bytes[0] == 0xFE && bytes[1] == 0xFF))
     }
 }
 

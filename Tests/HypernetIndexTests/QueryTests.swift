@@ -117,5 +117,8 @@ import Testing
         #expect(TextExtractor.text([0xFF, 0xFE, 0x68, 0x00, 0x69, 0x00]) == "hi", "UTF-16 with a byte-order mark")
         // A limit that cuts "é" (C3 A9) keeps the text before it.
         #expect(TextExtractor.text([0x61, 0x62, 0xC3], truncated: true) == "ab")
+        // Binary is decided by the first bytes, so the indexer reads no further.
+        #expect(TextExtractor.isBinary([0x61, 0x00]) && !TextExtractor.isBinary([0xFF, 0xFE, 0x61, 0x00]))
+        #expect(!TextExtractor.isBinary(Array(repeating: 0x61, count: TextExtractor.sniffLength) + [0]))
     }
 }
