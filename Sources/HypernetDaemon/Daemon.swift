@@ -226,6 +226,7 @@ public enum Daemon {
                 indexer.wake(rightsChanged: blocks)
             }
         }
+        store.observeRepairs { queue.async { fileSystem.applyRepaired() } }
     }
 
     /// SIGTERM, SIGINT and SIGHUP end the FUSE loop (then the usual shutdown runs); SIGPIPE is

@@ -137,10 +137,22 @@ extension Store {
         return ids.filter { !have.contains($0) && seen.insert($0).inserted }
     }
 
-    /// A chunk's stored (sealed) bytes, for serving to a peer; nil if not stored here.
+    /// A chunk's stored (sealed) bytes, for serving to a peer; nil if not stored here or damaged (noted for repair:
+    /// a peer would take damaged bytes for a hostile sender's).
     public func sealedChunk(_ id: ChunkID) throws(StoreError) -> [UInt8]? {
         guard let location = try location(of: id) else { return nil }
-        return try packs.read(location)
+        do {
+            let sealed = try packs.read(location)
+            guard BLAKE2b.hash(sealed) == id else {
+                noteDamaged(id, .corrupt(object: "chunk \(id.hex)", reason: "bytes do not match its id"))
+                return nil
+            }
+            return sealed
+        } catch {
+            guard case .corrupt = error else { throw error }
+            noteDamaged(id, error)
+            return nil
+        }
     }
 
     /// Verifies a received chunk against its id and appends it to the packs. Its catalog row is written

@@ -87,13 +87,18 @@ public final class Store: Sendable {
     /// (`writeXattrList`).
     private let lastXattrList = Mutex<ManifestTree?>(nil)
     /// Chunk locations already looked up: a sequential read would otherwise query SQLite per chunk.
-    /// Pack records never move, so an entry is never stale; the map is simply dropped when it grows large.
+    /// Pack records never move, and a repaired chunk's new record is remembered as it is appended, so an entry is
+    /// never stale; the map is simply dropped when it grows large.
     let locations = Mutex<[ChunkID: ChunkLocation]>([:])
     private static let maximumCachedLocations = 1 << 18
     private let clock: Mutex<HybridLogicalClock>
     let logger: Logger
     private let observers = Mutex<[@Sendable ([AddedRevision]) -> Void]>([])
     private let durableObservers = Mutex<[@Sendable ([RevisionID]) -> Void]>([])
+    /// Chunks whose stored record failed verification, until a peer's copy replaces it (`Store+Repair.swift`).
+    let damaged = Mutex<Set<ChunkID>>([])
+    let damageObservers = Mutex<[@Sendable () -> Void]>([])
+    let repairObservers = Mutex<[@Sendable () -> Void]>([])
     /// Revisions made here and committed since the last sync began: the next sync makes them durable.
     private let unsyncedLocal = Mutex<[RevisionID]>([])
     private static let maximumUnsyncedLocal = 100_000
@@ -308,7 +313,7 @@ public final class Store: Sendable {
             throw .corrupt(object: "chunk \(reference.id.hex)", reason: "missing from the catalog")
         }
         let result: StoredObject
-        switch try ChunkSealer.open(try packs.read(location), reference: reference) {
+        switch try opened(location, reference) {
         case .full(let plaintext):
             result = StoredObject(plaintext: plaintext, depth: 0, deepestBase: nil)
         case .delta(let delta):
@@ -333,6 +338,20 @@ public final class Store: Sendable {
         }
         cache.withLock { $0.put(reference.id, result) }
         return result
+    }
+
+    /// The record at `location` opened; one that fails verification (its bytes differ from the id) is noted damaged.
+    private func opened(_ location: ChunkLocation, _ reference: ChunkReference) throws(StoreError) -> ChunkSealer.Opened
+    {
+        let sealed: [UInt8]
+        do { sealed = try packs.read(location) } catch {
+            if case .corrupt = error { noteDamaged(reference.id, error) }
+            throw error
+        }
+        do { return try ChunkSealer.open(sealed, reference: reference) } catch {
+            if BLAKE2b.hash(sealed) != reference.id { noteDamaged(reference.id, error) }
+            throw error
+        }
     }
 
     func location(of id: ChunkID) throws(StoreError) -> ChunkLocation? {
@@ -844,8 +863,13 @@ public final class Store: Sendable {
                 let location = ChunkLocation(id: id, pack: row[1], offset: row[2], length: row[3])
                 do {
                     let ciphertext = try packs.read(location)
-                    if BLAKE2b.hash(ciphertext) != id { problems.append("chunk \(id.hex): bytes do not match its id") }
+                    if BLAKE2b.hash(ciphertext) != id {
+                        let error = StoreError.corrupt(object: "chunk \(id.hex)", reason: "bytes do not match its id")
+                        noteDamaged(id, error)
+                        problems.append("\(error)")
+                    }
                 } catch {
+                    if case .corrupt = error { noteDamaged(id, error) }
                     problems.append("\(error)")
                 }
             }

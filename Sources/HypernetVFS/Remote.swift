@@ -71,12 +71,14 @@ extension VirtualFileSystem {
                     let linking = Set(
                         s.nodes.values.filter { $0.metadataChanged && !$0.otherNames.isEmpty }.map(\.record.id))
                     invalid.placement = try placement(linking: linking)
-                    for d in directories + stale(s, invalid.placement) {
+                    let unreadable = invalid.placement.unreadable
+                    for d in directories + stale(s, invalid.placement) where unreadable[d] == nil {
                         do { try applyDirectory(d, in: &s, &invalid) } catch {
                             logger.error(
                                 "applying a received directory failed: \(error)", metadata: ["document": "\(d)"])
                         }
                     }
+                    showUnreadable(unreadable, in: &s, &invalid)
                     if !invalid.placement.rescued.isEmpty { markRescued(in: &s) }
                     noteMerged(invalid.placement, in: &s)
                 } catch {
@@ -124,6 +126,8 @@ extension VirtualFileSystem {
         var rescued: [DocumentID] = []
         /// Per directory shown, the same-named directories merged into it, with the heads whose merge showed.
         var merged: [DocumentID: [DocumentID: [RevisionID]]] = [:]
+        /// Directories a listing of which cannot be read (a damaged chunk), with the error: they keep what they show.
+        var unreadable: [DocumentID: String] = [:]
 
         init(
             entries: [DocumentID: [DirectoryListing.Entry]] = [:], rescued: [DocumentID] = [],
@@ -170,21 +174,29 @@ extension VirtualFileSystem {
         var heads: [DocumentID: [RevisionID]] = [:]
         // Every name listed for a document named more than once: kept when its winner says it has several.
         var listed: [DocumentID: [(directory: DocumentID, entry: DirectoryListing.Entry)]] = [:]
+        var unreadable: [DocumentID: String] = [:]
         for d in try store.directoryDocuments() {
-            guard let w = try winner(of: d), w.revision.kind == .directory else { continue }
-            heads[d] = w.heads
-            for (entry, stamp) in try mergedListing(w) where entry.document != root {
-                listed[entry.document, default: []].append((d, entry))
-                // Stamps are revisions of the listing directory: two directories never tie.
-                if let other = spots[entry.document], try order(other.stamp) > order(stamp) { continue }
-                spots[entry.document] = (d, entry, stamp)
+            // One directory whose listing cannot be read (until its chunk is repaired from a peer) is left as it
+            // shows; the others are placed.
+            do {
+                guard let w = try winner(of: d), w.revision.kind == .directory else { continue }
+                let listing = try mergedListing(w)
+                heads[d] = w.heads
+                for (entry, stamp) in listing where entry.document != root {
+                    listed[entry.document, default: []].append((d, entry))
+                    // Stamps are revisions of the listing directory: two directories never tie.
+                    if let other = spots[entry.document], try order(other.stamp) > order(stamp) { continue }
+                    spots[entry.document] = (d, entry, stamp)
+                }
+            } catch {
+                unreadable[d] = "\(error)"
             }
         }
         // Directories have one name: one listed twice was moved concurrently.
         let links = try listed.filter { $0.value.count > 1 && $0.value[0].entry.kind != .directory }.filter {
             try linking.contains($0.key) || hasSeveralNames($0.key)
         }
-        try keptAgainstDeletes(&spots)
+        try keptAgainstDeletes(&spots, &unreadable)
         // Concurrent moves that form a cycle (x into y, y into x): the root reaches none of it. The edge with the
         // oldest stamp gives way; its directory shows at the root.
         var cuts: [DocumentID] = []
@@ -219,14 +231,18 @@ extension VirtualFileSystem {
             Dictionary(uniqueKeysWithValues: losers.compactMap { l in heads[l].map { (l, $0) } })
         }
         // Entries placed from several listings (a kept document's latest, a merged directory's) may share a name.
-        return Placement(entries: same.entries.mapValues(DirectoryMerge.names), rescued: cuts, merged: merged)
+        var placement = Placement(
+            entries: same.entries.mapValues(DirectoryMerge.names), rescued: cuts, merged: merged)
+        placement.unreadable = unreadable
+        return placement
     }
 
     /// Places documents kept against a concurrent delete (`isUndeleted`) that no current listing names, as when
     /// their directory was deleted too: each where the latest stored listing naming it put it. A deleted
     /// directory that so shows one is shown again, placed the same way, up to a directory that is not deleted.
     private func keptAgainstDeletes(
-        _ spots: inout [DocumentID: (directory: DocumentID, entry: DirectoryListing.Entry, stamp: RevisionID)]
+        _ spots: inout [DocumentID: (directory: DocumentID, entry: DirectoryListing.Entry, stamp: RevisionID)],
+        _ unreadable: inout [DocumentID: String]
     ) throws {
         var pending = Set(try store.forkedDeletes().filter { try spots[$0] == nil && isUndeleted($0) })
         guard !pending.isEmpty else { return }
@@ -237,7 +253,11 @@ extension VirtualFileSystem {
             var found: Set<DocumentID> = []
             // Newest first: the first listing naming a document is the latest.
             for (id, directory) in revisions where !pending.isEmpty {
-                let listing = try listings[id] ?? listing(of: id)
+                let listing: DirectoryListing
+                do { listing = try listings[id] ?? self.listing(of: id) } catch {
+                    unreadable[directory] = "\(error)"
+                    continue
+                }
                 listings[id] = listing
                 for entry in listing.entries where pending.remove(entry.document) != nil {
                     spots[entry.document] = (directory, entry, id)
@@ -254,6 +274,26 @@ extension VirtualFileSystem {
     /// made concurrently with another change of the document counts, whichever head wins).
     private func hasSeveralNames(_ document: DocumentID) throws -> Bool {
         try store.heads(of: document).contains { try store.revision($0).metadata.links > 1 }
+    }
+
+    /// Directories whose listing cannot be read give `EIO` until it can (docs/errno.md), each logged as it becomes
+    /// so; those readable again answer as before.
+    private func showUnreadable(_ unreadable: [DocumentID: String], in s: inout State, _ invalid: inout Invalidations) {
+        var inodes: Set<UInt64> = []
+        for (d, why) in unreadable {
+            guard let inode = try? store.document(d)?.inode, s.nodes[inode] != nil else { continue }
+            inodes.insert(inode)
+            if !s.unreadable.contains(inode) {
+                logger.warning("directory inode \(inode): a listing cannot be read (\(why)): EIO until it is repaired")
+            }
+        }
+        invalid.inodes.formUnion(inodes.symmetricDifference(s.unreadable))
+        s.unreadable = inodes
+    }
+
+    /// Damaged chunks were repaired from a peer: every directory is placed again, those that could not be read too.
+    public func applyRepaired() {
+        applyRemote([store.rootDocument])
     }
 
     /// The shown directories whose entries differ from `placement`'s.

@@ -57,6 +57,8 @@ public final class VirtualFileSystem: Sendable {
         var pendingRevisions: Set<UInt64> = []
         /// Files just renamed to a backup name, by the place they left (`Saves.swift`).
         var renamedAway = RenamedAway()
+        /// Directories whose listing cannot be read (`showUnreadable`): `EIO` for their names.
+        var unreadable: Set<UInt64> = []
     }
 
     let store: Store
@@ -300,6 +302,7 @@ public final class VirtualFileSystem: Sendable {
         let node = try node(inode, in: s)
         guard node.isDirectory else { throw VFSError(ENOTDIR) }
         guard node.linked else { throw VFSError(ENOENT) }
+        guard !s.unreadable.contains(inode) else { throw VFSError(EIO) }
         return node
     }
 

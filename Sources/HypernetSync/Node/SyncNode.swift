@@ -84,6 +84,10 @@ public final class SyncNode: SessionDelegate {
     let acks: AckBroker
     let dialer = Dialer()
     let ledger: ReceiveLedger
+    /// Fetches damaged chunks again (`repairDamaged`), one pass at a time; a pass asked for while one is queued
+    /// is that one.
+    private let repairQueue = DispatchQueue(label: "hypernet.sync.repair")
+    private let repairQueued = Atomic<Bool>(false)
 
     /// What this node serves to one subscriber of one tree.
     struct Cursor {
@@ -172,6 +176,7 @@ public final class SyncNode: SessionDelegate {
             logger.info("listening for peers", metadata: ["address": "\(listen)"])
         }
         store.observeRevisions { [weak self] added in self?.revisionsAdded(added) }
+        store.observeDamage { [weak self] in self?.scheduleRepair() }
         store.observeDurableLocalRevisions { [weak self] ids in self?.acks.ownDurable(ids) }
         timer.source.setEventHandler { [weak self] in
             self?.dialDue()
@@ -194,6 +199,7 @@ public final class SyncNode: SessionDelegate {
         for s in sessions { try? s.channel.close().wait() }
         // Work already queued for a session may still send on its channel: it finishes before the loop goes.
         for s in sessions { for q in [s.serveQueue, s.receiveQueue, s.chunkQueue] { q.sync {} } }
+        repairQueue.sync {}
         try? group.syncShutdownGracefully()
     }
 
@@ -360,6 +366,8 @@ public final class SyncNode: SessionDelegate {
         if let duplicate { duplicate.close("duplicate connection") }
         if duplicate === session { return }
         logger.info("peer connected", metadata: ["peer": "\(session)"])
+        // A peer that may hold what was found damaged while none was connected.
+        if !store.damagedChunks.isEmpty { scheduleRepair() }
         session.serveQueue.async { [self] in
             if let a = session.dialedAddress { try? store.updatePeer(a, node: node, error: nil) }
             session.send(.hello(hello()))
@@ -917,6 +925,36 @@ public final class SyncNode: SessionDelegate {
             if requested { fetcher.failed(id) }
             // Bytes that do not match the id they were asked for: the peer is broken or hostile.
             session.close("sent a chunk whose bytes do not match its id")
+        }
+    }
+
+    // MARK: Repair
+
+    private func scheduleRepair() {
+        guard !repairQueued.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        repairQueue.async { [self] in
+            repairQueued.store(false, ordering: .releasing)
+            repairDamaged()
+        }
+    }
+
+    /// Asks each connected peer in turn for the chunks noted damaged here, exactly as for missing ones (`want`:
+    /// the copy is checked against its id and appended), until every one arrived; each arrival replaces its
+    /// damaged record (docs/protocol.md, "Repair"). What no peer holds now is asked again when a peer connects.
+    private func repairDamaged() {
+        var wanted = store.damagedChunks
+        let sessions = state.withLock { $0.stopped ? [] : $0.authenticatedSessions() }
+        for session in sessions where !wanted.isEmpty {
+            let arrived = fetcher.fetch(wanted, via: session)
+            do { try store.repair(Array(arrived.values)) } catch {
+                logger.error("repairing damaged chunks failed: \(error)")
+                return
+            }
+            fetcher.forget(arrived.keys)
+            wanted.removeAll { arrived[$0] != nil }
+        }
+        if !wanted.isEmpty, !sessions.isEmpty {
+            logger.warning("\(wanted.count) damaged chunk(s) not held by any connected peer: asked again at the next")
         }
     }
 
