@@ -101,6 +101,8 @@ public struct RestoreReply: Codable, Sendable {
 public struct FsckReport: Codable, Sendable {
     /// Empty when the store is consistent.
     public var problems: [String]
+    /// Damaged chunks the check found and a peer's copy repaired meanwhile (docs/store-format.md, "Repair").
+    public var repaired: [String]?
 }
 
 /// One search result (docs/search.md, "Results").

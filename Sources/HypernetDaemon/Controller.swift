@@ -140,9 +140,21 @@ final class Controller: Sendable {
                 return c
             }
         case .fsck:
-            let problems = store.check() + (indexer?.check() ?? [])
+            var damaged: Set<ChunkID> = []
+            var problems = store.check(damaged: &damaged)
+            // Damaged chunks the check found are asked of the peers at once (a repair may have started during the
+            // check): those a copy repaired are no problem.
+            var repaired: [String] = []
+            if !damaged.isEmpty {
+                node.repairNow()
+                let left = Set(store.damagedChunks)
+                repaired = damaged.filter { !left.contains($0) }.map { "chunk \($0.hex): repaired from a peer" }
+                    .sorted()
+                if !repaired.isEmpty { problems = store.check() }
+            }
+            problems += indexer?.check() ?? []
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
-            return FsckReport(problems: problems)
+            return FsckReport(problems: problems, repaired: repaired)
         case .watch:
             throw Failure(.usage, "watch streams: it is answered by handle")
         case .search:

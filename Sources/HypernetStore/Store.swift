@@ -849,6 +849,12 @@ public final class Store: Sendable {
     /// Checks every chunk against its id, every revision's signature, and every document's content.
     /// Reports problems, never deletes. Empty result: consistent.
     public func check() -> [String] {
+        var damaged: Set<ChunkID> = []
+        return check(damaged: &damaged)
+    }
+
+    /// `check()`, also giving the chunks it found damaged (noted for repair).
+    public func check(damaged: inout Set<ChunkID>) -> [String] {
         var problems: [String] = []
         do {
             let chunkRows = try catalog.read { db in
@@ -866,10 +872,14 @@ public final class Store: Sendable {
                     if BLAKE2b.hash(ciphertext) != id {
                         let error = StoreError.corrupt(object: "chunk \(id.hex)", reason: "bytes do not match its id")
                         noteDamaged(id, error)
+                        damaged.insert(id)
                         problems.append("\(error)")
                     }
                 } catch {
-                    if case .corrupt = error { noteDamaged(id, error) }
+                    if case .corrupt = error {
+                        noteDamaged(id, error)
+                        damaged.insert(id)
+                    }
                     problems.append("\(error)")
                 }
             }

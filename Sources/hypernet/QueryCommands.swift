@@ -135,8 +135,9 @@ struct Fsck: HypernetCommand {
     func execute() throws(Failure) {
         let home = global.home
         let problems: [String]
-        if let reported = try checkThroughDaemon(home) {
-            problems = reported
+        if let report = try checkThroughDaemon(home) {
+            for line in report.repaired ?? [] { print(line) }
+            problems = report.problems
         } else {
             problems = try checkDirectly(home)
         }
@@ -148,9 +149,9 @@ struct Fsck: HypernetCommand {
     }
 
     /// nil when no daemon runs for `home`.
-    private func checkThroughDaemon(_ home: Home) throws(Failure) -> [String]? {
+    private func checkThroughDaemon(_ home: Home) throws(Failure) -> FsckReport? {
         guard HomeLock.holder(home: home) != nil else { return nil }
-        return try ControlClient(home: home).send(ControlRequest(command: .fsck), expecting: FsckReport.self).problems
+        return try ControlClient(home: home).send(ControlRequest(command: .fsck), expecting: FsckReport.self)
     }
 
     private func checkDirectly(_ home: Home) throws(Failure) -> [String] {

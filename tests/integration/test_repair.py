@@ -46,6 +46,7 @@ def read_eventually(path, expected):
 def fsck_clean(node):
     fsck = node.fsck()
     assert fsck.returncode == 0, f"node {node.name}: fsck after the repair:\n{fsck.stdout}{fsck.stderr}"
+    return fsck.stdout
 
 
 @pytest.mark.log_errors(*DAMAGE_LOGGED)
@@ -53,18 +54,22 @@ def test_a_damaged_file_chunk_is_fetched_again_from_a_peer(cluster):
     a = cluster.add("a")
     b = cluster.add("b", identity=a)
     cluster.start()
-    data = random_bytes(300_000)
-    write_file(a.p("f.bin"), data, fsync=True)
-    eventually(lambda: os.path.exists(b.p("f.bin")) and read_file(b.p("f.bin")) == data, REPAIR,
-               "f.bin did not reach b")
-    revision = current_revision(b.p("f.bin"))
+    revisions = []
+    for data in (random_bytes(200_000), random_bytes(300_000)):
+        write_file(a.p("f.bin"), data, fsync=True)
+        eventually(lambda: os.path.exists(b.p("f.bin")) and read_file(b.p("f.bin")) == data, REPAIR,
+                   "f.bin did not reach b")
+        revisions.append(current_revision(b.p("f.bin")))
     b.stop()
-    assert damage_revision_chunks(b, revision) > 0, f"b's catalog names no chunk of revision {revision}"
+    # The current content's chunks, and the first version's, which nothing reads but fsck.
+    for revision in revisions:
+        assert damage_revision_chunks(b, revision) > 0, f"b's catalog names no chunk of revision {revision}"
 
     b.start()
     # Before the fix: EIO for good (nothing asked a peer for a chunk that fails verification).
     read_eventually(b.p("f.bin"), data)
-    fsck_clean(b)
+    # fsck finds the first version's damage, has a peer's copy repair it, and says so.
+    assert "repaired from a peer" in fsck_clean(b)
     b.restart()  # the repair was made durable
     assert read_file(b.p("f.bin")) == data
     fsck_clean(b)

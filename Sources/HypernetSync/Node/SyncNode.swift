@@ -930,6 +930,11 @@ public final class SyncNode: SessionDelegate {
 
     // MARK: Repair
 
+    /// Asks the peers for the damaged chunks now and returns when that pass ended (`hypernet fsck`).
+    public func repairNow() {
+        repairQueue.sync { repairDamaged() }
+    }
+
     private func scheduleRepair() {
         guard !repairQueued.exchange(true, ordering: .acquiringAndReleasing) else { return }
         repairQueue.async { [self] in
