@@ -319,6 +319,11 @@ extension VirtualFileSystem {
         var node = s.nodes[inode]!
         let oldParent = from.parent
         let oldName = from.name
+        // What a failed transaction puts back (the directories' records only: copying their nodes would copy
+        // their entries).
+        let original = node
+        let parentRecords = Set([oldParent, newParent]).map { ($0, s.nodes[$0]!.record) }
+        let notDirty = Set([oldParent, newParent]).subtracting(s.dirtyDirectories)
         let now = Timestamp.now()
         node.touch(modified: false, at: now)
         s.nodes[oldParent]!.children.removeValue(forKey: oldName)
@@ -338,11 +343,26 @@ extension VirtualFileSystem {
         // (its live size may be ahead of its committed content).
         var records = Set([oldParent, newParent]).map { s.nodes[$0]!.record }
         if node.content == nil { records.append(node.record) }
-        try persist("rename") { tx in
-            try earlier(tx)
-            try tx.removeEntry(parent: oldParent, name: oldName)
-            try tx.setEntry(parent: newParent, name: newName, child: inode)
-            for r in records { try tx.updateDocument(r) }
+        do {
+            try persist("rename") { tx in
+                try earlier(tx)
+                try tx.removeEntry(parent: oldParent, name: oldName)
+                try tx.setEntry(parent: newParent, name: newName, child: inode)
+                for r in records { try tx.updateDocument(r) }
+            }
+        } catch {
+            // Nothing of a failed rename is applied (a full disk: docs/errno.md): shown moved, it would be listed
+            // by the next directory revisions while the catalog keeps it where it was.
+            s.nodes[newParent]!.children.removeValue(forKey: newName)
+            s.nodes[oldParent]!.children[oldName] = inode
+            if original.isDirectory {
+                s.nodes[oldParent]!.subdirectories += 1
+                s.nodes[newParent]!.subdirectories -= 1
+            }
+            for (p, record) in parentRecords { s.nodes[p]!.record = record }
+            s.dirtyDirectories.subtract(notDirty)
+            s.nodes[inode] = original
+            throw error
         }
     }
 
