@@ -426,6 +426,7 @@ extension VirtualFileSystem {
         defer { s.nodes[inode] = dir }
         var locations: [ChunkLocation] = []
         var stored: (references: [ChunkReference], pages: [Int], tree: ManifestTree, epoch: DirectoryEntries.Epoch)?
+        let committed = (content: dir.record.metadata.content, size: dir.record.metadata.size)
         if listingChanged {
             let sealing: Sealing
             do { sealing = try store.sealing(for: dir.record.id) } catch { throw fail(error, "directory listing") }
@@ -466,7 +467,12 @@ extension VirtualFileSystem {
                 throw fail(error, "directory listing", inode: inode)
             }
         }
-        try appendRevisionLocked(&dir, locations: locations)
+        do { try appendRevisionLocked(&dir, locations: locations) } catch {
+            // Its chunks were given back: a record naming them, written by the next change of the directory's row
+            // (a rename in it), would name content the catalog does not hold.
+            (dir.record.metadata.content, dir.record.metadata.size) = committed
+            throw error
+        }
         // Only now, with the revision in the catalog, may the next revision reuse these chunks.
         if let stored { dir.children.stored(stored.references, for: stored.pages, tree: stored.tree, in: stored.epoch) }
         if !dir.mergedDirectories.isEmpty {

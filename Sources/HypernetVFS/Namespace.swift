@@ -282,7 +282,16 @@ extension VirtualFileSystem {
                 // a crash between adopting and moving would leave the target's name without an entry.
                 // Not with hard links: the target's other names keep the old content, as on ext4.
                 let adoption = adoptIdentityLocked(of: target, into: source, in: &s)
-                try moveLocked(source, from: from, to: newParent, name: newName, in: &s, after: adoption)
+                do throws(VFSError) {
+                    try moveLocked(source, from: from, to: newParent, name: newName, in: &s, after: adoption)
+                } catch {
+                    // The source keeps its own document and the target its name (`moveLocked` put the rest back):
+                    // kept adopted, the source's next commit would name the target's document twice.
+                    s.nodes[source] = sourceNode
+                    s.nodes[target] = targetNode
+                    s.nodes[newParent]!.children[newName] = target
+                    throw error
+                }
                 return source
             }
             try unlinkLocked(target, at: Link(parent: newParent, name: newName), in: &s)

@@ -199,6 +199,7 @@ def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_wi
             write_file(node.p(name), data, fsync=True)
         os.mkdir(node.p("dir"))
         write_file(node.p("failed"), b"", fsync=True)
+        write_file(node.p("new-version"), b"new\n", fsync=True)
 
         assert disk.fill() > 0, "the file system had no room to fill"
         since = len(node.log_text())
@@ -214,6 +215,14 @@ def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_wi
         else:
             assert os.path.exists(node.p("kept-2")) and not os.path.exists(node.p("dir", "kept-2")), \
                 "a rename that failed with ENOSPC shows done"
+        # A save by rename over a file (the target document takes the source's content): when it fails, both stay
+        # as they were (before the fix the source kept the target's identity, and its every later commit failed
+        # with EIO on the catalog's unique document ids).
+        over = not expect_room_or_enospc("rename over", lambda: os.rename(node.p("new-version"), node.p("kept-1")))
+        if over:
+            assert read_file(node.p("new-version")) == b"new\n", "a failed rename over changed its source"
+        else:
+            kept["kept-1"] = b"new\n"
         for name, data in kept.items():
             assert read_file(node.p(name)) == data, f"{name} no longer reads back on a full disk"
         # Once its release has dropped the staged bytes (a close before it would still try to commit them), the
@@ -227,6 +236,8 @@ def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_wi
         # Room made by someone else: the node uses it at once.
         disk.free()
         wrote = {"after": os.urandom(300_000), "dir/after": b"after\n"}
+        if over:
+            wrote["new-version"] = b"newer\n"  # committed at close
         for name, data in wrote.items():
             write_file(node.p(name), data, fsync=True)
         os.mkdir(node.p("dir2"))
