@@ -31,12 +31,15 @@ import cluster as cluster_module  # noqa: E402
 import helpers  # noqa: E402
 import netns  # noqa: E402
 from lazystore import LazyStore, fusepy_missing  # noqa: E402
+from loopdisk import LoopDisk, loop_missing  # noqa: E402
 
 FAULTS = ("kill9", "pause", "partition", "loss", "rate", "delay", "skew", "failpoint", "powerloss", "eio", "enospc",
-          "corrupt")
+          "enospc-real", "corrupt")
 RELAY_PORT = cluster_module.NETNS_PORT + 1  # each node's relay (the `delay` fault), in its namespace
 # Faults that need every node's store on lazyfs (tests/faults/lazyfs.py).
 DISK_FAULTS = ("powerloss", "eio", "enospc")
+# The size of the ext4 each node's store is on with `enospc-real` (a sparse image, mounted with discard).
+REAL_DISK = 256 << 20
 # The steps a test build can crash, stall or fail at (Sources/HypernetFailpoint, docs/testing.md "Failpoints").
 FAILPOINTS = ("vfs.stage", "store.seal", "pack.append", "catalog.commit", "store.sync", "sync.send", "sync.receive",
               "sync.store", "sync.ack", "catalog.checkpoint", "pack.trim", "rights.change", "rights.receive")
@@ -55,10 +58,10 @@ def digest(data: bytes) -> str:
 
 
 def default_faults(binary):
-    """Every fault but `corrupt` (a node does not repair a damaged store from its peers yet: docs/testing.md),
-    `failpoint` only with a test build, the disk faults only where lazyfs runs."""
-    left_out = {"corrupt"} | (set() if helpers.has_failpoints(binary) else {"failpoint"}) | \
-        (set(DISK_FAULTS) if fusepy_missing() else set())
+    """Every fault: `failpoint` only with a test build, the lazyfs faults only where lazyfs runs, `enospc-real` only
+    where a loop device can be attached."""
+    left_out = (set() if helpers.has_failpoints(binary) else {"failpoint"}) | \
+        (set(DISK_FAULTS) if fusepy_missing() else set()) | ({"enospc-real"} if loop_missing() else set())
     return tuple(f for f in FAULTS if f not in left_out)
 
 
@@ -239,6 +242,8 @@ class Harness:
                              f"docs/testing.md), so the `failpoint` fault cannot run")
         if set(self.faults) & set(DISK_FAULTS) and fusepy_missing():
             raise ValueError(f"the faults {', '.join(DISK_FAULTS)} need lazyfs: {fusepy_missing()}")
+        if "enospc-real" in self.faults and loop_missing():
+            raise ValueError(f"the fault enospc-real needs a loop device: {loop_missing()}")
         self.concurrent = concurrent
         self.settle = settle
         self.workloads = tuple(workloads)
@@ -254,6 +259,7 @@ class Harness:
         self.lab = None
         self.cluster = None
         self.lazy = {}  # node name -> LazyStore under its store, with a disk fault among `faults`
+        self.disks = {}  # node name -> LoopDisk its store (or lazyfs's backing) is on, with `enospc-real`
         self.relays = {}  # node name -> netns.Relay every connection to it passes, with `delay` among `faults`
 
     # --- nodes -----------------------------------------------------------------------------------------------
@@ -278,8 +284,7 @@ class Harness:
             name = chr(ord("a") + i)
             node = self.cluster.add(name, identity=first, quorum=QUORUM, fsync_timeout=FSYNC_TIMEOUT)
             first = first or node
-            if set(self.faults) & set(DISK_FAULTS):
-                self.lazy[name] = self.lazy_store(node)
+            self.place_store(node)
             if "delay" in self.faults:
                 self.relays[name] = self.relay(node)
         self.cluster.start(timeout=60)
@@ -296,18 +301,28 @@ class Harness:
             os.makedirs(a.p(f"c-{n.name}"), exist_ok=True)
         cluster_module.wait_converged(self.cluster.nodes, 60, what="the initial directories")
 
-    @staticmethod
-    def lazy_store(node):
-        """Mounts lazyfs over `node`'s store (not started yet), moving what the store holds to its backing."""
+    def place_store(self, node):
+        """Puts `node`'s store (not started yet) where the faults need it: on a loop-mounted ext4 of its own
+        (`enospc-real`), under lazyfs (the other disk faults), or both (lazyfs's backing on the ext4)."""
+        lazy, real = bool(set(self.faults) & set(DISK_FAULTS)), "enospc-real" in self.faults
+        if not lazy and not real:
+            return
         store, backing = node.home / "store", node.dir / "store-backing"
+        below = backing if lazy else store  # what holds the store's files
+        held = node.dir / "store-initial"
         if store.exists():
-            shutil.move(store, backing)
-        else:
-            backing.mkdir(mode=0o700)
-        store.mkdir(mode=0o700)
-        lazy = LazyStore(backing, store, node.dir / "lazyfs.log")
-        lazy.mount()
-        return lazy
+            shutil.move(store, held)
+        below.mkdir(mode=0o700, exist_ok=True)
+        if real:
+            self.disks[node.name] = LoopDisk(node.dir / "store.img", below, REAL_DISK).mount()
+            below.chmod(0o700)
+        if held.exists():
+            shutil.copytree(held, below, dirs_exist_ok=True)
+            shutil.rmtree(held)
+        if lazy:
+            store.mkdir(mode=0o700, exist_ok=True)
+            self.lazy[node.name] = LazyStore(backing, store, node.dir / "lazyfs.log")
+            self.lazy[node.name].mount()
 
     def relay(self, node):
         """A relay in `node`'s namespace that every connection from another node to it passes (an nft DNAT of
@@ -337,6 +352,8 @@ class Harness:
                 self.progress("teardown: " + "; ".join(problems))
         for lazy in self.lazy.values():
             lazy.close()
+        for disk in self.disks.values():
+            disk.close()
         if self.lab is not None:
             self.lab.close()
 
@@ -417,6 +434,12 @@ class Harness:
                 if kind == "eio":
                     self.power_loss(node)
                     self.restart(node)
+            elif kind == "enospc-real":
+                # Another writer fills the file system the store is on, to the last block, then removes its file.
+                history.record(type="fault", fault=kind, node=node.name, phase="filled",
+                               bytes=self.disks[node.name].fill())
+                time.sleep(hold)
+                self.disks[node.name].free()
             elif kind == "corrupt":
                 self.kill(node)
                 history.record(type="fault", fault=kind, node=node.name, phase="damage", damage=self.corrupt(node))
@@ -699,7 +722,13 @@ class Checker:
             except OSError:
                 continue
             for line in lines:
-                proc = node.run("cat", path, "--rev", line.split()[0], check=False, text=False)
+                # A revision whose chunk is damaged here fails to read (EIO) and is fetched again from a peer: read
+                # again for a few seconds (store-format.md, "Repair").
+                for _ in range(10):
+                    proc = node.run("cat", path, "--rev", line.split()[0], check=False, text=False)
+                    if proc.returncode == 0:
+                        break
+                    time.sleep(0.5)
                 if proc.returncode == 0:
                     values.add(digest(proc.stdout))
                 else:

@@ -1,6 +1,7 @@
 """The fault harness (tests/faults/harness.py, docs/testing.md) in its CI mode: three nodes in network
 namespaces, a minute of random faults (kill -9, SIGSTOP, partitions, packet loss, rate limits, delay and jitter,
-clock skew, power loss, a failing and a full disk, and failpoints with a test build) while every mount is written,
+clock skew, power loss, a failing and a full disk (lazyfs's and a real loop-mounted ext4), damaged packs and WAL, and
+failpoints with a test build) while every mount is written,
 then the history check and its report line. Every workload runs (`files`, and `trees`: `rm -rf` racing edits and
 creates at every depth). The seed is random unless HYPERNET_FAULT_SEED gives one; a failure prints the command that
 replays it. HYPERNET_FAULT_DURATION changes the minute."""
