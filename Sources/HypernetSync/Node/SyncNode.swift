@@ -948,7 +948,7 @@ public final class SyncNode: SessionDelegate {
     /// damaged record (docs/protocol.md, "Repair"). What no peer holds now is asked again when a peer connects.
     private func repairDamaged() {
         var wanted = store.damagedChunks
-        let sessions = state.withLock { $0.stopped ? [] : $0.authenticatedSessions() }
+        let sessions = state.withLock { s in s.stopped ? [] : s.peers.values.map(\.session).filter { $0.node != nil } }
         for session in sessions where !wanted.isEmpty {
             let arrived = fetcher.fetch(wanted, via: session)
             do { try store.repair(Array(arrived.values)) } catch {
