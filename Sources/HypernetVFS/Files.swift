@@ -385,18 +385,43 @@ extension VirtualFileSystem {
         if revision { content.committed(&c, tree: tree) } else { content.rebase(&c, tree: tree) }
     }
 
-    /// Makes a metadata change durable in the catalog row (marked dirty) without a revision yet.
+    /// Makes a metadata change durable in the catalog row (marked dirty) without a revision yet, also for an
+    /// open file: a crash must not undo a chmod that returned. Such a file's live size may be ahead of its
+    /// committed content, so its row gets the committed size (read under the content's lock, taken first as
+    /// `commit` does), and its own commit, at the latest at release, makes the revision.
     func persistPending(_ inode: UInt64) throws(VFSError) {
-        try state.withLock { (s) throws(VFSError) in
-            guard var node = s.nodes[inode], node.linked, node.metadataChanged else { return }
-            if node.isDirectory { return try commitDirectoryLocked(inode, in: &s) }
-            // An open file's live size may be ahead of its committed content: its own commit carries this.
-            guard node.content == nil else { return }
+        while true {
+            let content = state.withLock { s in s.nodes[inode]?.content }
+            let done =
+                if let content {
+                    try content.settled { (c) throws(VFSError) in
+                        try persistPendingLocked(inode, content, committedSize: c.tree.length)
+                    }
+                } else {
+                    try persistPendingLocked(inode, nil, committedSize: nil)
+                }
+            if done { return }
+        }
+    }
+
+    /// False when the file was opened or closed since `content` was read: the caller reads it again.
+    private func persistPendingLocked(_ inode: UInt64, _ content: FileContent?, committedSize: UInt64?)
+        throws(VFSError) -> Bool
+    {
+        try state.withLock { (s) throws(VFSError) -> Bool in
+            guard var node = s.nodes[inode], node.linked, node.metadataChanged else { return true }
+            if node.isDirectory {
+                try commitDirectoryLocked(inode, in: &s)
+                return true
+            }
+            guard node.content === content else { return false }
             node.record.dirty = true
-            let record = node.record
+            var record = node.record
+            if let committedSize { record.metadata.size = committedSize }
             try persist("setattr") { tx in try tx.updateDocument(record) }
             s.nodes[inode] = node
-            s.pendingRevisions.insert(inode)
+            if content == nil { s.pendingRevisions.insert(inode) }
+            return true
         }
     }
 
