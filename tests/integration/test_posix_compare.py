@@ -26,8 +26,8 @@ STEPS = int(os.environ.get("HYPERNET_HYPOTHESIS_STEPS", "30"))
 # The failing sequence is printed either way.
 SHRINK = os.environ.get("HYPERNET_HYPOTHESIS_SHRINK") == "1"
 # Crashes and the two-node machine (remote arrivals) cost seconds per step: fewer sequences by default.
-CRASH_EXAMPLES = int(os.environ.get("HYPERNET_HYPOTHESIS_CRASH_EXAMPLES", "10"))
-REMOTE_EXAMPLES = int(os.environ.get("HYPERNET_HYPOTHESIS_REMOTE_EXAMPLES", "8"))
+CRASH_EXAMPLES = int(os.environ.get("HYPERNET_HYPOTHESIS_CRASH_EXAMPLES", "30"))
+REMOTE_EXAMPLES = int(os.environ.get("HYPERNET_HYPOTHESIS_REMOTE_EXAMPLES", "20"))
 CRASH_SPACING = 4
 # How long a change may take to show on the other node before the machine calls it lost.
 REMOTE_TIMEOUT = 15
