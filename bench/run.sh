@@ -44,6 +44,7 @@ while (($#)); do
 done
 
 die() { echo "bench: $*" >&2; exit 1; }
+INSTALL_HINT="install the anchors: bash -c '. mount-helpers/deps.sh && install_packages \$HYPERNET_BENCH_PACKAGES'"
 log() { echo "bench: $*" >&2; }
 
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "--runs must be a positive integer"
@@ -60,9 +61,9 @@ wants() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
 
 [[ $(id -u) == 0 ]] || die "must run as root: cold reads need /proc/sys/vm/drop_caches"
 for tool in fio fusermount3 findmnt gcc pkg-config tar "$PYTHON"; do
-    command -v "$tool" >/dev/null || die "missing tool: $tool"
+    command -v "$tool" >/dev/null || die "missing tool: $tool ($INSTALL_HINT)"
 done
-if wants gocryptfs; then command -v gocryptfs >/dev/null || die "missing tool: gocryptfs (apt-get install gocryptfs)"; fi
+if wants gocryptfs; then command -v gocryptfs >/dev/null || die "missing tool: gocryptfs ($INSTALL_HINT)"; fi
 if wants hypernet; then
     [[ -x $HYPERNET_BIN ]] || die "no hypernet executable at $HYPERNET_BIN (build with: swift build -c release, or set HYPERNET_BIN)"
 fi
