@@ -148,9 +148,9 @@ public struct RevisionMetadata: Sendable, Equatable {
         } else {
             let count = Int(try r.u32())
             guard count <= Self.maximumXattrs else { throw .invalid("xattr count") }
-            var inline: [Xattr] = []
-            for _ in 0..<count { inline.append(try Self.decodeXattr(from: &r)) }
-            xattrs = XattrList(inline)
+            let start = r.offset
+            for _ in 0..<count { _ = try Self.decodeXattr(from: &r) }
+            xattrs = try XattrList(decoding: [1] + bytes[start..<r.offset])
         }
         switch try r.u8() {
         case 0: content = nil

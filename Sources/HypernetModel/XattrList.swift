@@ -3,7 +3,8 @@ import HypernetCrypto
 /// A document's user xattrs, sorted by the bytes of their names and held as the stored list encodes them
 /// (`version u8 (1) | (name, value)…`, docs/store-format.md) with where each entry starts. A lookup is a binary
 /// search, a set or remove rewrites its own entry and the list's total is kept as it changes: none of them reads,
-/// copies or encodes the other entries (issue 14, item 3). Equal lists have equal encodings.
+/// copies or encodes the other entries (issue 14, item 3). Equal lists have equal encodings. A list read out of
+/// order is kept as read until its first change (`inOrder`).
 public struct XattrList: RandomAccessCollection, Sendable, Equatable, ExpressibleByArrayLiteral {
     public typealias Xattr = RevisionMetadata.Xattr
 
@@ -16,6 +17,10 @@ public struct XattrList: RandomAccessCollection, Sendable, Equatable, Expressibl
     /// The stored list these bytes were last read from or written as, and how many of their leading and
     /// trailing bytes are still that list's: what a writer need not cut again (`Store.writeXattrList`).
     public var stored: (root: Digest, unchangedPrefix: Int, unchangedSuffix: Int)?
+    /// False for a list read out of order or naming one name twice, as writers before `XattrList` made (they ordered
+    /// names as Swift strings): kept as read, so its metadata re-encodes to the bytes signed, searched from the end
+    /// (the last value of a name wins), and put in order by its first change.
+    private var inOrder = true
 
     public init() {}
 
@@ -31,7 +36,7 @@ public struct XattrList: RandomAccessCollection, Sendable, Equatable, Expressibl
         for x in ordered { set(x.element.value, for: x.element.name) }
     }
 
-    /// A stored list, with the limits of inline xattrs; one out of order (no writer makes one) is put in order.
+    /// A stored list (or inline entries behind a version byte), with the limits of inline xattrs.
     public init(decoding bytes: [UInt8]) throws(DecodingError) {
         var r = ByteReader(bytes, context: "xattr list")
         guard try r.u8() == 1 else { throw .invalid("xattr list version") }
@@ -45,12 +50,8 @@ public struct XattrList: RandomAccessCollection, Sendable, Equatable, Expressibl
             sorted = sorted && (xattrs.last?.name.utf8.lexicographicallyPrecedes(x.name.utf8) ?? true)
             xattrs.append(x)
         }
-        guard sorted else {
-            self.init(xattrs)
-            return
-        }
         self.init()
-        (encoded, self.starts) = (bytes, starts)
+        (encoded, self.starts, inOrder) = (bytes, starts, sorted)
         space = xattrs.reduce(0) { $0 + $1.name.utf8.count + 1 + $1.value.count }
     }
 
@@ -73,6 +74,7 @@ public struct XattrList: RandomAccessCollection, Sendable, Equatable, Expressibl
 
     /// Sets `name` to `value`, adding it in order when absent.
     public mutating func set(_ value: [UInt8], for name: String) {
+        putInOrder()
         let (i, found) = search(name)
         var w = ByteWriter(capacity: name.utf8.count + value.count + 8)
         w.string(name)
@@ -83,6 +85,7 @@ public struct XattrList: RandomAccessCollection, Sendable, Equatable, Expressibl
 
     /// Removes `name`; false when it is absent.
     @discardableResult public mutating func remove(name: String) -> Bool {
+        putInOrder()
         let (i, found) = search(name)
         guard found else { return false }
         space -= name.utf8.count + 1
@@ -115,6 +118,14 @@ public struct XattrList: RandomAccessCollection, Sendable, Equatable, Expressibl
         }
     }
 
+    /// A list kept as read out of order becomes this list in order; nothing of its stored bytes is still in place.
+    private mutating func putInOrder() {
+        guard !inOrder else { return }
+        let stored = self.stored
+        self = XattrList(Array(self))
+        self.stored = stored.map { ($0.root, 0, 0) }
+    }
+
     private func end(of i: Int) -> Int { i + 1 < starts.count ? starts[i + 1] : encoded.count }
 
     private func nameBytes(at i: Int) -> ArraySlice<UInt8> {
@@ -135,6 +146,10 @@ public struct XattrList: RandomAccessCollection, Sendable, Equatable, Expressibl
     private func search(_ name: String) -> (index: Int, found: Bool) {
         var key = name
         return key.withUTF8 { key in
+            if !inOrder {
+                let last = starts.indices.last { nameBytes(at: $0).elementsEqual(key) }
+                return last.map { ($0, true) } ?? (starts.count, false)
+            }
             var (low, high) = (0, starts.count)
             while low < high {
                 let mid = (low + high) / 2

@@ -615,8 +615,8 @@ public final class Store: Sendable {
         do {
             let bytes = try readContent(list)
             metadata.xattrs = try XattrList(decoding: bytes)
-            // The list's own bytes (unless it was out of order): the next set cuts only around its change.
-            if metadata.xattrs.encoded == bytes { metadata.xattrs.stored = (list.node.id, Int.max, Int.max) }
+            // The list's own bytes: the next set cuts only around its change (all of a list read out of order).
+            metadata.xattrs.stored = (list.node.id, Int.max, Int.max)
         } catch let error as StoreError {
             throw error
         } catch {

@@ -42,19 +42,25 @@ import Testing
 
     /// Lists are in the order of their names' bytes; one stored out of order (no writer makes one) reads in order,
     /// a name listed twice with its last value, so that lookups find every entry.
-    @Test func aListOutOfOrderReadsInOrder() throws {
+    @Test func aListOutOfOrderIsKeptAsReadUntilItsFirstChange() throws {
         var w = ByteWriter()
         w.u8(1)
         for (name, value) in [("user.b", [1]), ("user.a", [2]), ("user.b", [3])] as [(String, [UInt8])] {
             w.string(name)
             w.blob(value)
         }
-        let list = try XattrList(decoding: w.bytes)
-        #expect(list.map(\.name) == ["user.a", "user.b"])
+        var list = try XattrList(decoding: w.bytes)
+        // As read, so the metadata holding it re-encodes to the bytes that were signed.
+        #expect(list.encoded == w.bytes)
+        #expect(list.map(\.name) == ["user.b", "user.a", "user.b"])
         #expect(list.value(of: "user.b") == [3])
-        #expect(list.space == 2 * 7 + 2)
-        let sorted = XattrList([.init(name: "user.a", value: [2]), .init(name: "user.b", value: [3])])
-        #expect(try XattrList(decoding: sorted.encoded) == sorted)
+        #expect(list.space == 3 * 8)
+        list.set([4], for: "user.c")
+        let sorted = XattrList([
+            .init(name: "user.a", value: [2]), .init(name: "user.b", value: [3]), .init(name: "user.c", value: [4]),
+        ])
         #expect(list == sorted)
+        #expect(list.space == 3 * 8)
+        #expect(try XattrList(decoding: sorted.encoded) == sorted)
     }
 }
