@@ -23,10 +23,10 @@
 //                      which this identity still holds. Refused for good: "author has no right for it".
 //   swapped-chunk      a revision this identity may make (--epoch, default the current one: run it while it
 //                      holds `write`) whose data chunk this store serves with other bytes: the chunk's catalog
-//                      row points at a pack record carrying the chunk's id in front of random bytes. A receiver
-//                      checks every chunk against its id: it refuses the bytes ("rejected chunk ID") and drops
-//                      the connection. The revision lacks a chunk, a transient rejection: it is never stored, and
-//                      is asked for again on every later connection.
+//                      row points at a pack record carrying the chunk's id in front of random bytes. The node
+//                      checks what it serves and answers "not held" (a damaged chunk, to be fetched again); a
+//                      receiver checks every chunk against its id as well. The revision lacks a chunk, a transient
+//                      rejection: it is never stored, and is asked for again on every later connection.
 //   unauthorised-delete  a tombstone of the document signed by this identity, naming the current epoch (--epoch
 //                      to choose another), in which it holds no `delete` (a reader, or a writer without it).
 //                      Refused for good: "author has no right for it"; the document stays.
