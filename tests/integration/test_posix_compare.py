@@ -500,7 +500,7 @@ class CrashMachine(PosixMachine):
     """PosixMachine with crashes: the daemon killed with SIGKILL at random points, restarted and remounted."""
 
     # A crash checks what a restart checks and more; a restart, having no argument, would be drawn most often
-    # and take the time the other rules need (test_state_machine keeps it).
+    # and take the time the other rules need (test_state_machine[plain] keeps it).
     restart = None
     # What a crash keeps of a file made by O_TMPFILE and named by linkat is not modelled yet (testing.md).
     hold_tmpfile = None
@@ -670,19 +670,13 @@ def run_machine(machine, max_examples):
 
 
 @pytest.mark.timeout(900)
-def test_state_machine(node, tmp_path):
-    PosixMachine.node = node
-    PosixMachine.native_base = str(tmp_path)
-    PosixMachine.mount_base = node.p()
-    run_machine(PosixMachine, MAX_EXAMPLES)
-
-
-@pytest.mark.timeout(900)
-def test_state_machine_with_crashes(node, tmp_path):
-    CrashMachine.node = node
-    CrashMachine.native_base = str(tmp_path)
-    CrashMachine.mount_base = node.p()
-    run_machine(CrashMachine, CRASH_EXAMPLES)
+@pytest.mark.parametrize("machine,examples", [(PosixMachine, MAX_EXAMPLES), (CrashMachine, CRASH_EXAMPLES)],
+                         ids=["plain", "crashes"])
+def test_state_machine(node, tmp_path, machine, examples):
+    machine.node = node
+    machine.native_base = str(tmp_path)
+    machine.mount_base = node.p()
+    run_machine(machine, examples)
 
 
 @pytest.mark.timeout(900)

@@ -98,8 +98,9 @@ def test_lazyfs_disk_faults_fail_writes_and_a_failed_fsync_loses_its_writes(node
         lazy.close()
 
 
-@pytest.mark.timeout(600)
-def test_a_power_loss_keeps_everything_fsync_acknowledged(make_node, node_dir):
+
+def node_on_lazyfs(make_node):
+    """A node, not started, whose store directory is lazyfs's mount (not mounted yet) over its own backing."""
     require_fusepy()
     node = make_node(start=False)
     store = node.home / "store"
@@ -107,6 +108,11 @@ def test_a_power_loss_keeps_everything_fsync_acknowledged(make_node, node_dir):
     node.home.chmod(0o700)
     lazy = LazyStore(node.dir / "store-backing", store, node.dir / "lazyfs.log")
     lazy.backing.mkdir(mode=0o700)
+    return node, store, lazy
+
+@pytest.mark.timeout(600)
+def test_a_power_loss_keeps_everything_fsync_acknowledged(make_node, node_dir):
+    node, store, lazy = node_on_lazyfs(make_node)
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     acks = []
@@ -151,13 +157,7 @@ def test_after_a_failed_sync_no_later_fsync_succeeds_until_a_restart(make_node, 
     write may be gone while a later fdatasync returns 0, so no later fsync may succeed, nor a checkpoint make the
     catalog name those bytes; a restart opens the store afresh. (No power loss follows: lazyfs undoes a failed
     fsync's writes over later synced ones, more than Linux loses; testing.md, "Power loss".)"""
-    require_fusepy()
-    node = make_node(start=False)
-    store = node.home / "store"
-    store.mkdir(parents=True, mode=0o700)
-    node.home.chmod(0o700)
-    lazy = LazyStore(node.dir / "store-backing", store, node.dir / "lazyfs.log")
-    lazy.backing.mkdir(mode=0o700)
+    node, store, lazy = node_on_lazyfs(make_node)
 
     def fsync_errno(name, data):
         fd = os.open(node.p(name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
