@@ -40,9 +40,9 @@ public struct RevisionMetadata: Sendable, Equatable {
     public var size: UInt64
     /// Quorum set on this document (`user.hypernet.quorum`); 0 = inherited.
     public var quorum: UInt8
-    /// User xattrs (`user.*` other than `user.hypernet.*`), sorted by name (`XattrList`). Empty after decoding
-    /// metadata that names a list (`xattrList`) until the store reads it. A change drops `xattrList`: it no longer
-    /// matches.
+    /// User xattrs (`user.*` other than `user.hypernet.*`) and `retentionEntry`, sorted by name (`XattrList`). Empty
+    /// after decoding metadata that names a list (`xattrList`) until the store reads it. A change drops `xattrList`:
+    /// it no longer matches.
     public var xattrs: XattrList { didSet { xattrList = nil } }
     /// The stored list that holds `xattrs` (encoded as version 4), or nil: they are encoded inline.
     public var xattrList: ManifestReference?
@@ -200,6 +200,28 @@ public struct RevisionMetadata: Sendable, Equatable {
     /// Removes user xattr `name`; false when there is none. Here, not on `xattrs`: another module changes a property
     /// with an observer through its getter and setter, a copy of the whole list.
     public mutating func removeXattr(name: String) -> Bool { xattrs.remove(name: name) }
+
+    /// The xattr entry that holds the retention policy set on this document (`user.hypernet.retention`), as its
+    /// canonical text. No user xattr has this name (theirs start with `user.`), and an entry is no format change:
+    /// nodes that predate retention read it and carry it into the revisions they make (their `listxattr` lists it,
+    /// and reading it there fails with ENOTSUP, as for any name outside `user.`).
+    public static let retentionEntry = "hypernet.retention"
+
+    /// The retention policy set on this document; nil: inherited. An entry that does not parse (written by a
+    /// later node with rules this one lacks) counts as `all`, which keeps more, never less.
+    public var retention: RetentionPolicy? {
+        get {
+            guard let text = xattrs.value(of: Self.retentionEntry) else { return nil }
+            return (try? RetentionPolicy(parsing: String(decoding: text, as: UTF8.self))) ?? .all
+        }
+        set {
+            if let newValue {
+                xattrs.set(Array(newValue.description.utf8), for: Self.retentionEntry)
+            } else {
+                xattrs.remove(name: Self.retentionEntry)
+            }
+        }
+    }
 
     /// Seals the encoding with XChaCha20-Poly1305 under a key derived from the epoch key, a random nonce
     /// in front, and the document id as associated data (so metadata cannot be moved to another document).

@@ -339,13 +339,23 @@ public final class VirtualFileSystem: Sendable {
 
     /// Effective quorum: the nearest `user.hypernet.quorum` up the tree, else the mount's.
     static func quorum(of inode: UInt64, in s: State, default value: Int) -> Int {
+        nearest(inode, in: s) { $0.quorum > 0 ? Int($0.quorum) : nil } ?? value
+    }
+
+    /// Effective retention policy: the nearest `user.hypernet.retention` up the tree, else the default.
+    static func retention(of inode: UInt64, in s: State) -> RetentionPolicy {
+        nearest(inode, in: s) { $0.retention } ?? .default
+    }
+
+    /// What `setting` finds in the metadata of `inode` or of the nearest directory above it that has one.
+    private static func nearest<T>(_ inode: UInt64, in s: State, _ setting: (RevisionMetadata) -> T?) -> T? {
         var current = inode
         while let node = s.nodes[current] {
-            if node.record.metadata.quorum > 0 { return Int(node.record.metadata.quorum) }
+            if let value = setting(node.record.metadata) { return value }
             if current == rootInode || node.parent == current { break }
             current = node.parent
         }
-        return value
+        return nil
     }
 }
 

@@ -13,6 +13,7 @@ enum HypernetXattr: String, CaseIterable {
     case replicas = "user.hypernet.replicas"
     case quorum = "user.hypernet.quorum"
     case rights = "user.hypernet.rights"
+    case retention = "user.hypernet.retention"
 
     static let prefix = "user.hypernet."
     /// Write-only (not listed, ENODATA on read): `setfattr -n user.hypernet.resolve -v REV` merges every head.
@@ -39,8 +40,11 @@ extension VirtualFileSystem {
     }
 
     private func hypernetValue(_ name: HypernetXattr, inode: UInt64) throws(VFSError) -> String {
-        let (node, quorum) = try state.withLock { (s) throws(VFSError) in
-            (try Self.node(inode, in: s), Self.quorum(of: inode, in: s, default: configuration.quorum))
+        let (node, quorum, retention) = try state.withLock { (s) throws(VFSError) in
+            (
+                try Self.node(inode, in: s), Self.quorum(of: inode, in: s, default: configuration.quorum),
+                Self.retention(of: inode, in: s)
+            )
         }
         switch name {
         case .id: return node.record.id.description
@@ -53,6 +57,7 @@ extension VirtualFileSystem {
             do { return "\(try store.replicaCount(head) + 1)" } catch { throw fail(error, "replicas", inode: inode) }
         case .quorum: return "\(quorum)"
         case .rights: return try membership(of: node).text
+        case .retention: return "\(retention)"
         }
     }
 
@@ -60,7 +65,9 @@ extension VirtualFileSystem {
         if VirtualTree.contains(inode) { return [] }
         return try state.withLock { (s) throws(VFSError) in
             let node = try Self.node(inode, in: s)
-            return HypernetXattr.allCases.map(\.rawValue) + node.record.metadata.xattrs.map(\.name)
+            // Only `user.*` names: the metadata also holds `RevisionMetadata.retentionEntry`.
+            let stored = node.record.metadata.xattrs.lazy.map(\.name).filter { $0.hasPrefix("user.") }
+            return HypernetXattr.allCases.map(\.rawValue) + stored
         }
     }
 
@@ -87,10 +94,16 @@ extension VirtualFileSystem {
             return try changeRights(inode: inode, value: text, grant: name == HypernetXattr.grant)
         }
         if name.hasPrefix(HypernetXattr.prefix) {
-            guard HypernetXattr(rawValue: name) == .quorum else { throw VFSError(EINVAL) }
             let text = String(decoding: value, as: UTF8.self).trimmingWhitespace()
-            guard let quorum = UInt8(text), quorum >= 1 else { throw VFSError(EINVAL) }
-            try changeMetadata(inode) { m throws(VFSError) in m.quorum = quorum }
+            switch HypernetXattr(rawValue: name) {
+            case .quorum?:
+                guard let quorum = UInt8(text), quorum >= 1 else { throw VFSError(EINVAL) }
+                try changeMetadata(inode) { m throws(VFSError) in m.quorum = quorum }
+            case .retention?:
+                guard let policy = try? RetentionPolicy(parsing: text) else { throw VFSError(EINVAL) }
+                try changeMetadata(inode) { m throws(VFSError) in m.retention = policy }
+            default: throw VFSError(EINVAL)
+            }
             return
         }
         try changeMetadata(inode) { m throws(VFSError) in
@@ -110,6 +123,13 @@ extension VirtualFileSystem {
     public func removexattr(inode: UInt64, name: String) throws(VFSError) {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
         if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
+        if HypernetXattr(rawValue: name) == .retention {
+            // The policy set here goes; the inherited one applies again.
+            return try changeMetadata(inode) { m throws(VFSError) in
+                guard m.retention != nil else { throw VFSError(ENODATA) }
+                m.retention = nil
+            }
+        }
         // Computed or write-only, never stored: removing one is a bad write, as setting an unknown one is.
         if name.hasPrefix(HypernetXattr.prefix) { throw VFSError(EINVAL) }
         try changeMetadata(inode) { m throws(VFSError) in

@@ -13,7 +13,8 @@ struct Hypernet: ParsableCommand {
         version: version,
         subcommands: [
             Init.self, Mount.self, Serve.self, Unmount.self, Stop.self, Status.self, Id.self, Peer.self, Pin.self,
-            Unpin.self, Pins.self, Contact.self, Rights.self, Grant.self, Revoke.self, Log.self, Cat.self, Restore.self,
+            Unpin.self, Pins.self, Contact.self, Rights.self, Grant.self, Revoke.self, Retention.self, Log.self,
+            Cat.self, Restore.self,
             Watch.self, Conflicts.self, Resolve.self, Search.self, IndexCommand.self,
             Fsck.self,
         ])

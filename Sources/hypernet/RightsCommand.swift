@@ -12,11 +12,7 @@ struct Rights: HypernetCommand {
     @Argument(help: "A file or directory in the mounted folder.") var path: String
 
     func execute() throws(Failure) {
-        let name = "user.hypernet.rights"
-        var value = [UInt8](repeating: 0, count: 64 << 10)
-        let count = CLinux_getxattr(Paths.cString(path), name, &value, UInt(value.count))
-        guard count >= 0 else { throw RightsChange.failure(errno, path: path) }
-        print(String(decoding: value[..<Int(count)], as: UTF8.self), terminator: "")
+        print(try RightsChange.get("user.hypernet.rights", path: path), terminator: "")
     }
 }
 
@@ -57,17 +53,26 @@ struct Revoke: HypernetCommand {
     }
 }
 
-/// The rights commands are their xattrs, so that both go through one path in the daemon.
+/// The rights and retention commands are their xattrs, so that both go through one path in the daemon.
 enum RightsChange {
-    static func set(_ name: String, _ value: String, path: String) throws(Failure) {
+    static func get(_ name: String, path: String) throws(Failure) -> String {
+        var value = [UInt8](repeating: 0, count: 64 << 10)
+        let count = CLinux_getxattr(Paths.cString(path), name, &value, UInt(value.count))
+        guard count >= 0 else { throw failure(errno, path: path) }
+        return String(decoding: value[..<Int(count)], as: UTF8.self)
+    }
+
+    static func set(
+        _ name: String, _ value: String, path: String, failure: (Int32, String) -> Failure = failure(_:path:)
+    ) throws(Failure) {
         // Elsewhere (ext4, tmpfs) the set would succeed and store an ordinary user xattr.
         var id = [UInt8](repeating: 0, count: 64)
         let file = Paths.cString(path)
         guard CLinux_getxattr(file, "user.hypernet.id", &id, UInt(id.count)) >= 0 else {
-            throw failure(errno, path: path)
+            throw failure(errno, path)
         }
         let bytes = Array(value.utf8)
-        guard CLinux_setxattr(file, name, bytes, UInt(bytes.count)) == 0 else { throw failure(errno, path: path) }
+        guard CLinux_setxattr(file, name, bytes, UInt(bytes.count)) == 0 else { throw failure(errno, path) }
     }
 
     static func failure(_ code: Int32, path: String) -> Failure {
