@@ -17,6 +17,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case watch
         case conflicts, resolve
         case search, index
+        case gc
     }
 
     public var command: Command

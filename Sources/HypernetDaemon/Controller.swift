@@ -155,6 +155,16 @@ final class Controller: Sendable {
             problems += indexer?.check() ?? []
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
             return FsckReport(problems: problems, repaired: repaired)
+        case .gc:
+            // Without a mount this node cannot place documents under their policies: it keeps everything.
+            guard let fileSystem else { return CollectionSummary() }
+            let rules = fileSystem.retentionRules()
+            var now = timespec()
+            clock_gettime(CLOCK_REALTIME, &now)
+            let plan = try stored { () throws(StoreError) in
+                try store.collectionPlan(rules: { rules[$0] }, now: UInt64(now.tv_sec) * 1000)
+            }
+            return plan.summary
         case .watch:
             throw Failure(.usage, "watch streams: it is answered by handle")
         case .search:

@@ -341,8 +341,7 @@ public final class Store: Sendable {
     }
 
     /// The record at `location` opened; one that fails verification (its bytes differ from the id) is noted damaged.
-    private func opened(_ location: ChunkLocation, _ reference: ChunkReference) throws(StoreError) -> ChunkSealer.Opened
-    {
+    func opened(_ location: ChunkLocation, _ reference: ChunkReference) throws(StoreError) -> ChunkSealer.Opened {
         let sealed: [UInt8]
         do { sealed = try packs.read(location) } catch {
             if case .corrupt = error { noteDamaged(reference.id, error) }
@@ -456,12 +455,7 @@ public final class Store: Sendable {
         var chunks: [ChunkReference] = []
         var levels = [[ChunkReference]](repeating: [], count: Int(root.level) + 1)
         func walk(_ ref: ChunkReference, level: UInt8) throws(StoreError) {
-            let node: ManifestNode
-            do { node = try ManifestNode(decoding: try readChunk(ref, isData: false)) } catch let e as StoreError {
-                throw e
-            } catch {
-                throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "\(error)")
-            }
+            let node = try manifestNode(ref)
             guard node.level == level else {
                 throw .corrupt(object: "manifest node \(ref.id.hex)", reason: "wrong level")
             }
@@ -484,6 +478,14 @@ public final class Store: Sendable {
             throw .corrupt(object: "manifest node \(root.node.id.hex)", reason: "lengths differ from the revision's")
         }
         return ManifestTree(chunks: chunks, root: root, levels: levels)
+    }
+
+    func manifestNode(_ reference: ChunkReference) throws(StoreError) -> ManifestNode {
+        do { return try ManifestNode(decoding: try readChunk(reference, isData: false)) } catch let e as StoreError {
+            throw e
+        } catch {
+            throw .corrupt(object: "manifest node \(reference.id.hex)", reason: "\(error)")
+        }
     }
 
     /// Stores a small whole value (a directory listing) as content: chunked, then a manifest. `previous`: the

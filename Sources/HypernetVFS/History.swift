@@ -339,6 +339,22 @@ extension VirtualFileSystem {
         return names.reversed().joined(separator: "/")
     }
 
+    /// The retention policy and quorum in force for each document of this tree the filesystem shows, for
+    /// `Store.collectionPlan`. A deleted document has no node: it keeps all its history (its directory's policy
+    /// could not be told from the root's), which keeps more, never less.
+    public func retentionRules() -> [DocumentID: (policy: RetentionPolicy, quorum: Int)] {
+        state.withLock { s in
+            var rules: [DocumentID: (policy: RetentionPolicy, quorum: Int)] = [:]
+            for inode in s.nodes.keys {
+                guard let id = s.nodes[inode]?.record.id else { continue }
+                rules[id] = (
+                    Self.retention(of: inode, in: s), Self.quorum(of: inode, in: s, default: configuration.quorum)
+                )
+            }
+            return rules
+        }
+    }
+
     /// Lines for `hypernet status` about the filesystem.
     public func statusLines() -> [String] {
         state.withLock { s in

@@ -2,12 +2,13 @@
 or directory, inherited like the quorum, kept in the document's signed metadata and so replicated to every node
 that holds the tree's keys (docs/design.md, "Retention")."""
 
+import json
 import os
 
 import pytest
 
 from cluster import eventually
-from helpers import XATTR_PREFIX, errno_of, hx, write_file
+from helpers import XATTR_PREFIX, errno_of, hx, read_file, write_file
 
 NAME = XATTR_PREFIX + "retention"
 DEFAULT = "within 30d daily 180"
@@ -84,3 +85,44 @@ def test_a_policy_set_on_one_node_is_in_force_on_the_others(cluster):
     c.serve = False
     c.start()
     assert policy(c.p("d", "sub", "f")) == "last 2 hourly 24", "the storage node does not hold the policy"
+
+
+def gc_plan(node) -> dict:
+    return json.loads(node.cli("gc", "--dry-run", "--json").stdout)
+
+
+def test_gc_plans_to_release_exactly_what_last_2_drops(node):
+    """Five saves of a file under `last 2`: the content only the three older ones hold is what goes; the first
+    save's chunks stay, since another file holds the same bytes (deduplicated)."""
+    d = node.p("d")
+    os.mkdir(d)
+    os.setxattr(d, NAME, b"last 2")
+    versions = [os.urandom(300_000) for _ in range(5)]
+    for content in versions:
+        write_file(os.path.join(d, "f"), content)
+    write_file(node.p("same-as-first"), versions[0])
+    plan = gc_plan(node)
+    revisions = [line for line in node.cli("log", os.path.join(d, "f")).stdout.splitlines() if line.strip()]
+    assert plan["revisions"] == len(revisions) - 2, (plan, revisions)
+    # What must go: the sealed bytes of the second and third saves (chunks, 16 bytes of tag each, manifest leaves).
+    expected = 2 * 300_000
+    assert expected <= plan["bytes"] <= expected * 1.05, plan
+    assert read_file(os.path.join(d, "f")) == versions[-1]
+    # A dry run changes nothing.
+    assert gc_plan(node) == plan
+
+
+def test_gc_without_dry_run_is_refused(node):
+    proc = node.cli("gc", check=False)
+    assert proc.returncode == 2 and "--dry-run" in proc.stderr, proc
+
+
+def test_revisions_below_their_quorum_are_not_released(make_node):
+    """Quorum 2 and no peer: this node holds the only copy of every revision, so `last 1` releases nothing."""
+    node = make_node(quorum=2)
+    d = node.p("d")
+    os.mkdir(d)
+    os.setxattr(d, NAME, b"last 1")
+    for k in range(3):
+        write_file(os.path.join(d, "f"), os.urandom(100_000))
+    assert gc_plan(node)["revisions"] == 0

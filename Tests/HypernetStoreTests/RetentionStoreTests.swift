@@ -1,0 +1,76 @@
+import Glibc
+import HypernetModel
+import HypernetStore
+import Testing
+
+/// `Store.collectionPlan`: which revisions a policy releases and which chunks that frees, across documents.
+@Suite struct RetentionStoreTests {
+    /// Distinct, incompressible bytes for `seed`, several chunks long.
+    static func bytes(_ seed: UInt64) -> [UInt8] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        return (0..<200_000).map { _ in
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            return UInt8(truncatingIfNeeded: state)
+        }
+    }
+
+    /// A revision of `document` holding `content`; its root, so that tests can list its chunks.
+    static func commit(
+        _ content: [UInt8], _ document: DocumentID, parents: [RevisionID], on store: Store
+    ) throws -> (id: RevisionID, root: ManifestReference?) {
+        let written = try store.writeContent(content, key: store.keyring.treeKey)
+        let metadata = RevisionMetadata(
+            mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
+            size: UInt64(content.count), quorum: 0, xattrs: [], content: written.root, symlinkTarget: [])
+        let id = try store.transaction { tx in
+            try tx.recordChunks(written.locations)
+            return try tx.appendRevision(document: document, kind: .file, metadata: metadata, parents: parents)
+        }
+        return (id, written.root)
+    }
+
+    static func objects(_ root: ManifestReference?, _ store: Store) throws -> Set<ChunkID> {
+        Set(try store.loadManifest(root).chunks.map(\.id) + [root!.node.id])
+    }
+
+    @Test func lastTwoReleasesOlderContentButNotWhatAnotherDocumentShares() throws {
+        let store = try temporaryStore("retention")
+        defer { removeTemporaryStore(store) }
+        let (a, b) = (DocumentID.random(), DocumentID.random())
+        var history: [(id: RevisionID, root: ManifestReference?)] = []
+        for seed in 1...4 as ClosedRange<UInt64> {
+            history.append(try Self.commit(Self.bytes(seed), a, parents: history.last.map { [$0.id] } ?? [], on: store))
+        }
+        // b holds a's first content: its chunks are shared (deduplicated) and must stay.
+        let shared = try Self.commit(Self.bytes(1), b, parents: [], on: store)
+        let now = UInt64(time(nil)) * 1000 + 60_000
+        let last2 = try RetentionPolicy(parsing: "last 2")
+        let plan = try store.collectionPlan(rules: { _ in (last2, 1) }, now: now)
+        #expect(plan.released == [history[0].id, history[1].id])
+        let second = try Self.objects(history[1].root, store)
+        #expect(plan.dead == second, "exactly the chunks only the second revision uses")
+        #expect(plan.summary.revisions == 2 && plan.summary.chunks == second.count && plan.summary.bytes > 200_000)
+        #expect(plan.dead.isDisjoint(with: try Self.objects(shared.root, store)))
+        #expect(plan.dead.isDisjoint(with: try Self.objects(history[3].root, store)))
+        // The default keeps the last 30 days; a document the caller cannot place keeps everything.
+        #expect(try store.collectionPlan(rules: { _ in (.default, 1) }, now: now).released.isEmpty)
+        #expect(try store.collectionPlan(rules: { _ in nil }, now: now).released.isEmpty)
+    }
+
+    @Test func conflictHeadsAndRevisionsBelowQuorumStay() throws {
+        let store = try temporaryStore("retention")
+        defer { removeTemporaryStore(store) }
+        let a = DocumentID.random()
+        let first = try Self.commit(Self.bytes(1), a, parents: [], on: store)
+        let conflict = try Self.commit(Self.bytes(2), a, parents: [first.id], on: store)
+        let winner = try Self.commit(Self.bytes(3), a, parents: [first.id], on: store)
+        let now = UInt64(time(nil)) * 1000 + 60_000
+        let last1 = try RetentionPolicy(parsing: "last 1")
+        let plan = try store.collectionPlan(rules: { _ in (last1, 1) }, now: now)
+        #expect(plan.released == [first.id], "both heads stay: \(conflict.id.hex), \(winner.id.hex)")
+        // With quorum 2 and no replica recorded, this node may hold the only copy: nothing goes.
+        #expect(try store.collectionPlan(rules: { _ in (last1, 2) }, now: now).released.isEmpty)
+    }
+}
