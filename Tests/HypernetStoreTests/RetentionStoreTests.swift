@@ -6,9 +6,9 @@ import Testing
 /// `Store.collectionPlan`: which revisions a policy releases and which chunks that frees, across documents.
 @Suite struct RetentionStoreTests {
     /// Distinct, incompressible bytes for `seed`, several chunks long.
-    static func bytes(_ seed: UInt64) -> [UInt8] {
+    static func bytes(_ seed: UInt64, count: Int = 200_000) -> [UInt8] {
         var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-        return (0..<200_000).map { _ in
+        return (0..<count).map { _ in
             state ^= state << 13
             state ^= state >> 7
             state ^= state << 17
@@ -18,9 +18,10 @@ import Testing
 
     /// A revision of `document` holding `content`; its root, so that tests can list its chunks.
     static func commit(
-        _ content: [UInt8], _ document: DocumentID, parents: [RevisionID], on store: Store
+        _ content: [UInt8], _ document: DocumentID, parents: [RevisionID], previous: ManifestTree = .empty,
+        on store: Store
     ) throws -> (id: RevisionID, root: ManifestReference?) {
-        let written = try store.writeContent(content, key: store.keyring.treeKey)
+        let written = try store.writeContent(content, key: store.keyring.treeKey, previous: previous)
         let metadata = RevisionMetadata(
             mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
             size: UInt64(content.count), quorum: 0, xattrs: [], content: written.root, symlinkTarget: [])
@@ -72,5 +73,26 @@ import Testing
         #expect(plan.released == [first.id], "both heads stay: \(conflict.id.hex), \(winner.id.hex)")
         // With quorum 2 and no replica recorded, this node may hold the only copy: nothing goes.
         #expect(try store.collectionPlan(rules: { _ in (last1, 2) }, now: now).released.isEmpty)
+    }
+
+    /// A manifest node stored as a delta needs its base, a node of the previous revision's tree, even once that
+    /// revision is released.
+    @Test func aDeltaKeepsItsBaseFromAReleasedRevision() throws {
+        let store = try temporaryStore("retention")
+        defer { removeTemporaryStore(store) }
+        let a = DocumentID.random()
+        let old = Self.bytes(7, count: 2_000_000)
+        var new = old
+        new[new.count - 10] ^= 0xff
+        let first = try Self.commit(old, a, parents: [], on: store)
+        let second = try Self.commit(
+            new, a, parents: [first.id], previous: try store.loadManifest(first.root), on: store)
+        let now = UInt64(time(nil)) * 1000 + 60_000
+        let plan = try store.collectionPlan(rules: { _ in (try! RetentionPolicy(parsing: "last 1"), 1) }, now: now)
+        #expect(plan.released == [first.id])
+        #expect(!plan.dead.contains(first.root!.node.id), "the first leaf is the base of the second's delta")
+        let kept = Set(try store.loadManifest(second.root).chunks.map(\.id))
+        let firstChunks = Set(try store.loadManifest(first.root).chunks.map(\.id))
+        #expect(plan.dead == firstChunks.subtracting(kept) && plan.dead.count == 1, "only the changed last chunk")
     }
 }
