@@ -82,6 +82,9 @@ public struct StatusReport: Codable, Sendable {
     public var pins: [String]
     /// Known peers, connected or not.
     public var peers: [PeerStatus]
+    /// The peers kept connected now, and at most (`--max-peers`).
+    public var connections: Int
+    public var maxPeers: Int
     /// This identity's revisions not yet held by `quorum` nodes, and the bytes they list.
     public var backlogRevisions: Int
     public var backlogBytes: Int64

@@ -63,7 +63,7 @@ final class Controller: Sendable {
                 name: keyring.name, home: home.path, mountpoint: mountpoint, pid: getpid(),
                 statistics: store.statistics(), filesystem: fileSystem?.statusLines() ?? [], listen: node.listenAddress,
                 quorum: quorum, pins: try stored { () throws(StoreError) in try store.pins() },
-                peers: node.peerStatus(),
+                peers: node.peerStatus(), connections: node.connections.count, maxPeers: node.connections.maximum,
                 backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes)
         case .peerAdd:
             let address = try PeerCommands.validAddress(request.argument)

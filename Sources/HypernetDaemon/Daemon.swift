@@ -24,10 +24,11 @@ public struct DaemonOptions: Sendable {
     public var peers: [String]
     /// Identity tokens or `*`, added to the node's pins.
     public var pins: [String]
+    public var maxPeers: Int
 
     public init(
         home: Home, mountpoint: String?, configuration: VFSConfiguration, quorumGiven: Bool, fuseOptions: [String],
-        listen: String?, peers: [String], pins: [String]
+        listen: String?, peers: [String], pins: [String], maxPeers: Int = SyncConfiguration.defaultMaxPeers
     ) {
         self.home = home
         self.mountpoint = mountpoint
@@ -37,6 +38,7 @@ public struct DaemonOptions: Sendable {
         self.listen = listen
         self.peers = peers
         self.pins = pins
+        self.maxPeers = maxPeers
     }
 }
 
@@ -134,7 +136,8 @@ public enum Daemon {
         let node = SyncNode(
             store: store, nodeKey: keyring.node,
             configuration: SyncConfiguration(
-                listen: options.listen, peers: options.peers, software: "hypernet/\(version)"),
+                listen: options.listen, peers: options.peers, software: "hypernet/\(version)",
+                maxPeers: options.maxPeers),
             logger: logger)
         do { try node.start() } catch {
             node.stop()

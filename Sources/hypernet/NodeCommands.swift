@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import HypernetDaemon
 import HypernetStore
+import HypernetSync
 import HypernetVFS
 import Logging
 
@@ -49,8 +50,12 @@ struct PeerOptions: ParsableArguments {
         [String] = []
     @Option(help: ArgumentHelp("Store and serve WHO's tree (an identity token, or '*'); repeatable.", valueName: "WHO"))
     var pin: [String] = []
+    @Option(help: "Keep at most this many peers connected.") var maxPeers = SyncConfiguration.defaultMaxPeers
 
     func validate() throws {
+        guard (1...SyncConfiguration.maximumConnections).contains(maxPeers) else {
+            throw ValidationError("--max-peers must be 1 to 256")
+        }
         do {
             if let listen { _ = try PeerCommands.validAddress(listen) }
             for p in peer { _ = try PeerCommands.validAddress(p) }
@@ -62,6 +67,7 @@ struct PeerOptions: ParsableArguments {
 
     var arguments: [String] {
         (listen.map { ["--listen", $0] } ?? []) + peer.flatMap { ["--peer", $0] } + pin.flatMap { ["--pin", $0] }
+            + ["--max-peers", "\(maxPeers)"]
     }
 }
 
@@ -103,7 +109,8 @@ struct Mount: HypernetCommand {
         let options = DaemonOptions(
             home: home, mountpoint: Paths.absolute(mountpoint),
             configuration: VFSConfiguration(quorum: quorum ?? 1, fsyncTimeout: timeout), quorumGiven: quorum != nil,
-            fuseOptions: fuseOptions, listen: peers.listen, peers: peers.peer, pins: peers.pin)
+            fuseOptions: fuseOptions, listen: peers.listen, peers: peers.peer, pins: peers.pin,
+            maxPeers: peers.maxPeers)
         if foreground { return try runDaemon(options) }
         let canonical = try Mountpoint.validate(mountpoint)
         var arguments = ["mount", canonical, "--fsync-timeout", "\(fsyncTimeout)"] + peers.arguments
@@ -129,7 +136,7 @@ struct Serve: HypernetCommand {
     func execute() throws(Failure) {
         let options = DaemonOptions(
             home: global.home, mountpoint: nil, configuration: VFSConfiguration(), quorumGiven: false, fuseOptions: [],
-            listen: peers.listen, peers: peers.peer, pins: peers.pin)
+            listen: peers.listen, peers: peers.peer, pins: peers.pin, maxPeers: peers.maxPeers)
         if foreground { return try runDaemon(options) }
         try launch(home: global.home, ["serve"] + peers.arguments)
     }

@@ -32,6 +32,7 @@ struct Status: HypernetCommand {
         lines += report.filesystem
         lines.append("listen: \(report.listen ?? "none")")
         lines.append("pins: \(report.pins.isEmpty ? "none" : report.pins.joined(separator: ", "))")
+        lines.append("connections: \(report.connections) of at most \(report.maxPeers)")
         lines.append(report.peers.isEmpty ? "peers: none" : "peers:")
         lines += peerLines(report.peers).map { "  " + $0 }
         lines.append("replication backlog: \(report.backlogRevisions) revisions, \(report.backlogBytes) bytes")

@@ -45,6 +45,17 @@ import Testing
         #expect(dialer.due([Self.row(a)], open: [], connected: [], now: 1.4).isEmpty)
     }
 
+    @Test func dialsInProgressCountAgainstTheLimitsOfTheirKind() {
+        let c = "127.0.0.1:7003"
+        let learned = [a, b].map {
+            PeerRecord(address: $0, node: nil, configured: false, lastSeen: nil, lastError: nil)
+        }
+        let limits = Dialer.Limits(configured: 2, learned: 1)
+        #expect(dialer.due([Self.row(c)] + learned, open: [], connected: [], now: 0, limits: limits) == [c])
+        // The dial of c made a connection: it no longer counts, and one learned address is dialed.
+        #expect(dialer.due(learned, open: [c], connected: [], now: 0, limits: limits) == [a])
+    }
+
     @Test func ownOpenAndConnectedAddressesAreNotDialed() {
         let node = "ab12"
         let c = "127.0.0.1:7003"

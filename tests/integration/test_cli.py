@@ -119,7 +119,8 @@ def test_status_json(node):
     assert len(lines) == 1, proc.stdout
     report = json.loads(lines[0])
     assert set(report) >= {"node", "identity", "home", "mountpoint", "pid", "statistics", "filesystem", "quorum",
-                           "pins", "peers", "backlogRevisions", "backlogBytes"}, report
+                           "pins", "peers", "connections", "maxPeers", "backlogRevisions", "backlogBytes"}, report
+    assert (report["connections"], report["maxPeers"]) == (0, 32), report  # docs/cli.md: --max-peers defaults to 32
     assert report["identity"] == node.cli("id").stdout.strip()
     assert len(report["node"]) == 64
     assert report["home"] == str(node.home)

@@ -16,6 +16,12 @@ final class Dialer: Sendable {
         var inProgress = false
     }
 
+    /// How many dials may be in progress at once (`PeerSet.dialPlan`), of configured and of learned addresses.
+    struct Limits: Equatable {
+        var configured = Int.max
+        var learned = Int.max
+    }
+
     private struct State {
         var dials: [String: Dial] = [:]
         /// Addresses where this node reached itself.
@@ -27,18 +33,24 @@ final class Dialer: Sendable {
 
     private let state = Mutex(State())
 
-    /// The addresses of `records` to dial now, each marked as being dialed until `failed` or `ended`. Left out:
-    /// this node's own, those in `open` (a connected peer was dialed at or listens there) and those last seen with
-    /// a node key in `connected` (hex): dialing them would only make a duplicate connection.
-    func due(_ records: [PeerRecord], open: Set<String>, connected: Set<String>, now: Double) -> [String] {
+    /// The addresses of `records` to dial now, in their order, each marked as being dialed until `failed` or
+    /// `ended`. Left out: this node's own, those in `open` (a connected peer was dialed at or listens there) and
+    /// those last seen with a node key in `connected` (hex): dialing them would only make a duplicate connection;
+    /// and any past `limits`, counting the dials in progress that have not made a connection in `open` yet.
+    func due(
+        _ records: [PeerRecord], open: Set<String>, connected: Set<String>, now: Double, limits: Limits = Limits()
+    ) -> [String] {
         state.withLock { s in
             let known = Set(records.map(\.address))
             s.dials = s.dials.filter { known.contains($0.key) || $0.value.inProgress }
+            var pending = s.dials.count { $0.value.inProgress && !open.contains($0.key) }
             var due: [String] = []
             for r in records where !s.selfAddresses.contains(r.address) && !open.contains(r.address) {
                 if let node = r.node, connected.contains(node) { continue }
                 var d = s.dials[r.address] ?? Dial()
-                guard !d.inProgress, d.next <= now else { continue }
+                guard !d.inProgress, d.next <= now, pending < (r.configured ? limits.configured : limits.learned)
+                else { continue }
+                pending += 1
                 d.inProgress = true
                 s.dials[r.address] = d
                 due.append(r.address)

@@ -15,11 +15,17 @@ public struct SyncConfiguration: Sendable {
     /// Addresses to connect to (also remembered in the store as configured peers).
     public var peers: [String]
     public var software: String
+    /// Peers kept connected at most (`--max-peers`, docs/protocol.md, "Peer set").
+    public var maxPeers: Int
+    public static let defaultMaxPeers = 32
+    /// Connections in all, authenticated or not, kept or not: one more accepted is closed at once.
+    public static let maximumConnections = 256
 
-    public init(listen: String?, peers: [String], software: String) {
+    public init(listen: String?, peers: [String], software: String, maxPeers: Int = defaultMaxPeers) {
         self.listen = listen
         self.peers = peers
         self.software = software
+        self.maxPeers = maxPeers
     }
 }
 
@@ -67,10 +73,8 @@ public final class SyncNode: SessionDelegate {
     /// another node first (`prune`): held runs go out together, keeping its position in this log moving and
     /// repairing a direct path that failed (docs/protocol.md, "Relaying").
     static let relayHold: DispatchTimeInterval = .seconds(1)
-    /// Connections accepted from one IP address at once, and connections in all (docs/protocol.md, "Limits"): one
-    /// more is closed as soon as it is accepted.
-    static let maximumConnectionsPerAddress = 16
-    static let maximumConnections = 256
+    /// How long a connection over the peer cap waits for the peer's `hello` (docs/protocol.md, "Peer set").
+    static let helloWait: DispatchTimeInterval = .seconds(10)
     /// What all connections together may hold of frames and records not yet received in full (see `FrameBudget`).
     static let frameBudget = 64 << 20
 
@@ -83,6 +87,7 @@ public final class SyncNode: SessionDelegate {
     let budget = FrameBudget(limit: frameBudget)
     let acks: AckBroker
     let dialer = Dialer()
+    let peerSet: PeerSet
     let ledger: ReceiveLedger
     /// Fetches damaged chunks again (`repairDamaged`), one pass at a time; a pass asked for while one is queued
     /// is that one.
@@ -125,7 +130,6 @@ public final class SyncNode: SessionDelegate {
 
     struct State {
         var peers: [ObjectIdentifier: PeerState] = [:]
-        var byNode: [SigningPublicKey: Session] = [:]
         /// The node each received revision came from: its chunks are not pushed back to it.
         var origins: [RevisionID: SigningPublicKey] = [:]
         var listener: Channel?
@@ -150,6 +154,7 @@ public final class SyncNode: SessionDelegate {
         acks = AckBroker(nodeKey: nodeKey, book: store, logger: logger)
         ledger = ReceiveLedger(store: store, logger: logger)
         timer = DialTimer()
+        peerSet = PeerSet(own: nodeKey.publicKey, maxPeers: configuration.maxPeers)
     }
 
     /// Binds the listener (if any), remembers configured peers, starts dialing. Throws if the address
@@ -160,7 +165,7 @@ public final class SyncNode: SessionDelegate {
         if let listen = configuration.listen {
             let (host, port) = try Self.split(listen)
             let channel = try ServerBootstrap(group: group)
-                .serverChannelOption(ChannelOptions.backlog, value: Int32(Self.maximumConnections))
+                .serverChannelOption(ChannelOptions.backlog, value: Int32(SyncConfiguration.maximumConnections))
                 .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .childChannelOption(
@@ -189,6 +194,8 @@ public final class SyncNode: SessionDelegate {
 
     public func stop() {
         timer.source.cancel()
+        // A tick already running finishes first: it may dial, which must not outlive the event loop.
+        timer.queue.sync {}
         ledger.flush()
         acks.flushOwn()
         let (listener, sessions) = state.withLock { s in
@@ -228,16 +235,15 @@ public final class SyncNode: SessionDelegate {
             logger.error("reading peers: \(error)")
             return
         }
-        let connections = state.withLock { s -> (open: Set<String>, nodes: Set<String>)? in
+        let open = state.withLock { s -> Set<String>? in
             guard !s.stopped else { return nil }
-            return (
-                Set(s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } }),
-                Set(s.byNode.keys.map { Hex.encode($0.bytes) })
-            )
+            return Set(s.peers.values.flatMap { [$0.session.dialedAddress, $0.hello?.listen].compactMap { $0 } })
         }
-        guard let connections else { return }
+        guard let open else { return }
+        let plan = peerSet.dialPlan(records, followed: Set(hello().trees))
         let due = dialer.due(
-            records, open: connections.open, connected: connections.nodes, now: Date().timeIntervalSince1970)
+            plan.records, open: open, connected: peerSet.connectedNodes, now: Date().timeIntervalSince1970,
+            limits: plan.limits)
         for address in due { dial(address) }
     }
 
@@ -310,6 +316,7 @@ public final class SyncNode: SessionDelegate {
     }
 
     static let removedReason = "removed with `peer remove`"
+    var fullReason: String { "over the cap of \(peerSet.maxPeers) peers" }
 
     private func loadRemoved() throws(StoreError) {
         dialer.setRemoved(try store.peers(removed: true))
@@ -320,22 +327,14 @@ public final class SyncNode: SessionDelegate {
     /// Only a connection that is up becomes a peer: an address whose connect failed is not "being dialed" any more,
     /// and is dialed again when its back-off expires. An accepted one is refused past the connection caps.
     func sessionOpened(_ session: Session) -> String? {
-        state.withLock { s in
-            guard !s.stopped else { return "node stopping" }
-            if !session.isInitiator {
-                if s.peers.count >= Self.maximumConnections {
-                    return "over the cap of \(Self.maximumConnections) connections"
-                }
-                if let ip = session.remoteIP,
-                    s.peers.values.count(where: { $0.session.remoteIP == ip })
-                        >= Self.maximumConnectionsPerAddress
-                {
-                    return "over the cap of \(Self.maximumConnectionsPerAddress) connections from \(ip)"
-                }
-            }
-            s.peers[ObjectIdentifier(session)] = PeerState(session: session, since: Self.now())
-            return nil
+        if state.withLock({ $0.stopped }) { return "node stopping" }
+        if let refused = peerSet.opened(
+            session, initiator: session.isInitiator, ip: session.remoteIP, dialed: session.dialedAddress)
+        {
+            return refused
         }
+        state.withLock { $0.peers[ObjectIdentifier(session)] = PeerState(session: session, since: Self.now()) }
+        return nil
     }
 
     func sessionAuthenticated(_ session: Session) {
@@ -349,42 +348,36 @@ public final class SyncNode: SessionDelegate {
             session.close(Self.removedReason)
             return
         }
-        // Two nodes that dial each other keep the connection opened by the smaller node key.
-        let duplicate: Session? = state.withLock { s in
-            if let existing = s.byNode[node], !existing.isEnded {
-                let keepNew = initiatorKey(session).lexicographicallyPrecedes(initiatorKey(existing))
-                if keepNew {
-                    s.byNode[node] = session
-                    return existing
-                }
-                return session
+        let (admission, duplicate) = peerSet.authenticated(session)
+        duplicate?.close("duplicate connection")
+        if admission == .duplicate { return }
+        if admission == .kept { admitted(session) }
+        if admission == .waiting {
+            // A peer that sends no `hello` (it may be waiting on this node too) is not waited for long.
+            session.serveQueue.asyncAfter(deadline: .now() + Self.helloWait) { [self] in
+                if peerSet.isWaiting(session) { session.close(fullReason) }
             }
-            s.byNode[node] = session
-            return nil
         }
-        acks.linkAuthenticated(session)
-        if let duplicate { duplicate.close("duplicate connection") }
-        if duplicate === session { return }
-        logger.info("peer connected", metadata: ["peer": "\(session)"])
-        // A peer that may hold what was found damaged while none was connected.
-        if !store.damagedChunks.isEmpty { scheduleRepair() }
         session.serveQueue.async { [self] in
             if let a = session.dialedAddress { try? store.updatePeer(a, node: node, error: nil) }
-            session.send(.hello(hello()))
+            // A peer over the cap learns other addresses to dial, and waits for a decision on its `hello`.
+            if admission == .kept { session.send(.hello(hello())) }
             session.send(.peers(knownAddresses(excluding: session)))
         }
     }
 
-    private func initiatorKey(_ session: Session) -> [UInt8] {
-        (session.isInitiator ? nodeKey.publicKey : session.node!).bytes
+    /// `session` is one of the kept peers now (`PeerSet`): acks go to it.
+    private func admitted(_ session: Session) {
+        acks.linkAuthenticated(session)
+        logger.info("peer connected", metadata: ["peer": "\(session)"])
+        // A peer that may hold what was found damaged while none was connected.
+        if !store.damagedChunks.isEmpty { scheduleRepair() }
     }
 
     func sessionEnded(_ session: Session, reason: String?) {
         let key = ObjectIdentifier(session)
-        state.withLock { s in
-            s.peers.removeValue(forKey: key)
-            if let node = session.node, s.byNode[node] === session { s.byNode.removeValue(forKey: node) }
-        }
+        state.withLock { _ = $0.peers.removeValue(forKey: key) }
+        peerSet.ended(session)
         if let a = session.dialedAddress { dialer.failed(a, now: Date().timeIntervalSince1970) }
         acks.linkEnded(session)
         fetcher.sessionEnded(session)
@@ -393,7 +386,7 @@ public final class SyncNode: SessionDelegate {
             s.peers.values.flatMap { p in p.cursors.filter { $0.value.heldUntil != nil }.map { (p.session, $0.key) } }
         }
         for (other, tree) in held { other.serveQueue.async { [self] in pump(tree, to: other) } }
-        if let reason, reason != "duplicate connection", reason != "connected to itself" {
+        if let reason, reason != "duplicate connection", reason != "connected to itself", reason != fullReason {
             logger.warning("peer dropped: \(reason)", metadata: ["peer": "\(session)"])
             if let a = session.dialedAddress {
                 DispatchQueue.global().async { [store] in try? store.updatePeer(a, node: nil, error: reason) }
@@ -477,6 +470,15 @@ public final class SyncNode: SessionDelegate {
         switch message {
         case .hello(let hello):
             if dialer.isRemoved(address: hello.listen) { return session.close(Self.removedReason) }
+            switch peerSet.offered(hello.trees, listen: hello.listen, by: session, followed: Set(self.hello().trees)) {
+            case .refuse: return session.close(fullReason)
+            case .keep(let admitted, let evicting):
+                evicting?.close(fullReason)
+                if admitted {
+                    self.admitted(session)
+                    session.send(.hello(self.hello()))
+                }
+            }
             state.withLock { $0.peers[ObjectIdentifier(session)]?.hello = hello }
             // A peer that answers: its back-off starts over. (Not at the handshake: a node that refuses this one
             // right after it, having removed it, is then dialed less and less often.)
@@ -966,12 +968,14 @@ public final class SyncNode: SessionDelegate {
     // MARK: Status
 
     public var listenAddress: String? { configuration.listen }
+    /// The peers kept connected now, and at most.
+    public var connections: (count: Int, maximum: Int) { (peerSet.keptCount, peerSet.maxPeers) }
 
     public func peerStatus() -> [PeerStatus] {
         let records = (try? store.peers()) ?? []
         let connected = state.withLock { s in
             s.peers.values.compactMap { p -> (String, PeerState)? in p.session.node.map { (Hex.encode($0.bytes), p) } }
-        }
+        }.filter { peerSet.isKept($0.1.session) }
         var out: [PeerStatus] = []
         var shown = Set<String>()
         for r in records {
@@ -996,5 +1000,8 @@ public final class SyncNode: SessionDelegate {
 /// The dialer's tick. @unchecked Sendable: a dispatch source is thread-safe (libdispatch documents every
 /// call as such); the reference never changes.
 private final class DialTimer: @unchecked Sendable {
-    let source = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.sync.dial"))
+    let queue = DispatchQueue(label: "hypernet.sync.dial")
+    let source: DispatchSourceTimer
+
+    init() { source = DispatchSource.makeTimerSource(queue: queue) }
 }
