@@ -19,6 +19,7 @@ FUSE mount stays visible here), `status`/backlog parsing and read-only catalog q
 import contextlib
 import errno
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -192,6 +193,7 @@ class ClusterNode(Node):
         self.peers = []  # HOST:PORT of the other nodes
         self.pins = []  # identity tokens
         self.token = None  # this node's identity token, once known
+        self.max_peers = None  # --max-peers, when given
 
     def __repr__(self):
         return f"<node {self.name} {self.listen}{' serve' if self.serve else ''}>"
@@ -219,6 +221,8 @@ class ClusterNode(Node):
             args += ["--peer", p]
         for p in self.pins:
             args += ["--pin", p]
+        if self.max_peers is not None:
+            args += ["--max-peers", str(self.max_peers)]
         if not self.serve:
             for option in self.options:
                 args += ["-o", option]
@@ -268,6 +272,9 @@ class ClusterNode(Node):
                 fields = line.split()
                 return int(fields[2]), int(fields[4])
         raise AssertionError(f"node {self.name}: no `replication backlog:` line in `hypernet status`")
+
+    def status_json(self):
+        return json.loads(self.run("status", "--json", timeout=30).stdout)
 
     def connected_addresses(self):
         """Addresses `hypernet status` shows as connected."""

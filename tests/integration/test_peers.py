@@ -1,11 +1,13 @@
 """The peer table (issue 15, items 7 and 10): a node keeps dialing the addresses it knows, with the back-off
 docs/protocol.md ("Dialing") bounds, until they answer; `hypernet peer remove` forgets an address for good;
-learned addresses that stay unreachable are forgotten after a documented time.
+learned addresses that stay unreachable are forgotten after a documented time. The peer set (issue 17, item 5):
+with `--max-peers`, a node keeps that many peers at most and still gets every revision of the trees it follows.
 
 Nodes run on their own loopback addresses (cluster.py). Only the node under test dials: its peers know no
 address of it, so a connection proves that it dialed them.
 """
 
+import os
 import re
 import sqlite3
 import time
@@ -189,3 +191,50 @@ def test_learned_addresses_unreachable_for_seven_days_are_forgotten(cluster):
     b.start()
     wait_connected(a, (b,), CONNECT)
     assert peer_line(a, b.listen) is not None
+
+
+@pytest.mark.timeout(420)
+def test_twelve_nodes_with_max_peers_four_each_receive_every_revision(cluster):
+    """A writer and 11 storage nodes of its identity, each started with one or two peers (a tree rooted at the
+    writer, every third node also given its neighbour) and --max-peers 4: peer exchange teaches every node every
+    address, but no node keeps more than 4 peers, and relays carry every revision to every node."""
+    nodes = [cluster.add("w", quorum=1)]
+    nodes += [cluster.add(f"s{i}", serve=True, identity=nodes[0]) for i in range(1, 12)]
+    for i, n in enumerate(nodes):
+        n.peers = [] if i == 0 else [nodes[(i - 1) // 2].listen] + ([nodes[i - 1].listen] if i % 3 == 0 else [])
+        n.max_peers = 4
+    cluster.start(connected=False)
+    writer = nodes[0]
+
+    def every_node_holds(revisions, what):
+        missing = {}
+
+        def holds():
+            missing.clear()
+            for n in nodes[1:]:
+                lacking = revisions - n.revisions()
+                if lacking:
+                    missing[n.name] = len(lacking)
+            return not missing
+
+        eventually(holds, 120, lambda: f"{what}: revisions missing per node {missing}\n" + "\n".join(
+            f"--- {n.name}: {n.status_json()['connections']} connections\n{n.log_tail(6)}" for n in nodes))
+
+    def at_most_four_peers():
+        counts = {n.name: n.status_json()["connections"] for n in nodes}
+        assert all(c <= 4 for c in counts.values()), f"connections over --max-peers 4: {counts}"
+        return counts
+
+    for i in range(3):
+        write_file(writer.p(f"early-{i}.txt"), f"early {i}\n".encode())
+    every_node_holds(writer.revisions(), "written at start")
+    at_most_four_peers()
+    # Peer exchange teaches addresses past the cap; they are not all dialed.
+    eventually(lambda: any(len(n.run("peer", "list").stdout.splitlines()) > 4 for n in nodes), 60,
+               "no node learned more than 4 addresses")
+    os.mkdir(writer.p("later"))
+    for i in range(3):
+        write_file(writer.p(f"later/{i}.txt"), f"later {i}\n".encode())
+    every_node_holds(writer.revisions(), "written after peer exchange")
+    counts = at_most_four_peers()
+    assert all(c >= 1 for c in counts.values()), f"a node has no peer: {counts}"
