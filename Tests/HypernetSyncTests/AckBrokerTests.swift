@@ -11,21 +11,26 @@ import Testing
     /// Records replicas; knows the nodes it is given.
     final class Book: ReplicaBook {
         let known: Set<SigningPublicKey>
+        let stored: Set<RevisionID>
         private let recorded = Mutex<[(SigningPublicKey, [RevisionID])]>([])
-        init(known: Set<SigningPublicKey> = []) { self.known = known }
+        init(known: Set<SigningPublicKey> = [], stored: Set<RevisionID> = []) {
+            self.known = known
+            self.stored = stored
+        }
         var replicas: [(SigningPublicKey, [RevisionID])] { recorded.withLock { $0 } }
         func recordReplicas(node: SigningPublicKey, revisions: [RevisionID]) {
             recorded.withLock { $0.append((node, revisions)) }
         }
         func knowsNode(_ node: SigningPublicKey) -> Bool { known.contains(node) }
+        func held(_ revisions: [RevisionID]) -> Set<RevisionID> { stored.intersection(revisions) }
     }
 
     let key = SigningKeyPair.generate()
     let book: Book
     let broker: AckBroker
 
-    init(known: Set<SigningPublicKey> = []) {
-        book = Book(known: known)
+    init(known: Set<SigningPublicKey> = [], stored: Set<RevisionID> = []) {
+        book = Book(known: known, stored: stored)
         broker = AckBroker(nodeKey: key, book: book, logger: Logger(label: "test"))
     }
 
@@ -49,37 +54,64 @@ import Testing
         #expect(links.allSatisfy { $0.sent.isEmpty })
     }
 
-    @Test func anEchoFromALinkThatWasSentTheAckCostsNoSecondOne() {
+    @Test func aRunIsAckedToItsSenderAndAnEchoFromALinkOlderThanTheAckCostsNoSecondOne() {
         let early = PeerLinkDouble()
-        broker.linkAuthenticated(early)
+        let other = PeerLinkDouble()
+        for l in [early, other] { broker.linkAuthenticated(l) }
         let ids = Self.revisions(2)
-        broker.ack(ids)
+        broker.ack(ids, echoedBy: early, brought: ids)
         #expect(early.takeAcks().map(\.revisions) == [ids])
-        broker.ack(ids, echoedBy: early)
-        #expect(early.sent.isEmpty)
-        // A link that authenticated after the ack was never sent it: its echo acks again, to everyone.
+        #expect(other.sent.isEmpty)
+        broker.ack(ids, echoedBy: other)
+        #expect(other.sent.isEmpty)
+        // A link that authenticated after the ack: its echo acks again, to it (it may lead to nodes that missed it).
         let late = PeerLinkDouble()
         broker.linkAuthenticated(late)
         broker.ack([ids[0]], echoedBy: late)
-        #expect(early.takeAcks().map(\.revisions) == [[ids[0]]])
         #expect(late.takeAcks().map(\.revisions) == [[ids[0]]])
-        // Without a sender, held revisions are acked again (how acks lost while nodes were apart reach them).
+        #expect(early.sent.isEmpty && other.sent.isEmpty)
+        // Without a sender, held revisions are acked again, to every link.
         broker.ack([ids[1]])
-        #expect(early.takeAcks().map(\.revisions) == [[ids[1]]])
+        for l in [early, other, late] { #expect(l.takeAcks().map(\.revisions) == [[ids[1]]]) }
     }
 
-    @Test func anAckIsRecordedOnceAndForwardedToEveryOtherLink() {
+    /// Gives `ids` the route `link`, as a run that first brought them would, and forgets the ack that sent.
+    func route(_ ids: [RevisionID], via link: PeerLinkDouble) {
+        broker.ack(ids, echoedBy: link, brought: ids)
+        _ = link.takeAcks()
+    }
+
+    @Test func anAckIsRecordedOnceAndForwardedAlongTheRouteOfItsRevisionsOnly() {
         let acker = SigningKeyPair.generate()
         let from = PeerLinkDouble(node: acker.publicKey)
-        let others = [PeerLinkDouble(), PeerLinkDouble()]
-        for l in [from] + others { broker.linkAuthenticated(l) }
+        let upstream = PeerLinkDouble()
+        let aside = PeerLinkDouble()
+        for l in [from, upstream, aside] { broker.linkAuthenticated(l) }
+        route(Self.revisions(3), via: upstream)
         let ack = Message.Ack.signed(by: acker, revisions: Self.revisions(3))
         broker.received(ack, from: from)
-        broker.received(ack, from: others[0])
+        broker.received(ack, from: aside)
         #expect(book.replicas.map(\.0) == [acker.publicKey])
         #expect(book.replicas.first?.1 == ack.revisions)
-        #expect(from.sent.isEmpty)
-        for l in others { #expect(l.takeAcks() == [ack]) }
+        #expect(upstream.takeAcks() == [ack])
+        #expect(from.sent.isEmpty && aside.sent.isEmpty)
+        // A revision not held here has no route: its ack ends here, counted.
+        broker.received(.signed(by: acker, revisions: [BLAKE2b.hash(Array("elsewhere".utf8))]), from: from)
+        #expect(book.replicas.count == 2)
+        #expect([from, upstream, aside].allSatisfy { $0.sent.isEmpty })
+    }
+
+    @Test func anAckOfARevisionMadeHereGoesOnToEveryOtherLink() {
+        let own = BLAKE2b.hash(Array("own".utf8))
+        let author = AckBrokerTests(stored: [own])
+        let acker = SigningKeyPair.generate()
+        let links = [PeerLinkDouble(node: acker.publicKey), PeerLinkDouble(), PeerLinkDouble()]
+        for l in links { author.broker.linkAuthenticated(l) }
+        let ack = Message.Ack.signed(by: acker, revisions: [own])
+        author.broker.received(ack, from: links[0])
+        #expect(author.book.replicas.map(\.0) == [acker.publicKey])
+        #expect(links[0].sent.isEmpty)
+        for l in links.dropFirst() { #expect(l.takeAcks() == [ack]) }
     }
 
     @Test func aConnectedNodeCountsAndSoDoesOneInThePeerTable() {
@@ -99,6 +131,7 @@ import Testing
         let from = PeerLinkDouble()
         let other = PeerLinkDouble()
         for l in [from, other] { broker.linkAuthenticated(l) }
+        route(Self.revisions(1), via: other)
         let ack = Message.Ack.signed(by: .generate(), revisions: Self.revisions(1))
         broker.received(ack, from: from)
         #expect(book.replicas.isEmpty)
@@ -109,6 +142,7 @@ import Testing
         let from = PeerLinkDouble()
         let other = PeerLinkDouble()
         for l in [from, other] { broker.linkAuthenticated(l) }
+        route(Self.revisions(1), via: other)
         let acker = SigningKeyPair.generate()
         var forged = Message.Ack.signed(by: acker, revisions: Self.revisions(1))
         forged.revisions = Self.revisions(2)
@@ -125,17 +159,19 @@ import Testing
         let gone = PeerLinkDouble()
         let stays = PeerLinkDouble()
         for l in [gone, stays] { broker.linkAuthenticated(l) }
+        route(Self.revisions(1), via: gone)
         broker.linkEnded(gone)
-        broker.ack(Self.revisions(1))
+        broker.ack(Self.revisions(2))
         broker.received(.signed(by: .generate(), revisions: Self.revisions(1)), from: nil)
         #expect(gone.sent.isEmpty)
-        #expect(stays.takeAcks().count == 2)
+        #expect(stays.takeAcks().count == 1)
     }
 
     @Test func arrivalIsCheckedOffTheCallersThread() {
         let from = PeerLinkDouble()
         let other = PeerLinkDouble()
         for l in [from, other] { broker.linkAuthenticated(l) }
+        route(Self.revisions(1), via: other)
         let ack = Message.Ack.signed(by: .generate(), revisions: Self.revisions(1))
         broker.arrived(ack, from: from)
         broker.queue.sync {}

@@ -12,6 +12,8 @@ protocol ReplicaBook: Sendable {
     func recordReplicas(node: SigningPublicKey, revisions: [RevisionID])
     /// Whether the peer table records `node` (the node key last seen at an address).
     func knowsNode(_ node: SigningPublicKey) -> Bool
+    /// Which of `revisions` are stored here.
+    func held(_ revisions: [RevisionID]) -> Set<RevisionID>
 }
 
 extension Store: ReplicaBook {
@@ -19,12 +21,17 @@ extension Store: ReplicaBook {
         let hex = Hex.encode(node.bytes)
         return ((try? peers()) ?? []).contains { $0.node == hex }
     }
+
+    func held(_ revisions: [RevisionID]) -> Set<RevisionID> {
+        (try? existingRevisions(revisions)) ?? []
+    }
 }
 
-/// Signed replica acks (docs/protocol.md, "Acks"): signs this node's own, checks, records and floods other nodes'
-/// once each. Owns the links acks go to (the authenticated connections), numbered in the order they
-/// authenticated, the signatures seen, and which revisions it acked when: a run echoed back by a link that was
-/// sent the ack already costs no second one.
+/// Signed replica acks (docs/protocol.md, "Acks"): signs this node's own, checks, records and routes other nodes'
+/// once each, back along the link each revision first came by, toward its author. Owns the links acks go to (the
+/// authenticated connections), numbered in the order they authenticated, those routes, the signatures seen, and
+/// which revisions it acked when: a run echoed back by a link that authenticated before that ack costs no second
+/// one.
 final class AckBroker: Sendable {
     /// Revisions per ack.
     static let batch = 4096
@@ -41,9 +48,11 @@ final class AckBroker: Sendable {
         /// The last serial handed out.
         var serial: UInt64 = 0
         var seen: Set<[UInt8]> = []
-        /// Revisions this node has acked, with the serial current at the time: every link numbered up to it was
-        /// sent that ack.
+        /// Revisions this node has acked, with the serial current at the time: every link numbered up to it has
+        /// had its chance to pass it on (their echoes are not acked again).
         var acked: [RevisionID: UInt64] = [:]
+        /// The link each received revision first came by: acks of it go back along it, toward its author.
+        var routes: [RevisionID: ObjectIdentifier] = [:]
         /// Revisions made here that became durable since the last `flushOwn`.
         var durableOwn: [RevisionID] = []
     }
@@ -72,7 +81,12 @@ final class AckBroker: Sendable {
     }
 
     func linkEnded(_ link: any PeerLink) {
-        state.withLock { _ = $0.links.removeValue(forKey: ObjectIdentifier(link)) }
+        let key = ObjectIdentifier(link)
+        state.withLock { s in
+            s.links.removeValue(forKey: key)
+            // A later link may get the same identifier: it is no route for what this one brought.
+            s.routes = s.routes.filter { $0.value != key }
+        }
     }
 
     // MARK: Acks of other nodes
@@ -84,7 +98,10 @@ final class AckBroker: Sendable {
         queue.async { [self] in received(ack, from: link) }
     }
 
-    /// Records `ack` if its node authenticated to this node, and forwards it to every link but `link`.
+    /// Records `ack` if its node authenticated to this node, and forwards it along the routes of its revisions;
+    /// a revision held here without a route was made here (or came before this node started): its acks go to
+    /// every link, so that this identity's other devices and the nodes near this one count the replica too. Never
+    /// back to `link`; an ack of revisions not held here ends here.
     func received(_ ack: Message.Ack, from link: (any PeerLink)?) {
         // Each ack comes once per path: a copy of one already counted is dropped before its signature is checked
         // (a valid ack with these signature bytes was seen, so this one is the same or invalid).
@@ -106,7 +123,17 @@ final class AckBroker: Sendable {
         if knows(ack.node) {
             book.recordReplicas(node: ack.node, revisions: ack.revisions)
         }
-        for l in links(except: link) { l.send(.ack(ack)) }
+        for l in routes(of: ack.revisions, except: link) { l.send(.ack(ack)) }
+    }
+
+    private func routes(of revisions: [RevisionID], except: (any PeerLink)?) -> [any PeerLink] {
+        let (routed, unrouted) = state.withLock { s in
+            (Set(revisions.compactMap { s.routes[$0] }), revisions.filter { s.routes[$0] == nil })
+        }
+        let everywhere = !unrouted.isEmpty && !book.held(unrouted).isEmpty
+        return state.withLock { s in
+            (everywhere ? Set(s.links.keys) : routed).compactMap { s.links[$0]?.link }.filter { $0 !== except }
+        }
     }
 
     private func knows(_ node: SigningPublicKey) -> Bool {
@@ -114,15 +141,13 @@ final class AckBroker: Sendable {
         return book.knowsNode(node)
     }
 
-    private func links(except: (any PeerLink)? = nil) -> [any PeerLink] {
-        state.withLock { s in s.links.values.map(\.link).filter { $0 !== except } }
-    }
-
     // MARK: This node's acks
 
-    /// Acks `held` to every link, in signed batches, leaving out the revisions already acked to all of them and to
-    /// `link` (the sender of the run that holds them): a run echoed back by a relay costs no second ack.
-    func ack(_ held: [RevisionID], echoedBy link: (any PeerLink)? = nil) {
+    /// Acks `held`, in signed batches: to `link`, the sender of the run that holds them, which passes the ack on
+    /// toward their author (`brought`: the revisions this run was first to bring, whose route is `link`); without
+    /// a link (this node's own revisions), to every link. Revisions already acked since `link` authenticated are
+    /// left out: a run echoed back by a relay costs no second ack.
+    func ack(_ held: [RevisionID], echoedBy link: (any PeerLink)? = nil, brought: [RevisionID] = []) {
         // An ack lost on its way: the writer's fsync times out (EIO) unless another replica's ack reaches it.
         if Failpoint.hit("sync.ack") { return }
         let (unacked, links) = state.withLock { s -> ([RevisionID], [any PeerLink]) in
@@ -131,9 +156,14 @@ final class AckBroker: Sendable {
                 guard since > 0, let at = s.acked[id] else { return true }
                 return at < since
             }
+            if let link, s.links[ObjectIdentifier(link)] != nil {
+                if s.routes.count > Self.memory { s.routes.removeAll() }
+                for id in brought where s.routes[id] == nil { s.routes[id] = ObjectIdentifier(link) }
+            }
             guard !unacked.isEmpty else { return ([], []) }
             if s.acked.count > Self.memory { s.acked.removeAll() }
             for id in unacked { s.acked[id] = s.serial }
+            if let link { return (unacked, s.links[ObjectIdentifier(link)] == nil ? [] : [link]) }
             return (unacked, s.links.values.map(\.link))
         }
         guard !links.isEmpty else { return }

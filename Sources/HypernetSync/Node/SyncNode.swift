@@ -845,7 +845,9 @@ public final class SyncNode: SessionDelegate {
             if !fresh.isEmpty { try store.sync() }
             // Held now: what was held before, and what the transaction stored (or found stored meanwhile).
             let notStored = Set(rejected.map(\.0))
-            acks.ack(ids.filter { !notStored.contains($0) }, echoedBy: session)
+            acks.ack(
+                ids.filter { !notStored.contains($0) }, echoedBy: session,
+                brought: revisions.map(\.signed.id).filter { !notStored.contains($0) })
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
