@@ -102,6 +102,7 @@ def hub(make_node, node_dir):
     a = cl.add("a", identity=t)
     b = cl.add("b", identity=t)
     t.peers = []
+    t.max_peers = 256  # what is tested here is the connection caps and budgets, not the cap of kept peers
     for n in (a, b):
         n.peers = [t.listen]
         n.listen = None

@@ -206,6 +206,8 @@ public final class SyncNode: SessionDelegate {
         for s in sessions { try? s.channel.close().wait() }
         // Work already queued for a session may still send on its channel: it finishes before the loop goes.
         for s in sessions { for q in [s.serveQueue, s.receiveQueue, s.chunkQueue] { q.sync {} } }
+        // An ack being routed may have picked its links before they ended: it sends before the loop goes.
+        acks.queue.sync {}
         repairQueue.sync {}
         try? group.syncShutdownGracefully()
     }
