@@ -50,7 +50,8 @@ struct PeerOptions: ParsableArguments {
         [String] = []
     @Option(help: ArgumentHelp("Store and serve WHO's tree (an identity token, or '*'); repeatable.", valueName: "WHO"))
     var pin: [String] = []
-    @Option(help: "Keep at most this many peers connected.") var maxPeers = SyncConfiguration.defaultMaxPeers
+    @Option(help: ArgumentHelp("Keep at most N peers connected.", valueName: "N"))
+    var maxPeers = SyncConfiguration.defaultMaxPeers
 
     func validate() throws {
         guard (1...SyncConfiguration.maximumConnections).contains(maxPeers) else {
