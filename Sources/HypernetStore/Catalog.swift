@@ -202,6 +202,13 @@ final class Catalog: Sendable {
         do { return try pool.read(body) } catch { throw Self.storeError(error, path: path) }
     }
 
+    /// A read made of ONE statement: SQLite runs it in an implicit read transaction of its own, so it sees one
+    /// state of the catalog without `read`'s BEGIN and COMMIT, which GRDB compiles anew (and authorizes) on every
+    /// read. Point reads (a row by id) are most of the catalog's reads: a listing's indexing, `winner`.
+    func readStatement<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
+        do { return try pool.unsafeRead(body) } catch { throw Self.storeError(error, path: path) }
+    }
+
     func write<T>(_ body: (Database) throws -> T) throws(StoreError) -> T {
         do { return try pool.write(body) } catch { throw Self.storeError(error, path: path) }
     }

@@ -416,9 +416,10 @@ extension Store {
 
     /// The current heads of `document`.
     public func heads(of document: DocumentID) throws(StoreError) -> [RevisionID] {
-        try catalog.read { db in
+        try catalog.readStatement { db in
             try Data.fetchAll(
-                db, sql: "SELECT revision FROM heads WHERE document = ?", arguments: [Data(document.bytes)]
+                db.cachedStatement(sql: "SELECT revision FROM heads WHERE document = ?"),
+                arguments: [Data(document.bytes)]
             )
             .compactMap { try? Digest(bytes: $0) }
         }
@@ -441,9 +442,10 @@ extension Store {
 
     /// The catalog row of `document`, if it has one.
     public func document(_ id: DocumentID) throws(StoreError) -> DocumentRecord? {
-        let row = try catalog.read { db in
+        let row = try catalog.readStatement { db in
             try Row.fetchOne(
-                db, sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id = ?",
+                db.cachedStatement(
+                    sql: "SELECT inode, id, kind, head, metadata, atime_s, atime_ns, dirty FROM documents WHERE id = ?"),
                 arguments: [Data(id.bytes)])
         }
         guard let row else { return nil }

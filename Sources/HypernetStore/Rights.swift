@@ -45,7 +45,7 @@ public enum RightsError: Error, Sendable, Equatable, CustomStringConvertible {
 extension Store {
     /// `tree`'s permission chain of `document` as stored here (empty when it has none).
     public func chain(of document: DocumentID, tree: SigningPublicKey) throws(StoreError) -> PermissionChain {
-        try catalog.read { db in try Self.chain(db, document: document, tree: tree) }
+        try catalog.readStatement { db in try Self.chain(db, document: document, tree: tree) }
     }
 
     static func chain(_ db: Database, document: DocumentID, tree: SigningPublicKey) throws -> PermissionChain {
@@ -66,7 +66,7 @@ extension Store {
     /// holds none (it is not a reader of that epoch or of a later one that passes the key back, or the block is
     /// not here).
     public func epochKey(tree: SigningPublicKey, rights: DocumentID?, epoch: UInt32) -> SecureBytes? {
-        (try? catalog.read { db in try epochKey(db, tree: tree, rights: rights, epoch: epoch) }) ?? nil
+        (try? catalog.readStatement { db in try epochKey(db, tree: tree, rights: rights, epoch: epoch) }) ?? nil
     }
 
     func epochKey(_ db: Database, tree: SigningPublicKey, rights: DocumentID?, epoch: UInt32) throws -> SecureBytes? {

@@ -742,8 +742,9 @@ public final class Store: Sendable {
     public func revision(_ id: RevisionID, readingXattrs: Bool = true) throws(StoreError) -> (
         revision: Revision, metadata: RevisionMetadata
     ) {
-        let row = try catalog.read { db in
-            try Row.fetchOne(db, sql: "SELECT record, tree FROM revisions WHERE id = ?", arguments: [Data(id.bytes)])
+        let row = try catalog.readStatement { db in
+            try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT record, tree FROM revisions WHERE id = ?"), arguments: [Data(id.bytes)])
         }
         guard let row, let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)) else {
             throw .notFound("revision \(id.hex)")
