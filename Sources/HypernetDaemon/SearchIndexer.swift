@@ -165,8 +165,15 @@ public final class SearchIndexer: Sendable {
         try index.apply(updates, removing: removed, cursor: cursor)
         for (old, new) in moves { try index.move(old, to: new) }
         notify(updates.map(\.document.document))
-        // A changed listing may have renamed, moved out or deleted what it held.
-        for dir in Set(directories) { try check(index.documents(in: dir)) }
+        // A changed listing may have renamed, moved out or deleted what it held: only what no longer shows at its
+        // indexed path is looked at again. Looking at every entry (eight catalog reads each) made a burst of creates
+        // in one directory cost a pass over the whole directory at each of its once-a-second revisions.
+        for dir in Set(directories) {
+            try check(
+                index.documents(in: dir).filter { row in
+                    Self.ids(row).map { fileSystem.shownPath(of: $0, tree: $1) != row.path } ?? true
+                })
+        }
         for tree in trees { try check(index.documents(tree: Hex.encode(tree.bytes))) }
     }
 
