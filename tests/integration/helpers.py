@@ -547,8 +547,68 @@ def verify_acks(ack_path: str):
     return checked, problems
 
 
+def burst_main(root: str, ack_path: str, mode: str, seed: int):
+    """A burst of small creates and unlinks in `root` (as `tar x`, `rm -rf`, a build): JSON lines to `ack_path`,
+    {"op": "create"|"unlink", "path", "state": "begin"} before each and {"state": "ack", ...} once close or fsync
+    (of the file, then of the directory for an unlink) returned."""
+    rng = random.Random(seed)
+    ack = open(ack_path, "a", buffering=1)
+    live = []
+    try:
+        for i in range(1_000_000):
+            if live and rng.random() < 0.4:
+                path = live.pop(rng.randrange(len(live)))
+                ack.write(json.dumps({"op": "unlink", "path": path, "state": "begin"}) + "\n")
+                os.unlink(path)
+                if mode == "fsync":
+                    dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+                    os.fsync(dfd)
+                    os.close(dfd)
+                ack.write(json.dumps({"op": "unlink", "path": path, "state": "ack"}) + "\n")
+                continue
+            path = os.path.join(root, f"f{i}")
+            data = rng.randbytes(rng.choice([1, 100, 4096, 10_000]))
+            ack.write(json.dumps({"op": "create", "path": path, "state": "begin", "sha256": sha256(data)}) + "\n")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            if mode == "fsync":
+                os.fsync(fd)
+            os.close(fd)
+            ack.write(json.dumps({"op": "create", "path": path, "state": "ack", "sha256": sha256(data)}) + "\n")
+            live.append(path)
+    except OSError as e:
+        ack.write(json.dumps({"op": "error", "state": "error", "error": errno.errorcode.get(e.errno, str(e.errno))})
+                  + "\n")
+
+
+def verify_burst(ack_path: str, mode: str):
+    """Checks the mount against `burst_main`'s acknowledgements; returns (checked, problems). An acknowledged
+    file holds what was acknowledged; one in flight at the crash is absent, empty or whole, never torn; one whose
+    unlink was acknowledged (with the directory fsynced) is gone."""
+    last = {}
+    for line in Path(ack_path).read_text().splitlines():
+        rec = json.loads(line)
+        if "path" in rec:
+            last[rec["path"]] = rec
+    problems = []
+    checked = 0
+    for path, rec in sorted(last.items()):
+        content = read_or_none(path)
+        checked += 1
+        if rec["op"] == "create" and rec["state"] == "ack":
+            if content is None or sha256(content) != rec["sha256"]:
+                problems.append(f"{path}: acknowledged, now {'missing' if content is None else 'different'}")
+        elif rec["op"] == "create":
+            if content not in (None, b"") and sha256(content) != rec["sha256"]:
+                problems.append(f"{path}: in flight at the crash, now torn ({len(content)} bytes)")
+        elif rec["state"] == "ack" and mode == "fsync" and content is not None:
+            problems.append(f"{path}: its unlink was acknowledged and fsynced, yet it is back")
+    return checked, problems
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "writer":
-        writer_main(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    if len(sys.argv) == 6 and sys.argv[1] in ("writer", "burst"):
+        main = writer_main if sys.argv[1] == "writer" else burst_main
+        main(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     else:
-        sys.exit("usage: helpers.py writer ROOT ACKFILE fsync|close SEED")
+        sys.exit("usage: helpers.py writer|burst ROOT ACKFILE fsync|close SEED")
