@@ -1,7 +1,8 @@
 #!/bin/bash
 # Counts what each small-file workload costs the daemon (issue 22; docs/BENCHMARKS.md, "Small files, deletes and
 # fsync"): FUSE requests by opcode, syscalls, SQLite prepares by statement (BEGIN IMMEDIATE: a write transaction,
-# BEGIN DEFERRED: a read transaction). Counts, not times, so it works on a busy machine. Needs root and perf.
+# BEGIN DEFERRED: a read transaction), and the daemon's CPU time. Counts, not wall-clock times, so it works on a
+# busy machine. Needs root and perf.
 # usage: sudo bench/count.sh [OUTDIR] [PHASE...]   (phases: create unlink createfsync untar rmrf append)
 set -euo pipefail
 BIN=${HYPERNET_BIN:-$(dirname "$0")/../.build/release/hypernet}
@@ -21,6 +22,7 @@ for phase in $PHASES; do
     perf record -q -o "$OUT/$phase.daemon.data" -p "$PID" -e "$PROBE" \
         -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_pwrite64,syscalls:sys_enter_pread64 2>/dev/null &
     recorder=$!; sleep 1
+    read -r -a before < <(cut -d' ' -f14,15 "/proc/$PID/stat")
     perf record -q -o "$OUT/$phase.fuse.data" -e fuse:fuse_request_send -- \
         python3 - "$phase" "$M" "$WORK/linux.tar" <<'PY'
 import os, subprocess, sys
@@ -47,8 +49,9 @@ elif phase == "append":
     os.close(fd)
 PY
     sleep 1.5; kill -INT "$recorder"; wait "$recorder" || true
+    read -r -a after < <(cut -d' ' -f14,15 "/proc/$PID/stat")
     {
-        echo "== $phase: daemon"
+        echo "== $phase: daemon CPU $(( after[0] + after[1] - before[0] - before[1] )) ticks of 1/$(getconf CLK_TCK) s"
         perf script -i "$OUT/$phase.daemon.data" -F event 2>/dev/null | sort | uniq -c
         perf script -i "$OUT/$phase.daemon.data" 2>/dev/null | grep -o 'sql="[A-Z]* [A-Z]*' | sort | uniq -c | sort -rn
         echo "== $phase: FUSE requests"
