@@ -48,7 +48,7 @@ elif phase == "append":
         os.write(fd, os.urandom(100)); os.fsync(fd)
     os.close(fd)
 PY
-    sleep 1.5; kill -INT "$recorder"; wait "$recorder" || true
+    sleep 1.5; kill -INT "$recorder" 2>/dev/null || true; wait "$recorder" || true
     read -r -a after < <(cut -d' ' -f14,15 "/proc/$PID/stat")
     {
         echo "== $phase: daemon CPU $(( after[0] + after[1] - before[0] - before[1] )) ticks of 1/$(getconf CLK_TCK) s"

@@ -31,6 +31,9 @@ public final class SearchIndexer: Sendable {
     let mountpoint: String
     let logger: Logger
     private let queue = DispatchQueue(label: "hypernet.index", qos: .utility)
+    /// How long a wake waits before indexing: a burst of revisions (`tar x`, a build) is then indexed in a few pages,
+    /// each one index transaction, instead of a page and a transaction for nearly every revision.
+    static let batchDelay = DispatchTimeInterval.milliseconds(50)
 
     private struct State {
         var scheduled = false
@@ -66,7 +69,7 @@ public final class SearchIndexer: Sendable {
             defer { s.scheduled = true }
             return !s.scheduled && !s.stopped
         }
-        if start { queue.async { [self] in run() } }
+        if start { queue.asyncAfter(deadline: .now() + Self.batchDelay) { [self] in run() } }
     }
 
     /// Indexes nothing more; returns once the page being indexed is committed (before the store closes).
@@ -98,12 +101,15 @@ public final class SearchIndexer: Sendable {
     }
 
     private func run() {
-        let recheck = state.withLock { s in
+        let recheck: Set<String>? = state.withLock { s in
             // Cleared before reading the log: a wake from now on runs again.
             s.scheduled = false
+            // Woken just before `stop`, which does not wait for the delay: the index is closed.
+            if s.stopped { return nil }
             defer { s.recheck = [] }
             return s.recheck
         }
+        guard let recheck else { return }
         do {
             for tree in recheck { try check(index.documents(tree: tree)) }
             var cursor = try index.cursor()
