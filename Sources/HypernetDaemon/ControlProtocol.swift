@@ -38,11 +38,13 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var sort: String?
     /// search: stream the results of revisions indexed from now on (`--watch`) instead of answering once.
     public var follow: Bool?
+    /// gc: measure only.
+    public var dryRun: Bool?
 
     public init(
         command: Command, path: String? = nil, revision: String? = nil, argument: String? = nil, paths: [String]? = nil,
         since: Int64? = nil, query: String? = nil, limit: Int? = nil, offset: Int? = nil, sort: String? = nil,
-        follow: Bool? = nil
+        follow: Bool? = nil, dryRun: Bool? = nil
     ) {
         self.command = command
         self.path = path
@@ -55,6 +57,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.offset = offset
         self.sort = sort
         self.follow = follow
+        self.dryRun = dryRun
     }
 }
 
@@ -100,6 +103,19 @@ public struct ContentReply: Codable, Sendable {
 public struct RestoreReply: Codable, Sendable {
     /// The id of the new revision made from the restored content.
     public var revision: String
+}
+
+/// One line of the stream that answers gc: progress lines, then the report or the error.
+public struct GarbageLine: Codable, Sendable {
+    public var progress: GarbageProgress?
+    public var report: GarbageReport?
+    public var error: String?
+
+    public init(progress: GarbageProgress? = nil, report: GarbageReport? = nil, error: String? = nil) {
+        self.progress = progress
+        self.report = report
+        self.error = error
+    }
 }
 
 public struct FsckReport: Codable, Sendable {

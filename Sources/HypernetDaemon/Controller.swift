@@ -1,3 +1,4 @@
+import Dispatch
 import FoundationEssentials
 import Glibc
 import HypernetCrypto
@@ -44,6 +45,7 @@ final class Controller: Sendable {
     func handle(_ request: ControlRequest) -> ControlReply {
         do throws(Failure) {
             if request.command == .watch { return .stream(try watch(request)) }
+            if request.command == .gc { return .stream(collectGarbage(dryRun: request.dryRun == true)) }
             if request.command == .search, request.follow == true {
                 guard let indexer else { throw Failure(.notHypernetPath, "this node serves without a mount: no index") }
                 return .stream(try indexer.subscribe(request.query ?? ""))
@@ -155,18 +157,8 @@ final class Controller: Sendable {
             problems += indexer?.check() ?? []
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
             return FsckReport(problems: problems, repaired: repaired)
-        case .gc:
-            // Without a mount this node cannot place documents under their policies: it keeps everything.
-            guard let fileSystem else { return CollectionSummary() }
-            let rules = fileSystem.retentionRules()
-            var now = timespec()
-            clock_gettime(CLOCK_REALTIME, &now)
-            let plan = try stored { () throws(StoreError) in
-                try store.collectionPlan(rules: { rules[$0] }, now: UInt64(now.tv_sec) * 1000)
-            }
-            return plan.summary
-        case .watch:
-            throw Failure(.usage, "watch streams: it is answered by handle")
+        case .watch, .gc:
+            throw Failure(.usage, "\(request.command.rawValue) streams: it is answered by handle")
         case .search:
             guard let query = request.query else { throw Failure(.usage, "search needs a query") }
             guard let sort = SearchSort(rawValue: request.sort ?? SearchSort.relevance.rawValue) else {
@@ -204,6 +196,36 @@ final class Controller: Sendable {
             requestExit()
             return Acknowledgement()
         }
+    }
+
+    /// A garbage collection pass run now, streamed as `GarbageLine`s: its progress, then its report.
+    private func collectGarbage(dryRun: Bool) -> EventReader {
+        let reader = EventReader { _ in }
+        DispatchQueue.global().async { [self, store] in
+            func send(_ line: GarbageLine) {
+                guard let data = try? JSONEncoder().encode(line) else { return }
+                reader.append(Array(data) + [UInt8(ascii: "\n")])
+            }
+            do throws(StoreError) {
+                let plan = try self.retentionPlan()
+                var report = try store.collectGarbage(dryRun: dryRun) { send(GarbageLine(progress: $0)) }
+                report.retention = plan
+                send(GarbageLine(report: report))
+            } catch {
+                send(GarbageLine(error: "\(error)"))
+            }
+        }
+        return reader
+    }
+
+    /// What the retention policies release (docs/design.md, "Retention decisions"); nil without a mount, whose node
+    /// cannot place documents under their policies and keeps everything.
+    private func retentionPlan() throws(StoreError) -> CollectionSummary? {
+        guard let fileSystem else { return nil }
+        let rules = fileSystem.retentionRules()
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return try store.collectionPlan(rules: { rules[$0] }, now: UInt64(now.tv_sec) * 1000).summary
     }
 
     /// A reader of the events below the request's paths (all of them given, checked first).

@@ -158,6 +158,8 @@ public enum Daemon {
             home: home, mountpoint: mountpoint, keyring: keyring, store: store, fileSystem: fileSystem,
             indexer: indexer, node: node, quorum: configuration.quorum, logger: logger, requestExit: requestExit)
         server.start(handler: controller.handle)
+        let collector = collectInBackground(store, logger: logger)
+        defer { collector.cancel() }
         // `/.hypernet/status`: the node's lines after the filesystem's.
         fileSystem?.setStatusProvider {
             let peers = node.peerStatus()
@@ -174,6 +176,7 @@ public enum Daemon {
             // Without a mount's once-a-second pass, the WAL is checkpointed here.
             while stopped.wait(timeout: .now() + 1) == .timedOut { store.checkpointIfNeeded() }
             readiness.stopping()
+            store.stopGarbageCollection()
             store.checkpointAtStop()
             logger.info("daemon stopped")
             return
@@ -204,6 +207,7 @@ public enum Daemon {
         server.stop()
         indexer?.stop()
         fileSystem?.shutdown()
+        store.stopGarbageCollection()
         store.checkpointAtStop()
         logger.info("daemon stopped")
         if let loopError {
@@ -230,6 +234,19 @@ public enum Daemon {
             }
         }
         store.observeRepairs { queue.async { fileSystem.applyRepaired() } }
+    }
+
+    /// Every `Store.collectionInterval` a throttled garbage collection pass (docs/store-format.md, "Compaction").
+    private static func collectInBackground(_ store: Store, logger: Logger) -> any DispatchSourceTimer {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.gc", qos: .background))
+        timer.schedule(deadline: .now() + Store.collectionInterval, repeating: Store.collectionInterval)
+        timer.setEventHandler {
+            do { _ = try store.collectGarbage(throttled: true) } catch {
+                logger.error("background garbage collection failed: \(error)")
+            }
+        }
+        timer.resume()
+        return timer
     }
 
     /// SIGTERM, SIGINT and SIGHUP end the FUSE loop (then the usual shutdown runs); SIGPIPE is

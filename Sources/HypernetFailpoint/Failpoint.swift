@@ -35,7 +35,7 @@ public enum Failpoint {
         static let names: Set<String> = [
             "vfs.stage", "store.seal", "pack.append", "catalog.commit", "store.sync",
             "sync.send", "sync.receive", "sync.store", "sync.ack",
-            "catalog.checkpoint", "pack.trim",
+            "catalog.checkpoint", "pack.trim", "compact.copy", "compact.switch", "compact.remove",
             "rights.change", "rights.receive",
         ]
 

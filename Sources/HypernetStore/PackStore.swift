@@ -39,8 +39,30 @@ final class PackStore: Sendable {
     private let directory: String
     private let writable: Mutex<Writable>
     private let syncing = Mutex(())
-    /// Read descriptors by pack number; opened lazily, closed at deinit.
+    /// Read descriptors by pack number; opened lazily, closed at deinit or after the pack is removed.
     private let readers = Mutex<[Int64: Int32]>([:])
+    /// Records appended and not yet named by a committed catalog row (`settle`) nor given back (`discard`): a
+    /// write between its appends and its transaction, or a chunk a peer pushed ahead of the revision listing it.
+    /// Compaction copies them with the live records (docs/store-format.md, "Compaction").
+    private let inFlight = Mutex<[RecordKey: InFlight]>([:])
+    /// Read descriptors of removed packs, closed at the next removal (`remove`).
+    private let retired = Mutex<[Int32]>([])
+    /// Packs compaction removed.
+    private let removed = Mutex<Set<Int64>>([])
+    /// Where compaction copied each record of the packs it removed: a location taken before the catalog switched
+    /// (a reader's, a writer's still to be recorded) finds its record there (`current`).
+    private let moved = Mutex<[RecordKey: ChunkLocation]>([:])
+
+    struct RecordKey: Hashable {
+        var pack: Int64
+        var offset: Int64
+    }
+
+    struct InFlight {
+        var location: ChunkLocation
+        var written: Bool
+        var since: ContinuousClock.Instant
+    }
 
     /// The last pack, when its header is damaged: it is never appended to (`init` opens the next one), and
     /// reading it fails as corrupt like reading any pack with a bad header.
@@ -66,6 +88,7 @@ final class PackStore: Sendable {
     deinit {
         writable.withLock { _ = close($0.fd) }
         readers.withLock { for fd in $0.values { close(fd) } }
+        retired.withLock { for fd in $0 { close(fd) } }
     }
 
     func path(of number: Int64) -> String { Self.path(directory: directory, number: number) }
@@ -128,17 +151,14 @@ final class PackStore: Sendable {
         id.withUnsafeBytes { header.append(contentsOf: $0) }
         let length = Int64(header.count + ciphertext.count)
         let (fd, number, offset): (Int32, Int64, Int64) = try writable.withLock { (w) throws(StoreError) in
-            if w.size + length > Self.maximumPackSize {
-                let (fd, size) = try Self.openForAppend(directory: directory, number: w.number + 1)
-                // The old descriptor stays open until synced: close it after fsync.
-                fsync(w.fd)
-                _ = posix_fadvise(w.fd, 0, 0, POSIX_FADV_DONTNEED)
-                close(w.fd)
-                w.unsynced.remove(w.number)
-                w = Writable(number: w.number + 1, fd: fd, size: size, unsynced: w.unsynced)
-            }
+            if w.size + length > Self.maximumPackSize { try roll(&w) }
             let offset = w.size
             w.size += length
+            let location = ChunkLocation(id: id, pack: w.number, offset: offset, length: Int64(ciphertext.count))
+            inFlight.withLock {
+                $0[RecordKey(pack: w.number, offset: offset)] = InFlight(
+                    location: location, written: false, since: .now)
+            }
             return (w.fd, w.number, offset)
         }
         // Marked unsynced once written, not when reserved: a sync running meanwhile must not clear the mark
@@ -170,11 +190,28 @@ final class PackStore: Sendable {
             }
             done += n
         }
+        inFlight.withLock { $0[RecordKey(pack: number, offset: offset)]?.written = true }
         return ChunkLocation(id: id, pack: number, offset: offset, length: Int64(ciphertext.count))
+    }
+
+    /// Starts the next pack; the old descriptor stays open until synced: it is closed after fsync.
+    private func roll(_ w: inout Writable) throws(StoreError) {
+        let (fd, size) = try Self.openForAppend(directory: directory, number: w.number + 1)
+        fsync(w.fd)
+        _ = posix_fadvise(w.fd, 0, 0, POSIX_FADV_DONTNEED)
+        close(w.fd)
+        w.unsynced.remove(w.number)
+        w = Writable(number: w.number + 1, fd: fd, size: size, unsynced: w.unsynced)
+    }
+
+    /// Appends go to a new pack from now on, so that the one appended to so far can be compacted.
+    func roll() throws(StoreError) {
+        try writable.withLock { (w) throws(StoreError) in try roll(&w) }
     }
 
     /// Reads the ciphertext at `location`, checking the record header names the expected chunk.
     func read(_ location: ChunkLocation) throws(StoreError) -> [UInt8] {
+        let location = current(location)
         let object = "chunk \(location.id.hex) in pack \(path(of: location.pack)) at offset \(location.offset)"
         guard location.length >= 0, location.length <= Self.maximumRecordLength else {
             throw .corrupt(object: object, reason: "length \(location.length) out of range")
@@ -258,6 +295,7 @@ final class PackStore: Sendable {
     /// Cuts the pack being appended to back to the start of `records` if they are its last ones (nothing was
     /// appended after them); they must be records no catalog row names and no reader was given.
     func discard(_ records: [ChunkLocation]) {
+        settle(records)
         writable.withLock { w in
             var end = w.size
             for r in records.sorted(by: { $0.offset > $1.offset }) where r.pack == w.number {
@@ -289,13 +327,98 @@ final class PackStore: Sendable {
         }
     }
 
+    // MARK: Compaction (docs/store-format.md, "Compaction")
+
+    /// `location`, or where compaction copied its record (and the copy's copy, if its pack was compacted too).
+    func current(_ location: ChunkLocation) -> ChunkLocation {
+        moved.withLock { map in
+            var found = location
+            while let next = map[RecordKey(pack: found.pack, offset: found.offset)] { found = next }
+            return found
+        }
+    }
+
+    /// Whether `location` names a record of a removed pack that compaction did not copy.
+    func wasRemoved(_ location: ChunkLocation) -> Bool {
+        let pack = current(location).pack
+        return removed.withLock { $0.contains(pack) }
+    }
+
+    /// The records are named by committed catalog rows (or were given back): no longer in flight.
+    func settle(_ records: [ChunkLocation]) {
+        guard !records.isEmpty else { return }
+        inFlight.withLock { map in
+            for r in records { map.removeValue(forKey: RecordKey(pack: r.pack, offset: r.offset)) }
+        }
+    }
+
+    /// The records of `pack` in flight, or nil while one of them is still being written. Those older than
+    /// `abandonAfter` are dropped instead: a pushed chunk whose revision never came, a write that failed without
+    /// giving its records back.
+    func inFlight(in pack: Int64, abandonAfter: Duration) -> [ChunkLocation]? {
+        inFlight.withLock { map in
+            var found: [ChunkLocation] = []
+            for (key, record) in map where key.pack == pack {
+                if !record.written { return nil }
+                if record.since.duration(to: .now) > abandonAfter {
+                    map.removeValue(forKey: key)
+                } else {
+                    found.append(record.location)
+                }
+            }
+            return found
+        }
+    }
+
+    /// From now on a location naming one of `copies`' originals reads (and is recorded as) its copy.
+    func relocate(_ copies: [(from: ChunkLocation, to: ChunkLocation)]) {
+        moved.withLock { map in
+            for c in copies { map[RecordKey(pack: c.from.pack, offset: c.from.offset)] = c.to }
+        }
+        inFlight.withLock { map in
+            for c in copies { map.removeValue(forKey: RecordKey(pack: c.from.pack, offset: c.from.offset)) }
+        }
+    }
+
+    /// Deletes pack `number` (never the one appended to) and makes that durable; its records must all have been
+    /// copied (`relocate`) or be named by no row.
+    func remove(_ number: Int64) throws(StoreError) {
+        precondition(number != appendingPack, "the pack appended to is never removed")
+        removed.withLock { _ = $0.insert(number) }
+        // A read may be using the pack's descriptor right now: closing it could let a new file take its number
+        // under that read. It is pointed at /dev/null instead (such a read finds the record truncated, and is
+        // retried at the record's new place: `Store.record(of:)`), and closed at the next removal.
+        let old = retired.withLock { r in
+            defer { r = [] }
+            return r
+        }
+        for fd in old { close(fd) }
+        readers.withLock { fds in
+            guard let fd = fds.removeValue(forKey: number) else { return }
+            let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            if null >= 0 {
+                dup2(null, fd)
+                close(null)
+            }
+            retired.withLock { $0.append(fd) }
+        }
+        guard unlink(path(of: number)) == 0 || errno == ENOENT else { throw .io(path: path(of: number), errno: errno) }
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw .io(path: directory, errno: errno) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw .io(path: directory, errno: errno) }
+    }
+
+    /// Bytes in pack `number` (0 if it is missing).
+    func size(of number: Int64) -> Int64 {
+        var st = stat()
+        return stat(path(of: number), &st) == 0 ? Int64(st.st_size) : 0
+    }
+
     /// Total bytes in all packs.
     func totalSize() -> UInt64 {
         var total: UInt64 = 0
-        for n in (try? Self.packNumbers(in: directory)) ?? [] {
-            var st = stat()
-            if stat(path(of: n), &st) == 0 { total += UInt64(st.st_size) }
-        }
+        for n in (try? Self.packNumbers(in: directory)) ?? [] { total += UInt64(size(of: n)) }
         return total
     }
 }

@@ -140,9 +140,8 @@ extension Store {
     /// A chunk's stored (sealed) bytes, for serving to a peer; nil if not stored here or damaged (noted for repair:
     /// a peer would take damaged bytes for a hostile sender's).
     public func sealedChunk(_ id: ChunkID) throws(StoreError) -> [UInt8]? {
-        guard let location = try location(of: id) else { return nil }
         do {
-            let sealed = try packs.read(location)
+            guard let sealed = try record(of: id) else { return nil }
             guard BLAKE2b.hash(sealed) == id else {
                 noteDamaged(id, .corrupt(object: "chunk \(id.hex)", reason: "bytes do not match its id"))
                 return nil

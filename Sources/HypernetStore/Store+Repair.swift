@@ -33,11 +33,13 @@ extension Store {
     /// `receiveChunk`) and makes that durable; the chunks read again from then on.
     public func repair(_ copies: [ChunkLocation]) throws(StoreError) {
         guard !copies.isEmpty else { return }
+        let copies = copies.map(packs.current)
         try catalog.write { db in
             let statement = try db.cachedStatement(
                 sql: "UPDATE chunks SET pack = ?, offset = ?, length = ? WHERE id = ?")
             for l in copies { try statement.execute(arguments: [l.pack, l.offset, l.length, Data(l.id.bytes)]) }
         }
+        packs.settle(copies)
         try sync()
         damaged.withLock { d in for l in copies { d.remove(l.id) } }
         for l in copies {

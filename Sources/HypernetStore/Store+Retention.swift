@@ -139,7 +139,7 @@ private struct Reach {
         guard !reference.isHole, objects.insert(reference.id).inserted,
             let location = try store.location(of: reference.id)
         else { return }
-        if case .delta(let delta) = try store.opened(location, reference) {
+        if case .delta(let delta) = try store.opened(reference) {
             for base in delta.bases { try need(base) }
         }
     }

@@ -34,7 +34,8 @@ extension Store {
 
     /// Run at start, before anything is appended (the caller holds the home lock): cuts off the end of the pack
     /// being appended to where no catalog row names a record (what writes that failed, typically on a full disk,
-    /// or never committed left), then makes the reserve if it is missing. Failures are logged, not thrown: a
+    /// or never committed left), removes older packs no row names (`finishCompaction`), then makes the reserve if
+    /// it is missing. Failures are logged, not thrown: a
     /// node must start on a full disk, so that files can be deleted.
     public func reclaimSpace() {
         let number = packs.appendingPack
@@ -54,6 +55,7 @@ extension Store {
         } catch {
             logger.error("reclaiming the unreferenced end of \(packs.path(of: number)) failed: \(error)")
         }
+        do { try finishCompaction() } catch { logger.error("finishing a compaction failed: \(error)") }
         let fd = open(home.reservePath, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             return logger.warning("cannot create the store's reserve: \(String(cString: strerror(errno)))")

@@ -87,8 +87,9 @@ public final class Store: Sendable {
     /// (`writeXattrList`).
     private let lastXattrList = Mutex<ManifestTree?>(nil)
     /// Chunk locations already looked up: a sequential read would otherwise query SQLite per chunk.
-    /// Pack records never move, and a repaired chunk's new record is remembered as it is appended, so an entry is
-    /// never stale; the map is simply dropped when it grows large.
+    /// A repaired chunk's new record is remembered as it is appended, and the packs send a record that compaction
+    /// moved to its copy, so an entry is stale only when it names a record compaction dropped: `record(of:)` then
+    /// looks the chunk up again. The map is simply dropped when it grows large.
     let locations = Mutex<[ChunkID: ChunkLocation]>([:])
     private static let maximumCachedLocations = 1 << 18
     private let clock: Mutex<HybridLogicalClock>
@@ -118,6 +119,9 @@ public final class Store: Sendable {
     /// nothing (Linux may have dropped the pages the failed one did not write, and clears the error), so every
     /// later sync and checkpoint fails too, and nothing more is acknowledged until the store is opened again.
     let syncFailed = Atomic<Bool>(false)
+    /// One garbage collection pass at a time (`collectGarbage`); `stopCollecting` ends a running one early.
+    let collecting = Mutex(())
+    let stopCollecting = Atomic<Bool>(false)
     /// Set by the first write that found the disk full, cleared by the next commit: a full disk is logged once,
     /// not at each retry of the once-a-second passes.
     let full = Atomic<Bool>(false)
@@ -309,11 +313,11 @@ public final class Store: Sendable {
     /// path, so a path has at most `maximumDeltaDepth` + 1 objects). Reconstructed plaintexts are cached.
     func object(_ reference: ChunkReference) throws(StoreError) -> StoredObject {
         if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
-        guard let location = try location(of: reference.id) else {
+        guard try location(of: reference.id) != nil else {
             throw .corrupt(object: "chunk \(reference.id.hex)", reason: "missing from the catalog")
         }
         let result: StoredObject
-        switch try opened(location, reference) {
+        switch try opened(reference) {
         case .full(let plaintext):
             result = StoredObject(plaintext: plaintext, depth: 0, deepestBase: nil)
         case .delta(let delta):
@@ -340,16 +344,34 @@ public final class Store: Sendable {
         return result
     }
 
-    /// The record at `location` opened; one that fails verification (its bytes differ from the id) is noted damaged.
-    func opened(_ location: ChunkLocation, _ reference: ChunkReference) throws(StoreError) -> ChunkSealer.Opened {
+    /// The chunk's record opened; one that fails verification (its bytes differ from the id) is noted damaged.
+    func opened(_ reference: ChunkReference) throws(StoreError) -> ChunkSealer.Opened {
         let sealed: [UInt8]
-        do { sealed = try packs.read(location) } catch {
+        do throws(StoreError) {
+            guard let found = try record(of: reference.id) else {
+                throw StoreError.notFound("chunk \(reference.id.hex) (removed from the catalog meanwhile)")
+            }
+            sealed = found
+        } catch {
             if case .corrupt = error { noteDamaged(reference.id, error) }
             throw error
         }
         do { return try ChunkSealer.open(sealed, reference: reference) } catch {
             if BLAKE2b.hash(sealed) != reference.id { noteDamaged(reference.id, error) }
             throw error
+        }
+    }
+
+    /// The stored bytes of chunk `id`; nil when it is not stored. A location remembered before compaction removed
+    /// its pack, naming a record that was not copied (a duplicate no row named), is looked up again.
+    func record(of id: ChunkID) throws(StoreError) -> [UInt8]? {
+        guard let location = try location(of: id) else { return nil }
+        do { return try packs.read(location) } catch {
+            guard packs.wasRemoved(location) else { throw error }
+            locations.withLock { _ = $0.removeValue(forKey: id) }
+            guard let found = try catalog.location(of: id) else { return nil }
+            remember([found])
+            return try packs.read(found)
         }
     }
 
@@ -692,6 +714,7 @@ public final class Store: Sendable {
         do {
             result = try catalog.write { db in
                 added.list.removeAll()  // GRDB may retry the closure
+                added.recorded.removeAll()
                 let result = try body(StoreTransaction(db: db, store: self, added: added))
                 if Failpoint.hit("catalog.commit") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
                 return result
@@ -703,6 +726,7 @@ public final class Store: Sendable {
         if full.load(ordering: .relaxed), full.exchange(false, ordering: .relaxed) {
             logger.notice("the disk holding the store has room again")
         }
+        packs.settle(added.recorded)
         if !added.list.isEmpty { notify(added.list) }
         return result
     }
@@ -1025,7 +1049,9 @@ public struct StoreTransaction {
     }
 
     public func recordChunks(_ locations: [ChunkLocation]) throws {
-        for l in locations {
+        // A record compaction copied since it was appended is recorded where its copy is.
+        for l in locations.map(store.packs.current) {
+            added.recorded.append(l)
             try run(
                 "INSERT OR IGNORE INTO chunks (id, pack, offset, length) VALUES (?, ?, ?, ?)",
                 arguments: [Data(l.id.bytes), l.pack, l.offset, l.length])
@@ -1077,6 +1103,8 @@ public struct StoreTransaction {
 /// Revisions added by one transaction, announced to observers after it commits.
 final class AddedRevisions {
     var list: [AddedRevision] = []
+    /// Records the transaction names in `chunks` rows: no longer in flight once it commits.
+    var recorded: [ChunkLocation] = []
 }
 
 /// A revision a committed transaction added: made here, or received from a peer.

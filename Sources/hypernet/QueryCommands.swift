@@ -156,19 +156,26 @@ struct Fsck: HypernetCommand {
     }
 
     private func checkDirectly(_ home: Home) throws(Failure) -> [String] {
-        guard access(home.catalogPath, F_OK) == 0 else {
-            throw Failure(.store, "no store in \(home.path) (run: hypernet init)")
+        try withStoreDirectly(home, failing: "cannot open the store in \(home.path)") { store in
+            store.check() + SearchIndexer.check(home: home)
         }
-        // Holding the lock keeps a daemon from starting on the store while it is checked.
-        let lock = try HomeLock.acquire(home: home)
-        defer { lock.release() }
-        let logger = bootstrapLogging(home: home)
-        do {
-            let keyring = try Keyring.load(directory: home.keysDirectory)
-            return try Store(home: home, keyring: keyring, logger: logger).check() + SearchIndexer.check(home: home)
-        } catch {
-            throw Failure(.store, "cannot open the store in \(home.path): \(error)")
-        }
+    }
+}
+
+/// Runs `body` on the store of `home` opened by this process (no daemon runs): holding the home lock keeps a daemon
+/// from starting on it meanwhile. A failure is `failing: ERROR`.
+func withStoreDirectly<T>(_ home: Home, failing: String, _ body: (Store) throws -> T) throws(Failure) -> T {
+    guard access(home.catalogPath, F_OK) == 0 else {
+        throw Failure(.store, "no store in \(home.path) (run: hypernet init)")
+    }
+    let lock = try HomeLock.acquire(home: home)
+    defer { lock.release() }
+    let logger = bootstrapLogging(home: home)
+    do {
+        let keyring = try Keyring.load(directory: home.keysDirectory)
+        return try body(try Store(home: home, keyring: keyring, logger: logger))
+    } catch {
+        throw Failure(.store, "\(failing): \(error)")
     }
 }
 
