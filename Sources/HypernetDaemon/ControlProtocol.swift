@@ -17,7 +17,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case watch
         case conflicts, resolve
         case search, index
-        case gc
+        case gc, du
     }
 
     public var command: Command

@@ -141,6 +141,14 @@ final class Controller: Sendable {
                 c.authorName = name(c.author)
                 return c
             }
+        case .du:
+            let (absolute, relative) = try paths(ControlRequest(command: .du, path: request.path ?? mountpoint))
+            let root = mountpoint!
+            return try vfs(absolute) { () throws(VFSError) in try fileSystem!.usage(path: relative) }.map { u in
+                var u = u
+                u.path = u.path.isEmpty ? root : (root == "/" ? "/" : root + "/") + u.path
+                return u
+            }
         case .fsck:
             var damaged: Set<ChunkID> = []
             var problems = store.check(damaged: &damaged)

@@ -63,7 +63,7 @@ public struct ManifestTree: Sendable {
     public private(set) var root: ManifestReference?
     /// The nodes of each level in order, leaves first (one leaf per `ManifestNode.fanout` chunks); the last
     /// level holds the root alone.
-    fileprivate var levels: [[ChunkReference]]
+    private(set) var levels: [[ChunkReference]]
 
     public static let empty = ManifestTree(chunks: [], root: nil, levels: [])
     public var length: UInt64 { root?.node.length ?? 0 }

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import HypernetDaemon
 import HypernetStore
+import HypernetVFS
 
 struct Gc: HypernetCommand {
     static let configuration = CommandConfiguration(
@@ -69,5 +70,27 @@ struct Gc: HypernetCommand {
             store.reclaimSpace()
             return try store.collectGarbage(dryRun: dryRun, progress: show)
         }
+    }
+}
+
+struct Du: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the space PATH and each directory below it take in the store: current, history, shared.",
+        discussion: """
+            One line per directory, deepest first and PATH last: current bytes (what the current contents need), \
+            history bytes (what their other revisions and deleted documents' retained revisions need besides), \
+            shared bytes (the part of both used by more than one document), and the path. Bytes in the packs, each \
+            stored object counted once. --json prints one JSON array instead (docs/cli.md, du).
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "A file or directory in the mounted folder (default: the mount's root).") var path: String?
+    @Flag(help: "Print one JSON array of {path, current, history, shared}.") var json = false
+
+    func execute() throws(Failure) {
+        let usage = try ControlClient(home: global.home).send(
+            ControlRequest(command: .du, path: path.map(Paths.absolute)), expecting: [SpaceUsage].self)
+        if json { return print(jsonLine(usage)) }
+        for u in usage { print("\(u.current)\t\(u.history)\t\(u.shared)\t\(u.path)") }
     }
 }
