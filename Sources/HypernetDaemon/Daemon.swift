@@ -25,10 +25,13 @@ public struct DaemonOptions: Sendable {
     /// Identity tokens or `*`, added to the node's pins.
     public var pins: [String]
     public var maxPeers: Int
+    /// `--max-store-size` in bytes (`Store.limitSize`).
+    public var maxStoreSize: Int64?
 
     public init(
         home: Home, mountpoint: String?, configuration: VFSConfiguration, quorumGiven: Bool, fuseOptions: [String],
-        listen: String?, peers: [String], pins: [String], maxPeers: Int = SyncConfiguration.defaultMaxPeers
+        listen: String?, peers: [String], pins: [String], maxPeers: Int = SyncConfiguration.defaultMaxPeers,
+        maxStoreSize: Int64? = nil
     ) {
         self.home = home
         self.mountpoint = mountpoint
@@ -39,6 +42,7 @@ public struct DaemonOptions: Sendable {
         self.peers = peers
         self.pins = pins
         self.maxPeers = maxPeers
+        self.maxStoreSize = maxStoreSize
     }
 }
 
@@ -84,6 +88,7 @@ public enum Daemon {
             keyring = try Keyring.loadOrCreate(directory: home.keysDirectory, name: nil).keyring
             store = try Store(home: home, keyring: keyring, logger: logger)
             store.reclaimSpace()
+            store.limitSize(to: options.maxStoreSize)
             for pin in options.pins { try store.setPinned(pin, true) }
         } catch {
             throw Failure(.store, "cannot open the store in \(home.path): \(error)")

@@ -160,6 +160,7 @@ extension Store {
         guard BLAKE2b.hash(sealed) == id else {
             throw .corrupt(object: "received chunk \(id.hex)", reason: "bytes do not match its id")
         }
+        try admit(Int64(sealed.count + PackStore.recordHeaderSize))
         let location = try packs.append(id: id, ciphertext: sealed)
         remember([location])
         return location

@@ -14,6 +14,8 @@ extension Store {
     public static let collectionInterval: TimeInterval = 600
     /// A record appended this long ago and still named by no row is dead (`PackStore.inFlight(in:abandonAfter:)`).
     static let abandonedAfter: Duration = .seconds(3600)
+    /// Room a compaction keeps beside its copies, for the catalog's switch.
+    static let switchRoom: Int64 = 1 << 20
     /// Live bytes copied between two throttle pauses of a background pass.
     static let compactionBatchBytes: Int64 = 8 << 20
 
@@ -103,6 +105,12 @@ extension Store {
         }
         var live: [Int64: ChunkLocation] = [:]
         for l in named + inFlight { live[l.offset] = l }
+        // The copies need room until the pack goes: on a nearly full disk, only a pack whose live records fit.
+        let needed = live.values.reduce(0) { $0 + $1.length + Int64(PackStore.recordHeaderSize) } + Self.switchRoom
+        if let space = fileSystemSpace(), space.free < needed {
+            logger.notice("pack \(number) left for later: its live records need \(needed) bytes, \(space.free) free")
+            return nil
+        }
         var copies: [(from: ChunkLocation, to: ChunkLocation)] = []
         var copied: Int64 = 0
         var batch: (start: ContinuousClock.Instant, bytes: Int64) = (.now, 0)

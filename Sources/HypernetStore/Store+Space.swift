@@ -9,6 +9,61 @@ extension Store {
     /// of WAL) and, a second later, its directory's revision.
     public static let reserveBytes: Int64 = 4 << 20
 
+    /// The store's bound (`--max-store-size`): new writes past it fail with ENOSPC. nil: none.
+    public func limitSize(to bytes: Int64?) {
+        maximumSize.store(bytes ?? 0, ordering: .relaxed)
+    }
+
+    /// Free space a node keeps on the file system holding its store: 1 % of it, at least 8 MiB and at most
+    /// 256 MiB. New records that would leave less fail with ENOSPC, so that the catalog (deletes, metadata) and
+    /// compaction still have room.
+    public static func keptFree(fileSystemBytes: Int64) -> Int64 {
+        min(256 << 20, max(8 << 20, fileSystemBytes / 100))
+    }
+
+    /// What the limit counts: the packs and the catalog's database file (not its WAL, which a checkpoint empties
+    /// into it once it passes 16 MiB).
+    func storeBytes() -> Int64 {
+        var st = stat()
+        let catalogBytes = stat(home.catalogPath, &st) == 0 ? Int64(st.st_size) : 0
+        return Int64(packs.totalSize()) + catalogBytes
+    }
+
+    /// The file system's free bytes (for an unprivileged writer) and its size, or nil if it cannot be read.
+    func fileSystemSpace() -> (free: Int64, size: Int64)? {
+        var fs = statvfs()
+        guard statvfs(home.storeDirectory, &fs) == 0 else { return nil }
+        return (Int64(fs.f_bavail) * Int64(fs.f_frsize), Int64(fs.f_blocks) * Int64(fs.f_frsize))
+    }
+
+    /// Refuses `bytes` of new records with ENOSPC when they would take the store past its size limit or leave the
+    /// disk with less than `keptFree`; logged once until a transaction commits again. Compaction does not ask:
+    /// it frees more than it takes.
+    func admit(_ bytes: Int64) throws(StoreError) {
+        let limit = maximumSize.load(ordering: .relaxed)
+        if limit > 0 {
+            let used = storeBytes()
+            if used + bytes > limit {
+                try refuse(
+                    "the store reached its size limit (--max-store-size \(limit) bytes, \(used) used): new writes fail "
+                        + "with ENOSPC until `hypernet gc` frees space; reads go on")
+            }
+        }
+        if let space = fileSystemSpace() {
+            let kept = Self.keptFree(fileSystemBytes: space.size)
+            if space.free - bytes < kept {
+                try refuse(
+                    "the disk holding the store is nearly full (\(space.free) bytes free, \(kept) kept free): new "
+                        + "writes fail with ENOSPC until space is freed; reads go on")
+            }
+        }
+    }
+
+    private func refuse(_ why: String) throws(StoreError) {
+        if !full.exchange(true, ordering: .relaxed) { logger.warning("\(why)") }
+        throw .io(path: home.storeDirectory, errno: ENOSPC)
+    }
+
     /// Logs, once until a transaction commits again, that `operation` found the disk full.
     public func noteNoSpace(_ operation: String, _ error: StoreError) {
         if !full.exchange(true, ordering: .relaxed) {

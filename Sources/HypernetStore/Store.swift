@@ -122,6 +122,8 @@ public final class Store: Sendable {
     /// One garbage collection pass at a time (`collectGarbage`); `stopCollecting` ends a running one early.
     let collecting = Mutex(())
     let stopCollecting = Atomic<Bool>(false)
+    /// `--max-store-size` in bytes; 0: no limit (`admit`).
+    let maximumSize = Atomic<Int64>(0)
     /// Set by the first write that found the disk full, cleared by the next commit: a full disk is logged once,
     /// not at each retry of the once-a-second passes.
     let full = Atomic<Bool>(false)
@@ -221,9 +223,11 @@ public final class Store: Sendable {
             known.formUnion(try catalog.existing(candidates.map { sealed[$0].reference.id }))
         }
         var written = Set<ChunkID>()
+        let new = sealed.filter { !known.contains($0.reference.id) && written.insert($0.reference.id).inserted }
+        try admit(new.reduce(0) { $0 + Int64($1.ciphertext.count + PackStore.recordHeaderSize) })
         var locations: [ChunkLocation] = []
         do {
-            for s in sealed where !known.contains(s.reference.id) && written.insert(s.reference.id).inserted {
+            for s in new {
                 locations.append(try packs.append(id: s.reference.id, ciphertext: s.ciphertext))
             }
         } catch {

@@ -72,6 +72,41 @@ struct PeerOptions: ParsableArguments {
     }
 }
 
+/// Options of a node's store, shared by `mount` and `serve`.
+struct StoreOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "Bound the store (packs and catalog): new writes past it fail with ENOSPC; reads go on.",
+            valueName: "SIZE"))
+    var maxStoreSize: String?
+
+    /// `--max-store-size` in bytes: a whole number, with K, M, G or T for powers of 1024 (an optional B or iB after).
+    var maximumBytes: Int64? {
+        guard let text = maxStoreSize?.uppercased() else { return nil }
+        var digits = Substring(text)
+        for suffix in ["IB", "B"] where digits.hasSuffix(suffix) {
+            digits = digits.dropLast(suffix.count)
+            break
+        }
+        var shift: Int64 = 0
+        if let unit = digits.last, let i = "KMGT".firstIndex(of: unit) {
+            shift = Int64(10 * ("KMGT".distance(from: "KMGT".startIndex, to: i) + 1))
+            digits = digits.dropLast()
+        }
+        guard let n = Int64(digits), n > 0, n <= Int64.max >> shift else { return nil }
+        return n << shift
+    }
+
+    func validate() throws {
+        guard maxStoreSize == nil || maximumBytes ?? 0 >= 1 << 20 else {
+            throw ValidationError(
+                "--max-store-size: not a size of 1M or more (bytes, or a number with K, M, G or T): \(maxStoreSize!)")
+        }
+    }
+
+    var arguments: [String] { maxStoreSize.map { ["--max-store-size", $0] } ?? [] }
+}
+
 struct Mount: HypernetCommand {
     static let configuration = CommandConfiguration(
         abstract: "Start the node and mount its folder at MOUNTPOINT.",
@@ -83,6 +118,7 @@ struct Mount: HypernetCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An existing directory that is not a mount point.") var mountpoint: String
     @OptionGroup var peers: PeerOptions
+    @OptionGroup var space: StoreOptions
     @Option(
         help:
             "Nodes that must hold a revision durably before fsync returns (default: 1 without a configured peer, else 2)."
@@ -111,10 +147,11 @@ struct Mount: HypernetCommand {
             home: home, mountpoint: Paths.absolute(mountpoint),
             configuration: VFSConfiguration(quorum: quorum ?? 1, fsyncTimeout: timeout), quorumGiven: quorum != nil,
             fuseOptions: fuseOptions, listen: peers.listen, peers: peers.peer, pins: peers.pin,
-            maxPeers: peers.maxPeers)
+            maxPeers: peers.maxPeers, maxStoreSize: space.maximumBytes)
         if foreground { return try runDaemon(options) }
         let canonical = try Mountpoint.validate(mountpoint)
-        var arguments = ["mount", canonical, "--fsync-timeout", "\(fsyncTimeout)"] + peers.arguments
+        var arguments =
+            ["mount", canonical, "--fsync-timeout", "\(fsyncTimeout)"] + peers.arguments + space.arguments
         if let quorum { arguments += ["--quorum", "\(quorum)"] }
         for option in fuseOptions { arguments += ["-o", option] }
         try launch(home: home, arguments)
@@ -132,14 +169,16 @@ struct Serve: HypernetCommand {
 
     @OptionGroup var global: GlobalOptions
     @OptionGroup var peers: PeerOptions
+    @OptionGroup var space: StoreOptions
     @Flag(help: "Run the daemon in this process until stopped.") var foreground = false
 
     func execute() throws(Failure) {
         let options = DaemonOptions(
             home: global.home, mountpoint: nil, configuration: VFSConfiguration(), quorumGiven: false, fuseOptions: [],
-            listen: peers.listen, peers: peers.peer, pins: peers.pin, maxPeers: peers.maxPeers)
+            listen: peers.listen, peers: peers.peer, pins: peers.pin, maxPeers: peers.maxPeers,
+            maxStoreSize: space.maximumBytes)
         if foreground { return try runDaemon(options) }
-        try launch(home: global.home, ["serve"] + peers.arguments)
+        try launch(home: global.home, ["serve"] + peers.arguments + space.arguments)
     }
 }
 

@@ -29,6 +29,24 @@ def loop_missing():
     return f"{', '.join(missing)} missing" if missing else None
 
 
+@contextlib.contextmanager
+def node_store_on_loop_disk(node, size: int):
+    """For the block: the node's store (HOME/store) on a LoopDisk of `size` bytes, yielded mounted; the node is
+    stopped and the disk taken down afterwards, whatever happened."""
+    store = node.home / "store"
+    store.mkdir(parents=True)
+    disk = LoopDisk(node.dir / "store.img", store, size)
+    try:
+        disk.mount()
+        yield disk
+    finally:
+        try:
+            if node.running:
+                node.stop()
+        finally:
+            disk.close()
+
+
 class LoopDisk:
     """An ext4 file system of `size` bytes in `image`, mounted at `mountpoint` (which must exist) by `mount()`,
     taken down with its loop device by `close()` (also after a failure; safe to call twice)."""

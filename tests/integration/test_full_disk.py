@@ -13,7 +13,7 @@ import pytest
 from helpers import read_file, wait_until, write_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
-from loopdisk import LoopDisk, loop_missing  # noqa: E402
+from loopdisk import loop_missing, node_store_on_loop_disk  # noqa: E402
 
 
 # While the disk is full, the commits at close, the pending-metadata pass and the directory pass fail
@@ -144,6 +144,17 @@ def test_full_disk_gives_enospc_deletes_go_on_and_a_restart_recovers(make_node):
         retries = [line for line in node.log_text()[quiet:].splitlines() if "failed" in line or "is full" in line]
         assert len(retries) <= 1, "a failure logged at each retry:\n" + "\n".join(retries)
 
+        # The node stopped 8 MiB short of a full disk (docs/store-format.md, "A full disk"); another writer takes the
+        # rest, so that the deletes find the disk full.
+        filler = os.open(store / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(filler, bytes(64 << 10)):
+                pass
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, f"filling the disk gave {e!r}"
+        finally:
+            os.close(filler)
+
         # Deletes go on: the reserve makes room for them.
         for name in os.listdir(node.p()):
             if name.startswith("fill-") or name in ("big", "failed", "new"):
@@ -154,6 +165,7 @@ def test_full_disk_gives_enospc_deletes_go_on_and_a_restart_recovers(make_node):
 
         # After the deletes and a restart, the node works normally again and kept what was acknowledged.
         node.stop()
+        os.unlink(store / "filler")
         node.start()
         assert sorted(set(os.listdir(node.p())) - {".hypernet", "newdir"}) == ["kept"]
         with open(node.p("kept"), "rb") as f:
@@ -189,10 +201,7 @@ def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_wi
     is clean, and after a restart everything acknowledged is there."""
     node = make_node(start=False)
     store = node.home / "store"
-    store.mkdir(parents=True)
-    disk = LoopDisk(node.dir / "store.img", store, 64 << 20)
-    try:
-        disk.mount()
+    with node_store_on_loop_disk(node, 64 << 20) as disk:
         node.start()
         kept = {f"kept-{i}": os.urandom(size) for i, size in enumerate((1 << 20, 70_000, 10))}
         for name, data in kept.items():
@@ -254,9 +263,4 @@ def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_wi
         node.stop()
         fsck = node.cli("fsck", check=False, timeout=300)
         assert fsck.returncode == 0, f"fsck without a daemon:\n{fsck.stdout}{fsck.stderr}"
-    finally:
-        try:
-            if node.running:
-                node.stop()
-        finally:
-            disk.close()
+
