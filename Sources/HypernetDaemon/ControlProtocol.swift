@@ -40,11 +40,13 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var follow: Bool?
     /// gc: measure only.
     public var dryRun: Bool?
+    /// pin: how much of the tree to keep, `all` (the default) or `on-demand`.
+    public var content: String?
 
     public init(
         command: Command, path: String? = nil, revision: String? = nil, argument: String? = nil, paths: [String]? = nil,
         since: Int64? = nil, query: String? = nil, limit: Int? = nil, offset: Int? = nil, sort: String? = nil,
-        follow: Bool? = nil, dryRun: Bool? = nil
+        follow: Bool? = nil, dryRun: Bool? = nil, content: String? = nil
     ) {
         self.command = command
         self.path = path
@@ -58,6 +60,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.sort = sort
         self.follow = follow
         self.dryRun = dryRun
+        self.content = content
     }
 }
 

@@ -82,7 +82,8 @@ final class Controller: Sendable {
             return node.peerStatus()
         case .pin, .unpin:
             let who = try PeerCommands.validPin(request.argument)
-            try stored { () throws(StoreError) in try store.setPinned(who, request.command == .pin) }
+            let content = try PeerCommands.validContent(request.content)
+            try stored { () throws(StoreError) in try store.setPinned(who, request.command == .pin, content: content) }
             node.pinsChanged()
             return Acknowledgement()
         case .pins:
@@ -332,5 +333,14 @@ public enum PeerCommands {
             throw Failure(.usage, "not an identity token or '*': \(value ?? "")")
         }
         return value
+    }
+
+    /// A pin's content mode: `all` when not given.
+    public static func validContent(_ value: String?) throws(Failure) -> ContentMode {
+        guard let value else { return .all }
+        guard let mode = ContentMode(rawValue: value) else {
+            throw Failure(.usage, "--content must be all or on-demand, not \(value.debugDescription)")
+        }
+        return mode
     }
 }

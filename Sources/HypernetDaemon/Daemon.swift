@@ -27,6 +27,8 @@ public struct DaemonOptions: Sendable {
     public var maxPeers: Int
     /// `--max-store-size` in bytes (`Store.limitSize`).
     public var maxStoreSize: Int64?
+    /// Seconds a read of content not held here waits for a peer to send it (`--fetch-timeout`).
+    public var fetchTimeout: Double = 10
 
     public init(
         home: Home, mountpoint: String?, configuration: VFSConfiguration, quorumGiven: Bool, fuseOptions: [String],
@@ -142,7 +144,7 @@ public enum Daemon {
             store: store, nodeKey: keyring.node,
             configuration: SyncConfiguration(
                 listen: options.listen, peers: options.peers, software: "hypernet/\(version)",
-                maxPeers: options.maxPeers),
+                maxPeers: options.maxPeers, fetchTimeout: options.fetchTimeout),
             logger: logger)
         do { try node.start() } catch {
             node.stop()

@@ -233,13 +233,15 @@ public final class SearchIndexer: Sendable {
         return .index(d, text: text(of: m.content, limit: SearchIndex.textLimit))
     }
 
-    /// The text of the first `limit` bytes of a content, or nil if it is binary or unreadable.
+    /// The text of the first `limit` bytes of a content, or nil if it is binary or unreadable. Only what this node
+    /// holds is read: content held on demand is not fetched for the index.
     private func text(of content: ManifestReference?, limit: Int) -> String? {
         var bytes: [UInt8] = []
         var truncated = false
+        if let content, !store.holds(content.node.id) { return nil }
         do {
             for c in try store.loadManifest(content).chunks {
-                if bytes.count >= limit {
+                if bytes.count >= limit || !(c.isHole || store.holds(c.id)) {
                     truncated = true
                     break
                 }

@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 8
+    static let formatVersion = 9
     let pool: DatabasePool
     let path: String
 
@@ -194,6 +194,20 @@ final class Catalog: Sendable {
         // report as corrupt: it must refuse the store instead.
         m.registerMigration("v8-xattr-lists") { db in
             try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '8')")
+        }
+        // Format 9: partial replicas. A revision of a tree held on demand may list chunks this node does not hold
+        // (`absent`); older code would send such a revision with an incomplete chunk list, so it must refuse the store.
+        m.registerMigration("v9-partial-replicas") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '9');
+                    ALTER TABLE pins ADD COLUMN content TEXT NOT NULL DEFAULT 'all';  -- 'all' or 'on-demand'
+                    CREATE TABLE absent (
+                        id BLOB PRIMARY KEY,      -- a chunk listed by a stored revision and not held here
+                        revision BLOB NOT NULL    -- the first revision that lists it, as chunks.revision
+                    ) WITHOUT ROWID;
+                    CREATE INDEX absent_revision ON absent(revision);
+                    """)
         }
         return m
     }

@@ -24,11 +24,14 @@ public struct RemoteRevision: Sendable {
     public var signed: SignedRevision
     public var tree: SigningPublicKey
     public var chunks: [ChunkID]
+    /// Of a tree held on demand: the listed chunks not received are recorded as absent, not required.
+    public var onDemand: Bool
 
-    public init(signed: SignedRevision, tree: SigningPublicKey, chunks: [ChunkID]) {
+    public init(signed: SignedRevision, tree: SigningPublicKey, chunks: [ChunkID], onDemand: Bool = false) {
         self.signed = signed
         self.tree = tree
         self.chunks = chunks
+        self.onDemand = onDemand
     }
 }
 
@@ -105,7 +108,9 @@ extension Store {
     /// the revisions written under it).
     public func log(tree: SigningPublicKey, after seq: Int64, limit: Int) throws(StoreError) -> [LogEntry] {
         try catalog.read { db in
-            let chunks = try db.cachedStatement(sql: "SELECT id FROM chunks WHERE revision = ?")
+            // Absent chunks too: the list is the revision's, whether or not this node holds them.
+            let chunks = try db.cachedStatement(
+                sql: "SELECT id FROM chunks WHERE revision = ?1 UNION ALL SELECT id FROM absent WHERE revision = ?1")
             return try Row.fetchAll(
                 db.cachedStatement(
                     sql: """
@@ -215,6 +220,7 @@ extension Store {
                 // Another node of this identity may have moved the document to a chain: write under it too.
                 try tx.setRights(of: revision.document, to: revision.rights)
                 try tx.claim(remote.chunks, for: id)
+                if remote.onDemand { try tx.recordAbsent(remote.chunks, for: id) }
                 observe(revision.time)
                 tx.added.list.append(
                     AddedRevision(
@@ -380,10 +386,11 @@ extension Store {
         try catalog.read { db in try String.fetchAll(db, sql: "SELECT who FROM pins ORDER BY who") }
     }
 
-    public func setPinned(_ who: String, _ pinned: Bool) throws(StoreError) {
+    public func setPinned(_ who: String, _ pinned: Bool, content: ContentMode = .all) throws(StoreError) {
         try catalog.write { db in
             if pinned {
-                try db.execute(sql: "INSERT OR IGNORE INTO pins (who) VALUES (?)", arguments: [who])
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO pins (who, content) VALUES (?, ?)", arguments: [who, content.rawValue])
             } else {
                 try db.execute(sql: "DELETE FROM pins WHERE who = ?", arguments: [who])
             }
@@ -480,6 +487,7 @@ extension StoreTransaction {
             guard parentDocument == doc else { return .notAuthorized }
         }
         if let problem = try checkRights(revision, tree: remote.tree) { return problem }
+        if remote.onDemand { return nil }
         let stored = try store.catalog.existing(remote.chunks.filter { arrived[$0] == nil })
         for c in remote.chunks where arrived[c] == nil && !stored.contains(c) { return .missingChunk(c) }
         return nil

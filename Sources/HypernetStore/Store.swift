@@ -100,6 +100,8 @@ public final class Store: Sendable {
     let damaged = Mutex<Set<ChunkID>>([])
     let damageObservers = Mutex<[@Sendable () -> Void]>([])
     let repairObservers = Mutex<[@Sendable () -> Void]>([])
+    /// Fetches absent chunks from peers (`Store+Demand.swift`); nil until the sync node starts.
+    let contentSource = Mutex<(@Sendable ([ChunkID]) -> [ChunkLocation])?>(nil)
     /// Revisions made here and committed since the last sync began: the next sync makes them durable.
     private let unsyncedLocal = Mutex<[RevisionID]>([])
     private static let maximumUnsyncedLocal = 100_000
@@ -317,8 +319,8 @@ public final class Store: Sendable {
     /// path, so a path has at most `maximumDeltaDepth` + 1 objects). Reconstructed plaintexts are cached.
     func object(_ reference: ChunkReference) throws(StoreError) -> StoredObject {
         if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
-        guard try location(of: reference.id) != nil else {
-            throw .corrupt(object: "chunk \(reference.id.hex)", reason: "missing from the catalog")
+        guard try heldLocation(of: reference.id) != nil else {
+            throw .corrupt(object: "chunk \(reference.id.hex)", reason: "not held here, and no reachable peer sent it")
         }
         let result: StoredObject
         switch try opened(reference) {
@@ -329,7 +331,7 @@ public final class Store: Sendable {
             var prefix: [UInt8] = []
             var deepest: (reference: ChunkReference, depth: Int)?
             for expected in delta.bases {
-                guard try self.location(of: expected.id) != nil else {
+                guard try heldLocation(of: expected.id) != nil else {
                     throw .corrupt(object: object, reason: "its delta base \(expected.id.hex) is not stored here")
                 }
                 let base = try self.object(expected)
@@ -1052,13 +1054,18 @@ public struct StoreTransaction {
         try run("DELETE FROM entries WHERE parent = ? AND name = ?", arguments: [Int64(parent), name])
     }
 
+    /// Records appended chunks. One that was absent (`Store+Demand.swift`) keeps the revision that lists it first.
     public func recordChunks(_ locations: [ChunkLocation]) throws {
         // A record compaction copied since it was appended is recorded where its copy is.
         for l in locations.map(store.packs.current) {
             added.recorded.append(l)
             try run(
-                "INSERT OR IGNORE INTO chunks (id, pack, offset, length) VALUES (?, ?, ?, ?)",
+                """
+                INSERT OR IGNORE INTO chunks (id, pack, offset, length, revision)
+                    VALUES (?1, ?2, ?3, ?4, (SELECT revision FROM absent WHERE id = ?1))
+                """,
                 arguments: [Data(l.id.bytes), l.pack, l.offset, l.length])
+            try run("DELETE FROM absent WHERE id = ?", arguments: [Data(l.id.bytes)])
         }
     }
 

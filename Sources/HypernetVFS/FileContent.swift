@@ -176,6 +176,8 @@ final class FileContent: Sendable {
     func readChunks(_ references: ArraySlice<ChunkReference>) throws(VFSError) -> [[UInt8]] {
         let references = Array(references)
         let store = self.store
+        // Content of a tree held on demand: what this read touches and this node lacks, in one fetch.
+        if references.count > 1 { _ = try? store.fetchAbsent(references.map(\.id)) }
         let results = [Result<[UInt8], StoreError>](unsafeUninitializedCapacity: references.count) { out, count in
             // Each iteration initializes its own slot; concurrentPerform returns when all have.
             nonisolated(unsafe) let slots = out
@@ -196,7 +198,7 @@ final class FileContent: Sendable {
             case .success(let bytes): chunks.append(bytes)
             case .failure(let error):
                 // Never wrong bytes: the read fails, and the log names the damaged object.
-                logger.error("content unreadable: \(error)")
+                logger.error("content of document \(document) unreadable: \(error)")
                 throw VFSError(EIO)
             }
         }

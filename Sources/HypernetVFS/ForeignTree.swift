@@ -276,7 +276,7 @@ extension VirtualFileSystem {
         guard let document = target.document, kind != .directory else { throw VFSError(EISDIR) }
         let w = try foreignWinner(document)
         guard w.revision.kind == .file else { throw VFSError(w.revision.kind == .symlink ? ELOOP : EISDIR) }
-        return try openContent(w.metadata)
+        return try openContent(w.metadata, of: document)
     }
 
     func foreignReadlink(_ inode: UInt64) throws(VFSError) -> String {

@@ -53,8 +53,8 @@ enum VirtualTree {
     /// What an open virtual file reads: bytes made at open, or a stored content read chunk by chunk.
     enum Content {
         case bytes([UInt8])
-        /// Chunks in order, with the offset at which each starts.
-        case chunks([ChunkReference], starts: [UInt64])
+        /// Chunks in order, with the offset at which each starts, of a revision of `document`.
+        case chunks([ChunkReference], starts: [UInt64], document: DocumentID)
     }
 }
 
@@ -206,22 +206,24 @@ extension VirtualFileSystem {
             switch revision.kind {
             case .symlink: throw VFSError(ELOOP)
             case .directory: return addHandle(.virtual(.bytes(try directoryText(metadata))))
-            case .file, .special, .tombstone: return try openContent(metadata)
+            case .file, .special, .tombstone: return try openContent(metadata, of: revision.document)
             }
         }
     }
 
     /// A read-only handle on a stored revision's content, read chunk by chunk.
-    func openContent(_ metadata: RevisionMetadata) throws(VFSError) -> UInt64 {
+    func openContent(_ metadata: RevisionMetadata, of document: DocumentID) throws(VFSError) -> UInt64 {
         let tree: ManifestTree
-        do { tree = try store.loadManifest(metadata.content) } catch { throw fail(error, "load content") }
+        do { tree = try store.loadManifest(metadata.content) } catch {
+            throw fail(error, "load content of document \(document)")
+        }
         var starts: [UInt64] = []
         var offset: UInt64 = 0
         for chunk in tree.chunks {
             starts.append(offset)
             offset += chunk.length
         }
-        return addHandle(.virtual(.chunks(tree.chunks, starts: starts)))
+        return addHandle(.virtual(.chunks(tree.chunks, starts: starts, document: document)))
     }
 
     func virtualRead(_ content: VirtualTree.Content, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {
@@ -229,10 +231,13 @@ extension VirtualFileSystem {
         case .bytes(let bytes):
             guard offset < UInt64(bytes.count) else { return [] }
             return Array(bytes[Int(offset)..<min(bytes.count, Int(offset) + size)])
-        case .chunks(let chunks, let starts):
+        case .chunks(let chunks, let starts, let document):
             var out: [UInt8] = []
             // The last chunk starting at or before `offset`, then on until `size` bytes.
             var i = max(0, (starts.firstIndex { $0 > offset } ?? starts.count) - 1)
+            // Content of a tree held on demand: what this read touches and this node lacks, in one fetch.
+            let end = starts.firstIndex { $0 >= offset + UInt64(size) } ?? chunks.count
+            if end - i > 1 { _ = try? store.fetchAbsent(chunks[i..<end].filter { !$0.isHole }.map(\.id)) }
             while i < chunks.count, out.count < size {
                 let from = offset + UInt64(out.count) - starts[i]
                 if chunks[i].isHole {
@@ -242,7 +247,9 @@ extension VirtualFileSystem {
                     continue
                 }
                 let bytes: [UInt8]
-                do { bytes = try store.readChunk(chunks[i]) } catch { throw fail(error, "read revision") }
+                do { bytes = try store.readChunk(chunks[i]) } catch {
+                    throw fail(error, "read revision of document \(document)")
+                }
                 if from < bytes.count { out += bytes[Int(from)..<min(bytes.count, Int(from) + size - out.count)] }
                 i += 1
             }

@@ -128,6 +128,10 @@ struct Mount: HypernetCommand {
         help: ArgumentHelp("How long fsync waits for the quorum before EIO; 0 waits forever.", valueName: "SECONDS"))
     var fsyncTimeout = 30.0
     @Option(
+        help: ArgumentHelp(
+            "How long a read of content not held here waits for a peer to send it before EIO.", valueName: "SECONDS"))
+    var fetchTimeout = 10.0
+    @Option(
         name: .customShort("o"),
         help: ArgumentHelp("FUSE mount options, comma-separated (e.g. allow_other); repeatable.", valueName: "OPTS"))
     var options: [String] = []
@@ -138,20 +142,25 @@ struct Mount: HypernetCommand {
         guard fsyncTimeout >= 0, fsyncTimeout.isFinite else {
             throw ValidationError("--fsync-timeout must be a number of seconds, 0 or more")
         }
+        guard fetchTimeout > 0, fetchTimeout <= 86400 else {
+            throw ValidationError("--fetch-timeout must be a number of seconds, more than 0 and at most 86400")
+        }
     }
 
     func execute() throws(Failure) {
         let home = global.home
         let timeout: Duration? = fsyncTimeout == 0 ? nil : .milliseconds(Int64(fsyncTimeout * 1000))
-        let options = DaemonOptions(
+        var options = DaemonOptions(
             home: home, mountpoint: Paths.absolute(mountpoint),
             configuration: VFSConfiguration(quorum: quorum ?? 1, fsyncTimeout: timeout), quorumGiven: quorum != nil,
             fuseOptions: fuseOptions, listen: peers.listen, peers: peers.peer, pins: peers.pin,
             maxPeers: peers.maxPeers, maxStoreSize: space.maximumBytes)
+        options.fetchTimeout = fetchTimeout
         if foreground { return try runDaemon(options) }
         let canonical = try Mountpoint.validate(mountpoint)
         var arguments =
-            ["mount", canonical, "--fsync-timeout", "\(fsyncTimeout)"] + peers.arguments + space.arguments
+            ["mount", canonical, "--fsync-timeout", "\(fsyncTimeout)", "--fetch-timeout", "\(fetchTimeout)"]
+            + peers.arguments + space.arguments
         if let quorum { arguments += ["--quorum", "\(quorum)"] }
         for option in fuseOptions { arguments += ["-o", option] }
         try launch(home: home, arguments)

@@ -66,11 +66,16 @@ struct PeerList: HypernetCommand {
 struct Pin: HypernetCommand {
     static let configuration = CommandConfiguration(
         abstract: "Store and serve WHO's tree on this node ('*': every tree offered).",
-        discussion: "A node pinning a tree its identity has no rights on holds ciphertext only.")
+        discussion: """
+            A node pinning a tree its identity has no rights on holds ciphertext only. With --content on-demand it \
+            holds the tree's metadata and fetches file content from its peers when read.
+            """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "An identity token, a contact name, or '*'.") var who: String
+    @Option(help: ArgumentHelp("all: keep a full copy; on-demand: fetch file content when read.", valueName: "MODE"))
+    var content = "all"
 
-    func execute() throws(Failure) { try setPin(global.home, who, true) }
+    func execute() throws(Failure) { try setPin(global.home, who, true, content: content) }
 }
 
 struct Unpin: HypernetCommand {
@@ -94,11 +99,13 @@ struct Pins: HypernetCommand {
     }
 }
 
-private func setPin(_ home: Home, _ who: String, _ pinned: Bool) throws(Failure) {
+private func setPin(_ home: Home, _ who: String, _ pinned: Bool, content: String? = nil) throws(Failure) {
     // A contact's name stands for its identity; the pin records the token.
     let who = try PeerCommands.validPin((try? Contacts.load(home))?.identity(named: who)?.description ?? who)
-    try withNode(home, ControlRequest(command: pinned ? .pin : .unpin, argument: who), as: Acknowledgement.self) {
-        (store) throws(StoreError) in try store.setPinned(who, pinned)
+    let mode = try PeerCommands.validContent(content)
+    let request = ControlRequest(command: pinned ? .pin : .unpin, argument: who, content: content)
+    try withNode(home, request, as: Acknowledgement.self) { (store) throws(StoreError) in
+        try store.setPinned(who, pinned, content: mode)
     }
 }
 

@@ -192,6 +192,7 @@ class ClusterNode(Node):
         self.host = host
         self.peers = []  # HOST:PORT of the other nodes
         self.pins = []  # identity tokens
+        self.arguments = []  # further options of `mount`/`serve` (e.g. --fetch-timeout)
         self.token = None  # this node's identity token, once known
         self.max_peers = None  # --max-peers, when given
 
@@ -230,7 +231,7 @@ class ClusterNode(Node):
                 args += ["--quorum", str(self.quorum)]
             if self.fsync_timeout is not None:
                 args += ["--fsync-timeout", str(self.fsync_timeout)]
-        return args
+        return args + self.arguments
 
     def start(self):
         prefix = ["nsenter", f"--net={self.host.netns_path}", "--"] if self.host is not None else []

@@ -20,12 +20,18 @@ public struct SyncConfiguration: Sendable {
     public static let defaultMaxPeers = 32
     /// Connections in all, authenticated or not, kept or not: one more accepted is closed at once.
     public static let maximumConnections = 256
+    /// How long a read of content not held here waits for a peer to send it (`--fetch-timeout`).
+    public var fetchTimeout: Double
 
-    public init(listen: String?, peers: [String], software: String, maxPeers: Int = defaultMaxPeers) {
+    public init(
+        listen: String?, peers: [String], software: String, maxPeers: Int = defaultMaxPeers,
+        fetchTimeout: Double = 10
+    ) {
         self.listen = listen
         self.peers = peers
         self.software = software
         self.maxPeers = maxPeers
+        self.fetchTimeout = fetchTimeout
     }
 }
 
@@ -89,10 +95,12 @@ public final class SyncNode: SessionDelegate {
     let dialer = Dialer()
     let peerSet: PeerSet
     let ledger: ReceiveLedger
+    let demand: DemandFetcher
     /// Fetches damaged chunks again (`repairDamaged`), one pass at a time; a pass asked for while one is queued
     /// is that one.
     private let repairQueue = DispatchQueue(label: "hypernet.sync.repair")
     private let repairQueued = Atomic<Bool>(false)
+    private let completionQueued = Atomic<Bool>(false)
 
     /// What this node serves to one subscriber of one tree.
     struct Cursor {
@@ -153,6 +161,8 @@ public final class SyncNode: SessionDelegate {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         acks = AckBroker(nodeKey: nodeKey, book: store, logger: logger)
         ledger = ReceiveLedger(store: store, logger: logger)
+        demand = DemandFetcher(
+            fetcher: fetcher, timeout: .milliseconds(Int((configuration.fetchTimeout * 1000).rounded())))
         timer = DialTimer()
         peerSet = PeerSet(own: nodeKey.publicKey, maxPeers: configuration.maxPeers)
     }
@@ -182,6 +192,7 @@ public final class SyncNode: SessionDelegate {
         }
         store.observeRevisions { [weak self] added in self?.revisionsAdded(added) }
         store.observeDamage { [weak self] in self?.scheduleRepair() }
+        store.setContentSource { [weak self] ids in self?.fetchOnDemand(ids) ?? [] }
         store.observeDurableLocalRevisions { [weak self] ids in self?.acks.ownDurable(ids) }
         timer.source.setEventHandler { [weak self] in
             self?.dialDue()
@@ -374,6 +385,7 @@ public final class SyncNode: SessionDelegate {
         logger.info("peer connected", metadata: ["peer": "\(session)"])
         // A peer that may hold what was found damaged while none was connected.
         if !store.damagedChunks.isEmpty { scheduleRepair() }
+        scheduleCompletion()
     }
 
     func sessionEnded(_ session: Session, reason: String?) {
@@ -528,13 +540,10 @@ public final class SyncNode: SessionDelegate {
         }
     }
 
-    /// The trees this node wants from peers: its identity's and the pinned ones (`*`: any offered).
+    /// The trees this node wants from peers: its identity's, the pinned ones (`*`: any offered) and its
+    /// contacts' (`Store.content(of:)`).
     private func wanted(_ offered: [SigningPublicKey]) -> [SigningPublicKey] {
-        let pins = (try? store.pins()) ?? []
-        if pins.contains("*") { return offered }
-        var mine: Set<SigningPublicKey> = [store.keyring.identity.publicKey]
-        for p in pins { if let t = IdentityToken(p) { mine.insert(t.signing) } }
-        return offered.filter { mine.contains($0) }
+        offered.filter { store.content(of: $0) != nil }
     }
 
     private func holds(_ tree: SigningPublicKey) -> Bool {
@@ -584,11 +593,18 @@ public final class SyncNode: SessionDelegate {
             let after = known?.storeID == peerStore ? known!.seq : 0
             logger.debug("subscribing", metadata: ["peer": "\(session)", "after": "\(after)"])
             session.send(.subscribe(tree: tree, storeID: peerStore, after: after))
+            // Held on demand: no chunk pushed ahead of its runs (docs/protocol.md, "Content on demand").
+            if store.content(of: tree) == .onDemand {
+                state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruning.insert(tree) }
+                session.send(.prune(tree: tree))
+            }
         }
     }
 
-    /// Re-offers subscriptions to every peer, after the pins changed.
+    /// Re-offers subscriptions to every peer, after the pins changed, and fetches what a tree now held in full
+    /// lacks.
     public func pinsChanged() {
+        scheduleCompletion()
         let sessions = state.withLock { s in s.peers.values.compactMap { p in p.hello.map { (p.session, $0.trees) } } }
         for (session, trees) in sessions {
             session.serveQueue.async { [self] in
@@ -786,7 +802,7 @@ public final class SyncNode: SessionDelegate {
         var confirmed = false
         defer { if !confirmed { releaseRun(tree, of: session) } }
         guard let node = session.node, let last = entries.last?.seq else { return }
-        guard !wanted([tree]).isEmpty else { return }
+        guard let content = store.content(of: tree) else { return }
         if Failpoint.hit("sync.receive") { return session.close("failpoint sync.receive") }
         do {
             // A record's id is its hash: one held already (an echo) was checked when it was stored, and is not
@@ -804,7 +820,11 @@ public final class SyncNode: SessionDelegate {
                 do {
                     switch try LogRecord(record: e.record) {
                     case .revision(let signed):
-                        fresh.append(.revision(RemoteRevision(signed: signed, tree: tree, chunks: e.chunks)))
+                        // On demand: a file's content is fetched when read; the rest (directory listings) now.
+                        let onDemand = content == .onDemand && signed.revision.kind == .file
+                        fresh.append(
+                            .revision(
+                                RemoteRevision(signed: signed, tree: tree, chunks: e.chunks, onDemand: onDemand)))
                         ids.append(hash)
                     case .block(let block):
                         fresh.append(.block(block, tree: tree))
@@ -827,14 +847,16 @@ public final class SyncNode: SessionDelegate {
                 return nil
             }
             let refused = try store.unauthorized(revisions)
-            let missing = try store.missingChunks(
-                revisions.filter { !refused.contains($0.signed.id) }.flatMap(\.chunks))
+            let allowed = revisions.filter { !refused.contains($0.signed.id) }
+            let missing = try store.missingChunks(allowed.filter { !$0.onDemand }.flatMap(\.chunks))
+            // Chunks of on-demand content pushed here anyway are kept, as if read.
+            let pushed = fetcher.arrived(among: allowed.filter(\.onDemand).flatMap(\.chunks))
             if !missing.isEmpty, !Self.isLarge(entries), hasOtherSource(of: tree, than: session) {
                 // A live run without its chunks: this node is one of the sender's lazy subscribers, and an
                 // eager one is likely pushing them here already (see `eagerFanout`).
                 fetcher.awaitPushes(missing, timeout: Self.lazyWait)
             }
-            let arrived = missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
+            let arrived = (missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)).merging(pushed) { a, _ in a }
             if session.isEnded { return }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
             if Failpoint.hit("sync.store") { throw StoreError.io(path: "received revisions", errno: EIO) }
@@ -847,9 +869,11 @@ public final class SyncNode: SessionDelegate {
             if !fresh.isEmpty { try store.sync() }
             // Held now: what was held before, and what the transaction stored (or found stored meanwhile).
             let notStored = Set(rejected.map(\.0))
-            acks.ack(
-                ids.filter { !notStored.contains($0) }, echoedBy: session,
-                brought: revisions.map(\.signed.id).filter { !notStored.contains($0) })
+            // An ack says the content is here: of a tree held on demand (now or before: a new revision may need the
+            // chunks of an older one), only what was fetched in full is acked.
+            let partial = try content == .onDemand || store.hasAbsent(in: tree) ? try store.fileRevisions(ids) : []
+            let acked = { (id: RevisionID) in !notStored.contains(id) && !partial.contains(id) }
+            acks.ack(ids.filter(acked), echoedBy: session, brought: revisions.map(\.signed.id).filter(acked))
             // A chunk or parent that did not arrive may yet: progress stops before the first such revision,
             // and the session restarts from there. Invalid revisions are skipped for good.
             let transient = Set(rejected.filter { $0.1.isTransient }.map(\.0))
@@ -882,10 +906,12 @@ public final class SyncNode: SessionDelegate {
     ) {
         guard let node = session.node else { return }
         let key = ObjectIdentifier(session)
+        let onDemand = news && store.content(of: tree) == .onDemand
         let message = state.withLock { s -> Message? in
             guard let p = s.peers[key], p.caughtUp.contains(tree) else { return nil }
             if news {
-                return s.peers[key]?.pruning.remove(tree).map { .graft(tree: $0) }
+                // A tree held on demand stays pruned: it wants no pushed chunks.
+                return onDemand ? nil : s.peers[key]?.pruning.remove(tree).map { .graft(tree: $0) }
             }
             guard !held, !p.pruning.contains(tree), ids.contains(where: { s.origins[$0].map { $0 != node } ?? false })
             else { return nil }
@@ -966,6 +992,39 @@ public final class SyncNode: SessionDelegate {
         }
         if !wanted.isEmpty, !sessions.isEmpty {
             logger.warning("\(wanted.count) damaged chunk(s) not held by any connected peer: asked again at the next")
+        }
+    }
+
+    // MARK: Content on demand
+
+    /// Fetches chunks a read needs from the connected peers (`Store.fetchAbsent`), within the fetch timeout.
+    private func fetchOnDemand(_ ids: [ChunkID]) -> [ChunkLocation] {
+        let found = demand.fetch(ids) {
+            state.withLock { s in s.stopped ? [] : s.peers.values.map { $0.session as any PeerLink } }
+        }
+        fetcher.forget(found.map(\.id))
+        if found.count < ids.count {
+            logger.warning(
+                "\(ids.count - found.count) chunk(s) read here not sent by any reachable peer within the fetch timeout")
+        }
+        return found
+    }
+
+    /// Fetches, on the repair queue, the chunks still absent of trees now held in full (`pin --content all` on a
+    /// tree held on demand): a full copy acks the tree's new file revisions only once it lacks nothing
+    /// (docs/protocol.md, "Content on demand"). One pass at a time; what no peer sent is asked at the next.
+    private func scheduleCompletion() {
+        guard !completionQueued.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        repairQueue.async { [self] in
+            completionQueued.store(false, ordering: .releasing)
+            guard let absent = try? store.absentInFullTrees(), !absent.isEmpty else { return }
+            for start in stride(from: 0, to: absent.count, by: ChunkFetcher.wantBatch) {
+                do {
+                    try store.fetchAbsent(Array(absent[start..<min(start + ChunkFetcher.wantBatch, absent.count)]))
+                } catch {
+                    return logger.error("fetching the content of a tree now held in full failed: \(error)")
+                }
+            }
         }
     }
 

@@ -1,0 +1,56 @@
+import HypernetCrypto
+import HypernetModel
+import HypernetStore
+import Synchronization
+import Testing
+
+/// A store holding a tree on demand (docs/store-format.md, "Partial replicas"): a file revision is stored without
+/// its chunks, which stay listed in the log, and a read fetches them through the content source.
+@Suite struct PartialReplicaTests {
+    let replication = ReplicationStoreTests()
+
+    @Test func anOnDemandRevisionIsStoredWithoutItsChunksAndAReadFetchesThem() throws {
+        let (a, c) = (try temporaryStore("partial"), try temporaryStore("partial"))
+        defer { replication.remove(a, c) }
+        let bytes = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
+        let entry = try replication.commit(bytes, on: a)
+        let tree = a.keyring.identity.publicKey
+        let signed = try SignedRevision(record: entry.record)
+        let remote = RemoteRevision(signed: signed, tree: tree, chunks: entry.chunks, onDemand: true)
+        #expect(try c.storeRemote([remote], chunks: []).isEmpty, "an on-demand file revision needs no chunk")
+        #expect(try c.missingChunks(entry.chunks).count == entry.chunks.count, "no chunk came with it")
+        #expect(Set(try c.log(tree: tree, after: 0, limit: 10)[0].chunks) == Set(entry.chunks), "the log lists them")
+        #expect(try c.hasAbsent(in: tree))
+        #expect(try c.fileRevisions([signed.id]) == [signed.id])
+
+        // No source: a read fails (EIO above), never with other bytes.
+        let root = try a.revision(signed.id).metadata.content
+        #expect(throws: StoreError.self) { try c.readContent(root) }
+        // A source that copies from `a`, counting what it is asked.
+        let asked = Mutex<[ChunkID]>([])
+        c.setContentSource { ids in
+            asked.withLock { $0 += ids }
+            return ids.compactMap { id in try? c.receiveChunk(id: id, sealed: try a.sealedChunk(id)!) }
+        }
+        #expect(try c.readContent(root) == bytes)
+        #expect(Set(asked.withLock { $0 }) == Set(entry.chunks), "each absent chunk is fetched once")
+        #expect(try c.missingChunks(entry.chunks).isEmpty, "fetched chunks are held")
+        #expect(!(try c.hasAbsent(in: tree)))
+        #expect(try c.readContent(root) == bytes)
+        #expect(asked.withLock { $0.count } == entry.chunks.count, "held content is not fetched again")
+        #expect(Set(try c.log(tree: tree, after: 0, limit: 10)[0].chunks) == Set(entry.chunks))
+    }
+
+    @Test func aPinsContentModeIsRecordedAndDecidesHowItsTreeIsHeld() throws {
+        let c = try temporaryStore("partial")
+        defer { replication.remove(c) }
+        let other = SigningKeyPair.generate().publicKey
+        #expect(c.content(of: c.keyring.identity.publicKey) == .all)
+        #expect(c.content(of: other) == nil, "neither pinned nor a contact: not followed")
+        try c.setPinned("*", true, content: .onDemand)
+        #expect(c.content(of: other) == .onDemand)
+        try c.setPinned("*", true)
+        #expect(try c.pinnedContent() == ["*": .all], "pinning again changes the mode")
+        #expect(c.content(of: other) == .all)
+    }
+}

@@ -1,0 +1,103 @@
+import Dispatch
+import Glibc
+import HypernetCrypto
+import HypernetModel
+import Synchronization
+import Testing
+
+@testable import HypernetStore
+@testable import HypernetSync
+
+/// Content on demand over simulated peers: each link answers a `want` from its own holdings, through the
+/// shared `ChunkFetcher`, as the sync node's chunk handler would; no store or socket is involved.
+@Suite struct DemandFetcherTests {
+    /// A peer holding `holds`: it answers each asked id after `delay`, with the chunk or "not held".
+    final class Peer: PeerLink {
+        let node: SigningPublicKey? = SigningKeyPair.generate().publicKey
+        let holds: Set<ChunkID>
+        let delay: DispatchTimeInterval
+        let fetcher: ChunkFetcher
+        private let state = Mutex((wants: [[ChunkID]](), closed: false))
+        /// Its own thread: the blocked fetches of the other tests must not delay its answers.
+        private let queue = DispatchQueue(label: "peer")
+
+        init(_ holds: Set<ChunkID>, fetcher: ChunkFetcher, delay: DispatchTimeInterval = .milliseconds(1)) {
+            self.holds = holds
+            self.fetcher = fetcher
+            self.delay = delay
+        }
+        var isEnded: Bool { state.withLock { $0.closed } }
+        var wants: [[ChunkID]] { state.withLock { $0.wants } }
+        func close(_ reason: String) { state.withLock { $0.closed = true } }
+        func send(_ message: Message) {
+            guard case .want(let ids) = message else { return }
+            state.withLock { $0.wants.append(ids) }
+            queue.asyncAfter(deadline: .now() + delay) { [self] in
+                for id in ids {
+                    if holds.contains(id) { fetcher.arrived(location(id)) } else { fetcher.failed(id) }
+                }
+            }
+        }
+    }
+
+    static func location(_ id: ChunkID) -> ChunkLocation { ChunkLocation(id: id, pack: 1, offset: 8, length: 100) }
+    static func chunk(_ n: UInt8) -> ChunkID { BLAKE2b.hash([n]) }
+
+    let fetcher = ChunkFetcher()
+
+    @Test func asksEachPeerInTurnUntilOneSendsIt() {
+        let (a, b) = (Self.chunk(1), Self.chunk(2))
+        let empty = Peer([], fetcher: fetcher)
+        let holder = Peer([a, b], fetcher: fetcher)
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10))
+        let found = demand.fetch([a, b]) { [empty, holder] }
+        #expect(Set(found.map(\.id)) == [a, b])
+        #expect(empty.wants == [[a, b]])
+        #expect(holder.wants == [[a, b]])
+    }
+
+    @Test func concurrentReadsOfOneChunkWaitForOneFetch() {
+        let a = Self.chunk(3)
+        let slow = Peer([a], fetcher: fetcher, delay: .milliseconds(300))
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10))
+        let results = Mutex<[[ChunkLocation]]>([])
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            let found = demand.fetch([a]) { [slow] }
+            results.withLock { $0.append(found) }
+        }
+        #expect(results.withLock { $0 } == Array(repeating: [Self.location(a)], count: 4))
+        #expect(slow.wants == [[a]])
+    }
+
+    @Test func givesUpAfterTheTimeoutWhenNoPeerSendsIt() {
+        let a = Self.chunk(4)
+        let empty = Peer([], fetcher: fetcher)
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .milliseconds(600))
+        let start = DispatchTime.now()
+        let found = demand.fetch([a]) { [empty] }
+        #expect(found.isEmpty)
+        #expect(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds >= 600_000_000)
+        // Asked again while the timeout ran: a peer may get the chunk meanwhile.
+        #expect(empty.wants.count > 1)
+    }
+
+    @Test func aPeerThatConnectsDuringTheWaitIsAsked() {
+        let a = Self.chunk(5)
+        let holder = Peer([a], fetcher: fetcher)
+        let start = DispatchTime.now()
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10))
+        let found = demand.fetch([a]) {
+            DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds > 400_000_000 ? [holder] : []
+        }
+        #expect(found == [Self.location(a)])
+    }
+
+    @Test func aClosedOrUnauthenticatedLinkIsNotAsked() {
+        let a = Self.chunk(6)
+        let closed = Peer([a], fetcher: fetcher)
+        closed.close("gone")
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .milliseconds(300))
+        #expect(demand.fetch([a]) { [closed] }.isEmpty)
+        #expect(closed.wants.isEmpty)
+    }
+}

@@ -1,0 +1,128 @@
+"""Partial replicas (issue 17, item 1): a node holding alice's tree on demand (bob, alice's contact, or pinning
+her with `--content on-demand`) stores every record and directory listing at once and fetches a file's content
+only when it is read; offline, content it holds still reads and content it lacks fails with EIO after
+`--fetch-timeout`; it never acks a file revision it may lack the content of, so it counts toward no quorum for it.
+
+Nodes run on their own loopback addresses (cluster.py). No traffic leaves the machine.
+"""
+
+import os
+import time
+
+import pytest
+
+from cluster import eventually
+from helpers import doc_id, errno_of, random_bytes, read_file, read_or_none, write_file
+
+pytestmark = pytest.mark.replication
+
+FILES = 8
+SIZE = 1 << 20
+
+
+def shared_tree(cluster, bob_pins_on_demand=False, bob_arguments=(), alice_quorum=None):
+    """alice, and bob, who holds her tree on demand: as her contact, or also by `pin --content on-demand`. alice
+    shares the folder `shared` (FILES files of SIZE random bytes) with bob. Returns (alice, bob, contents)."""
+    alice = cluster.add("alice", quorum=alice_quorum, fsync_timeout=3)
+    bob = cluster.add("bob")
+    bob.arguments += list(bob_arguments)
+    if bob_pins_on_demand:
+        bob.run("pin", alice.token, "--content", "on-demand")
+    bob.run("contact", "add", "alice", alice.token)
+    cluster.start()
+    alice.run("contact", "add", "bob", bob.token)
+    os.mkdir(alice.p("shared"))
+    contents = {f"f{i}.bin": random_bytes(SIZE, seed=i) for i in range(FILES)}
+    for name, data in contents.items():
+        write_file(alice.p("shared", name), data)
+    alice.run("grant", alice.p("shared"), "bob", "read")
+    listed = lambda: sorted(os.listdir(bob.p("@alice", "shared"))) if os.path.isdir(bob.p("@alice", "shared")) else []
+    eventually(lambda: listed() == sorted(contents), 20, lambda: f"bob's /@alice/shared lists {listed()}")
+    for name in contents:
+        path = bob.p("@alice", "shared", name)
+        eventually(lambda: os.stat(path).st_size == SIZE, 10, lambda: f"bob sees {name} of size {os.stat(path).st_size}")
+    return alice, bob, contents
+
+
+def settled_pack_bytes(node, quiet=1.0, timeout=15):
+    """The node's pack bytes once they stopped changing for `quiet` seconds."""
+    last, since = node.pack_bytes(), time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = node.pack_bytes()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    raise AssertionError(f"{node.name}'s packs kept changing for {timeout} s")
+
+
+@pytest.mark.timeout(180)
+def test_a_contacts_tree_lists_at_once_and_a_read_fetches_only_that_files_chunks(cluster):
+    alice, bob, contents = shared_tree(cluster)
+    before = settled_pack_bytes(bob)
+    # The listing came with the records; none of the 8 MiB of content did.
+    assert before < SIZE, f"bob stored {before} bytes of packs before reading anything: the content came with the tree"
+    held = lambda: bob.query("SELECT COUNT(*), COALESCE(SUM(c.length), 0) FROM chunks c JOIN revisions r "
+                             "ON c.revision = r.id WHERE r.kind = 1 AND r.tree = (SELECT tree FROM revisions "
+                             "WHERE tree != (SELECT tree FROM revisions GROUP BY tree ORDER BY MIN(seq) LIMIT 1) "
+                             "LIMIT 1)")[0]
+    assert held()[0] == 0, f"bob holds {held()} (chunks, bytes) of alice's files before reading any"
+    assert read_file(bob.p("@alice", "shared", "f3.bin")) == contents["f3.bin"], "bob read other bytes than alice wrote"
+    grown = settled_pack_bytes(bob) - before
+    assert SIZE * 0.9 <= held()[1] <= SIZE * 1.1, f"bob holds {held()} (chunks, bytes) of alice's files after one"
+    assert SIZE * 0.9 <= grown < 1.5 * SIZE, f"reading one {SIZE}-byte file grew bob's packs by {grown} bytes"
+    # Read again: held now, nothing fetched.
+    assert read_file(bob.p("@alice", "shared", "f3.bin")) == contents["f3.bin"]
+    assert settled_pack_bytes(bob) - before == grown, "a second read of held content fetched it again"
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
+
+@pytest.mark.timeout(180)
+def test_offline_held_content_reads_and_content_not_held_fails_with_eio_after_the_timeout(cluster):
+    alice, bob, contents = shared_tree(cluster, bob_pins_on_demand=True, bob_arguments=["--fetch-timeout", "2"])
+    assert read_file(bob.p("@alice", "shared", "f1.bin")) == contents["f1.bin"]
+    missing = bob.p("@alice", "shared", "f2.bin")
+    document = doc_id(missing).lower()
+    alice.stop()
+    eventually(lambda: alice.listen not in bob.connected_addresses(), 10, "bob still shows alice connected")
+    # Held content and every listing read without a peer.
+    assert sorted(os.listdir(bob.p("@alice", "shared"))) == sorted(contents)
+    assert read_file(bob.p("@alice", "shared", "f1.bin")) == contents["f1.bin"]
+    bob.allow_log_errors(document)
+    start = time.monotonic()
+    code = errno_of(read_file, missing)
+    waited = time.monotonic() - start
+    assert code == "EIO", f"reading content no peer can send gave {code}, not EIO"
+    assert waited >= 2, f"EIO after {waited:.1f} s, before the 2 s fetch timeout"
+    assert document in bob.log_text().lower(), "no log line names the document that could not be fetched"
+    # The peer back: the same read completes, byte-exact.
+    alice.start()
+    eventually(lambda: read_or_none(missing) == contents["f2.bin"], 30, "bob cannot read f2.bin once alice is back")
+
+
+@pytest.mark.timeout(180)
+def test_an_on_demand_node_does_not_count_toward_a_files_quorum_and_a_full_copy_does(cluster):
+    alice, bob, contents = shared_tree(cluster, alice_quorum=2)
+    # bob stores the revision (it lists the file at once) but never acks it: fsync with quorum 2 fails.
+    path = alice.p("shared", "quorum.txt")
+    with open(path, "wb") as f:
+        f.write(b"needs two copies\n")
+        f.flush()
+        code = errno_of(os.fsync, f.fileno())
+    assert code == "EIO", f"fsync with quorum 2 and only an on-demand peer gave {code}, not EIO"
+    eventually(lambda: os.path.exists(bob.p("@alice", "shared", "quorum.txt")), 10, "bob never got quorum.txt")
+    assert read_file(bob.p("@alice", "shared", "quorum.txt")) == b"needs two copies\n"
+    # bob keeps a full copy from now on: he fetches what he lacks, and then a new write reaches its quorum on him.
+    bob.run("pin", "alice", "--content", "all")
+    absent = lambda: bob.query("SELECT COUNT(*) FROM absent")[0][0]
+    eventually(lambda: absent() == 0, 30, lambda: f"bob still lacks {absent()} chunks of the tree he now pins in full")
+    assert read_file(bob.p("@alice", "shared", "f5.bin")) == contents["f5.bin"]
+    path = alice.p("full.txt")
+    with open(path, "wb") as f:
+        f.write(b"two copies\n")
+        f.flush()
+        os.fsync(f.fileno())
+    alice.allow_log_errors()
