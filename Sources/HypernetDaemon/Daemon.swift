@@ -29,6 +29,9 @@ public struct DaemonOptions: Sendable {
     public var maxStoreSize: Int64?
     /// Seconds a read of content not held here waits for a peer to send it (`--fetch-timeout`).
     public var fetchTimeout: Double = 10
+    /// Bytes of content fetched on demand kept at most (`--cache-size`).
+    public var cacheSize: Int64 = DaemonOptions.defaultCacheSize
+    public static let defaultCacheSize: Int64 = 4 << 30
 
     public init(
         home: Home, mountpoint: String?, configuration: VFSConfiguration, quorumGiven: Bool, fuseOptions: [String],
@@ -92,6 +95,7 @@ public enum Daemon {
             store.reclaimSpace()
             store.limitSize(to: options.maxStoreSize)
             for pin in options.pins { try store.setPinned(pin, true) }
+            try store.setCacheBound(options.cacheSize)
         } catch {
             throw Failure(.store, "cannot open the store in \(home.path): \(error)")
         }

@@ -207,6 +207,7 @@ final class Catalog: Sendable {
                         revision BLOB NOT NULL    -- the first revision that lists it, as chunks.revision
                     ) WITHOUT ROWID;
                     CREATE INDEX absent_revision ON absent(revision);
+                    CREATE TABLE cached (id BLOB PRIMARY KEY);  -- chunks fetched on demand: evictable, in fetch order
                     """)
         }
         return m

@@ -220,7 +220,12 @@ extension Store {
                 // Another node of this identity may have moved the document to a chain: write under it too.
                 try tx.setRights(of: revision.document, to: revision.rights)
                 try tx.claim(remote.chunks, for: id)
-                if remote.onDemand { try tx.recordAbsent(remote.chunks, for: id) }
+                // A revision held in full keeps the chunks it lists, also those fetched on demand before.
+                if remote.onDemand {
+                    try tx.recordAbsent(remote.chunks, for: id)
+                } else {
+                    try tx.uncache(remote.chunks)
+                }
                 observe(revision.time)
                 tx.added.list.append(
                     AddedRevision(

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Glibc
 import HypernetCrypto
 import HypernetModel
 
@@ -44,8 +45,9 @@ extension Store {
     /// Fetches those of `ids` that are absent here from the peers and records them (they read from now on);
     /// returns the locations of those that arrived. Not synced: a fetched chunk lost to a power loss is fetched
     /// again (its row is durable only with packs synced before it, `store-format.md`, "Durability").
+    /// `caching`: the chunks join the bounded cache (a read), else they stay (a tree now held in full).
     @discardableResult
-    public func fetchAbsent(_ ids: [ChunkID]) throws(StoreError) -> [ChunkID: ChunkLocation] {
+    public func fetchAbsent(_ ids: [ChunkID], caching: Bool = true) throws(StoreError) -> [ChunkID: ChunkLocation] {
         var unheld: [ChunkID] = []
         for id in Set(ids) where try location(of: id) == nil { unheld.append(id) }
         guard !unheld.isEmpty else { return [:] }
@@ -55,8 +57,18 @@ extension Store {
         }
         guard !absent.isEmpty, let source = contentSource.withLock({ $0 }) else { return [:] }
         let arrived = source(absent)
-        try transaction { tx in try tx.recordChunks(arrived) }
+        try transaction { tx in
+            try tx.recordChunks(arrived)
+            if caching { try tx.cache(arrived.map(\.id)) }
+        }
         remember(arrived)
+        if caching {
+            let now = Self.seconds()
+            try evict(
+                contentCache.withLock { cache in
+                    arrived.flatMap { cache?.insert($0.id, length: $0.length, at: now) ?? [] }
+                })
+        }
         return Dictionary(arrived.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
     }
 
@@ -83,6 +95,18 @@ extension StoreTransaction {
                 """)
         for c in chunks { try statement.execute(arguments: [Data(c.bytes), Data(revision.bytes)]) }
     }
+
+    /// Marks fetched chunks as cached (evictable).
+    func cache(_ chunks: [ChunkID]) throws {
+        let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO cached (id) VALUES (?)")
+        for c in chunks { try statement.execute(arguments: [Data(c.bytes)]) }
+    }
+
+    /// The chunks stay: a revision held in full lists them.
+    func uncache(_ chunks: [ChunkID]) throws {
+        let statement = try db.cachedStatement(sql: "DELETE FROM cached WHERE id = ?")
+        for c in chunks { try statement.execute(arguments: [Data(c.bytes)]) }
+    }
 }
 
 extension Store {
@@ -91,6 +115,11 @@ extension Store {
         let rows = try catalog.read { db in
             try Row.fetchAll(db, sql: "SELECT a.id, r.tree FROM absent a JOIN revisions r ON r.id = a.revision")
         }
+        return inFullTrees(rows)
+    }
+
+    /// The chunk ids of rows (id, tree) whose tree is held in full.
+    private func inFullTrees(_ rows: [Row]) -> [ChunkID] {
         var modes: [Data: ContentMode?] = [:]
         return rows.compactMap { row -> ChunkID? in
             let tree: Data = row[1]
@@ -99,6 +128,69 @@ extension Store {
             guard mode == .all else { return nil }
             return try? Digest(bytes: row[0] as Data)
         }
+    }
+
+    /// Bounds the cache of content fetched on demand (`--cache-size`): loads what it holds, in fetch order, and
+    /// evicts past the bound.
+    public func setCacheBound(_ bytes: Int64) throws(StoreError) {
+        let rows = try catalog.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT k.id, c.length FROM cached k JOIN chunks c ON c.id = k.id ORDER BY k.rowid")
+        }
+        var cache = ContentCache(bound: bytes)
+        var evicted: [ChunkID] = []
+        for row in rows {
+            if let id = try? Digest(bytes: row[0] as Data) { evicted += cache.insert(id, length: row[1], at: 0) }
+        }
+        contentCache.withLock { $0 = cache }
+        try evict(evicted)
+    }
+
+    /// A read of chunk `id` (also from the plaintext cache): the content cache's recency.
+    func accessed(_ id: ChunkID) {
+        contentCache.withLock { $0?.access(id, at: Self.seconds()) }
+    }
+
+    /// Monotonic seconds, for the content cache.
+    static func seconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// The cache's bound and the bytes it holds, if bounded.
+    public var cacheUse: (bound: Int64, bytes: Int64)? { contentCache.withLock { $0.map { ($0.bound, $0.bytes) } } }
+
+    /// Evicts `ids` (still in `cached`: a revision held in full may have claimed one since): their rows go back to
+    /// `absent`, their pack records become dead space (for compaction).
+    func evict(_ ids: [ChunkID]) throws(StoreError) {
+        guard !ids.isEmpty else { return }
+        try catalog.write { db in
+            for id in ids {
+                let key = Data(id.bytes)
+                try db.execute(sql: "DELETE FROM cached WHERE id = ?", arguments: [key])
+                guard db.changesCount > 0 else { continue }
+                try db.execute(
+                    sql: "INSERT OR IGNORE INTO absent (id, revision) SELECT id, revision FROM chunks WHERE id = ?",
+                    arguments: [key])
+                try db.execute(sql: "DELETE FROM chunks WHERE id = ? AND revision IS NOT NULL", arguments: [key])
+            }
+        }
+        locations.withLock { map in for id in ids { map.removeValue(forKey: id) } }
+    }
+
+    /// Takes the chunks cached of trees now held in full out of the cache: they stay.
+    public func keepFullTrees() throws(StoreError) {
+        let rows = try catalog.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT k.id, r.tree FROM cached k JOIN chunks c ON c.id = k.id JOIN revisions r ON r.id = c.revision
+                    """)
+        }
+        let kept = inFullTrees(rows)
+        try transaction { tx in try tx.uncache(kept) }
+        contentCache.withLock { cache in for id in kept { cache?.remove(id) } }
     }
 
     /// Whether a revision of `tree` lists a chunk not held here (held on demand now or before).

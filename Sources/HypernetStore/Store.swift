@@ -102,6 +102,8 @@ public final class Store: Sendable {
     let repairObservers = Mutex<[@Sendable () -> Void]>([])
     /// Fetches absent chunks from peers (`Store+Demand.swift`); nil until the sync node starts.
     let contentSource = Mutex<(@Sendable ([ChunkID]) -> [ChunkLocation])?>(nil)
+    /// The chunks fetched on demand, within `--cache-size`; nil until `setCacheBound` (nothing is evicted).
+    let contentCache = Mutex<ContentCache?>(nil)
     /// Revisions made here and committed since the last sync began: the next sync makes them durable.
     private let unsyncedLocal = Mutex<[RevisionID]>([])
     private static let maximumUnsyncedLocal = 100_000
@@ -318,6 +320,7 @@ public final class Store: Sendable {
     /// One stored object, a delta applied to its bases (recursively: the depth strictly decreases along every
     /// path, so a path has at most `maximumDeltaDepth` + 1 objects). Reconstructed plaintexts are cached.
     func object(_ reference: ChunkReference) throws(StoreError) -> StoredObject {
+        accessed(reference.id)
         if let hit = cache.withLock({ $0.get(reference.id) }) { return hit }
         guard try heldLocation(of: reference.id) != nil else {
             throw .corrupt(object: "chunk \(reference.id.hex)", reason: "not held here, and no reachable peer sent it")

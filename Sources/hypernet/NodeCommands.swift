@@ -79,11 +79,21 @@ struct StoreOptions: ParsableArguments {
             "Bound the store (packs and catalog): new writes past it fail with ENOSPC; reads go on.",
             valueName: "SIZE"))
     var maxStoreSize: String?
+    @Option(
+        help: ArgumentHelp(
+            "Bytes of content fetched on demand kept at most (suffix K, M, G or T: powers of 1024; default 4G).",
+            valueName: "SIZE"))
+    var cacheSize: String?
 
-    /// `--max-store-size` in bytes: a whole number, with K, M, G or T for powers of 1024 (an optional B or iB after).
-    var maximumBytes: Int64? {
-        guard let text = maxStoreSize?.uppercased() else { return nil }
-        var digits = Substring(text)
+    /// `--max-store-size` in bytes.
+    var maximumBytes: Int64? { maxStoreSize.flatMap(Self.bytes) }
+
+    /// `--cache-size` in bytes.
+    var cacheBytes: Int64 { cacheSize.flatMap(Self.bytes) ?? DaemonOptions.defaultCacheSize }
+
+    /// A whole number of bytes, with K, M, G or T for powers of 1024 (an optional B or iB after); nil if malformed.
+    static func bytes(_ text: String) -> Int64? {
+        var digits = Substring(text.uppercased())
         for suffix in ["IB", "B"] where digits.hasSuffix(suffix) {
             digits = digits.dropLast(suffix.count)
             break
@@ -93,7 +103,7 @@ struct StoreOptions: ParsableArguments {
             shift = Int64(10 * ("KMGT".distance(from: "KMGT".startIndex, to: i) + 1))
             digits = digits.dropLast()
         }
-        guard let n = Int64(digits), n > 0, n <= Int64.max >> shift else { return nil }
+        guard let n = Int64(digits), n >= 0, n <= Int64.max >> shift else { return nil }
         return n << shift
     }
 
@@ -102,9 +112,14 @@ struct StoreOptions: ParsableArguments {
             throw ValidationError(
                 "--max-store-size: not a size of 1M or more (bytes, or a number with K, M, G or T): \(maxStoreSize!)")
         }
+        if let cacheSize, Self.bytes(cacheSize) == nil {
+            throw ValidationError("--cache-size must be a number of bytes, optionally with K, M, G or T")
+        }
     }
 
-    var arguments: [String] { maxStoreSize.map { ["--max-store-size", $0] } ?? [] }
+    var arguments: [String] {
+        (maxStoreSize.map { ["--max-store-size", $0] } ?? []) + (cacheSize.map { ["--cache-size", $0] } ?? [])
+    }
 }
 
 struct Mount: HypernetCommand {
@@ -156,6 +171,7 @@ struct Mount: HypernetCommand {
             fuseOptions: fuseOptions, listen: peers.listen, peers: peers.peer, pins: peers.pin,
             maxPeers: peers.maxPeers, maxStoreSize: space.maximumBytes)
         options.fetchTimeout = fetchTimeout
+        options.cacheSize = space.cacheBytes
         if foreground { return try runDaemon(options) }
         let canonical = try Mountpoint.validate(mountpoint)
         var arguments =
@@ -182,10 +198,11 @@ struct Serve: HypernetCommand {
     @Flag(help: "Run the daemon in this process until stopped.") var foreground = false
 
     func execute() throws(Failure) {
-        let options = DaemonOptions(
+        var options = DaemonOptions(
             home: global.home, mountpoint: nil, configuration: VFSConfiguration(), quorumGiven: false, fuseOptions: [],
             listen: peers.listen, peers: peers.peer, pins: peers.pin, maxPeers: peers.maxPeers,
             maxStoreSize: space.maximumBytes)
+        options.cacheSize = space.cacheBytes
         if foreground { return try runDaemon(options) }
         try launch(home: global.home, ["serve"] + peers.arguments + space.arguments)
     }

@@ -126,3 +126,25 @@ def test_an_on_demand_node_does_not_count_toward_a_files_quorum_and_a_full_copy_
         f.flush()
         os.fsync(f.fileno())
     alice.allow_log_errors()
+
+
+@pytest.mark.timeout(240)
+def test_reading_four_times_the_cache_keeps_it_within_its_bound_and_keeps_what_was_read_twice(cluster):
+    bound = 2 << 20
+    alice, bob, contents = shared_tree(cluster, bob_arguments=["--cache-size", "2M"])
+    cached = lambda: bob.query("SELECT COALESCE(SUM(c.length), 0) FROM cached k JOIN chunks c ON c.id = k.id")[0][0]
+    document = bytes.fromhex(doc_id(bob.p("@alice", "shared", "f0.bin")))
+    absent_of_f0 = lambda: bob.query("SELECT COUNT(*) FROM absent a JOIN revisions r ON r.id = a.revision "
+                                     "WHERE r.document = ?", (document,))[0][0]
+    for _ in range(2):  # read twice (more than the cache's 1 s correlation period apart): protected from a scan
+        assert read_file(bob.p("@alice", "shared", "f0.bin")) == contents["f0.bin"]
+        time.sleep(1.5)
+    for name in sorted(contents)[1:]:  # 7 MiB read once
+        assert read_file(bob.p("@alice", "shared", name)) == contents[name], f"bob read other bytes of {name}"
+        assert cached() <= bound, f"bob caches {cached()} bytes, past its {bound}-byte bound"
+    assert absent_of_f0() == 0, f"one scan evicted {absent_of_f0()} chunks of the file read twice"
+    # Evicted content is fetched again, byte-exact.
+    assert read_file(bob.p("@alice", "shared", "f1.bin")) == contents["f1.bin"]
+    assert cached() <= bound
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"

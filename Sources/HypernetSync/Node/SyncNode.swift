@@ -1017,10 +1017,14 @@ public final class SyncNode: SessionDelegate {
         guard !completionQueued.exchange(true, ordering: .acquiringAndReleasing) else { return }
         repairQueue.async { [self] in
             completionQueued.store(false, ordering: .releasing)
+            do { try store.keepFullTrees() } catch {
+                return logger.error("keeping the content of a full tree: \(error)")
+            }
             guard let absent = try? store.absentInFullTrees(), !absent.isEmpty else { return }
             for start in stride(from: 0, to: absent.count, by: ChunkFetcher.wantBatch) {
                 do {
-                    try store.fetchAbsent(Array(absent[start..<min(start + ChunkFetcher.wantBatch, absent.count)]))
+                    let batch = Array(absent[start..<min(start + ChunkFetcher.wantBatch, absent.count)])
+                    try store.fetchAbsent(batch, caching: false)
                 } catch {
                     return logger.error("fetching the content of a tree now held in full failed: \(error)")
                 }
