@@ -189,6 +189,7 @@ extension Store {
                     """)
         }
         let kept = inFullTrees(rows)
+        guard !kept.isEmpty else { return }
         try transaction { tx in try tx.uncache(kept) }
         contentCache.withLock { cache in for id in kept { cache?.remove(id) } }
     }

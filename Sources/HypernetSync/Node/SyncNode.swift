@@ -999,6 +999,8 @@ public final class SyncNode: SessionDelegate {
 
     /// Fetches chunks a read needs from the connected peers (`Store.fetchAbsent`), within the fetch timeout.
     private func fetchOnDemand(_ ids: [ChunkID]) -> [ChunkLocation] {
+        // Stopping: no peer will send it.
+        if state.withLock({ $0.stopped }) { return [] }
         let found = demand.fetch(ids) {
             state.withLock { s in s.stopped ? [] : s.peers.values.map { $0.session as any PeerLink } }
         }
