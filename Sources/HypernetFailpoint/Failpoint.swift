@@ -34,7 +34,7 @@ public enum Failpoint {
         /// Every step that calls `hit`: arming any other name is refused at start (a typo would test nothing).
         static let names: Set<String> = [
             "vfs.stage", "store.seal", "pack.append", "catalog.commit", "store.sync",
-            "sync.send", "sync.receive", "sync.store", "sync.ack",
+            "sync.send", "sync.receive", "sync.store", "sync.ack", "vfs.show",
             "catalog.checkpoint", "pack.trim", "compact.copy", "compact.switch", "compact.remove",
             "rights.change", "rights.receive",
         ]

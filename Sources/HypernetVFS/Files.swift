@@ -11,7 +11,10 @@ extension VirtualFileSystem {
     func attachContent(_ inode: UInt64, isNew: Bool = false) throws(VFSError) -> FileContent {
         try state.withLock { (s) throws(VFSError) in
             var node = try Self.node(inode, in: s)
-            guard node.kind == .file else { throw node.isDirectory ? VFSError(EISDIR) : VFSError(EINVAL) }
+            guard node.kind == .file else {
+                if node.isStale { throw VFSError(ESTALE) }
+                throw node.isDirectory ? VFSError(EISDIR) : VFSError(EINVAL)
+            }
             if let content = node.content {
                 node.openCount += 1
                 s.nodes[inode] = node

@@ -36,6 +36,10 @@ struct Node {
 
     var inode: UInt64 { record.inode }
     var kind: RevisionKind { record.kind }
+    /// Removed by a peer and not open: the kernel reaches it only by a name it cached before the removal's
+    /// invalidation landed (`applyRemote` tells it after the tree changed). `ESTALE` makes it look the name up
+    /// again, so an open finds the name gone (and creates it, with `O_CREAT`), as on a local file system.
+    var isStale: Bool { !linked && kind == .tombstone && content == nil }
     var isDirectory: Bool { record.kind == .directory }
 
     func attributes() -> Attributes {

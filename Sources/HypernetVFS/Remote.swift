@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import HypernetCrypto
+import HypernetFailpoint
 import HypernetModel
 import HypernetStore
 import Synchronization
@@ -92,6 +93,8 @@ extension VirtualFileSystem {
             let busy = invalid.busy
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(5)) { [self] in applyRemote(busy) }
         }
+        // The tree shows the change; the kernel forgets what it cached only from here (a stall widens the gap).
+        _ = Failpoint.hit("vfs.show")
         guard let cache = kernelCache.withLock({ $0 }) else { return }
         for (parent, name) in invalid.entries { cache.invalidate(parent: parent, name: name) }
         for inode in invalid.inodes { cache.invalidate(inode: inode) }

@@ -231,9 +231,13 @@ public final class VirtualFileSystem: Sendable {
     {
         if ForeignTree.contains(inode) { return try foreignSetattr(inode, changes: changes, caller: caller) }
         if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
+        let (kind, stale) = try state.withLock { (s) throws(VFSError) in
+            let node = try Self.node(inode, in: s)
+            return (node.kind, node.isStale)
+        }
+        if stale { throw VFSError(ESTALE) }
         if let size = changes.size {
             guard size <= ManifestNode.maximumLength else { throw VFSError(EFBIG) }
-            let kind = try state.withLock { (s) throws(VFSError) in try Self.node(inode, in: s).kind }
             if kind == .directory { throw VFSError(EISDIR) }
             if kind != .file { throw VFSError(EINVAL) }
         }

@@ -42,7 +42,8 @@ DISK_FAULTS = ("powerloss", "eio", "enospc")
 REAL_DISK = 256 << 20
 # The steps a test build can crash, stall or fail at (Sources/HypernetFailpoint, docs/testing.md "Failpoints").
 FAILPOINTS = ("vfs.stage", "store.seal", "pack.append", "catalog.commit", "store.sync", "sync.send", "sync.receive",
-              "sync.store", "sync.ack", "catalog.checkpoint", "pack.trim", "rights.change", "rights.receive")
+              "sync.store", "sync.ack", "vfs.show", "catalog.checkpoint", "pack.trim", "rights.change",
+              "rights.receive")
 QUORUM = 2
 FSYNC_TIMEOUT = 5  # seconds: an fsync cut off from its quorum fails with EIO after this
 OWN_FILES = 6  # files per client that only that client writes

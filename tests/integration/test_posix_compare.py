@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize, invariant, multiple, precondition,
                                  rule, run_state_machine_as_test)
 
+import helpers
 from cluster import eventually
 from helpers import (RENAME_EXCHANGE, RENAME_NOREPLACE, XATTR_PREFIX, as_user, errno_of, link_fd, outcome,
                      read_file, renameat2)
@@ -688,6 +689,43 @@ def test_state_machine_with_remote_arrivals(cluster, tmp_path):
     RemoteMachine.native_base = str(tmp_path)
     RemoteMachine.mount_base = a.p()
     run_machine(RemoteMachine, REMOTE_EXAMPLES)
+
+
+@pytest.mark.timeout(180)
+def test_create_over_a_name_a_peer_just_removed(cluster, monkeypatch):
+    """The remote machine's EINVAL (docs/testing.md), replayed: a's utimens of `b` to an older mtime, b's O_TRUNC
+    rewrite, a's pwrite and unlink; then b's open(O_RDWR|O_CREAT) + write, as soon as b's listing lacks `b`, while
+    b's kernel still holds the name (the `vfs.show` failpoint stalls b's invalidations 3 s; stat keeps the entry
+    fresh). The open must create the file, as on ext4, not fail on the removed inode; a then shows it."""
+    if not helpers.has_failpoints(helpers.hypernet_bin()):
+        pytest.skip("the binary has no failpoints (build it with -Xswiftc -DHYPERNET_FAILPOINTS)")
+    a = cluster.add("a")
+    b = cluster.add("b", identity=a)
+    monkeypatch.setenv("HYPERNET_FAILPOINT", "vfs.show:sleep(3000)")
+    cluster.start()
+    monkeypatch.delenv("HYPERNET_FAILPOINT")
+    path_a, path_b = os.path.join(a.p(), "b"), os.path.join(b.p(), "b")
+    with open(path_a, "wb") as f:
+        f.write(b"first")
+    eventually(lambda: os.path.exists(path_b), REMOTE_TIMEOUT, "b never showed a's file")
+    os.utime(path_a, ns=(1_000_000_000, 2_000_000_123))
+    eventually(lambda: os.stat(path_b).st_mtime_ns == 2_000_000_123, REMOTE_TIMEOUT, "b never showed a's utimens")
+    do_open_write_close(b.p(), "b", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, b"rewritten on b")
+    eventually(lambda: read_file(path_a) == b"rewritten on b", REMOTE_TIMEOUT, "a never showed b's rewrite")
+    fd = os.open(path_a, os.O_WRONLY)
+    os.pwrite(fd, b"pwritten on a", 4)
+    os.close(fd)
+    eventually(lambda: read_file(path_b) == b"rewrpwritten on a", REMOTE_TIMEOUT, "b never showed a's pwrite")
+    os.unlink(path_a)
+
+    def removed_on_b():
+        # Keeps the kernel's entry for `b` fresh (a second each time) until the listing, asked of the daemon, lacks
+        # it (only a stall of this loop lets the entry expire first: then nothing stale is left to open).
+        return outcome(os.stat, path_b)[0] == "err" or "b" not in os.listdir(b.p())
+    eventually(removed_on_b, REMOTE_TIMEOUT, "b never showed a's unlink")
+    assert outcome(do_open_write_close, b.p(), "b", os.O_RDWR | os.O_CREAT, b"created on b") == ("ok", 12)
+    eventually(lambda: os.path.exists(path_a) and read_file(path_a) == b"created on b", REMOTE_TIMEOUT,
+               "a never showed the file b created")
 
 
 # --- plain edge cases, each compared with the native directory ----------------------------------------------------
