@@ -88,7 +88,7 @@ let package = Package(
         // A misbehaving peer for tests/integration/test_hostile_peers.py (loopback only).
         .executableTarget(
             name: "hypernet-peer-double",
-            dependencies: ["HypernetCrypto", "HypernetModel", "HypernetSync"]),
+            dependencies: ["HypernetCrypto", "HypernetModel", "HypernetStore", "HypernetSync"]),
         // A modified node for tests/integration/test_forgery.py: writes forged records into a stopped node's store.
         .executableTarget(
             name: "hypernet-forge",

@@ -22,6 +22,10 @@
 //                 it (default 4 MiB), then silence: dropped over the node's frame budget, or when silent 30 s
 //   hold          connect and send nothing: dropped over the node's connection caps at once, or when its
 //                 handshake limit (10 s) passes
+//   wrong-chunk   relays genuine revisions and answers the node's `want` with chunks (held = 1) whose bytes
+//                 do not hash to their ids (a marker, FORGED_MARKER, repeated): the node must close. The
+//                 revisions come from --source HOST:PORT, an honest node holding them (we subscribe to every
+//                 tree in its hello); the node under attack should hold those trees and lack their chunks.
 //
 // Wire format (docs/protocol.md, Sources/HypernetSync/Transport): records `u16 LE length | Noise message`,
 // frames `u32 LE length | u8 version | u8 type | payload` inside the decrypted stream; NodeAuth is
@@ -30,6 +34,7 @@
 import Glibc
 import HypernetCrypto
 import HypernetModel
+import HypernetStore
 import HypernetSync
 import Synchronization
 
@@ -44,6 +49,7 @@ enum Mode: String, CaseIterable {
     case honestHello = "honest-hello"
     case partialFrame = "partial-frame"
     case hold
+    case wrongChunk = "wrong-chunk"
 }
 
 struct Options {
@@ -57,6 +63,8 @@ struct Options {
     var frameBytes = 4 << 20
     /// Connections leave from this many loopback addresses, 127.254.0.1 and up, in turn (0: the system's choice).
     var sources = 0
+    /// wrong-chunk: the honest node whose log we relay.
+    var source: (host: String, port: UInt16)?
 
     /// How long the node has to close one connection.
     var closeTimeout: Double {
@@ -72,6 +80,7 @@ let usage = """
     --frames N: flood modes, chunk frames to send at most (default 16384 for flood-chunks, 100000 empty ones)
     --frame-bytes N: partial-frame, bytes of the frame to send (default 4 MiB)
     --sources K: connect from K loopback addresses, 127.254.0.1 to 127.254.0.K, in turn (default: one, the system's)
+    --source HOST:PORT: wrong-chunk, the honest node whose revisions we relay (required there)
     """
 
 func fail(_ message: String, code: Int32) -> Never {
@@ -87,9 +96,11 @@ func parseOptions() -> Options {
         guard let v = args.popFirst() else { fail("\(name) needs a value\n\(usage)", code: 2) }
         return v
     }
+    var source: String?
     while let a = args.popFirst() {
         switch a {
         case "--connect": connect = value(a)
+        case "--source": source = value(a)
         case "--mode":
             let m = value(a)
             guard let mode = Mode(rawValue: m) else { fail("unknown mode \(m)\n\(usage)", code: 2) }
@@ -120,17 +131,31 @@ func parseOptions() -> Options {
         default: fail("unknown argument \(a)\n\(usage)", code: 2)
         }
     }
-    guard let connect, let colon = connect.lastIndex(of: ":"),
-        let port = UInt16(connect[connect.index(after: colon)...])
-    else { fail("--connect HOST:PORT is required\n\(usage)", code: 2) }
-    o.host = String(connect[..<colon])
-    o.port = port
-    // Loopback only: this tool sends hostile traffic and must never reach another machine.
-    var address = in_addr()
-    guard inet_pton(AF_INET, o.host, &address) == 1, UInt32(bigEndian: address.s_addr) >> 24 == 127 else {
-        fail("refusing \(o.host): only 127.0.0.0/8 addresses are allowed", code: 2)
+    guard let connect, let target = loopback(connect) else {
+        fail("--connect HOST:PORT is required\n\(usage)", code: 2)
+    }
+    (o.host, o.port) = target
+    if o.mode == .wrongChunk {
+        guard let source, let honest = loopback(source) else {
+            fail("--mode wrong-chunk needs --source HOST:PORT\n\(usage)", code: 2)
+        }
+        o.source = honest
     }
     return o
+}
+
+/// `HOST:PORT` split, or nil if malformed. Loopback only: this tool sends hostile traffic and must never reach
+/// another machine.
+func loopback(_ text: String) -> (host: String, port: UInt16)? {
+    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
+        return nil
+    }
+    let host = String(text[..<colon])
+    var address = in_addr()
+    guard inet_pton(AF_INET, host, &address) == 1, UInt32(bigEndian: address.s_addr) >> 24 == 127 else {
+        fail("refusing \(host): only 127.0.0.0/8 addresses are allowed", code: 2)
+    }
+    return (host, port)
 }
 
 func now() -> Double {
@@ -283,6 +308,8 @@ struct Session {
     var send: NoiseCipherState
     var receive: NoiseCipherState
     var plaintext: [UInt8] = []
+    /// What `authenticated` read: given out by the next `receiveMessages`.
+    var early: [Message] = []
 
     mutating func encrypt(_ plain: [UInt8]) throws(Outcome) -> [UInt8] {
         do { return try plain.withBytes { (b) throws(NoiseError) in try send.encrypt(b) } } catch {
@@ -294,6 +321,10 @@ struct Session {
 
     /// The node's next messages (at least one record's worth).
     mutating func receiveMessages(deadline: Double) throws(Outcome) -> [Message] {
+        if !early.isEmpty {
+            defer { early = [] }
+            return early
+        }
         let record = try records.receive(deadline: deadline)
         do {
             plaintext += try record.withBytes { (b) throws(NoiseError) in try receive.decrypt(b) }
@@ -342,9 +373,8 @@ func authenticated(_ connection: Connection, deadline: Double) throws(Outcome) -
     do { session = try handshake(connection, forgedAuth: false, deadline: deadline) } catch .closedByNode {
         throw .failed("the node closed the connection during an honest handshake")
     }
-    var messages: [Message] = []
-    while messages.isEmpty {
-        do { messages = try session.receiveMessages(deadline: deadline) } catch .closedByNode {
+    while session.early.isEmpty {
+        do { session.early = try session.receiveMessages(deadline: deadline) } catch .closedByNode {
             throw .failed("the node closed the connection after an honest handshake")
         }
     }
@@ -364,6 +394,7 @@ let honestHello = Message.hello(
 /// One connection in `mode`; returns what happened (one phrase) if the node closed it as expected.
 func run(_ o: Options, mode: Mode) throws(Outcome) -> String {
     if mode == .honestHello { return try runHonestHello(o) }
+    if mode == .wrongChunk { return try runWrongChunk(o) }
     let start = now()
     let deadline = start + o.closeTimeout
     let connection = try Connection(host: o.host, port: o.port, source: Run.nextSource())
@@ -436,7 +467,7 @@ func run(_ o: Options, mode: Mode) throws(Outcome) -> String {
             detail = "after \(sent) bytes of a frame declaring \(length)"
         case .hold:
             detail = "holding an idle connection"
-        case .honestHello:
+        case .honestHello, .wrongChunk:
             preconditionFailure("handled above")
         }
         try awaitClose(connection, deadline: deadline)
@@ -462,6 +493,83 @@ func runHonestHello(_ o: Options) throws(Outcome) -> String {
     } catch .closedByNode {
         return "node closed the idle connection after \(seconds(now() - start)) s (it sent \(pings) keep-alive pings)"
     }
+}
+
+/// wrong-chunk's forged bytes: this marker, repeated (tests look for it in the node's files).
+let forgedMarker = Array("hypernet-peer-double forged chunk\n".utf8)
+
+/// wrong-chunk: the honest source's log of every tree it holds, relayed to the node under attack, whose `want`s
+/// get chunks of forged bytes. Fails if the node closes before asking, or never asks.
+func runWrongChunk(_ o: Options) throws(Outcome) -> String {
+    let start = now()
+    let deadline = start + o.closeTimeout
+    let logs = try sourceLogs(o.source!, deadline: deadline)
+    let connection = try Connection(host: o.host, port: o.port, source: Run.nextSource())
+    var forged = 0
+    do throws(Outcome) {
+        var s = try authenticated(connection, deadline: deadline)
+        let storeID = Hex.encode(SecureRandom.bytes(count: 16))
+        try s.sendFrame(
+            Frame.encode(
+                .hello(
+                    Message.Hello(
+                        listen: "", software: "hypernet-peer-double", storeID: storeID,
+                        trees: logs.map(\.tree), pinsEverything: false))))
+        while true {
+            for message in try s.receiveMessages(deadline: deadline) {
+                switch message {
+                case .subscribe(let tree, _, _):
+                    let entries = logs.first { $0.tree == tree }?.entries ?? []
+                    if !entries.isEmpty {
+                        try s.sendFrame(
+                            Frame.encode(.entries(tree: tree, storeID: storeID, entries: entries, caughtUp: false)))
+                    }
+                    try s.sendFrame(Frame.encode(.entries(tree: tree, storeID: storeID, entries: [], caughtUp: true)))
+                case .want(let ids):
+                    for id in ids {
+                        let sealed = Array((0..<64).map { _ in forgedMarker }.joined())
+                        try s.sendFrame(Frame.encode(.chunk(id: id, sealed: sealed)))
+                        forged += 1
+                    }
+                default: break
+                }
+            }
+        }
+    } catch .closedByNode {
+        guard forged > 0 else { throw .failed("the node closed the connection before asking for any chunk") }
+        return "node closed the connection after \(forged) forged chunk(s), \(seconds(now() - start)) s in"
+    }
+}
+
+/// Every tree the honest node at `address` offers, with its whole log (subscribed from the beginning, read
+/// until its `caught up` run).
+func sourceLogs(_ address: (host: String, port: UInt16), deadline: Double) throws(Outcome)
+    -> [(tree: SigningPublicKey, entries: [LogEntry])]
+{
+    let connection = try Connection(host: address.host, port: address.port)
+    var s = try authenticated(connection, deadline: deadline)
+    try s.sendFrame(Frame.encode(honestHello))
+    var logs: [(tree: SigningPublicKey, entries: [LogEntry])] = []
+    var pending: Set<SigningPublicKey>? = nil
+    while pending?.isEmpty != true {
+        for message in try s.receiveMessages(deadline: deadline) {
+            switch message {
+            case .hello(let hello) where pending == nil:
+                pending = Set(hello.trees)
+                logs = hello.trees.map { ($0, []) }
+                for tree in hello.trees {
+                    try s.sendFrame(Frame.encode(.subscribe(tree: tree, storeID: hello.storeID, after: 0)))
+                }
+            case .entries(let tree, _, let entries, let caughtUp, _):
+                guard let i = logs.firstIndex(where: { $0.tree == tree }) else { break }
+                logs[i].entries += entries
+                if let last = entries.last { try s.sendFrame(Frame.encode(.progress(tree: tree, seq: last.seq))) }
+                if caughtUp { pending?.remove(tree) }
+            default: break
+            }
+        }
+    }
+    return logs
 }
 
 // MARK: Main

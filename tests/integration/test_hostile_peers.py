@@ -323,3 +323,53 @@ def test_connections_past_the_total_cap_are_closed_at_once(hub):
     for n in (a, b):
         assert t.listen in n.connected_addresses(), f"node {n.name} lost t:\n{n.status()}"
     replicate(a, b, "after-total-cap", via=t)
+
+
+# --- requested chunks whose bytes do not match their ids (issue 21, item 2) --------------------------------------
+
+FORGED_MARKER = b"hypernet-peer-double forged chunk\n"  # the double's forged bytes: this, repeated
+
+
+def assert_no_forged_bytes(node):
+    holding = [str(p) for p in (node.home / "store").rglob("*") if p.is_file() and FORGED_MARKER in p.read_bytes()]
+    assert not holding, f"{node.name} stored the forged bytes: {holding}"
+
+
+@pytest.mark.timeout(240)
+def test_requested_chunks_that_do_not_match_their_ids_are_refused(make_node, node_dir):
+    """The double relays s's genuine revisions of a file to t (which lacks their chunks) and answers t's `want`
+    with bytes that do not hash to the ids asked for. t logs it, closes that connection, stores nothing of the
+    bytes and never serves them to c (which dials only t); once t meets s, the file arrives on t and c complete
+    and byte-exact, and fsck is clean (docs/protocol.md, "chunk")."""
+    cl = Cluster(make_node, node_dir)
+    s = cl.add("s")
+    t = cl.add("t", identity=s)
+    c = cl.add("c", identity=s)
+    s.peers, t.peers, c.peers, c.listen = [], [], [t.listen], None
+    try:
+        cl.start(connected=False)
+        eventually(lambda: t.listen in c.connected_addresses(), 20, lambda: f"c not connected to t:\n{c.status()}")
+        data = helpers.random_bytes(300_000)
+        helpers.write_file(s.p("relayed"), data)
+        log_offset = len(t.log_text())
+        attack = subprocess.run([peer_double(), "--connect", t.listen, "--mode", "wrong-chunk", "--source", s.listen],
+                                capture_output=True, text=True, timeout=60)
+        assert attack.returncode == 0, f"hypernet-peer-double --mode wrong-chunk exited {attack.returncode}: " \
+                                       f"{attack.stdout}{attack.stderr}\n{t.log_tail(10)}"
+        assert "node closed the connection after" in attack.stdout, attack.stdout
+        dropped = r"peer dropped: sent a chunk whose bytes do not match its id"
+        eventually(lambda: log_lines_since(t, log_offset, dropped), 10, lambda: f"no drop logged:\n{t.log_tail(10)}")
+        assert log_lines_since(t, log_offset, r"rejected chunk [0-9a-f]{64}: .*bytes do not match"), t.log_tail(10)
+        assert "relayed" not in os.listdir(t.mount)
+        for n in (t, c):
+            assert_no_forged_bytes(n)
+
+        t.run("peer", "add", s.listen)
+        for n in (t, c):
+            eventually(lambda n=n: os.path.exists(n.p("relayed")) and read_file(n.p("relayed")) == data, 20,
+                       lambda n=n: f"the file did not arrive on {n.name} byte-exact:\n{n.log_tail(10)}")
+            assert_no_forged_bytes(n)
+            fsck = n.fsck()
+            assert fsck.returncode == 0, f"node {n.name}: fsck:\n{fsck.stdout}{fsck.stderr}"
+    finally:
+        cl.close()
