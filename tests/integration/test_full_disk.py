@@ -3,6 +3,7 @@ acknowledged before is lost."""
 import errno
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster import Cluster
 from helpers import read_file, wait_until, write_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "faults"))
@@ -264,3 +266,44 @@ def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_wi
         fsck = node.cli("fsck", check=False, timeout=300)
         assert fsck.returncode == 0, f"fsck without a daemon:\n{fsck.stdout}{fsck.stderr}"
 
+
+# The receiver's full disk fails its passes and the runs it receives (said once, then retried each second).
+@pytest.mark.skipif(bool(loop_missing()), reason=f"no loop-mounted file system here: {loop_missing()}")
+@pytest.mark.log_errors(r"(commit at release|pending revision|directory revision|periodic commit) failed",
+                        r"no room for the store's reserve", r"storing received revisions failed")
+def test_a_full_disk_receiving_from_a_peer_is_this_nodes_condition_not_the_peers_fault(make_node, node_dir):
+    """b's store is on a 64 MiB ext4, filled to the last block while a writes a file: b cannot store the chunks
+    a pushes and sends, and must not blame a for it (before the fix: "rejected chunk …: No space left on device"
+    and "peer dropped: sent a chunk whose bytes do not match its id"). b keeps the connection and tries again;
+    once room is made the file shows on b, byte-exact, without a restart, and fsck is clean."""
+    cl = Cluster(make_node, node_dir)
+    a = cl.add("a")
+    b = cl.add("b", identity=a)
+    try:
+        with node_store_on_loop_disk(b, 64 << 20) as disk:
+            cl.start()
+            write_file(a.p("before"), b"before the disk filled\n")
+            assert wait_until(lambda: os.path.exists(b.p("before")), 20), "b never showed a's first file"
+            assert disk.fill() > 0, "the file system had no room to fill"
+            since = {n.name: len(n.log_text()) for n in (a, b)}
+            data = os.urandom(1 << 20)
+            write_file(a.p("during"), data)
+
+            def logged(node, pattern):
+                return [line for line in node.log_text()[since[node.name]:].splitlines() if re.search(pattern, line)]
+            assert wait_until(lambda: logged(b, r"storing received revisions failed: .*No space left"), 30), \
+                f"b never said its disk was full:\n{b.log_tail(10)}"
+            time.sleep(3)  # a few retries
+            blamed = logged(b, r"do not match its id|peer dropped|peer disconnected") + logged(a, r"peer dropped")
+            assert not blamed, "the full disk was blamed on the peer:\n" + "\n".join(blamed)
+            assert a.listen in b.connected_addresses(), f"b dropped a:\n{b.status()}"
+            assert len(logged(b, r"storing received revisions failed")) == 1, "a failure logged at each retry"
+
+            disk.free()
+            assert wait_until(lambda: os.path.exists(b.p("during")) and read_file(b.p("during")) == data, 30), \
+                f"the file did not arrive on b once there was room:\n{b.log_tail(10)}"
+            assert not logged(b, r"peer dropped|peer disconnected"), b.log_tail(10)
+            fsck = b.fsck()
+            assert fsck.returncode == 0, f"fsck after the disk was full:\n{fsck.stdout}{fsck.stderr}"
+    finally:
+        cl.close()

@@ -11,6 +11,8 @@ final class ChunkFetcher: Sendable {
         var owner: any PeerLink
         var location: ChunkLocation?
         var failed = false
+        /// Why this node could not store the chunk it received (not the peer's fault).
+        var localFailure: StoreError?
         var waiters: [DispatchSemaphore] = []
         /// Fetches that still have to read the slot: a forgotten slot goes only once they have.
         var readers = 0
@@ -106,9 +108,21 @@ final class ChunkFetcher: Sendable {
         if fetching { arrived(location) }
     }
 
-    /// The peer does not hold a requested chunk, or sent bytes that do not match its id.
-    func failed(_ id: ChunkID) {
-        resolve(id) { $0.failed = true }
+    /// The peer does not hold a requested chunk, or sent bytes that do not match its id; or, with `locally`,
+    /// this node could not store the bytes.
+    func failed(_ id: ChunkID, locally error: StoreError? = nil) {
+        resolve(id) {
+            $0.failed = true
+            $0.localFailure = error
+        }
+    }
+
+    /// Why this node could not store one of `ids` it fetched, if that is why one is missing.
+    func localFailure(among ids: [ChunkID]) -> StoreError? {
+        slots.withLock { slots in
+            for id in ids { if let error = slots[id]?.localFailure { return error } }
+            return nil
+        }
     }
 
     func isRequested(_ id: ChunkID, by session: any PeerLink) -> Bool {

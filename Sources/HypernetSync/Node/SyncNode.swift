@@ -796,8 +796,10 @@ public final class SyncNode: SessionDelegate {
     // MARK: Receiving (receive queue)
 
     /// Stores a run of `session`'s log, then confirms it (freeing one slot of its window) and acks.
+    /// `retrying`: the run failed on a full disk before and was logged then.
     private func receive(
-        _ entries: [LogEntry], tree: SigningPublicKey, storeID: String, held: Bool, from session: Session
+        _ entries: [LogEntry], tree: SigningPublicKey, storeID: String, held: Bool, from session: Session,
+        retrying: Bool = false
     ) {
         var confirmed = false
         defer { if !confirmed { releaseRun(tree, of: session) } }
@@ -858,6 +860,7 @@ public final class SyncNode: SessionDelegate {
             }
             let arrived = (missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)).merging(pushed) { a, _ in a }
             if session.isEnded { return }
+            if let error = fetcher.localFailure(among: missing) { throw error }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
             if Failpoint.hit("sync.store") { throw StoreError.io(path: "received revisions", errno: EIO) }
             let rejected = ledger.settle(
@@ -893,8 +896,31 @@ public final class SyncNode: SessionDelegate {
             session.send(.progress(tree: tree, seq: last))
             adjustRelay(of: tree, from: session, news: !revisions.isEmpty, held: held, ids: ids)
         } catch {
-            logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
-            session.close("local store failure")
+            guard (error as? StoreError)?.isNoSpace == true else {
+                logger.error("storing received revisions failed: \(error)", metadata: ["peer": "\(session)"])
+                return session.close("local store failure")
+            }
+            // This node's disk is full: not the peer's doing. The connection stays, and the run is tried again
+            // each second (the runs after it wait) until there is room or the connection ends.
+            if !retrying {
+                logger.error(
+                    "storing received revisions failed: \(error); tried again each second",
+                    metadata: ["peer": "\(session)"])
+            }
+            confirmed = true  // the retry keeps the run's slot
+            retryLater(entries, tree: tree, storeID: storeID, held: held, from: session)
+        }
+    }
+
+    /// `receive` again in a second, with the session's later runs held back until then.
+    private func retryLater(
+        _ entries: [LogEntry], tree: SigningPublicKey, storeID: String, held: Bool, from session: Session
+    ) {
+        session.receiveQueue.suspend()
+        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(1)) { [self] in
+            defer { session.receiveQueue.resume() }
+            if session.isEnded { return }
+            receive(entries, tree: tree, storeID: storeID, held: held, from: session, retrying: true)
         }
     }
 
@@ -953,6 +979,12 @@ public final class SyncNode: SessionDelegate {
                 fetcher.pushed(try store.receiveChunk(id: id, sealed: sealed), by: session)
             }
         } catch {
+            guard case .corrupt = error else {
+                // This node's failure (its disk full or failing), not the peer's: the run waiting for the chunk
+                // says so (`receive`); a pushed one is fetched again with its run.
+                if requested { fetcher.failed(id, locally: error) }
+                return
+            }
             logger.warning("rejected chunk \(id.hex): \(error)", metadata: ["peer": "\(session)"])
             if requested { fetcher.failed(id) }
             // Bytes that do not match the id they were asked for: the peer is broken or hostile.
