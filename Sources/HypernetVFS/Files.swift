@@ -85,15 +85,15 @@ extension VirtualFileSystem {
         if flags & O_TRUNC != 0 {
             truncate(inode, content, to: 0, written: false)
         }
-        return newFileHandle(inode)
+        return newFileHandle(inode, writes: flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0)
     }
 
     /// A handle on `inode`'s attached content.
-    func newFileHandle(_ inode: UInt64) -> UInt64 {
+    func newFileHandle(_ inode: UInt64, writes: Bool) -> UInt64 {
         state.withLock { s in
             let h = s.nextHandle
             s.nextHandle += 1
-            s.handles[h] = .file(inode: inode)
+            s.handles[h] = .file(inode: inode, writes: writes)
             return h
         }
     }
@@ -125,12 +125,12 @@ extension VirtualFileSystem {
         }
     }
 
-    private func fileHandle(_ handle: UInt64) throws(VFSError) -> (inode: UInt64, content: FileContent) {
+    private func fileHandle(_ handle: UInt64) throws(VFSError) -> (inode: UInt64, content: FileContent, writes: Bool) {
         try state.withLock { (s) throws(VFSError) in
-            guard case .file(let inode)? = s.handles[handle], let content = s.nodes[inode]?.content else {
+            guard case .file(let inode, let writes)? = s.handles[handle], let content = s.nodes[inode]?.content else {
                 throw VFSError(EBADF)
             }
-            return (inode, content)
+            return (inode, content, writes)
         }
     }
 
@@ -140,7 +140,7 @@ extension VirtualFileSystem {
         case .foreignFile(let file)?: return foreignRead(file, offset: offset, size: size)
         default: break
         }
-        let (inode, content) = try fileHandle(handle)
+        let (inode, content, _) = try fileHandle(handle)
         do { return try content.read(offset: offset, count: size) } catch {
             logger.error("read failed", metadata: ["inode": "\(inode)", "errno": "\(error.errno)"])
             throw error
@@ -150,7 +150,7 @@ extension VirtualFileSystem {
     /// `lseek` with SEEK_DATA (`data`) or SEEK_HOLE from `offset`: the offset found, ENXIO at or past the end.
     /// Files shown from elsewhere (`/.hypernet/`, other trees) are data from start to end.
     public func seek(inode: UInt64, handle: UInt64, offset: UInt64, data: Bool) throws(VFSError) -> UInt64 {
-        if case .file(let file)? = state.withLock({ s in s.handles[handle] }),
+        if case .file(let file, _)? = state.withLock({ s in s.handles[handle] }),
             let content = state.withLock({ s in s.nodes[file]?.content })
         {
             return try content.seek(offset, data: data)
@@ -165,7 +165,7 @@ extension VirtualFileSystem {
         if case .foreignFile(let file)? = state.withLock({ s in s.handles[handle] }) {
             return try foreignWrite(file, offset: offset, data: data)
         }
-        let (inode, content) = try fileHandle(handle)
+        let (inode, content, _) = try fileHandle(handle)
         guard contentLength(adding: offset, UInt64(data.count)) != nil else { throw VFSError(EFBIG) }
         if Failpoint.hit("vfs.stage") { throw VFSError(EIO) }
         // A write waits for a background seal if it would change bytes being sealed, or stage a second
@@ -224,7 +224,10 @@ extension VirtualFileSystem {
             return
         }
         if isVirtual(handle: handle) { return }
-        let (inode, content) = try fileHandle(handle)
+        let (inode, content, writes) = try fileHandle(handle)
+        // A descriptor that could not write has nothing to commit: what others wrote is theirs to commit (their
+        // close or fsync says if that fails), and a read-only close on a full disk must not fail.
+        guard writes else { return }
         let (written, modified) = content.settled { ($0.writtenSinceRevision, $0.modified) }
         if written {
             try commit(inode)
@@ -238,7 +241,7 @@ extension VirtualFileSystem {
     public func release(handle: UInt64) {
         let released = state.withLock { s in s.handles.removeValue(forKey: handle) }
         switch released {
-        case .file(let inode)?: detachContent(inode)
+        case .file(let inode, _)?: detachContent(inode)
         case .events(let reader)?: reader.close()
         case .foreignFile(let file)?: releaseForeign(file)
         default: break
@@ -252,7 +255,7 @@ extension VirtualFileSystem {
             return try fsyncForeign(file, interruption: interruption)
         }
         if isVirtual(handle: handle) { return }
-        let (inode, _) = try fileHandle(handle)
+        let (inode, _, _) = try fileHandle(handle)
         try commit(inode)
         // A file without a name is not kept across a crash, as on ext4 (`Unnamed.swift`).
         if state.withLock({ s in s.nodes[inode]?.unnamed == true }) { return }

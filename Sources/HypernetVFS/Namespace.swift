@@ -66,7 +66,7 @@ extension VirtualFileSystem {
         let inode = try makeNode(
             parent: parent, name: name, kind: .file, mode: S_IFREG | (mode & 0o7777), caller: caller)
         _ = try attachContent(inode, isNew: true)
-        return (try getattr(inode: inode), newFileHandle(inode))
+        return (try getattr(inode: inode), newFileHandle(inode, writes: true))
     }
 
     /// Adds a document under `parent`; the new inode has one kernel reference (the lookup the reply makes). With no

@@ -31,7 +31,8 @@ public final class VirtualFileSystem: Sendable {
     static let smallChange: UInt64 = 1 << 20
 
     enum Handle {
-        case file(inode: UInt64)
+        /// `writes`: opened for writing, truncating or creating; a `flush` of any other commits nothing.
+        case file(inode: UInt64, writes: Bool)
         case directory(inode: UInt64, entries: [(name: String, inode: UInt64)])
         /// A file of `/.hypernet/` other than `events`.
         case virtual(VirtualTree.Content)

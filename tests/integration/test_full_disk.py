@@ -192,79 +192,86 @@ def test_full_disk_gives_enospc_deletes_go_on_and_a_restart_recovers(make_node):
                 subprocess.run(["umount", "-l", str(store)], check=False)
 
 
+@pytest.fixture
+def loop_node(make_node):
+    """(node, disk): a node whose store is on a loop-mounted 64 MiB ext4, started; stopped and the disk taken down
+    at the end."""
+    node = make_node(start=False)
+    with node_store_on_loop_disk(node, 64 << 20) as disk:
+        node.start()
+        yield node, disk
+
+
 # While the disk is full the passes and the commits at release fail and say so; the store's log line of a full disk.
 @pytest.mark.skipif(bool(loop_missing()), reason=f"no loop-mounted file system here: {loop_missing()}")
 @pytest.mark.log_errors(r"(commit at release|pending revision|directory revision|periodic commit) failed",
                         r"no room for the store's reserve")
-def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_without_a_restart(make_node):
+def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_without_a_restart(loop_node):
     """The store on a 64 MiB ext4 loop-mounted (issue 21: a full disk from a real file system, not lazyfs's say-so),
     filled to the last block by another writer: every change through the mount fails with ENOSPC or fits, never EIO;
     what was acknowledged reads; once the writer's file is removed the node writes again without a restart, fsck
     is clean, and after a restart everything acknowledged is there."""
-    node = make_node(start=False)
-    store = node.home / "store"
-    with node_store_on_loop_disk(node, 64 << 20) as disk:
-        node.start()
-        kept = {f"kept-{i}": os.urandom(size) for i, size in enumerate((1 << 20, 70_000, 10))}
-        for name, data in kept.items():
-            write_file(node.p(name), data, fsync=True)
-        os.mkdir(node.p("dir"))
-        write_file(node.p("failed"), b"", fsync=True)
-        write_file(node.p("new-version"), b"new\n", fsync=True)
+    node, disk = loop_node
+    kept = {f"kept-{i}": os.urandom(size) for i, size in enumerate((1 << 20, 70_000, 10))}
+    for name, data in kept.items():
+        write_file(node.p(name), data, fsync=True)
+    os.mkdir(node.p("dir"))
+    write_file(node.p("failed"), b"", fsync=True)
+    write_file(node.p("new-version"), b"new\n", fsync=True)
 
-        assert disk.fill() > 0, "the file system had no room to fill"
-        since = len(node.log_text())
-        with pytest.raises(OSError) as full:
-            write_file(node.p("failed"), os.urandom(8 << 20), fsync=True)
-        assert full.value.errno == errno.ENOSPC, f"a write on a full file system gave {full.value!r}"
-        expect_room_or_enospc("create", lambda: os.close(os.open(node.p("new"), os.O_WRONLY | os.O_CREAT, 0o644)))
-        expect_room_or_enospc("mkdir", lambda: os.mkdir(node.p("dir", "sub")))
-        expect_room_or_enospc("setxattr", lambda: os.setxattr(node.p("kept-0"), "user.tag", b"x" * 4000))
-        # A rename that failed is not shown either (before the fix it was, until a restart put it back).
-        if expect_room_or_enospc("rename", lambda: os.rename(node.p("kept-2"), node.p("dir", "kept-2"))):
-            kept["dir/kept-2"] = kept.pop("kept-2")
-        else:
-            assert os.path.exists(node.p("kept-2")) and not os.path.exists(node.p("dir", "kept-2")), \
-                "a rename that failed with ENOSPC shows done"
-        # A save by rename over a file (the target document takes the source's content): when it fails, both stay
-        # as they were (before the fix the source kept the target's identity, and its every later commit failed
-        # with EIO on the catalog's unique document ids).
-        over = not expect_room_or_enospc("rename over", lambda: os.rename(node.p("new-version"), node.p("kept-1")))
-        if over:
-            assert read_file(node.p("new-version")) == b"new\n", "a failed rename over changed its source"
-        else:
-            kept["kept-1"] = b"new\n"
-        for name, data in kept.items():
-            assert read_file(node.p(name)) == data, f"{name} no longer reads back on a full disk"
-        # Once its release has dropped the staged bytes (a close before it would still try to commit them), the
-        # file whose write failed reads as much as it says it holds.
-        line = f"commit at release failed errno={errno.ENOSPC} inode={os.stat(node.p('failed')).st_ino}\n"
-        assert wait_until(lambda: line in node.log_text()[since:], 30), "the release of the failed write never came"
-        with open(node.p("failed"), "rb") as f:
-            assert os.stat(node.p("failed")).st_size == len(f.read()), "failed: st_size disagrees with read"
-        assert node.is_mounted()
+    assert disk.fill() > 0, "the file system had no room to fill"
+    since = len(node.log_text())
+    with pytest.raises(OSError) as full:
+        write_file(node.p("failed"), os.urandom(8 << 20), fsync=True)
+    assert full.value.errno == errno.ENOSPC, f"a write on a full file system gave {full.value!r}"
+    expect_room_or_enospc("create", lambda: os.close(os.open(node.p("new"), os.O_WRONLY | os.O_CREAT, 0o644)))
+    expect_room_or_enospc("mkdir", lambda: os.mkdir(node.p("dir", "sub")))
+    expect_room_or_enospc("setxattr", lambda: os.setxattr(node.p("kept-0"), "user.tag", b"x" * 4000))
+    # A rename that failed is not shown either (before the fix it was, until a restart put it back).
+    if expect_room_or_enospc("rename", lambda: os.rename(node.p("kept-2"), node.p("dir", "kept-2"))):
+        kept["dir/kept-2"] = kept.pop("kept-2")
+    else:
+        assert os.path.exists(node.p("kept-2")) and not os.path.exists(node.p("dir", "kept-2")), \
+            "a rename that failed with ENOSPC shows done"
+    # A save by rename over a file (the target document takes the source's content): when it fails, both stay
+    # as they were (before the fix the source kept the target's identity, and its every later commit failed
+    # with EIO on the catalog's unique document ids).
+    over = not expect_room_or_enospc("rename over", lambda: os.rename(node.p("new-version"), node.p("kept-1")))
+    if over:
+        assert read_file(node.p("new-version")) == b"new\n", "a failed rename over changed its source"
+    else:
+        kept["kept-1"] = b"new\n"
+    for name, data in kept.items():
+        assert read_file(node.p(name)) == data, f"{name} no longer reads back on a full disk"
+    # Once its release has dropped the staged bytes (a close before it would still try to commit them), the
+    # file whose write failed reads as much as it says it holds.
+    line = f"commit at release failed errno={errno.ENOSPC} inode={os.stat(node.p('failed')).st_ino}\n"
+    assert wait_until(lambda: line in node.log_text()[since:], 30), "the release of the failed write never came"
+    with open(node.p("failed"), "rb") as f:
+        assert os.stat(node.p("failed")).st_size == len(f.read()), "failed: st_size disagrees with read"
+    assert node.is_mounted()
 
-        # Room made by someone else: the node uses it at once.
-        disk.free()
-        wrote = {"after": os.urandom(300_000), "dir/after": b"after\n"}
-        if over:
-            wrote["new-version"] = b"newer\n"  # committed at close
-        for name, data in wrote.items():
-            write_file(node.p(name), data, fsync=True)
-        os.mkdir(node.p("dir2"))
-        os.setxattr(node.p("kept-0"), "user.tag", b"y")
-        kept.update(wrote)
-        fsck = node.cli("fsck", check=False, timeout=300)
-        assert fsck.returncode == 0, f"fsck after the disk was full:\n{fsck.stdout}{fsck.stderr}"
+    # Room made by someone else: the node uses it at once.
+    disk.free()
+    wrote = {"after": os.urandom(300_000), "dir/after": b"after\n"}
+    if over:
+        wrote["new-version"] = b"newer\n"  # committed at close
+    for name, data in wrote.items():
+        write_file(node.p(name), data, fsync=True)
+    os.mkdir(node.p("dir2"))
+    os.setxattr(node.p("kept-0"), "user.tag", b"y")
+    kept.update(wrote)
+    fsck = node.cli("fsck", check=False, timeout=300)
+    assert fsck.returncode == 0, f"fsck after the disk was full:\n{fsck.stdout}{fsck.stderr}"
 
-        node.stop()
-        node.start()
-        for name, data in kept.items():
-            assert read_file(node.p(name)) == data, f"{name}, acknowledged, lost after the restart"
-        assert os.getxattr(node.p("kept-0"), "user.tag") == b"y"
-        node.stop()
-        fsck = node.cli("fsck", check=False, timeout=300)
-        assert fsck.returncode == 0, f"fsck without a daemon:\n{fsck.stdout}{fsck.stderr}"
+    node.stop()
+    node.start()
+    for name, data in kept.items():
+        assert read_file(node.p(name)) == data, f"{name}, acknowledged, lost after the restart"
+    assert os.getxattr(node.p("kept-0"), "user.tag") == b"y"
+    node.stop()
+    fsck = node.cli("fsck", check=False, timeout=300)
+    assert fsck.returncode == 0, f"fsck without a daemon:\n{fsck.stdout}{fsck.stderr}"
 
 
 # The receiver's full disk fails its passes and the runs it receives (said once, then retried each second).
@@ -307,3 +314,27 @@ def test_a_full_disk_receiving_from_a_peer_is_this_nodes_condition_not_the_peers
             assert fsck.returncode == 0, f"fsck after the disk was full:\n{fsck.stdout}{fsck.stderr}"
     finally:
         cl.close()
+
+
+# The writer's close finds the disk full, and its release says so.
+@pytest.mark.skipif(bool(loop_missing()), reason=f"no loop-mounted file system here: {loop_missing()}")
+@pytest.mark.log_errors(r"(commit at release|pending revision|directory revision|periodic commit) failed",
+                        r"no room for the store's reserve")
+def test_a_read_only_close_on_a_full_disk_commits_nothing_and_succeeds(loop_node):
+    """A file written through one descriptor and not yet closed, then opened and closed read-only on a full store:
+    the read-only close has nothing to commit and returns 0 (before the fix its flush committed the writer's bytes
+    and failed with ENOSPC); the writer's own close reports ENOSPC."""
+    node, disk = loop_node
+    write_file(node.p("f"), b"before the disk filled\n", fsync=True)
+    assert disk.fill() > 0, "the file system had no room to fill"
+    writer = os.open(node.p("f"), os.O_WRONLY)
+    try:
+        os.write(writer, os.urandom(256 << 10))
+        reader = os.open(node.p("f"), os.O_RDONLY)
+        os.read(reader, 10)
+        os.close(reader)
+    finally:
+        with pytest.raises(OSError) as full:
+            os.close(writer)
+    assert full.value.errno == errno.ENOSPC, f"the writer's close on a full disk gave {full.value!r}"
+    disk.free()  # so that the stop's checkpoint fits

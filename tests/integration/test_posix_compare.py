@@ -179,6 +179,12 @@ def do_removexattr(r, p, n):
     os.removexattr(os.path.join(r, p), n)
 
 
+def writes(flags):
+    """Whether a descriptor opened with `flags` may write (or truncated): only its close accepts what the file holds.
+    A read-only one commits nothing (docs/design.md, "When revisions are made")."""
+    return flags & (os.O_WRONLY | os.O_RDWR) != 0 or flags & os.O_TRUNC != 0
+
+
 def fd_content(fd):
     return os.pread(fd, os.fstat(fd).st_size, 0)
 
@@ -292,7 +298,9 @@ class PosixMachine(RuleBasedStateMachine):
     @rule(draw=st.data(), flags=OPEN_FLAGS, payload=DATA)
     def open_write_close(self, draw, flags, payload):
         path = self.pick(draw, creating=draw.draw(st.booleans()))
-        self.accept_path(path, self.both("open+write", do_open_write_close, path, flags, payload))
+        result = self.both("open+write", do_open_write_close, path, flags, payload)
+        if writes(flags):
+            self.accept_path(path, result)
 
     @rule(draw=st.data(), offset=OFFSETS, payload=DATA)
     def pwrite(self, draw, offset, payload):
@@ -330,8 +338,7 @@ class PosixMachine(RuleBasedStateMachine):
                 return os.pread(fd, 1 << 20, o)
             finally:
                 os.close(fd)
-        path = self.pick(draw)
-        self.accept_path(path, self.both("pread", fn, path, offset))
+        self.both("pread", fn, self.pick(draw), offset)
 
     # Metadata ----------------------------------------------------------------------------------------------
     @rule(draw=st.data(), mode=MODES)
@@ -438,7 +445,8 @@ class PosixMachine(RuleBasedStateMachine):
     @rule(pair=consumes(fds))
     def fd_close(self, pair):
         if pair in self.open_fds:
-            self.pending.pop(os.fstat(pair[0]).st_ino, None)  # close accepts what the file holds (flush)
+            if writes(fcntl.fcntl(pair[0], fcntl.F_GETFL)):
+                self.pending.pop(os.fstat(pair[0]).st_ino, None)  # close accepts what the file holds (flush)
             self.open_fds.remove(pair)
         self.both_fd("close", pair, os.close)
 
