@@ -136,8 +136,7 @@ private struct Reach {
 
     /// The object and, if it is a delta, its bases (as objects only: their children belong to older trees).
     private mutating func need(_ reference: ChunkReference) throws(StoreError) {
-        guard !reference.isHole, objects.insert(reference.id).inserted,
-            let location = try store.location(of: reference.id)
+        guard !reference.isHole, objects.insert(reference.id).inserted, try store.location(of: reference.id) != nil
         else { return }
         if case .delta(let delta) = try store.opened(reference) {
             for base in delta.bases { try need(base) }
