@@ -160,6 +160,9 @@ public struct IndexStatus: Codable, Sendable {
     /// The log position indexed, and the log's last.
     public var indexed: Int64
     public var logged: Int64
+    /// Since the daemon started: bytes of content read to index text, and appends indexed by their new part alone.
+    public var textBytesRead: Int64
+    public var appendsIndexed: Int64
 }
 
 public struct Acknowledgement: Codable, Sendable {

@@ -22,6 +22,8 @@ public final class SearchIndexer: Sendable {
     static let viewLimit = 1000
     /// How much of a result's text is read for its snippet.
     static let snippetLimit = 1 << 20
+    /// A grown file whose old last chunks differ from the new ones over more than this is indexed whole.
+    static let appendTailLimit: UInt64 = 1 << 20
 
     let index: SearchIndex
     let store: Store
@@ -44,10 +46,25 @@ public final class SearchIndexer: Sendable {
         var subscriptions: [ObjectIdentifier: (query: String, reader: EventReader)] = [:]
     }
     private let state = Mutex(State())
+    /// Bytes of content read to index text, and appends indexed by their new part alone (`hypernet index --json`).
+    private let textBytesRead = Atomic<Int64>(0)
+    private let appendsIndexed = Atomic<Int64>(0)
 
     private enum Entry {
         case remove
         case index(IndexedDocument, text: String?)
+        /// The text grew by an append: index `text`, its new lines, alone.
+        case append(IndexedDocument, text: String)
+    }
+
+    /// The changes to a set of documents, for one `SearchIndex.apply`.
+    private struct Changes {
+        var updates: [(document: IndexedDocument, text: String?)] = []
+        var appended: [(document: IndexedDocument, text: String)] = []
+        var removed: [String] = []
+        var moves: [(String, String)] = []
+
+        var documents: [String] { updates.map(\.document.document) + appended.map(\.document.document) }
     }
 
     /// Opens the index in `home` (a damaged one is replaced by an empty one, which then fills from the log).
@@ -94,7 +111,8 @@ public final class SearchIndexer: Sendable {
             let (documents, orphans) = try index.statistics()
             return IndexStatus(
                 path: index.path, documents: documents, orphans: orphans, indexed: try index.cursor(),
-                logged: try store.lastRevisionSeq())
+                logged: try store.lastRevisionSeq(), textBytesRead: textBytesRead.load(ordering: .relaxed),
+                appendsIndexed: appendsIndexed.load(ordering: .relaxed))
         } catch {
             throw Failure(.store, "search index \(index.path): \(error)")
         }
@@ -144,9 +162,7 @@ public final class SearchIndexer: Sendable {
             }
             if seen.insert(r.document).inserted { documents.append((r.document, e.tree)) }
         }
-        var updates: [(document: IndexedDocument, text: String?)] = []
-        var removed: [String] = []
-        var moves: [(String, String)] = []
+        var changes = Changes()
         var directories: [String] = []
         for (document, tree) in documents {
             if document == DocumentID.root(of: tree) {
@@ -157,20 +173,19 @@ public final class SearchIndexer: Sendable {
             let known = try index.indexed(document.description)
             switch entry(document, tree, known: known) {
             case .remove:
-                if known != nil { removed.append(document.description) }
+                if known != nil { changes.removed.append(document.description) }
+            case .append(let d, let text): changes.appended.append((d, text))
             case .index(let d, let text):
-                updates.append((d, text))
+                changes.updates.append((d, text))
                 guard d.kind == "directory" else { continue }
                 directories.append(d.path)
                 if let old = known?.path, old != d.path {
-                    moves.append((old, d.path))
+                    changes.moves.append((old, d.path))
                     directories.append(old)
                 }
             }
         }
-        try index.apply(updates, removing: removed, cursor: cursor)
-        for (old, new) in moves { try index.move(old, to: new) }
-        notify(updates.map(\.document.document))
+        try apply(changes, cursor: cursor)
         // A changed listing may have renamed, moved out or deleted what it held: only what no longer shows at its
         // indexed path is looked at again. Looking at every entry (eight catalog reads each) made a burst of creates
         // in one directory cost a pass over the whole directory at each of its once-a-second revisions.
@@ -186,23 +201,26 @@ public final class SearchIndexer: Sendable {
     /// Indexed documents whose state may have changed without a revision of their own (a rename or move, a
     /// rights change): indexed again where it differs.
     private func check(_ rows: [IndexedDocument]) throws {
-        var updates: [(document: IndexedDocument, text: String?)] = []
-        var removed: [String] = []
-        var moves: [(String, String)] = []
+        var changes = Changes()
         for row in rows {
             guard let (document, tree) = Self.ids(row) else { continue }
             switch entry(document, tree, known: row) {
-            case .remove: removed.append(row.document)
+            case .remove: changes.removed.append(row.document)
+            case .append(let d, let text): changes.appended.append((d, text))
             case .index(let d, let text):
                 guard d != row || text != nil else { continue }
-                updates.append((d, text))
-                if d.kind == "directory", d.path != row.path { moves.append((row.path, d.path)) }
+                changes.updates.append((d, text))
+                if d.kind == "directory", d.path != row.path { changes.moves.append((row.path, d.path)) }
             }
         }
-        guard !updates.isEmpty || !removed.isEmpty else { return }
-        try index.apply(updates, removing: removed)
-        for (old, new) in moves { try index.move(old, to: new) }
-        notify(updates.map(\.document.document))
+        guard !changes.documents.isEmpty || !changes.removed.isEmpty else { return }
+        try apply(changes)
+    }
+
+    private func apply(_ changes: Changes, cursor: Int64? = nil) throws {
+        try index.apply(changes.updates, appending: changes.appended, removing: changes.removed, cursor: cursor)
+        for (old, new) in changes.moves { try index.move(old, to: new) }
+        notify(changes.documents)
     }
 
     /// The document as the mount shows it now; `text` only when its name or content changed since `known`.
@@ -228,14 +246,106 @@ public final class SearchIndexer: Sendable {
             size: r.kind == .symlink ? UInt64(m.symlinkTarget.count) : m.size,
             mtime: m.mtimeSeconds * 1000 + Int64(m.mtimeNanoseconds / 1_000_000), created: created,
             conflict: r.kind != .directory && shown.headCount > 1, shared: fileSystem.isShared(document, tree: tree),
-            tags: tags, source: source)
+            tags: tags, source: source, textEnd: known?.textEnd ?? -1, segments: known?.segments ?? 0)
         guard known?.source != source, r.kind == .file else { return .index(d, text: nil) }
-        return .index(d, text: text(of: m.content, limit: SearchIndex.textLimit))
+        var indexed = d
+        if let known, keepsText(of: known, content: m.content, name: name) {
+            // The text indexed is the same: its rows stay (they are of the source indexed).
+            indexed.source = known.source
+            return .index(indexed, text: nil)
+        }
+        if let known, let (text, end) = appended(to: known, content: m.content, name: name) {
+            indexed.textEnd = end
+            appendsIndexed.add(1, ordering: .relaxed)
+            return .append(indexed, text: text)
+        }
+        guard let (bytes, truncated) = bytes(of: m.content, limit: SearchIndex.textLimit) else {
+            indexed.textEnd = -1
+            return .index(indexed, text: nil)
+        }
+        textBytesRead.add(Int64(bytes.count), ordering: .relaxed)
+        indexed.textEnd = truncated ? -1 : TextExtractor.lineEnd(bytes[...]).map(Int64.init) ?? -1
+        return .index(indexed, text: TextExtractor.text(bytes, truncated: truncated))
+    }
+
+    /// The text that an append added to `known` (as indexed) to make `content`, from where its indexed text ended,
+    /// and where the text after it ends; nil unless `content` is the indexed one followed by more (then the file is
+    /// indexed whole). Reads the chunks from the first that differs, not the whole file.
+    private func appended(to known: IndexedDocument, content: ManifestReference?, name: String) -> (String, Int64)? {
+        guard known.textEnd >= 0, known.segments < SearchIndex.segmentLimit,
+            let (old, new) = chunks(of: known, content, name: name)
+        else { return nil }
+        let oldSize = old.reduce(0) { $0 + $1.length }
+        let newSize = new.reduce(0) { $0 + $1.length }
+        let textEnd = UInt64(known.textEnd)
+        guard oldSize < newSize, newSize <= UInt64(SearchIndex.textLimit), textEnd <= oldSize else { return nil }
+        // Content-defined chunks: an append leaves all but the old last chunk as they were.
+        var common = 0
+        var commonEnd: UInt64 = 0
+        while common < old.count, common < new.count, old[common] == new[common] {
+            commonEnd += old[common].length
+            common += 1
+        }
+        var first = 0
+        var base: UInt64 = 0
+        while base + new[first].length <= min(textEnd, commonEnd) {
+            base += new[first].length
+            first += 1
+        }
+        guard oldSize - commonEnd <= Self.appendTailLimit, !old[common...].contains(where: \.isHole),
+            !new[first...].contains(where: \.isHole)
+        else { return nil }
+        var oldTail: [UInt8] = []
+        var bytes: [UInt8] = []
+        do {
+            for c in old[common...] { oldTail += try store.readChunk(c) }
+            for c in new[first...] { bytes += try store.readChunk(c) }
+        } catch {
+            return nil
+        }
+        textBytesRead.add(Int64(oldTail.count + bytes.count), ordering: .relaxed)
+        let from = Int(commonEnd - base)
+        guard bytes[from..<from + oldTail.count].elementsEqual(oldTail) else { return nil }
+        let text = bytes[Int(textEnd - base)...]
+        guard let end = TextExtractor.lineEnd(text) else { return nil }
+        return (String(decoding: text, as: UTF8.self), known.textEnd + Int64(end))
+    }
+
+    /// Whether `known`, a file larger than the text limit, keeps its first `textLimit` bytes in `content` (it grew
+    /// or changed after them): told by the shared chunks, nothing read.
+    private func keepsText(of known: IndexedDocument, content: ManifestReference?, name: String) -> Bool {
+        guard known.size > UInt64(SearchIndex.textLimit), let (old, new) = chunks(of: known, content, name: name)
+        else { return false }
+        var shared: UInt64 = 0
+        for (a, b) in zip(old, new) {
+            guard a == b else { return false }
+            shared += a.length
+            if shared >= UInt64(SearchIndex.textLimit) { return true }
+        }
+        return false
+    }
+
+    /// The chunk lists of the revision `known` indexed and of `content`, if it is the same file, named the same.
+    private func chunks(of known: IndexedDocument, _ content: ManifestReference?, name: String)
+        -> (old: [ChunkReference], new: [ChunkReference])?
+    {
+        guard known.kind == "file", known.name == name,
+            let id = Hex.decode(known.revision).flatMap({ try? Digest(bytes: $0) }),
+            let (_, indexed) = try? store.revision(id, readingXattrs: false),
+            let old = try? store.loadManifest(indexed.content).chunks, let new = try? store.loadManifest(content).chunks
+        else { return nil }
+        return (old, new)
     }
 
     /// The text of the first `limit` bytes of a content, or nil if it is binary or unreadable. Only what this node
     /// holds is read: content held on demand is not fetched for the index.
     private func text(of content: ManifestReference?, limit: Int) -> String? {
+        bytes(of: content, limit: limit).flatMap { TextExtractor.text($0.bytes, truncated: $0.truncated) }
+    }
+
+    /// The first `limit` bytes of a content (`truncated` if it has more), or nil if it is binary (known by its
+    /// first chunk, the rest unread) or unreadable.
+    private func bytes(of content: ManifestReference?, limit: Int) -> (bytes: [UInt8], truncated: Bool)? {
         var bytes: [UInt8] = []
         var truncated = false
         if let content, !store.holds(content.node.id) { return nil }
@@ -261,7 +371,7 @@ public final class SearchIndexer: Sendable {
             bytes.removeLast(bytes.count - limit)
             truncated = true
         }
-        return TextExtractor.text(bytes, truncated: truncated)
+        return (bytes, truncated)
     }
 
     /// Runs `text` as a query (docs/search.md): only documents the mount shows now are answered, at the path it

@@ -24,11 +24,16 @@ public struct IndexedDocument: Sendable, Equatable {
     /// What the text row is made from (name and content root): equal sources keep the row, so a metadata change
     /// neither reads the content nor rewrites the full-text index.
     public var source: String
+    /// Where indexing may resume when the file grows by an append: the byte after the last line feed of the text
+    /// indexed (UTF-8 without a byte-order mark, within `SearchIndex.textLimit`); -1 when an append re-indexes whole.
+    public var textEnd: Int64
+    /// How many full-text rows the text is: the first, and one per append indexed since.
+    public var segments: Int
 
     public init(
         document: String, tree: String, revision: String, path: String, kind: String, owner: String, author: String,
         size: UInt64, mtime: Int64, created: Int64, conflict: Bool, shared: Bool, tags: [String: String],
-        source: String
+        source: String, textEnd: Int64 = -1, segments: Int = 0
     ) {
         self.document = document
         self.tree = tree
@@ -44,6 +49,8 @@ public struct IndexedDocument: Sendable, Equatable {
         self.shared = shared
         self.tags = tags
         self.source = source
+        self.textEnd = textEnd
+        self.segments = segments
     }
 
     public var name: String { path == "/" ? "/" : String(path[path.index(after: path.lastIndex(of: "/")!)...]) }
@@ -62,13 +69,16 @@ public struct SearchHit: Sendable, Equatable {
 }
 
 /// The local search index: a SQLite file of its own (derived state, never replicated: docs/search.md), with a
-/// contentless FTS5 table, so it holds no second copy of the text. WAL: queries read on their own connections and
+/// contentless FTS5 table, so it holds no second copy of the text. A document's text is one or more rows of it
+/// (`segments`): the first, and one per append indexed since, so a grown log costs only its new lines. WAL: queries read on their own connections and
 /// never wait for the indexer, and each document changes in one transaction, so no query sees half of it.
 public final class SearchIndex: Sendable {
     /// The schema this code writes; a file with another is dropped and rebuilt (the index is derived state).
-    static let formatVersion = 1
+    static let formatVersion = 2
     /// At most this much of a file's text is indexed (the rest of a larger file is not searchable by words).
     public static let textLimit = 8 << 20
+    /// A document with this many text rows is indexed whole again at its next append (one row).
+    public static let segmentLimit = 64
 
     public let path: String
     let pool: DatabasePool
@@ -130,7 +140,8 @@ public final class SearchIndex: Sendable {
                     conflict INTEGER NOT NULL,
                     shared INTEGER NOT NULL,
                     source TEXT NOT NULL,
-                    text_id INTEGER NOT NULL UNIQUE
+                    text_end INTEGER NOT NULL,
+                    segments INTEGER NOT NULL
                 );
                 CREATE INDEX docs_dir ON docs(dir);
                 CREATE INDEX docs_path ON docs(path);
@@ -148,6 +159,8 @@ public final class SearchIndex: Sendable {
                     PRIMARY KEY (document, name)
                 ) WITHOUT ROWID;
                 CREATE INDEX tags_name ON tags(name, value);
+                CREATE TABLE segments (text_id INTEGER PRIMARY KEY, document TEXT NOT NULL);
+                CREATE INDEX segments_document ON segments(document);
                 CREATE VIRTUAL TABLE fulltext USING fts5(
                     name, body, content='', tokenize='unicode61 remove_diacritics 2', prefix='2 3');
                 INSERT INTO meta (key, value) VALUES ('cursor', 0), ('orphans', 0);
@@ -158,7 +171,8 @@ public final class SearchIndex: Sendable {
     /// Empties the index (`hypernet index --rebuild`): the caller indexes everything again from cursor 0.
     public func reset() throws {
         try pool.write { db in
-            try db.execute(sql: "DROP TABLE docs; DROP TABLE tags; DROP TABLE fulltext; DROP TABLE meta")
+            try db.execute(
+                sql: "DROP TABLE docs; DROP TABLE tags; DROP TABLE segments; DROP TABLE fulltext; DROP TABLE meta")
             try Self.create(db)
         }
         try pool.writeWithoutTransaction { db in try db.execute(sql: "VACUUM") }
@@ -225,55 +239,85 @@ public final class SearchIndex: Sendable {
         IndexedDocument(
             document: row[0], tree: row[1], revision: row[2], path: row[3], kind: row[4], owner: row[5],
             author: row[6], size: UInt64(clamping: row[7] as Int64), mtime: row[8], created: row[9],
-            conflict: row[10], shared: row[11], tags: [:], source: row[12])
+            conflict: row[10], shared: row[11], tags: [:], source: row[12], textEnd: row[13], segments: row[14])
     }
 
-    /// One transaction: each document's new state (with `text` when its source changed; nil keeps the text row if
-    /// the source is the same, else indexes the name only), the removed documents, and the new cursor.
+    /// One transaction: each document's new state (with `text` when its source changed; nil keeps the text rows if
+    /// the source is the same, else indexes the name only), the documents whose text grew by an append (their new
+    /// state, and the appended text: one more row), the removed documents, and the new cursor.
     public func apply(
-        _ documents: [(document: IndexedDocument, text: String?)], removing removed: [String], cursor: Int64? = nil
+        _ documents: [(document: IndexedDocument, text: String?)],
+        appending appended: [(document: IndexedDocument, text: String)] = [], removing removed: [String],
+        cursor: Int64? = nil
     ) throws {
         try pool.write { db in
             var orphans: Int64 = 0
-            for document in removed where try Self.remove(db, document) { orphans += 1 }
+            for document in removed { orphans += try Self.remove(db, document) }
             for (d, text) in documents {
+                var d = d
                 let old = try Row.fetchOne(
-                    db, sql: "SELECT source, text_id FROM docs WHERE document = ?", arguments: [d.document])
-                var textID: Int64? = old?["text_id"]
-                let oldSource: String? = old?["source"]
-                if oldSource != d.source || text != nil || textID == nil {
-                    // A contentless table cannot delete a row without its text: the old one is left unreachable.
-                    if textID != nil { orphans += 1 }
-                    try db.execute(
-                        sql: "INSERT INTO fulltext (name, body) VALUES (?, ?)", arguments: [d.name, text ?? ""])
-                    textID = db.lastInsertedRowID
+                    db, sql: "SELECT source, text_end, segments FROM docs WHERE document = ?", arguments: [d.document])
+                if let old, old["source"] as String? == d.source, text == nil {
+                    d.textEnd = old["text_end"]
+                    d.segments = old["segments"]
+                } else {
+                    // A contentless table cannot delete a row without its text: the old ones are left unreachable.
+                    orphans += try Self.dropSegments(db, d.document)
+                    try Self.addSegment(db, d.document, name: d.name, text ?? "")
+                    d.segments = 1
                 }
-                try db.execute(
-                    sql: """
-                        INSERT OR REPLACE INTO docs (document, tree, revision, path, dir, name, kind, owner, author,
-                            size, mtime, created, conflict, shared, source, text_id)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        d.document, d.tree, d.revision, d.path, d.directory, d.name, d.kind, d.owner, d.author,
-                        Int64(clamping: d.size), d.mtime, d.created, d.conflict, d.shared, d.source, textID,
-                    ])
-                try db.execute(sql: "DELETE FROM tags WHERE document = ?", arguments: [d.document])
-                for (name, value) in d.tags {
-                    try db.execute(
-                        sql: "INSERT INTO tags (document, name, value) VALUES (?, ?, ?)",
-                        arguments: [d.document, name, value])
-                }
+                try Self.write(db, d)
+            }
+            for (d, text) in appended {
+                var d = d
+                d.segments =
+                    try Int.fetchOne(
+                        db, sql: "SELECT COUNT(*) FROM segments WHERE document = ?", arguments: [d.document]) ?? 0
+                // The name is in the first row only, so a name match weighs the same however long the file grew.
+                try Self.addSegment(db, d.document, name: "", text)
+                d.segments += 1
+                try Self.write(db, d)
             }
             if orphans > 0 { try Self.setMeta(db, "orphans", try Self.meta(db, "orphans") + orphans) }
             if let cursor { try Self.setMeta(db, "cursor", cursor) }
         }
     }
 
-    private static func remove(_ db: Database, _ document: String) throws -> Bool {
+    private static func addSegment(_ db: Database, _ document: String, name: String, _ text: String) throws {
+        try db.execute(sql: "INSERT INTO fulltext (name, body) VALUES (?, ?)", arguments: [name, text])
+        try db.execute(
+            sql: "INSERT INTO segments (text_id, document) VALUES (?, ?)", arguments: [db.lastInsertedRowID, document])
+    }
+
+    /// Unlinks the document's text rows; returns how many (now unreachable).
+    private static func dropSegments(_ db: Database, _ document: String) throws -> Int64 {
+        try db.execute(sql: "DELETE FROM segments WHERE document = ?", arguments: [document])
+        return Int64(db.changesCount)
+    }
+
+    private static func write(_ db: Database, _ d: IndexedDocument) throws {
+        try db.execute(
+            sql: """
+                INSERT OR REPLACE INTO docs (document, tree, revision, path, dir, name, kind, owner, author,
+                    size, mtime, created, conflict, shared, source, text_end, segments)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                d.document, d.tree, d.revision, d.path, d.directory, d.name, d.kind, d.owner, d.author,
+                Int64(clamping: d.size), d.mtime, d.created, d.conflict, d.shared, d.source, d.textEnd, d.segments,
+            ])
+        try db.execute(sql: "DELETE FROM tags WHERE document = ?", arguments: [d.document])
+        for (name, value) in d.tags {
+            try db.execute(
+                sql: "INSERT INTO tags (document, name, value) VALUES (?, ?, ?)", arguments: [d.document, name, value])
+        }
+    }
+
+    /// Whether the document was indexed; its text rows become unreachable.
+    private static func remove(_ db: Database, _ document: String) throws -> Int64 {
         try db.execute(sql: "DELETE FROM tags WHERE document = ?", arguments: [document])
         try db.execute(sql: "DELETE FROM docs WHERE document = ?", arguments: [document])
-        return db.changesCount > 0
+        return db.changesCount > 0 ? try dropSegments(db, document) : 0
     }
 
     /// A directory moved from `old` to `new`: the paths of everything indexed below it follow.
@@ -295,7 +339,7 @@ public final class SearchIndex: Sendable {
     public func search(_ plan: SearchPlan) throws -> [SearchHit] {
         try pool.read { db in
             try Row.fetchAll(db, sql: plan.sql, arguments: plan.arguments).map { row in
-                SearchHit(document: Self.document(row), score: row[13])
+                SearchHit(document: Self.document(row), score: row[15])
             }
         }
     }
@@ -306,7 +350,7 @@ public final class SearchIndex: Sendable {
             return try pool.read { db in
                 let found = try String.fetchAll(db, sql: "PRAGMA quick_check").filter { $0 != "ok" }
                 let tables = try Set(String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'"))
-                let missing = ["meta", "docs", "tags", "fulltext"].filter { !tables.contains($0) }
+                let missing = ["meta", "docs", "tags", "segments", "fulltext"].filter { !tables.contains($0) }
                 return found.map { "\(path): \($0)" } + missing.map { "\(path): no table \($0)" }
             }
         } catch {

@@ -17,8 +17,8 @@ public enum SearchSort: String, Sendable, Codable, CaseIterable {
 
 /// A query compiled to one SQL statement over the index (`SearchIndex`): user text only ever travels as bound
 /// parameters, FTS5 terms inside double quotes. The metadata filters are conditions of the same statement as the
-/// full-text MATCH, so SQLite applies them to each candidate before bm25 is computed and before sorting and
-/// `LIMIT`: a selective filter never lets a page of text matches be filtered down to nothing afterwards.
+/// full-text MATCH, so SQLite applies them to each candidate before sorting and `LIMIT`: a selective filter never
+/// lets a page of text matches be filtered down to nothing afterwards.
 public struct SearchPlan: Sendable {
     public var sql: String
     public var arguments: StatementArguments
@@ -28,8 +28,12 @@ public struct SearchPlan: Sendable {
     /// What a row reads (`SearchIndex`), in this order; a result adds its score.
     static let columns = """
         d.document, d.tree, d.revision, d.path, d.kind, d.owner, d.author, d.size, d.mtime, d.created, d.conflict, \
-        d.shared, d.source
+        d.shared, d.source, d.text_end, d.segments
         """
+    /// The documents with a text row matching the FTS5 expression bound after it.
+    static let textMatch =
+        "d.document IN (SELECT s.document FROM segments s WHERE s.text_id IN "
+        + "(SELECT rowid FROM fulltext WHERE fulltext MATCH ?))"
 
     /// `identity` maps an owner/author value (a contact name, `me`, a token) to the token stored; nil keeps it.
     /// `documents`, when given, restricts the results to these documents (hex ids): those a change just indexed.
@@ -61,27 +65,34 @@ public struct SearchPlan: Sendable {
             conditions.append(
                 alternatives.count == 1 ? alternatives[0] : "(" + alternatives.joined(separator: " OR ") + ")")
         }
-        if match.isEmpty, !excluded.isEmpty {
-            conditions.append("d.text_id NOT IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)")
+        if !excluded.isEmpty {
+            // In MATCH, NOT is exact for a text of one row; a document of several is excluded if any row has the term.
+            conditions.append(match.isEmpty ? "NOT " + Self.textMatch : "(d.segments <= 1 OR NOT \(Self.textMatch))")
             arguments.append(excluded.joined(separator: " OR "))
-            excluded = []
+            if match.isEmpty { excluded = [] }
         }
         let hasMatch = !match.isEmpty
-        var sql = "SELECT " + Self.columns
+        var sql: String
         if hasMatch {
+            // bm25 cannot be an aggregate's argument: the matching rows are scored first, then a document of
+            // several rows (appends) is answered once, with its best row's score.
             let expression = match.joined(separator: " AND ") + excluded.map { " NOT " + $0 }.joined()
-            sql +=
-                ", bm25(fulltext, \(Self.nameWeight), 1.0) AS score FROM fulltext JOIN docs d ON d.text_id = fulltext.rowid"
-            sql += " WHERE fulltext MATCH ?"
+            sql = """
+                WITH m AS MATERIALIZED (SELECT rowid AS r, bm25(fulltext, \(Self.nameWeight), 1.0) AS score \
+                FROM fulltext WHERE fulltext MATCH ?) \
+                SELECT \(Self.columns), MIN(m.score) AS score \
+                FROM m JOIN segments s ON s.text_id = m.r JOIN docs d ON d.document = s.document WHERE 1
+                """
             arguments.insert(expression, at: 0)
         } else {
-            sql += ", 0.0 AS score FROM docs d WHERE 1"
+            sql = "SELECT \(Self.columns), 0.0 AS score FROM docs d WHERE 1"
         }
         if let documents {
             conditions.append("d.document IN (" + documents.map { _ in "?" }.joined(separator: ", ") + ")")
             arguments += documents
         }
         for condition in conditions { sql += " AND " + condition }
+        if hasMatch { sql += " GROUP BY d.document" }
         let order: String
         switch sort {
         case .relevance: order = hasMatch ? "score, d.mtime DESC" : "d.mtime DESC"
@@ -112,7 +123,7 @@ public struct SearchPlan: Sendable {
     ) {
         switch term {
         case .word, .phrase:
-            return ("d.text_id IN (SELECT rowid FROM fulltext WHERE fulltext MATCH ?)", [fts(term)!])
+            return (textMatch, [fts(term)!])
         case .filter(let filter):
             switch filter {
             case .owner(let who): return ("d.owner = ?", [identity(who) ?? who])

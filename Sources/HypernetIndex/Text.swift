@@ -32,6 +32,16 @@ public enum TextExtractor {
         return String(slice.map { Character(Unicode.Scalar($0)) })
     }
 
+    /// Where indexing an append to `bytes` (a file's whole text) may resume: after its last line feed, when they
+    /// are UTF-8 without a byte-order mark and without NUL (only then does a later part decode alone, from a line
+    /// start). nil otherwise: the file is indexed whole again when it grows.
+    public static func lineEnd(_ bytes: ArraySlice<UInt8>) -> Int? {
+        guard !hasByteOrderMark(Array(bytes.prefix(2))), !bytes.contains(0),
+            String(validating: bytes, as: UTF8.self) != nil
+        else { return nil }
+        return (bytes.lastIndex(of: 10).map { $0 + 1 } ?? bytes.startIndex) - bytes.startIndex
+    }
+
     /// How many first bytes decide that a file is binary.
     public static let sniffLength = 8192
 

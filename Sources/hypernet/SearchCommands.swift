@@ -66,6 +66,7 @@ struct IndexCommand: HypernetCommand {
 
     @OptionGroup var global: GlobalOptions
     @Flag(help: "Rebuild the index from the store.") var rebuild = false
+    @Flag(help: "The status as one JSON object, with the indexer's counters.") var json = false
 
     func execute() throws(Failure) {
         let home = global.home
@@ -89,6 +90,12 @@ struct IndexCommand: HypernetCommand {
                 status = try client.send(ControlRequest(command: .index), expecting: IndexStatus.self)
             }
             if terminal { progress("\r\u{1B}[K") }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            if let data = try? encoder.encode(status) { print(String(decoding: data, as: UTF8.self)) }
+            return
         }
         print("\(status.documents) documents indexed, log entry \(status.indexed) of \(status.logged)")
         if status.orphans > 0 { print("\(status.orphans) unreachable text rows (dropped by --rebuild)") }

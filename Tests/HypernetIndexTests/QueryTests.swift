@@ -119,6 +119,13 @@ import Testing
         #expect(TextExtractor.text([0x61, 0x62, 0xC3], truncated: true) == "ab")
         // Binary is decided by the first bytes, so the indexer reads no further.
         #expect(TextExtractor.isBinary([0x61, 0x00]) && !TextExtractor.isBinary([0xFF, 0xFE, 0x61, 0x00]))
+        // Where an append resumes: after the last line feed of UTF-8 text; nowhere for other encodings.
+        #expect(TextExtractor.lineEnd(Array("a\nb\nc".utf8)[...]) == 4)
+        #expect(TextExtractor.lineEnd(Array("abc".utf8)[...]) == 0)
+        #expect(TextExtractor.lineEnd(Array("x\nabc\n".utf8)[2...]) == 4, "counted from the slice's start")
+        #expect(TextExtractor.lineEnd([0x63, 0x61, 0x66, 0xE9, 0x0A][...]) == nil, "ISO-8859-1")
+        #expect(TextExtractor.lineEnd([0xFF, 0xFE, 0x0A, 0x00][...]) == nil, "UTF-16")
+        #expect(TextExtractor.lineEnd([0x61, 0x00, 0x0A][...]) == nil, "NUL")
         #expect(!TextExtractor.isBinary(Array(repeating: 0x61, count: TextExtractor.sniffLength) + [0]))
     }
 }

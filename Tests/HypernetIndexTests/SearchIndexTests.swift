@@ -98,6 +98,38 @@ import Testing
         #expect(try index.cursor() == 0)
     }
 
+    /// An append is one more text row of its document: found alone, answered once, excluded by any of its rows,
+    /// and dropped with the rest when the document is indexed whole again.
+    @Test func appendedTextIsARowOfItsDocument() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        var log = Self.document("l", "/var/app.log", source: "v1")
+        log.textEnd = 12
+        try index.apply([(log, "boot started\n"), (Self.document("o", "/other.txt"), "started")], removing: [])
+        log.source = "v2"
+        log.size = 40
+        log.textEnd = 30
+        try index.apply([], appending: [(log, "disk failed\nretry started\n")], removing: [])
+        let indexed = try #require(try index.indexed("l"))
+        #expect(indexed.segments == 2 && indexed.textEnd == 30 && indexed.size == 40)
+        #expect(try paths(index, "failed") == ["/var/app.log"])
+        #expect(try paths(index, "started", sort: .path) == ["/other.txt", "/var/app.log"], "once, though in 2 rows")
+        #expect(try paths(index, "boot", sort: .path) == ["/var/app.log"])
+        #expect(try paths(index, "started -failed") == ["/other.txt"], "excluded by its appended row")
+        #expect(try paths(index, "-failed kind:file") == ["/other.txt"])
+        #expect(try paths(index, "app.log") == ["/var/app.log"], "the name is in the first row")
+        // The same source keeps both rows; a new text replaces them (both unreachable).
+        log.mtime = 9
+        try index.apply([(log, nil)], removing: [])
+        #expect(try index.indexed("l")?.segments == 2)
+        #expect(try paths(index, "failed") == ["/var/app.log"])
+        log.source = "v3"
+        try index.apply([(log, "rewritten\n")], removing: [])
+        #expect(try paths(index, "failed").isEmpty)
+        #expect(try index.indexed("l")?.segments == 1)
+        #expect(try index.statistics().orphans == 2)
+    }
+
     @Test func aDamagedFileIsReplaced() throws {
         let t = Temporary()
         let fd = open(t.path, O_WRONLY | O_CREAT, 0o600)

@@ -129,6 +129,46 @@ def test_a_malformed_query_names_the_column_and_exits_9(node):
     assert node.cli("search", "--sort", "colour", "x", check=False).returncode == 2
 
 
+def index_status(node):
+    return json.loads(node.cli("index", "--json").stdout)
+
+
+def test_an_append_indexes_only_the_appended_lines(node):
+    """A log grown by appends: each append's words are found within 1 s, and the indexer reads about the appended
+    bytes (and the old last chunk: at most 2 × 256 KiB more), not the file; a rewrite in the middle indexes it whole."""
+    line = b"%06d routine entry with ordinary words and nothing to find\n"
+    log = b"".join(line % i for i in range(70000))  # 4 MiB
+    write_file(node.p("app.log"), log)
+    finds(node, "routine", [node.p("app.log")], timeout=10)
+    size = len(log)
+    for i in range(12):
+        appended = b"".join(line % j for j in range(i * 1000, i * 1000 + 2000)) + f"zebra{i} done\n".encode()
+        before = index_status(node)
+        with open(node.p("app.log"), "ab") as f:
+            f.write(appended)
+        size += len(appended)
+        finds(node, f"zebra{i}", [node.p("app.log")])
+        after = index_status(node)
+        assert after["appendsIndexed"] > before["appendsIndexed"], (before, after)
+        read = after["textBytesRead"] - before["textBytesRead"]
+        assert len(appended) <= read <= len(appended) + 2 * 256 * 1024, (i, read, len(appended), size)
+    [result] = search(node, "zebra11")
+    assert result["size"] == size == os.path.getsize(node.p("app.log")), result
+    finds(node, "zebra0 routine", [node.p("app.log")])
+    assert len(search(node, "zebra* OR routine", "--limit", "100")) == 1, "one result for a document of many rows"
+    finds(node, "routine -zebra5", [])
+    # A rewrite in the middle: indexed whole again.
+    before = index_status(node)
+    with open(node.p("app.log"), "r+b") as f:
+        f.seek(size // 2)
+        f.write(b"\nunicorn\n")
+    finds(node, "unicorn", [node.p("app.log")], timeout=10)  # 5 MB indexed whole: no 1 s promise
+    after = index_status(node)
+    assert after["appendsIndexed"] == before["appendsIndexed"], (before, after)
+    assert after["textBytesRead"] - before["textBytesRead"] >= size, (before, after)
+    finds(node, "zebra3", [node.p("app.log")])
+
+
 def damage(index):
     index.write_bytes(b"not a database" * 1000)
     wal = f"{index}-wal"
