@@ -29,12 +29,18 @@ final class SearchViews: Sendable {
     static let flag: UInt64 = 1 << 60
     /// The folders whose entries are query folders: the query a name stands for.
     static let parents: [UInt64: @Sendable (String) -> String] = [
-        VirtualTree.search: { $0 },
+        VirtualTree.search: unescaped,
         VirtualTree.byOwner: { "owner:" + quoted($0) },
         VirtualTree.byTag: { "tag:" + quoted($0) },
     ]
     /// The query folders of `/.hypernet/` itself.
     static let fixed: [UInt64: String] = [VirtualTree.recent: "kind:file", VirtualTree.conflicts: "conflict:yes"]
+
+    /// A folder name cannot hold `/`: in `search/`, `%2F` (either case) and `∕` (U+2215 DIVISION SLASH) stand for
+    /// it, so `path:` globs work there too.
+    static func unescaped(_ name: String) -> String {
+        name.replacing("%2F", with: "/").replacing("%2f", with: "/").replacing("\u{2215}", with: "/")
+    }
 
     static func quoted(_ name: String) -> String { "\"" + name.replacing("\"", with: "\"\"") + "\"" }
 

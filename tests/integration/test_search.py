@@ -129,6 +129,23 @@ def test_a_malformed_query_names_the_column_and_exits_9(node):
     assert node.cli("search", "--sort", "colour", "x", check=False).returncode == 2
 
 
+def test_a_query_folder_spells_a_slash_as_an_escape(node):
+    os.makedirs(node.p("projects", "a"))
+    os.makedirs(node.p("other"))
+    write_file(node.p("projects", "a", "notes.txt"), b"otter notes\n")
+    write_file(node.p("other", "notes.txt"), b"otter elsewhere\n")
+    finds(node, "otter", [node.p("projects", "a", "notes.txt"), node.p("other", "notes.txt")], timeout=5)
+    finds(node, "otter path:/projects/*", [node.p("projects", "a", "notes.txt")])
+    for escaped in ["otter path:%2Fprojects%2F*", "otter path:%2fprojects%2f*", "otter path:\u2215projects\u2215*",
+                    "path:projects%2Fa%2Fnotes.txt"]:
+        folder = node.p(".hypernet", "search", escaped)
+        assert os.listdir(folder) == ["notes.txt"], escaped
+        assert os.path.realpath(os.path.join(folder, "notes.txt")) == os.path.realpath(
+            node.p("projects", "a", "notes.txt"))
+    both = sorted(os.listdir(node.p(".hypernet", "search", "otter path:*%2Fnotes.txt")))
+    assert both == sorted(os.listdir(node.p(".hypernet", "search", "otter"))) and len(both) == 2, both
+
+
 def index_status(node):
     return json.loads(node.cli("index", "--json").stdout)
 
