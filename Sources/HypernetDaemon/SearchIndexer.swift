@@ -32,6 +32,9 @@ public final class SearchIndexer: Sendable {
     /// Canonical; results are absolute paths below it.
     let mountpoint: String
     let logger: Logger
+    /// `HYPERNET_SEARCH_INDEX=off`: nothing is indexed (the index stays as it was), for measuring what indexing
+    /// costs the writes beside it (bench/search.py).
+    let off = getenv("HYPERNET_SEARCH_INDEX").map { String(cString: $0) == "off" } ?? false
     private let queue = DispatchQueue(label: "hypernet.index", qos: .utility)
     /// How long a wake waits before indexing: a burst of revisions (`tar x`, a build) is then indexed in a few pages,
     /// each one index transaction, instead of a page and a transaction for nearly every revision.
@@ -84,7 +87,7 @@ public final class SearchIndexer: Sendable {
         let start = state.withLock { s in
             s.recheck.formUnion(trees.map { Hex.encode($0.bytes) })
             defer { s.scheduled = true }
-            return !s.scheduled && !s.stopped
+            return !s.scheduled && !s.stopped && !off
         }
         if start { queue.asyncAfter(deadline: .now() + Self.batchDelay) { [self] in run() } }
     }
