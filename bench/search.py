@@ -318,7 +318,8 @@ def summary(r):
     text_p50 = {q["name"]: q["hypernet"]["p50_ms"] for q in r["queries"] if q["kind"] == "text"}
     for q in r["queries"]:
         h = q["hypernet"]
-        line = f"{q['kind']:>8} {q['name']:<18} {h['p50_ms']:8.2f} ms p50 {h['p99_ms']:8.2f} ms p99 ({q['found']} found)"
+        line = (f"{q['kind']:>8} {q['name']:<18} {h['p50_ms']:8.2f} ms p50 {h['p99_ms']:8.2f} ms p99 "
+                f"({q['found']} found)")
         if "native" in q:
             ratio = q["native"]["p50_ms"] / h["p50_ms"]
             line += f"; {q['anchor'].split()[0]} {q['native']['p50_ms']:.1f} ms: {ratio:.3g}x"

@@ -157,13 +157,20 @@ public final class SearchIndexer: Sendable {
         var seen = Set<DocumentID>()
         var documents: [(DocumentID, SigningPublicKey)] = []
         var trees = Set<SigningPublicKey>()
+        var unopened: [DocumentID: SigningPublicKey] = [:]
         for e in entries {
             guard let (r, _) = try? store.revision(e.id, readingXattrs: false) else {
-                // Not for this identity's keys: perhaps its read right on documents already indexed ended.
-                trees.insert(e.tree)
+                unopened[e.document] = e.tree
                 continue
             }
             if seen.insert(r.document).inserted { documents.append((r.document, e.tree)) }
+        }
+        // A revision not for this identity's keys: its read right on that document, if indexed, may have ended.
+        // Only a directory's can end it for what lies below: then its whole tree is checked again.
+        var unreadable: [IndexedDocument] = []
+        for (document, tree) in unopened where !seen.contains(document) {
+            guard let known = try index.indexed(document.description) else { continue }
+            if known.kind == "directory" { trees.insert(tree) } else { unreadable.append(known) }
         }
         var changes = Changes()
         var directories: [String] = []
@@ -198,6 +205,7 @@ public final class SearchIndexer: Sendable {
                     Self.ids(row).map { fileSystem.shownPath(of: $0, tree: $1) != row.path } ?? true
                 })
         }
+        try check(unreadable)
         for tree in trees { try check(index.documents(tree: Hex.encode(tree.bytes))) }
     }
 

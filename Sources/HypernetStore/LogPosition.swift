@@ -23,6 +23,8 @@ public struct StoredRevision: Sendable {
     public var seq: Int64
     public var id: RevisionID
     public var tree: SigningPublicKey
+    /// Its document (the catalog keeps it in the clear), known without opening the revision.
+    public var document: DocumentID
 }
 
 extension Store {
@@ -35,13 +37,15 @@ extension Store {
     public func storedRevisions(after seq: Int64, limit: Int) throws(StoreError) -> [StoredRevision] {
         try catalog.read { db in
             try Row.fetchAll(
-                db.cachedStatement(sql: "SELECT seq, id, tree FROM revisions WHERE seq > ? ORDER BY seq LIMIT ?"),
+                db.cachedStatement(
+                    sql: "SELECT seq, id, tree, document FROM revisions WHERE seq > ? ORDER BY seq LIMIT ?"),
                 arguments: [seq, limit]
             ).compactMap { row -> StoredRevision? in
                 guard let id = try? Digest(bytes: row[1] as Data),
-                    let tree = try? SigningPublicKey(bytes: Array(row[2] as Data))
+                    let tree = try? SigningPublicKey(bytes: Array(row[2] as Data)),
+                    let document = try? DocumentID(bytes: Array(row[3] as Data))
                 else { return nil }
-                return StoredRevision(seq: row[0], id: id, tree: tree)
+                return StoredRevision(seq: row[0], id: id, tree: tree, document: document)
             }
         }
     }

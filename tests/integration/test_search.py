@@ -16,10 +16,10 @@ from helpers import write_file
 from test_events import Stream
 
 
-def search(node, query, *options):
+def search(node, query, *options, timeout=60):
     """The results of `hypernet search --json`, as dicts (node: a helpers.Node or a cluster node)."""
     run = node.run if hasattr(node, "run") else node.cli
-    proc = run("search", "--json", *options, "--", query)
+    proc = run("search", "--json", *options, "--", query, timeout=timeout)
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
@@ -147,12 +147,14 @@ def test_a_query_folder_spells_a_slash_as_an_escape(node):
 
 
 def index_status(node):
-    return json.loads(node.cli("index", "--json").stdout)
+    run = node.run if hasattr(node, "run") else node.cli
+    return json.loads(run("index", "--json").stdout)
 
 
 def test_an_append_indexes_only_the_appended_lines(node):
     """A log grown by appends: each append's words are found within 1 s, and the indexer reads about the appended
-    bytes (and the old last chunk: at most 2 × 256 KiB more), not the file; a rewrite in the middle indexes it whole."""
+    bytes (and the old last chunk: at most 2 × 256 KiB more), not the file; a rewrite in the middle indexes it
+    whole."""
     line = b"%06d routine entry with ordinary words and nothing to find\n"
     log = b"".join(line % i for i in range(70000))  # 4 MiB
     write_file(node.p("app.log"), log)
@@ -186,6 +188,12 @@ def test_an_append_indexes_only_the_appended_lines(node):
     finds(node, "zebra3", [node.p("app.log")])
 
 
+def delete_index(node):
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{node.home}/search.sqlite{suffix}"):
+            os.unlink(f"{node.home}/search.sqlite{suffix}")
+
+
 def damage(index):
     index.write_bytes(b"not a database" * 1000)
     wal = f"{index}-wal"
@@ -200,9 +208,7 @@ def test_a_deleted_index_is_rebuilt_at_start_with_the_same_results(node):
     node.stop()
     index = node.home / "search.sqlite"
     assert index.exists() and (index.stat().st_mode & 0o777) == 0o600
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(str(index) + suffix):
-            os.unlink(str(index) + suffix)
+    delete_index(node)
     node.start()
     eventually(lambda: search(node, "common", "--limit", "100", "--sort", "path") == before, 10,
                lambda: "the rebuilt index answers differently")
@@ -227,9 +233,9 @@ def test_a_deleted_index_is_rebuilt_at_start_with_the_same_results(node):
                lambda: "the index rebuilt after fsck answers differently")
 
 
-@pytest.mark.replication
-@pytest.mark.timeout(240)
-def test_bob_finds_what_alice_shares_and_nothing_else(cluster):
+def alice_bob_and_storage(cluster):
+    """alice's node, bob's and a storage node, both pinning alice's tree, started; alice and bob know each other;
+    alice has an empty folder /share."""
     alice = cluster.add("alice")
     bob = cluster.add("bob", pins=[alice])
     storage = cluster.add("storage", serve=True, pins=[alice])
@@ -237,6 +243,13 @@ def test_bob_finds_what_alice_shares_and_nothing_else(cluster):
     alice.run("contact", "add", "bob", bob.token)
     bob.run("contact", "add", "alice", alice.token)
     os.makedirs(alice.p("share"))
+    return alice, bob, storage
+
+
+@pytest.mark.replication
+@pytest.mark.timeout(240)
+def test_bob_finds_what_alice_shares_and_nothing_else(cluster):
+    alice, bob, storage = alice_bob_and_storage(cluster)
     write_file(alice.p("share", "report.txt"), b"budget for the lighthouse project\n")
     write_file(alice.p("share", "hidden.txt"), b"lighthouse secrets\n")
     write_file(alice.p("private-lighthouse.txt"), b"lighthouse diary\n")
