@@ -174,6 +174,7 @@ public final class SearchIndexer: Sendable {
         }
         var changes = Changes()
         var directories: [String] = []
+        let paths = shownPaths(documents)
         for (document, tree) in documents {
             if document == DocumentID.root(of: tree) {
                 // A listing of the tree's top: own, re-check what it held; another's, the whole tree.
@@ -181,7 +182,7 @@ public final class SearchIndexer: Sendable {
                 continue
             }
             let known = try index.indexed(document.description)
-            switch entry(document, tree, known: known) {
+            switch entry(document, tree, known: known, path: paths[document]) {
             case .remove:
                 if known != nil { changes.removed.append(document.description) }
             case .append(let d, let text): changes.appended.append((d, text))
@@ -213,9 +214,10 @@ public final class SearchIndexer: Sendable {
     /// rights change): indexed again where it differs.
     private func check(_ rows: [IndexedDocument]) throws {
         var changes = Changes()
-        for row in rows {
-            guard let (document, tree) = Self.ids(row) else { continue }
-            switch entry(document, tree, known: row) {
+        let ids = rows.compactMap { row in Self.ids(row).map { (row, $0.0, $0.1) } }
+        let paths = shownPaths(ids.map { ($0.1, $0.2) })
+        for (row, document, tree) in ids {
+            switch entry(document, tree, known: row, path: paths[document]) {
             case .remove: changes.removed.append(row.document)
             case .append(let d, let text): changes.appended.append((d, text))
             case .index(let d, let text):
@@ -234,9 +236,19 @@ public final class SearchIndexer: Sendable {
         notify(changes.documents)
     }
 
-    /// The document as the mount shows it now; `text` only when its name or content changed since `known`.
-    private func entry(_ document: DocumentID, _ tree: SigningPublicKey, known: IndexedDocument?) -> Entry {
-        guard document != DocumentID.root(of: tree), let path = fileSystem.shownPath(of: document, tree: tree),
+    /// Where the mount shows each of `documents` now (absent: nowhere); another identity's tree is walked once.
+    private func shownPaths(_ documents: [(DocumentID, SigningPublicKey)]) -> [DocumentID: String] {
+        Dictionary(grouping: documents) { $0.1 }.reduce(into: [:]) { paths, group in
+            paths.merge(fileSystem.shownPaths(of: group.value.map(\.0), tree: group.key)) { a, _ in a }
+        }
+    }
+
+    /// The document as the mount shows it now (at `path`, nil: not shown); `text` only when its name or content
+    /// changed since `known`.
+    private func entry(_ document: DocumentID, _ tree: SigningPublicKey, known: IndexedDocument?, path: String?)
+        -> Entry
+    {
+        guard document != DocumentID.root(of: tree), let path,
             let shown = fileSystem.shownRevision(of: document), shown.revision.kind != .tombstone
         else { return .remove }
         let r = shown.revision
@@ -432,10 +444,10 @@ public final class SearchIndexer: Sendable {
                 throw Failure(.store, "search index \(index.path): \(error)")
             }
             position += hits.count
+            let ids = hits.compactMap { Self.ids($0.document) }
+            let paths = shownPaths(ids)
             for hit in hits {
-                guard let (document, tree) = Self.ids(hit.document),
-                    let path = fileSystem.shownPath(of: document, tree: tree)
-                else { continue }
+                guard let (document, _) = Self.ids(hit.document), let path = paths[document] else { continue }
                 if skipped < offset {
                     skipped += 1
                     continue

@@ -105,7 +105,7 @@ extension VirtualFileSystem {
     func foreignLocation(of document: DocumentID, in tree: SigningPublicKey)
         -> (path: String, visibility: Visibility)?
     {
-        guard let (path, inodes) = foreignInodes(of: document, in: tree) else { return nil }
+        guard let (path, inodes) = foreignInodes(in: tree)?[document] else { return nil }
         let root = state.withLock { s in Permission(s.nodes[Self.rootInode]!.record.metadata) }
         var permissions = [root]
         for inode in inodes {
@@ -115,11 +115,10 @@ extension VirtualFileSystem {
         return (path, Visibility(directories: Array(permissions.dropLast()), document: permissions.last!))
     }
 
-    private func foreignInodes(of document: DocumentID, in tree: SigningPublicKey)
-        -> (path: String, inodes: [UInt64])?
-    {
+    /// Where each document of `tree` this identity can reach shows, and the inodes on its way.
+    func foreignInodes(in tree: SigningPublicKey) -> [DocumentID: (path: String, inodes: [UInt64])]? {
         guard let seq = try? store.lastSeq(tree: tree) else { return nil }
-        if let cached = foreign.paths.withLock({ $0[tree] }), cached.seq == seq { return cached.byDocument[document] }
+        if let cached = foreign.paths.withLock({ $0[tree] }), cached.seq == seq { return cached.byDocument }
         let contact = (try? Contacts.load(store.home))?.list.first { $0.identity.signing == tree }?.name
         guard let name = contact ?? store.knownIdentity(tree)?.description,
             let top = try? foreignTopLevel(tree)
@@ -141,7 +140,7 @@ extension VirtualFileSystem {
             }
         }
         foreign.paths.withLock { $0[tree] = (seq, found) }
-        return found[document]
+        return found
     }
 
     private func foreignTree(_ who: String) -> SigningPublicKey? {

@@ -22,6 +22,30 @@ extension VirtualFileSystem {
         }
     }
 
+    /// `shownPath` of several documents of `tree` (those it shows): another identity's tree is walked once for all,
+    /// where one by one each would walk it again after every arrival.
+    public func shownPaths(of documents: [DocumentID], tree: SigningPublicKey) -> [DocumentID: String] {
+        var paths: [DocumentID: String] = [:]
+        guard tree != store.keyring.identity.publicKey else {
+            for d in documents { paths[d] = shownPath(of: d, tree: tree) }
+            return paths
+        }
+        guard let all = foreignInodes(in: tree) else { return [:] }
+        // As `foreignLocation`: shown if every directory down to it, and it, has attributes here (once each).
+        var shows: [UInt64: Bool] = [:]
+        for d in documents {
+            guard let (path, inodes) = all[d] else { continue }
+            let reachable = inodes.allSatisfy { inode in
+                if let known = shows[inode] { return known }
+                let answer = (try? foreignAttributes(inode)) != nil
+                shows[inode] = answer
+                return answer
+            }
+            if reachable { paths[d] = path }
+        }
+        return paths
+    }
+
     /// Whether another identity may read `document`: one of another identity's tree, or one of this identity's
     /// governed by a chain (its own or inherited) with another member or public.
     public func isShared(_ document: DocumentID, tree: SigningPublicKey) -> Bool {
