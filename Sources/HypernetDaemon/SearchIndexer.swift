@@ -206,6 +206,19 @@ public final class SearchIndexer: Sendable {
             Self.ids(row).map { fileSystem.shownPath(of: $0, tree: $1) != row.path } ?? true
         }
         try check((unreadable + listed).filter { skip.insert($0.document).inserted })
+        // Another identity's documents can arrive before the listing that shows them: a listing's revision
+        // indexes those it shows that the index lacks.
+        var unlisted: [(DocumentID, SigningPublicKey)] = []
+        for (document, tree) in documents where tree != store.keyring.identity.publicKey {
+            guard let path = paths[document], try index.indexed(document.description)?.kind == "directory" else {
+                continue
+            }
+            for child in fileSystem.shownDocuments(in: path, tree: tree)
+            where try index.indexed(child.description) == nil {
+                unlisted.append((child, tree))
+            }
+        }
+        try add(unlisted)
         for tree in trees { try check(index.documents(tree: Hex.encode(tree.bytes))) }
     }
 
@@ -226,6 +239,19 @@ public final class SearchIndexer: Sendable {
             }
         }
         guard !changes.documents.isEmpty || !changes.removed.isEmpty else { return }
+        try apply(changes)
+    }
+
+    /// Documents not indexed yet, as the mount shows them now.
+    private func add(_ documents: [(DocumentID, SigningPublicKey)]) throws {
+        let paths = shownPaths(documents)
+        var changes = Changes()
+        for (document, tree) in documents {
+            if case .index(let d, let text) = entry(document, tree, known: nil, path: paths[document]) {
+                changes.updates.append((d, text))
+            }
+        }
+        guard !changes.updates.isEmpty else { return }
         try apply(changes)
     }
 

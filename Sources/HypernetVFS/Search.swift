@@ -46,6 +46,14 @@ extension VirtualFileSystem {
         return paths
     }
 
+    /// The documents of another identity's `tree` that show directly in its directory at `path` ("/@alice/a").
+    public func shownDocuments(in path: String, tree: SigningPublicKey) -> [DocumentID] {
+        (foreignInodes(in: tree) ?? [:]).compactMap { document, location in
+            location.path.hasPrefix(path + "/") && !location.path.dropFirst(path.count + 1).contains("/")
+                ? document : nil
+        }
+    }
+
     /// Whether another identity may read `document`: one of another identity's tree, or one of this identity's
     /// governed by a chain (its own or inherited) with another member or public.
     public func isShared(_ document: DocumentID, tree: SigningPublicKey) -> Bool {
