@@ -9,6 +9,8 @@ import json
 import os
 import time
 
+import threading
+
 import pytest
 
 from cluster import eventually
@@ -284,3 +286,105 @@ def test_bob_finds_what_alice_shares_and_nothing_else(cluster):
     # A storage node indexes nothing and finds nothing.
     assert search(storage, "lighthouse") == [] and search(storage, "") == []
     assert not (storage.home / "search.sqlite").exists()
+
+
+def all_paths(node, query):
+    """Every result of `query`, page by page (a page holds at most 10,000)."""
+    found = []
+    while True:
+        page = search(node, query, "--limit", "10000", "--offset", str(len(found)), "--sort", "path", timeout=600)
+        found += [r["path"] for r in page]
+        if len(page) < 10000:
+            return sorted(found)
+
+
+def caught_up(node, documents, timeout=600):
+    """Waits until `node`'s index holds `documents` documents and has reached the end of its log."""
+    def done():
+        status = index_status(node)
+        return status["documents"] == documents and status["indexed"] >= status["logged"]
+    eventually(done, timeout, lambda: f"{node.name}'s index: {index_status(node)}, not {documents} documents",
+               interval=1)
+
+
+def generate(node, top, prefix, count):
+    """`count` small text documents below node's `top`, 100 a folder: `PREFIX-NNNNN.txt` holding the words
+    `common`, `PREFIXN` and the group `gNN` (N mod 50). Returns their relative paths."""
+    made = []
+    for folder in range(count // 100):
+        os.makedirs(node.p(top, f"{prefix}{folder:02d}"))
+        for n in range(folder * 100, folder * 100 + 100):
+            path = os.path.join(top, f"{prefix}{folder:02d}", f"{prefix}-{n:05d}.txt")
+            write_file(node.p(path), f"common {prefix}{n} g{n % 50:02d}\n".encode())
+            made.append(path)
+    return made
+
+
+@pytest.mark.replication
+@pytest.mark.timeout(900)
+def test_twenty_thousand_documents_of_two_identities_respect_rights_exactly(cluster):
+    """Issue 18's test at its size: alice writes 5,000 documents in a folder shared with bob and 5,000 private
+    ones, bob 10,000 of his own. bob's results are exactly his and the shared ones, over the whole set (every
+    document by a word and by metadata, and none of alice's private ones by word or name); edits, renames,
+    deletions and a revoke show; the query folders list what `search` gives; a deleted index is rebuilt with the
+    same results; the storage node indexes nothing."""
+    alice, bob, storage = alice_bob_and_storage(cluster)
+    alice.run("grant", alice.p("share"), "bob", "read")
+
+    started = time.monotonic()
+    made = {}
+    writers = [threading.Thread(target=lambda key, *a: made.__setitem__(key, generate(*a)), args=args)
+               for args in [("share", alice, "share", "share", 5000), ("private", alice, "private", "priv", 5000),
+                            ("bob", bob, "own", "bob", 10000)]]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    assert sum(map(len, made.values())) == 20000
+    print(f"20,000 documents written in {time.monotonic() - started:.0f} s")
+
+    expected = sorted([bob.p("@alice", p) for p in made["share"]] + [bob.p(p) for p in made["bob"]])
+    # Indexed: bob's 10,000 and alice's 5,000 shared documents, and their folders (1 + 100 and 1 + 50).
+    caught_up(bob, 15152)
+    print(f"written, replicated and indexed in {time.monotonic() - started:.0f} s")
+    # The whole set, by a word of every document: bob's and the shared ones, not one of alice's private ones.
+    assert all_paths(bob, "common") == expected
+    for query in ["priv*", "name:priv*", "path:/@alice/private*", "g07 path:*priv*"]:
+        assert search(bob, query) == [], f"bob's `search {query}` shows {search(bob, query)[:3]}"
+    assert len(all_paths(alice, "common")) == 10000 and all_paths(alice, "bob*") == []
+
+    # The query folders list what `search` gives (a group: 100 shared documents and 200 of bob's).
+    for query in ["g07", "g31 -bob*", "common path:/@alice/*"]:
+        names = sorted(r["name"] for r in search(bob, query, "--limit", "1000"))
+        folder = bob.p(".hypernet", "search", query.replace("/", "%2F"))
+        assert sorted(os.listdir(folder)) == names and names, query
+    assert len(os.listdir(bob.p(".hypernet", "search", "g07"))) == 300
+
+    # Edits, renames and deletions: bob's own within a second, alice's once they arrive.
+    write_file(bob.p("own", "bob00", "bob-00007.txt"), b"edited zebra\n")
+    os.rename(bob.p("own", "bob00", "bob-00008.txt"), bob.p("own", "bob00", "renamed.txt"))
+    os.unlink(bob.p("own", "bob00", "bob-00009.txt"))
+    write_file(alice.p("share", "share00", "share-00001.txt"), b"edited giraffe\n")
+    finds(bob, "zebra", [bob.p("own", "bob00", "bob-00007.txt")])
+    finds(bob, "bob8", [bob.p("own", "bob00", "renamed.txt")])
+    finds(bob, "bob9", [])
+    finds(bob, "giraffe", [bob.p("@alice", "share", "share00", "share-00001.txt")], timeout=15)
+    # A revoke: the folder's 100 documents leave bob's results.
+    alice.run("revoke", alice.p("share", "share03"), "bob")
+    finds(bob, "path:/@alice/share/share03/*", [], timeout=15)
+    expected = sorted(
+        set(expected) - {bob.p("own", "bob00", f"bob-0000{n}.txt") for n in (8, 9)}
+        - {bob.p("@alice", p) for p in made["share"] if p.startswith("share/share03/")}
+        | {bob.p("own", "bob00", "renamed.txt")})
+    assert all_paths(bob, "kind:file") == expected
+    before = all_paths(bob, "common")
+
+    # A deleted index is rebuilt at start, with the same results.
+    bob.stop()
+    delete_index(bob)
+    bob.start()
+    caught_up(bob, 15152 - 102)  # one document deleted, a folder and its 100 documents revoked
+    assert all_paths(bob, "common") == before, "the rebuilt index answers differently"
+    assert all_paths(bob, "kind:file") == expected
+
+    assert search(storage, "") == [] and not (storage.home / "search.sqlite").exists()
