@@ -202,9 +202,9 @@ public final class SearchIndexer: Sendable {
         // directory would cost a pass over it at each of its once-a-second revisions). What this page indexed is as
         // the mount shows it now. One check for all: another identity's tree is walked once.
         var skip = Set(documents.map { $0.0.description })
-        let listed = try Set(directories).flatMap { try index.documents(in: $0) }.filter { row in
-            Self.ids(row).map { fileSystem.shownPath(of: $0, tree: $1) != row.path } ?? true
-        }
+        let rows = try Set(directories).flatMap { try index.documents(in: $0) }
+        let shown = shownPaths(rows.compactMap { Self.ids($0) })
+        let listed = rows.filter { row in Self.ids(row).map { shown[$0.0] != row.path } ?? true }
         try check((unreadable + listed).filter { skip.insert($0.document).inserted })
         // Another identity's documents can arrive before the listing that shows them: a listing's revision
         // indexes those it shows that the index lacks.
