@@ -24,6 +24,13 @@ def test_du_counts_current_history_and_shared_bytes(node):
     first = os.urandom(MIB)
     helpers.write_file(node.p("d", "a"), first, fsync=True)
     helpers.write_file(node.p("d", "b"), first, fsync=True)  # the same content: stored once
+    # The directory's revision naming b: a listing follows its entries within a second, or at once on the
+    # directory's fsync; without it b, deleted below, would be a document no stored listing ever named.
+    directory = os.open(node.p("d"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
     [a] = du(node, node.p("d", "a"))
     assert a["path"] == node.p("d", "a") and about(a["current"], 1) and a["history"] < OVERHEAD, a
