@@ -277,7 +277,8 @@ def test_a_real_full_file_system_gives_enospc_and_room_made_elsewhere_is_used_wi
 # The receiver's full disk fails its passes and the runs it receives (said once, then retried each second).
 @pytest.mark.skipif(bool(loop_missing()), reason=f"no loop-mounted file system here: {loop_missing()}")
 @pytest.mark.log_errors(r"(commit at release|pending revision|directory revision|periodic commit) failed",
-                        r"no room for the store's reserve", r"storing received revisions failed")
+                        r"no room for the store's reserve", r"storing received revisions failed",
+                        r"recording replicas: .*No space left on device")
 def test_a_full_disk_receiving_from_a_peer_is_this_nodes_condition_not_the_peers_fault(make_node, node_dir):
     """b's store is on a 64 MiB ext4, filled to the last block while a writes a file: b cannot store the chunks
     a pushes and sends, and must not blame a for it (before the fix: "rejected chunk …: No space left on device"
