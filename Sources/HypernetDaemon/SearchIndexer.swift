@@ -2,6 +2,7 @@ import Dispatch
 import FoundationEssentials
 import Glibc
 import HypernetCrypto
+import HypernetFailpoint
 import HypernetIndex
 import HypernetModel
 import HypernetStore
@@ -132,8 +133,11 @@ public final class SearchIndexer: Sendable {
         }
         guard let recheck else { return }
         do {
+            let started = DispatchTime.now()
             for tree in recheck { try check(index.documents(tree: tree)) }
+            let rechecked = DispatchTime.now()
             var cursor = try index.cursor()
+            let first = cursor
             while true {
                 let entries = try store.storedRevisions(after: cursor, limit: Self.pageSize)
                 guard let last = entries.last?.seq, !state.withLock({ $0.stopped }) else { break }
@@ -141,6 +145,12 @@ public final class SearchIndexer: Sendable {
                 cursor = last
                 if entries.count < Self.pageSize { break }
             }
+            logger.debug(
+                "search index: ran",
+                metadata: [
+                    "recheck": "\(recheck.count) trees in \(Self.milliseconds(started, rechecked)) ms",
+                    "log": "\(first)...\(cursor) in \(Self.milliseconds(rechecked, .now())) ms",
+                ])
             let (documents, orphans) = try index.statistics()
             if orphans > Int64(documents) + Self.orphanSlack {
                 logger.info("search index: rebuilding to drop \(orphans) unreachable text rows")
@@ -152,8 +162,24 @@ public final class SearchIndexer: Sendable {
         }
     }
 
-    /// The documents of one page of the log, each once, in one transaction with the new cursor.
+    private static func milliseconds(_ from: DispatchTime, _ to: DispatchTime) -> UInt64 {
+        (to.uptimeNanoseconds - from.uptimeNanoseconds) / 1_000_000
+    }
+
+    /// One page of the log: this identity's own revisions first, so that its edits show within the second even
+    /// when the page also holds another identity's arrivals (each of which may walk that identity's shared tree);
+    /// the rest then commits with the new cursor (a crash between the two indexes the own ones again, the same).
     private func indexPage(_ entries: [StoredRevision], cursor: Int64) throws {
+        let own = store.keyring.identity.publicKey
+        let others = entries.filter { $0.tree != own }
+        guard !others.isEmpty else { return try indexEntries(entries, cursor: cursor) }
+        if others.count < entries.count { try indexEntries(entries.filter { $0.tree == own }, cursor: nil) }
+        _ = Failpoint.hit("index.foreign")
+        try indexEntries(others, cursor: cursor)
+    }
+
+    /// The documents of `entries`, each once, in one transaction with the new cursor.
+    private func indexEntries(_ entries: [StoredRevision], cursor: Int64?) throws {
         var seen = Set<DocumentID>()
         var documents: [(DocumentID, SigningPublicKey)] = []
         var trees = Set<SigningPublicKey>()
@@ -454,33 +480,35 @@ public final class SearchIndexer: Sendable {
     private func shown(
         _ query: SearchQuery, sort: SearchSort, limit: Int, offset: Int, documents: [String]?, names: Names
     ) throws(Failure) -> [(hit: SearchHit, path: String)] {
+        guard limit > 0 else { return [] }
         let page = max(limit, 64)
         var results: [(hit: SearchHit, path: String)] = []
         var skipped = 0
-        var position = 0
-        while results.count < limit {
-            let hits: [SearchHit]
-            do {
-                hits = try index.search(
+        do {
+            try index.search(
+                pages: { position in
                     SearchPlan(
                         query, sort: sort, limit: page, offset: position, documents: documents,
-                        identity: names.token(for:)))
-            } catch {
-                throw Failure(.store, "search index \(index.path): \(error)")
-            }
-            position += hits.count
-            let ids = hits.compactMap { Self.ids($0.document) }
-            let paths = shownPaths(ids)
-            for hit in hits {
-                guard let (document, _) = Self.ids(hit.document), let path = paths[document] else { continue }
-                if skipped < offset {
-                    skipped += 1
-                    continue
-                }
-                results.append((hit, path))
-                if results.count == limit { break }
-            }
-            if hits.count < page { break }
+                        identity: names.token(for:))
+                },
+                while: { hits in
+                    let ids = hits.compactMap { Self.ids($0.document) }
+                    let paths = shownPaths(ids)
+                    for hit in hits {
+                        guard let (document, _) = Self.ids(hit.document), let path = paths[document] else {
+                            continue
+                        }
+                        if skipped < offset {
+                            skipped += 1
+                            continue
+                        }
+                        results.append((hit, path))
+                        if results.count == limit { return false }
+                    }
+                    return hits.count == page
+                })
+        } catch {
+            throw Failure(.store, "search index \(index.path): \(error)")
         }
         return results
     }

@@ -2,7 +2,7 @@
     import Glibc
 #endif
 
-/// Failpoints (docs/testing.md, "Failpoints"): named steps of the write, replication, compaction and rights
+/// Failpoints (docs/testing.md, "Failpoints"): named steps of the write, replication, compaction, rights and search
 /// pipelines where a test build crashes, stalls or fails on demand. Only a build compiled with
 /// `-Xswiftc -DHYPERNET_FAILPOINTS` (mount-helpers/test.sh) has them; in any other build `hit` is an empty
 /// inlinable function that returns false, so the release product holds neither the mechanism nor the names.
@@ -36,7 +36,7 @@ public enum Failpoint {
             "vfs.stage", "store.seal", "pack.append", "catalog.commit", "store.sync",
             "sync.send", "sync.receive", "sync.store", "sync.ack", "vfs.show",
             "catalog.checkpoint", "pack.trim", "compact.copy", "compact.switch", "compact.remove",
-            "rights.change", "rights.receive",
+            "rights.change", "rights.receive", "index.foreign",
         ]
 
         enum Action: Equatable {

@@ -337,10 +337,26 @@ public final class SearchIndex: Sendable {
 
     /// Runs `plan` on a reading connection (never waiting for the indexer).
     public func search(_ plan: SearchPlan) throws -> [SearchHit] {
+        try pool.read { db in try Self.hits(db, plan) }
+    }
+
+    /// Runs `plan(offset)` page after page, each from where the page before ended, while `more(page)` says so; all
+    /// pages read one snapshot of the index, so a commit of the indexer between two pages neither skips nor
+    /// repeats a row (a caller that drops some hits, as rights checks do, pages on until it has enough).
+    public func search(pages plan: (_ offset: Int) -> SearchPlan, while more: ([SearchHit]) -> Bool) throws {
         try pool.read { db in
-            try Row.fetchAll(db, sql: plan.sql, arguments: plan.arguments).map { row in
-                SearchHit(document: Self.document(row), score: row[15])
+            var offset = 0
+            while true {
+                let hits = try Self.hits(db, plan(offset))
+                offset += hits.count
+                guard more(hits) else { return }
             }
+        }
+    }
+
+    private static func hits(_ db: Database, _ plan: SearchPlan) throws -> [SearchHit] {
+        try Row.fetchAll(db, sql: plan.sql, arguments: plan.arguments).map { row in
+            SearchHit(document: document(row), score: row[15])
         }
     }
 

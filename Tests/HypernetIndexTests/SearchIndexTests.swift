@@ -154,6 +154,34 @@ import Testing
             return .rollback
         }
     }
+
+    /// A query's pages read one snapshot: rows the indexer removes before the page reached meanwhile (a revoke
+    /// being applied while `search --offset` pages on) shift none of the pages after it.
+    @Test func aQuerysPagesReadOneSnapshot() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        let paths = (0..<300).map { "/f" + String(1000 + $0).dropFirst() + ".txt" }
+        try index.apply(paths.enumerated().map { (Self.document("d\($0.offset)", $0.element), nil) }, removing: [])
+        let writer = try DatabaseQueue(path: t.path)
+        let query = try SearchQuery("kind:file", now: 10_000_000)
+        var found: [String] = []
+        var failure: (any Error)?
+        let plan = { (offset: Int) in SearchPlan(query, sort: .path, limit: 100, offset: offset) }
+        try index.search(
+            pages: plan,
+            while: { hits in
+                found += hits.map(\.document.path)
+                if found.count == 100 {
+                    do { try writer.write { try $0.execute(sql: "DELETE FROM docs WHERE path < '/f050'") } } catch {
+                        failure = error
+                    }
+                }
+                return hits.count == 100
+            })
+        #expect(failure == nil)
+        #expect(found == paths)
+        #expect(try self.paths(index, "kind:file", sort: .path).first == "/f050.txt", "the delete committed")
+    }
 }
 
 enum FileManagerless {

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+import helpers
 from cluster import eventually
 from helpers import write_file
 from test_events import Stream
@@ -286,6 +287,35 @@ def test_bob_finds_what_alice_shares_and_nothing_else(cluster):
     # A storage node indexes nothing and finds nothing.
     assert search(storage, "lighthouse") == [] and search(storage, "") == []
     assert not (storage.home / "search.sqlite").exists()
+
+
+@pytest.mark.replication
+@pytest.mark.timeout(240)
+def test_own_edits_are_indexed_ahead_of_another_identitys_arrivals(cluster, monkeypatch):
+    """A page of bob's log holding his own edit and alice's arrivals indexes his edit first: it shows while her
+    part is still being indexed (`index.foreign:sleep(4000)` stalls that part), where before it waited for her part
+    (in the 20,000-document test, a walk of her shared tree: over the second that bob's own edits may take)."""
+    if not helpers.has_failpoints(helpers.hypernet_bin()):
+        pytest.skip("the binary has no failpoints (build it with -Xswiftc -DHYPERNET_FAILPOINTS)")
+    monkeypatch.setenv("HYPERNET_FAILPOINT", "index.foreign:sleep(4000)")
+    alice, bob, storage = alice_bob_and_storage(cluster)
+    monkeypatch.delenv("HYPERNET_FAILPOINT")
+    alice.run("grant", alice.p("share"), "bob", "read")
+    write_file(alice.p("share", "first.txt"), b"walrus\n")
+    finds(bob, "walrus", [bob.p("@alice", "share", "first.txt")], timeout=40)  # each page of hers stalls 4 s
+
+    # bob's indexer stalls on alice's next arrival; meanwhile another of hers and bob's own edit are logged, so
+    # that its next page holds both.
+    write_file(alice.p("share", "second.txt"), b"narwhal\n")
+    eventually(lambda: "second.txt" in os.listdir(bob.p("@alice", "share")), 10, "alice's second file never arrived")
+    time.sleep(0.5)  # the indexer's batching delay: it stalls on the second file now
+    write_file(alice.p("share", "third.txt"), b"dugong\n")
+    eventually(lambda: "third.txt" in os.listdir(bob.p("@alice", "share")), 10, "alice's third file never arrived")
+    write_file(bob.p("own.txt"), b"octopus\n")
+    eventually(lambda: paths(bob, "octopus"), 10, "bob's own edit is not found")
+    assert paths(bob, "dugong") == [], "bob's own edit waited for alice's arrival logged before it"
+    finds(bob, "dugong", [bob.p("@alice", "share", "third.txt")], timeout=15)
+    finds(bob, "narwhal", [bob.p("@alice", "share", "second.txt")])
 
 
 def all_paths(node, query):
