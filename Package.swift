@@ -4,6 +4,7 @@
 //   -> HypernetVFS -> HypernetFUSE -> HypernetDaemon -> hypernet (CLI)
 //   HypernetStore -> HypernetSync -> HypernetDaemon (HypernetVFS and HypernetSync never import each other)
 //   HypernetIndex (the search index and query language; GRDB only) -> HypernetDaemon
+//   CPCRE2 -> HypernetScan (grep's line scanner; no Hypernet module) -> HypernetDaemon
 import PackageDescription
 
 let package = Package(
@@ -27,6 +28,7 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CPCRE2", pkgConfig: "libpcre2-8", providers: [.apt(["libpcre2-dev"])]),
         // Linux calls Glibc's Swift module hides behind _GNU_SOURCE (memfd_create).
         .target(name: "CLinux"),
 
@@ -46,6 +48,8 @@ let package = Package(
             ]),
         // The local search index (a SQLite file of its own) and the query language: docs/search.md.
         .target(name: "HypernetIndex", dependencies: [.product(name: "GRDB", package: "GRDB.swift")]),
+        // grep's patterns and line scanner over bytes (PCRE2 with its JIT; the only importer of CPCRE2): docs/grep.md.
+        .target(name: "HypernetScan", dependencies: ["CPCRE2"]),
         // Filesystem semantics without a kernel: inodes, handles, staging, xattrs.
         .target(
             name: "HypernetVFS",
@@ -102,6 +106,7 @@ let package = Package(
         .testTarget(
             name: "HypernetIndexTests",
             dependencies: ["HypernetIndex", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "HypernetScanTests", dependencies: ["HypernetScan"]),
         .testTarget(name: "HypernetModelTests", dependencies: ["HypernetModel", "HypernetCrypto"]),
         .testTarget(
             name: "HypernetStoreTests",

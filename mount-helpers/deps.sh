@@ -3,7 +3,7 @@
 
 # Building and running: headers for the C shims, the FUSE tools, getfattr/setfattr, pkg-config for
 # the system-library targets, help2man for the man pages (install_service_files).
-HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev libzstd-dev attr pkg-config help2man"
+HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev libzstd-dev libpcre2-dev attr pkg-config help2man"
 # Running the tests as well: the editors of the editor-save tests (Debian's full vim and vim-tiny, emacs, nano,
 # ed; tests/integration/test_editors.py), pytest/hypothesis for Debian's
 # python3 (another python3 first on PATH gets them from pip, see ensure_python_test_modules), and
