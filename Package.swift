@@ -77,15 +77,16 @@ let package = Package(
         .target(
             name: "HypernetDaemon",
             dependencies: [
-                "HypernetCrypto", "HypernetFailpoint", "HypernetIndex", "HypernetModel", "HypernetStore", "HypernetVFS",
-                "HypernetFUSE", "HypernetSync",
+                "HypernetCrypto", "HypernetFailpoint", "HypernetIndex", "HypernetModel", "HypernetScan",
+                "HypernetStore",
+                "HypernetVFS", "HypernetFUSE", "HypernetSync",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(
             name: "hypernet",
             dependencies: [
-                "CLinux", "HypernetCrypto", "HypernetDaemon", "HypernetModel", "HypernetStore", "HypernetSync",
-                "HypernetVFS",
+                "CLinux", "HypernetCrypto", "HypernetDaemon", "HypernetModel", "HypernetScan", "HypernetStore",
+                "HypernetSync", "HypernetVFS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

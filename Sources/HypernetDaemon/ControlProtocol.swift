@@ -1,4 +1,5 @@
 import FoundationEssentials
+import HypernetScan
 import HypernetStore
 import HypernetSync
 import HypernetVFS
@@ -18,6 +19,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case conflicts, resolve
         case search, index
         case gc, du
+        case grep, count
     }
 
     public var command: Command
@@ -42,11 +44,13 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var dryRun: Bool?
     /// pin: how much of the tree to keep, `all` (the default) or `on-demand`.
     public var content: String?
+    /// grep and count (over `paths`): the pattern and how to match it.
+    public var scan: ScanQuery?
 
     public init(
         command: Command, path: String? = nil, revision: String? = nil, argument: String? = nil, paths: [String]? = nil,
         since: Int64? = nil, query: String? = nil, limit: Int? = nil, offset: Int? = nil, sort: String? = nil,
-        follow: Bool? = nil, dryRun: Bool? = nil, content: String? = nil
+        follow: Bool? = nil, dryRun: Bool? = nil, content: String? = nil, scan: ScanQuery? = nil
     ) {
         self.command = command
         self.path = path
@@ -61,15 +65,149 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         self.follow = follow
         self.dryRun = dryRun
         self.content = content
+        self.scan = scan
+    }
+}
+
+/// What `hypernet grep` and `hypernet count` ask (docs/grep.md).
+public struct ScanQuery: Codable, Sendable, Equatable {
+    public enum Output: String, Codable, Sendable {
+        /// Every selected line (grep); `-c`: a count per document; `-l`: the documents with a selected line;
+        /// `groups`: count --by's table (the pattern is its REGEX).
+        case lines, counts, files, groups
+    }
+
+    public var pattern: String
+    public var syntax: LinePattern.Syntax
+    public var ignoreCase: Bool
+    public var wholeWord: Bool
+    public var invert: Bool
+    public var output: Output
+
+    public init(
+        pattern: String, syntax: LinePattern.Syntax = .basic, ignoreCase: Bool = false, wholeWord: Bool = false,
+        invert: Bool = false, output: Output = .lines
+    ) {
+        self.pattern = pattern
+        self.syntax = syntax
+        self.ignoreCase = ignoreCase
+        self.wholeWord = wholeWord
+        self.invert = invert
+        self.output = output
+    }
+
+    /// The compiled pattern; a bad one fails as grep's usage errors do (exit 2).
+    public func compiled() throws(Failure) -> LinePattern {
+        do {
+            return try LinePattern(
+                pattern: pattern, syntax: syntax, ignoreCase: ignoreCase, wholeWord: wholeWord, invert: invert)
+        } catch {
+            throw Failure(.usage, error.message)
+        }
+    }
+}
+
+/// One line of the stream that answers grep and count: exactly one field is set (docs/grep.md, "The control
+/// protocol").
+public struct ScanLine: Codable, Sendable {
+    public struct Match: Codable, Sendable {
+        /// Absolute, where the mount shows the document.
+        public var path: String
+        public var line: Int
+        public var offset: Int
+        /// The line as UTF-8, or, when it is not, its bytes in `base64`.
+        public var text: String?
+        public var base64: String?
+
+        public init(path: String, line: Int, offset: Int, text: String?, base64: String?) {
+            self.path = path
+            self.line = line
+            self.offset = offset
+            self.text = text
+            self.base64 = base64
+        }
+    }
+
+    public struct FileCount: Codable, Sendable {
+        public var path: String
+        /// `-c`: the document's selected lines; nil for `-l`.
+        public var count: Int?
+
+        public init(path: String, count: Int? = nil) {
+            self.path = path
+            self.count = count
+        }
+    }
+
+    public struct Group: Codable, Sendable {
+        /// The captured value as UTF-8, or its bytes in `base64`.
+        public var value: String?
+        public var base64: String?
+        public var count: Int
+
+        public init(value: String?, base64: String?, count: Int) {
+            self.value = value
+            self.base64 = base64
+            self.count = count
+        }
+    }
+
+    public struct Progress: Codable, Sendable {
+        /// Content bytes scanned and documents finished so far.
+        public var bytes: Int
+        public var documents: Int
+        /// Lines (or documents, values) selected; in `done` only.
+        public var selected: Int?
+
+        public init(bytes: Int, documents: Int, selected: Int? = nil) {
+            self.bytes = bytes
+            self.documents = documents
+            self.selected = selected
+        }
+    }
+
+    public var match: Match?
+    public var file: FileCount?
+    public var group: Group?
+    public var progress: Progress?
+    /// A document that could not be read (the others are still scanned).
+    public var error: String?
+    /// The last line: the scan is complete.
+    public var done: Progress?
+
+    public init(
+        match: Match? = nil, file: FileCount? = nil, group: Group? = nil, progress: Progress? = nil,
+        error: String? = nil, done: Progress? = nil
+    ) {
+        self.match = match
+        self.file = file
+        self.group = group
+        self.progress = progress
+        self.error = error
+        self.done = done
+    }
+
+    /// Bytes as JSON can carry them: the text when they are UTF-8, else base64.
+    public static func text(_ bytes: [UInt8]) -> (text: String?, base64: String?) {
+        if let text = String(validating: bytes, as: UTF8.self) { return (text, nil) }
+        return (nil, Data(bytes).base64EncodedString())
+    }
+
+    /// The bytes `text` stands for.
+    public static func bytes(text: String?, base64: String?) -> [UInt8] {
+        if let text { return Array(text.utf8) }
+        return base64.flatMap { Data(base64Encoded: $0) }.map(Array.init) ?? []
     }
 }
 
 /// What a request handler answers; the server encodes it as one response line. A stream (watch) answers
-/// `{"ok":true,"result":{}}` and then the reader's lines until the client hangs up.
+/// `{"ok":true,"result":{}}` and then the reader's lines until the client hangs up; so do `lines`, whose producer
+/// writes them itself, on the connection's thread, as fast as the client reads them.
 public enum ControlReply: Sendable {
     case success(any Encodable & Sendable)
     case failure(Failure)
     case stream(EventReader)
+    case lines(@Sendable (ControlStream) -> Void)
 }
 
 public struct StatusReport: Codable, Sendable {
@@ -215,7 +353,7 @@ enum ControlCodec {
             }
         case .failure(let failure):
             data = encodeFailure(failure, with: encoder)
-        case .stream:
+        case .stream, .lines:
             data = (try? encodeSuccess(Acknowledgement(), with: encoder)) ?? Data()
         }
         return Array(data) + [UInt8(ascii: "\n")]

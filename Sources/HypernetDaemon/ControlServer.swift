@@ -121,7 +121,7 @@ final class ControlServer: Sendable {
         }
     }
 
-    private var isStopped: Bool { state.withLock { $0 == .stopped } }
+    fileprivate var isStopped: Bool { state.withLock { $0 == .stopped } }
 
     private func serve(_ fd: Int32, handler: Handler, logger: Logger) {
         defer { close(fd) }
@@ -155,6 +155,10 @@ final class ControlServer: Sendable {
                 stream(reader, to: fd)
                 return
             }
+            if case .lines(let produce) = reply {
+                produce(ControlStream(fd: fd, server: self))
+                return
+            }
         }
     }
 
@@ -167,5 +171,33 @@ final class ControlServer: Sendable {
             guard let bytes = reader.read(maximum: 64 << 10, timeout: .seconds(1)) else { continue }
             if !UnixSocket.writeAll(fd, bytes) { return }
         }
+    }
+}
+
+/// The client's end of a `lines` reply, for its producer: each line is written at once, blocking while the client
+/// does not read (a slow reader slows the producer; nothing piles up in the daemon).
+public final class ControlStream {
+    private let fd: Int32
+    private let server: ControlServer
+    private var hungUp = false
+
+    fileprivate init(fd: Int32, server: ControlServer) {
+        self.fd = fd
+        self.server = server
+    }
+
+    /// Writes `line` (newline included); false once the client has gone.
+    public func send(_ line: [UInt8]) -> Bool {
+        if isCancelled { return false }
+        hungUp = !UnixSocket.writeAll(fd, line)
+        return !hungUp
+    }
+
+    /// The client hung up (Ctrl-C), sent anything (it asks nothing more on this connection), or the daemon stops.
+    public var isCancelled: Bool {
+        if hungUp { return true }
+        var client = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        hungUp = poll(&client, 1, 0) != 0 || server.isStopped
+        return hungUp
     }
 }

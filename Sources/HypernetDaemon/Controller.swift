@@ -4,6 +4,7 @@ import Glibc
 import HypernetCrypto
 import HypernetIndex
 import HypernetModel
+import HypernetScan
 import HypernetStore
 import HypernetSync
 import HypernetVFS
@@ -46,6 +47,7 @@ final class Controller: Sendable {
         do throws(Failure) {
             if request.command == .watch { return .stream(try watch(request)) }
             if request.command == .gc { return .stream(collectGarbage(dryRun: request.dryRun == true)) }
+            if request.command == .grep || request.command == .count { return try scan(request) }
             if request.command == .search, request.follow == true {
                 guard let indexer else { throw Failure(.notHypernetPath, "this node serves without a mount: no index") }
                 return .stream(try indexer.subscribe(request.query ?? ""))
@@ -166,7 +168,7 @@ final class Controller: Sendable {
             problems += indexer?.check() ?? []
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
             return FsckReport(problems: problems, repaired: repaired)
-        case .watch, .gc:
+        case .watch, .gc, .grep, .count:
             throw Failure(.usage, "\(request.command.rawValue) streams: it is answered by handle")
         case .search:
             guard let query = request.query else { throw Failure(.usage, "search needs a query") }
@@ -235,6 +237,36 @@ final class Controller: Sendable {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return try store.collectionPlan(rules: { rules[$0] }, now: UInt64(now.tv_sec) * 1000).summary
+    }
+
+    /// grep and count: the documents below the request's paths scanned on the connection's thread, results streamed
+    /// as they are found. A bad pattern fails before anything is read; a path that cannot be searched is an error
+    /// line (as grep goes on with the other files).
+    private func scan(_ request: ControlRequest) throws(Failure) -> ControlReply {
+        guard let query = request.scan, let wanted = request.paths, !wanted.isEmpty else {
+            throw Failure(.usage, "\(request.command.rawValue) needs a pattern and a path")
+        }
+        let pattern = try query.compiled()
+        var targets: [QueryExecutor.Target] = []
+        var problems: [String] = []
+        for path in wanted {
+            do throws(Failure) {
+                let (absolute, relative) = try paths(ControlRequest(command: request.command, path: path))
+                let root = mountpoint! == "/" ? "" : mountpoint!
+                targets += try vfs(absolute) { () throws(VFSError) in try fileSystem!.files(below: relative) }.map {
+                    QueryExecutor.Target(path: root + "/" + $0.path, document: $0.document)
+                }
+            } catch {
+                if error.status == .notHypernetPath && fileSystem == nil { throw error }
+                problems.append(error.message)
+            }
+        }
+        let executor = QueryExecutor(store: store, fileSystem: fileSystem!, logger: logger)
+        return .lines { [targets, problems] stream in
+            func send(_ line: ScanLine) -> Bool { stream.send(Array((jsonLine(line) + "\n").utf8)) }
+            for problem in problems where !send(ScanLine(error: problem)) { return }
+            executor.run(query, pattern: pattern, targets: targets, send: send, cancelled: { stream.isCancelled })
+        }
     }
 
     /// A reader of the events below the request's paths (all of them given, checked first).

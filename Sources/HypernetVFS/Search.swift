@@ -64,6 +64,27 @@ extension VirtualFileSystem {
         return membership.isPublic || membership.members.contains { $0.identity.signing != tree }
     }
 
+    /// The regular files at `path` (relative to the mount root, in this identity's tree) or below it, depth first,
+    /// each directory's entries in byte order of their names: what `hypernet grep` searches. Symlinks are not
+    /// followed. Paths are relative too.
+    public func files(below path: String) throws(VFSError) -> [(path: String, document: DocumentID)] {
+        let top = try resolve(path: path)
+        return state.withLock { s in
+            var found: [(path: String, document: DocumentID)] = []
+            func walk(_ node: Node, _ path: String) {
+                if node.kind == .file { found.append((path, node.record.id)) }
+                guard node.isDirectory else { return }
+                // A stored `.hypernet` at the root is hidden by the virtual directory.
+                for (name, inode) in node.children.sorted where node.inode != Self.rootInode || name != VirtualTree.name
+                {
+                    if let child = s.nodes[inode] { walk(child, path.isEmpty ? name : path + "/" + name) }
+                }
+            }
+            walk(top, path)
+            return found
+        }
+    }
+
     /// The revision `document` shows (its heads' winner), or nil if none opens with a key this identity holds.
     public func shownRevision(of document: DocumentID) -> ShownRevision? {
         guard let w = try? winner(of: document) else { return nil }

@@ -85,11 +85,11 @@ struct IndexCommand: HypernetCommand {
             let target = status.logged
             let terminal = isatty(STDERR_FILENO) == 1
             while status.indexed < target {
-                if terminal { progress("\rindexing: log entry \(status.indexed) of \(target)") }
+                if terminal { writeProgress("\rindexing: log entry \(status.indexed) of \(target)") }
                 usleep(200_000)
                 status = try client.send(ControlRequest(command: .index), expecting: IndexStatus.self)
             }
-            if terminal { progress("\r\u{1B}[K") }
+            if terminal { writeProgress("\r\u{1B}[K") }
         }
         if json {
             let encoder = JSONEncoder()
@@ -99,10 +99,5 @@ struct IndexCommand: HypernetCommand {
         }
         print("\(status.documents) documents indexed, log entry \(status.indexed) of \(status.logged)")
         if status.orphans > 0 { print("\(status.orphans) unreachable text rows (dropped by --rebuild)") }
-    }
-
-    /// A progress line on the terminal, rewritten in place (no newline).
-    private func progress(_ text: String) {
-        Array(text.utf8).withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
     }
 }
