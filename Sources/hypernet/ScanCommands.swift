@@ -143,6 +143,11 @@ private func scan(
     let terminal = isatty(STDERR_FILENO) == 1
     var failed = false
     var showsProgress = false
+    func clearProgress() {
+        guard showsProgress else { return }
+        writeProgress("\r\u{1B}[K")
+        showsProgress = false
+    }
     var done: ScanLine.Progress?
     do throws(Failure) {
         // Refused here, before any daemon is asked.
@@ -159,12 +164,14 @@ private func scan(
                     writeProgress("\rscanned \(progress.bytes / 1_000_000) MB in \(progress.documents) files")
                 } else if let error = line.error {
                     failed = true
-                    if terminal { writeProgress("\r\u{1B}[K") }
+                    clearProgress()
                     writeStandardError("hypernet: \(error)")
                 } else if let last = line.done {
                     done = last
                     return false
                 } else {
+                    // The progress line goes before a result is printed on the same terminal.
+                    clearProgress()
                     try body(line)
                 }
             } catch {
@@ -176,9 +183,10 @@ private func scan(
         if let failure { throw failure }
     } catch {
         failed = true
+        clearProgress()
         writeStandardError("hypernet: \(error.message)")
     }
-    if showsProgress { writeProgress("\r\u{1B}[K") }
+    clearProgress()
     if failed { throw ExitCode(ExitStatus.usage.rawValue) }
     return done?.selected ?? 0
 }
