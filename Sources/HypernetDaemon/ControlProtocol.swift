@@ -20,6 +20,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
         case search, index
         case gc, du
         case grep, count
+        case keep, unkeep
     }
 
     public var command: Command
@@ -232,6 +233,8 @@ public struct StatusReport: Codable, Sendable {
     /// This identity's revisions not yet held by `quorum` nodes, and the bytes they list.
     public var backlogRevisions: Int
     public var backlogBytes: Int64
+    /// The cache of content fetched on demand (`--cache-size`) and what was kept (`hypernet keep`).
+    public var cache: CacheStatus
 }
 
 public struct ContentReply: Codable, Sendable {
@@ -246,18 +249,21 @@ public struct RestoreReply: Codable, Sendable {
     public var revision: String
 }
 
-/// One line of the stream that answers gc: progress lines, then the report or the error.
-public struct GarbageLine: Codable, Sendable {
-    public var progress: GarbageProgress?
-    public var report: GarbageReport?
+/// One line of the stream that answers a long command (gc, keep): progress lines, then the report or the error.
+public struct ProgressLine<Progress: Codable & Sendable, Report: Codable & Sendable>: Codable, Sendable {
+    public var progress: Progress?
+    public var report: Report?
     public var error: String?
 
-    public init(progress: GarbageProgress? = nil, report: GarbageReport? = nil, error: String? = nil) {
+    public init(progress: Progress? = nil, report: Report? = nil, error: String? = nil) {
         self.progress = progress
         self.report = report
         self.error = error
     }
 }
+
+public typealias GarbageLine = ProgressLine<GarbageProgress, GarbageReport>
+public typealias KeepLine = ProgressLine<KeepProgress, KeepSummary>
 
 public struct FsckReport: Codable, Sendable {
     /// Empty when the store is consistent.

@@ -48,6 +48,7 @@ final class Controller: Sendable {
             if request.command == .watch { return .stream(try watch(request)) }
             if request.command == .gc { return .stream(collectGarbage(dryRun: request.dryRun == true)) }
             if request.command == .grep || request.command == .count { return try scan(request) }
+            if request.command == .keep { return .stream(try keep(request)) }
             if request.command == .search, request.follow == true {
                 guard let indexer else { throw Failure(.notHypernetPath, "this node serves without a mount: no index") }
                 return .stream(try indexer.subscribe(request.query ?? ""))
@@ -68,7 +69,7 @@ final class Controller: Sendable {
                 statistics: store.statistics(), filesystem: fileSystem?.statusLines() ?? [], listen: node.listenAddress,
                 quorum: quorum, pins: try stored { () throws(StoreError) in try store.pins() },
                 peers: node.peerStatus(), connections: node.connections.count, maxPeers: node.connections.maximum,
-                backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes)
+                backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes, cache: store.cacheStatus())
         case .peerAdd:
             let address = try PeerCommands.validAddress(request.argument)
             try stored { () throws(StoreError) in try node.addPeer(address) }
@@ -168,7 +169,10 @@ final class Controller: Sendable {
             problems += indexer?.check() ?? []
             for problem in problems { logger.warning("fsck", metadata: ["problem": "\(problem)"]) }
             return FsckReport(problems: problems, repaired: repaired)
-        case .watch, .gc, .grep, .count:
+        case .unkeep:
+            let (absolute, relative) = try paths(request)
+            return try vfs(absolute) { () throws(VFSError) in try fileSystem!.keep(path: relative, false) }
+        case .watch, .gc, .grep, .count, .keep:
             throw Failure(.usage, "\(request.command.rawValue) streams: it is answered by handle")
         case .search:
             guard let query = request.query else { throw Failure(.usage, "search needs a query") }
@@ -211,19 +215,35 @@ final class Controller: Sendable {
 
     /// A garbage collection pass run now, streamed as `GarbageLine`s: its progress, then its report.
     private func collectGarbage(dryRun: Bool) -> EventReader {
+        streamed { [self, store] (progress: (GarbageProgress) -> Void) throws(StoreError) in
+            let plan = try self.retentionPlan()
+            var report = try store.collectGarbage(dryRun: dryRun, progress: progress)
+            report.retention = plan
+            return report
+        }
+    }
+
+    /// `hypernet keep PATH`, streamed as `KeepLine`s: the pass's progress, then its summary.
+    private func keep(_ request: ControlRequest) throws(Failure) -> EventReader {
+        let (absolute, relative) = try paths(request)
+        guard let fileSystem else { throw Failure(.notHypernetPath, "this node serves without a mount") }
+        return streamed { [self] (progress: (KeepProgress) -> Void) throws(Failure) in
+            try vfs(absolute) { () throws(VFSError) in try fileSystem.keep(path: relative, true, progress: progress) }
+        }
+    }
+
+    /// Runs `body` on another thread, streaming its progress and then its report (or error) as `ProgressLine`s.
+    private func streamed<P: Codable & Sendable, R: Codable & Sendable, E: Error>(
+        _ body: @escaping @Sendable ((P) -> Void) throws(E) -> R
+    ) -> EventReader {
         let reader = EventReader { _ in }
-        DispatchQueue.global().async { [self, store] in
-            func send(_ line: GarbageLine) {
+        DispatchQueue.global().async {
+            func send(_ line: ProgressLine<P, R>) {
                 guard let data = try? JSONEncoder().encode(line) else { return }
                 reader.append(Array(data) + [UInt8(ascii: "\n")])
             }
-            do throws(StoreError) {
-                let plan = try self.retentionPlan()
-                var report = try store.collectGarbage(dryRun: dryRun) { send(GarbageLine(progress: $0)) }
-                report.retention = plan
-                send(GarbageLine(report: report))
-            } catch {
-                send(GarbageLine(error: "\(error)"))
+            do throws(E) { send(ProgressLine(report: try body { send(ProgressLine(progress: $0)) })) } catch {
+                send(ProgressLine(error: "\(error)"))
             }
         }
         return reader

@@ -239,6 +239,7 @@ public enum Daemon {
             let documents = revisions.filter { $0.tree == own && !$0.isLocal }.map(\.document)
             queue.async {
                 if !documents.isEmpty { fileSystem.applyRemote(documents) }
+                fileSystem.wakeKeeper(for: Set(revisions.map(\.tree)).subtracting([own]))
                 // After they show, so that their events and index entries carry their paths.
                 if !revisions.isEmpty { fileSystem.publishEvents() }
                 indexer.wake(rightsChanged: blocks)

@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 9
+    static let formatVersion = 10
     let pool: DatabasePool
     let path: String
 
@@ -208,6 +208,20 @@ final class Catalog: Sendable {
                     ) WITHOUT ROWID;
                     CREATE INDEX absent_revision ON absent(revision);
                     CREATE TABLE cached (id BLOB PRIMARY KEY);  -- chunks fetched on demand: evictable, in fetch order
+                    """)
+        }
+        // Format 10: kept subtrees (`hypernet keep`). Older code would evict their content from the cache, breaking
+        // the promise that it reads offline, so it must refuse the store.
+        m.registerMigration("v10-kept") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '10');
+                    CREATE TABLE kept (
+                        document BLOB PRIMARY KEY,  -- a file or directory kept on this node, with what it holds below
+                        tree BLOB NOT NULL          -- the tree it belongs to
+                    ) WITHOUT ROWID;
+                    -- chunks a pass over the kept subtrees took out of `cached` or fetched: back in it once not kept
+                    CREATE TABLE keeping (id BLOB PRIMARY KEY) WITHOUT ROWID;
                     """)
         }
         return m

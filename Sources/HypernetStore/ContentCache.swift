@@ -34,13 +34,16 @@ struct ContentCache {
         return evict()
     }
 
-    /// A cached chunk was read at `now`: a second access protects it; later ones keep it recent.
-    mutating func access(_ id: ChunkID, at now: Double) {
-        guard let last = lastAccess[id] else { return }
+    /// A cached chunk was read at `now`: a second access protects it; later ones keep it recent. Whether it was a
+    /// hit: the chunk is cached and this access is not correlated with the one before (not the same read).
+    @discardableResult
+    mutating func access(_ id: ChunkID, at now: Double) -> Bool {
+        guard let last = lastAccess[id] else { return false }
         lastAccess[id] = now
+        let separate = now - last >= Self.correlationPeriod
         if protected.contains(id) {
             protected.moveToFront(id)
-        } else if now - last < Self.correlationPeriod {
+        } else if !separate {
             probation.moveToFront(id)
         } else if let length = probation.remove(id) {
             protected.pushFront(id, length: length)
@@ -49,6 +52,7 @@ struct ContentCache {
                 probation.pushFront(old, length: size)
             }
         }
+        return separate
     }
 
     /// A chunk no longer cached (evicted by the store, or its tree is now kept in full).

@@ -45,7 +45,7 @@ extension Store {
     /// Fetches those of `ids` that are absent here from the peers and records them (they read from now on);
     /// returns the locations of those that arrived. Not synced: a fetched chunk lost to a power loss is fetched
     /// again (its row is durable only with packs synced before it, `store-format.md`, "Durability").
-    /// `caching`: the chunks join the bounded cache (a read), else they stay (a tree now held in full).
+    /// `caching`: the chunks join the bounded cache (a read), else they stay (a tree now held in full, a kept file).
     @discardableResult
     public func fetchAbsent(_ ids: [ChunkID], caching: Bool = true) throws(StoreError) -> [ChunkID: ChunkLocation] {
         var unheld: [ChunkID] = []
@@ -62,12 +62,19 @@ extension Store {
             if caching { try tx.cache(arrived.map(\.id)) }
         }
         remember(arrived)
+        // Counted once per chunk: reads waiting for one fetch all get what it brought.
+        var fresh = arrived
         if caching {
             let now = Self.seconds()
             try evict(
                 contentCache.withLock { cache in
-                    arrived.flatMap { cache?.insert($0.id, length: $0.length, at: now) ?? [] }
+                    fresh = arrived.filter { cache?.contains($0.id) == false }
+                    return arrived.flatMap { cache?.insert($0.id, length: $0.length, at: now) ?? [] }
                 })
+        }
+        cacheCounters.withLock { c in
+            c.fetchedBytes += fresh.reduce(0) { $0 + $1.length }
+            if caching { c.misses += fresh.count }
         }
         return Dictionary(arrived.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
     }
@@ -148,7 +155,9 @@ extension Store {
 
     /// A read of chunk `id` (also from the plaintext cache): the content cache's recency.
     func accessed(_ id: ChunkID) {
-        contentCache.withLock { $0?.access(id, at: Self.seconds()) }
+        if contentCache.withLock({ $0?.access(id, at: Self.seconds()) }) == true {
+            cacheCounters.withLock { $0.hits += 1 }
+        }
     }
 
     /// Monotonic seconds, for the content cache.
@@ -165,16 +174,25 @@ extension Store {
     /// `absent`, their pack records become dead space (for compaction).
     func evict(_ ids: [ChunkID]) throws(StoreError) {
         guard !ids.isEmpty else { return }
-        try catalog.write { db in
+        let (count, bytes) = try catalog.write { db in
+            var evicted: (count: Int, bytes: Int64) = (0, 0)
             for id in ids {
                 let key = Data(id.bytes)
                 try db.execute(sql: "DELETE FROM cached WHERE id = ?", arguments: [key])
                 guard db.changesCount > 0 else { continue }
+                evicted.count += 1
+                evicted.bytes +=
+                    try Int64.fetchOne(db, sql: "SELECT length FROM chunks WHERE id = ?", arguments: [key]) ?? 0
                 try db.execute(
                     sql: "INSERT OR IGNORE INTO absent (id, revision) SELECT id, revision FROM chunks WHERE id = ?",
                     arguments: [key])
                 try db.execute(sql: "DELETE FROM chunks WHERE id = ? AND revision IS NOT NULL", arguments: [key])
             }
+            return evicted
+        }
+        cacheCounters.withLock { c in
+            c.evictions += count
+            c.evictedBytes += bytes
         }
         locations.withLock { map in for id in ids { map.removeValue(forKey: id) } }
     }

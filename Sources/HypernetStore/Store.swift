@@ -104,6 +104,8 @@ public final class Store: Sendable {
     let contentSource = Mutex<(@Sendable ([ChunkID]) -> [ChunkLocation])?>(nil)
     /// The chunks fetched on demand, within `--cache-size`; nil until `setCacheBound` (nothing is evicted).
     let contentCache = Mutex<ContentCache?>(nil)
+    /// What `hypernet status` shows of the cache, since the daemon started.
+    let cacheCounters = Mutex(CacheCounters())
     /// Revisions made here and committed since the last sync began: the next sync makes them durable.
     private let unsyncedLocal = Mutex<[RevisionID]>([])
     private static let maximumUnsyncedLocal = 100_000

@@ -309,7 +309,7 @@ extension VirtualFileSystem {
         return (try? store.chain(of: rights, tree: tree))?.current?.block
     }
 
-    /// `user.hypernet.id`, `.revision` and `.rights` of a foreign document, and its user xattrs.
+    /// `user.hypernet.id`, `.revision`, `.rights`, `.local` and `.keep` of a foreign document, and its user xattrs.
     func foreignXattr(_ inode: UInt64, name: String) throws(VFSError) -> [UInt8] {
         let (target, _) = try foreignTarget(inode)
         guard let document = target.document else { throw VFSError(ENODATA) }
@@ -319,6 +319,8 @@ extension VirtualFileSystem {
         case .rights?:
             guard let block = foreignBlock(document, tree: target.tree) else { throw VFSError(EACCES) }
             return Array(Membership(members: block.members, isPublic: block.isPublic).text.utf8)
+        case .local?: return Array(localBytes((target.tree, document)).utf8)
+        case .keep?: return Array((isKept((target.tree, document)) ? "1" : "0").utf8)
         default:
             guard !name.hasPrefix(HypernetXattr.prefix),
                 let value = try foreignWinner(document).metadata.xattrs.value(of: name)

@@ -79,6 +79,8 @@ public final class VirtualFileSystem: Sendable {
     let failingPasses = Mutex<Set<String>>([])
     /// Directory revisions whose invalid names were logged (`shownEntries`), so each is logged once.
     let invalidListings = Mutex<Set<RevisionID>>([])
+    /// Passes over the kept subtrees (Keeping.swift).
+    let keeper = Keeper()
 
     /// Starts the filesystem on `store`, including its commit timer for files held open.
     public init(store: Store, configuration: VFSConfiguration, logger: Logger) throws(StoreError) {

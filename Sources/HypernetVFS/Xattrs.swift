@@ -14,6 +14,8 @@ enum HypernetXattr: String, CaseIterable {
     case quorum = "user.hypernet.quorum"
     case rights = "user.hypernet.rights"
     case retention = "user.hypernet.retention"
+    case local = "user.hypernet.local"
+    case keep = "user.hypernet.keep"
 
     static let prefix = "user.hypernet."
     /// Write-only (not listed, ENODATA on read): `setfattr -n user.hypernet.resolve -v REV` merges every head.
@@ -58,6 +60,8 @@ extension VirtualFileSystem {
         case .quorum: return "\(quorum)"
         case .rights: return try membership(of: node).text
         case .retention: return "\(retention)"
+        case .local: return localBytes((store.keyring.identity.publicKey, node.record.id))
+        case .keep: return isKept((store.keyring.identity.publicKey, node.record.id)) ? "1" : "0"
         }
     }
 
@@ -67,7 +71,9 @@ extension VirtualFileSystem {
             let node = try Self.node(inode, in: s)
             // Only `user.*` names: the metadata also holds `RevisionMetadata.retentionEntry`.
             let stored = node.record.metadata.xattrs.lazy.map(\.name).filter { $0.hasPrefix("user.") }
-            return HypernetXattr.allCases.map(\.rawValue) + stored
+            // Not `local` and `keep`: on a directory they walk its subtree, which `cp -a` or `getfattr -d` of a
+            // large tree would do at every directory.
+            return HypernetXattr.allCases.filter { $0 != .local && $0 != .keep }.map(\.rawValue) + stored
         }
     }
 
@@ -75,6 +81,11 @@ extension VirtualFileSystem {
         throws(VFSError)
     {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if name == HypernetXattr.keep.rawValue {
+            let text = String(decoding: value, as: UTF8.self).trimmingWhitespace()
+            guard text == "1" || text == "0" else { throw VFSError(EINVAL) }
+            return try setKept(inode: inode, text == "1")
+        }
         let rightsChange = name == HypernetXattr.grant || name == HypernetXattr.revoke
         if VirtualTree.contains(inode) && !(ForeignTree.contains(inode) && rightsChange) {
             throw writeError(inode, needs: .write)
@@ -122,6 +133,7 @@ extension VirtualFileSystem {
 
     public func removexattr(inode: UInt64, name: String) throws(VFSError) {
         guard name.hasPrefix("user.") else { throw VFSError(ENOTSUP) }
+        if HypernetXattr(rawValue: name) == .keep { return try setKept(inode: inode, false) }
         if VirtualTree.contains(inode) { throw writeError(inode, needs: .write) }
         if HypernetXattr(rawValue: name) == .retention {
             // The policy set here goes; the inherited one applies again.

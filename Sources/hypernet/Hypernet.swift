@@ -16,7 +16,7 @@ struct Hypernet: ParsableCommand {
             Unpin.self, Pins.self, Contact.self, Rights.self, Grant.self, Revoke.self, Retention.self, Log.self,
             Cat.self, Restore.self,
             Watch.self, Conflicts.self, Resolve.self, Search.self, IndexCommand.self, Grep.self, Count.self,
-            Fsck.self, Gc.self, Du.self,
+            Fsck.self, Gc.self, Du.self, Keep.self, Unkeep.self,
         ])
 
     @OptionGroup var global: GlobalOptions

@@ -36,6 +36,13 @@ struct Status: HypernetCommand {
         lines.append(report.peers.isEmpty ? "peers: none" : "peers:")
         lines += peerLines(report.peers).map { "  " + $0 }
         lines.append("replication backlog: \(report.backlogRevisions) revisions, \(report.backlogBytes) bytes")
+        let c = report.cache
+        let reads = c.hits + c.misses
+        lines.append(
+            "cache: \(c.bytes) of \(c.bound) bytes used, \(c.keptBytes) bytes kept; hit rate "
+                + (reads > 0 ? "\(c.hits * 100 / reads)%" : "none") + " (\(c.hits) hits, \(c.misses) misses); "
+                + "fetched \(c.fetchedBytes) bytes, served \(c.servedBytes) bytes; "
+                + "\(c.evictions) evictions (\(c.evictedBytes) bytes)")
         print(lines.joined(separator: "\n"))
     }
 }

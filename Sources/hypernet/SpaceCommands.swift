@@ -20,16 +20,12 @@ struct Gc: HypernetCommand {
 
     func execute() throws(Failure) {
         let home = global.home
-        let terminal = isatty(STDERR_FILENO) == 1
-        let show: (GarbageProgress) -> Void = { p in
-            guard terminal else { return }
-            let text = "\rgc: pack \(p.pack) of \(p.of) (\(p.bytes) bytes)\u{1B}[K"
-            Array(text.utf8).withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
-        }
+        let show: (GarbageProgress) -> Void = { p in showProgress("gc: pack \(p.pack) of \(p.of) (\(p.bytes) bytes)") }
         let report =
             try HomeLock.holder(home: home) != nil
-            ? throughDaemon(home, show: show) : directly(home, show: show)
-        if terminal { writeStandardError("\r\u{1B}[K") }
+            ? followProgress(home, ControlRequest(command: .gc, dryRun: dryRun), status: .store, show: show)
+            : directly(home, show: show)
+        showProgress(nil)
         if json { return print(jsonLine(report)) }
         if let plan = report.retention {
             print(
@@ -45,23 +41,6 @@ struct Gc: HypernetCommand {
                 "reclaimed \(report.bytesReclaimed) bytes: rewrote \(report.packsRewritten) of \(report.packsDue) packs, "
                     + "copied \(report.liveBytesCopied) live bytes, in \(String(format: "%.1f", report.seconds)) s")
         }
-    }
-
-    private func throughDaemon(_ home: Home, show: (GarbageProgress) -> Void) throws(Failure) -> GarbageReport {
-        let client = try ControlClient(home: home)
-        _ = try client.send(ControlRequest(command: .gc, dryRun: dryRun), expecting: Acknowledgement.self)
-        var result: Result<GarbageReport, Failure>?
-        try client.streamLines { bytes in
-            guard let line = try? JSONDecoder().decode(GarbageLine.self, from: Data(bytes)) else {
-                result = .failure(Failure(.failure, "unreadable reply from the daemon"))
-                return false
-            }
-            if let p = line.progress { show(p) }
-            if let report = line.report { result = .success(report) }
-            if let error = line.error { result = .failure(Failure(.store, "gc: \(error)")) }
-            return result == nil
-        }
-        return try result!.get()
     }
 
     private func directly(_ home: Home, show: (GarbageProgress) -> Void) throws(Failure) -> GarbageReport {
@@ -92,5 +71,85 @@ struct Du: HypernetCommand {
             ControlRequest(command: .du, path: path.map(Paths.absolute)), expecting: [SpaceUsage].self)
         if json { return print(jsonLine(usage)) }
         for u in usage { print("\(u.current)\t\(u.history)\t\(u.shared)\t\(u.path)") }
+    }
+}
+
+/// Sends `request`, whose answer streams `ProgressLine`s: shows each progress, returns the report; an error line
+/// fails with `status`.
+func followProgress<P: Codable & Sendable, R: Codable & Sendable>(
+    _ home: Home, _ request: ControlRequest, status: ExitStatus, show: (P) -> Void
+) throws(Failure) -> R {
+    let client = try ControlClient(home: home)
+    _ = try client.send(request, expecting: Acknowledgement.self)
+    var result: Result<R, Failure>?
+    try client.streamLines { bytes in
+        guard let line = try? JSONDecoder().decode(ProgressLine<P, R>.self, from: Data(bytes)) else {
+            result = .failure(Failure(.failure, "unreadable reply from the daemon"))
+            return false
+        }
+        if let p = line.progress { show(p) }
+        if let report = line.report { result = .success(report) }
+        if let error = line.error { result = .failure(Failure(status, "\(request.command.rawValue): \(error)")) }
+        return result == nil
+    }
+    return try result!.get()
+}
+
+/// A progress line on a terminal's standard error, rewritten in place; nil clears it. Nothing when not a terminal.
+func showProgress(_ text: String?) {
+    guard isatty(STDERR_FILENO) == 1 else { return }
+    let line = "\r" + (text ?? "") + "\u{1B}[K"
+    Array(line.utf8).withUnsafeBytes { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
+}
+
+struct Keep: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Keep PATH's content on this node (available offline): fetched now, never evicted.",
+        discussion: """
+            PATH is a file or folder in the mounted folder, this identity's or below /@NAME/; files that appear \
+            below a kept folder later are kept too. Shows its progress on a terminal, then a summary; --json prints \
+            the summary as one JSON object. Exits with 1 when some content could not be fetched (no reachable \
+            peer sent it): it stays kept and is fetched later (docs/cli.md, keep).
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "A file or folder in the mounted folder.") var path: String
+    @Flag(help: "Print the summary as one JSON object.") var json = false
+
+    func execute() throws(Failure) {
+        let summary: KeepSummary = try followProgress(
+            global.home, ControlRequest(command: .keep, path: Paths.absolute(path)), status: .failure
+        ) { (p: KeepProgress) in showProgress("keep: file \(p.files) of \(p.of), \(p.fetched) bytes fetched") }
+        showProgress(nil)
+        if json { print(jsonLine(summary)) } else { print(summary.text) }
+        if summary.incomplete > 0 {
+            throw Failure(.failure, "\(summary.incomplete) kept file(s) not complete: no reachable peer sent them")
+        }
+    }
+}
+
+struct Unkeep: HypernetCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop keeping PATH's content on this node: it may be evicted again, nothing is deleted.",
+        discussion: """
+            PATH must be a file or folder given to `hypernet keep` (one kept through a kept folder above it fails). \
+            Prints what is still kept; --json as one JSON object (docs/cli.md, keep).
+            """)
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "A file or folder in the mounted folder.") var path: String
+    @Flag(help: "Print the summary as one JSON object.") var json = false
+
+    func execute() throws(Failure) {
+        let summary = try ControlClient(home: global.home).send(
+            ControlRequest(command: .unkeep, path: Paths.absolute(path)), expecting: KeepSummary.self)
+        if json { print(jsonLine(summary)) } else { print(summary.text) }
+    }
+}
+
+extension KeepSummary {
+    var text: String {
+        "kept: \(files) files, \(bytes) bytes; fetched \(fetched) bytes"
+            + (incomplete > 0 ? "; \(incomplete) files not complete" : "")
     }
 }

@@ -27,6 +27,19 @@ import Testing
         #expect(evicted == [Self.id(0)], "a chunk read once is not protected")
     }
 
+    @Test func aHitIsAnAccessOfACachedChunkOutsideTheReadThatFetchedIt() {
+        var cache = ContentCache(bound: 300)
+        _ = cache.insert(Self.id(0), length: 100, at: 10)
+        let sameRead = cache.access(Self.id(0), at: 10.2)
+        let later = cache.access(Self.id(0), at: 12)
+        let restOfIt = cache.access(Self.id(0), at: 12.3)
+        let notCached = cache.access(Self.id(1), at: 13)
+        #expect(!sameRead, "the read the fetch was for is a miss, not a hit")
+        #expect(later, "a later read of a cached chunk is a hit")
+        #expect(!restOfIt, "the rest of that read counts once")
+        #expect(!notCached, "a chunk not cached is no hit")
+    }
+
     @Test func oneLongScanDoesNotFlushWhatWasReadTwice() {
         var cache = ContentCache(bound: 1000)
         for n in 0..<4 {

@@ -41,6 +41,36 @@ import Testing
         #expect(Set(try c.log(tree: tree, after: 0, limit: 10)[0].chunks) == Set(entry.chunks))
     }
 
+    @Test func keptContentIsFetchedOutsideTheCacheAndJoinsItAgainOnceNoLongerKept() throws {
+        let (a, c) = (try temporaryStore("partial"), try temporaryStore("partial"))
+        defer { replication.remove(a, c) }
+        let bytes = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 7) }
+        let entry = try replication.commit(bytes, on: a)
+        let signed = try SignedRevision(record: entry.record)
+        let remote = RemoteRevision(
+            signed: signed, tree: a.keyring.identity.publicKey, chunks: entry.chunks, onDemand: true)
+        _ = try c.storeRemote([remote], chunks: [])
+        c.setContentSource { ids in ids.compactMap { id in try? c.receiveChunk(id: id, sealed: try a.sealedChunk(id)!) }
+        }
+        try c.setCacheBound(1 << 30)
+        let metadata = try a.revision(signed.id).metadata
+        let size = UInt64(bytes.count)
+        #expect(c.heldBytes(of: metadata) == (0, size), "nothing held before a fetch")
+
+        var found = KeptObjects()
+        try c.keptObjects(of: metadata, fetching: true, into: &found)
+        #expect(found.ids == Set(entry.chunks) && found.fetchedIDs == found.ids && found.missing == 0)
+        #expect(c.heldBytes(of: metadata) == (size, size))
+        #expect(try c.settleKept(found) == found.fetched)
+        #expect(c.cacheUse?.bytes == 0, "kept content is not in the cache")
+        #expect(c.cacheStatus().misses == 0 && c.cacheStatus().keptBytes == found.fetched)
+
+        try c.settleKept(KeptObjects())  // no longer kept: evictable again, not deleted
+        #expect(c.cacheUse?.bytes == found.fetched)
+        #expect(try c.missingChunks(entry.chunks).isEmpty)
+        #expect(try c.readContent(metadata.content) == bytes)
+    }
+
     @Test func aPinsContentModeIsRecordedAndDecidesHowItsTreeIsHeld() throws {
         let c = try temporaryStore("partial")
         defer { replication.remove(c) }

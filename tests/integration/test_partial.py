@@ -2,10 +2,13 @@
 her with `--content on-demand`) stores every record and directory listing at once and fetches a file's content
 only when it is read; offline, content it holds still reads and content it lacks fails with EIO after
 `--fetch-timeout`; it never acks a file revision it may lack the content of, so it counts toward no quorum for it.
+`hypernet keep` fetches a subtree now and keeps it out of the cache's evictions; `user.hypernet.local` and
+`hypernet status` show what is held and what the cache did.
 
 Nodes run on their own loopback addresses (cluster.py). No traffic leaves the machine.
 """
 
+import json
 import os
 import time
 
@@ -148,3 +151,127 @@ def test_reading_four_times_the_cache_keeps_it_within_its_bound_and_keeps_what_w
     assert cached() <= bound
     for node in cluster.nodes:
         assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
+
+def local(path):
+    return os.getxattr(path, "user.hypernet.local").decode()
+
+
+def kept_flag(path):
+    return os.getxattr(path, "user.hypernet.keep").decode()
+
+
+def held_chunks(node, path):
+    """How many chunks the revisions of the file at `path` list that `node` holds, and how many they list (each chunk
+    counts with the first revision that lists it: a file written once has its content listed by one of them)."""
+    document = bytes.fromhex(doc_id(path))
+    count = lambda table: node.query(f"SELECT COUNT(*) FROM {table} t JOIN revisions r ON r.id = t.revision "
+                                     "WHERE r.document = ?", (document,))[0][0]
+    held = count("chunks")
+    listed = held + count("absent")
+    assert listed > 0, f"no revision of {path} lists a chunk"
+    return held, listed
+
+
+@pytest.mark.timeout(240)
+def test_a_kept_folder_reads_offline_with_the_files_added_to_it_later_and_local_shows_what_is_held(cluster):
+    alice, bob, contents = shared_tree(cluster, bob_arguments=["--fetch-timeout", "2"])
+    kept = {f"k{i}.bin": random_bytes(SIZE, seed=100 + i) for i in range(2)}
+    os.mkdir(alice.p("shared", "kept"))
+    for name, data in kept.items():
+        write_file(alice.p("shared", "kept", name), data)
+    folder = bob.p("@alice", "shared", "kept")
+    listed = lambda: sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    eventually(lambda: listed() == sorted(kept), 20, lambda: f"bob's kept folder lists {listed()}")
+    for name in kept:
+        path = os.path.join(folder, name)
+        eventually(lambda: os.stat(path).st_size == SIZE, 10, lambda: f"bob sees {name} of size {os.stat(path).st_size}")
+
+    # user.hypernet.local: nothing held before a read, all of it after; a directory sums its files.
+    f0 = bob.p("@alice", "shared", "f0.bin")
+    assert local(f0) == f"0 {SIZE}"
+    assert local(folder) == f"0 {2 * SIZE}"
+    assert read_file(f0) == contents["f0.bin"]
+    assert local(f0) == f"{SIZE} {SIZE}"
+    assert local(alice.p("shared", "f0.bin")) == f"{SIZE} {SIZE}", "alice's own tree is held in full"
+
+    assert kept_flag(folder) == "0"
+    summary = json.loads(bob.run("keep", folder, "--json").stdout)
+    assert summary["files"] == 2 and summary["bytes"] == 2 * SIZE and summary["incomplete"] == 0, summary
+    assert summary["fetched"] >= 2 * SIZE, summary
+    assert local(folder) == f"{2 * SIZE} {2 * SIZE}"
+    assert kept_flag(folder) == "1" and kept_flag(os.path.join(folder, "k0.bin")) == "1"
+    assert kept_flag(f0) == "0"
+    assert bob.status_json()["cache"]["keptBytes"] >= 2 * SIZE
+
+    # A file alice adds to the kept folder later is fetched as it arrives.
+    later = random_bytes(SIZE, seed=200)
+    write_file(alice.p("shared", "kept", "later.bin"), later)
+    kept["later.bin"] = later
+    path = os.path.join(folder, "later.bin")
+    eventually(lambda: os.path.exists(path) and local(path) == f"{SIZE} {SIZE}", 30,
+               lambda: f"bob holds {local(path) if os.path.exists(path) else 'no'} bytes of later.bin")
+
+    missing = bob.p("@alice", "shared", "f2.bin")
+    document = doc_id(missing).lower()
+    alice.stop()
+    eventually(lambda: alice.listen not in bob.connected_addresses(), 10, "bob still shows alice connected")
+    for name, data in kept.items():
+        assert read_file(os.path.join(folder, name)) == data, f"bob read other bytes of kept {name} offline"
+    bob.allow_log_errors(document)
+    start = time.monotonic()
+    assert errno_of(read_file, missing) == "EIO", "content neither kept nor read did not give EIO offline"
+    assert time.monotonic() - start >= 2, "EIO before the 2 s fetch timeout"
+    # unkeep of a file kept only through its folder is refused; of the folder, it keeps the content (evictable).
+    assert errno_of(os.setxattr, os.path.join(folder, "k0.bin"), "user.hypernet.keep", b"0") == "EINVAL"
+    bob.run("unkeep", folder)
+    assert kept_flag(folder) == "0"
+    assert local(folder) == f"{3 * SIZE} {3 * SIZE}", "unkeep deleted content"
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
+
+@pytest.mark.timeout(300)
+def test_reading_three_times_the_cache_evicts_nothing_kept_and_after_unkeep_a_scan_evicts_it(cluster):
+    bound = 2 << 20
+    alice, bob, contents = shared_tree(cluster, bob_arguments=["--cache-size", "2M"])
+    names = sorted(contents)
+    kept, scanned = names[:2], names[2:]  # 6 MiB read once: 3 times the cache
+    path = lambda name: bob.p("@alice", "shared", name)
+    cached = lambda: bob.query("SELECT COALESCE(SUM(c.length), 0) FROM cached k JOIN chunks c ON c.id = k.id")[0][0]
+    for name in kept:
+        os.setxattr(path(name), "user.hypernet.keep", b"1")  # fetched in the background
+    settled = lambda: (lambda c: c["keptBytes"] == c["fetchedBytes"] >= 2 * SIZE)(bob.status_json()["cache"])
+    eventually(settled, 30, lambda: f"bob's cache after keeping two files: {bob.status_json()['cache']}")
+    for name in kept:
+        held, listed = held_chunks(bob, path(name))
+        assert held == listed, f"bob holds {held} of the {listed} chunks of kept {name}"
+    before = bob.status_json()["cache"]
+    assert before["bytes"] == 0 and before["hits"] == 0 and before["misses"] == 0, before
+
+    for name in scanned:
+        assert read_file(path(name)) == contents[name], f"bob read other bytes of {name}"
+        assert cached() <= bound, f"bob caches {cached()} bytes, past its {bound}-byte bound"
+    for name in kept:
+        held, listed = held_chunks(bob, path(name))
+        assert held == listed, f"reading 3 times the cache evicted {listed - held} chunks of kept {name}"
+    after = bob.status_json()["cache"]
+    listed = sum(held_chunks(bob, path(name))[1] for name in scanned)
+    assert after["misses"] == listed, f"{after['misses']} misses for the {listed} chunks of the files read once"
+    assert after["fetchedBytes"] - before["fetchedBytes"] == after["bytes"] + after["evictedBytes"], after
+    assert after["evictions"] > 0 and after["bytes"] <= bound and after["keptBytes"] == before["keptBytes"], after
+    # alice sent at least what bob stored (a request repeated while the first answer was on its way is sent twice).
+    assert alice.status_json()["cache"]["servedBytes"] >= after["fetchedBytes"], "alice served less than bob got"
+
+    for name in kept:
+        bob.run("unkeep", path(name))
+    for name in scanned:
+        assert read_file(path(name)) == contents[name]
+    for name in kept:
+        held, listed = held_chunks(bob, path(name))
+        assert held == 0, f"after unkeep, a scan of 3 times the cache left {held} of {listed} chunks of {name}"
+        assert read_file(path(name)) == contents[name], f"{name} does not read again after its eviction"
+    assert bob.status_json()["cache"]["keptBytes"] == 0
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+

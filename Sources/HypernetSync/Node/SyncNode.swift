@@ -529,6 +529,7 @@ public final class SyncNode: SessionDelegate {
             for id in ids {
                 let sealed = try? store.sealedChunk(id)
                 guard session.sendWhenWritable(.chunk(id: id, sealed: sealed ?? nil)) else { return }
+                if let sealed = sealed ?? nil { store.noteServed(sealed.count) }
             }
         case .prune(let tree):
             state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruned.insert(tree) }
