@@ -61,9 +61,14 @@ struct ContentCache {
         if probation.remove(id) == nil { _ = protected.remove(id) }
     }
 
-    private mutating func evict() -> [ChunkID] {
+    /// Chunks to evict, least valuable first, to give back at least `room` bytes (the store is full).
+    mutating func shed(_ room: Int64) -> [ChunkID] {
+        evict(downTo: bytes - room)
+    }
+
+    private mutating func evict(downTo limit: Int64? = nil) -> [ChunkID] {
         var evicted: [ChunkID] = []
-        while bytes > bound {
+        while bytes > limit ?? bound {
             guard let (id, _) = probation.popBack() ?? protected.popBack() else { break }
             lastAccess.removeValue(forKey: id)
             evicted.append(id)

@@ -64,6 +64,24 @@ extension Store {
         }
     }
 
+    /// Rewrites the packs holding dead bytes, the most first, until `room` bytes are freed (`makeRoom`): evicted
+    /// content frees nothing until its pack is rewritten, whatever its dead share.
+    func compact(freeing room: Int64) throws(StoreError) {
+        try collecting.withLock { (_) throws(StoreError) in
+            var usage = try packUsage()
+            if usage.contains(where: { $0.dead > 0 && $0.number == packs.appendingPack }) {
+                try packs.roll()
+                usage = try packUsage()
+            }
+            var freed: Int64 = 0
+            for pack in usage.filter({ $0.dead > 0 }).sorted(by: { $0.dead > $1.dead }) where freed < room {
+                guard pack.number != packs.appendingPack, let copied = try compact(pack.number, throttled: false)
+                else { continue }
+                freed += pack.size - copied
+            }
+        }
+    }
+
     /// Ends a running pass at its next record (its copies so far become garbage) and keeps new ones from starting.
     public func stopGarbageCollection() {
         stopCollecting.store(true, ordering: .relaxed)

@@ -8,6 +8,9 @@ extension Store {
     /// Room kept in `Home.reservePath` for deletes on a full disk: each costs a catalog transaction (a few pages
     /// of WAL) and, a second later, its directory's revision.
     public static let reserveBytes: Int64 = 4 << 20
+    /// What a store at `--max-store-size` evicts from the cache at least (`makeRoom`; an eighth of the limit if that
+    /// is less): each time it does, it rewrites a pack, so not for every write.
+    static let roomMargin: Int64 = 8 << 20
 
     /// The store's bound (`--max-store-size`): new writes past it fail with ENOSPC. nil: none.
     public func limitSize(to bytes: Int64?) {
@@ -42,7 +45,11 @@ extension Store {
     func admit(_ bytes: Int64) throws(StoreError) {
         let limit = maximumSize.load(ordering: .relaxed)
         if limit > 0 {
-            let used = storeBytes()
+            var used = storeBytes()
+            if used + bytes > limit {
+                try makeRoom(used + bytes - limit, limit: limit)
+                used = storeBytes()
+            }
             if used + bytes > limit {
                 try refuse(
                     "the store reached its size limit (--max-store-size \(limit) bytes, \(used) used): new writes fail "
@@ -57,6 +64,16 @@ extension Store {
                         + "writes fail with ENOSPC until space is freed; reads go on")
             }
         }
+    }
+
+    /// Gives back at least `room` bytes of the store, if it can, for a write past `--max-store-size`: evicts the
+    /// least valuable content of the cache (never kept, pinned or unreplicated content: it is not cached), then
+    /// rewrites the packs holding the most dead bytes. Compaction writes its copies past the limit for a moment.
+    private func makeRoom(_ room: Int64, limit: Int64) throws(StoreError) {
+        let shed = contentCache.withLock { $0?.shed(max(room, min(Self.roomMargin, limit / 8))) ?? [] }
+        guard !shed.isEmpty else { return }
+        try evict(shed)
+        try compact(freeing: room)
     }
 
     private func refuse(_ why: String) throws(StoreError) {

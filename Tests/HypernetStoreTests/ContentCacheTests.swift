@@ -40,6 +40,17 @@ import Testing
         #expect(!notCached, "a chunk not cached is no hit")
     }
 
+    @Test func shedGivesBackTheLeastValuableFirst() {
+        var cache = ContentCache(bound: 1000)
+        for n in 0..<4 { _ = cache.insert(Self.id(n), length: 100, at: Double(n)) }
+        cache.access(Self.id(0), at: 5)  // read twice: protected
+        let first = cache.shed(150)
+        #expect(first == [Self.id(1), Self.id(2)])
+        #expect(cache.bytes == 200 && cache.contains(Self.id(0)) && cache.contains(Self.id(3)))
+        let rest = cache.shed(1000)
+        #expect(rest.count == 2 && cache.bytes == 0, "more than it holds: all of it")
+    }
+
     @Test func oneLongScanDoesNotFlushWhatWasReadTwice() {
         var cache = ContentCache(bound: 1000)
         for n in 0..<4 {

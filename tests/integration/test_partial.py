@@ -3,7 +3,8 @@ her with `--content on-demand`) stores every record and directory listing at onc
 only when it is read; offline, content it holds still reads and content it lacks fails with EIO after
 `--fetch-timeout`; it never acks a file revision it may lack the content of, so it counts toward no quorum for it.
 `hypernet keep` fetches a subtree now and keeps it out of the cache's evictions; `user.hypernet.local` and
-`hypernet status` show what is held and what the cache did.
+`hypernet status` show what is held and what the cache did; `--max-store-size` evicts cached content before it
+refuses a write.
 
 Nodes run on their own loopback addresses (cluster.py). No traffic leaves the machine.
 """
@@ -23,11 +24,11 @@ FILES = 8
 SIZE = 1 << 20
 
 
-def shared_tree(cluster, bob_pins_on_demand=False, bob_arguments=(), alice_quorum=None):
+def shared_tree(cluster, bob_pins_on_demand=False, bob_arguments=(), alice_quorum=None, bob_quorum=None):
     """alice, and bob, who holds her tree on demand: as her contact, or also by `pin --content on-demand`. alice
     shares the folder `shared` (FILES files of SIZE random bytes) with bob. Returns (alice, bob, contents)."""
     alice = cluster.add("alice", quorum=alice_quorum, fsync_timeout=3)
-    bob = cluster.add("bob")
+    bob = cluster.add("bob", quorum=bob_quorum)
     bob.arguments += list(bob_arguments)
     if bob_pins_on_demand:
         bob.run("pin", alice.token, "--content", "on-demand")
@@ -275,3 +276,25 @@ def test_reading_three_times_the_cache_evicts_nothing_kept_and_after_unkeep_a_sc
     for node in cluster.nodes:
         assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
 
+
+@pytest.mark.timeout(300)
+def test_a_write_past_max_store_size_evicts_cached_content_first_and_keeps_what_is_kept(cluster):
+    limit = 8 << 20
+    alice, bob, contents = shared_tree(cluster, bob_arguments=["--max-store-size", "8M"], bob_quorum=1)
+    names = sorted(contents)
+    path = lambda name: bob.p("@alice", "shared", name)
+    bob.run("keep", path(names[0]))
+    for name in names[1:]:  # 7 MiB more: the fetches evict what was fetched before to fit
+        assert read_file(path(name)) == contents[name], f"bob read other bytes of {name}"
+    mine = random_bytes(3 * SIZE, seed=300)  # fits only once cached content is evicted
+    write_file(bob.p("mine.bin"), mine, fsync=True)
+    assert read_file(bob.p("mine.bin")) == mine
+    held, listed = held_chunks(bob, path(names[0]))
+    assert held == listed, f"making room evicted {listed - held} chunks of the kept {names[0]}"
+    status = bob.status_json()
+    assert status["cache"]["evictions"] > 0, status["cache"]
+    used = status["statistics"]["packBytes"] + os.path.getsize(bob.home / "store" / "catalog.sqlite")
+    assert used <= limit, f"bob's store takes {used} bytes, past its {limit}-byte limit"
+    assert "the store reached its size limit" not in bob.log_text(), "a write was refused while the cache had room"
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
