@@ -34,7 +34,7 @@ import Testing
             state.withLock { $0.wants.append(ids) }
             queue.asyncAfter(deadline: .now() + delay) { [self] in
                 for id in ids {
-                    if holds.contains(id) { fetcher.arrived(location(id)) } else { fetcher.failed(id) }
+                    fetcher.answered(id, by: self, holds.contains(id) ? .held(location(id)) : .notHeld)
                 }
             }
         }
@@ -45,15 +45,42 @@ import Testing
 
     let fetcher = ChunkFetcher()
 
-    @Test func asksEachPeerInTurnUntilOneSendsIt() {
+    @Test func asksThePeersAtOnceAndAChunkOneLacksOfAnother() {
         let (a, b) = (Self.chunk(1), Self.chunk(2))
         let empty = Peer([], fetcher: fetcher)
         let holder = Peer([a, b], fetcher: fetcher)
         let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10))
         let found = demand.fetch([a, b]) { [empty, holder] }
         #expect(Set(found.map(\.id)) == [a, b])
-        #expect(empty.wants == [[a, b]])
-        #expect(holder.wants == [[a, b]])
+        // One chunk each at first; the one the empty peer lacks is then asked of the holder.
+        #expect(empty.wants.count == 1 && empty.wants[0].count == 1)
+        #expect(Set(holder.wants.flatMap { $0 }) == [a, b])
+    }
+
+    @Test func manyChunksComeFromEveryPeerThatHoldsThem() {
+        let ids = (0..<64).map { Self.chunk(UInt8(100 + $0)) }
+        let peers = (0..<3).map { _ in Peer(Set(ids), fetcher: fetcher) }
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10), window: 4)
+        let found = demand.fetch(ids) { peers }
+        #expect(Set(found.map(\.id)) == Set(ids))
+        for p in peers { #expect(!p.wants.isEmpty) }
+        // No chunk asked twice: every peer answered, so there was no end game beyond the last few.
+        #expect(peers.flatMap { $0.wants.flatMap { $0 } }.count <= ids.count + 3 * 4)
+    }
+
+    @Test func aPeerThatVanishesMidFetchHasItsRequestsReissued() {
+        let ids = (0..<16).map { Self.chunk(UInt8(200 + $0)) }
+        let gone = Peer(Set(ids), fetcher: fetcher, delay: .seconds(3600))
+        let holder = Peer(Set(ids), fetcher: fetcher)
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10), window: 4)
+        let fetcher = fetcher
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) {
+            gone.close("killed")
+            fetcher.sessionEnded(gone)
+        }
+        let found = demand.fetch(ids) { [gone, holder] }
+        #expect(Set(found.map(\.id)) == Set(ids))
+        #expect(!gone.wants.isEmpty)
     }
 
     @Test func concurrentReadsOfOneChunkWaitForOneFetch() {

@@ -3,38 +3,79 @@ import Glibc
 import HypernetModel
 import HypernetStore
 
-/// Fetches the chunks a read needs that this node does not hold (a tree held on demand: docs/protocol.md,
-/// "Content on demand"). It asks each connected peer in turn through the shared `ChunkFetcher`, so concurrent
-/// reads of one chunk wait for one fetch and every copy is checked against its id as it arrives, and goes on
-/// asking, as peers connect or fetch it themselves, until every chunk arrived or the fetch timeout passed.
+/// Fetches chunks this node lacks from every connected peer at once (docs/protocol.md, "Multi-source fetch"): a
+/// read of content held on demand, or a tree now held in full catching up. A `PiecePicker` chooses which peer is
+/// asked for which chunk; the requests go through the shared `ChunkFetcher`, so concurrent reads of one chunk
+/// wait for one fetch and every copy is checked against its id as it arrives. A peer that has none of what is
+/// left, or that joins later, is asked again after a pause, until every chunk arrived or the fetch timeout passed.
 final class DemandFetcher: Sendable {
     private let fetcher: ChunkFetcher
     private let timeout: DispatchTimeInterval
-    /// The pause before asking the peers again when none had a chunk.
+    private let window: Int
+    private let reissueAfter: Double
+    /// The pause before asking the peers again when none may hold a chunk.
     static let retryPause: DispatchTimeInterval = .milliseconds(250)
 
-    init(fetcher: ChunkFetcher, timeout: DispatchTimeInterval) {
+    init(fetcher: ChunkFetcher, timeout: DispatchTimeInterval, window: Int = 16, reissueAfter: Double = 5) {
         self.fetcher = fetcher
         self.timeout = timeout
+        self.window = window
+        self.reissueAfter = reissueAfter
     }
 
-    /// The locations of those of `ids` that arrived from one of `links` (asked again at each round) before the
-    /// timeout; the rest were not sent by any peer.
+    /// The locations of those of `ids` that arrived from `links` (read again at each round: peers come and go)
+    /// before the timeout; the rest were not sent by any peer.
     func fetch(_ ids: [ChunkID], from links: () -> [any PeerLink]) -> [ChunkLocation] {
-        let deadline = DispatchTime.now() + timeout
-        var wanted = ids
+        let start = DispatchTime.now()
+        let deadline = start + timeout
+        let seconds = { Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9 }
+        var picker = PiecePicker<ObjectIdentifier>(ids, window: window, reissueAfter: reissueAfter)
+        var known: [ObjectIdentifier: any PeerLink] = [:]
         var found: [ChunkLocation] = []
-        while true {
-            for link in links() where !wanted.isEmpty && link.node != nil && !link.isEnded {
-                guard DispatchTime.now() < deadline else { break }
-                let arrived = fetcher.fetch(wanted, via: link, until: deadline)
-                found += arrived.values
-                wanted.removeAll { arrived[$0] != nil }
+        var asked: [ChunkID] = []
+        let wake = DispatchSemaphore(value: 0)
+        var retryAt = DispatchTime.now()
+        defer { fetcher.release(asked) }
+        while !picker.isDone && DispatchTime.now() < deadline {
+            let live = links().filter { $0.node != nil && !$0.isEnded }
+            let keys = Set(live.map(ObjectIdentifier.init))
+            for key in known.keys where !keys.contains(key) {
+                picker.remove(key)
+                known[key] = nil
             }
-            let now = DispatchTime.now()
-            guard !wanted.isEmpty, now < deadline else { return found }
-            let pause = min(now + Self.retryPause, deadline).uptimeNanoseconds - now.uptimeNanoseconds
-            usleep(UInt32(pause / 1000))
+            for link in live where known[ObjectIdentifier(link)] == nil {
+                picker.add(ObjectIdentifier(link))
+                known[ObjectIdentifier(link)] = link
+            }
+            if picker.isStarved, DispatchTime.now() >= retryAt {
+                // No peer may hold what is left: they may have got it since, or new ones connected.
+                picker.forgetLacks()
+                retryAt = DispatchTime.now() + Self.retryPause
+            }
+            // One chunk per peer in turn, least loaded first, so that even a short read spreads over the peers.
+            var batches: [ObjectIdentifier: [ChunkID]] = [:]
+            var order = live.map(ObjectIdentifier.init).shuffled()
+            order.sort { picker.load(of: $0) < picker.load(of: $1) }
+            var more = true
+            while more {
+                more = false
+                for key in order {
+                    let next = picker.next(for: key, now: seconds(), limit: 1)
+                    batches[key, default: []] += next
+                    more = more || !next.isEmpty
+                }
+            }
+            for (key, batch) in batches where !batch.isEmpty {
+                let again = Set(batch.filter { picker.askedCount(of: $0) > 1 })
+                fetcher.request(batch, via: known[key]!, again: again, waking: wake)
+                asked += batch
+            }
+            _ = wake.wait(timeout: min(.now() + .milliseconds(20), deadline))
+            let requests = picker.outstanding.compactMap { id, key in known[key].map { (id, $0) } }
+            let (arrived, unanswered) = fetcher.poll(requests)
+            for location in arrived where picker.arrived(location.id) { found.append(location) }
+            for (id, link) in unanswered { picker.lacks(id, at: ObjectIdentifier(link)) }
         }
+        return found
     }
 }

@@ -43,13 +43,22 @@ public struct PeerStatus: Sendable, Codable {
     /// Unix seconds: connected since (when connected), else last seen.
     public var since: Int64?
     public var lastError: String?
+    /// Bytes of chunks this node sent the peer answering its `want`s, and received from it answering its own,
+    /// since this node started.
+    public var bytesServed: Int64?
+    public var bytesReceived: Int64?
 
-    public init(address: String, node: String?, connected: Bool, since: Int64?, lastError: String?) {
+    public init(
+        address: String, node: String?, connected: Bool, since: Int64?, lastError: String?, bytesServed: Int64? = nil,
+        bytesReceived: Int64? = nil
+    ) {
         self.address = address
         self.node = node
         self.connected = connected
         self.since = since
         self.lastError = lastError
+        self.bytesServed = bytesServed
+        self.bytesReceived = bytesReceived
     }
 }
 
@@ -96,6 +105,7 @@ public final class SyncNode: SessionDelegate {
     let peerSet: PeerSet
     let ledger: ReceiveLedger
     let demand: DemandFetcher
+    let transfers = TransferCounts()
     /// Fetches damaged chunks again (`repairDamaged`), one pass at a time; a pass asked for while one is queued
     /// is that one.
     private let repairQueue = DispatchQueue(label: "hypernet.sync.repair")
@@ -530,6 +540,7 @@ public final class SyncNode: SessionDelegate {
                 let sealed = try? store.sealedChunk(id)
                 guard session.sendWhenWritable(.chunk(id: id, sealed: sealed ?? nil)) else { return }
                 if let sealed = sealed ?? nil { store.noteServed(sealed.count) }
+                transfers.served(sealed?.count ?? 0, to: session.node)
             }
         case .prune(let tree):
             state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruned.insert(tree) }
@@ -970,24 +981,33 @@ public final class SyncNode: SessionDelegate {
 
     /// A chunk frame, off the event loop: verified against its id and appended to the packs.
     private func store(chunk id: ChunkID, sealed: [UInt8]?, from session: Session, requested: Bool) {
-        guard let sealed else { return fetcher.failed(id) }
-        // What a closed session still had queued is dropped: a fetch it served has failed over already.
-        if session.isEnded && !requested { return }
-        do {
-            if requested {
-                fetcher.arrived(try store.receiveChunk(id: id, sealed: sealed))
-            } else if try !store.missingChunks([id]).isEmpty {
-                fetcher.pushed(try store.receiveChunk(id: id, sealed: sealed), by: session)
+        guard requested else {
+            // What a closed session still had queued is dropped: a fetch it served has failed over already.
+            guard let sealed, !session.isEnded else { return }
+            do {
+                if try !store.missingChunks([id]).isEmpty {
+                    fetcher.pushed(try store.receiveChunk(id: id, sealed: sealed), by: session)
+                }
+            } catch {
+                // Checked against its id on arrival: this node could not store it. Its run fetches it again.
+                logger.debug("a pushed chunk was not stored: \(error)", metadata: ["peer": "\(session)"])
             }
+            return
+        }
+        // A copy that came first from another peer (end game, re-issue) makes this one a duplicate: dropped.
+        guard let sealed, fetcher.isWanted(id) else { return fetcher.answered(id, by: session, .notHeld) }
+        do {
+            let location = try store.receiveChunk(id: id, sealed: sealed)
+            transfers.received(sealed.count, from: session.node)
+            fetcher.answered(id, by: session, .held(location))
         } catch {
             guard case .corrupt = error else {
                 // This node's failure (its disk full or failing), not the peer's: the run waiting for the chunk
-                // says so (`receive`); a pushed one is fetched again with its run.
-                if requested { fetcher.failed(id, locally: error) }
-                return
+                // says so (`receive`).
+                return fetcher.answered(id, by: session, .localFailure(error))
             }
             logger.warning("rejected chunk \(id.hex): \(error)", metadata: ["peer": "\(session)"])
-            if requested { fetcher.failed(id) }
+            fetcher.answered(id, by: session, .notHeld)
             // Bytes that do not match the id they were asked for: the peer is broken or hostile.
             session.close("sent a chunk whose bytes do not match its id")
         }
@@ -1080,12 +1100,15 @@ public final class SyncNode: SessionDelegate {
         }.filter { peerSet.isKept($0.1.session) }
         var out: [PeerStatus] = []
         var shown = Set<String>()
+        let counts = transfers.snapshot()
         for r in records {
             let live = connected.first { $0.0 == r.node || $0.1.hello?.listen == r.address }
+            let node = live?.0 ?? r.node
             out.append(
                 PeerStatus(
                     address: r.address, node: r.node, connected: live != nil, since: live?.1.since ?? r.lastSeen,
-                    lastError: live == nil ? r.lastError : nil))
+                    lastError: live == nil ? r.lastError : nil, bytesServed: node.flatMap { counts[$0]?.served },
+                    bytesReceived: node.flatMap { counts[$0]?.received }))
             if let live { shown.insert(live.0) }
         }
         for (node, p) in connected where !shown.contains(node) {
@@ -1093,7 +1116,8 @@ public final class SyncNode: SessionDelegate {
             out.append(
                 PeerStatus(
                     address: listen.isEmpty ? p.session.channel.remoteAddress?.description ?? "?" : listen, node: node,
-                    connected: true, since: p.since, lastError: nil))
+                    connected: true, since: p.since, lastError: nil, bytesServed: counts[node]?.served,
+                    bytesReceived: counts[node]?.received))
         }
         return out
     }

@@ -1,0 +1,117 @@
+"""Multi-source fetch (issue 17, item 2): a node that lacks many chunks of a file asks every connected peer
+that may hold them at once (docs/protocol.md, "Multi-source fetch"). Readers of alice's 64 MiB file (her
+contacts, holding her tree on demand) get it from alice and from the readers that read it before them, each copy
+byte-exact; a source killed mid-read: the read completes from the others.
+
+Per-peer bytes come from `hypernet status --json` (`bytesReceived`). Nodes run on their own loopback addresses
+(cluster.py). No timing assertions.
+"""
+
+import os
+import threading
+
+import pytest
+
+from cluster import eventually
+from helpers import random_bytes, read_file, write_file
+
+pytestmark = pytest.mark.replication
+
+SIZE = 64 << 20
+
+
+def swarm(cluster, readers):
+    """alice shares `shared/big.bin` (SIZE random bytes) with `readers` contacts, who hold her tree on demand.
+    Returns (alice, [readers], data)."""
+    alice = cluster.add("alice")
+    names = [f"r{i}" for i in range(readers)]
+    nodes = [cluster.add(name) for name in names]
+    for n in nodes:
+        n.run("contact", "add", "alice", alice.token)
+    cluster.start()
+    for name, n in zip(names, nodes):
+        alice.run("contact", "add", name, n.token)
+    os.mkdir(alice.p("shared"))
+    data = random_bytes(SIZE, seed=17)
+    write_file(alice.p("shared", "big.bin"), data)
+    for name in names:
+        alice.run("grant", alice.p("shared"), name, "read")
+    for n in nodes:
+        path = n.p("@alice", "shared", "big.bin")
+        eventually(lambda: os.path.exists(path) and os.stat(path).st_size == SIZE, 60,
+                   lambda: f"{n.name} does not list alice's big.bin:\n{n.log_tail(10)}")
+    return alice, nodes, data
+
+
+def node_key(node):
+    return node.status_json()["node"]
+
+
+def sources(node):
+    """The peers (node keys) `node` received chunk bytes from, with the bytes."""
+    return {p["node"]: p["bytesReceived"] for p in node.status_json()["peers"] if p.get("bytesReceived")}
+
+
+def read_all(readers):
+    """Reads big.bin on each of `readers` at once; returns {name: bytes}."""
+    results = {}
+
+    def read(n):
+        results[n.name] = read_file(n.p("@alice", "shared", "big.bin"))
+
+    threads = [threading.Thread(target=read, args=(n,)) for n in readers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+@pytest.mark.timeout(600)
+def test_readers_fetch_from_several_peers_and_every_copy_is_byte_exact(cluster):
+    alice, readers, data = swarm(cluster, 4)
+    first, rest = readers[0], readers[1:]
+    # The first reader has only alice to fetch from.
+    assert read_file(first.p("@alice", "shared", "big.bin")) == data, "the first reader read other bytes"
+    for name, got in read_all(rest).items():
+        assert got == data, f"{name} read other bytes than alice wrote"
+    for n in rest:
+        got = sources(n)
+        # Directory listings may come from any relay: only a share of the file counts as a source.
+        large = {node: size for node, size in got.items() if size >= 1 << 20}
+        assert len(large) >= 2, f"{n.name} received a MiB or more from {len(large)} peer(s) only: {got}"
+        assert sum(got.values()) >= SIZE, f"{n.name} received {sum(got.values())} bytes in all, less than the file"
+    served = {p["node"]: p.get("bytesServed", 0) for p in first.status_json()["peers"]}
+    assert sum(served.values()) > 0, f"r0 served nobody: {served}"
+    for n in cluster.nodes:
+        assert not n.log_findings(), f"node {n.name} logged problems: {n.log_findings()}"
+
+
+@pytest.mark.timeout(600)
+def test_a_source_killed_mid_read_the_read_completes_from_the_others(cluster):
+    alice, (held, reader), data = swarm(cluster, 2)
+    assert read_file(held.p("@alice", "shared", "big.bin")) == data
+    progress, result = [0], {}
+    held_key, alice_key = node_key(held), node_key(alice)
+
+    def read():
+        out = bytearray()
+        with open(reader.p("@alice", "shared", "big.bin"), "rb") as f:
+            while piece := f.read(1 << 20):
+                out += piece
+                progress[0] = len(out)
+        result["data"] = bytes(out)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        eventually(lambda: held_key in sources(reader) or "data" in result, 120,
+                   lambda: f"the reader never fetched from {held.name}: {sources(reader)}")
+        # Killed with requests in flight, most likely: they go to alice.
+        held.kill9()
+    finally:
+        thread.join()
+    assert result["data"] == data, f"the read after a source died gave other bytes ({progress[0]} read)"
+    assert alice_key in sources(reader)
+    for n in (alice, reader):
+        n.allow_log_errors()
