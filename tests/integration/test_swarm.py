@@ -1,19 +1,22 @@
 """Multi-source fetch (issue 17, item 2): a node that lacks many chunks of a file asks every connected peer
 that may hold them at once (docs/protocol.md, "Multi-source fetch"). Readers of alice's 64 MiB file (her
 contacts, holding her tree on demand) get it from alice and from the readers that read it before them, each copy
-byte-exact; a source killed mid-read: the read completes from the others.
+byte-exact; a source killed mid-read: the read completes from the others; a peer that answers with wrong bytes
+(hypernet-peer-double) is dropped, nothing it sent is stored, and the read completes from the honest one.
 
 Per-peer bytes come from `hypernet status --json` (`bytesReceived`). Nodes run on their own loopback addresses
 (cluster.py). No timing assertions.
 """
 
 import os
+import subprocess
 import threading
 
 import pytest
 
 from cluster import eventually
 from helpers import random_bytes, read_file, write_file
+from test_hostile_peers import assert_no_forged_bytes, peer_double
 
 pytestmark = pytest.mark.replication
 
@@ -115,3 +118,27 @@ def test_a_source_killed_mid_read_the_read_completes_from_the_others(cluster):
     assert alice_key in sources(reader)
     for n in (alice, reader):
         n.allow_log_errors()
+
+
+@pytest.mark.timeout(600)
+def test_a_peer_sending_wrong_bytes_is_dropped_and_the_read_completes_from_the_others(cluster):
+    alice, (reader,), data = swarm(cluster, 1)
+    before = reader.status_json()["connections"]
+    # Offers alice's tree (read from alice) and answers every `want` with forged bytes.
+    double = subprocess.Popen([peer_double(), "--connect", reader.listen, "--mode", "wrong-chunk", "--source",
+                               alice.listen, "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        eventually(lambda: reader.status_json()["connections"] > before, 30,
+                   lambda: f"the double never connected to the reader:\n{reader.log_tail(10)}")
+        assert read_file(reader.p("@alice", "shared", "big.bin")) == data, "the reader read other bytes"
+        out, _ = double.communicate(timeout=120)
+    finally:
+        if double.poll() is None:
+            double.kill()
+            double.wait()
+    assert double.returncode == 0 and "node closed the connection after" in out, out
+    log = reader.log_text()
+    assert "peer dropped: sent a chunk whose bytes do not match its id" in log, reader.log_tail(10)
+    assert_no_forged_bytes(reader)
+    reader.allow_log_errors("rejected chunk", "peer dropped")
