@@ -5,15 +5,28 @@ import Synchronization
 /// `hypernet status` shows per peer, and how a swarm's spread is seen.
 final class TransferCounts: Sendable {
     private let counts = Mutex<[String: (served: Int64, received: Int64)]>([:])
+    /// Node keys counted at most: peers that come with fresh keys must not grow this without end (past it, one
+    /// arbitrary count is forgotten for each new key).
+    static let limit = 4096
 
     func served(_ bytes: Int, to node: SigningPublicKey?) {
-        guard let node, bytes > 0 else { return }
-        counts.withLock { $0[Hex.encode(node.bytes), default: (0, 0)].served += Int64(bytes) }
+        // "Not held" answers serve nothing.
+        if bytes > 0 { add(node) { $0.served += Int64(bytes) } }
     }
 
     func received(_ bytes: Int, from node: SigningPublicKey?) {
+        add(node) { $0.received += Int64(bytes) }
+    }
+
+    private func add(_ node: SigningPublicKey?, _ change: (inout (served: Int64, received: Int64)) -> Void) {
         guard let node else { return }
-        counts.withLock { $0[Hex.encode(node.bytes), default: (0, 0)].received += Int64(bytes) }
+        let key = Hex.encode(node.bytes)
+        counts.withLock { counts in
+            if counts[key] == nil, counts.count >= Self.limit, let some = counts.keys.first {
+                counts.removeValue(forKey: some)
+            }
+            change(&counts[key, default: (0, 0)])
+        }
     }
 
     /// The counts by node key in hex.
