@@ -23,12 +23,14 @@ final class Controller: Sendable {
     let indexer: SearchIndexer?
     let node: SyncNode
     let quorum: Int
+    /// `--keep-all`: nothing is released, whatever the retention policies say.
+    let keepAll: Bool
     let logger: Logger
     let requestExit: @Sendable () -> Void
 
     init(
         home: Home, mountpoint: String?, keyring: Keyring, store: Store, fileSystem: VirtualFileSystem?,
-        indexer: SearchIndexer?, node: SyncNode, quorum: Int, logger: Logger,
+        indexer: SearchIndexer?, node: SyncNode, quorum: Int, keepAll: Bool, logger: Logger,
         requestExit: @escaping @Sendable () -> Void
     ) {
         self.home = home
@@ -39,6 +41,7 @@ final class Controller: Sendable {
         self.indexer = indexer
         self.node = node
         self.quorum = quorum
+        self.keepAll = keepAll
         self.logger = logger
         self.requestExit = requestExit
     }
@@ -216,10 +219,7 @@ final class Controller: Sendable {
     /// A garbage collection pass run now, streamed as `GarbageLine`s: its progress, then its report.
     private func collectGarbage(dryRun: Bool) -> EventReader {
         streamed { [self, store] (progress: (GarbageProgress) -> Void) throws(StoreError) in
-            let plan = try self.retentionPlan()
-            var report = try store.collectGarbage(dryRun: dryRun, progress: progress)
-            report.retention = plan
-            return report
+            try store.collectGarbage(dryRun: dryRun, retention: self.retention(), progress: progress)
         }
     }
 
@@ -249,14 +249,14 @@ final class Controller: Sendable {
         return reader
     }
 
-    /// What the retention policies release (docs/design.md, "Retention decisions"); nil without a mount, whose node
-    /// cannot place documents under their policies and keeps everything.
-    private func retentionPlan() throws(StoreError) -> CollectionSummary? {
-        guard let fileSystem else { return nil }
+    /// The retention rules in force now (docs/design.md, "Retention decisions"); nil keeps every revision's
+    /// content: without a mount (a node that cannot place documents under their policies) or with `--keep-all`.
+    func retention() -> (rules: Store.RetentionRules, now: UInt64)? {
+        guard let fileSystem, !keepAll else { return nil }
         let rules = fileSystem.retentionRules()
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        return try store.collectionPlan(rules: { rules[$0] }, now: UInt64(now.tv_sec) * 1000).summary
+        return ({ rules[$0] }, UInt64(now.tv_sec) * 1000)
     }
 
     /// grep and count: the documents below the request's paths scanned on the connection's thread, results streamed
@@ -349,6 +349,11 @@ final class Controller: Sendable {
         }
         guard matches.count == 1 else {
             throw Failure(.unknownRevision, "ambiguous revision \(prefix) of \(path): \(matches.count) revisions match")
+        }
+        // Its content is what `cat` and `restore` want.
+        if entries.contains(where: { $0.revision == match && $0.isReleased }) {
+            throw Failure(
+                .failure, "revision \(match.prefix(12)) of \(path): its content was released by the retention policy")
         }
         return match
     }

@@ -32,6 +32,8 @@ public struct DaemonOptions: Sendable {
     /// Bytes of content fetched on demand kept at most (`--cache-size`).
     public var cacheSize: Int64 = DaemonOptions.defaultCacheSize
     public static let defaultCacheSize: Int64 = 4 << 30
+    /// Keep every revision's content, whatever the retention policies release (`--keep-all`).
+    public var keepAll = false
 
     public init(
         home: Home, mountpoint: String?, configuration: VFSConfiguration, quorumGiven: Bool, fuseOptions: [String],
@@ -167,9 +169,10 @@ public enum Daemon {
         if mount == nil, !stopSwitch.attach(requestExit) { return }
         let controller = Controller(
             home: home, mountpoint: mountpoint, keyring: keyring, store: store, fileSystem: fileSystem,
-            indexer: indexer, node: node, quorum: configuration.quorum, logger: logger, requestExit: requestExit)
+            indexer: indexer, node: node, quorum: configuration.quorum, keepAll: options.keepAll, logger: logger,
+            requestExit: requestExit)
         server.start(handler: controller.handle)
-        let collector = collectInBackground(store, logger: logger)
+        let collector = collectInBackground(store, retention: { controller.retention() }, logger: logger)
         defer { collector.cancel() }
         // `/.hypernet/status`: the node's lines after the filesystem's.
         fileSystem?.setStatusProvider {
@@ -248,12 +251,16 @@ public enum Daemon {
         store.observeRepairs { queue.async { fileSystem.applyRepaired() } }
     }
 
-    /// Every `Store.collectionInterval` a throttled garbage collection pass (docs/store-format.md, "Compaction").
-    private static func collectInBackground(_ store: Store, logger: Logger) -> any DispatchSourceTimer {
+    /// Every `Store.collectionInterval` a throttled garbage collection pass (docs/store-format.md, "Compaction"),
+    /// releasing what the retention policies `retention` gives then no longer keep.
+    private static func collectInBackground(
+        _ store: Store, retention: @escaping @Sendable () -> (rules: Store.RetentionRules, now: UInt64)?,
+        logger: Logger
+    ) -> any DispatchSourceTimer {
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.gc", qos: .background))
         timer.schedule(deadline: .now() + Store.collectionInterval, repeating: Store.collectionInterval)
         timer.setEventHandler {
-            do { _ = try store.collectGarbage(throttled: true) } catch {
+            do { _ = try store.collectGarbage(throttled: true, retention: retention()) } catch {
                 logger.error("background garbage collection failed: \(error)")
             }
         }

@@ -36,7 +36,7 @@ public enum Failpoint {
             "vfs.stage", "store.seal", "pack.append", "catalog.commit", "store.sync",
             "sync.send", "sync.receive", "sync.store", "sync.ack", "vfs.show",
             "catalog.checkpoint", "pack.trim", "compact.copy", "compact.switch", "compact.remove",
-            "rights.change", "rights.receive", "index.foreign",
+            "rights.change", "rights.receive", "index.foreign", "retention.release",
         ]
 
         enum Action: Equatable {

@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 10
+    static let formatVersion = 11
     let pool: DatabasePool
     let path: String
 
@@ -210,12 +210,21 @@ final class Catalog: Sendable {
                     CREATE TABLE cached (id BLOB PRIMARY KEY);  -- chunks fetched on demand: evictable, in fetch order
                     """)
         }
-        // Format 10: kept subtrees (`hypernet keep`). Older code would evict their content from the cache, breaking
-        // the promise that it reads offline, so it must refuse the store.
-        m.registerMigration("v10-kept") { db in
+        // Format 10: retention releases content (docs/design.md, "Retention decisions"). A revision may name chunks
+        // no row names; older code would take that for damage (fsck, reads) and its collection plan would stop.
+        m.registerMigration("v10-released") { db in
             try db.execute(
                 sql: """
                     INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '10');
+                    CREATE TABLE released (revision BLOB PRIMARY KEY) WITHOUT ROWID;  -- its content is gone
+                    """)
+        }
+        // Format 11: kept subtrees (`hypernet keep`). Older code would evict their content from the cache, breaking
+        // the promise that it reads offline, so it must refuse the store.
+        m.registerMigration("v11-kept") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '11');
                     CREATE TABLE kept (
                         document BLOB PRIMARY KEY,  -- a file or directory kept on this node, with what it holds below
                         tree BLOB NOT NULL          -- the tree it belongs to

@@ -204,22 +204,25 @@ extension Store {
                     continue
                 }
                 // The size is known only to a reader of the epoch; a node without its key stores it as 0.
-                var size: UInt64 = 0
+                var metadata: RevisionMetadata?
                 if let key = try epochKey(tx.db, tree: remote.tree, rights: revision.rights, epoch: revision.epoch) {
                     do {
-                        size = try RevisionMetadata(
-                            unsealing: revision.sealedMetadata, epochKey: key, document: revision.document
-                        ).size
+                        metadata = try RevisionMetadata(
+                            unsealing: revision.sealedMetadata, epochKey: key, document: revision.document)
                     } catch {
                         rejected.append((id, .badMetadata("\(error)")))
                         continue
                     }
                 }
+                let size = metadata?.size ?? 0
                 try tx.recordChunks(remote.chunks.compactMap { arrived[$0] })
                 try tx.insert(remote.signed, tree: remote.tree, size: size)
                 // Another node of this identity may have moved the document to a chain: write under it too.
                 try tx.setRights(of: revision.document, to: revision.rights)
                 try tx.claim(remote.chunks, for: id)
+                if let metadata, revision.kind == .file, !remote.onDemand {
+                    try tx.noteReleasedBySender(id, metadata, arrived: arrived)
+                }
                 // A revision held in full keeps the chunks it lists, also those fetched on demand before.
                 if remote.onDemand {
                     try tx.recordAbsent(remote.chunks, for: id)
@@ -496,6 +499,21 @@ extension StoreTransaction {
         let stored = try store.catalog.existing(remote.chunks.filter { arrived[$0] == nil })
         for c in remote.chunks where arrived[c] == nil && !stored.contains(c) { return .missingChunk(c) }
         return nil
+    }
+
+    /// Records `revision` (a received file revision of a tree held in full) as released when its content's or xattr
+    /// list's root is neither stored here nor received with it: its sender had released that content (a log entry
+    /// lists only the chunks its sender holds), so that this node's collection does not wait for it
+    /// (docs/design.md, "Retention decisions").
+    func noteReleasedBySender(_ revision: RevisionID, _ metadata: RevisionMetadata, arrived: [ChunkID: ChunkLocation])
+        throws
+    {
+        let held = try db.cachedStatement(sql: "SELECT 1 FROM chunks WHERE id = ?")
+        for root in [metadata.content, metadata.xattrList].compactMap({ $0 }) where arrived[root.node.id] == nil {
+            guard try Int.fetchOne(held, arguments: [Data(root.node.id.bytes)]) == nil else { continue }
+            try run("INSERT OR IGNORE INTO released (revision) VALUES (?)", arguments: [Data(revision.bytes)])
+            return
+        }
     }
 
     /// Lists the chunks under `revision` where no earlier revision lists them.

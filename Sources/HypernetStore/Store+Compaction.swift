@@ -22,15 +22,30 @@ extension Store {
     /// One pass: measures every pack and rewrites those past the threshold. `dryRun` only measures. `throttled`
     /// (the background pass) pauses after each batch as long as the batch took, so foreground writes and reads keep
     /// at least half the disk. `progress` is told each pack as it starts. Passes run one at a time.
+    /// `retention`: the policies' rules (nil: keep every revision's content) and the time they are applied at (Unix
+    /// milliseconds); the content they release (`releaseContent`; a dry run: its plan) goes first.
     public func collectGarbage(
-        dryRun: Bool = false, throttled: Bool = false, progress: (GarbageProgress) -> Void = { _ in }
+        dryRun: Bool = false, throttled: Bool = false, retention: (rules: RetentionRules, now: UInt64)? = nil,
+        progress: (GarbageProgress) -> Void = { _ in }
     ) throws(StoreError) -> GarbageReport {
         try collecting.withLock { (_) throws(StoreError) -> GarbageReport in
             let start = ContinuousClock.now
-            // What is dead: records no `chunks` row names. A step that deletes rows no retained revision needs
-            // (retention) belongs here, before the packs are measured.
-            var usage = try packUsage()
             var report = GarbageReport(dryRun: dryRun)
+            if let retention {
+                // A release that cannot be made safely (a manifest that does not read) keeps everything; the packs'
+                // other garbage still goes.
+                do throws(StoreError) {
+                    report.retention =
+                        dryRun
+                        ? try collectionPlan(rules: retention.rules, now: retention.now).summary
+                        : try releaseContent(rules: retention.rules, now: retention.now)
+                } catch {
+                    logger.error("retention: nothing released: \(error)")
+                    report.retentionError = "\(error)"
+                }
+            }
+            // What is dead: records no `chunks` row names.
+            var usage = try packUsage()
             report.deadBytes = usage.reduce(0) { $0 + $1.dead }
             if !dryRun, usage.contains(where: { $0.isDue && $0.number == packs.appendingPack }) {
                 // The pack appended to is compacted once appends have moved to the next one.
@@ -244,9 +259,11 @@ public struct GarbageReport: Codable, Sendable {
     public var bytesReclaimed: Int64 = 0
     public var liveBytesCopied: Int64 = 0
     public var seconds = 0.0
-    /// What the retention policies release (a plan: releasing is not built yet; docs/design.md, "Retention
-    /// decisions"); absent when no mount places documents under their policies.
+    /// What the retention policies released (a dry run: would release; docs/design.md, "Retention decisions");
+    /// absent when the node keeps every revision (no mount places documents under their policies, `--keep-all`).
     public var retention: CollectionSummary?
+    /// Why the retention step released nothing.
+    public var retentionError: String?
 }
 
 /// Pack `pack` of `of` is being rewritten.

@@ -1,5 +1,8 @@
 import FoundationEssentials
 import GRDB
+import Glibc
+import HypernetCrypto
+import HypernetFailpoint
 import HypernetModel
 
 /// What the retention policies release (docs/design.md, "Retention decisions"): the revisions whose content no rule
@@ -30,36 +33,142 @@ extension Store {
     public func collectionPlan(rules: RetentionRules, now: UInt64) throws(StoreError) -> (
         summary: CollectionSummary, released: Set<RevisionID>, dead: Set<ChunkID>
     ) {
+        let plan = try plannedCollection(rules: rules, now: now)
+        return (plan.summary, plan.released, plan.dead)
+    }
+
+    /// Releases what `collectionPlan` lists (docs/design.md, "Retention decisions"): in one transaction, the rows of
+    /// the dead chunks go and the released revisions are recorded as such (`released`), so a kill -9 leaves all of
+    /// it or none; compaction then drops the records. Kept besides what the plan kept, checked while writers wait
+    /// to note anything more: what writes in flight reference without appending it (`InFlight`), what catalog rows
+    /// of documents name (written, no revision yet), and what revisions stored since the plan need. Called within a garbage collection pass (one at a time). Returns what was released.
+    func releaseContent(rules: RetentionRules, now: UInt64) throws(StoreError) -> CollectionSummary {
+        var plan = try plannedCollection(rules: rules, now: now)
+        guard !plan.dead.isEmpty || !plan.released.isEmpty else { return CollectionSummary() }
+        return try inFlight.withLock { (noted) throws(StoreError) -> CollectionSummary in
+            for reference in Array(noted.objects.values) + noted.checking.values.map(\.reference)
+            where plan.dead.contains(reference.id) {
+                try plan.live.need(reference)
+            }
+            for root in noted.roots.values where plan.dead.contains(root.node.id) {
+                try plan.live.walk(root, strict: false)
+            }
+            let (documents, stored) = try catalog.read { db in
+                (
+                    try Data.fetchAll(db, sql: "SELECT metadata FROM documents WHERE id IS NOT NULL"),
+                    try Data.fetchAll(db, sql: "SELECT id FROM revisions WHERE seq > ?", arguments: [plan.seen])
+                )
+            }
+            for encoded in documents {
+                // A row that does not decode names nothing this pass can know: nothing goes.
+                let metadata: RevisionMetadata
+                do { metadata = try RevisionMetadata(decoding: Array(encoded)) } catch {
+                    throw .corrupt(object: "a document row", reason: "\(error)")
+                }
+                for root in [metadata.content, metadata.xattrList] { try plan.live.walk(root, strict: true) }
+            }
+            for id in stored.compactMap({ try? Digest(bytes: $0) }) {
+                let metadata: RevisionMetadata
+                do throws(StoreError) { metadata = try revision(id, readingXattrs: false).metadata } catch {
+                    if case .rights = error { continue }
+                    throw error
+                }
+                for root in [metadata.content, metadata.xattrList] { try plan.live.walk(root, strict: false) }
+            }
+            let dead = plan.dead.subtracting(plan.live.objects)
+            let released = plan.released
+            var summary = CollectionSummary()
+            summary.revisions = released.count
+            summary.chunks = dead.count
+            let sizes = try storedBytes(dead)
+            summary.bytes = sizes.values.reduce(0) { $0 + $1 - Int64(PackStore.recordHeaderSize) }
+            let gone = try catalog.write { db in
+                var gone: [ChunkLocation] = []
+                let find = try db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?")
+                let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE id = ?")
+                for id in dead {
+                    let key = Data(id.bytes)
+                    if let row = try Row.fetchOne(find, arguments: [key]) {
+                        gone.append(ChunkLocation(id: id, pack: row[0], offset: row[1], length: row[2]))
+                    }
+                    try delete.execute(arguments: [key])
+                }
+                let mark = try db.cachedStatement(sql: "INSERT OR IGNORE INTO released (revision) VALUES (?)")
+                for id in released { try mark.execute(arguments: [Data(id.bytes)]) }
+                if Failpoint.hit("retention.release") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
+                return gone
+            }
+            forget(gone)
+            if !released.isEmpty {
+                logger.notice(
+                    "released the content of revisions the retention policies no longer keep",
+                    metadata: [
+                        "revisions": "\(released.count)", "chunks": "\(dead.count)", "bytes": "\(summary.bytes)",
+                    ])
+            }
+            return summary
+        }
+    }
+
+    /// Whether revision `id`'s content was released (`releaseContent`, or before it was received here).
+    public func isReleased(_ id: RevisionID) throws(StoreError) -> Bool {
+        try catalog.readStatement { db in
+            try Int.fetchOne(
+                db.cachedStatement(sql: "SELECT 1 FROM released WHERE revision = ?"), arguments: [Data(id.bytes)])
+                != nil
+        }
+    }
+
+    /// The metadata of revision `id`, for a new revision that names its content and xattr list as they are
+    /// (`restore`, `resolve`): noted as in flight first, so that a release from then on keeps them, then checked
+    /// not released before. Throws `notFound` for released content.
+    public func reusableMetadata(of id: RevisionID) throws(StoreError) -> RevisionMetadata {
+        var metadata = try revision(id, readingXattrs: false).metadata
+        inFlight.withLock { noted in
+            for root in [metadata.content, metadata.xattrList].compactMap({ $0 }) { noted.roots[root.node.id] = root }
+        }
+        if try isReleased(id) {
+            throw .notFound("the content of revision \(id.hex) (released by the retention policy)")
+        }
+        try readXattrList(&metadata)
+        return metadata
+    }
+
+    /// `collectionPlan`, with what `releaseContent` needs besides: the objects found live, and the last log
+    /// position the plan saw.
+    private func plannedCollection(rules: RetentionRules, now: UInt64) throws(StoreError) -> PlannedCollection {
         let own = Data(keyring.identity.publicKey.bytes)
         let rows: [CollectedRevision] = try catalog.read { db in
             try Row.fetchAll(
                 db,
                 sql: """
                     SELECT id, document, tree = ?, record, id IN (SELECT revision FROM heads),
-                        id IN (SELECT revision FROM refused), (SELECT count(*) FROM replicas WHERE revision = id)
+                        id IN (SELECT revision FROM refused), (SELECT count(*) FROM replicas WHERE revision = id),
+                        id IN (SELECT revision FROM released), seq
                     FROM revisions ORDER BY seq
                     """, arguments: [own]
             ).map { row in
                 let signed = try SignedRevision(record: Array(row[3] as Data))
                 return CollectedRevision(
                     id: signed.id, revision: signed.revision, own: row[2], head: row[4], refused: row[5],
-                    replicas: row[6])
+                    replicas: row[6], released: row[7], seq: row[8])
             }
         }
         var released = Set<RevisionID>()
         for (document, revisions) in Dictionary(grouping: rows.filter(\.own), by: \.revision.document) {
             guard let (policy, quorum) = rules(document) else { continue }
-            let candidates = revisions.filter { $0.revision.kind == .file && !$0.refused }
+            let candidates = revisions.filter { $0.revision.kind == .file && !$0.refused && !$0.released }
             let kept = policy.kept(
                 candidates.map {
                     RetentionPolicy.Candidate(id: $0.id, milliseconds: $0.revision.time.milliseconds, head: $0.head)
                 }, now: now)
             for r in candidates where !kept.contains(r.id) && r.replicas + 1 >= quorum { released.insert(r.id) }
         }
-        var plan = CollectionSummary()
-        plan.revisions = released.count
-        guard !released.isEmpty else { return (plan, released, []) }
-        var live = Reach(store: self)
+        var planned = PlannedCollection(released: released, live: Reach(store: self), seen: rows.last?.seq ?? 0)
+        planned.summary.revisions = released.count
+        // Released before: what of their content is still here goes once nothing else needs it.
+        let gone = Set(rows.lazy.filter(\.released).map(\.id))
+        guard !released.isEmpty || !gone.isEmpty else { return planned }
         var freed = Reach(store: self)
         for row in rows {
             let metadata: RevisionMetadata
@@ -67,31 +176,21 @@ extension Store {
                 if case .rights = error { continue }
                 throw error
             }
-            // Another tree's content that is not here is not needed here; this tree's must all be, or what it
-            // needs is unknown and nothing may go.
-            let strict = row.own && !released.contains(row.id)
-            for root in [metadata.content, metadata.xattrList] {
-                if released.contains(row.id) {
-                    try freed.walk(root, strict: false)
-                } else {
-                    try live.walk(root, strict: strict)
-                }
+            let roots = [metadata.content, metadata.xattrList]
+            if released.contains(row.id) || gone.contains(row.id) {
+                for root in roots { try freed.walk(root, strict: false) }
+            } else {
+                // Another tree's content that is not here is not needed here; this tree's must all be, or what
+                // it needs is unknown and nothing may go.
+                for root in roots { try planned.live.walk(root, strict: row.own) }
             }
         }
-        let dead = freed.objects.subtracting(live.objects)
-        plan.chunks = dead.count
-        plan.bytes = try catalog.read { db in
-            var total: Int64 = 0
-            for batch in Array(dead).chunked(500) {
-                let marks = databaseQuestionMarks(count: batch.count)
-                total +=
-                    try Int64.fetchOne(
-                        db, sql: "SELECT coalesce(sum(length), 0) FROM chunks WHERE id IN (\(marks))",
-                        arguments: StatementArguments(batch.map { Data($0.bytes) })) ?? 0
-            }
-            return total
+        planned.dead = freed.objects.subtracting(planned.live.objects)
+        planned.summary.chunks = planned.dead.count
+        planned.summary.bytes = try storedBytes(planned.dead).values.reduce(0) {
+            $0 + $1 - Int64(PackStore.recordHeaderSize)
         }
-        return (plan, released, dead)
+        return planned
     }
 }
 
@@ -105,6 +204,21 @@ private struct CollectedRevision {
     var refused: Bool
     /// Other nodes recorded as holding it.
     var replicas: Int
+    /// Its content was released before (`released` table).
+    var released: Bool
+    var seq: Int64
+}
+
+/// A plan, and what its release checks again against the writes made since.
+private struct PlannedCollection {
+    var summary = CollectionSummary()
+    /// The revisions the policies release now.
+    var released: Set<RevisionID>
+    var dead = Set<ChunkID>()
+    /// What every other revision needs.
+    var live: Reach
+    /// The last log position the plan read.
+    var seen: Int64
 }
 
 /// The stored objects a set of manifest trees needs: their nodes and data chunks, and the delta bases of each.
@@ -135,7 +249,7 @@ private struct Reach {
     }
 
     /// The object and, if it is a delta, its bases (as objects only: their children belong to older trees).
-    private mutating func need(_ reference: ChunkReference) throws(StoreError) {
+    mutating func need(_ reference: ChunkReference) throws(StoreError) {
         guard !reference.isHole, objects.insert(reference.id).inserted, try store.location(of: reference.id) != nil
         else { return }
         if case .delta(let delta) = try store.opened(reference) {
@@ -144,8 +258,29 @@ private struct Reach {
     }
 }
 
-extension Array {
-    fileprivate func chunked(_ size: Int) -> [ArraySlice<Element>] {
-        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+/// What writes in flight reference without appending it: checked by a release while it holds them
+/// (`Store.inFlight`), so a reference noted before the release began is kept, and one noted after finds the rows
+/// it deleted gone. Noted for the life of the process (a write's revision may come much later): objects a write
+/// found stored (deduplicated: a reference each, once per distinct chunk), and the roots `reusableMetadata` hands out.
+struct InFlight {
+    /// Objects a write found stored.
+    var objects: [ChunkID: ChunkReference] = [:]
+    /// Objects writes are checking for, with how many writes are.
+    var checking: [ChunkID: (reference: ChunkReference, writes: Int)] = [:]
+    var roots: [ChunkID: ManifestReference] = [:]
+
+    /// Before a write checks which of `references` are stored.
+    mutating func check(_ references: [ChunkReference]) {
+        for r in references { checking[r.id, default: (reference: r, writes: 0)].writes += 1 }
+    }
+
+    /// After the check: those found stored stay noted; those it stores anew are named by no row until its
+    /// transaction, which a release cannot delete.
+    mutating func checked(_ references: [ChunkReference], found: Set<ChunkID>) {
+        for r in references {
+            if found.contains(r.id) { objects[r.id] = r }
+            guard let entry = checking[r.id] else { continue }
+            checking[r.id] = entry.writes > 1 ? (reference: entry.reference, writes: entry.writes - 1) : nil
+        }
     }
 }

@@ -16,10 +16,11 @@ extension Store {
         return ids
     }
 
-    /// The metadata of every readable revision of `document` (those whose key this node lacks are left out).
+    /// The metadata of every readable revision of `document` whose content is here (those whose key this node lacks
+    /// and those whose content was released are left out).
     public func revisionMetadata(of document: DocumentID) throws(StoreError) -> [RevisionMetadata] {
         var found: [RevisionMetadata] = []
-        for summary in try revisions(of: document) {
+        for summary in try revisions(of: document) where !summary.isReleased {
             do { found.append(try revision(summary.id, readingXattrs: false).metadata) } catch {
                 if case .rights = error { continue }
                 throw error

@@ -53,6 +53,8 @@ public struct RevisionSummary: Sendable {
     public var isHead: Bool
     /// Made invalid by a permission block this node learnt after storing it: not in the view, not served.
     public var isRefused = false
+    /// Its content was released by the retention policy (docs/design.md, "Retention decisions"): the record stays.
+    public var isReleased = false
 }
 
 /// A document's content as an ordered chunk list plus the manifest nodes that describe it. Keeping the
@@ -125,6 +127,8 @@ public final class Store: Sendable {
     /// nothing (Linux may have dropped the pages the failed one did not write, and clears the error), so every
     /// later sync and checkpoint fails too, and nothing more is acknowledged until the store is opened again.
     let syncFailed = Atomic<Bool>(false)
+    /// What writes in flight reference without appending it, kept by a release (`Store+Retention.swift`).
+    let inFlight = Mutex(InFlight())
     /// One garbage collection pass at a time (`collectGarbage`); `stopCollecting` ends a running one early.
     let collecting = Mutex(())
     let stopCollecting = Atomic<Bool>(false)
@@ -214,20 +218,33 @@ public final class Store: Sendable {
             ChunkSealer.seal(UnsafeRawBufferPointer(rebasing: source[ranges[i]]), epochKey: key)
         }
         if Failpoint.hit("store.seal") { throw .io(path: home.packsDirectory, errno: EIO) }
-        var known = try catalog.existing(sealed.map(\.reference.id))
-        let candidates = bases.indices.filter { !bases[$0].isEmpty && !known.contains(sealed[$0].reference.id) }
-        if !candidates.isEmpty {
-            let full = sealed
-            let replacements = Self.parallelMap(candidates.count) { j in
-                let i = candidates[j]
-                return self.delta(
-                    UnsafeRawBufferPointer(rebasing: source[ranges[i]]), bases: bases[i], full: full[i], key: key)
+        // Noted before the checks, so that a release keeps what they find stored (`InFlight`).
+        var noted = sealed.map(\.reference)
+        inFlight.withLock { $0.check(noted) }
+        var known = Set<ChunkID>()
+        do {
+            known = try catalog.existing(noted.map(\.id))
+            let candidates = bases.indices.filter { !bases[$0].isEmpty && !known.contains(sealed[$0].reference.id) }
+            if !candidates.isEmpty {
+                let full = sealed
+                let replacements = Self.parallelMap(candidates.count) { j in
+                    let i = candidates[j]
+                    return self.delta(
+                        UnsafeRawBufferPointer(rebasing: source[ranges[i]]), bases: bases[i], full: full[i], key: key)
+                }
+                for (j, replacement) in replacements.enumerated() {
+                    if let replacement { sealed[candidates[j]] = replacement }
+                }
+                let replacing = candidates.map { sealed[$0].reference }
+                inFlight.withLock { $0.check(replacing) }
+                noted += replacing
+                known.formUnion(try catalog.existing(replacing.map(\.id)))
             }
-            for (j, replacement) in replacements.enumerated() {
-                if let replacement { sealed[candidates[j]] = replacement }
-            }
-            known.formUnion(try catalog.existing(candidates.map { sealed[$0].reference.id }))
+        } catch {
+            inFlight.withLock { [noted] in $0.checked(noted, found: []) }
+            throw error
         }
+        inFlight.withLock { [noted, known] in $0.checked(noted, found: known) }
         var written = Set<ChunkID>()
         let new = sealed.filter { !known.contains($0.reference.id) && written.insert($0.reference.id).inserted }
         try admit(new.reduce(0) { $0 + Int64($1.ciphertext.count + PackStore.recordHeaderSize) })
@@ -391,6 +408,15 @@ public final class Store: Sendable {
         guard let found = try catalog.location(of: id) else { return nil }
         remember([found])
         return found
+    }
+
+    /// Forgets the chunks a release deleted: their remembered locations (not a record appended anew since) and
+    /// plaintexts.
+    func forget(_ released: [ChunkLocation]) {
+        locations.withLock { map in
+            for l in released where map[l.id] == l { map.removeValue(forKey: l.id) }
+        }
+        cache.withLock { c in for l in released { c.remove(l.id) } }
     }
 
     /// Where chunks just appended to the packs are: peers ask for them next.
@@ -757,8 +783,8 @@ public final class Store: Sendable {
             return try Row.fetchAll(
                 db,
                 sql: """
-                    SELECT id, record, size, id IN (SELECT revision FROM refused) FROM revisions WHERE document = ?
-                    ORDER BY time DESC, id DESC
+                    SELECT id, record, size, id IN (SELECT revision FROM refused), id IN (SELECT revision FROM released)
+                    FROM revisions WHERE document = ? ORDER BY time DESC, id DESC
                     """,
                 arguments: [Data(document.bytes)]
             ).map { row in
@@ -767,7 +793,7 @@ public final class Store: Sendable {
                 let r = signed.revision
                 return RevisionSummary(
                     id: signed.id, time: r.time, kind: r.kind, size: UInt64(row[2] as Int64), author: r.author,
-                    parents: r.parents, isHead: heads.contains(row[0]), isRefused: row[3])
+                    parents: r.parents, isHead: heads.contains(row[0]), isRefused: row[3], isReleased: row[4])
             }
         }
     }
@@ -994,7 +1020,7 @@ public struct StoreTransaction {
     let added: AddedRevisions
 
     /// Hot statements are prepared once per connection (GRDB's statement cache), not parsed per call.
-    private func run(_ sql: String, arguments: StatementArguments) throws {
+    func run(_ sql: String, arguments: StatementArguments) throws {
         try db.cachedStatement(sql: sql).execute(arguments: arguments)
     }
 
@@ -1165,6 +1191,10 @@ struct ChunkCache {
         tick += 1
         entries[id] = (e.object, tick)
         return e.object
+    }
+
+    mutating func remove(_ id: ChunkID) {
+        entries.removeValue(forKey: id)
     }
 
     mutating func put(_ id: ChunkID, _ object: StoredObject) {

@@ -32,7 +32,8 @@ extension VirtualFileSystem {
             HistoryEntry(
                 revision: r.id.hex, time: ISO8601.format(milliseconds: r.time.milliseconds),
                 author: store.authorName(r.author), size: r.size,
-                parents: r.parents.map(\.hex), kind: "\(r.kind)", isHead: r.isHead, isRefused: r.isRefused)
+                parents: r.parents.map(\.hex), kind: "\(r.kind)", isHead: r.isHead, isRefused: r.isRefused,
+                isReleased: r.isReleased)
         }
     }
 
@@ -247,7 +248,7 @@ extension VirtualFileSystem {
         throws(VFSError) -> String
     {
         let old: RevisionMetadata
-        do { old = try store.revision(id).metadata } catch { throw fail(error, "read revision", inode: node.inode) }
+        do { old = try store.reusableMetadata(of: id) } catch { throw fail(error, "read revision", inode: node.inode) }
         func update(_ n: inout Node) {
             if wholeMetadata {
                 n.record.metadata = old

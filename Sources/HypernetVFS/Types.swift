@@ -158,6 +158,8 @@ public struct HistoryEntry: Sendable, Codable, Equatable {
     public var isHead: Bool
     /// Made invalid by a permission block learnt after it was stored (docs/security.md, "Rights").
     public var isRefused: Bool
+    /// Its content was released by the retention policy: `cat --rev` and `restore` of it fail.
+    public var isReleased = false
     /// How this node's user calls the author: "me", a contact's name; nil for anyone else. Filled in by the daemon.
     public var authorName: String? = nil
 }

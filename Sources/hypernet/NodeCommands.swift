@@ -84,6 +84,7 @@ struct StoreOptions: ParsableArguments {
             "Bytes of content fetched on demand kept at most (suffix K, M, G or T: powers of 1024; default 4G).",
             valueName: "SIZE"))
     var cacheSize: String?
+    @Flag(help: "Keep every revision's content, whatever the retention policies would release.") var keepAll = false
 
     /// `--max-store-size` in bytes.
     var maximumBytes: Int64? { maxStoreSize.flatMap(Self.bytes) }
@@ -119,6 +120,7 @@ struct StoreOptions: ParsableArguments {
 
     var arguments: [String] {
         (maxStoreSize.map { ["--max-store-size", $0] } ?? []) + (cacheSize.map { ["--cache-size", $0] } ?? [])
+            + (keepAll ? ["--keep-all"] : [])
     }
 }
 
@@ -172,6 +174,7 @@ struct Mount: HypernetCommand {
             maxPeers: peers.maxPeers, maxStoreSize: space.maximumBytes)
         options.fetchTimeout = fetchTimeout
         options.cacheSize = space.cacheBytes
+        options.keepAll = space.keepAll
         if foreground { return try runDaemon(options) }
         let canonical = try Mountpoint.validate(mountpoint)
         var arguments =
@@ -203,6 +206,7 @@ struct Serve: HypernetCommand {
             listen: peers.listen, peers: peers.peer, pins: peers.pin, maxPeers: peers.maxPeers,
             maxStoreSize: space.maximumBytes)
         options.cacheSize = space.cacheBytes
+        options.keepAll = space.keepAll
         if foreground { return try runDaemon(options) }
         try launch(home: global.home, ["serve"] + peers.arguments + space.arguments)
     }

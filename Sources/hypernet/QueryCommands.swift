@@ -54,7 +54,8 @@ struct Log: HypernetCommand {
             Columns: revision, time (UTC), author, size in bytes, parent revisions, then markers: [merge] for a \
             revision with several parents, [deleted] for a tombstone and, when the document has several heads, \
             [visible] for the head shown and [conflict] for the others; [refused] for a revision a permission block \
-            made invalid after this node stored it (an edit made after its author's right was revoked). The author \
+            made invalid after this node stored it (an edit made after its author's right was revoked); [released] \
+            for a revision whose content the retention policy released (its record stays). The author \
             is "me" for this identity, a contact's name, or the identity token.
             """)
 
@@ -77,6 +78,7 @@ struct Log: HypernetCommand {
             if entry.kind == "tombstone" { columns.append("[deleted]") }
             if forked, entry.isHead { columns.append(entry.revision == visible?.revision ? "[visible]" : "[conflict]") }
             if entry.isRefused { columns.append("[refused]") }
+            if entry.isReleased { columns.append("[released]") }
             print(columns.joined(separator: "  "))
         }
     }

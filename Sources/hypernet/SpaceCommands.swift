@@ -29,9 +29,10 @@ struct Gc: HypernetCommand {
         if json { return print(jsonLine(report)) }
         if let plan = report.retention {
             print(
-                "retention would release the content of \(plan.revisions) revisions: \(plan.chunks) chunks, "
-                    + "\(plan.bytes) bytes (not released yet)")
+                "retention \(report.dryRun ? "would release" : "released") the content of \(plan.revisions) "
+                    + "revisions: \(plan.chunks) chunks, \(plan.bytes) bytes")
         }
+        if let error = report.retentionError { print("retention released nothing: \(error)") }
         if report.dryRun {
             print(
                 "would reclaim \(report.bytesReclaimed) bytes by rewriting \(report.packsDue) packs "

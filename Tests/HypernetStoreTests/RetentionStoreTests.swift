@@ -96,3 +96,66 @@ import Testing
         #expect(plan.dead == firstChunks.subtracting(kept) && plan.dead.count == 1, "only the changed last chunk")
     }
 }
+
+/// `Store.collectGarbage` with retention rules: what the plan lists is released, and what a write in flight or a
+/// restore is about to name stays (docs/design.md, "Retention decisions").
+@Suite struct RetentionReleaseTests {
+    let last1 = try! RetentionPolicy(parsing: "last 1")
+    var now: UInt64 { UInt64(time(nil)) * 1000 + 60_000 }
+
+    /// Two revisions of one document, of `bytes(1)` and `bytes(2)`: `last 1` releases the first.
+    static func twoRevisions(on store: Store) throws -> (
+        first: (id: RevisionID, root: ManifestReference?), second: (id: RevisionID, root: ManifestReference?)
+    ) {
+        let a = DocumentID.random()
+        let first = try RetentionStoreTests.commit(RetentionStoreTests.bytes(1), a, parents: [], on: store)
+        return (first, try RetentionStoreTests.commit(RetentionStoreTests.bytes(2), a, parents: [first.id], on: store))
+    }
+
+    @Test func releaseDeletesOnlyTheDeadChunksAndRecordsTheRevision() throws {
+        let store = try temporaryStore("release")
+        defer { removeTemporaryStore(store) }
+        let (first, second) = try Self.twoRevisions(on: store)
+        let objects = try RetentionStoreTests.objects(first.root, store)
+        let report = try store.collectGarbage(retention: ({ _ in (last1, 1) }, now))
+        #expect(report.retention?.revisions == 1 && report.retention?.chunks == objects.count)
+        #expect(try store.isReleased(first.id) && !(try store.isReleased(second.id)))
+        for id in objects { #expect(!store.holds(id)) }
+        #expect(try store.readContent(second.root) == RetentionStoreTests.bytes(2))
+        #expect(throws: StoreError.self) { try store.reusableMetadata(of: first.id) }
+        #expect(try store.collectGarbage(retention: ({ _ in (last1, 1) }, now)).retention?.revisions == 0)
+    }
+
+    /// A writer that found the first revision's chunks stored (the same bytes written again) references them
+    /// without appending them, and commits later: a release in between keeps them.
+    @Test func aWriteInFlightKeepsTheChunksItFoundStored() throws {
+        let store = try temporaryStore("release")
+        defer { removeTemporaryStore(store) }
+        let (first, second) = try Self.twoRevisions(on: store)
+        let again = try store.writeContent(RetentionStoreTests.bytes(1), key: store.keyring.treeKey)
+        #expect(again.root == first.root, "the same bytes, deduplicated: nothing appended")
+        _ = try store.collectGarbage(retention: ({ _ in (last1, 1) }, now))
+        #expect(try store.isReleased(first.id), "released, its content kept whole: a write names it")
+        let b = DocumentID.random()
+        let metadata = RevisionMetadata(
+            mode: 0o100644, uid: 0, gid: 0, mtimeSeconds: 0, mtimeNanoseconds: 0, ctimeSeconds: 0, ctimeNanoseconds: 0,
+            size: 200_000, quorum: 0, xattrs: [], content: again.root, symlinkTarget: [])
+        _ = try store.transaction { tx in
+            try tx.recordChunks(again.locations)
+            return try tx.appendRevision(document: b, kind: .file, metadata: metadata, parents: [])
+        }
+        #expect(try store.readContent(again.root) == RetentionStoreTests.bytes(1))
+        #expect(try store.readContent(second.root) == RetentionStoreTests.bytes(2))
+    }
+
+    /// `reusableMetadata` (restore, resolve) notes the revision's roots before it checks: a release after keeps
+    /// them whole.
+    @Test func aRestoreInFlightKeepsTheContentItNames() throws {
+        let store = try temporaryStore("release")
+        defer { removeTemporaryStore(store) }
+        let first = try Self.twoRevisions(on: store).first
+        let old = try store.reusableMetadata(of: first.id)
+        _ = try store.collectGarbage(retention: ({ _ in (last1, 1) }, now))
+        #expect(try store.readContent(old.content) == RetentionStoreTests.bytes(1))
+    }
+}

@@ -4,11 +4,13 @@ that holds the tree's keys (docs/design.md, "Retention")."""
 
 import json
 import os
+import subprocess
 
 import pytest
 
 from cluster import eventually
-from helpers import XATTR_PREFIX, errno_of, hx, read_file, write_file
+import helpers
+from helpers import XATTR_PREFIX, current_revision, errno_of, hx, read_file, write_file
 
 NAME = XATTR_PREFIX + "retention"
 DEFAULT = "within 30d daily 180"
@@ -121,3 +123,163 @@ def test_revisions_below_their_quorum_are_not_released(make_node):
     for k in range(3):
         write_file(os.path.join(d, "f"), os.urandom(100_000))
     assert gc_plan(node)["revisions"] == 0
+
+
+# --- releasing content (docs/design.md, "Retention decisions") -----------------------------------------------------
+
+needs_failpoints = pytest.mark.skipif(
+    not helpers.has_failpoints(helpers.hypernet_bin()),
+    reason="the binary has no failpoints (build it with -Xswiftc -DHYPERNET_FAILPOINTS)")
+
+
+def gc(node, *args, check=True):
+    proc = node.cli("gc", "--json", *args, check=check, timeout=300)
+    return json.loads(proc.stdout) if proc.returncode == 0 else proc
+
+
+def save(path, content) -> str:
+    """Writes `content` as a new revision of `path`; its revision id."""
+    write_file(path, content)
+    return current_revision(path)
+
+
+def saves(node, policy: bytes, count: int, size: int):
+    """`count` saves of random content to d/f under `policy` (set on d) in `node`'s mount: the path of f, and each
+    revision's content, oldest first."""
+    d = node.p("d")
+    os.mkdir(d)
+    os.setxattr(d, NAME, policy)
+    f = os.path.join(d, "f")
+    saved = {}
+    for _ in range(count):
+        content = os.urandom(size)
+        saved[save(f, content)] = content
+    return f, saved
+
+
+def history_of(node, path) -> list:
+    return json.loads(node.cli("log", "--json", path).stdout)
+
+
+def cat(node, path, revision, check=True):
+    return node.cli("cat", "--rev", revision, path, check=check, text=False)
+
+
+def released(node, path) -> set:
+    return {e["revision"] for e in history_of(node, path) if e["isReleased"]}
+
+
+def check_revisions(node, path, saved: dict, gone: set):
+    """Every saved revision not released reads back exactly (`cat --rev`); each released one is marked so and
+    refused with one line; fsck is clean."""
+    marked = released(node, path)
+    assert marked == gone, f"released {sorted(marked)}, expected {sorted(gone)}"
+    for revision, content in saved.items():
+        if revision in gone:
+            proc = cat(node, path, revision, check=False)
+            assert proc.returncode == 1 and proc.stdout == b"", proc
+            assert proc.stderr.decode().endswith("its content was released by the retention policy\n"), proc.stderr
+            assert proc.stderr.count(b"\n") == 1, proc.stderr
+        else:
+            assert cat(node, path, revision).stdout == content, f"revision {revision[:12]} differs"
+    proc = node.cli("fsck", check=False, timeout=300)
+    assert proc.returncode == 0, f"fsck: {proc.stdout}{proc.stderr}"
+
+
+def test_gc_releases_what_last_2_drops_and_keeps_the_rest_exact(node):
+    """Five saves under `last 2`, the first also held by another file: gc releases the second and third saves'
+    content (as planned, and the packs shrink by that much), marks the three older revisions [released] in `log`,
+    refuses `cat --rev` and `restore` of them, and every other revision still reads back exactly, across a
+    restart."""
+    f, saved = saves(node, b"last 2", 5, 300_000)
+    first = list(saved.values())[0]
+    write_file(node.p("same-as-first"), first)
+    plan = gc_plan(node)
+    before = node.pack_bytes()
+    report = gc(node)
+    assert report["retention"] == plan, (plan, report)
+    # The packs give back the released records; the directory's revisions made meanwhile take a few hundred bytes.
+    freed = before - node.pack_bytes()
+    assert plan["bytes"] * 0.99 <= freed <= plan["bytes"] * 1.05 + (64 << 10), f"freed {freed}, plan {plan}"
+    gone = set(list(saved)[:3])
+    check_revisions(node, f, saved, gone)
+    assert read_file(f) == list(saved.values())[-1] and read_file(node.p("same-as-first")) == first
+    # The log marks them; restore of a released revision fails with the same line, of a retained one works.
+    lines = node.cli("log", f).stdout.splitlines()
+    assert sum(line.endswith("[released]") for line in lines) == 3, lines
+    proc = node.cli("restore", f, list(saved)[0], check=False)
+    assert proc.returncode == 1 and "released by the retention policy" in proc.stderr, proc
+    assert gc(node)["retention"] == {"revisions": 0, "chunks": 0, "bytes": 0}, "a second pass found more"
+    # A restore of the fourth save: `last 2` now drops the fourth itself, whose content the restore still names.
+    node.cli("restore", f, list(saved)[3])
+    assert gc(node)["retention"] == {"revisions": 1, "chunks": 0, "bytes": 0}
+    gone.add(list(saved)[3])
+    assert read_file(f) == list(saved.values())[3]
+    node.restart()
+    check_revisions(node, f, saved, gone)
+    assert read_file(f) == list(saved.values())[3]
+
+
+@pytest.mark.replication
+@pytest.mark.timeout(150)
+def test_a_node_catching_up_stores_released_revisions_as_released(cluster):
+    """a (quorum 1) releases three of four saves under `last 1` before b, a node of the same identity, first
+    connects: b receives their records without their content (a's log lists only what it holds), records them as
+    released, shows the last save, and its own gc neither waits for that content nor fails."""
+    a = cluster.add("a", quorum=1)
+    b = cluster.add("b", identity=a, quorum=1)
+    a.start()
+    _, saved = saves(a, b"last 1", 4, 150_000)
+    assert gc(a)["retention"]["revisions"] == 3
+    gone = set(list(saved)[:3])
+    b.start()
+    eventually(lambda: a.revisions() <= b.revisions(), 30,
+               lambda: f"b lacks {len(a.revisions() - b.revisions())} of a's revisions")
+    eventually(lambda: helpers.read_or_none(b.p("d", "f")) == list(saved.values())[-1], 10, "b does not show f")
+    check_revisions(b, b.p("d", "f"), saved, gone)
+    report = gc(b)
+    assert "retentionError" not in report and report["retention"]["revisions"] == 0, report
+    check_revisions(b, b.p("d", "f"), saved, gone)
+
+
+class KeepAllNode(helpers.Node):
+    """A node mounted with `--keep-all`."""
+
+    def cli(self, *args, **kw):
+        if args and args[0] == "mount":
+            args = (*args, "--keep-all")
+        return super().cli(*args, **kw)
+
+
+def test_keep_all_releases_nothing(make_node):
+    """`mount --keep-all` keeps every revision's content whatever the policy says (a node may keep more)."""
+    node = make_node(node_class=KeepAllNode)
+    f, saved = saves(node, b"last 1", 3, 100_000)
+    assert gc(node).get("retention") is None
+    check_revisions(node, f, saved, set())
+
+
+@needs_failpoints
+@pytest.mark.parametrize("step", ["retention.release", "compact.copy", "compact.switch", "compact.remove"])
+@pytest.mark.log_errors(r"failpoint (retention|compact)\.")
+def test_a_kill_during_release_or_compaction_loses_nothing_retained(make_node, monkeypatch, step):
+    """The daemon dies (SIGKILL) in gc's release transaction or at a step of the compaction after it: after a
+    restart the release is all there or not at all, every revision not marked released reads back exactly, fsck
+    is clean; the next gc completes the release."""
+    node = make_node(start=False)
+    monkeypatch.setenv("HYPERNET_FAILPOINT", f"{step}:panic")
+    node.start()
+    monkeypatch.delenv("HYPERNET_FAILPOINT")
+    f, saved = saves(node, b"last 2", 6, 200_000)
+    proc = gc(node, check=False)
+    assert isinstance(proc, subprocess.CompletedProcess), f"gc survived the failpoint: {proc}"
+    assert f"failpoint {step}: panic" in node.log_text()
+    node.reap()
+    node.start()
+    # The release's transaction either committed (every step after it) or did not (its own failpoint).
+    gone = set(list(saved)[:4]) if step != "retention.release" else set()
+    check_revisions(node, f, saved, gone)
+    gc(node)
+    check_revisions(node, f, saved, set(list(saved)[:4]))
+    node.restart()
+    check_revisions(node, f, saved, set(list(saved)[:4]))
