@@ -4,7 +4,10 @@ that holds the tree's keys (docs/design.md, "Retention")."""
 
 import json
 import os
+import shutil
 import subprocess
+import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -283,3 +286,94 @@ def test_a_kill_during_release_or_compaction_loses_nothing_retained(make_node, m
     check_revisions(node, f, saved, set(list(saved)[:4]))
     node.restart()
     check_revisions(node, f, saved, set(list(saved)[:4]))
+
+
+# --- a year of edits (contract scenario 10) -------------------------------------------------------------------------
+
+class FakeClockNode(helpers.Node):
+    """A node whose daemon reads its wall clock's offset from the file `clock` at each call (libfaketime's
+    FAKETIME_TIMESTAMP_FILE; monotonic time untouched), so a test moves its time without a restart. Started
+    through the `faketime` wrapper, which sets up what libfaketime needs, without its own FAKETIME, which would
+    take precedence over the file."""
+
+    def __init__(self, *args, clock, **kw):
+        super().__init__(*args, **kw)
+        self.wrapper = self.dir / "faketime-hypernet"
+        self.wrapper.write_text(
+            f"#!/bin/sh\nexec faketime -f +0 env -u FAKETIME FAKETIME_TIMESTAMP_FILE={clock} FAKETIME_NO_CACHE=1 "
+            f"FAKETIME_DONT_FAKE_MONOTONIC=1 {self.bin} \"$@\"\n")
+        self.wrapper.chmod(0o755)
+
+    def cli(self, *args, **kw):
+        if not (args and args[0] == "mount"):
+            return super().cli(*args, **kw)
+        real, self.bin = self.bin, str(self.wrapper)
+        try:
+            return super().cli(*args, **kw)
+        finally:
+            self.bin = real
+
+
+DAY = 86400
+
+
+def expected_kept(times: dict, now: float) -> set:
+    """The revisions `within 30d weekly 8 monthly 6` keeps (docs/design.md: the newest of each of the N latest UTC
+    ISO weeks and months that have one), and the head, computed here independently of the daemon."""
+    kept = {r for r, t in times.items() if t >= now - 30 * DAY}
+    for rule, count in ((lambda t: datetime.fromtimestamp(t, timezone.utc).isocalendar()[:2], 8),
+                        (lambda t: datetime.fromtimestamp(t, timezone.utc).timetuple()[:2], 6)):
+        newest = {}
+        for r, t in times.items():
+            key = rule(t)
+            if key not in newest or t > times[newest[key]]:
+                newest[key] = r
+        kept |= {newest[k] for k in sorted(newest)[-count:]}
+    kept.add(max(times, key=times.get))
+    return kept
+
+
+@pytest.mark.timeout(600)
+def test_a_year_of_edits_keeps_what_the_policy_says_and_gc_frees_what_it_planned(make_node, tmp_path):
+    """A file saved every four days for a year (the daemon's clock faked, moved forward through a file) under `within 30d weekly 8 monthly 6`: gc releases exactly the revisions the
+    policy drops (computed here), `du`'s history and the packs shrink by what the plan said, every retained
+    revision reads back exactly, and the released ones are marked and refused."""
+    if not shutil.which("faketime"):
+        pytest.skip("faketime is not installed (mount-helpers/deps.sh)")
+    clock = tmp_path / "faketime"
+    clock.write_text("-365d\n")
+    node = make_node(node_class=FakeClockNode, clock=clock)
+    d = node.p("d")
+    os.mkdir(d)
+    node.cli("retention", d, "within", "30d", "weekly", "8", "monthly", "6")
+    f = os.path.join(d, "f")
+    saved, times = {}, {}
+    for days_ago in range(364, 0, -4):
+        clock.write_text(f"-{days_ago}d\n")
+        content = os.urandom(40_000)
+        revision = save(f, content)
+        saved[revision] = content
+    clock.write_text("+0\n")
+    for e in history_of(node, f):
+        times[e["revision"]] = datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp()
+    assert set(times) == set(saved), "the log does not list every save"
+    now = time.time()
+    assert min(times.values()) < now - 360 * DAY, "the faked clock was not in force"
+    kept = expected_kept(times, now)
+    plan = gc_plan(node)
+    assert plan["revisions"] == len(saved) - len(kept), (plan, len(saved), len(kept))
+
+    def history_bytes():
+        return json.loads(node.cli("du", "--json", d).stdout)[-1]["history"]
+
+    du_before, packs_before = history_bytes(), node.pack_bytes()
+    report = gc(node)
+    assert report["retention"] == plan, (plan, report)
+    # du counts each record with its 36-byte header; manifest nodes kept as delta bases leave it a little more.
+    du_freed = du_before - history_bytes()
+    assert plan["bytes"] <= du_freed <= plan["bytes"] * 1.05 + 36 * plan["chunks"] + (16 << 10), (du_freed, plan)
+    packs_freed = packs_before - node.pack_bytes()
+    assert plan["bytes"] * 0.99 <= packs_freed <= plan["bytes"] * 1.05 + (64 << 10), (packs_freed, plan)
+    check_revisions(node, f, saved, set(saved) - kept)
+    node.restart()
+    check_revisions(node, f, saved, set(saved) - kept)
