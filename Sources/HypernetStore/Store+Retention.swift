@@ -171,6 +171,10 @@ extension Store {
         guard !released.isEmpty || !gone.isEmpty else { return planned }
         var freed = Reach(store: self)
         for row in rows {
+            // A stopping node does not wait for the walk: nothing is released.
+            if stopCollecting.load(ordering: .relaxed) {
+                return PlannedCollection(released: [], live: Reach(store: self), seen: 0)
+            }
             let metadata: RevisionMetadata
             do throws(StoreError) { metadata = try revision(row.id, readingXattrs: false).metadata } catch {
                 if case .rights = error { continue }
