@@ -34,7 +34,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var paths: [String]?
     /// watch: first replay the stored revisions after this log position.
     public var since: Int64?
-    /// search: the query (docs/search.md), how many results, after how many, in which order (`SearchSort`).
+    /// search: the query (docs/search.md), how many results, after how many, in which order (`SearchSort`); cat: the
+    /// byte to start at (`offset`).
     public var query: String?
     public var limit: Int?
     public var offset: Int?
@@ -237,11 +238,26 @@ public struct StatusReport: Codable, Sendable {
     public var cache: CacheStatus
 }
 
-public struct ContentReply: Codable, Sendable {
+/// One line of the stream that answers `cat`: the revision first, then the content in order, a piece per line, then
+/// `end` (or `error`, with the exit status): a stream cut before `end` lost the daemon.
+public struct ContentLine: Codable, Sendable {
     /// The full id of the revision whose content this is.
-    public var revision: String
-    /// Base64 of the content bytes.
-    public var content: String
+    public var revision: String?
+    /// Base64 of the next bytes of the content.
+    public var content: String?
+    public var end: Bool?
+    public var error: String?
+    public var code: Int32?
+
+    public init(
+        revision: String? = nil, content: String? = nil, end: Bool? = nil, error: String? = nil, code: Int32? = nil
+    ) {
+        self.revision = revision
+        self.content = content
+        self.end = end
+        self.error = error
+        self.code = code
+    }
 }
 
 public struct RestoreReply: Codable, Sendable {

@@ -49,6 +49,7 @@ final class Controller: Sendable {
     func handle(_ request: ControlRequest) -> ControlReply {
         do throws(Failure) {
             if request.command == .watch { return .stream(try watch(request)) }
+            if request.command == .cat { return .stream(try content(request)) }
             if request.command == .gc { return .stream(collectGarbage(dryRun: request.dryRun == true)) }
             if request.command == .grep || request.command == .count { return try scan(request) }
             if request.command == .keep { return .stream(try keep(request)) }
@@ -102,24 +103,6 @@ final class Controller: Sendable {
                 entry.authorName = name(entry.author)
                 return entry
             }
-        case .cat:
-            let (absolute, relative) = try paths(request)
-            let entries = try history(absolute, relative)
-            let revision: String
-            if let wanted = request.revision {
-                revision = try resolve(wanted, in: entries, path: absolute)
-            } else if let head = entries.first(where: { $0.isHead && $0.kind != "tombstone" }) ?? entries.first(
-                where: \.isHead)
-                ?? entries.first
-            {
-                revision = head.revision
-            } else {
-                throw Failure(.unknownRevision, "no revision of \(absolute)")
-            }
-            let bytes = try vfs(absolute) { () throws(VFSError) in
-                try fileSystem!.content(path: relative, revision: revision)
-            }
-            return ContentReply(revision: revision, content: Data(bytes).base64EncodedString())
         case .restore, .resolve:
             // Both make a new revision with REV's content: restore on the visible head, resolve on every head.
             let (absolute, relative) = try paths(request)
@@ -175,7 +158,7 @@ final class Controller: Sendable {
         case .unkeep:
             let (absolute, relative) = try paths(request)
             return try vfs(absolute) { () throws(VFSError) in try fileSystem!.keep(path: relative, false) }
-        case .watch, .gc, .grep, .count, .keep:
+        case .watch, .gc, .grep, .count, .keep, .cat:
             throw Failure(.usage, "\(request.command.rawValue) streams: it is answered by handle")
         case .search:
             guard let query = request.query else { throw Failure(.usage, "search needs a query") }
@@ -248,6 +231,48 @@ final class Controller: Sendable {
         }
         return reader
     }
+
+    /// Streams the content of the request's path at its revision (default: the visible head), from byte `offset`, as
+    /// `ContentLine`s, each sent as it reads, at the client's pace.
+    private func content(_ request: ControlRequest) throws(Failure) -> EventReader {
+        let (absolute, relative) = try paths(request)
+        let entries = try history(absolute, relative)
+        let revision: String
+        if let wanted = request.revision {
+            revision = try resolve(wanted, in: entries, path: absolute)
+        } else if let head = entries.first(where: { $0.isHead && $0.kind != "tombstone" }) ?? entries.first(
+            where: \.isHead)
+            ?? entries.first
+        {
+            revision = head.revision
+        } else {
+            throw Failure(.unknownRevision, "no revision of \(absolute)")
+        }
+        guard (request.offset ?? 0) >= 0 else { throw Failure(.usage, "cat: the offset must be 0 or more") }
+        let start = UInt64(request.offset ?? 0)
+        let reader = EventReader { _ in }
+        let line = { @Sendable (l: ContentLine) in Array((jsonLine(l) + "\n").utf8) }
+        reader.append(line(ContentLine(revision: revision)))
+        DispatchQueue.global().async { [self] in
+            var ended = false
+            do throws(Failure) {
+                try vfs(absolute) { () throws(VFSError) in
+                    try fileSystem!.streamContent(path: relative, revision: revision, from: start) { bytes in
+                        let piece = line(ContentLine(content: Data(bytes).base64EncodedString()))
+                        ended = !reader.append(waitingBelow: Self.contentBuffer, piece)
+                        return !ended
+                    }
+                }
+                if !ended { reader.append(line(ContentLine(end: true))) }
+            } catch {
+                reader.append(line(ContentLine(error: error.message, code: error.status.rawValue)))
+            }
+        }
+        return reader
+    }
+
+    /// How far `cat` reads ahead of its client.
+    static let contentBuffer = 4 << 20
 
     /// The retention rules in force now (docs/design.md, "Retention decisions"); nil keeps every revision's
     /// content: without a mount (a node that cannot place documents under their policies) or with `--keep-all`.

@@ -583,8 +583,9 @@ public final class Store: Sendable {
             throw .invalid("content of \(root.node.length) bytes is too large to read whole")
         }
         var out: [UInt8] = []
-        for c in try loadManifest(root).chunks {
-            if c.isHole { out += repeatElement(0, count: Int(c.length)) } else { out += try readChunk(c) }
+        try streamContent(root) {
+            out += $0
+            return true
         }
         return out
     }

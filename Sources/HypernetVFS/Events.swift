@@ -1,5 +1,6 @@
 import Dispatch
 import FoundationEssentials
+import Glibc
 import HypernetCrypto
 import HypernetModel
 import HypernetStore
@@ -135,6 +136,21 @@ public final class EventReader: Sendable {
             return (pending.deliver, bytes)
         }
         if let (deliver, bytes) = delivery { deliver(bytes) }
+    }
+
+    /// Appends `line` once fewer than `limit` bytes wait to be read, for a producer that must lose nothing (`cat`):
+    /// it goes at the reader's pace. False once the reader is closed (the client hung up): the producer stops.
+    public func append(waitingBelow limit: Int, _ line: [UInt8]) -> Bool {
+        while true {
+            guard let room = state.withLock({ s -> Bool? in s.closed ? nil : s.buffer.count < limit }) else {
+                return false
+            }
+            if room {
+                append(line)
+                return true
+            }
+            usleep(2_000)
+        }
     }
 
     /// The next bytes to hand out: whole lines up to `maximum` (a longer line in pieces), lost lines announced first.

@@ -94,6 +94,8 @@ final class FileContent: Sendable {
     /// Entered while a background seal runs.
     let sealGroup = DispatchGroup()
     let stagingFD: Int32
+    /// Content held on demand is fetched ahead of sequential reads (`ReadaheadWindow`).
+    private let readahead = Readahead()
     private let store: Store
     /// Whose chain's key seals the content (docs/security.md, "Rights").
     private let document: DocumentID
@@ -225,6 +227,11 @@ final class FileContent: Sendable {
             return s.dirty.intersections(with: offset..<offset + UInt64(n)).isEmpty ? (s, n) : nil
         }
         if let (snapshot, n) = committed {
+            // Content held on demand: the chunks a sequential reader will read next are fetched meanwhile.
+            let committedEnd = min(offset + UInt64(n), snapshot.baseValid)
+            if offset < committedEnd {
+                readahead.read(offset..<committedEnd, of: snapshot.tree.chunks, offsets: snapshot.offsets, store: store)
+            }
             var out = [UInt8](unsafeUninitializedCapacity: n) { _, count in count = n }  // `fill` writes every byte
             try out.withMutableBytes { (b) throws(VFSError) in
                 try fill(b, at: offset, state: snapshot)

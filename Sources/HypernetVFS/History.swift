@@ -128,16 +128,20 @@ extension VirtualFileSystem {
         return matches[0].id
     }
 
-    /// Content of `path` at `revision` (a full revision id or a unique prefix); ENXIO for an unknown revision.
-    public func content(path: String, revision: String) throws(VFSError) -> [UInt8] {
+    /// Hands the content of `path` at `revision` (a full revision id or a unique prefix; ENXIO for an unknown one)
+    /// from byte `start` to `body` piece by piece as it reads (content held on demand streams as it arrives); stops
+    /// when `body` returns false.
+    public func streamContent(path: String, revision: String, from start: UInt64 = 0, _ body: ([UInt8]) -> Bool)
+        throws(VFSError)
+    {
         let document = try document(at: path)
         let id = try findRevision(revision, of: document.id, inode: document.inode)
         do {
             let (r, metadata) = try store.revision(id)
             switch r.kind {
-            case .file, .directory: return try store.readContent(metadata.content)
-            case .symlink: return metadata.symlinkTarget
-            case .special: return []
+            case .file, .directory: try store.streamContent(metadata.content, from: start, body)
+            case .symlink: _ = body(Array(metadata.symlinkTarget.dropFirst(Int(min(start, UInt64(Int.max))))))
+            case .special: return
             case .tombstone: throw VFSError(ENOENT)
             }
         } catch {

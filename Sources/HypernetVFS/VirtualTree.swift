@@ -53,8 +53,9 @@ enum VirtualTree {
     /// What an open virtual file reads: bytes made at open, or a stored content read chunk by chunk.
     enum Content {
         case bytes([UInt8])
-        /// Chunks in order, with the offset at which each starts, of a revision of `document`.
-        case chunks([ChunkReference], starts: [UInt64], document: DocumentID)
+        /// Chunks in order, with the offset at which each starts (one extra element holding the end), of a revision
+        /// of `document`, and the readahead of the handle.
+        case chunks([ChunkReference], starts: [UInt64], document: DocumentID, readahead: Readahead)
     }
 }
 
@@ -223,7 +224,8 @@ extension VirtualFileSystem {
             starts.append(offset)
             offset += chunk.length
         }
-        return addHandle(.virtual(.chunks(tree.chunks, starts: starts, document: document)))
+        starts.append(offset)
+        return addHandle(.virtual(.chunks(tree.chunks, starts: starts, document: document, readahead: Readahead())))
     }
 
     func virtualRead(_ content: VirtualTree.Content, offset: UInt64, size: Int) throws(VFSError) -> [UInt8] {
@@ -231,7 +233,9 @@ extension VirtualFileSystem {
         case .bytes(let bytes):
             guard offset < UInt64(bytes.count) else { return [] }
             return Array(bytes[Int(offset)..<min(bytes.count, Int(offset) + size)])
-        case .chunks(let chunks, let starts, let document):
+        case .chunks(let chunks, let starts, let document, let readahead):
+            let readEnd = min(offset + UInt64(size), starts.last!)
+            if offset < readEnd { readahead.read(offset..<readEnd, of: chunks, offsets: starts, store: store) }
             var out: [UInt8] = []
             // The last chunk starting at or before `offset`, then on until `size` bytes.
             var i = max(0, (starts.firstIndex { $0 > offset } ?? starts.count) - 1)

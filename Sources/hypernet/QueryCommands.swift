@@ -107,13 +107,43 @@ struct Cat: HypernetCommand {
     var rev: String?
 
     func execute() throws(Failure) {
-        let reply = try ControlClient(home: global.home).send(
-            ControlRequest(command: .cat, path: Paths.absolute(path), revision: rev), expecting: ContentReply.self)
-        guard let bytes = Data(base64Encoded: reply.content) else {
-            throw Failure(.failure, "malformed content from the daemon")
+        try readContent(home: global.home, path: Paths.absolute(path), revision: rev) { (bytes) throws(Failure) in
+            try writeStandardOutput(Data(bytes))
         }
-        try writeStandardOutput(bytes)
     }
+}
+
+/// Hands the content of `path` (at `revision`, else the current one) from byte `offset` to `body` in pieces as the
+/// daemon reads it: content held on demand comes as it is fetched from peers.
+func readContent(
+    home: Home, path: String, revision: String?, offset: UInt64 = 0, _ body: ([UInt8]) throws(Failure) -> Void
+) throws(Failure) {
+    let client = try ControlClient(home: home)
+    _ = try client.send(
+        ControlRequest(command: .cat, path: path, revision: revision, offset: Int(offset)),
+        expecting: Acknowledgement.self)
+    var failure: Failure?
+    try client.streamLines { line in
+        do throws(Failure) {
+            guard let piece = try? JSONDecoder().decode(ContentLine.self, from: Data(line)) else {
+                throw Failure(.failure, "malformed content from the daemon")
+            }
+            if let error = piece.error {
+                throw Failure(piece.code.flatMap(ExitStatus.init(rawValue:)) ?? .failure, error)
+            }
+            if let content = piece.content {
+                guard let bytes = Data(base64Encoded: content) else {
+                    throw Failure(.failure, "malformed content from the daemon")
+                }
+                try body(Array(bytes))
+            }
+            return piece.end != true
+        } catch {
+            failure = error
+            return false
+        }
+    }
+    if let failure { throw failure }
 }
 
 struct Restore: HypernetCommand {
