@@ -236,6 +236,8 @@ public struct StatusReport: Codable, Sendable {
     public var backlogBytes: Int64
     /// The cache of content fetched on demand (`--cache-size`) and what was kept (`hypernet keep`).
     public var cache: CacheStatus
+    /// The newest revision's position in this node's log: `watch --since` it gives only what comes next.
+    public var logPosition: Int64?
 }
 
 /// One line of the stream that answers `cat`: the revision first, then the content in order, a piece per line, then

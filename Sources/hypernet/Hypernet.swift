@@ -15,8 +15,8 @@ struct Hypernet: ParsableCommand {
             Init.self, Mount.self, Serve.self, Unmount.self, Stop.self, Status.self, Id.self, Peer.self, Pin.self,
             Unpin.self, Pins.self, Contact.self, Rights.self, Grant.self, Revoke.self, Retention.self, Log.self,
             Cat.self, Restore.self,
-            Watch.self, Conflicts.self, Resolve.self, Search.self, IndexCommand.self, Grep.self, Count.self,
-            Fsck.self, Gc.self, Du.self, Keep.self, Unkeep.self,
+            Watch.self, Tail.self, Conflicts.self, Resolve.self, Search.self, IndexCommand.self, Grep.self,
+            Count.self, Fsck.self, Gc.self, Du.self, Keep.self, Unkeep.self,
         ])
 
     @OptionGroup var global: GlobalOptions
