@@ -57,24 +57,35 @@ extension Store {
         }
         guard !absent.isEmpty, let source = contentSource.withLock({ $0 }) else { return [:] }
         let arrived = source(absent)
-        try transaction { tx in
-            try tx.recordChunks(arrived)
-            if caching { try tx.cache(arrived.map(\.id)) }
-        }
-        remember(arrived)
+        let now = Self.seconds()
         // Counted once per chunk: reads waiting for one fetch all get what it brought.
         var fresh = arrived
-        if caching {
-            let now = Self.seconds()
-            try evict(
-                contentCache.withLock { cache in
-                    fresh = arrived.filter { cache?.contains($0.id) == false }
-                    return arrived.flatMap { cache?.insert($0.id, length: $0.length, at: now) ?? [] }
-                })
+        let evicted =
+            caching
+            ? contentCache.withLock { cache in
+                fresh = arrived.filter { cache?.contains($0.id) == false }
+                return arrived.flatMap { cache?.insert($0.id, length: $0.length, at: now) ?? [] }
+            }
+            : []
+        // One transaction: the cache never holds more than its bound, even while other fetches (readahead) run.
+        let evictions: (count: Int, bytes: Int64)
+        do {
+            evictions = try transaction { tx in
+                try tx.recordChunks(arrived)
+                if caching { try tx.cache(arrived.map(\.id)) }
+                return try tx.evict(evicted)
+            }
+        } catch {
+            contentCache.withLock { cache in for c in arrived { cache?.remove(c.id) } }
+            throw error
         }
+        remember(arrived)
+        forgetLocations(of: evicted)
         cacheCounters.withLock { c in
             c.fetchedBytes += fresh.reduce(0) { $0 + $1.length }
             if caching { c.misses += fresh.count }
+            c.evictions += evictions.count
+            c.evictedBytes += evictions.bytes
         }
         return Dictionary(arrived.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
     }
@@ -107,6 +118,24 @@ extension StoreTransaction {
     func cache(_ chunks: [ChunkID]) throws {
         let statement = try db.cachedStatement(sql: "INSERT OR IGNORE INTO cached (id) VALUES (?)")
         for c in chunks { try statement.execute(arguments: [Data(c.bytes)]) }
+    }
+
+    /// Evicts `ids` from the cache (`Store.evict`): how many were still cached, and their bytes.
+    func evict(_ ids: [ChunkID]) throws -> (count: Int, bytes: Int64) {
+        var evicted: (count: Int, bytes: Int64) = (0, 0)
+        for id in ids {
+            let key = Data(id.bytes)
+            try db.execute(sql: "DELETE FROM cached WHERE id = ?", arguments: [key])
+            guard db.changesCount > 0 else { continue }
+            evicted.count += 1
+            evicted.bytes +=
+                try Int64.fetchOne(db, sql: "SELECT length FROM chunks WHERE id = ?", arguments: [key]) ?? 0
+            try db.execute(
+                sql: "INSERT OR IGNORE INTO absent (id, revision) SELECT id, revision FROM chunks WHERE id = ?",
+                arguments: [key])
+            try db.execute(sql: "DELETE FROM chunks WHERE id = ? AND revision IS NOT NULL", arguments: [key])
+        }
+        return evicted
     }
 
     /// The chunks stay: a revision held in full lists them.
@@ -174,26 +203,15 @@ extension Store {
     /// `absent`, their pack records become dead space (for compaction).
     func evict(_ ids: [ChunkID]) throws(StoreError) {
         guard !ids.isEmpty else { return }
-        let (count, bytes) = try catalog.write { db in
-            var evicted: (count: Int, bytes: Int64) = (0, 0)
-            for id in ids {
-                let key = Data(id.bytes)
-                try db.execute(sql: "DELETE FROM cached WHERE id = ?", arguments: [key])
-                guard db.changesCount > 0 else { continue }
-                evicted.count += 1
-                evicted.bytes +=
-                    try Int64.fetchOne(db, sql: "SELECT length FROM chunks WHERE id = ?", arguments: [key]) ?? 0
-                try db.execute(
-                    sql: "INSERT OR IGNORE INTO absent (id, revision) SELECT id, revision FROM chunks WHERE id = ?",
-                    arguments: [key])
-                try db.execute(sql: "DELETE FROM chunks WHERE id = ? AND revision IS NOT NULL", arguments: [key])
-            }
-            return evicted
-        }
+        let evicted = try transaction { tx in try tx.evict(ids) }
         cacheCounters.withLock { c in
-            c.evictions += count
-            c.evictedBytes += bytes
+            c.evictions += evicted.count
+            c.evictedBytes += evicted.bytes
         }
+        forgetLocations(of: ids)
+    }
+
+    private func forgetLocations(of ids: [ChunkID]) {
         locations.withLock { map in for id in ids { map.removeValue(forKey: id) } }
     }
 
