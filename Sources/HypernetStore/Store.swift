@@ -804,17 +804,7 @@ public final class Store: Sendable {
     public func revision(_ id: RevisionID, readingXattrs: Bool = true) throws(StoreError) -> (
         revision: Revision, metadata: RevisionMetadata
     ) {
-        let row = try catalog.readStatement { db in
-            try Row.fetchOne(
-                db.cachedStatement(sql: "SELECT record, tree FROM revisions WHERE id = ?"), arguments: [Data(id.bytes)])
-        }
-        guard let row, let tree = try? SigningPublicKey(bytes: Array(row[1] as Data)) else {
-            throw .notFound("revision \(id.hex)")
-        }
-        let r: Revision
-        do { r = try SignedRevision(record: Array(row[0] as Data)).revision } catch {
-            throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
-        }
+        guard let (r, tree) = try sealedRevision(id) else { throw .notFound("revision \(id.hex)") }
         guard let key = epochKey(tree: tree, rights: r.rights, epoch: r.epoch) else { throw .rights(.noKey) }
         var metadata: RevisionMetadata
         do { metadata = try RevisionMetadata(unsealing: r.sealedMetadata, epochKey: key, document: r.document) } catch {
@@ -822,6 +812,23 @@ public final class Store: Sendable {
         }
         if readingXattrs { try readXattrList(&metadata) }
         return (r, metadata)
+    }
+
+    /// A stored revision as signed, and its tree, without opening anything (no key needed); nil when not stored.
+    public func sealedRevision(_ id: RevisionID) throws(StoreError) -> (revision: Revision, tree: SigningPublicKey)? {
+        let row = try catalog.readStatement { db in
+            try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT record, tree FROM revisions WHERE id = ?"), arguments: [Data(id.bytes)])
+        }
+        guard let row else { return nil }
+        do {
+            return (
+                try SignedRevision(record: Array(row[0] as Data)).revision,
+                try SigningPublicKey(bytes: Array(row[1] as Data))
+            )
+        } catch {
+            throw .corrupt(object: "revision \(id.hex)", reason: "\(error)")
+        }
     }
 
     // MARK: Durability

@@ -18,6 +18,14 @@ final class PeerLinkDouble: PeerLink, CustomStringConvertible {
     func send(_ message: Message) { state.withLock { $0.sent.append(message) } }
     func close(_ reason: String) { state.withLock { $0.closed = $0.closed ?? reason } }
 
+    /// What was sent since the last call.
+    func take() -> [Message] {
+        state.withLock { s in
+            defer { s.sent.removeAll() }
+            return s.sent
+        }
+    }
+
     /// The acks sent so far, and forgets them.
     func takeAcks() -> [Message.Ack] {
         state.withLock { s in

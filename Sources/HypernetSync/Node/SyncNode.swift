@@ -22,16 +22,19 @@ public struct SyncConfiguration: Sendable {
     public static let maximumConnections = 256
     /// How long a read of content not held here waits for a peer to send it (`--fetch-timeout`).
     public var fetchTimeout: Double
+    /// Runs peers' queries on held content (docs/protocol.md, "Queries"); nil: every target is `unavailable`.
+    public var queryScanner: QueryScanner?
 
     public init(
         listen: String?, peers: [String], software: String, maxPeers: Int = defaultMaxPeers,
-        fetchTimeout: Double = 10
+        fetchTimeout: Double = 10, queryScanner: QueryScanner? = nil
     ) {
         self.listen = listen
         self.peers = peers
         self.software = software
         self.maxPeers = maxPeers
         self.fetchTimeout = fetchTimeout
+        self.queryScanner = queryScanner
     }
 }
 
@@ -106,6 +109,8 @@ public final class SyncNode: SessionDelegate {
     let ledger: ReceiveLedger
     let demand: DemandFetcher
     let transfers = TransferCounts()
+    let queries: QueryServer
+    let queryClient: QueryClient
     /// Fetches damaged chunks again (`repairDamaged`), one pass at a time; a pass asked for while one is queued
     /// is that one.
     private let repairQueue = DispatchQueue(label: "hypernet.sync.repair")
@@ -175,6 +180,12 @@ public final class SyncNode: SessionDelegate {
             fetcher: fetcher, timeout: .milliseconds(Int((configuration.fetchTimeout * 1000).rounded())))
         timer = DialTimer()
         peerSet = PeerSet(own: nodeKey.publicKey, maxPeers: configuration.maxPeers)
+        let now: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        let scans = DispatchQueue(label: "hypernet.sync.query", attributes: .concurrent)
+        queries = QueryServer(
+            host: StoreQueryHost(store: store, scanner: configuration.queryScanner), now: now,
+            run: { scans.async(execute: $0) })
+        queryClient = QueryClient(identity: store.keyring.identity, node: nodeKey.publicKey, now: now)
     }
 
     /// Binds the listener (if any), remembers configured peers, starts dialing. Throws if the address
@@ -405,6 +416,8 @@ public final class SyncNode: SessionDelegate {
         if let a = session.dialedAddress { dialer.failed(a, now: Date().timeIntervalSince1970) }
         acks.linkEnded(session)
         fetcher.sessionEnded(session)
+        queries.linkEnded(session)
+        queryClient.linkEnded(session)
         // Runs held back for this session to forward go to the others now.
         let held = state.withLock { s in
             s.peers.values.flatMap { p in p.cursors.filter { $0.value.heldUntil != nil }.map { (p.session, $0.key) } }
@@ -465,6 +478,14 @@ public final class SyncNode: SessionDelegate {
             break
         case .ack(let ack):
             acks.arrived(ack, from: session)
+        case .query(let query):
+            queries.received(query, from: session)
+        case .credit(let id, let received):
+            queries.credit(id: id, received: received, from: session)
+        case .cancel(let id):
+            queries.cancel(id: id, from: session)
+        case .result(let result):
+            queryClient.received(result, from: session)
         default:
             // Requests queue up to a limit; past half of it the socket is not read until they drain.
             let queued = state.withLock { s -> Int? in
@@ -547,7 +568,7 @@ public final class SyncNode: SessionDelegate {
         case .graft(let tree):
             state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruned.remove(tree) }
             pump(tree, to: session)
-        case .entries, .chunk, .ping, .ack:
+        case .entries, .chunk, .ping, .ack, .query, .result, .credit, .cancel:
             break  // handled on arrival (see `session(_:received:)`)
         }
     }

@@ -232,6 +232,20 @@ public enum WireFuzz {
             ("ping", .ping),
             ("prune", .prune(tree: tree)),
             ("graft", .graft(tree: tree)),
+            (
+                "query",
+                .query(
+                    .signed(
+                        by: author, id: 1, origin: tree, issued: 1 << 40, op: .grep, flags: [.fixed],
+                        pattern: "ERROR", window: 1 << 20, limit: 0,
+                        targets: [.init(tree: tree, document: recordsDocument, revision: revision.id)]))
+            ),
+            (
+                "result",
+                .result(.init(id: 1, status: .data, index: 0, cursor: 9, items: [.init(number: 1, bytes: [69])]))
+            ),
+            ("credit", .credit(id: 1, received: 80)),
+            ("cancel", .cancel(id: 1)),
         ]
         for (name, message) in messages { out.append(("FuzzFrames", name, [0] + Frame.encode(message))) }
         out.append(("FuzzFrames", "all-split-7", [6] + messages.flatMap { Frame.encode($0.1) }))

@@ -29,6 +29,14 @@ public enum Message: Sendable, Equatable {
     case prune(tree: SigningPublicKey)
     /// Send me your relayed live runs of `tree` at once again (undoes `prune`).
     case graft(tree: SigningPublicKey)
+    /// Run this query on the documents it names that you hold (docs/protocol.md, "Queries").
+    case query(Query)
+    /// A piece of the answer to the query `id` this connection's peer sent.
+    case result(QueryResult)
+    /// The sender of query `id` has taken `received` bytes of its results in all: the server may send more.
+    case credit(id: UInt64, received: UInt64)
+    /// Stop query `id`.
+    case cancel(id: UInt64)
 
     public struct Hello: Sendable, Equatable {
         /// `HOST:PORT` this node accepts connections on; empty if it does not listen.
@@ -90,6 +98,10 @@ public enum Message: Sendable, Equatable {
         case ping = 9
         case prune = 10
         case graft = 11
+        case query = 12
+        case result = 13
+        case credit = 14
+        case cancel = 15
     }
 
     /// Limits that bound what one frame can make a node allocate (docs/protocol.md, "Limits").
@@ -101,6 +113,7 @@ public enum Message: Sendable, Equatable {
         static let maximumString = 1024
         static let maximumRecord = 17 << 20
         static let maximumChunk = 1 << 24
+        static let maximumQueryTargets = 4096
     }
 
     var kind: Kind {
@@ -116,6 +129,10 @@ public enum Message: Sendable, Equatable {
         case .ping: .ping
         case .prune: .prune
         case .graft: .graft
+        case .query: .query
+        case .result: .result
+        case .credit: .credit
+        case .cancel: .cancel
         }
     }
 
@@ -171,6 +188,16 @@ public enum Message: Sendable, Equatable {
             break
         case .prune(let tree), .graft(let tree):
             w.raw(tree.bytes)
+        case .query(let q):
+            w.raw(q.body)
+            w.raw(q.signature)
+        case .result(let result):
+            result.encode(&w)
+        case .credit(let id, let received):
+            w.u64(id)
+            w.u64(received)
+        case .cancel(let id):
+            w.u64(id)
         }
         return w.bytes
     }
@@ -179,13 +206,7 @@ public enum Message: Sendable, Equatable {
     public init(kind rawKind: UInt8, payload: [UInt8]) throws(DecodingError) {
         guard let kind = Kind(rawValue: rawKind) else { throw .invalid("message type \(rawKind)") }
         var r = ByteReader(payload, context: "\(kind) message")
-        func key() throws(DecodingError) -> SigningPublicKey {
-            do { return try SigningPublicKey(bytes: r.raw(SigningPublicKey.byteCount)) } catch let e as DecodingError {
-                throw e
-            } catch {
-                throw .invalid("node key")
-            }
-        }
+        func key() throws(DecodingError) -> SigningPublicKey { try r.key() }
         func count(limit: Int = Limits.maximumList) throws(DecodingError) -> Int {
             let n = Int(try r.u32())
             guard n <= limit else { throw .invalid("list of \(n) in \(kind) message") }
@@ -252,8 +273,26 @@ public enum Message: Sendable, Equatable {
             self = .prune(tree: try key())
         case .graft:
             self = .graft(tree: try key())
+        case .query:
+            self = .query(try Query.decode(&r))
+        case .result:
+            self = .result(try QueryResult.decode(&r))
+        case .credit:
+            self = .credit(id: try r.u64(), received: try r.u64())
+        case .cancel:
+            self = .cancel(id: try r.u64())
         }
         try r.expectEnd()
+    }
+}
+
+extension ByteReader {
+    mutating func key() throws(DecodingError) -> SigningPublicKey {
+        do { return try SigningPublicKey(bytes: raw(SigningPublicKey.byteCount)) } catch let e as DecodingError {
+            throw e
+        } catch {
+            throw .invalid("key")
+        }
     }
 }
 
