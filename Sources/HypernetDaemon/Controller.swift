@@ -9,6 +9,7 @@ import HypernetStore
 import HypernetSync
 import HypernetVFS
 import Logging
+import Synchronization
 
 /// Answers control requests for one running node: the daemon side of every CLI command that
 /// needs the daemon.
@@ -308,10 +309,107 @@ final class Controller: Sendable {
             }
         }
         let executor = QueryExecutor(store: store, fileSystem: fileSystem!, logger: logger)
-        return .lines { [targets, problems] stream in
+        let (local, remote) = split(targets)
+        return .lines { [self, local, remote, problems] stream in
             func send(_ line: ScanLine) -> Bool { stream.send(Array((jsonLine(line) + "\n").utf8)) }
             for problem in problems where !send(ScanLine(error: problem)) { return }
-            executor.run(query, pattern: pattern, targets: targets, send: send, cancelled: { stream.isCancelled })
+            // The `done` line goes last, after what peers answered for the documents whose content is not here.
+            var done: ScanLine.Progress?
+            executor.run(
+                query, pattern: pattern, targets: local,
+                send: { line in
+                    guard line.done == nil else {
+                        done = line.done
+                        return true
+                    }
+                    return send(line)
+                }, cancelled: { stream.isCancelled })
+            guard var total = done else { return }
+            guard remoteScan(query, remote, stream: stream, send: send, total: &total) else { return }
+            _ = send(ScanLine(done: total))
+        }
+    }
+
+    /// The targets whose content this node holds, and the others, each with the revision the mount shows and its
+    /// tree, to be scanned by peers (docs/protocol.md, "Queries").
+    private func split(_ targets: [QueryExecutor.Target]) -> ([QueryExecutor.Target], [(String, Query.Target)]) {
+        var local: [QueryExecutor.Target] = []
+        var remote: [(String, Query.Target)] = []
+        for t in targets {
+            guard let shown = fileSystem?.shownRevision(of: t.document), shown.revision.kind == .file,
+                let chunks = try? store.loadManifest(shown.metadata.content).chunks,
+                !chunks.allSatisfy({ $0.isHole || store.holds($0.id) }),
+                let (_, tree) = try? store.sealedRevision(shown.id)
+            else {
+                local.append(t)
+                continue
+            }
+            remote.append((t.path, Query.Target(tree: tree, document: t.document, revision: shown.id)))
+        }
+        return (local, remote)
+    }
+
+    /// Runs `query` on the peers for `targets` and streams what they answer, crediting each result once written, so a
+    /// slow reader slows the peers; false when the requester went away (the query is cancelled).
+    private func remoteScan(
+        _ query: ScanQuery, _ targets: [(String, Query.Target)], stream: ControlStream, send: (ScanLine) -> Bool,
+        total: inout ScanLine.Progress
+    ) -> Bool {
+        guard !targets.isEmpty else { return true }
+        var flags: Query.Flags = query.syntax == .fixed ? [.fixed] : query.syntax == .extended ? [.extended] : []
+        if query.ignoreCase { flags.insert(.ignoreCase) }
+        if query.wholeWord { flags.insert(.word) }
+        if query.invert { flags.insert(.invert) }
+        if query.output == .counts { flags.insert(.countOnly) }
+        if query.output == .files { flags.insert(.namesOnly) }
+        let events = QueryEvents()
+        let handle = node.query(
+            .init(op: query.output == .groups ? .count : .grep, flags: flags, pattern: query.pattern),
+            targets: targets.map(\.1), sink: { events.append($0) })
+        while true {
+            guard let event = events.next(), !stream.isCancelled else {
+                if stream.isCancelled {
+                    node.cancelQuery(handle)
+                    return false
+                }
+                continue
+            }
+            switch event {
+            case .items(let t, let items, let credit):
+                let path = targets[t].0
+                for item in items {
+                    let line: ScanLine
+                    switch query.output {
+                    case .lines:
+                        let (text, base64) = ScanLine.text(item.bytes)
+                        // The offset of a line found by a peer is not sent (-1).
+                        line = ScanLine(
+                            match: .init(path: path, line: Int(item.number), offset: -1, text: text, base64: base64))
+                    case .counts: line = ScanLine(file: .init(path: path, count: Int(item.number)))
+                    case .files: line = ScanLine(file: .init(path: path))
+                    case .groups:
+                        let (text, base64) = ScanLine.text(item.bytes)
+                        line = ScanLine(group: .init(value: text, base64: base64, count: Int(item.number)))
+                    }
+                    guard send(line) else {
+                        node.cancelQuery(handle)
+                        return false
+                    }
+                    total.selected = (total.selected ?? 0) + (query.output == .counts ? Int(item.number) : 1)
+                }
+                node.consumed(credit)
+            case .done:
+                total.documents += 1
+            case .unavailable(let t):
+                guard send(ScanLine(error: "\(targets[t].0): no connected peer may read it here")) else {
+                    node.cancelQuery(handle)
+                    return false
+                }
+            case .refused(let reason):
+                logger.warning("a peer refused a query", metadata: ["reason": "\(reason)"])
+            case .finished:
+                return true
+            }
         }
     }
 
@@ -425,5 +523,22 @@ public enum PeerCommands {
             throw Failure(.usage, "--content must be all or on-demand, not \(value.debugDescription)")
         }
         return mode
+    }
+}
+
+/// A query's events, handed from the sync node's threads to the control connection's thread that writes them.
+final class QueryEvents: Sendable {
+    private let events = Mutex<[QueryEvent]>([])
+    private let arrived = DispatchSemaphore(value: 0)
+
+    func append(_ event: QueryEvent) {
+        events.withLock { $0.append(event) }
+        arrived.signal()
+    }
+
+    /// The next event, or nil after 250 ms without one (to look whether the requester went away).
+    func next() -> QueryEvent? {
+        guard arrived.wait(timeout: .now() + .milliseconds(250)) == .success else { return nil }
+        return events.withLock { $0.removeFirst() }
     }
 }

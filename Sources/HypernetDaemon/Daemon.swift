@@ -150,7 +150,8 @@ public enum Daemon {
             store: store, nodeKey: keyring.node,
             configuration: SyncConfiguration(
                 listen: options.listen, peers: options.peers, software: "hypernet/\(version)",
-                maxPeers: options.maxPeers, fetchTimeout: options.fetchTimeout),
+                maxPeers: options.maxPeers, fetchTimeout: options.fetchTimeout,
+                queryScanner: { [store] query, target in RemoteScan(store: store, query: query, target: target) }),
             logger: logger)
         do { try node.start() } catch {
             node.stop()

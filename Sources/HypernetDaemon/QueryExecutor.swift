@@ -66,19 +66,10 @@ struct QueryExecutor: Sendable {
                 var more = true
                 for chunk in try store.loadManifest(shown.metadata.content).chunks where more {
                     if cancelled() { return stopped(total) }
-                    if chunk.isHole {
-                        var left = Int(chunk.length)
-                        while left > 0 && more {
-                            let piece = min(left, Self.holePiece)
-                            more = try scanner.feed([UInt8](repeating: 0, count: piece), found)
-                            left -= piece
-                        }
-                    } else {
-                        guard store.holds(chunk.id) else {
-                            throw Failure(.failure, "\(target.path): not all of its content is on this node")
-                        }
-                        more = try scanner.feed(try store.readChunk(chunk), found)
+                    guard chunk.isHole || store.holds(chunk.id) else {
+                        throw Failure(.failure, "\(target.path): not all of its content is on this node")
                     }
+                    more = try Self.feed(chunk, of: store, to: scanner, found)
                     if gone { return stopped(total) }
                     total.bytes += Int(chunk.length)
                     if Self.now() - lastProgress >= 1 {
@@ -121,6 +112,21 @@ struct QueryExecutor: Sendable {
         }
         _ = send(ScanLine(done: total))
         return total
+    }
+
+    /// Feeds one chunk of a document to `scanner` (a hole as zeros, in pieces); false once `found` stopped it.
+    static func feed(_ chunk: ChunkReference, of store: Store, to scanner: LineScanner, _ found: (ScannedLine) -> Bool)
+        throws -> Bool
+    {
+        guard chunk.isHole else { return try scanner.feed(try store.readChunk(chunk), found) }
+        var left = Int(chunk.length)
+        var more = true
+        while left > 0 && more {
+            let piece = min(left, holePiece)
+            more = try scanner.feed([UInt8](repeating: 0, count: piece), found)
+            left -= piece
+        }
+        return more
     }
 
     private func stopped(_ total: ScanLine.Progress) -> ScanLine.Progress? {

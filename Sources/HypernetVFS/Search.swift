@@ -1,3 +1,4 @@
+import Glibc
 import HypernetCrypto
 import HypernetModel
 import HypernetStore
@@ -68,6 +69,7 @@ extension VirtualFileSystem {
     /// each directory's entries in byte order of their names: what `hypernet grep` searches. Symlinks are not
     /// followed. Paths are relative too.
     public func files(below path: String) throws(VFSError) -> [(path: String, document: DocumentID)] {
+        if let files = try foreignFiles(below: path) { return files }
         let top = try resolve(path: path)
         return state.withLock { s in
             var found: [(path: String, document: DocumentID)] = []
@@ -83,6 +85,28 @@ extension VirtualFileSystem {
             walk(top, path)
             return found
         }
+    }
+
+    /// The same below `@NAME/…`, another identity's tree as far as it shows to this one; nil for a path of this
+    /// identity's tree.
+    private func foreignFiles(below path: String) throws(VFSError) -> [(path: String, document: DocumentID)]? {
+        let parts = path.split(separator: "/").filter { $0 != "." }
+        guard let first = parts.first, let root = foreignRoot(named: String(first)) else { return nil }
+        guard let tree = foreign.target(of: root)?.target.tree, let shown = foreignInodes(in: tree) else {
+            throw VFSError(ENOENT)
+        }
+        let top = parts.joined(separator: "/")
+        var found: [(path: String, document: DocumentID)] = []
+        for (document, place) in shown {
+            let relative = String(place.path.dropFirst())
+            guard relative == top || relative.hasPrefix(top + "/"),
+                foreign.target(of: place.inodes.last!)?.kind == .file
+            else { continue }
+            found.append((relative, document))
+        }
+        guard !found.isEmpty || shown.values.contains(where: { String($0.path.dropFirst()) == top }) || parts.count == 1
+        else { throw VFSError(ENOENT) }
+        return found.sorted { Array($0.path.utf8).lexicographicallyPrecedes(Array($1.path.utf8)) }
     }
 
     /// The revision `document` shows (its heads' winner), or nil if none opens with a key this identity holds.

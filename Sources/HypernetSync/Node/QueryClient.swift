@@ -3,7 +3,7 @@ import HypernetModel
 import Synchronization
 
 /// What a running query reports to whoever started it, through its sink; in order for each target.
-enum QueryEvent: Sendable, Equatable {
+public enum QueryEvent: Sendable, Equatable {
     /// Results of target `target`; hand `credit` back to `QueryClient.consumed` once they are taken.
     case items(target: Int, [QueryResult.Item], credit: QueryCredit)
     /// Target `target` is answered in full.
@@ -17,7 +17,7 @@ enum QueryEvent: Sendable, Equatable {
 }
 
 /// Result bytes taken from one peer's part of a query.
-struct QueryCredit: Sendable, Equatable {
+public struct QueryCredit: Sendable, Equatable {
     fileprivate let part: UInt64
     fileprivate let bytes: UInt64
 }
@@ -27,12 +27,19 @@ struct QueryCredit: Sendable, Equatable {
 /// `unavailable` or refuses, the target goes to the next holder; when its link ends, each of its unfinished targets
 /// goes to another holder from the offset its last results covered, so no result is lost or repeated. Results are
 /// credited as the sink's consumer takes them, so a slow consumer holds the peers back.
-final class QueryClient: Sendable {
-    struct Request: Sendable {
-        var op: Query.Operator
-        var flags: Query.Flags
-        var pattern: String
-        var limit: UInt32
+public final class QueryClient: Sendable {
+    public struct Request: Sendable {
+        public var op: Query.Operator
+        public var flags: Query.Flags
+        public var pattern: String
+        public var limit: UInt32
+
+        public init(op: Query.Operator, flags: Query.Flags, pattern: String, limit: UInt32 = 0) {
+            self.op = op
+            self.flags = flags
+            self.pattern = pattern
+            self.limit = limit
+        }
     }
 
     private struct TargetState {

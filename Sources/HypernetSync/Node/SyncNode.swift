@@ -400,6 +400,21 @@ public final class SyncNode: SessionDelegate {
         }
     }
 
+    /// Runs a query on the connected peers that offer the targets' trees (docs/protocol.md, "Queries"); `sink` is
+    /// told its results in order for each target, then `.finished`. Returns the handle for `consumed` and `cancel`.
+    public func query(
+        _ request: QueryClient.Request, targets: [Query.Target], sink: @escaping @Sendable (QueryEvent) -> Void
+    ) -> UInt64 {
+        let peers = state.withLock { s in s.peers.values.map { ($0.session, Set($0.hello?.trees ?? [])) } }
+        let holders = targets.map { t in peers.filter { $0.1.contains(t.tree) }.map { $0.0 as any PeerLink } }
+        return queryClient.start(request, targets: targets, holders: holders, sink: sink)
+    }
+
+    /// The consumer of a query took results: their peer may send more.
+    public func consumed(_ credit: QueryCredit) { queryClient.consumed(credit) }
+
+    public func cancelQuery(_ handle: UInt64) { queryClient.cancel(handle) }
+
     /// `session` is one of the kept peers now (`PeerSet`): acks go to it.
     private func admitted(_ session: Session) {
         acks.linkAuthenticated(session)

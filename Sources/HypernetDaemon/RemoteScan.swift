@@ -1,0 +1,104 @@
+import HypernetModel
+import HypernetScan
+import HypernetStore
+import HypernetSync
+
+/// A peer's query over one document held here (docs/protocol.md, "Queries"): the named revision read chunk by chunk
+/// through the store (decrypted, as `QueryExecutor` reads) into a `LineScanner`, pulled as the requester's credit
+/// allows. A resumed query scans from the start again but sends no line that starts before `target.after`.
+final class RemoteScan: QueryScan {
+    private let store: Store
+    private let pattern: LinePattern
+    private let scanner: LineScanner
+    private let output: ScanQuery.Output
+    private let chunks: [ChunkReference]
+    private let after: Int
+    let end: Int64
+    private var nextChunk = 0
+    private var pending: [(item: QueryResult.Item, end: Int)] = []
+    private var selected = 0
+    private var groups = GroupCounts()
+    private var exhausted = false
+
+    /// nil when this node cannot run it: a pattern that does not compile, a revision not held or not a file, content
+    /// not all here (a partial replica asks its own peers instead).
+    init?(store: Store, query: Query, target: Query.Target) {
+        let syntax: LinePattern.Syntax =
+            query.flags.contains(.fixed) ? .fixed : query.flags.contains(.extended) ? .extended : .basic
+        guard query.op != .tail,
+            let pattern = try? LinePattern(
+                pattern: query.pattern, syntax: syntax, ignoreCase: query.flags.contains(.ignoreCase),
+                wholeWord: query.flags.contains(.word), invert: query.flags.contains(.invert)),
+            let (revision, metadata) = try? store.revision(target.revision), revision.kind == .file,
+            let chunks = try? store.loadManifest(metadata.content).chunks,
+            chunks.allSatisfy({ $0.isHole || store.holds($0.id) })
+        else { return nil }
+        self.store = store
+        self.pattern = pattern
+        scanner = LineScanner(pattern)
+        output =
+            query.op == .count
+            ? .groups : query.flags.contains(.countOnly) ? .counts : query.flags.contains(.namesOnly) ? .files : .lines
+        self.chunks = chunks
+        after = Int(target.after)
+        end = Int64(metadata.size)
+    }
+
+    func next(maximumBytes: Int) -> (items: [QueryResult.Item], cursor: Int64)? {
+        while pending.isEmpty && !exhausted { feed() }
+        guard !pending.isEmpty else { return nil }
+        var bytes = 0
+        var taken = 0
+        for p in pending {
+            let size = 12 + p.item.bytes.count
+            guard taken == 0 || bytes + size <= maximumBytes else { break }
+            bytes += size
+            taken += 1
+        }
+        let items = pending.prefix(taken)
+        pending.removeFirst(taken)
+        return (items.map(\.item), Int64(items.last!.end))
+    }
+
+    /// Scans the next chunk (or finishes the document), queueing what it selects.
+    private func feed() {
+        let found = { [self] (line: ScannedLine) -> Bool in
+            guard line.offset >= after else { return true }
+            selected += 1
+            switch output {
+            case .lines:
+                let end = min(line.offset + line.bytes.count + 1, Int(self.end))
+                pending.append((QueryResult.Item(number: UInt64(line.number), bytes: line.bytes), end))
+                return true
+            case .files:
+                return false
+            case .counts:
+                return true
+            case .groups:
+                return (try? groups.add(line: line.bytes, matching: pattern)) != nil
+            }
+        }
+        do {
+            var more = true
+            if nextChunk < chunks.count {
+                let chunk = chunks[nextChunk]
+                nextChunk += 1
+                more = try QueryExecutor.feed(chunk, of: store, to: scanner, found)
+                if more { return }
+            } else {
+                _ = try scanner.finish(found)
+            }
+        } catch {
+            // Unreadable here after all: what was selected so far stands; the rest of the document is not scanned.
+        }
+        exhausted = true
+        let end = Int(self.end)
+        switch output {
+        case .lines: break
+        case .counts: pending.append((.init(number: UInt64(selected), bytes: []), end))
+        case .files: if selected > 0 { pending.append((.init(number: 1, bytes: []), end)) }
+        case .groups:
+            for (value, count) in groups.top() { pending.append((.init(number: UInt64(count), bytes: value), end)) }
+        }
+    }
+}
