@@ -19,6 +19,7 @@ final class RemoteScan: QueryScan {
     private var selected = 0
     private var groups = GroupCounts()
     private var exhausted = false
+    private(set) var failed = false
 
     /// nil when this node cannot run it: a pattern that does not compile, a revision not held or not a file, content
     /// not all here (a partial replica asks its own peers instead).
@@ -89,7 +90,10 @@ final class RemoteScan: QueryScan {
                 _ = try scanner.finish(found)
             }
         } catch {
-            // Unreadable here after all: what was selected so far stands; the rest of the document is not scanned.
+            // Unreadable here after all (a damaged chunk): what was sent stands, a peer goes on from there.
+            failed = true
+            exhausted = true
+            return
         }
         exhausted = true
         let end = Int(self.end)

@@ -48,9 +48,16 @@ import Testing
             self.read = read
         }
         var end: Int64 { Int64(content.count) }
+        /// Fails once this offset is reached (a damaged chunk).
+        var failAt = Int.max
+        var failed = false
 
         func next(maximumBytes: Int) -> (items: [QueryResult.Item], cursor: Int64)? {
-            guard offset < content.count else { return nil }
+            guard offset < content.count, !failed else { return nil }
+            if offset >= failAt {
+                failed = true
+                return nil
+            }
             var items: [QueryResult.Item] = []
             var bytes = 0
             while offset < content.count {
@@ -76,10 +83,12 @@ import Testing
     final class Host: QueryHost, Sendable {
         let documents: [DocumentID: Held]
         let openable: Bool
+        let failAt: Int
         let read = Counter()
-        init(_ documents: [Held], openable: Bool = true) {
+        init(_ documents: [Held], openable: Bool = true, failAt: Int = .max) {
             self.documents = Dictionary(uniqueKeysWithValues: documents.map { ($0.revision.revision.document, $0) })
             self.openable = openable
+            self.failAt = failAt
         }
         func held(_ target: Query.Target) -> (revision: Revision, blocks: [PermissionBlock])? {
             guard let d = documents[target.document], d.revision.id == target.revision, d.tree == target.tree else {
@@ -90,7 +99,9 @@ import Testing
         func canOpen(_ revision: Revision, tree: SigningPublicKey) -> Bool { openable }
         func scan(_ query: Query, _ target: Query.Target) -> (any QueryScan)? {
             guard let d = documents[target.document] else { return nil }
-            return LineScan(d.content, pattern: query.pattern, after: Int(target.after), read: read)
+            let scan = LineScan(d.content, pattern: query.pattern, after: Int(target.after), read: read)
+            scan.failAt = failAt
+            return scan
         }
     }
 
@@ -308,6 +319,24 @@ import Testing
         deliver(client, peers, collector)
         #expect(collector.items(0) == Self.expected(content, "ERROR"))
         #expect(collector.finished)
+    }
+
+    @Test func aDocumentUnreadableHalfWayResumesElsewhereFromItsCursor() {
+        let content = Self.log(lines: 20_000, every: 3)
+        let doc = Self.held(content)
+        let damaged = Peer(Host([doc], failAt: content.count / 2), client: node.publicKey)
+        let healthy = Peer(Host([doc]), client: node.publicKey)
+        let client = QueryClient(
+            identity: Self.alice.signing, node: node.publicKey, window: 64 << 10, now: Self.now,
+            cost: { [damaged] link in link === damaged.toPeer ? 0 : 1 })
+        let collector = Collector()
+        client.start(
+            Self.grep, targets: [doc.target], holders: [[damaged.toPeer, healthy.toPeer]], sink: collector.sink)
+        deliver(client, [damaged, healthy], collector)
+        #expect(collector.items(0) == Self.expected(content, "ERROR"))
+        #expect(collector.finished)
+        let resumed = healthy.results.withLock { r -> [QueryResult] in r }.first { $0.status == .data }?.items.first
+        #expect(resumed != nil && resumed!.number > 10_000 - 10)
     }
 
     @Test func aDocumentTheRequesterMayNotReadIsNotAnswered() throws {

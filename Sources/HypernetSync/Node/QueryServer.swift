@@ -21,6 +21,9 @@ public protocol QueryScan: AnyObject {
     /// `end` is where it ended). An empty list with a new cursor is progress through content without results.
     func next(maximumBytes: Int) -> (items: [QueryResult.Item], cursor: Int64)?
     var end: Int64 { get }
+    /// The content could not be read to its end: the target is answered `unavailable` after the results sent, and
+    /// the requester resumes it elsewhere from their cursor.
+    var failed: Bool { get }
 }
 
 /// Who may have a query answered for a revision: the tree's owner when the revision has no permission chain, else
@@ -207,6 +210,7 @@ final class QueryServer: Sendable {
             }
             entry.scan = nil
             entry.next += 1
+            guard !scan.failed else { return QueryResult(id: query.id, status: .unavailable, index: index) }
             return QueryResult(id: query.id, status: .done, index: index, cursor: scan.end)
         }
         return nil
