@@ -335,7 +335,8 @@ public final class SearchIndex: Sendable {
         }
     }
 
-    /// Runs `plan` on a reading connection (never waiting for the indexer).
+    /// Runs `plan` on a reading connection (never waiting for the indexer): its window first, then, if that does
+    /// not answer exactly, the whole query (both in one snapshot).
     public func search(_ plan: SearchPlan) throws -> [SearchHit] {
         try pool.read { db in try Self.hits(db, plan) }
     }
@@ -354,11 +355,16 @@ public final class SearchIndex: Sendable {
         }
     }
 
+    /// `plan`'s window first; if that does not answer exactly, the whole query.
     private static func hits(_ db: Database, _ plan: SearchPlan) throws -> [SearchHit] {
-        try Row.fetchAll(db, sql: plan.sql, arguments: plan.arguments).map { row in
-            SearchHit(document: document(row), score: row[15])
+        if let window = plan.window {
+            let rows = try Row.fetchAll(db, sql: window.sql, arguments: window.arguments)
+            if window.answers(rows) { return rows.map(hit) }
         }
+        return try Row.fetchAll(db, sql: plan.sql, arguments: plan.arguments).map(hit)
     }
+
+    private static func hit(_ row: Row) -> SearchHit { SearchHit(document: document(row), score: row[15]) }
 
     /// Problems of the file (SQLite's integrity check, and FTS5's own for the text table); empty when sound.
     public func check() -> [String] {

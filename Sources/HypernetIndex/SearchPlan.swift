@@ -22,6 +22,37 @@ public enum SearchSort: String, Sendable, Codable, CaseIterable {
 public struct SearchPlan: Sendable {
     public var sql: String
     public var arguments: StatementArguments
+    /// The same query over the first rows of its order only (the best-scoring text rows, or the first documents by
+    /// the sort's index), tried first: a broad query then neither joins nor sorts every match. Nil when the query
+    /// is restricted to given documents or sorts text matches by metadata.
+    public var window: Window?
+
+    /// A bounded form of the query and how to tell whether it answered exactly what the whole query would.
+    public struct Window: Sendable {
+        public var sql: String
+        public var arguments: StatementArguments
+        /// How many rows the window takes, and the page size asked for.
+        var size: Int
+        var limit: Int
+        /// Text ranked by score: each row also reads the window's worst score and its number of rows.
+        var ranked: Bool
+
+        /// Whether `rows` of the window are the page the whole query gives. Documents come in the order of their
+        /// best row, and every row scoring better than the window's worst is in it: so a full page whose last
+        /// score is better than that is exact (an equal score may have ties outside). A window of documents
+        /// ordered by the sort is its first `size`: a full page from it is the first page of all.
+        public func answers(_ rows: [Row]) -> Bool {
+            guard ranked else { return rows.count == limit }
+            guard let first = rows.first else { return false }
+            let worst: Double = first[16]
+            let count: Int = first[17]
+            return count < size || (rows.count == limit && (rows[rows.count - 1][15] as Double) < worst)
+        }
+    }
+    /// The window's size for a page: a filter keeping one match in eight still fills it from the window.
+    static func windowSize(limit: Int, offset: Int) -> Int {
+        max(1024, 8 * (min(limit, 1 << 30) + min(offset, 1 << 30)))
+    }
 
     /// Weights of the FTS columns (name, body) in bm25.
     static let nameWeight = 4.0
@@ -30,6 +61,8 @@ public struct SearchPlan: Sendable {
         d.document, d.tree, d.revision, d.path, d.kind, d.owner, d.author, d.size, d.mtime, d.created, d.conflict, \
         d.shared, d.source, d.text_end, d.segments
         """
+    /// A window's worst score and number of rows (`Window.answers`).
+    static let windowColumns = ", (SELECT MAX(score) FROM m), (SELECT COUNT(*) FROM m)"
     /// The documents with a text row matching the FTS5 expression bound after it.
     static let textMatch =
         "d.document IN (SELECT s.document FROM segments s WHERE s.text_id IN "
@@ -72,27 +105,11 @@ public struct SearchPlan: Sendable {
             if match.isEmpty { excluded = [] }
         }
         let hasMatch = !match.isEmpty
-        var sql: String
-        if hasMatch {
-            // bm25 cannot be an aggregate's argument: the matching rows are scored first, then a document of
-            // several rows (appends) is answered once, with its best row's score.
-            let expression = match.joined(separator: " AND ") + excluded.map { " NOT " + $0 }.joined()
-            sql = """
-                WITH m AS MATERIALIZED (SELECT rowid AS r, bm25(fulltext, \(Self.nameWeight), 1.0) AS score \
-                FROM fulltext WHERE fulltext MATCH ?) \
-                SELECT \(Self.columns), MIN(m.score) AS score \
-                FROM m JOIN segments s ON s.text_id = m.r JOIN docs d ON d.document = s.document WHERE 1
-                """
-            arguments.insert(expression, at: 0)
-        } else {
-            sql = "SELECT \(Self.columns), 0.0 AS score FROM docs d WHERE 1"
-        }
+        let expression = match.joined(separator: " AND ") + excluded.map { " NOT " + $0 }.joined()
         if let documents {
             conditions.append("d.document IN (" + documents.map { _ in "?" }.joined(separator: ", ") + ")")
             arguments += documents
         }
-        for condition in conditions { sql += " AND " + condition }
-        if hasMatch { sql += " GROUP BY d.document" }
         let order: String
         switch sort {
         case .relevance: order = hasMatch ? "score, d.mtime DESC" : "d.mtime DESC"
@@ -102,10 +119,35 @@ public struct SearchPlan: Sendable {
         case .name: order = "d.name, d.path"
         case .path: order = "d.path"
         }
-        sql += " ORDER BY \(order), d.document LIMIT ? OFFSET ?"
-        arguments += [limit, offset]
-        self.sql = sql
-        self.arguments = StatementArguments(arguments)
+        // bm25 cannot be an aggregate's argument: the matching rows are scored first (a window takes the best of
+        // them), then a document of several rows (appends) is answered once, with its best row's score.
+        func statement(windowed: Bool) -> String {
+            var sql: String
+            if hasMatch {
+                sql = """
+                    WITH m AS MATERIALIZED (SELECT rowid AS r, bm25(fulltext, \(Self.nameWeight), 1.0) AS score \
+                    FROM fulltext WHERE fulltext MATCH ?\(windowed ? " ORDER BY score LIMIT ?" : "")) \
+                    SELECT \(Self.columns), MIN(m.score) AS score\(windowed ? Self.windowColumns : "") \
+                    FROM m JOIN segments s ON s.text_id = m.r JOIN docs d ON d.document = s.document WHERE 1
+                    """
+            } else {
+                let from = windowed ? "(SELECT * FROM docs d ORDER BY \(order), d.document LIMIT ?) d" : "docs d"
+                sql = "SELECT \(Self.columns), 0.0 AS score FROM \(from) WHERE 1"
+            }
+            for condition in conditions { sql += " AND " + condition }
+            if hasMatch { sql += " GROUP BY d.document" }
+            return sql + " ORDER BY \(order), d.document LIMIT ? OFFSET ?"
+        }
+        let page: [(any DatabaseValueConvertible)?] = [limit, offset]
+        let first: [(any DatabaseValueConvertible)?] = hasMatch ? [expression] : []
+        sql = statement(windowed: false)
+        self.arguments = StatementArguments(first + arguments + page)
+        if documents == nil, !hasMatch || sort == .relevance {
+            let size = Self.windowSize(limit: limit, offset: offset)
+            window = Window(
+                sql: statement(windowed: true), arguments: StatementArguments(first + [size] + arguments + page),
+                size: size, limit: limit, ranked: hasMatch)
+        }
     }
 
     /// The FTS5 string for a text term: every user character inside double quotes (a quote doubled).

@@ -130,6 +130,51 @@ import Testing
         #expect(try index.statistics().orphans == 2)
     }
 
+    /// A broad query is answered from its window (the best-scoring text rows, or the first documents of its order)
+    /// without joining and sorting every match, and always exactly as the whole query answers: ties at the window's
+    /// edge, filters the window cannot fill a page from, appended rows and deep pages fall back to the whole query.
+    @Test func aBroadQueryIsAnsweredFromItsWindowExactly() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        var documents: [(document: IndexedDocument, text: String?)] = []
+        for i in 0..<3000 {
+            // Scores differ by the word's count and the length; every tenth text is the same (equal scores).
+            let text = i % 10 == 0 ? "common tie" : Array(repeating: "common", count: 1 + i % 7).joined(separator: " ")
+            var d = Self.document(
+                String(format: "%05d", i), "/d\(i % 3)/f\(i).txt", size: UInt64(i), mtime: Int64(i % 50))
+            d.textEnd = 0
+            documents.append((d, text + " " + Array(repeating: "filler", count: i % 13).joined(separator: " ")))
+        }
+        try index.apply(documents, removing: [])
+        var grown = documents[2999].document
+        grown.source = "grown"
+        try index.apply(
+            [], appending: [(grown, "common common common common common common common common")], removing: [])
+        let reader = try DatabaseQueue(path: t.path)
+        let queries = [
+            "common", "common tie", "common -tie", "common size:>2990", "common name:f29*", "kind:file", "name:f1*",
+            "size:>2990", "path:/d1/*", "tie OR filler", "",
+        ]
+        for query in queries {
+            for sort in SearchSort.allCases {
+                for (limit, offset) in [(20, 0), (64, 64), (64, 1024), (1000, 0), (10, 2995)] {
+                    let plan = SearchPlan(try SearchQuery(query, now: 0), sort: sort, limit: limit, offset: offset)
+                    var whole = plan
+                    whole.window = nil
+                    let paths = try index.search(plan).map(\.document.path)
+                    #expect(paths == (try index.search(whole).map(\.document.path)), "\(query) \(sort) \(offset)")
+                }
+            }
+        }
+        // The first page of a broad query comes from the window alone.
+        for query in ["common", "common -tie", "kind:file", "name:f1*"] {
+            let window = try #require(
+                SearchPlan(try SearchQuery(query, now: 0), sort: .relevance, limit: 20, offset: 0).window)
+            let rows = try reader.read { try Row.fetchAll($0, sql: window.sql, arguments: window.arguments) }
+            #expect(window.answers(rows), "\(query)")
+        }
+    }
+
     @Test func aDamagedFileIsReplaced() throws {
         let t = Temporary()
         let fd = open(t.path, O_WRONLY | O_CREAT, 0o600)
