@@ -175,6 +175,27 @@ import Testing
         }
     }
 
+    /// The text table keeps no prefix indexes (they made the index larger than the text): a prefix of any length
+    /// is found by merging its words' lists, and an index of the format that had them is rebuilt.
+    @Test func prefixesAreFoundWithoutPrefixIndexes() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        try index.apply([(Self.document("a", "/q.txt"), "quarterly planning, planned plans")], removing: [])
+        for query in ["pl*", "pla*", "plann*", "quarter*", "q*"] { #expect(try paths(index, query) == ["/q.txt"]) }
+        #expect(try paths(index, "plano*").isEmpty)
+        let reader = try DatabaseQueue(path: t.path)
+        let table = try reader.read {
+            try String.fetchOne($0, sql: "SELECT sql FROM sqlite_master WHERE name = 'fulltext'")
+        }
+        #expect(table?.contains("prefix") == false)
+        try reader.write { try $0.execute(sql: "PRAGMA user_version = 2") }
+        try reader.close()
+        try index.close()
+        let (rebuilt, reason) = try SearchIndex.openOrRecreate(path: t.path)
+        #expect(reason?.contains("index format 2") == true)
+        #expect(try rebuilt.statistics().documents == 0)
+    }
+
     @Test func aDamagedFileIsReplaced() throws {
         let t = Temporary()
         let fd = open(t.path, O_WRONLY | O_CREAT, 0o600)
