@@ -60,13 +60,13 @@ extension Store {
         let now = Self.seconds()
         // Counted once per chunk: reads waiting for one fetch all get what it brought.
         var fresh = arrived
-        let evicted =
-            caching
-            ? contentCache.withLock { cache in
+        var evicted: [ChunkID] = []
+        if caching {
+            contentCache.withLock { cache in
                 fresh = arrived.filter { cache?.contains($0.id) == false }
-                return arrived.flatMap { cache?.insert($0.id, length: $0.length, at: now) ?? [] }
+                evicted = arrived.flatMap { cache?.insert($0.id, length: $0.length, at: now) ?? [] }
             }
-            : []
+        }
         // One transaction: the cache never holds more than its bound, even while other fetches (readahead) run.
         let evictions: (count: Int, bytes: Int64)
         do {
