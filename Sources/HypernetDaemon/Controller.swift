@@ -74,7 +74,8 @@ final class Controller: Sendable {
                 statistics: store.statistics(), filesystem: fileSystem?.statusLines() ?? [], listen: node.listenAddress,
                 quorum: quorum, pins: try stored { () throws(StoreError) in try store.pins() },
                 peers: node.peerStatus(), connections: node.connections.count, maxPeers: node.connections.maximum,
-                backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes, cache: store.cacheStatus(),
+                backlogRevisions: backlog.revisions, backlogBytes: backlog.bytes,
+                cache: store.cacheStatus(served: node.bytesServed),
                 logPosition: try stored { () throws(StoreError) in try store.lastRevisionSeq() })
         case .peerAdd:
             let address = try PeerCommands.validAddress(request.argument)

@@ -156,7 +156,6 @@ struct CacheCounters {
     var hits = 0
     var misses = 0
     var fetchedBytes: Int64 = 0
-    var servedBytes: Int64 = 0
     var evictions = 0
     var evictedBytes: Int64 = 0
     var keptBytes: Int64 = 0
@@ -180,18 +179,13 @@ public struct CacheStatus: Codable, Sendable {
 }
 
 extension Store {
-    /// The cache's status now; counters since the daemon started.
-    public func cacheStatus() -> CacheStatus {
+    /// The cache's status now; counters since the daemon started. `served`: what the sync layer sent to peers.
+    public func cacheStatus(served: Int64) -> CacheStatus {
         let use = cacheUse ?? (0, 0)
         let c = cacheCounters.withLock { $0 }
         return CacheStatus(
             bound: use.bound, bytes: use.bytes, keptBytes: c.keptBytes, hits: c.hits, misses: c.misses,
-            fetchedBytes: c.fetchedBytes, servedBytes: c.servedBytes, evictions: c.evictions,
+            fetchedBytes: c.fetchedBytes, servedBytes: served, evictions: c.evictions,
             evictedBytes: c.evictedBytes)
-    }
-
-    /// `bytes` of a chunk sent to a peer that asked for it.
-    public func noteServed(_ bytes: Int) {
-        cacheCounters.withLock { $0.servedBytes += Int64(bytes) }
     }
 }

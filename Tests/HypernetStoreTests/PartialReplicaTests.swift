@@ -63,7 +63,7 @@ import Testing
         #expect(c.heldBytes(of: metadata) == (size, size))
         #expect(try c.settleKept(found) == found.fetched)
         #expect(c.cacheUse?.bytes == 0, "kept content is not in the cache")
-        #expect(c.cacheStatus().misses == 0 && c.cacheStatus().keptBytes == found.fetched)
+        #expect(c.cacheStatus(served: 0).misses == 0 && c.cacheStatus(served: 0).keptBytes == found.fetched)
 
         try c.settleKept(KeptObjects())  // no longer kept: evictable again, not deleted
         #expect(c.cacheUse?.bytes == found.fetched)

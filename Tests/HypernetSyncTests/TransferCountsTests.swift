@@ -15,5 +15,7 @@ import Testing
         #expect(counts.snapshot()[Hex.encode(b.bytes)] == nil, "nothing served: not counted")
         for _ in 0..<TransferCounts.limit { counts.received(1, from: SigningKeyPair.generate().publicKey) }
         #expect(counts.snapshot().count == TransferCounts.limit)
+        for _ in 0..<3 { counts.served(2, to: SigningKeyPair.generate().publicKey) }
+        #expect(counts.served == 13, "the total keeps what forgotten keys were served")
     }
 }

@@ -109,6 +109,8 @@ public final class SyncNode: SessionDelegate {
     let ledger: ReceiveLedger
     let demand: DemandFetcher
     let transfers = TransferCounts()
+    /// Bytes of chunks served to peers that asked for them (`want`), since start.
+    public var bytesServed: Int64 { transfers.served }
     let queries: QueryServer
     let queryClient: QueryClient
     /// Fetches damaged chunks again (`repairDamaged`), one pass at a time; a pass asked for while one is queued
@@ -575,7 +577,6 @@ public final class SyncNode: SessionDelegate {
             for id in ids {
                 let sealed = try? store.sealedChunk(id)
                 guard session.sendWhenWritable(.chunk(id: id, sealed: sealed ?? nil)) else { return }
-                if let sealed = sealed ?? nil { store.noteServed(sealed.count) }
                 transfers.served(sealed?.count ?? 0, to: session.node)
             }
         case .prune(let tree):
