@@ -100,6 +100,10 @@ public struct ScanQuery: Codable, Sendable, Equatable {
 
     /// The compiled pattern; a bad one fails as grep's usage errors do (exit 2).
     public func compiled() throws(Failure) -> LinePattern {
+        // Peers refuse a longer one (documents not held here are scanned where they are).
+        guard pattern.utf8.count <= Query.maximumPattern else {
+            throw Failure(.usage, "the pattern is longer than \(Query.maximumPattern) bytes")
+        }
         do {
             return try LinePattern(
                 pattern: pattern, syntax: syntax, ignoreCase: ignoreCase, wholeWord: wholeWord, invert: invert)

@@ -293,6 +293,24 @@ import Testing
         #expect(collector.finished)
     }
 
+    /// A peer refuses a query naming more than `Query.maximumTargets` documents: the client splits a longer list,
+    /// and every part decodes on the other side.
+    @Test func aLongListOfDocumentsIsSplitIntoQueriesAPeerAccepts() throws {
+        let docs = (0..<(Query.maximumTargets + 5)).map { _ in Self.held(Array("ERROR\n".utf8)) }
+        let peer = Peer(Host(docs), client: node.publicKey)
+        let client = client()
+        let collector = Collector()
+        client.start(
+            Self.grep, targets: docs.map(\.target), holders: docs.map { _ in [peer.toPeer] }, sink: collector.sink)
+        let queries = peer.toPeer.sent
+        #expect(queries.count == 2)
+        var frames = queries.flatMap(Frame.encode)
+        #expect(try Frame.decode(&frames) == queries, "a peer decodes every part")
+        deliver(client, [peer], collector)
+        #expect((0..<docs.count).allSatisfy { collector.items($0).count == 1 })
+        #expect(collector.finished)
+    }
+
     @Test func aLostPeersDocumentsResumeElsewhereWithNoLineLostOrRepeated() {
         let content = Self.log(lines: 20_000, every: 3)
         let doc = Self.held(content)

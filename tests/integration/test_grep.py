@@ -116,6 +116,12 @@ def test_grep_statuses_and_bad_patterns(node, corpus):
     assert outside.returncode == 2 and outside.stderr.decode().count("\n") == 1, outside
     usage = node.cli("grep", "-F", "-E", "x", "logs", check=False)
     assert usage.returncode == 2
+    # The longest pattern a peer accepts (docs/protocol.md, "Queries"), and one byte past it.
+    longest = "E" * 1023 + "R"
+    assert hypernet_grep(node, ["-F", longest, "logs"], node.mount).returncode == 1
+    too_long = hypernet_grep(node, ["-F", longest + "R", "logs"], node.mount)
+    assert too_long.returncode == 2 and too_long.stdout == b"", too_long
+    assert too_long.stderr == b"hypernet: the pattern is longer than 1024 bytes\n", too_long.stderr
 
 
 def test_grep_json_lines(node, corpus):

@@ -228,7 +228,13 @@ public final class QueryClient: Sendable {
             loads[ObjectIdentifier(link)]! += 1
             chosen[ObjectIdentifier(link), default: (link: link, targets: [])].targets.append(t)
         }
-        for (link, list) in chosen.values {
+        // One query names at most `Query.maximumTargets` documents: a peer given more would refuse it.
+        let parts = chosen.values.flatMap { link, list in
+            stride(from: 0, to: list.count, by: Query.maximumTargets).map {
+                (link: link, targets: Array(list[$0..<min($0 + Query.maximumTargets, list.count)]))
+            }
+        }
+        for (link, list) in parts {
             let id = s.nextID
             s.nextID += 1
             s.parts[id] = Part(run: run, link: link, targets: list)

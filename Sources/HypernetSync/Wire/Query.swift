@@ -96,6 +96,11 @@ public struct Query: Sendable, Equatable {
 
     public var isValid: Bool { requester.isValidSignature(signature, for: Self.context + body) }
 
+    /// The longest pattern a query carries (bytes), and the most documents one query names: a receiver refuses
+    /// more, so a requester refuses a longer pattern and splits a longer list.
+    public static let maximumPattern = Message.Limits.maximumString
+    static let maximumTargets = Message.Limits.maximumQueryTargets
+
     static func decode(_ r: inout ByteReader) throws(DecodingError) -> Query {
         let id = try r.u64()
         let requester = try r.key()
@@ -104,11 +109,11 @@ public struct Query: Sendable, Equatable {
         guard let op = Operator(rawValue: try r.u8()) else { throw .invalid("query operator") }
         let flags = Flags(rawValue: try r.u8())
         guard flags.rawValue & 0x80 == 0 else { throw .invalid("query flags") }
-        let pattern = try r.string(limit: Message.Limits.maximumString)
+        let pattern = try r.string(limit: maximumPattern)
         let window = try r.u32()
         let limit = try r.u32()
         let n = Int(try r.u32())
-        guard n <= Message.Limits.maximumQueryTargets else { throw .invalid("query of \(n) documents") }
+        guard n <= maximumTargets else { throw .invalid("query of \(n) documents") }
         var targets: [Target] = []
         for _ in 0..<n {
             let tree = try r.key()
