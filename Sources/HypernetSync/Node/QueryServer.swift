@@ -163,7 +163,9 @@ final class QueryServer: Sendable {
                     r.removeValue(forKey: key)
                     return false
                 }
-                let size = UInt64(result.byteCount)
+                // Only `data` results count: the requester credits what its consumer takes, and a `done` or an
+                // `unavailable` (one per target, so bounded by the query) gives it nothing to take.
+                let size = result.status == .data ? UInt64(result.byteCount) : 0
                 // One result larger than the window goes out alone, when nothing else is unacknowledged.
                 guard entry.sent - entry.received + size <= entry.query.window || entry.sent == entry.received else {
                     entry.pumping = false
