@@ -77,9 +77,8 @@ let package = Package(
         .target(
             name: "HypernetDaemon",
             dependencies: [
-                "HypernetCrypto", "HypernetFailpoint", "HypernetIndex", "HypernetModel", "HypernetScan",
-                "HypernetStore",
-                "HypernetVFS", "HypernetFUSE", "HypernetSync",
+                "CLinux", "HypernetCrypto", "HypernetFailpoint", "HypernetIndex", "HypernetModel", "HypernetScan",
+                "HypernetStore", "HypernetVFS", "HypernetFUSE", "HypernetSync",
                 .product(name: "Logging", package: "swift-log"),
             ]),
         .executableTarget(

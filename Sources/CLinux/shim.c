@@ -19,3 +19,7 @@ int CLinux_punch_hole(int fd, long long offset, long long length) {
 int CLinux_malloc_trim(void) {
     return malloc_trim(0);
 }
+
+int CLinux_limit_malloc_arenas(int arenas) {
+    return mallopt(M_ARENA_MAX, arenas);
+}

@@ -19,3 +19,6 @@ int CLinux_punch_hole(int fd, long long offset, long long length);
 
 /// malloc_trim(0): gives the heap's free memory back to the system. Declared here: <malloc.h> is not in Glibc's module.
 int CLinux_malloc_trim(void);
+
+/// mallopt(M_ARENA_MAX, arenas): at most `arenas` malloc arenas; nonzero on success. Declared here for <malloc.h>.
+int CLinux_limit_malloc_arenas(int arenas);
