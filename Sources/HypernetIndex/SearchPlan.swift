@@ -40,7 +40,8 @@ public struct SearchPlan: Sendable {
         /// Whether `rows` of the window are the page the whole query gives. Documents come in the order of their
         /// best row, and every row scoring better than the window's worst is in it: so a full page whose last
         /// score is better than that is exact (an equal score may have ties outside). A window of documents
-        /// ordered by the sort is its first `size`: a full page from it is the first page of all.
+        /// is a prefix of the sort's order (its first `size`, and their ties): a full page from it is the first of
+        /// all.
         public func answers(_ rows: [Row]) -> Bool {
             guard ranked else { return rows.count == limit }
             guard let first = rows.first else { return false }
@@ -111,13 +112,27 @@ public struct SearchPlan: Sendable {
             arguments += documents
         }
         let order: String
+        // The order's first column, its index, and whether descending: a window without text reads through it.
+        let key: (column: String, descending: Bool)
         switch sort {
-        case .relevance: order = hasMatch ? "score, d.mtime DESC" : "d.mtime DESC"
-        case .modified: order = "d.mtime DESC"
-        case .created: order = "d.created DESC"
-        case .size: order = "d.size DESC"
-        case .name: order = "d.name, d.path"
-        case .path: order = "d.path"
+        case .relevance:
+            order = hasMatch ? "score, d.mtime DESC" : "d.mtime DESC"
+            key = ("mtime", true)
+        case .modified:
+            order = "d.mtime DESC"
+            key = ("mtime", true)
+        case .created:
+            order = "d.created DESC"
+            key = ("created", true)
+        case .size:
+            order = "d.size DESC"
+            key = ("size", true)
+        case .name:
+            order = "d.name, d.path"
+            key = ("name", false)
+        case .path:
+            order = "d.path"
+            key = ("path", false)
         }
         // bm25 cannot be an aggregate's argument: the matching rows are scored first (a window takes the best of
         // them), then a document of several rows (appends) is answered once, with its best row's score.
@@ -130,9 +145,21 @@ public struct SearchPlan: Sendable {
                     SELECT \(Self.columns), MIN(m.score) AS score\(windowed ? Self.windowColumns : "") \
                     FROM m JOIN segments s ON s.text_id = m.r JOIN docs d ON d.document = s.document WHERE 1
                     """
+            } else if windowed {
+                // The documents up to the window's last in the order, with every tie of it (a prefix of the whole
+                // order), read through the order's index: the scan stops when the page is full, so a broad filter
+                // costs about a page of rows, a selective one at most the window's (its bound is read from the
+                // index alone; none when there are fewer documents: then the whole query runs). Copying the window
+                // out and sorting it again cost more than a filter's own index.
+                let (column, descending) = key
+                let direction = descending ? "DESC" : ""
+                sql = """
+                    SELECT \(Self.columns), 0.0 AS score FROM docs d INDEXED BY docs_\(column) \
+                    WHERE d.\(column) \(descending ? ">=" : "<=") \
+                    (SELECT \(column) FROM docs ORDER BY \(column) \(direction) LIMIT 1 OFFSET ?)
+                    """
             } else {
-                let from = windowed ? "(SELECT * FROM docs d ORDER BY \(order), d.document LIMIT ?) d" : "docs d"
-                sql = "SELECT \(Self.columns), 0.0 AS score FROM \(from) WHERE 1"
+                sql = "SELECT \(Self.columns), 0.0 AS score FROM docs d WHERE 1"
             }
             for condition in conditions { sql += " AND " + condition }
             if hasMatch { sql += " GROUP BY d.document" }
@@ -145,7 +172,8 @@ public struct SearchPlan: Sendable {
         if documents == nil, !hasMatch || sort == .relevance {
             let size = Self.windowSize(limit: limit, offset: offset)
             window = Window(
-                sql: statement(windowed: true), arguments: StatementArguments(first + [size] + arguments + page),
+                sql: statement(windowed: true),
+                arguments: StatementArguments(first + [hasMatch ? size : size - 1] + arguments + page),
                 size: size, limit: limit, ranked: hasMatch)
         }
     }

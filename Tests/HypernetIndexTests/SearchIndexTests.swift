@@ -153,7 +153,8 @@ import Testing
         let reader = try DatabaseQueue(path: t.path)
         let queries = [
             "common", "common tie", "common -tie", "common size:>2990", "common name:f29*", "kind:file", "name:f1*",
-            "size:>2990", "path:/d1/*", "tie OR filler", "",
+            "size:>2990", "path:/d1/*", "tie OR filler", "", "size:>100", "modified:<1d kind:file",
+            "modified:>1d", "owner:hn1me",
         ]
         for query in queries {
             for sort in SearchSort.allCases {
@@ -172,6 +173,37 @@ import Testing
                 SearchPlan(try SearchQuery(query, now: 0), sort: .relevance, limit: 20, offset: 0).window)
             let rows = try reader.read { try Row.fetchAll($0, sql: window.sql, arguments: window.arguments) }
             #expect(window.answers(rows), "\(query)")
+        }
+    }
+
+    /// A window without text terms reads through its order's index and stops once the page is full: a broad
+    /// filter (`size:>20K`, `modified:<1d`) costs about a page of rows, not a copy of the window sorted again (which
+    /// cost more than the whole query through the filter's own index). Its exactness: the test above.
+    @Test func aMetadataWindowStopsAtItsPage() throws {
+        let t = Temporary()
+        let index = try SearchIndex(path: t.path)
+        try index.apply(
+            (0..<2000).map { (Self.document(String($0), "/f\($0)", size: UInt64($0), mtime: Int64($0 % 50)), nil) },
+            removing: [])
+        let reader = try DatabaseQueue(path: t.path)
+        let columns = [
+            SearchSort.relevance: "mtime", .modified: "mtime", .created: "created", .size: "size", .name: "name",
+            .path: "path",
+        ]
+        for query in ["size:>1000", "modified:<1d kind:file", "owner:hn1me", "name:f1*"] {
+            for sort in SearchSort.allCases {
+                let plan = SearchPlan(try SearchQuery(query, now: 0), sort: sort, limit: 64, offset: 0)
+                let window = try #require(plan.window)
+                let steps = try reader.read { db in
+                    try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + window.sql, arguments: window.arguments).map {
+                        $0["detail"] as String
+                    }
+                }
+                #expect(steps.first?.hasPrefix("SEARCH d USING INDEX docs_\(columns[sort]!) ") == true, "\(steps)")
+                #expect(!steps.contains("USE TEMP B-TREE FOR ORDER BY"), "\(query) \(sort): \(steps)")
+                let rows = try reader.read { try Row.fetchAll($0, sql: window.sql, arguments: window.arguments) }
+                #expect(window.answers(rows), "\(query) \(sort)")
+            }
         }
     }
 
