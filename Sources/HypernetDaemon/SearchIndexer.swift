@@ -17,6 +17,9 @@ import Synchronization
 /// documents of its tree, so a revoke removes them.
 public final class SearchIndexer: Sendable {
     static let pageSize = 512
+    /// A page's texts held at once: past this, those indexed so far commit (without the cursor) before the rest is
+    /// read, so a page of large files does not hold them all (512 of 8 MiB).
+    static let pageTextLimit = 16 << 20
     /// An index whose unreachable text rows outnumber the live documents by this much is rebuilt.
     static let orphanSlack: Int64 = 10_000
     /// The most entries a query folder shows.
@@ -69,6 +72,9 @@ public final class SearchIndexer: Sendable {
         var moves: [(String, String)] = []
 
         var documents: [String] { updates.map(\.document.document) + appended.map(\.document.document) }
+        var textBytes: Int {
+            updates.reduce(0) { $0 + ($1.text?.utf8.count ?? 0) } + appended.reduce(0) { $0 + $1.text.utf8.count }
+        }
     }
 
     /// Opens the index in `home` (a damaged one is replaced by an empty one, which then fills from the log).
@@ -202,6 +208,10 @@ public final class SearchIndexer: Sendable {
         var directories: [String] = []
         let paths = shownPaths(documents)
         for (document, tree) in documents {
+            if changes.textBytes > Self.pageTextLimit {
+                try apply(changes)
+                changes = Changes()
+            }
             if document == DocumentID.root(of: tree) {
                 // A listing of the tree's top: own, re-check what it held; another's, the whole tree.
                 if tree == store.keyring.identity.publicKey { directories.append("/") } else { trees.insert(tree) }

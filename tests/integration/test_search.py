@@ -203,6 +203,37 @@ def damage(index):
     assert not os.path.exists(wal) or os.path.getsize(wal) == 0, "the stopped daemon left frames in the index's WAL"
 
 
+def vm_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+@pytest.mark.timeout(900)
+def test_a_page_of_large_files_does_not_hold_all_their_texts(node, monkeypatch):
+    """The indexer commits a log page's texts every 16 MiB (`SearchIndexer.pageTextLimit`) rather than holding them
+    all until the page's end: twelve text files of 8 MiB (96 MiB, one page) are indexed whole by a daemon whose
+    peak RSS grows by far less than their 96 MiB. Written with indexing off, then indexed at the next start."""
+    node.stop()
+    monkeypatch.setenv("HYPERNET_SEARCH_INDEX", "off")
+    node.start()
+    block = "".join(f"line {n} of words alpha{n % 997} beta{n % 991} gamma{n % 983}\n" for n in range(20_000))
+    block = (block * (1 + (1 << 20) // len(block)))[: 1 << 20]
+    for i in range(12):
+        write_file(node.p(f"big{i}.txt"), (f"marker{i}\n" + block * 8)[: 8 << 20].encode())
+    node.stop()
+    node.start()
+    baseline = vm_kib(node.pid, "VmRSS")
+    node.stop()
+    monkeypatch.delenv("HYPERNET_SEARCH_INDEX")
+    node.start()
+    eventually(lambda: index_status(node)["indexed"] >= index_status(node)["logged"], 600,
+               lambda: f"not indexed: {index_status(node)}")
+    grown = (vm_kib(node.pid, "VmHWM") - baseline) // 1024
+    assert paths(node, "marker11") == [node.p("big11.txt")]
+    assert paths(node, "alpha5") == sorted(node.p(f"big{i}.txt") for i in range(12))
+    assert grown < 100, f"indexing 96 MiB of text grew the daemon by {grown} MiB"
+
+
 def test_a_deleted_index_is_rebuilt_at_start_with_the_same_results(node):
     for i in range(30):
         write_file(node.p(f"doc{i}.txt"), f"common word{i} {'even' if i % 2 == 0 else 'odd'}\n".encode())
