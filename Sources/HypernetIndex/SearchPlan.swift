@@ -111,29 +111,17 @@ public struct SearchPlan: Sendable {
             conditions.append("d.document IN (" + documents.map { _ in "?" }.joined(separator: ", ") + ")")
             arguments += documents
         }
-        let order: String
-        // The order's first column, its index, and whether descending: a window without text reads through it.
-        let key: (column: String, descending: Bool)
-        switch sort {
-        case .relevance:
-            order = hasMatch ? "score, d.mtime DESC" : "d.mtime DESC"
-            key = ("mtime", true)
-        case .modified:
-            order = "d.mtime DESC"
-            key = ("mtime", true)
-        case .created:
-            order = "d.created DESC"
-            key = ("created", true)
-        case .size:
-            order = "d.size DESC"
-            key = ("size", true)
-        case .name:
-            order = "d.name, d.path"
-            key = ("name", false)
-        case .path:
-            order = "d.path"
-            key = ("path", false)
-        }
+        // The order's first column (its index is docs_COLUMN) and direction: a window without text reads through it.
+        let (column, descending): (String, Bool) =
+            switch sort {
+            case .relevance, .modified: ("mtime", true)
+            case .created: ("created", true)
+            case .size: ("size", true)
+            case .name: ("name", false)
+            case .path: ("path", false)
+            }
+        let base = "d.\(column)" + (descending ? " DESC" : "") + (sort == .name ? ", d.path" : "")
+        let order = sort == .relevance && hasMatch ? "score, " + base : base
         // bm25 cannot be an aggregate's argument: the matching rows are scored first (a window takes the best of
         // them), then a document of several rows (appends) is answered once, with its best row's score.
         func statement(windowed: Bool) -> String {
@@ -151,12 +139,10 @@ public struct SearchPlan: Sendable {
                 // costs about a page of rows, a selective one at most the window's (its bound is read from the
                 // index alone; none when there are fewer documents: then the whole query runs). Copying the window
                 // out and sorting it again cost more than a filter's own index.
-                let (column, descending) = key
-                let direction = descending ? "DESC" : ""
                 sql = """
                     SELECT \(Self.columns), 0.0 AS score FROM docs d INDEXED BY docs_\(column) \
                     WHERE d.\(column) \(descending ? ">=" : "<=") \
-                    (SELECT \(column) FROM docs ORDER BY \(column) \(direction) LIMIT 1 OFFSET ?)
+                    (SELECT \(column) FROM docs ORDER BY \(column) \(descending ? "DESC" : "") LIMIT 1 OFFSET ?)
                     """
             } else {
                 sql = "SELECT \(Self.columns), 0.0 AS score FROM docs d WHERE 1"
