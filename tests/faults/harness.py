@@ -128,6 +128,7 @@ class Client(threading.Thread):
         self.stopping = threading.Event()
         self.count = 0
         self.fsync_seconds = []  # each fsync that returned 0
+        self.fsync_faults = []  # for each of those, the fault kinds active at its start or end
 
     def run(self):
         while not self.stopping.is_set():
@@ -202,6 +203,7 @@ class Client(threading.Thread):
 
     def fsync(self, fd):
         """fsync, timed, its error marked as fsync's: EIO from it means the quorum was not reached (`fail`)."""
+        before = self.harness.active_faults()
         start = time.monotonic()
         try:
             os.fsync(fd)
@@ -209,6 +211,7 @@ class Client(threading.Thread):
             e.fsync = True
             raise
         self.fsync_seconds.append(time.monotonic() - start)
+        self.fsync_faults.append(before | self.harness.active_faults())
 
     def write(self, path, data):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -255,6 +258,7 @@ class Harness:
         self.down = set()  # names of nodes killed and not restarted yet
         self.paused = set()
         self.busy = set()  # nodes a fault currently holds
+        self.active = {}  # fault kind -> how many of it are being held now
         self.injected = {}
         self.history = None
         self.lab = None
@@ -271,6 +275,10 @@ class Harness:
         directory.chmod(0o755)
         assert not start
         return FaultNode(directory, self.binary, **extra)
+
+    def active_faults(self):
+        with self.state_lock:
+            return frozenset(kind for kind, count in self.active.items() if count)
 
     def usable(self, node):
         with self.state_lock:
@@ -396,6 +404,8 @@ class Harness:
                        side=[n.name for n in side], percent=percent, skew=skew,
                        failpoint=failpoint if kind == "failpoint" else None)
         self.injected[kind] = self.injected.get(kind, 0) + 1
+        with self.state_lock:
+            self.active[kind] = self.active.get(kind, 0) + 1
         try:
             if kind == "kill9":
                 self.kill(node)
@@ -476,6 +486,7 @@ class Harness:
         finally:
             with self.state_lock:
                 self.busy.discard(node.name)
+                self.active[kind] -= 1
             history.record(type="fault", fault=kind, node=node.name, phase="end")
 
     def kill(self, node):
@@ -548,12 +559,13 @@ class Harness:
                       f"({', '.join(self.faults)}) in {self.rounds} round(s), workloads {', '.join(self.workloads)}, "
                       f"history in {self.history.path}")
         self.setup()
-        convergence, fsyncs, stuck, diverged = [], [], [], []
+        convergence, fsyncs, fsync_faults, stuck, diverged = [], [], [], [], []
         for round_ in range(self.rounds):
             clients = [Client(self, n, self.rng.randrange(1 << 32), f"{n.name}{round_ or ''}")
                        for n in self.cluster.nodes]
             stuck += self.faulty_round(clients, self.duration / self.rounds)
             fsyncs += [t for c in clients for t in c.fsync_seconds]
+            fsync_faults += [kinds for c in clients for kinds in c.fsync_faults]
             # Every node up, every link clean: from here the cluster must converge.
             self.lab.heal()
             for n in self.cluster.nodes:
@@ -576,7 +588,8 @@ class Harness:
         report.update(seed=self.seed, nodes=self.node_count, duration=self.duration, scenarios=self.rounds,
                       faults=self.injected, convergence_s=[round(c, 2) for c in convergence],
                       convergence_p99_s=round(percentile(convergence, 99), 2) if not diverged else None,
-                      fsync_p99_s=round(percentile(fsyncs, 99), 3), fsyncs=len(fsyncs), stuck_clients=stuck)
+                      fsync_p99_s=round(percentile(fsyncs, 99), 3), fsyncs=len(fsyncs),
+                      fsync_by_fault=fsync_by_fault(fsyncs, fsync_faults), stuck_clients=stuck)
         for n in self.cluster.nodes:
             result = n.fsck()
             if result.returncode != 0:
@@ -616,6 +629,17 @@ def percentile(values, p):
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, -(-len(ordered) * p // 100) - 1))]
+
+
+def fsync_by_fault(seconds, kinds):
+    """{fault kind: count, p50 and p99 of the fsyncs during which it was active} (`none`: no fault active). An
+    fsync during two faults counts for both."""
+    groups = {}
+    for t, active in zip(seconds, kinds):
+        for kind in active or ("none",):
+            groups.setdefault(kind, []).append(t)
+    return {kind: {"fsyncs": len(ts), "p50_s": round(percentile(ts, 50), 4), "p99_s": round(percentile(ts, 99), 4)}
+            for kind, ts in sorted(groups.items())}
 
 
 def summary(report):
@@ -786,6 +810,8 @@ def main(argv=None):
         Path(args.json).write_text(json.dumps(report) + "\n")
     if args.json != "-":
         print(summary(report))
+        print("fsync by fault active (p50 / p99 s, count): " + ", ".join(
+            f"{kind} {f['p50_s']} / {f['p99_s']} ({f['fsyncs']})" for kind, f in report["fsync_by_fault"].items()))
         for p in report["problems"]:
             print(f"  problem: {p}")
         if report["problems"]:

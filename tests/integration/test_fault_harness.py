@@ -107,3 +107,12 @@ def test_a_removal_above_excuses_a_missing_file_only_if_it_ended_after_the_write
     removed_before = _ops(("b-1", "rmtree", "trees/d0", None, "ok"), ("a-1", "write", path, data, "ok"))
     report = _check(tmp_path / "before", [None, None], removed_before, path)
     assert report["acknowledged_lost"] == 1, "a write after the removal ended must survive it"
+
+
+def test_fsync_figures_are_grouped_by_the_faults_active_during_each_fsync():
+    seconds = [0.1, 0.2, 3.0, 0.3]
+    kinds = [frozenset(), frozenset(), frozenset({"pause", "loss"}), frozenset({"loss"})]
+    by_fault = harness.fsync_by_fault(seconds, kinds)
+    assert by_fault["none"] == {"fsyncs": 2, "p50_s": 0.1, "p99_s": 0.2}
+    assert by_fault["loss"] == {"fsyncs": 2, "p50_s": 0.3, "p99_s": 3.0}, "an fsync during two faults counts for both"
+    assert by_fault["pause"] == {"fsyncs": 1, "p50_s": 3.0, "p99_s": 3.0}
