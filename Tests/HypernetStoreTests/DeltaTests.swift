@@ -198,6 +198,20 @@ import Testing
         #expect(f.packBytes() == before)
     }
 
+    @Test func onlyAPieceOfTheSameLengthAndBytesIsItsBase() throws {
+        let f = try Fixture()
+        let old = Self.random(64 << 10, seed: 31)
+        let base = try f.write(old, base: nil)
+        var lastFlipped = old
+        lastFlipped[old.count - 1] ^= 1
+        for piece in [old + [0], Array(old.dropLast()), lastFlipped] {
+            let written = try f.write(piece, base: base)
+            #expect(written != base)
+            #expect(try f.reopened().readChunk(written) == piece)
+        }
+        #expect(try f.write(old, base: base) == base)
+    }
+
     @Test func aMissingBaseIsAClearError() throws {
         let a = try Fixture()
         let old = Self.random(64 << 10, seed: 8)

@@ -136,6 +136,41 @@ def test_staging_recovered_after_kill_with_open_file(make_node):
     assert fsck.returncode == 0, f"fsck exited {fsck.returncode}:\n{fsck.stdout}\n{fsck.stderr}"
 
 
+def test_each_fsync_of_an_append_loop_survives_a_kill_right_after_it(make_node):
+    """Issue 22, item 4: the revision an fsync returned for is there after a kill -9 right after it, also when
+    the file's last chunk is rewritten with the same bytes (stored as its base), one byte longer or one shorter
+    than its base (a delta, never the base)."""
+    node = make_node()
+    path = node.p("appended")
+    rng = random.Random(22)
+    expected = b""
+    steps = ["append"] * 20 + ["same", "longer", "shorter"]
+    for step in steps:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if step == "append":
+                block = rng.randbytes(4096)
+                os.pwrite(fd, block, len(expected))
+                expected += block
+            elif step == "same":
+                os.pwrite(fd, expected[-4096:], len(expected) - 4096)
+            elif step == "longer":
+                os.pwrite(fd, b"x", len(expected))
+                expected += b"x"
+            else:
+                os.ftruncate(fd, len(expected) - 1)
+                expected = expected[:-1]
+            os.fsync(fd)
+            revision = current_revision(path)
+        finally:
+            os.close(fd)
+        if step != "append" or len(expected) % (32 << 10) == 0:
+            node.kill9()
+            node.start()
+            assert read_file(path) == expected, f"after {step}: the fsynced content is not what was written"
+            assert current_revision(path) == revision, f"after {step}: the fsynced revision is not the current one"
+
+
 FOLLOWER = r"""
 import os, sys, time
 path, want, deadline = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
