@@ -19,6 +19,9 @@ final class Catalog: Sendable {
             // SQLite's automatic checkpoint would make catalog rows durable before the pack records
             // they name; `Store.checkpoint` syncs the packs first, then checkpoints.
             try db.execute(sql: "PRAGMA wal_autocheckpoint = 0")
+            // A checkpoint restarts the WAL in place without shrinking it: cut back to the limit at the first
+            // commit after, its size says when the next checkpoint is due (else every pass checkpointed).
+            try db.execute(sql: "PRAGMA journal_size_limit = \(Store.walLimit)")
             // What a row leaves behind (a replaced name, xattr value or symlink target) is zeroed, not left in
             // the page's free space: a stopped store's catalog holds the current state only (security.md).
             try db.execute(sql: "PRAGMA secure_delete = ON")

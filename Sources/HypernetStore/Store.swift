@@ -894,9 +894,12 @@ public final class Store: Sendable {
         if Glibc.fdatasync(fd) != 0 { throw .io(path: path, errno: errno) }
     }
 
+    /// The WAL size past which the once-a-second pass checkpoints it.
+    public static let walLimit: Int64 = 16 << 20
+
     /// Moves the WAL into the database file once it passes `walLimit`, after syncing the packs, so the
     /// catalog never becomes durable ahead of the chunks it names. Called by the once-a-second pass.
-    public func checkpointIfNeeded(walLimit: Int64 = 16 << 20) {
+    public func checkpointIfNeeded(walLimit: Int64 = Store.walLimit) {
         var st = stat()
         guard stat(home.catalogPath + "-wal", &st) == 0, Int64(st.st_size) > walLimit else { return }
         do throws(StoreError) {

@@ -120,6 +120,31 @@ import Testing
         #expect(store.check().isEmpty)
     }
 
+    @Test func aCheckpointedWALIsCutBackSoThatTheNextCheckpointWaitsForTheLimit() throws {
+        // A checkpoint restarts the WAL in place; it used to keep its size past the limit, so that the once-a-second
+        // pass checkpointed every second (a catalog sync, and a WAL header sync in the next commit) for good.
+        let (store, home) = try makeStore()
+        defer { _ = system("rm -rf '\(home.path)'") }
+        func walSize() -> Int64 {
+            var wal = stat()
+            stat(home.catalogPath + "-wal", &wal)
+            return Int64(wal.st_size)
+        }
+        func commitOne(_ n: Int) throws {
+            let written = try store.writeContent(Array("chunk \(n)".utf8), key: store.keyring.treeKey)
+            try store.transaction { tx in try tx.recordChunks(written.locations) }
+        }
+        var n = 0
+        while walSize() <= Store.walLimit {
+            try commitOne(n)
+            n += 1
+        }
+        store.checkpointIfNeeded()
+        try commitOne(n)
+        #expect(walSize() <= Store.walLimit)
+        #expect(store.check().isEmpty)
+    }
+
     @Test func aCorruptCatalogRowIsReportedAndTheRestLoads() throws {
         let (store, home) = try makeStore()
         defer { _ = system("rm -rf '\(home.path)'") }
