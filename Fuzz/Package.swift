@@ -21,6 +21,7 @@ let package = Package(
         + [
             ("FuzzFrames", "HypernetSync"), ("FuzzHandshake", "HypernetSync"), ("FuzzRecords", "HypernetSync"),
             ("FuzzStore", "HypernetSync"), ("FuzzControl", "HypernetDaemon"),
+            ("FuzzHaves", "HypernetSync"),
         ].map { name, library in
             .executableTarget(
                 name: name,

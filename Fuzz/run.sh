@@ -2,6 +2,7 @@
 # Builds the libFuzzer targets (Fuzz/Package.swift) and runs each for SECONDS (default 60).
 #
 #   Fuzz/run.sh [SECONDS] [TARGET...]        targets: FuzzFrames FuzzHandshake FuzzRecords FuzzStore FuzzControl
+#                                          FuzzHaves
 #                                          (default: all)
 #
 # Environment:
@@ -23,7 +24,7 @@ cd "$(dirname "$0")"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(FuzzFrames FuzzHandshake FuzzRecords FuzzStore FuzzControl)
+[ ${#targets[@]} -gt 0 ] || targets=(FuzzFrames FuzzHandshake FuzzRecords FuzzStore FuzzControl FuzzHaves)
 jobs="${FUZZ_JOBS:-1}"
 
 if [ -z "${FUZZ_NO_BUILD:-}" ]; then

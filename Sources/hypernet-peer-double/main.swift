@@ -22,7 +22,8 @@
 //                 it (default 4 MiB), then silence: dropped over the node's frame budget, or when silent 30 s
 //   hold          connect and send nothing: dropped over the node's connection caps at once, or when its
 //                 handshake limit (10 s) passes
-//   wrong-chunk   relays genuine revisions and answers the node's `want` with chunks (held = 1) whose bytes
+//   wrong-chunk   relays genuine revisions, claims every chunk of each `interest` (a full `have`), and
+//                 answers the node's `want` with chunks (held = 1) whose bytes
 //                 do not hash to their ids (a marker, FORGED_MARKER, repeated): the node must close. The
 //                 revisions come from --source HOST:PORT, an honest node holding them (we subscribe to every
 //                 tree in its hello); the node under attack should hold those trees and lack their chunks.
@@ -525,6 +526,11 @@ func runWrongChunk(_ o: Options) throws(Outcome) -> String {
                             Frame.encode(.entries(tree: tree, storeID: storeID, entries: entries, caughtUp: false)))
                     }
                     try s.sendFrame(Frame.encode(.entries(tree: tree, storeID: storeID, entries: [], caughtUp: true)))
+                case .interest(let swarm, let ids) where !ids.isEmpty:
+                    // Claims to hold every chunk of the fetch, so that it is asked.
+                    var bits = [UInt8](repeating: 0xff, count: (ids.count + 7) / 8)
+                    if ids.count % 8 != 0 { bits[bits.count - 1] = UInt8(1 << (ids.count % 8)) - 1 }
+                    try s.sendFrame(Frame.encode(.have(swarm: swarm, bits: bits)))
                 case .want(let ids):
                     for id in ids {
                         let sealed = Array((0..<64).map { _ in forgedMarker }.joined())

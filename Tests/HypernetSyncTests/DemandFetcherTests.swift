@@ -8,34 +8,58 @@ import Testing
 @testable import HypernetStore
 @testable import HypernetSync
 
-/// Content on demand over simulated peers: each link answers a `want` from its own holdings, through the
-/// shared `ChunkFetcher`, as the sync node's chunk handler would; no store or socket is involved.
+/// Content on demand over simulated peers: each link answers an `interest` with its have-set and a `want` from its
+/// own holdings, through the shared `HaveSets` and `ChunkFetcher`, as the sync node's handlers would; no store or
+/// socket is involved.
 @Suite struct DemandFetcherTests {
-    /// A peer holding `holds`: it answers each asked id after `delay`, with the chunk or "not held".
+    /// A peer holding `holds` (`claims`: what its have-sets say, by default the same): it answers each `interest` at
+    /// once, and each asked id after `delay`, with the chunk or "not held".
     final class Peer: PeerLink {
         let node: SigningPublicKey? = SigningKeyPair.generate().publicKey
         let holds: Set<ChunkID>
+        let claims: Set<ChunkID>
         let delay: DispatchTimeInterval
         let fetcher: ChunkFetcher
-        private let state = Mutex((wants: [[ChunkID]](), closed: false))
+        let haves: HaveSets
+        private let state = Mutex((wants: [[ChunkID]](), swarms: [Digest](), closed: false))
         /// Its own thread: the blocked fetches of the other tests must not delay its answers.
         private let queue = DispatchQueue(label: "peer")
 
-        init(_ holds: Set<ChunkID>, fetcher: ChunkFetcher, delay: DispatchTimeInterval = .milliseconds(1)) {
+        init(
+            _ holds: Set<ChunkID>, claims: Set<ChunkID>? = nil, fetcher: ChunkFetcher, haves: HaveSets,
+            delay: DispatchTimeInterval = .milliseconds(1)
+        ) {
             self.holds = holds
+            self.claims = claims ?? holds
             self.fetcher = fetcher
+            self.haves = haves
             self.delay = delay
         }
         var isEnded: Bool { state.withLock { $0.closed } }
         var wants: [[ChunkID]] { state.withLock { $0.wants } }
+        /// The `interest`s with ids it was sent.
+        var interests: Int { state.withLock { $0.swarms.count } }
+        /// The swarm of the last `interest`.
+        var swarm: Digest? { state.withLock { $0.swarms.last } }
         func close(_ reason: String) { state.withLock { $0.closed = true } }
         func send(_ message: Message) {
-            guard case .want(let ids) = message else { return }
-            state.withLock { $0.wants.append(ids) }
-            queue.asyncAfter(deadline: .now() + delay) { [self] in
-                for id in ids {
-                    fetcher.answered(id, by: self, holds.contains(id) ? .held(location(id)) : .notHeld)
+            switch message {
+            case .interest(let swarm, let ids) where !ids.isEmpty:
+                state.withLock { $0.swarms.append(swarm) }
+                var set = [UInt8](repeating: 0, count: (ids.count + 7) / 8)
+                for (i, id) in ids.enumerated() where claims.contains(id) { set[i >> 3] |= 1 << (i & 7) }
+                let bits = set
+                queue.async { [self] in
+                    #expect(haves.have(swarm, bits: bits, from: self) == nil)
                 }
+            case .want(let ids):
+                state.withLock { $0.wants.append(ids) }
+                queue.asyncAfter(deadline: .now() + delay) { [self] in
+                    for id in ids {
+                        fetcher.answered(id, by: self, holds.contains(id) ? .held(location(id)) : .notHeld)
+                    }
+                }
+            default: break
             }
         }
     }
@@ -44,23 +68,43 @@ import Testing
     static func chunk(_ n: UInt8) -> ChunkID { BLAKE2b.hash([n]) }
 
     let fetcher = ChunkFetcher()
+    let haves = HaveSets()
 
-    @Test func asksThePeersAtOnceAndAChunkOneLacksOfAnother() {
+    @Test func asksOnlyThePeersWhoseHaveSetsHoldTheChunks() {
         let (a, b) = (Self.chunk(1), Self.chunk(2))
-        let empty = Peer([], fetcher: fetcher)
-        let holder = Peer([a, b], fetcher: fetcher)
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10))
+        let empty = Peer([], fetcher: fetcher, haves: haves)
+        let holder = Peer([a, b], fetcher: fetcher, haves: haves)
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .seconds(10))
         let found = demand.fetch([a, b]) { [empty, holder] }
         #expect(Set(found.map(\.id)) == [a, b])
-        // One chunk each at first; the one the empty peer lacks is then asked of the holder.
-        #expect(empty.wants.count == 1 && empty.wants[0].count == 1)
+        #expect(empty.interests >= 1 && empty.wants.isEmpty)
         #expect(Set(holder.wants.flatMap { $0 }) == [a, b])
+    }
+
+    @Test func aHaveSetThatClaimsTooMuchCostsANotHeldAnswerAndTheOtherHolderServes() {
+        let a = Self.chunk(7)
+        let liar = Peer([], claims: [a], fetcher: fetcher, haves: haves)
+        let holder = Peer([a], fetcher: fetcher, haves: haves, delay: .milliseconds(50))
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .seconds(10))
+        #expect(demand.fetch([a]) { [liar, holder] } == [Self.location(a)])
+    }
+
+    @Test func aPeerThatGetsAChunkDuringTheFetchSaysSoAndIsAsked() {
+        let a = Self.chunk(8)
+        let later = Peer([a], claims: [], fetcher: fetcher, haves: haves)
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .seconds(10))
+        let haves = haves
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(100)) {
+            #expect(haves.got(later.swarm!, indexes: [0], from: later) == nil)
+        }
+        #expect(demand.fetch([a]) { [later] } == [Self.location(a)])
+        #expect(later.wants == [[a]])
     }
 
     @Test func manyChunksComeFromEveryPeerThatHoldsThem() {
         let ids = (0..<64).map { Self.chunk(UInt8(100 + $0)) }
-        let peers = (0..<3).map { _ in Peer(Set(ids), fetcher: fetcher) }
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10), window: 4)
+        let peers = (0..<3).map { _ in Peer(Set(ids), fetcher: fetcher, haves: haves) }
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .seconds(10), window: 4)
         let found = demand.fetch(ids) { peers }
         #expect(Set(found.map(\.id)) == Set(ids))
         for p in peers { #expect(!p.wants.isEmpty) }
@@ -70,9 +114,9 @@ import Testing
 
     @Test func aPeerThatVanishesMidFetchHasItsRequestsReissued() {
         let ids = (0..<16).map { Self.chunk(UInt8(200 + $0)) }
-        let gone = Peer(Set(ids), fetcher: fetcher, delay: .seconds(3600))
-        let holder = Peer(Set(ids), fetcher: fetcher)
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10), window: 4)
+        let gone = Peer(Set(ids), fetcher: fetcher, haves: haves, delay: .seconds(3600))
+        let holder = Peer(Set(ids), fetcher: fetcher, haves: haves)
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .seconds(10), window: 4)
         let fetcher = fetcher
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(200)) {
             gone.close("killed")
@@ -85,8 +129,8 @@ import Testing
 
     @Test func concurrentReadsOfOneChunkWaitForOneFetch() {
         let a = Self.chunk(3)
-        let slow = Peer([a], fetcher: fetcher, delay: .milliseconds(300))
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10))
+        let slow = Peer([a], fetcher: fetcher, haves: haves, delay: .milliseconds(300))
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .seconds(10))
         let results = Mutex<[[ChunkLocation]]>([])
         DispatchQueue.concurrentPerform(iterations: 4) { _ in
             let found = demand.fetch([a]) { [slow] }
@@ -98,21 +142,21 @@ import Testing
 
     @Test func givesUpAfterTheTimeoutWhenNoPeerSendsIt() {
         let a = Self.chunk(4)
-        let empty = Peer([], fetcher: fetcher)
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .milliseconds(600))
+        let empty = Peer([], fetcher: fetcher, haves: haves)
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .milliseconds(600))
         let start = DispatchTime.now()
         let found = demand.fetch([a]) { [empty] }
         #expect(found.isEmpty)
         #expect(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds >= 600_000_000)
-        // Asked again while the timeout ran: a peer may get the chunk meanwhile.
-        #expect(empty.wants.count > 1)
+        // Told again while the timeout ran: a peer may get the chunk meanwhile.
+        #expect(empty.interests > 1 && empty.wants.isEmpty)
     }
 
     @Test func aPeerThatConnectsDuringTheWaitIsAsked() {
         let a = Self.chunk(5)
-        let holder = Peer([a], fetcher: fetcher)
+        let holder = Peer([a], fetcher: fetcher, haves: haves)
         let start = DispatchTime.now()
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .seconds(10))
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .seconds(10))
         let found = demand.fetch([a]) {
             DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds > 400_000_000 ? [holder] : []
         }
@@ -121,9 +165,9 @@ import Testing
 
     @Test func aClosedOrUnauthenticatedLinkIsNotAsked() {
         let a = Self.chunk(6)
-        let closed = Peer([a], fetcher: fetcher)
+        let closed = Peer([a], fetcher: fetcher, haves: haves)
         closed.close("gone")
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .milliseconds(300))
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .milliseconds(300))
         #expect(demand.fetch([a]) { [closed] }.isEmpty)
         #expect(closed.wants.isEmpty)
     }

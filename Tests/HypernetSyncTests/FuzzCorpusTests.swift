@@ -15,6 +15,7 @@ import Testing
         "FuzzRecords": WireFuzz.records,
         "FuzzStore": StoreFuzz.records,
         "FuzzControl": ControlFuzz.requests,
+        "FuzzHaves": WireFuzz.haveSets,
     ]
 
     /// `Fuzz/corpus`, found from this file: Tests/HypernetSyncTests/FuzzCorpusTests.swift.
@@ -28,7 +29,7 @@ import Testing
             .sorted { $0.lastPathComponent < $1.lastPathComponent }
     }
 
-    @Test(arguments: ["FuzzFrames", "FuzzHandshake", "FuzzRecords", "FuzzStore", "FuzzControl"])
+    @Test(arguments: ["FuzzFrames", "FuzzHandshake", "FuzzRecords", "FuzzStore", "FuzzControl", "FuzzHaves"])
     func corpusReplaysWithoutTrapping(target: String) throws {
         let entry = try #require(Self.targets[target])
         let files = try Self.files(target)

@@ -38,6 +38,10 @@ import Testing
         .result(.init(id: 3, status: .unavailable, index: 1)),
         .credit(id: 3, received: 1 << 40),
         .cancel(id: 3),
+        .interest(swarm: digest, ids: [digest, tree.bytes.withUnsafeBytes { try! Digest(bytes: $0) }]),
+        .interest(swarm: digest, ids: []),
+        .have(swarm: digest, bits: [0b10]),
+        .got(swarm: digest, indexes: [0, 1]),
     ]
 
     @Test func everyMessageRoundTrips() throws {
@@ -87,6 +91,16 @@ import Testing
         frame[0] += 1
         frame.append(0)
         #expect(throws: DecodingError.self) { try Frame.decode(&frame) }
+    }
+
+    @Test func haveSetsPastTheirLimitsAreRejected() {
+        // A bitfield over more than 65,536 ids, and a position past them.
+        var have = Frame.encode(.have(swarm: Self.digest, bits: [UInt8](repeating: 0, count: 8193)))
+        #expect(throws: DecodingError.self) { try Frame.decode(&have) }
+        var got = Frame.encode(.got(swarm: Self.digest, indexes: [1 << 16]))
+        #expect(throws: DecodingError.self) { try Frame.decode(&got) }
+        var fits = Frame.encode(.got(swarm: Self.digest, indexes: [(1 << 16) - 1]))
+        #expect((try? Frame.decode(&fits))?.count == 1)
     }
 
     @Test func anAckWithAnotherNodesSignatureIsInvalid() throws {

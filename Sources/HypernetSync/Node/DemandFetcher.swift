@@ -6,18 +6,24 @@ import HypernetStore
 /// Fetches chunks this node lacks from every connected peer at once (docs/protocol.md, "Multi-source fetch"): a
 /// read of content held on demand, or a tree now held in full catching up. A `PiecePicker` chooses which peer is
 /// asked for which chunk; the requests go through the shared `ChunkFetcher`, so concurrent reads of one chunk
-/// wait for one fetch and every copy is checked against its id as it arrives. A peer that has none of what is
-/// left, or that joins later, is asked again after a pause, until every chunk arrived or the fetch timeout passed.
+/// wait for one fetch and every copy is checked against its id as it arrives. Each peer is told the fetch's ids
+/// (`interest`) and asked only for what its have-set says it holds (`HaveSets`). When no peer holds what is left,
+/// they are asked again after a pause, until every chunk arrived or the fetch timeout passed.
 final class DemandFetcher: Sendable {
     private let fetcher: ChunkFetcher
+    private let haves: HaveSets
     private let timeout: DispatchTimeInterval
     private let window: Int
     private let reissueAfter: Double
     /// The pause before asking the peers again when none may hold a chunk.
     static let retryPause: DispatchTimeInterval = .milliseconds(250)
 
-    init(fetcher: ChunkFetcher, timeout: DispatchTimeInterval, window: Int = 16, reissueAfter: Double = 5) {
+    init(
+        fetcher: ChunkFetcher, haves: HaveSets, timeout: DispatchTimeInterval, window: Int = 16,
+        reissueAfter: Double = 5
+    ) {
         self.fetcher = fetcher
+        self.haves = haves
         self.timeout = timeout
         self.window = window
         self.reissueAfter = reissueAfter
@@ -30,12 +36,18 @@ final class DemandFetcher: Sendable {
         let deadline = start + timeout
         let seconds = { Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9 }
         var picker = PiecePicker<ObjectIdentifier>(ids, window: window, reissueAfter: reissueAfter)
+        // A fetch too large to announce asks each peer for anything until it answers "not held".
+        let swarm = picker.remaining.count <= HaveSets.maximumInterest ? HaveSets.newSwarm() : nil
+        if let swarm { haves.open(swarm, ids: picker.remaining) }
         var known: [ObjectIdentifier: any PeerLink] = [:]
         var found: [ChunkLocation] = []
         var asked: [ChunkID] = []
         let wake = DispatchSemaphore(value: 0)
         var retryAt = DispatchTime.now()
-        defer { fetcher.release(asked) }
+        defer {
+            fetcher.release(asked)
+            if let swarm { haves.close(swarm) }
+        }
         while !picker.isDone && DispatchTime.now() < deadline {
             let live = links().filter { $0.node != nil && !$0.isEnded }
             let keys = Set(live.map(ObjectIdentifier.init))
@@ -47,10 +59,18 @@ final class DemandFetcher: Sendable {
                 picker.add(ObjectIdentifier(link))
                 known[ObjectIdentifier(link)] = link
             }
-            if picker.isStarved, DispatchTime.now() >= retryAt {
+            let starved = picker.isStarved && DispatchTime.now() >= retryAt
+            if starved {
                 // No peer may hold what is left: they may have got it since, or new ones connected.
                 picker.forgetLacks()
                 retryAt = DispatchTime.now() + Self.retryPause
+            }
+            if let swarm {
+                // Until its `have` comes, a peer is asked for nothing.
+                for link in live {
+                    haves.tell(swarm, to: link, again: starved)
+                    picker.add(ObjectIdentifier(link), holding: haves.held(swarm, at: ObjectIdentifier(link)) ?? [])
+                }
             }
             // One chunk per peer in turn, least loaded first, so that even a short read spreads over the peers.
             var batches: [ObjectIdentifier: [ChunkID]] = [:]

@@ -109,6 +109,9 @@ public final class SyncNode: SessionDelegate {
     let ledger: ReceiveLedger
     let demand: DemandFetcher
     let transfers = TransferCounts()
+    /// Have-sets peers sent for this node's fetches, and what this node told them for theirs.
+    let haves = HaveSets()
+    let announcer = Announcer()
     /// Bytes of chunks served to peers that asked for them (`want`), since start.
     public var bytesServed: Int64 { transfers.served }
     let queries: QueryServer
@@ -179,7 +182,7 @@ public final class SyncNode: SessionDelegate {
         acks = AckBroker(nodeKey: nodeKey, book: store, logger: logger)
         ledger = ReceiveLedger(store: store, logger: logger)
         demand = DemandFetcher(
-            fetcher: fetcher, timeout: .milliseconds(Int((configuration.fetchTimeout * 1000).rounded())))
+            fetcher: fetcher, haves: haves, timeout: .milliseconds(Int((configuration.fetchTimeout * 1000).rounded())))
         timer = DialTimer()
         peerSet = PeerSet(own: nodeKey.publicKey, maxPeers: configuration.maxPeers)
         let now: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
@@ -433,6 +436,8 @@ public final class SyncNode: SessionDelegate {
         if let a = session.dialedAddress { dialer.failed(a, now: Date().timeIntervalSince1970) }
         acks.linkEnded(session)
         fetcher.sessionEnded(session)
+        haves.linkEnded(session)
+        announcer.linkEnded(session)
         queries.linkEnded(session)
         queryClient.linkEnded(session)
         // Runs held back for this session to forward go to the others now.
@@ -503,6 +508,10 @@ public final class SyncNode: SessionDelegate {
             queries.cancel(id: id, from: session)
         case .result(let result):
             queryClient.received(result, from: session)
+        case .have(let swarm, let bits):
+            if let why = haves.have(swarm, bits: bits, from: session) { session.close(why) }
+        case .got(let swarm, let indexes):
+            if let why = haves.got(swarm, indexes: indexes, from: session) { session.close(why) }
         default:
             // Requests queue up to a limit; past half of it the socket is not read until they drain.
             let queued = state.withLock { s -> Int? in
@@ -584,7 +593,9 @@ public final class SyncNode: SessionDelegate {
         case .graft(let tree):
             state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruned.remove(tree) }
             pump(tree, to: session)
-        case .entries, .chunk, .ping, .ack, .query, .result, .credit, .cancel:
+        case .interest(let swarm, let ids):
+            announcer.interest(swarm, ids: ids, from: session, held: store.holds)
+        case .entries, .chunk, .ping, .ack, .query, .result, .credit, .cancel, .have, .got:
             break  // handled on arrival (see `session(_:received:)`)
         }
     }
@@ -1024,6 +1035,7 @@ public final class SyncNode: SessionDelegate {
             do {
                 if try !store.missingChunks([id]).isEmpty {
                     fetcher.pushed(try store.receiveChunk(id: id, sealed: sealed), by: session)
+                    announcer.arrived([id])
                 }
             } catch {
                 // Checked against its id on arrival: this node could not store it. Its run fetches it again.
@@ -1037,6 +1049,7 @@ public final class SyncNode: SessionDelegate {
             let location = try store.receiveChunk(id: id, sealed: sealed)
             transfers.received(sealed.count, from: session.node)
             fetcher.answered(id, by: session, .held(location))
+            announcer.arrived([id])
         } catch {
             guard case .corrupt = error else {
                 // This node's failure (its disk full or failing), not the peer's: the run waiting for the chunk

@@ -22,6 +22,10 @@ import HypernetStore
 /// - `records`: `u8 decoder | bytes`: decoder % 6 picks `SignedRevision(record:)`,
 ///   `RevisionMetadata(decoding:)`, `ManifestNode(decoding:)`, `DirectoryListing(decoding:)`,
 ///   `IdentityToken(_:)` (bytes as UTF-8) or `RevisionMetadata(unsealing:)` under a fixed key.
+/// - `haveSets`: `u8 n | stream`. A fetch of `n + 1` fixed ids is open and announced to one peer; the frames of
+///   `stream` are that peer's: each `have` and `got` goes to `HaveSets` (its verdict checked: what it accepts
+///   names only ids of the fetch, what it refuses changes nothing), each `interest` to `Announcements` as a
+///   serving node's (its answer must decode as a `have` of the list's length, and arrivals give positions in it).
 public enum WireFuzz {
     public static func frames(_ data: [UInt8]) -> [String] {
         guard let split = data.first else { return [] }
@@ -191,6 +195,67 @@ public enum WireFuzz {
     /// Small valid inputs for each target (name, bytes), deterministic: the seed corpus in
     /// `Fuzz/corpus/<target>/seed-<name>` is exactly this (FuzzCorpusTests checks it, and rewrites it
     /// with `HYPERNET_FUZZ_WRITE_SEEDS=1`).
+    // MARK: Have-sets
+
+    public static func haveSets(_ data: [UInt8]) -> [String] {
+        guard let n = data.first else { return [] }
+        var violations: [String] = []
+        var stream = Array(data.dropFirst())
+        guard let messages = try? Frame.decode(&stream) else { return [] }
+        let ids = (0...Int(n)).map { BLAKE2b.hash([UInt8($0)]) }
+        let haves = HaveSets()
+        let swarm = haveSetsSwarm
+        let link = FuzzLink()
+        haves.open(swarm, ids: ids)
+        haves.tell(swarm, to: link)
+        var table = Announcements<Int>()
+        for message in messages {
+            let before = haves.held(swarm, at: ObjectIdentifier(link))
+            switch message {
+            case .have(let s, let bits):
+                let refused = haves.have(s, bits: bits, from: link) != nil
+                if refused && haves.held(swarm, at: ObjectIdentifier(link)) != before {
+                    violations.append("haveSets: a refused have changed the have-set")
+                }
+                if !refused, s == swarm, bits.count != (ids.count + 7) / 8 {
+                    violations.append("haveSets: a have of \(bits.count) bytes accepted for \(ids.count) ids")
+                }
+            case .got(let s, let indexes):
+                let refused = haves.got(s, indexes: indexes, from: link) != nil
+                if refused && haves.held(swarm, at: ObjectIdentifier(link)) != before {
+                    violations.append("haveSets: a refused got changed the have-set")
+                }
+            case .interest(let s, let list):
+                let bits = table.interest(s, ids: list, from: 1, held: { $0.bytes[0] & 1 == 0 })
+                if !list.isEmpty, bits.count != (list.count + 7) / 8 {
+                    violations.append("haveSets: an answer of \(bits.count) bytes for \(list.count) ids")
+                }
+                for (_, swarms) in table.arrived(list.prefix(4)) {
+                    for (_, positions) in swarms where positions.contains(where: { Int($0) >= list.count }) {
+                        violations.append("haveSets: a got position past the list")
+                    }
+                }
+            default:
+                break
+            }
+            if let held = haves.held(swarm, at: ObjectIdentifier(link)), !held.isSubset(of: Set(ids)) {
+                violations.append("haveSets: the have-set holds ids the fetch does not list")
+            }
+        }
+        return violations
+    }
+
+    /// The swarm `haveSets` opens: its seeds name it.
+    static let haveSetsSwarm = BLAKE2b.hash(Array("fuzz swarm".utf8))
+
+    /// A connection that drops what is sent on it.
+    private final class FuzzLink: PeerLink {
+        var node: SigningPublicKey? { nil }
+        var isEnded: Bool { false }
+        func send(_ message: Message) {}
+        func close(_ reason: String) {}
+    }
+
     public static func seeds() -> [(target: String, name: String, bytes: [UInt8])] {
         var out: [(String, String, [UInt8])] = []
         let tree = handshakeResponderNode.publicKey
@@ -249,6 +314,27 @@ public enum WireFuzz {
         ]
         for (name, message) in messages { out.append(("FuzzFrames", name, [0] + Frame.encode(message))) }
         out.append(("FuzzFrames", "all-split-7", [6] + messages.flatMap { Frame.encode($0.1) }))
+        for (name, message) in [
+            ("interest", Message.interest(swarm: chunk, ids: [chunk, chunk])), ("have", .have(swarm: chunk, bits: [1])),
+            ("got", .got(swarm: chunk, indexes: [1])),
+        ] {
+            out.append(("FuzzFrames", name, [0] + Frame.encode(message)))
+        }
+        let swarm = haveSetsSwarm
+        out.append(
+            (
+                "FuzzHaves", "have-got-end",
+                [9] + Frame.encode(.have(swarm: swarm, bits: [0b101, 0]))
+                    + Frame.encode(.got(swarm: swarm, indexes: [9]))
+                    + Frame.encode(.got(swarm: swarm, indexes: [10]))
+            ))
+        out.append(("FuzzHaves", "have-short", [9] + Frame.encode(.have(swarm: swarm, bits: [0xff]))))
+        out.append(
+            (
+                "FuzzHaves", "interest",
+                [0] + Frame.encode(.interest(swarm: chunk, ids: [chunk, swarm]))
+                    + Frame.encode(.interest(swarm: chunk, ids: []))
+            ))
 
         // A whole session against the fixed responder: messages 1 and 3 of an initiator with fixed keys,
         // then two transport records carrying a hello and a ping (the second record splits a frame).

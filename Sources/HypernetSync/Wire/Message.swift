@@ -37,6 +37,13 @@ public enum Message: Sendable, Equatable {
     case credit(id: UInt64, received: UInt64)
     /// Stop query `id`.
     case cancel(id: UInt64)
+    /// I am fetching `ids` (the fetch `swarm`): tell me which you hold, and which you get from now on; an empty list
+    /// ends it (docs/protocol.md, "Have-sets").
+    case interest(swarm: Digest, ids: [ChunkID])
+    /// Of the `interest` list `swarm` this connection's peer sent, the ids the sender holds: bit i of `bits`.
+    case have(swarm: Digest, bits: [UInt8])
+    /// The sender now also holds these positions of the `interest` list `swarm`.
+    case got(swarm: Digest, indexes: [UInt32])
 
     public struct Hello: Sendable, Equatable {
         /// `HOST:PORT` this node accepts connections on; empty if it does not listen.
@@ -102,6 +109,9 @@ public enum Message: Sendable, Equatable {
         case result = 13
         case credit = 14
         case cancel = 15
+        case interest = 16
+        case have = 17
+        case got = 18
     }
 
     /// Limits that bound what one frame can make a node allocate (docs/protocol.md, "Limits").
@@ -114,6 +124,8 @@ public enum Message: Sendable, Equatable {
         static let maximumRecord = 17 << 20
         static let maximumChunk = 1 << 24
         static let maximumQueryTargets = 4096
+        /// Ids in one `interest` (and positions in its bitfield).
+        static let maximumInterest = 1 << 16
     }
 
     var kind: Kind {
@@ -133,6 +145,9 @@ public enum Message: Sendable, Equatable {
         case .result: .result
         case .credit: .credit
         case .cancel: .cancel
+        case .interest: .interest
+        case .have: .have
+        case .got: .got
         }
     }
 
@@ -198,6 +213,17 @@ public enum Message: Sendable, Equatable {
             w.u64(received)
         case .cancel(let id):
             w.u64(id)
+        case .interest(let swarm, let ids):
+            w.digest(swarm)
+            w.u32(UInt32(ids.count))
+            for id in ids { w.digest(id) }
+        case .have(let swarm, let bits):
+            w.digest(swarm)
+            w.blob(bits)
+        case .got(let swarm, let indexes):
+            w.digest(swarm)
+            w.u32(UInt32(indexes.count))
+            for i in indexes { w.u32(i) }
         }
         return w.bytes
     }
@@ -281,6 +307,23 @@ public enum Message: Sendable, Equatable {
             self = .credit(id: try r.u64(), received: try r.u64())
         case .cancel:
             self = .cancel(id: try r.u64())
+        case .interest:
+            let swarm = try r.digest()
+            var ids: [ChunkID] = []
+            for _ in 0..<(try count()) { ids.append(try r.digest()) }
+            self = .interest(swarm: swarm, ids: ids)
+        case .have:
+            let swarm = try r.digest()
+            self = .have(swarm: swarm, bits: try r.blob(limit: Limits.maximumInterest / 8))
+        case .got:
+            let swarm = try r.digest()
+            var indexes: [UInt32] = []
+            for _ in 0..<(try count()) {
+                let i = try r.u32()
+                guard i < Limits.maximumInterest else { throw .invalid("position \(i) in got message") }
+                indexes.append(i)
+            }
+            self = .got(swarm: swarm, indexes: indexes)
         }
         try r.expectEnd()
     }
