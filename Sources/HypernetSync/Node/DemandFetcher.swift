@@ -2,6 +2,7 @@ import Dispatch
 import Glibc
 import HypernetModel
 import HypernetStore
+import Synchronization
 
 /// Fetches chunks this node lacks from every connected peer at once (docs/protocol.md, "Multi-source fetch"): a
 /// read of content held on demand, or a tree now held in full catching up. A `PiecePicker` chooses which peer is
@@ -15,6 +16,8 @@ final class DemandFetcher: Sendable {
     private let timeout: DispatchTimeInterval
     private let window: Int
     private let reissueAfter: Double
+    /// What fetches measured of each connected peer: the next fetch starts from there.
+    private let meters = Mutex<[ObjectIdentifier: PeerMeter]>([:])
     /// The pause before asking the peers again when none may hold a chunk.
     static let retryPause: DispatchTimeInterval = .milliseconds(250)
 
@@ -47,6 +50,12 @@ final class DemandFetcher: Sendable {
         defer {
             fetcher.release(asked)
             if let swarm { haves.close(swarm) }
+            let measured = known.keys.map { ($0, picker.meter(of: $0)) }
+            meters.withLock { m in
+                // Bounded by the connections: past them, only this fetch's peers are kept.
+                m = m.count > SyncConfiguration.maximumConnections ? [:] : m
+                for (key, meter) in measured { m[key] = known[key]!.isEnded ? nil : meter }
+            }
         }
         while !picker.isDone && DispatchTime.now() < deadline {
             let live = links().filter { $0.node != nil && !$0.isEnded }
@@ -56,8 +65,9 @@ final class DemandFetcher: Sendable {
                 known[key] = nil
             }
             for link in live where known[ObjectIdentifier(link)] == nil {
-                picker.add(ObjectIdentifier(link))
-                known[ObjectIdentifier(link)] = link
+                let key = ObjectIdentifier(link)
+                picker.add(key, meter: meters.withLock { $0[key] })
+                known[key] = link
             }
             let starved = picker.isStarved && DispatchTime.now() >= retryAt
             if starved {
@@ -93,7 +103,7 @@ final class DemandFetcher: Sendable {
             _ = wake.wait(timeout: min(.now() + .milliseconds(20), deadline))
             let requests = picker.outstanding.compactMap { id, key in known[key].map { (id, $0) } }
             let (arrived, unanswered) = fetcher.poll(requests)
-            for location in arrived where picker.arrived(location.id) { found.append(location) }
+            for location in arrived where picker.arrived(location.id, now: seconds()) { found.append(location) }
             for (id, link) in unanswered { picker.lacks(id, at: ObjectIdentifier(link)) }
         }
         return found

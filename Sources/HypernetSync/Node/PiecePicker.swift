@@ -2,7 +2,8 @@ import HypernetModel
 
 /// Chooses which peer is asked for which chunk when a node fetches many chunks from several peers at once
 /// (docs/protocol.md, "Multi-source fetch"): rarest first, then in the order asked for (near the read position
-/// first); at most `window` requests in flight per peer; a request unanswered for `reissueAfter` seconds, or lost
+/// first); per peer, at most its window of requests in flight (`PeerMeter`: `window` until measured); a request
+/// unanswered for `reissueAfter` seconds, or lost
 /// with its peer, asked of another peer; and the end game: once every chunk still missing has been asked for and
 /// at most `endGame` are left (of a fetch of more), a peer with a free slot is also asked for chunks in flight
 /// elsewhere, and the first copy wins. Outside the end game and re-issue, no chunk is asked of two peers (a short
@@ -25,6 +26,7 @@ struct PiecePicker<Peer: Hashable> {
     private var lacking: [ChunkID: Set<Peer>] = [:]
     private var requests: [ChunkID: [Request]] = [:]
     private var inFlight: [Peer: Int] = [:]
+    private var meters: [Peer: PeerMeter] = [:]
 
     init(_ ids: [ChunkID], window: Int = 16, reissueAfter: Double = 5, endGame: Int = 8) {
         var seen: Set<ChunkID> = []
@@ -42,13 +44,19 @@ struct PiecePicker<Peer: Hashable> {
     func askedCount(of id: ChunkID) -> Int { requests[id]?.count ?? 0 }
     /// Requests in flight at `peer`.
     func load(of peer: Peer) -> Int { inFlight[peer, default: 0] }
+    /// What `peer`'s answers measured (kept across fetches by the caller).
+    func meter(of peer: Peer) -> PeerMeter { meters[peer] ?? PeerMeter() }
+    /// How many requests `peer` may have in flight now.
+    func window(of peer: Peer) -> Int { meter(of: peer).window(initial: window) }
     /// The requests in flight, as (chunk, peer) pairs.
     var outstanding: [(ChunkID, Peer)] { requests.flatMap { id, r in r.map { (id, $0.peer) } } }
 
-    /// A peer to ask; `holding`: its have-set, if it sent one (replacing the one before).
-    mutating func add(_ peer: Peer, holding: Set<ChunkID>? = nil) {
+    /// A peer to ask; `holding`: its have-set, if it sent one (replacing the one before); `meter`: what earlier
+    /// fetches measured of it.
+    mutating func add(_ peer: Peer, holding: Set<ChunkID>? = nil, meter: PeerMeter? = nil) {
         if !peers.contains(peer) { peers.append(peer) }
         if let holding { holdings[peer] = holding }
+        if let meter, meters[peer] == nil { meters[peer] = meter }
     }
 
     /// The peer is gone: what it was asked for goes to the others.
@@ -56,6 +64,7 @@ struct PiecePicker<Peer: Hashable> {
         peers.removeAll { $0 == peer }
         holdings[peer] = nil
         inFlight[peer] = nil
+        meters[peer] = nil
         for (id, r) in requests { requests[id] = r.filter { $0.peer != peer } }
         for id in lacking.keys { lacking[id]!.remove(peer) }
     }
@@ -66,12 +75,19 @@ struct PiecePicker<Peer: Hashable> {
         lacking[id, default: []].insert(peer)
     }
 
-    /// The chunk arrived (from whichever peer): the other requests of it are over (their answers are dropped).
-    /// False if it was not wanted or had arrived already.
+    /// The chunk arrived at `now` (from whichever peer: the one asked first is credited): the other requests of it
+    /// are over (their answers are dropped). False if it was not wanted or had arrived already.
     @discardableResult
-    mutating func arrived(_ id: ChunkID) -> Bool {
+    mutating func arrived(_ id: ChunkID, now: Double) -> Bool {
         guard position[id] != nil, arrivedSet.insert(id).inserted else { return false }
-        for r in requests.removeValue(forKey: id) ?? [] { inFlight[r.peer, default: 1] -= 1 }
+        let asked = requests.removeValue(forKey: id) ?? []
+        if let first = asked.first, peers.contains(first.peer) {
+            meters[first.peer, default: PeerMeter()].answered(sentAt: first.since, now: now)
+        }
+        for r in asked {
+            inFlight[r.peer, default: 1] -= 1
+            if inFlight[r.peer] == 0 { meters[r.peer]?.idle() }
+        }
         lacking[id] = nil
         return true
     }
@@ -88,7 +104,7 @@ struct PiecePicker<Peer: Hashable> {
     /// may hold it), then in the order asked for. A chunk in flight elsewhere is chosen only once its request is
     /// older than `reissueAfter`, or in the end game.
     mutating func next(for peer: Peer, now: Double, limit: Int = .max) -> [ChunkID] {
-        let free = min(limit, window - inFlight[peer, default: 0])
+        let free = min(limit, window(of: peer) - inFlight[peer, default: 0])
         guard free > 0, peers.contains(peer) else { return [] }
         let open = remaining
         let inEndGame =
@@ -117,5 +133,6 @@ struct PiecePicker<Peer: Hashable> {
         guard let r = requests[id], r.contains(where: { $0.peer == peer }) else { return }
         requests[id] = r.filter { $0.peer != peer }
         inFlight[peer, default: 1] -= 1
+        if inFlight[peer] == 0 { meters[peer]?.idle() }
     }
 }
