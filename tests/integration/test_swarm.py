@@ -2,7 +2,9 @@
 that may hold them at once (docs/protocol.md, "Multi-source fetch"). Readers of alice's 64 MiB file (her
 contacts, holding her tree on demand) get it from alice and from the readers that read it before them, each copy
 byte-exact; a source killed mid-read: the read completes from the others; a peer that answers with wrong bytes
-(hypernet-peer-double) is dropped, nothing it sent is stored, and the read completes from the honest one.
+(hypernet-peer-double) is dropped, nothing it sent is stored, and the read completes from the honest one. With
+super-seeding (issue 17, item 3), four readers starting together on a 32 MiB file serve each other and alice
+uploads about one copy.
 
 Per-peer bytes come from `hypernet status --json` (`bytesReceived`). Nodes run on their own loopback addresses
 (cluster.py). No timing assertions.
@@ -23,8 +25,8 @@ pytestmark = pytest.mark.replication
 SIZE = 64 << 20
 
 
-def swarm(cluster, readers):
-    """alice shares `shared/big.bin` (SIZE random bytes) with `readers` contacts, who hold her tree on demand.
+def swarm(cluster, readers, size=SIZE):
+    """alice shares `shared/big.bin` (`size` random bytes) with `readers` contacts, who hold her tree on demand.
     Returns (alice, [readers], data)."""
     alice = cluster.add("alice")
     names = [f"r{i}" for i in range(readers)]
@@ -35,13 +37,13 @@ def swarm(cluster, readers):
     for name, n in zip(names, nodes):
         alice.run("contact", "add", name, n.token)
     os.mkdir(alice.p("shared"))
-    data = random_bytes(SIZE, seed=17)
+    data = random_bytes(size, seed=17)
     write_file(alice.p("shared", "big.bin"), data)
     for name in names:
         alice.run("grant", alice.p("shared"), name, "read")
     for n in nodes:
         path = n.p("@alice", "shared", "big.bin")
-        eventually(lambda: os.path.exists(path) and os.stat(path).st_size == SIZE, 60,
+        eventually(lambda: os.path.exists(path) and os.stat(path).st_size == size, 60,
                    lambda: f"{n.name} does not list alice's big.bin:\n{n.log_tail(10)}")
     return alice, nodes, data
 
@@ -142,3 +144,32 @@ def test_a_peer_sending_wrong_bytes_is_dropped_and_the_read_completes_from_the_o
     assert "peer dropped: sent a chunk whose bytes do not match its id" in log, reader.log_tail(10)
     assert_no_forged_bytes(reader)
     reader.allow_log_errors("rejected chunk", "peer dropped")
+
+
+def served_by(node):
+    """Bytes of chunks `node` sent its peers answering their `want`s, in all."""
+    return sum(p.get("bytesServed") or 0 for p in node.status_json()["peers"])
+
+
+SWARM_SIZE = 32 << 20
+
+
+@pytest.mark.timeout(600)
+def test_super_seeding_readers_starting_together_serve_each_other(cluster):
+    """1 seeder + 4 readers of a 32 MiB file, all reading at once (docs/protocol.md, "Super-seeding"): alice tells
+    each chunk of her own to one reader first, the readers tell each other what they got (have-sets), so alice sends
+    about one copy (this test allows 1.5) and every reader receives a share from other readers."""
+    alice, readers, data = swarm(cluster, 4, size=SWARM_SIZE)
+    before = served_by(alice)
+    for name, got in read_all(readers).items():
+        assert got == data, f"{name} read other bytes than alice wrote"
+    alice_key = node_key(alice)
+    copies = (served_by(alice) - before) / SWARM_SIZE
+    for n in readers:
+        got = sources(n)
+        from_readers = sum(size for node, size in got.items() if node != alice_key)
+        assert from_readers >= 1 << 20, f"{n.name} received {from_readers} bytes from the other readers: {got}"
+    print(f"alice uploaded {copies:.2f} copies of the file")
+    assert copies <= 1.5, f"alice uploaded {copies:.2f} copies of the file"
+    for n in cluster.nodes:
+        assert not n.log_findings(), f"node {n.name} logged problems: {n.log_findings()}"

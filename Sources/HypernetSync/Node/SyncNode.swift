@@ -587,6 +587,7 @@ public final class SyncNode: SessionDelegate {
                 let sealed = try? store.sealedChunk(id)
                 guard session.sendWhenWritable(.chunk(id: id, sealed: sealed ?? nil)) else { return }
                 transfers.served(sealed?.count ?? 0, to: session.node)
+                if sealed != nil { announcer.served(id, to: session) }
             }
         case .prune(let tree):
             state.withLock { _ = $0.peers[ObjectIdentifier(session)]?.pruned.insert(tree) }

@@ -226,11 +226,11 @@ public enum WireFuzz {
                     violations.append("haveSets: a refused got changed the have-set")
                 }
             case .interest(let s, let list):
-                let bits = table.interest(s, ids: list, from: 1, held: { $0.bytes[0] & 1 == 0 })
+                let bits = table.interest(s, ids: list, from: 1, held: { $0.bytes[0] & 1 == 0 }, now: 0)
                 if !list.isEmpty, bits.count != (list.count + 7) / 8 {
                     violations.append("haveSets: an answer of \(bits.count) bytes for \(list.count) ids")
                 }
-                for (_, swarms) in table.arrived(list.prefix(4)) {
+                for (_, swarms) in table.arrived(list.prefix(4), now: 0) {
                     for (_, positions) in swarms where positions.contains(where: { Int($0) >= list.count }) {
                         violations.append("haveSets: a got position past the list")
                     }
