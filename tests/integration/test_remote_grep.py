@@ -6,14 +6,16 @@ grep over /@alice/ prints exactly what GNU grep prints over copies of that folde
 grow by the logs, and nothing (not even a name) of the folder he may not read. (A second device of alice's holds its
 own tree in full, so it scans locally: the on-demand holder here is bob.)"""
 
+import json
 import os
 import random
+import re
 
 import pytest
 
 from cluster import eventually
 from helpers import write_file
-from test_grep import by_file, gnu_grep, hypernet_grep, log_lines
+from test_grep import by_file, gnu_grep, hypernet_grep, log_lines, python_count
 from test_partial import settled_pack_bytes
 
 pytestmark = pytest.mark.replication
@@ -61,5 +63,65 @@ def test_grep_on_a_node_without_the_content_runs_where_the_logs_are(cluster, tmp
     grown = settled_pack_bytes(bob) - before
     logs = sum(len(d) for d in files.values())
     assert grown < logs // 10, f"bob's packs grew by {grown} bytes for {logs} bytes of logs: they came over"
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
+
+@pytest.mark.timeout(240)
+def test_count_on_a_node_without_the_content_adds_up_the_peers_tables(cluster, tmp_path):
+    """`hypernet count` over alice's tree held on demand: mapped where the logs are, reduced at bob's; it equals a
+    Python count over copies of the files bob may read. carol, a contact of alice's without read right, counts
+    nothing, not even through a path she guesses."""
+    alice = cluster.add("alice")
+    bob = cluster.add("bob")
+    carol = cluster.add("carol")
+    for node in (bob, carol):
+        node.run("contact", "add", "alice", alice.token)
+    cluster.start()
+    for node in (bob, carol):
+        alice.run("contact", "add", node.name, node.token)
+    rng = random.Random(37)
+    files = {
+        "shared/api.log": b"\n".join(log_lines(rng, 20_000)) + b"\n",
+        "shared/sub/db.log": b"\n".join(log_lines(rng, 3_000)) + b"\n",
+        "shared/sub/empty.log": b"",
+        "private/secret.log": b"\n".join(log_lines(rng, 5_000)) + b"\n",
+    }
+    for relative, data in files.items():
+        os.makedirs(os.path.dirname(alice.p(relative)), exist_ok=True)
+        write_file(alice.p(relative), data)
+        copy = tmp_path / "copy" / relative
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(data)
+    alice.run("grant", alice.p("shared"), "bob", "read")
+    for relative in ("shared/api.log", "shared/sub/db.log"):
+        path = bob.p("@alice", relative)
+        size = len(files[relative])
+        eventually(lambda: os.path.exists(path) and os.stat(path).st_size == size, 30,
+                   lambda: f"bob does not list /@alice/{relative} in full")
+
+    before = settled_pack_bytes(bob)
+    for regex, top, flags in [(rb"ERROR svc=([a-z]+)", None, 0), (rb"svc=([a-z]+) (\w+)", 4, 0),
+                              (rb"disk failure on sd[a-c]", None, 0), (rb"(error)", None, re.I)]:
+        args = ["count", "--by", regex.decode(), *(["--top", str(top)] if top else []), *(["-i"] if flags else [])]
+        got = bob.run(*args, bob.p("@alice"), check=False, text=False)
+        want = python_count(tmp_path / "copy" / "shared", regex, flags)[:top]
+        assert got.returncode == 0, (args, got.stderr)
+        assert got.stdout == b"".join(b"%d %s\n" % (n, key) for key, n in want), (args, got.stdout[:300])
+    as_json = bob.run("count", "--by", "svc=(db)", "--json", bob.p("@alice", "shared", "sub"))
+    want = python_count(tmp_path / "copy" / "shared" / "sub", rb"svc=(db)")
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == [{"count": want[0][1], "value": "db"}]
+    grown = settled_pack_bytes(bob) - before
+    assert grown < len(files["shared/api.log"]) // 10, f"bob's packs grew by {grown} bytes: the logs came over"
+
+    # carol holds alice's tree on demand too but may read none of it: nothing is counted, and a path she guesses is
+    # answered as one that does not exist.
+    nowhere = carol.run("count", "--by", "svc=([a-z]+)", carol.p("@alice", "nothing"), check=False, text=False)
+    for path in (carol.p("@alice"), carol.p("@alice", "shared"), carol.p("@alice", "shared", "api.log")):
+        got = carol.run("count", "--by", "svc=([a-z]+)", path, check=False, text=False)
+        assert got.returncode in (1, 2) and got.stdout == b"", (path, got)
+        if got.returncode == 2:
+            assert got.stderr.replace(path.encode(), b"P") == nowhere.stderr.replace(
+                carol.p("@alice", "nothing").encode(), b"P"), got.stderr
     for node in cluster.nodes:
         assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
