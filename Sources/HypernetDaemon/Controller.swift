@@ -383,9 +383,10 @@ final class Controller: Sendable {
                     switch query.output {
                     case .lines:
                         let (text, base64) = ScanLine.text(item.bytes)
-                        // The offset of a line found by a peer is not sent (-1).
                         line = ScanLine(
-                            match: .init(path: path, line: Int(item.number), offset: -1, text: text, base64: base64))
+                            match: .init(
+                                path: path, line: Int(item.number), offset: Int(item.offset), text: text,
+                                base64: base64))
                     case .counts: line = ScanLine(file: .init(path: path, count: Int(item.number)))
                     case .files: line = ScanLine(file: .init(path: path))
                     case .groups:

@@ -51,7 +51,7 @@ final class RemoteScan: QueryScan {
         var bytes = 0
         var taken = 0
         for p in pending {
-            let size = 12 + p.item.bytes.count
+            let size = QueryResult.Item.overhead + p.item.bytes.count
             guard taken == 0 || bytes + size <= maximumBytes else { break }
             bytes += size
             taken += 1
@@ -69,7 +69,8 @@ final class RemoteScan: QueryScan {
             switch output {
             case .lines:
                 let end = min(line.offset + line.bytes.count + 1, Int(self.end))
-                pending.append((QueryResult.Item(number: UInt64(line.number), bytes: line.bytes), end))
+                let item = QueryResult.Item(number: UInt64(line.number), offset: Int64(line.offset), bytes: line.bytes)
+                pending.append((item, end))
                 return true
             case .files:
                 return false

@@ -34,7 +34,8 @@ import Testing
                 by: key, id: 3, origin: tree, issued: 1_700_000_000_000, op: .count, flags: [.ignoreCase, .word],
                 pattern: "(\\w+): error", window: 1 << 20, limit: 10,
                 targets: [.init(tree: tree, document: .random(), revision: digest, after: 12)])),
-        .result(.init(id: 3, status: .data, index: 0, cursor: 40, items: [.init(number: 2, bytes: [65, 66])])),
+        .result(
+            .init(id: 3, status: .data, index: 0, cursor: 40, items: [.init(number: 2, offset: 7, bytes: [65, 66])])),
         .result(.init(id: 3, status: .unavailable, index: 1)),
         .credit(id: 3, received: 1 << 40),
         .cancel(id: 3),

@@ -68,9 +68,9 @@ import Testing
                         text[$0..<($0 + pattern.count)].elementsEqual(pattern)
                     })
                 {
-                    guard items.isEmpty || bytes + 12 + text.count <= maximumBytes else { break }
+                    guard items.isEmpty || bytes + QueryResult.Item.overhead + text.count <= maximumBytes else { break }
                     items.append(.init(number: line, bytes: text))
-                    bytes += 12 + text.count
+                    bytes += QueryResult.Item.overhead + text.count
                 }
                 read.add(stop - offset)
                 offset = stop

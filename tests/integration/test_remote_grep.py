@@ -60,6 +60,15 @@ def test_grep_on_a_node_without_the_content_runs_where_the_logs_are(cluster, tmp
     assert b"private" not in everything.stdout + everything.stderr
     shown = sorted(name.decode() for name in by_file(everything.stdout, True))
     assert shown == ["@alice/shared/api.log", "@alice/shared/sub/db.log"], shown
+    # --json: each line found by alice's node carries its real offset in the file.
+    as_json = hypernet_grep(bob, ["--json", "disk failure on sda", bob.p("@alice", "shared", "api.log")], bob.mount)
+    data, offset, want = files["shared/api.log"], 0, []
+    for number, line in enumerate(data.split(b"\n")[:-1], 1):
+        if b"disk failure on sda" in line:
+            want.append((number, offset, line.decode()))
+        offset += len(line) + 1
+    got = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(o["line"], o["offset"], o["text"]) for o in got] == want, got[:3]
     grown = settled_pack_bytes(bob) - before
     logs = sum(len(d) for d in files.values())
     assert grown < logs // 10, f"bob's packs grew by {grown} bytes for {logs} bytes of logs: they came over"

@@ -16,9 +16,9 @@ protocol QueryHost: Sendable {
 
 /// One target's scan, pulled by the server as credit allows, so nothing is read ahead of what may be sent.
 public protocol QueryScan: AnyObject {
-    /// The next results, items of at most `maximumBytes` in all counting 12 bytes each besides their bytes (one item
-    /// alone may be larger), and the offset of the content they cover up to; nil when the content is exhausted (then
-    /// `end` is where it ended). An empty list with a new cursor is progress through content without results.
+    /// The next results, items of at most `maximumBytes` in all counting `Item.overhead` bytes each besides their
+    /// bytes (one item alone may be larger), and the offset of the content they cover up to; nil when the content is
+    /// exhausted (then `end` is where it ended). An empty list with a new cursor is progress through content without results.
     func next(maximumBytes: Int) -> (items: [QueryResult.Item], cursor: Int64)?
     var end: Int64 { get }
     /// The content could not be read to its end: the target is answered `unavailable` after the results sent, and

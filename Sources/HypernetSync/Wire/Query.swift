@@ -142,13 +142,19 @@ public struct QueryResult: Sendable, Equatable {
         case refused = 3
     }
 
-    /// One result line: `grep`, `tail`: line number and the line (without its newline); `grep -c`: the number of
-    /// matching lines and no bytes; `grep -l`: 1 and no bytes; `count`: occurrences and the captured group.
+    /// One result line: `grep`, `tail`: line number, the offset of the line's first byte in the content and the line
+    /// (without its newline); `grep -c`: the number of matching lines and no bytes; `grep -l`: 1 and no bytes;
+    /// `count`: occurrences and the captured group (offset 0 for all three).
     public struct Item: Sendable, Equatable {
+        /// What an item counts in a result's size besides its bytes: its number, offset and the bytes' length.
+        public static let overhead = 20
+
         public var number: UInt64
+        public var offset: Int64
         public var bytes: [UInt8]
-        public init(number: UInt64, bytes: [UInt8]) {
+        public init(number: UInt64, offset: Int64 = 0, bytes: [UInt8]) {
             self.number = number
+            self.offset = offset
             self.bytes = bytes
         }
     }
@@ -176,7 +182,7 @@ public struct QueryResult: Sendable, Equatable {
     static let headerByteCount = 25
 
     /// The bytes it counts for in the credit window: its encoded payload's length.
-    public var byteCount: Int { Self.headerByteCount + items.reduce(0) { $0 + 12 + $1.bytes.count } }
+    public var byteCount: Int { Self.headerByteCount + items.reduce(0) { $0 + Item.overhead + $1.bytes.count } }
 
     func encode(_ w: inout ByteWriter) {
         w.u64(id)
@@ -186,6 +192,7 @@ public struct QueryResult: Sendable, Equatable {
         w.u32(UInt32(items.count))
         for item in items {
             w.u64(item.number)
+            w.i64(item.offset)
             w.blob(item.bytes)
         }
     }
@@ -200,7 +207,10 @@ public struct QueryResult: Sendable, Equatable {
         guard n <= Message.Limits.maximumList else { throw .invalid("result of \(n) items") }
         var items: [Item] = []
         for _ in 0..<n {
-            items.append(Item(number: try r.u64(), bytes: try r.blob(limit: Message.Limits.maximumChunk)))
+            let number = try r.u64()
+            let offset = try r.i64()
+            guard offset >= 0 else { throw .invalid("negative result offset") }
+            items.append(Item(number: number, offset: offset, bytes: try r.blob(limit: Message.Limits.maximumChunk)))
         }
         return QueryResult(id: id, status: status, index: index, cursor: cursor, items: items)
     }
