@@ -75,8 +75,9 @@ public struct ControlRequest: Codable, Sendable, Equatable {
 public struct ScanQuery: Codable, Sendable, Equatable {
     public enum Output: String, Codable, Sendable {
         /// Every selected line (grep); `-c`: a count per document; `-l`: the documents with a selected line;
-        /// `groups`: count --by's table (the pattern is its REGEX).
-        case lines, counts, files, groups
+        /// `groups`: count --by's table (the pattern is its REGEX); `tail`: `tail -f`'s complete lines of one
+        /// revision (`revision`) after a byte (`offset`) of a file whose content a peer holds (docs/grep.md).
+        case lines, counts, files, groups, tail
     }
 
     public var pattern: String
@@ -164,11 +165,15 @@ public struct ScanLine: Codable, Sendable {
         public var documents: Int
         /// Lines (or documents, values) selected; in `done` only.
         public var selected: Int?
+        /// `tail`, in `done`: the end of the revision's last complete line, where the next scan starts; nil when
+        /// the content is held here (the client reads it itself).
+        public var cursor: Int?
 
-        public init(bytes: Int, documents: Int, selected: Int? = nil) {
+        public init(bytes: Int, documents: Int, selected: Int? = nil, cursor: Int? = nil) {
             self.bytes = bytes
             self.documents = documents
             self.selected = selected
+            self.cursor = cursor
         }
     }
 

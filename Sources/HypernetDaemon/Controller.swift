@@ -291,6 +291,7 @@ final class Controller: Sendable {
     /// as they are found. A bad pattern fails before anything is read; a path that cannot be searched is an error
     /// line (as grep goes on with the other files).
     private func scan(_ request: ControlRequest) throws(Failure) -> ControlReply {
+        if let query = request.scan, query.output == .tail { return try tailScan(request, query) }
         guard let query = request.scan, let wanted = request.paths, !wanted.isEmpty else {
             throw Failure(.usage, "\(request.command.rawValue) needs a pattern and a path")
         }
@@ -331,6 +332,32 @@ final class Controller: Sendable {
         }
     }
 
+    /// `tail -f` of one revision of a file (docs/grep.md, "hypernet tail"): when its content is not held here, a peer
+    /// that holds it scans it from byte `request.offset` and sends only the complete lines after it that the pattern
+    /// selects; `done` names the cursor to go on from. Content held here: `done` without a cursor (tail reads it).
+    private func tailScan(_ request: ControlRequest, _ query: ScanQuery) throws(Failure) -> ControlReply {
+        _ = try query.compiled()
+        guard let text = request.revision, let id = RevisionID(hex: text), let offset = request.offset, offset >= 0
+        else { throw Failure(.usage, "tail needs a revision and an offset of 0 or more") }
+        let (absolute, relative) = try paths(request)
+        let document = try vfs(absolute) { () throws(VFSError) in try fileSystem!.files(below: relative) }.first?
+            .document
+        guard let (revision, tree) = try? store.sealedRevision(id), revision.document == document,
+            revision.kind == .file, let (_, metadata) = try? store.revision(id, readingXattrs: false),
+            let chunks = try? store.loadManifest(metadata.content).chunks
+        else { throw Failure(.unknownRevision, "unknown revision \(text) of \(absolute)") }
+        let held = chunks.allSatisfy { $0.isHole || store.holds($0.id) }
+        let target = Query.Target(tree: tree, document: revision.document, revision: id, after: Int64(offset))
+        return .lines { [self] stream in
+            func send(_ line: ScanLine) -> Bool { stream.send(Array((jsonLine(line) + "\n").utf8)) }
+            var total = ScanLine.Progress(bytes: 0, documents: 0, selected: 0)
+            if !held {
+                guard remoteScan(query, [(absolute, target)], stream: stream, send: send, total: &total) else { return }
+            }
+            _ = send(ScanLine(done: total))
+        }
+    }
+
     /// The targets whose content this node holds, and the others, each with the revision the mount shows and its
     /// tree, to be scanned by peers (docs/protocol.md, "Queries").
     private func split(_ targets: [QueryExecutor.Target]) -> ([QueryExecutor.Target], [(String, Query.Target)]) {
@@ -364,8 +391,9 @@ final class Controller: Sendable {
         if query.output == .counts { flags.insert(.countOnly) }
         if query.output == .files { flags.insert(.namesOnly) }
         let events = QueryEvents()
+        let op: Query.Operator = query.output == .groups ? .count : query.output == .tail ? .tail : .grep
         let handle = node.query(
-            .init(op: query.output == .groups ? .count : .grep, flags: flags, pattern: query.pattern),
+            .init(op: op, flags: flags, pattern: query.pattern),
             targets: targets.map(\.1), sink: { events.append($0) })
         while true {
             guard let event = events.next(), !stream.isCancelled else {
@@ -381,7 +409,7 @@ final class Controller: Sendable {
                 for item in items {
                     let line: ScanLine
                     switch query.output {
-                    case .lines:
+                    case .lines, .tail:
                         let (text, base64) = ScanLine.text(item.bytes)
                         line = ScanLine(
                             match: .init(
@@ -400,8 +428,9 @@ final class Controller: Sendable {
                     total.selected = (total.selected ?? 0) + (query.output == .counts ? Int(item.number) : 1)
                 }
                 node.consumed(credit)
-            case .done:
+            case .done(_, let cursor):
                 total.documents += 1
+                total.cursor = Int(cursor)
             case .unavailable(let t):
                 guard send(ScanLine(error: "\(targets[t].0): no connected peer may read it here")) else {
                     node.cancelQuery(handle)

@@ -43,7 +43,7 @@ struct QueryExecutor: Sendable {
             let found = { (line: ScannedLine) -> Bool in
                 selected += 1
                 switch query.output {
-                case .lines:
+                case .lines, .tail:
                     let (text, base64) = ScanLine.text(line.bytes)
                     let match = ScanLine.Match(
                         path: target.path, line: line.number, offset: line.offset, text: text, base64: base64)
@@ -88,7 +88,7 @@ struct QueryExecutor: Sendable {
             }
             total.documents += 1
             switch query.output {
-            case .lines, .groups:
+            case .lines, .groups, .tail:
                 total.selected! += selected
             case .counts:
                 guard send(ScanLine(file: ScanLine.FileCount(path: target.path, count: selected))) else {

@@ -6,6 +6,10 @@ import HypernetSync
 /// A peer's query over one document held here (docs/protocol.md, "Queries"): the named revision read chunk by chunk
 /// through the store (decrypted, as `QueryExecutor` reads) into a `LineScanner`, pulled as the requester's credit
 /// allows. A resumed query scans from the start again but sends no line that starts before `target.after`.
+///
+/// `tail` follows a log from a cursor: it starts at the chunk that holds byte `after` (so lines are not numbered:
+/// their number is 0), sends only complete lines (a last line without its newline waits for a later revision) and
+/// ends at the end of the last complete line, the cursor the requester resumes from with the next revision.
 final class RemoteScan: QueryScan {
     private let store: Store
     private let pattern: LinePattern
@@ -13,7 +17,12 @@ final class RemoteScan: QueryScan {
     private let output: ScanQuery.Output
     private let chunks: [ChunkReference]
     private let after: Int
-    let end: Int64
+    private let tail: Bool
+    /// `tail`: only the last this many lines are sent (0: all).
+    private let last: Int
+    /// The offset of the first chunk scanned: a line's offset in the content is `base` + its offset in the scan.
+    private let base: Int
+    private(set) var end: Int64
     private var nextChunk = 0
     private var pending: [(item: QueryResult.Item, end: Int)] = []
     private var selected = 0
@@ -26,7 +35,7 @@ final class RemoteScan: QueryScan {
     init?(store: Store, query: Query, target: Query.Target) {
         let syntax: LinePattern.Syntax =
             query.flags.contains(.fixed) ? .fixed : query.flags.contains(.extended) ? .extended : .basic
-        guard query.op != .tail,
+        guard
             let pattern = try? LinePattern(
                 pattern: query.pattern, syntax: syntax, ignoreCase: query.flags.contains(.ignoreCase),
                 wholeWord: query.flags.contains(.word), invert: query.flags.contains(.invert)),
@@ -43,10 +52,22 @@ final class RemoteScan: QueryScan {
         self.chunks = chunks
         after = Int(target.after)
         end = Int64(metadata.size)
+        tail = query.op == .tail
+        last = tail ? Int(query.limit) : 0
+        var start = 0
+        if tail {
+            // Chunks wholly before the cursor hold nothing to send.
+            while nextChunk < chunks.count && start + Int(chunks[nextChunk].length) <= after {
+                start += Int(chunks[nextChunk].length)
+                nextChunk += 1
+            }
+        }
+        base = start
     }
 
     func next(maximumBytes: Int) -> (items: [QueryResult.Item], cursor: Int64)? {
-        while pending.isEmpty && !exhausted { feed() }
+        // The last lines are known only at the end.
+        while (pending.isEmpty || last > 0) && !exhausted { feed() }
         guard !pending.isEmpty else { return nil }
         var bytes = 0
         var taken = 0
@@ -64,13 +85,15 @@ final class RemoteScan: QueryScan {
     /// Scans the next chunk (or finishes the document), queueing what it selects.
     private func feed() {
         let found = { [self] (line: ScannedLine) -> Bool in
-            guard line.offset >= after else { return true }
+            let offset = base + line.offset
+            guard offset >= after else { return true }
             selected += 1
             switch output {
-            case .lines:
-                let end = min(line.offset + line.bytes.count + 1, Int(self.end))
-                let item = QueryResult.Item(number: UInt64(line.number), offset: Int64(line.offset), bytes: line.bytes)
-                pending.append((item, end))
+            case .lines, .tail:
+                let end = min(offset + line.bytes.count + 1, Int(self.end))
+                let number = tail ? 0 : UInt64(line.number)
+                pending.append((QueryResult.Item(number: number, offset: Int64(offset), bytes: line.bytes), end))
+                if last > 0 && pending.count > last { pending.removeFirst() }
                 return true
             case .files:
                 return false
@@ -87,6 +110,8 @@ final class RemoteScan: QueryScan {
                 nextChunk += 1
                 more = try QueryExecutor.feed(chunk, of: store, to: scanner, found)
                 if more { return }
+            } else if tail {
+                end = Int64(base + scanner.completeBytes)
             } else {
                 _ = try scanner.finish(found)
             }
@@ -99,7 +124,7 @@ final class RemoteScan: QueryScan {
         exhausted = true
         let end = Int(self.end)
         switch output {
-        case .lines: break
+        case .lines, .tail: break
         case .counts: pending.append((.init(number: UInt64(selected), bytes: []), end))
         case .files: if selected > 0 { pending.append((.init(number: 1, bytes: []), end)) }
         case .groups:

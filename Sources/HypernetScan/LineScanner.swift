@@ -24,6 +24,8 @@ public final class LineScanner {
     /// Complete lines seen so far.
     public private(set) var lines = 0
     public private(set) var bytesScanned = 0
+    /// The bytes of the complete lines seen so far: where the first line without its newline yet starts.
+    public var completeBytes: Int { bytesScanned - carry.count }
     /// The start of a line whose newline has not arrived yet.
     private var carry: [UInt8] = []
     private let data: MatchData

@@ -45,7 +45,7 @@ struct Tail: HypernetCommand {
             do { filter = try LinePattern(pattern: grep) } catch { throw Failure(.usage, "bad pattern: \(error)") }
         }
         var tail = try Follower(
-            home: global.home, paths: paths.map(Paths.absolute), json: json, filter: filter,
+            home: global.home, paths: paths.map(Paths.absolute), json: json, pattern: grep, filter: filter,
             cursorFile: cursor.map(Paths.absolute))
         if !tail.resumed { try tail.printLast(lines) }
         guard follow else { return }
@@ -73,7 +73,8 @@ struct Follower {
     let home: Home
     let paths: [String]
     let json: Bool
-    /// `--grep`: only the lines it matches are printed.
+    /// `--grep`: only the lines it matches are printed; `pattern` is its text, for the peers that scan.
+    let pattern: String?
     let filter: LinePattern?
     let cursorFile: String?
     let mountpoint: String
@@ -85,10 +86,13 @@ struct Follower {
     /// The revisions each file listed first had when it was read: their events are no news.
     var seen: [String: Set<String>] = [:]
 
-    init(home: Home, paths: [String], json: Bool, filter: LinePattern?, cursorFile: String?) throws(Failure) {
+    init(
+        home: Home, paths: [String], json: Bool, pattern: String?, filter: LinePattern?, cursorFile: String?
+    ) throws(Failure) {
         self.home = home
         self.paths = paths
         self.json = json
+        self.pattern = pattern
         self.filter = filter
         self.cursorFile = cursorFile
         let status = try ControlClient(home: home).send(ControlRequest(command: .status), expecting: StatusReport.self)
@@ -222,10 +226,12 @@ struct Follower {
         }
         let path = (mountpoint == "/" ? "" : mountpoint) + relative
         var cursor = position.files[document] ?? TailCursor(document: document)
-        let start = cursor.start(forSize: event.size ?? 0)
-        var step = cursor.advance(
-            revision: revision, bytes: try content(of: path, revision: revision, from: start),
-            from: start)
+        var step = try scanned(path: path, revision: revision, size: event.size ?? 0, cursor: &cursor)
+        if step == nil {
+            let start = cursor.start(forSize: event.size ?? 0)
+            step = cursor.advance(
+                revision: revision, bytes: try content(of: path, revision: revision, from: start), from: start)
+        }
         if step == nil {
             // The bytes before the cursor changed: the whole revision is read.
             step = cursor.advance(
@@ -240,6 +246,43 @@ struct Follower {
             try save()
         }
         return true
+    }
+
+    /// The lines `revision` of the file adds after `cursor`, when a peer holds its content and this node does not:
+    /// the peer scans it and sends only the complete lines after the cursor that `--grep` selects (docs/grep.md,
+    /// "hypernet tail"). nil when the content is held here: read it. A file shorter than the cursor is scanned from
+    /// its start ("truncated"); a rewrite that leaves it as long is taken for an append (the bytes before the cursor
+    /// do not come over to be checked).
+    private func scanned(path: String, revision: String, size: UInt64, cursor: inout TailCursor) throws(Failure) -> (
+        lines: [ArraySlice<UInt8>], change: TailCursor.Change?
+    )? {
+        let change: TailCursor.Change? = size < cursor.offset ? .truncated : nil
+        let start = change == nil ? cursor.offset : 0
+        let client = try ControlClient(home: home)
+        _ = try client.send(
+            ControlRequest(
+                command: .grep, path: path, revision: revision, offset: Int(start),
+                scan: ScanQuery(pattern: pattern ?? "", output: .tail)),
+            expecting: Acknowledgement.self)
+        var lines: [ArraySlice<UInt8>] = []
+        var done: ScanLine.Progress?
+        var failure: Failure?
+        try client.streamLines { line in
+            guard let scanned = try? JSONDecoder().decode(ScanLine.self, from: Data(line)) else {
+                failure = Failure(.failure, "malformed scan line from the daemon")
+                return false
+            }
+            if let match = scanned.match { lines.append(ScanLine.bytes(text: match.text, base64: match.base64)[...]) }
+            // No peer answers for it now (the writer restarting): the event is handled again after a wait.
+            if let error = scanned.error { failure = Failure(.store, error) }
+            done = scanned.done
+            return failure == nil && done == nil
+        }
+        if let failure { throw failure }
+        guard let done else { throw Failure(.noDaemon, "the daemon ended the scan of \(path)") }
+        guard let end = done.cursor else { return nil }
+        cursor = TailCursor(document: cursor.document, revision: revision, offset: UInt64(end))
+        return (lines, change)
     }
 
     private func output(_ lines: [ArraySlice<UInt8>], path: String, time: String, cursor: TailCursor) throws(Failure) {

@@ -176,4 +176,16 @@ import Testing
         }
         #expect(try LinePattern(pattern: "a)", syntax: .extended).matches(Array("a)".utf8)))
     }
+
+    /// `tail` goes on from the end of the last complete line: a last line without its newline is not counted.
+    @Test func completeBytesEndAtTheLastNewline() throws {
+        let scanner = LineScanner(try LinePattern(pattern: "x"))
+        #expect(scanner.completeBytes == 0)
+        try scanner.feed(Array("ab\ncd".utf8)) { _ in true }
+        #expect(scanner.completeBytes == 3)
+        try scanner.feed(Array("ef".utf8)) { _ in true }
+        #expect(scanner.completeBytes == 3)
+        try scanner.feed(Array("\ngh\n".utf8)) { _ in true }
+        #expect(scanner.completeBytes == 11)
+    }
 }

@@ -4,12 +4,16 @@ hold are scanned by a peer that holds them and may read them for the requester; 
 alice's desktop holds her logs; bob holds her tree on demand (her contact) and is granted read on one folder. bob's
 grep over /@alice/ prints exactly what GNU grep prints over copies of that folder's files, while his packs do not
 grow by the logs, and nothing (not even a name) of the folder he may not read. (A second device of alice's holds its
-own tree in full, so it scans locally: the on-demand holder here is bob.)"""
+own tree in full, so it scans locally: the on-demand holder here is bob.) The same holds for `count` (a table per
+serving node, added up at bob's) and for `tail -f --grep` (alice's node scans each new revision from bob's cursor)."""
 
 import json
 import os
 import random
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -17,23 +21,22 @@ from cluster import eventually
 from helpers import write_file
 from test_grep import by_file, gnu_grep, hypernet_grep, log_lines, python_count
 from test_partial import settled_pack_bytes
+from test_tail import LINES, LOGGEN, TailProcess, grep, loggen, printed_all, stop_generators, wait_written
 
 pytestmark = pytest.mark.replication
 
 
-@pytest.mark.timeout(240)
-def test_grep_on_a_node_without_the_content_runs_where_the_logs_are(cluster, tmp_path):
+def shared_logs(cluster, tmp_path, files, others=()):
+    """alice writes `files` (also copied to tmp_path/copy) and grants bob read on `shared/`; bob, and `others`, hold
+    her tree on demand (her contacts). Returns alice and bob once bob lists the shared files in full."""
     alice = cluster.add("alice")
     bob = cluster.add("bob")
-    bob.run("contact", "add", "alice", alice.token)
+    contacts = [bob, *(cluster.add(name) for name in others)]
+    for node in contacts:
+        node.run("contact", "add", "alice", alice.token)
     cluster.start()
-    alice.run("contact", "add", "bob", bob.token)
-    rng = random.Random(36)
-    files = {
-        "shared/api.log": b"\n".join(log_lines(rng, 20_000)) + b"\n",
-        "shared/sub/db.log": b"\n".join(log_lines(rng, 3_000)) + b"\n",
-        "private/secret.log": b"\n".join(log_lines(rng, 20_000)) + b"\n",
-    }
+    for node in contacts:
+        alice.run("contact", "add", node.name, node.token)
     for relative, data in files.items():
         os.makedirs(os.path.dirname(alice.p(relative)), exist_ok=True)
         write_file(alice.p(relative), data)
@@ -41,11 +44,24 @@ def test_grep_on_a_node_without_the_content_runs_where_the_logs_are(cluster, tmp
         copy.parent.mkdir(parents=True, exist_ok=True)
         copy.write_bytes(data)
     alice.run("grant", alice.p("shared"), "bob", "read")
-    for relative in ("shared/api.log", "shared/sub/db.log"):
-        path = bob.p("@alice", relative)
-        size = len(files[relative])
-        eventually(lambda: os.path.exists(path) and os.stat(path).st_size == size, 30,
-                   lambda: f"bob does not list /@alice/{relative} in full")
+    for relative in files:
+        if relative.startswith("shared/"):
+            path = bob.p("@alice", relative)
+            size = len(files[relative])
+            eventually(lambda: os.path.exists(path) and os.stat(path).st_size == size, 30,
+                       lambda: f"bob does not list /@alice/{relative} in full")
+    return alice, bob
+
+
+@pytest.mark.timeout(240)
+def test_grep_on_a_node_without_the_content_runs_where_the_logs_are(cluster, tmp_path):
+    rng = random.Random(36)
+    files = {
+        "shared/api.log": b"\n".join(log_lines(rng, 20_000)) + b"\n",
+        "shared/sub/db.log": b"\n".join(log_lines(rng, 3_000)) + b"\n",
+        "private/secret.log": b"\n".join(log_lines(rng, 20_000)) + b"\n",
+    }
+    alice, bob = shared_logs(cluster, tmp_path, files)
 
     before = settled_pack_bytes(bob)
     for args in (["-n", "ERROR", "shared"], ["-c", "-E", "svc=(api|db)", "shared"], ["-l", "-i", "disk", "shared"]):
@@ -81,14 +97,6 @@ def test_count_on_a_node_without_the_content_adds_up_the_peers_tables(cluster, t
     """`hypernet count` over alice's tree held on demand: mapped where the logs are, reduced at bob's; it equals a
     Python count over copies of the files bob may read. carol, a contact of alice's without read right, counts
     nothing, not even through a path she guesses."""
-    alice = cluster.add("alice")
-    bob = cluster.add("bob")
-    carol = cluster.add("carol")
-    for node in (bob, carol):
-        node.run("contact", "add", "alice", alice.token)
-    cluster.start()
-    for node in (bob, carol):
-        alice.run("contact", "add", node.name, node.token)
     rng = random.Random(37)
     files = {
         "shared/api.log": b"\n".join(log_lines(rng, 20_000)) + b"\n",
@@ -96,18 +104,8 @@ def test_count_on_a_node_without_the_content_adds_up_the_peers_tables(cluster, t
         "shared/sub/empty.log": b"",
         "private/secret.log": b"\n".join(log_lines(rng, 5_000)) + b"\n",
     }
-    for relative, data in files.items():
-        os.makedirs(os.path.dirname(alice.p(relative)), exist_ok=True)
-        write_file(alice.p(relative), data)
-        copy = tmp_path / "copy" / relative
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_bytes(data)
-    alice.run("grant", alice.p("shared"), "bob", "read")
-    for relative in ("shared/api.log", "shared/sub/db.log"):
-        path = bob.p("@alice", relative)
-        size = len(files[relative])
-        eventually(lambda: os.path.exists(path) and os.stat(path).st_size == size, 30,
-                   lambda: f"bob does not list /@alice/{relative} in full")
+    _, bob = shared_logs(cluster, tmp_path, files, others=["carol"])
+    carol = cluster["carol"]
 
     before = settled_pack_bytes(bob)
     for regex, top, flags in [(rb"ERROR svc=([a-z]+)", None, 0), (rb"svc=([a-z]+) (\w+)", 4, 0),
@@ -132,5 +130,55 @@ def test_count_on_a_node_without_the_content_adds_up_the_peers_tables(cluster, t
         if got.returncode == 2:
             assert got.stderr.replace(path.encode(), b"P") == nowhere.stderr.replace(
                 carol.p("@alice", "nothing").encode(), b"P"), got.stderr
+    for node in cluster.nodes:
+        assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
+
+@pytest.mark.timeout(240)
+def test_tail_f_grep_of_a_log_held_on_demand_is_scanned_where_the_log_is(cluster):
+    """bob follows alice's log, which he holds on demand: for each revision alice's node scans from bob's cursor and
+    only the selected lines cross: alice's node serves bob no chunk of the log, and bob's packs do not grow by it.
+    What bob prints equals GNU grep over alice's final file, in order, across a SIGKILL and restart of alice's daemon
+    (the writer, whose node answers the scans)."""
+    alice = cluster.add("alice")
+    bob = cluster.add("bob")
+    bob.run("contact", "add", "alice", alice.token)
+    cluster.start()
+    alice.run("contact", "add", "bob", bob.token)
+    os.mkdir(alice.p("logs"))
+    log = alice.p("logs", "app.log")
+    # 1.3 MB written before tail starts: following the log must not bring it over.
+    assert subprocess.run([sys.executable, str(LOGGEN), log, "--rate", "1000000", "--lines", "20000"]).returncode == 0
+    alice.run("grant", alice.p("logs"), "bob", "read")
+    path = bob.p("@alice", "logs", "app.log")
+    eventually(lambda: os.path.exists(path) and os.stat(path).st_size == os.path.getsize(log), 30,
+               "bob does not list alice's log in full")
+    before = settled_pack_bytes(bob)
+    tail = TailProcess(bob, "-f", "-n", "0", "--grep", "ERROR", path)
+    generators = []
+    try:
+        generator = loggen(generators, log, lines=20_000 + LINES)
+        eventually(lambda: len(tail.lines) >= 5, 30, lambda: f"tail printed {tail.lines} while the log grew")
+        alice.kill9()
+        time.sleep(1)
+        alice.start()
+        wait_written(generator)
+        eventually(lambda: os.stat(path).st_size == os.path.getsize(log), 30, "bob never saw the whole log")
+        expected = [line for line in grep(log, "ERROR") if int(line.split()[0]) > 20_000]
+        assert len(expected) >= LINES // 7
+        printed_all(tail, expected)
+        # Half a megabyte of lines that do not match, then one that does: it is printed, the rest stays at alice's
+        # (what her node serves since its restart is the few small chunks of metadata bob's mount reads).
+        with open(log, "ab") as f:
+            f.write(b"".join(b"bulk %s\n" % os.urandom(500).hex().encode() for _ in range(512)))
+            f.write(b"last ERROR line\n")
+        printed_all(tail, expected + ["last ERROR line"])
+        served = sum(p.get("bytesServed", 0) for p in alice.status_json()["peers"])
+        assert served < 128 << 10, f"alice's node served {served} bytes of chunks to bob: the log came over"
+    finally:
+        stop_generators(generators)
+        tail.stop()
+    grown = settled_pack_bytes(bob) - before
+    assert grown < 256 << 10, f"bob's packs grew by {grown} bytes following the log: its content came over"
     for node in cluster.nodes:
         assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"

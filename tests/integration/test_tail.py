@@ -67,12 +67,16 @@ def pair(cluster):
     tails = []
     generators = []
     yield a, b, tails, generators
+    stop_generators(generators)
+    for t in tails:
+        t.stop()
+
+
+def stop_generators(generators):
     for g in generators:
         if g.poll() is None:
             g.kill()
         g.wait()
-    for t in tails:
-        t.stop()
 
 
 def loggen(generators, path, lines=LINES, service="svc"):

@@ -6,8 +6,8 @@ import Synchronization
 public enum QueryEvent: Sendable, Equatable {
     /// Results of target `target`; hand `credit` back to `QueryClient.consumed` once they are taken.
     case items(target: Int, [QueryResult.Item], credit: QueryCredit)
-    /// Target `target` is answered in full.
-    case done(target: Int)
+    /// Target `target` is answered in full; the answer covered its content up to byte `cursor`.
+    case done(target: Int, cursor: Int64)
     /// No connected peer answered for target `target` (none holds it, may read it for the requester, or can open it).
     case unavailable(target: Int)
     /// A peer refused the query (the targets it had go elsewhere): the reason, for a log line.
@@ -165,7 +165,7 @@ public final class QueryClient: Sendable {
                     sends.append((link, .credit(id: result.id, received: s.parts[result.id]!.taken)))
                 }
             case .done:
-                finish(t, of: part.run, .done(target: t), &s, &events)
+                finish(t, of: part.run, .done(target: t, cursor: result.cursor), &s, &events)
             case .unavailable, .refused:
                 s.runs[part.run]!.targets[t].tried.insert(ObjectIdentifier(link))
                 assign([t], of: part.run, &s, &sends, &events)
