@@ -169,12 +169,10 @@ def test_count_by_group_equals_a_python_count(node, corpus):
     assert bad.returncode == 2 and bad.stderr == "hypernet: Unmatched ( or \\(\n"
 
 
-def test_interrupted_grep_stops_the_daemons_scan(node, corpus):
-    """The CLI blocks on a full pipe, so the daemon blocks on the control socket; Ctrl-C closes the connection and
-    the daemon stops reading: it logs the stop, having scanned far less than the file."""
-    size = os.path.getsize(corpus / "logs/big.log")
-    proc = subprocess.Popen([node.bin, "--home", str(node.home), "grep", ".", node.p("logs/big.log")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+def interrupted_grep(node, path):
+    """Ctrl-C of `hypernet grep . PATH` once it printed its first line (log_lines' first: `12:00 …`)."""
+    proc = subprocess.Popen([node.bin, "--home", str(node.home), "grep", ".", path], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout.readline().startswith(b"12:00 "), "no match streamed before the scan ended"
         proc.send_signal(signal.SIGINT)
@@ -183,6 +181,13 @@ def test_interrupted_grep_stops_the_daemons_scan(node, corpus):
         proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def test_interrupted_grep_stops_the_daemons_scan(node, corpus):
+    """The CLI blocks on a full pipe, so the daemon blocks on the control socket; Ctrl-C closes the connection and
+    the daemon stops reading: it logs the stop, having scanned far less than the file."""
+    size = os.path.getsize(corpus / "logs/big.log")
+    interrupted_grep(node, node.p("logs/big.log"))
     pattern = re.compile(r"scan stopped: the requester went away.*bytes=(\d+)")
     helpers.wait_until(lambda: pattern.search(node.log_text()), timeout=30)
     scanned = int(pattern.search(node.log_text()).group(1))

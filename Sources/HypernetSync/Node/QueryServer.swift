@@ -1,5 +1,6 @@
 import HypernetCrypto
 import HypernetModel
+import Logging
 import Synchronization
 
 /// What a serving node holds of a query's target, as `QueryServer` sees it: the store in the daemon, a double in
@@ -85,16 +86,19 @@ final class QueryServer: Sendable {
     private let host: any QueryHost
     private let now: @Sendable () -> Int64
     private let run: @Sendable (@escaping @Sendable () -> Void) -> Void
+    private let logger: Logger
     private let running = Mutex<[Key: Running]>([:])
 
     /// `now`: Unix milliseconds.
     init(
         host: any QueryHost, now: @escaping @Sendable () -> Int64,
-        run: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void
+        run: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void,
+        logger: Logger = Logger(label: "hypernet.query")
     ) {
         self.host = host
         self.now = now
         self.run = run
+        self.logger = logger
     }
 
     /// The queries running, for all links.
@@ -143,12 +147,25 @@ final class QueryServer: Sendable {
     }
 
     func cancel(id: UInt64, from link: any PeerLink) {
-        running.withLock { r in r.removeValue(forKey: Key(link: ObjectIdentifier(link), id: id))?.cancelled = true }
+        stop([Key(link: ObjectIdentifier(link), id: id)], "cancelled")
     }
 
     func linkEnded(_ link: any PeerLink) {
-        running.withLock { r in
-            for key in r.keys where key.link == ObjectIdentifier(link) { r.removeValue(forKey: key)?.cancelled = true }
+        stop(running.withLock { $0.keys.filter { $0.link == ObjectIdentifier(link) } }, "the requester's link ended")
+    }
+
+    /// Stops queries before their end: their pumps read nothing more. Logged, so that a requester's Ctrl-C shows here.
+    private func stop(_ keys: [Key], _ why: String) {
+        let stopped = running.withLock { r in
+            keys.compactMap { key -> (query: Query, sent: UInt64)? in
+                guard let entry = r.removeValue(forKey: key) else { return nil }
+                entry.cancelled = true
+                return (entry.query, entry.sent)
+            }
+        }
+        for (query, sent) in stopped {
+            logger.info(
+                "query stopped: \(why)", metadata: ["query": "\(query.id)", "op": "\(query.op)", "sent": "\(sent)"])
         }
     }
 

@@ -189,7 +189,7 @@ public final class SyncNode: SessionDelegate {
         let scans = DispatchQueue(label: "hypernet.sync.query", attributes: .concurrent)
         queries = QueryServer(
             host: StoreQueryHost(store: store, scanner: configuration.queryScanner), now: now,
-            run: { scans.async(execute: $0) })
+            run: { scans.async(execute: $0) }, logger: logger)
         queryClient = QueryClient(identity: store.keyring.identity, node: nodeKey.publicKey, now: now)
     }
 
