@@ -33,12 +33,28 @@ import Testing
         fetcher.request([id], via: a, waking: wake)
         fetcher.request([id], via: b, again: [id], waking: wake)
         fetcher.answered(id, by: b, .held(location))
-        #expect(!fetcher.isWanted(id))
+        #expect(!fetcher.claim(id, by: a))
         // a's answer comes later: asked, so not an unasked chunk (which would close a "not held" sender).
         #expect(fetcher.isRequested(id, by: a))
         fetcher.answered(id, by: a, .notHeld)
         #expect(fetcher.poll([(id, a)]).arrived == [location])
         #expect(fetcher.release([id, id]) == [id: location])
+    }
+
+    @Test func aCopyArrivingWhileAnotherIsStoredIsDroppedAndABadOneLeavesTheChunkWanted() {
+        let (a, b) = (PeerLinkDouble(), PeerLinkDouble())
+        let wake = DispatchSemaphore(value: 0)
+        fetcher.request([id], via: a, waking: wake)
+        fetcher.request([id], via: b, again: [id], waking: wake)
+        #expect(fetcher.claim(id, by: a))
+        #expect(!fetcher.claim(id, by: b), "a's copy is being stored: b's is a duplicate")
+        fetcher.answered(id, by: b, .notHeld)
+        // a's copy did not match its id: the chunk is wanted again, and the next copy may be stored.
+        fetcher.answered(id, by: a, .notHeld)
+        fetcher.request([id], via: b, again: [id], waking: wake)
+        #expect(fetcher.claim(id, by: b))
+        fetcher.answered(id, by: b, .held(location))
+        #expect(fetcher.release([id, id, id]) == [id: location])
     }
 
     @Test func aSecondRequestWithoutAgainWaitsForTheFirstLinksAnswer() {

@@ -152,6 +152,19 @@ import Testing
         #expect(empty.interests > 1 && empty.wants.isEmpty)
     }
 
+    @Test func withIdleTheFetchOutlastsTheTimeoutWhileChunksArriveAndEndsWhenNotGoing() {
+        let ids = (0..<20).map { Self.chunk(UInt8(30 + $0)) }
+        let slow = Peer(Set(ids), fetcher: fetcher, delay: .milliseconds(150))
+        // 16 requests in flight at most: two answers of 150 ms each, past the 100 ms timeout.
+        let demand = DemandFetcher(fetcher: fetcher, timeout: .milliseconds(100))
+        let found = demand.fetch(ids, idle: .seconds(5)) { [slow] }
+        #expect(Set(found.map(\.id)) == Set(ids))
+        let other = Self.chunk(29)
+        let start = DispatchTime.now()
+        #expect(demand.fetch([other], idle: .seconds(5), while: { false }, from: { [slow] }).isEmpty)
+        #expect(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds < 1_000_000_000)
+    }
+
     @Test func aPeerThatConnectsDuringTheWaitIsAsked() {
         let a = Self.chunk(5)
         let holder = Peer([a], fetcher: fetcher, haves: haves)

@@ -4,7 +4,8 @@ contacts, holding her tree on demand) get it from alice and from the readers tha
 byte-exact; a source killed mid-read: the read completes from the others; a peer that answers with wrong bytes
 (hypernet-peer-double) is dropped, nothing it sent is stored, and the read completes from the honest one. With
 super-seeding (issue 17, item 3), four readers starting together on a 32 MiB file serve each other and alice
-uploads about one copy.
+uploads about one copy. Storage nodes pinning a writer's tree in full fetch a large run's chunks from every
+connected holder, not only from the connection that sent the run.
 
 Per-peer bytes come from `hypernet status --json` (`bytesReceived`). Nodes run on their own loopback addresses
 (cluster.py). No timing assertions.
@@ -171,5 +172,43 @@ def test_super_seeding_readers_starting_together_serve_each_other(cluster):
         assert from_readers >= 1 << 20, f"{n.name} received {from_readers} bytes from the other readers: {got}"
     print(f"alice uploaded {copies:.2f} copies of the file")
     assert copies <= 1.5, f"alice uploaded {copies:.2f} copies of the file"
+
+
+def tree_chunks(node, tree):
+    """{chunk id: length} of the chunks `node` holds listed by revisions of `tree` (hex), and how many it lacks."""
+    held = node.query("SELECT lower(hex(c.id)), c.length FROM chunks c JOIN revisions r ON c.revision = r.id "
+                      "WHERE lower(hex(r.tree)) = ?", (tree,))
+    absent = node.query("SELECT COUNT(*) FROM absent a JOIN revisions r ON a.revision = r.id "
+                        "WHERE lower(hex(r.tree)) = ?", (tree,))[0][0]
+    return dict(held), absent
+
+
+@pytest.mark.timeout(600)
+def test_storage_nodes_pinning_in_full_fetch_a_large_run_from_every_holder(cluster):
+    size = 32 << 20
+    writer = cluster.add("w")
+    stores = [cluster.add(f"s{i}", serve=True, pins=[writer]) for i in range(3)]
+    cluster.start()
+    data = random_bytes(size, seed=43)
+    write_file(writer.p("big.bin"), data)
+    rev = os.getxattr(writer.p("big.bin"), "user.hypernet.revision").decode().strip()
+    tree = writer.tree_of(rev)
+    expected, _ = tree_chunks(writer, tree)
+    for s in stores:
+        eventually(lambda: s.has_revision(rev) and tree_chunks(s, tree) == (expected, 0), 240,
+                   lambda: f"{s.name} holds {len(tree_chunks(s, tree)[0])} of the {len(expected)} chunks of the "
+                           f"tree:\n{s.log_tail(10)}")
+    keys = {node_key(n): n.name for n in cluster.nodes}
+    received = {s.name: {keys.get(k, k): b for k, b in sources(s).items()} for s in stores}
+    print(f"chunk bytes each storage node received, by source: {received}")
+    # The chunks listed arrived, checked against their ids (fsck reads them again), each stored once.
+    for s in stores:
+        assert "consistent" in s.fsck().stdout, f"{s.name}: {s.fsck().stdout}"
+        assert s.pack_bytes() <= writer.pack_bytes() * 1.05, \
+            f"{s.name} stored {s.pack_bytes()} bytes of packs for the writer's {writer.pack_bytes()}: {received}"
+    # A run's chunks come from every holder: storage nodes from each other, and a node from more than one peer.
+    large = {name: {peer for peer, b in got.items() if b >= 1 << 20} for name, got in received.items()}
+    assert any(peers - {"w"} for peers in large.values()), f"no storage node fetched from another one: {received}"
+    assert any(len(peers) >= 2 for peers in large.values()), f"every storage node fetched from one peer: {received}"
     for n in cluster.nodes:
         assert not n.log_findings(), f"node {n.name} logged problems: {n.log_findings()}"

@@ -14,6 +14,8 @@ final class ChunkFetcher: Sendable {
         /// Why this node could not store the chunk it received (not the peer's fault).
         var localFailure: StoreError?
         var waiters: [DispatchSemaphore] = []
+        /// The link whose copy is being stored: a copy from another link meanwhile is dropped (end game, re-issue).
+        var storing: ObjectIdentifier?
         /// Fetches that still have to read the slot: a forgotten slot goes only once they have.
         var readers = 0
         var forgotten = false
@@ -28,6 +30,8 @@ final class ChunkFetcher: Sendable {
     }
     private struct State {
         var slots: [ChunkID: Slot] = [:]
+        /// Chunks runs' fetches still need (`hold`, a count): their slots outlive `forget`.
+        var held: [ChunkID: Int] = [:]
         /// Per link, the ids asked of it with `want` and not answered yet (a count: one id may be asked twice).
         var asked: [ObjectIdentifier: (link: any PeerLink, ids: [ChunkID: Int])] = [:]
 
@@ -142,7 +146,7 @@ final class ChunkFetcher: Sendable {
                 guard var slot = s.slots[id] else { continue }
                 if let l = slot.location { found[id] = l }
                 slot.readers -= 1
-                s.slots[id] = slot.forgotten && slot.readers == 0 ? nil : slot
+                s.slots[id] = slot.forgotten && slot.readers == 0 && s.held[id] == nil ? nil : slot
             }
             return found
         }
@@ -186,9 +190,15 @@ final class ChunkFetcher: Sendable {
         if fetching { resolve(location.id) { $0.location = location } }
     }
 
-    /// Whether a chunk `link` was asked for and has not answered yet is still wanted: not arrived from another.
-    func isWanted(_ id: ChunkID) -> Bool {
-        state.withLock { s in s.slots[id].map { $0.location == nil } ?? false }
+    /// Whether the copy of `id` that `link` sent answering its `want` is to be stored: the chunk has neither arrived
+    /// from another link nor is a copy from another being stored, so each chunk is stored once. True claims it for
+    /// `link` until it has `answered`.
+    func claim(_ id: ChunkID, by link: any PeerLink) -> Bool {
+        state.withLock { s in
+            guard let slot = s.slots[id], slot.location == nil, slot.storing == nil else { return false }
+            s.slots[id]!.storing = ObjectIdentifier(link)
+            return true
+        }
     }
 
     /// `link` answered its `want` of `id`. "Not held" fails the chunk only when no other live link is asked for
@@ -197,6 +207,7 @@ final class ChunkFetcher: Sendable {
         let key = ObjectIdentifier(link)
         let settled = state.withLock { s -> Bool in
             if let n = s.asked[key]?.ids[id] { s.asked[key]!.ids[id] = n > 1 ? n - 1 : nil }
+            if s.slots[id]?.storing == key { s.slots[id]!.storing = nil }
             guard case .notHeld = answer else { return true }
             return s.otherAsker(of: id, than: key) == nil
         }
@@ -216,6 +227,12 @@ final class ChunkFetcher: Sendable {
         }
     }
 
+    /// A new fetch of `ids` starts: what kept this node's store from storing them before is forgotten (the disk may
+    /// have room now), so that `localFailure` tells of this fetch.
+    func forgetLocalFailures(_ ids: [ChunkID]) {
+        state.withLock { s in for id in ids where s.slots[id]?.localFailure != nil { s.slots[id]!.localFailure = nil } }
+    }
+
     /// Why this node could not store one of `ids` it fetched, if that is why one is missing.
     func localFailure(among ids: [ChunkID]) -> StoreError? {
         state.withLock { s in
@@ -229,11 +246,31 @@ final class ChunkFetcher: Sendable {
         state.withLock { $0.asked[ObjectIdentifier(session)]?.ids[id] != nil }
     }
 
+    /// A run's fetch needs `ids` until `unhold`: one of them that another fetch gets and stores meanwhile keeps its
+    /// slot, so that this fetch finds it arrived instead of asking for it again once the other forgot it.
+    func hold(_ ids: [ChunkID]) {
+        state.withLock { s in for id in ids { s.held[id, default: 0] += 1 } }
+    }
+
+    func unhold(_ ids: [ChunkID]) {
+        state.withLock { s in
+            for id in ids {
+                guard let n = s.held[id] else { continue }
+                s.held[id] = n > 1 ? n - 1 : nil
+                if n == 1, let slot = s.slots[id], slot.forgotten, slot.readers == 0 { s.slots[id] = nil }
+            }
+        }
+    }
+
     /// Chunks now recorded in the catalog need no slot (once every fetch waiting for one has read it).
     func forget(_ ids: some Sequence<ChunkID>) {
         state.withLock { s in
             for id in ids where s.slots[id]?.location != nil {
-                if s.slots[id]!.readers == 0 { s.slots.removeValue(forKey: id) } else { s.slots[id]!.forgotten = true }
+                if s.slots[id]!.readers == 0 && s.held[id] == nil {
+                    s.slots.removeValue(forKey: id)
+                } else {
+                    s.slots[id]!.forgotten = true
+                }
             }
         }
     }

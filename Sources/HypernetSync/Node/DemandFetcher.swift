@@ -9,7 +9,8 @@ import Synchronization
 /// asked for which chunk; the requests go through the shared `ChunkFetcher`, so concurrent reads of one chunk
 /// wait for one fetch and every copy is checked against its id as it arrives. Each peer is told the fetch's ids
 /// (`interest`) and asked only for what its have-set says it holds (`HaveSets`). When no peer holds what is left,
-/// they are asked again after a pause, until every chunk arrived or the fetch timeout passed.
+/// or a peer joins later, they are asked again after a pause, until every chunk arrived or the fetch timeout passed
+/// (for a log run's chunks: until none arrived for a while, or the run's connection ended).
 final class DemandFetcher: Sendable {
     private let fetcher: ChunkFetcher
     private let haves: HaveSets
@@ -33,10 +34,14 @@ final class DemandFetcher: Sendable {
     }
 
     /// The locations of those of `ids` that arrived from `links` (read again at each round: peers come and go)
-    /// before the timeout; the rest were not sent by any peer.
-    func fetch(_ ids: [ChunkID], from links: () -> [any PeerLink]) -> [ChunkLocation] {
+    /// before the timeout; the rest were not sent by any peer. With `idle`, the fetch ends only once no chunk
+    /// arrived for that long (a log run's chunks: however long their transfer takes), or once `going` is false.
+    func fetch(
+        _ ids: [ChunkID], idle: DispatchTimeInterval? = nil, while going: () -> Bool = { true },
+        from links: () -> [any PeerLink]
+    ) -> [ChunkLocation] {
         let start = DispatchTime.now()
-        let deadline = start + timeout
+        var deadline = start + (idle ?? timeout)
         let seconds = { Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9 }
         var picker = PiecePicker<ObjectIdentifier>(ids, window: window, reissueAfter: reissueAfter)
         // A fetch too large to announce asks each peer for anything until it answers "not held".
@@ -57,7 +62,7 @@ final class DemandFetcher: Sendable {
                 for (key, meter) in measured { m[key] = known[key]!.isEnded ? nil : meter }
             }
         }
-        while !picker.isDone && DispatchTime.now() < deadline {
+        while !picker.isDone && DispatchTime.now() < deadline && going() {
             let live = links().filter { $0.node != nil && !$0.isEnded }
             let keys = Set(live.map(ObjectIdentifier.init))
             for key in known.keys where !keys.contains(key) {
@@ -103,7 +108,10 @@ final class DemandFetcher: Sendable {
             _ = wake.wait(timeout: min(.now() + .milliseconds(20), deadline))
             let requests = picker.outstanding.compactMap { id, key in known[key].map { (id, $0) } }
             let (arrived, unanswered) = fetcher.poll(requests)
-            for location in arrived where picker.arrived(location.id, now: seconds()) { found.append(location) }
+            for location in arrived where picker.arrived(location.id, now: seconds()) {
+                found.append(location)
+                if let idle { deadline = .now() + idle }
+            }
             for (id, link) in unanswered { picker.lacks(id, at: ObjectIdentifier(link)) }
         }
         return found

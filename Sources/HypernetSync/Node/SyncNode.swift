@@ -154,6 +154,9 @@ public final class SyncNode: SessionDelegate {
         var pruned: Set<SigningPublicKey> = []
         /// Trees this node gets from another node first, and told this peer so.
         var pruning: Set<SigningPublicKey> = []
+        /// Trees whose last large run this peer held back (it forwards its large writes through another replica):
+        /// it is asked for their chunks only when no other peer that offers the tree is connected.
+        var heldBack: Set<SigningPublicKey> = []
     }
 
     struct State {
@@ -731,8 +734,10 @@ public final class SyncNode: SessionDelegate {
                 }
                 push(chunks, to: session)
             }
+            // Held for a forwarder, or by the relay hold: either way the subscriber may have it from another node.
             let message = Message.entries(
-                tree: tree, storeID: store.storeID, entries: run, caughtUp: false, held: relayHold == .expired)
+                tree: tree, storeID: store.storeID, entries: run, caughtUp: false,
+                held: relayHold == .expired || cursor.heldUntil != nil)
             if Failpoint.hit("sync.send") { return session.close("failpoint sync.send") }
             guard session.sendWhenWritable(message) else { return }
         }
@@ -866,6 +871,15 @@ public final class SyncNode: SessionDelegate {
         defer { if !confirmed { releaseRun(tree, of: session) } }
         guard let node = session.node, let last = entries.last?.seq else { return }
         guard let content = store.content(of: tree) else { return }
+        if Self.isLarge(entries) {
+            state.withLock { s in
+                if held {
+                    s.peers[ObjectIdentifier(session)]?.heldBack.insert(tree)
+                } else {
+                    s.peers[ObjectIdentifier(session)]?.heldBack.remove(tree)
+                }
+            }
+        }
         if Failpoint.hit("sync.receive") { return session.close("failpoint sync.receive") }
         do {
             // A record's id is its hash: one held already (an echo) was checked when it was stored, and is not
@@ -919,7 +933,7 @@ public final class SyncNode: SessionDelegate {
                 // eager one is likely pushing them here already (see `eagerFanout`).
                 fetcher.awaitPushes(missing, timeout: Self.lazyWait)
             }
-            let arrived = (missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)).merging(pushed) { a, _ in a }
+            let arrived = try fetchRun(missing, of: tree, from: session).merging(pushed) { a, _ in a }
             if session.isEnded { return }
             if let error = fetcher.localFailure(among: missing) { throw error }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
@@ -971,6 +985,39 @@ public final class SyncNode: SessionDelegate {
             confirmed = true  // the retry keeps the run's slot
             retryLater(entries, tree: tree, storeID: storeID, held: held, from: session)
         }
+    }
+
+    /// The chunks a run of `tree` from `session` lacks (docs/protocol.md, "Chunks"). A large run's come from every
+    /// connected peer that offers the tree, at once ("Multi-source fetch"): the replicas of a large write fetch it
+    /// from each other, and from the writer only when it sent them the run without holding it back (a writer
+    /// uploads a large write about once: `holdForForwarding`). A small run's come from `session`, which holds them: another peer may
+    /// not have them yet, and asking it would cost a round trip. The fetch ends with the run's connection (the
+    /// run comes again on the next), at a failure of this node's store, or when no chunk arrived for a while.
+    private func fetchRun(_ missing: [ChunkID], of tree: SigningPublicKey, from session: Session) throws(StoreError)
+        -> [ChunkID: ChunkLocation]
+    {
+        guard missing.count >= Self.forwardThreshold else {
+            return missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
+        }
+        // The same run may come from two peers (a relay, the writer): what the other fetch stores from now on is
+        // found in its slot, what it stored already in the catalog, so no chunk is fetched twice.
+        fetcher.hold(missing)
+        defer { fetcher.unhold(missing) }
+        let absent = try store.missingChunks(missing)
+        fetcher.forgetLocalFailures(absent)
+        let found = demand.fetch(
+            absent, idle: ChunkFetcher.stallLimit,
+            while: { !session.isEnded && fetcher.localFailure(among: absent) == nil },
+            from: {
+                state.withLock { s in
+                    let holders = s.peers.values.filter {
+                        $0.session === session || $0.hello?.trees.contains(tree) == true
+                    }
+                    let willing = holders.filter { !$0.heldBack.contains(tree) }
+                    return (willing.isEmpty ? holders : willing).map { $0.session as any PeerLink }
+                }
+            })
+        return Dictionary(found.map { ($0.id, $0) }) { a, _ in a }
     }
 
     /// `receive` again in a second, with the session's later runs held back until then.
@@ -1044,8 +1091,9 @@ public final class SyncNode: SessionDelegate {
             }
             return
         }
-        // A copy that came first from another peer (end game, re-issue) makes this one a duplicate: dropped.
-        guard let sealed, fetcher.isWanted(id) else { return fetcher.answered(id, by: session, .notHeld) }
+        // A copy that came first from another peer, or is being stored from one (end game, re-issue), makes this one a
+        // duplicate: dropped.
+        guard let sealed, fetcher.claim(id, by: session) else { return fetcher.answered(id, by: session, .notHeld) }
         do {
             let location = try store.receiveChunk(id: id, sealed: sealed)
             transfers.received(sealed.count, from: session.node)
