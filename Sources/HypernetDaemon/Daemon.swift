@@ -155,7 +155,8 @@ public enum Daemon {
             configuration: SyncConfiguration(
                 listen: options.listen, peers: options.peers, software: "hypernet/\(version)",
                 maxPeers: options.maxPeers, fetchTimeout: options.fetchTimeout,
-                queryScanner: { [store] query, target in RemoteScan(store: store, query: query, target: target) }),
+                queryScanner: { [store] query, target in RemoteScan(store: store, query: query, target: target) },
+                peerConnected: { fileSystem?.peerConnected() }),
             logger: logger)
         do { try node.start() } catch {
             node.stop()

@@ -27,13 +27,16 @@ public struct KeepSummary: Codable, Sendable {
 final class Keeper: Sendable {
     let pass = Mutex(())
     let queued = Atomic<Bool>(false)
+    /// The last pass left kept files without their content: no reachable peer sent it.
+    let incomplete = Atomic<Bool>(false)
     let queue = DispatchQueue(label: "hypernet.keep", qos: .utility)
 }
 
 /// Kept subtrees ("available offline", docs/design.md, "Content on demand"): `keep` records a file or directory
 /// of any tree this node shows, and a pass fetches the content of the current revisions of the files at or below
-/// it and takes it out of the cache. A pass runs at `keep` and `unkeep`, and after revisions of other trees
-/// arrive (a new file below a kept folder, a new revision of a kept file).
+/// it and takes it out of the cache. A pass runs at `keep` and `unkeep`, after revisions of other trees arrive (a
+/// new file below a kept folder, a new revision of a kept file), and when a peer connects after a pass that could
+/// not fetch everything.
 extension VirtualFileSystem {
     /// Keeps (or stops keeping) the file or directory at `path` (relative to the mount's root), then runs a pass.
     /// ENOENT: no such path; EINVAL: not a document (`/@NAME` itself, `/.hypernet`), or unkeeping a path kept
@@ -65,6 +68,11 @@ extension VirtualFileSystem {
             return
         }
         wakeKeeper()
+    }
+
+    /// A peer connected: if the last pass lacked content no peer sent, a pass runs again (this one may send it).
+    public func peerConnected() {
+        if keeper.incomplete.load(ordering: .acquiring) { wakeKeeper() }
     }
 
     /// Runs a pass soon on the keeper's queue, unless one is already waiting.
@@ -100,6 +108,7 @@ extension VirtualFileSystem {
                 progress(KeepProgress(files: i + 1, of: files.count, fetched: found.fetched))
             }
             summary.fetched = found.fetched
+            keeper.incomplete.store(summary.incomplete > 0, ordering: .releasing)
             do { try store.settleKept(found) } catch { throw fail(error, "keep") }
             if summary.incomplete > 0 {
                 logger.warning(

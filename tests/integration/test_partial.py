@@ -2,7 +2,8 @@
 her with `--content on-demand`) stores every record and directory listing at once and fetches a file's content
 only when it is read; offline, content it holds still reads and content it lacks fails with EIO after
 `--fetch-timeout`; it never acks a file revision it may lack the content of, so it counts toward no quorum for it.
-`hypernet keep` fetches a subtree now and keeps it out of the cache's evictions; `user.hypernet.local` and
+`hypernet keep` fetches a subtree now and keeps it out of the cache's evictions, and what it could not fetch when a
+peer (re)connects; `user.hypernet.local` and
 `hypernet status` show what is held and what the cache did; `--max-store-size` evicts cached content before it
 refuses a write.
 
@@ -230,6 +231,27 @@ def test_a_kept_folder_reads_offline_with_the_files_added_to_it_later_and_local_
     assert local(folder) == f"{3 * SIZE} {3 * SIZE}", "unkeep deleted content"
     for node in cluster.nodes:
         assert not node.log_findings(), f"node {node.name} logged problems: {node.log_findings()}"
+
+
+@pytest.mark.timeout(180)
+def test_a_folder_kept_while_its_only_holder_is_down_is_fetched_when_it_comes_back(cluster):
+    alice, bob, contents = shared_tree(cluster, bob_arguments=["--fetch-timeout", "2"])
+    folder = bob.p("@alice", "shared")
+    alice.stop()
+    eventually(lambda: alice.listen not in bob.connected_addresses(), 10, "bob still shows alice connected")
+    proc = bob.run("keep", folder, "--json", check=False)
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == 1 and summary["incomplete"] == FILES and summary["fetched"] == 0, (summary, proc.stderr)
+    assert local(folder) == f"0 {FILES * SIZE}"
+    # No command: the keep pass runs again when alice connects (a new revision of her tree would wake it too, but
+    # none comes). alice dials bob as she starts: 30 s is for the connection and the 8 MiB transfer.
+    alice.start()
+    eventually(lambda: local(folder) == f"{FILES * SIZE} {FILES * SIZE}", 30,
+               lambda: f"bob holds {local(folder)} bytes of the kept folder after alice came back:\n{bob.log_tail(8)}")
+    alice.stop()
+    eventually(lambda: alice.listen not in bob.connected_addresses(), 10, "bob still shows alice connected")
+    for name, data in contents.items():
+        assert read_file(os.path.join(folder, name)) == data, f"bob read other bytes of kept {name} offline"
 
 
 @pytest.mark.timeout(300)

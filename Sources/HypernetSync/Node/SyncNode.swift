@@ -24,10 +24,12 @@ public struct SyncConfiguration: Sendable {
     public var fetchTimeout: Double
     /// Runs peers' queries on held content (docs/protocol.md, "Queries"); nil: every target is `unavailable`.
     public var queryScanner: QueryScanner?
+    /// Told when a peer joins the kept ones: content that no peer sent before may come from it.
+    public var peerConnected: (@Sendable () -> Void)?
 
     public init(
         listen: String?, peers: [String], software: String, maxPeers: Int = defaultMaxPeers,
-        fetchTimeout: Double = 10, queryScanner: QueryScanner? = nil
+        fetchTimeout: Double = 10, queryScanner: QueryScanner? = nil, peerConnected: (@Sendable () -> Void)? = nil
     ) {
         self.listen = listen
         self.peers = peers
@@ -35,6 +37,7 @@ public struct SyncConfiguration: Sendable {
         self.maxPeers = maxPeers
         self.fetchTimeout = fetchTimeout
         self.queryScanner = queryScanner
+        self.peerConnected = peerConnected
     }
 }
 
@@ -430,6 +433,7 @@ public final class SyncNode: SessionDelegate {
         // A peer that may hold what was found damaged while none was connected.
         if !store.damagedChunks.isEmpty { scheduleRepair() }
         scheduleCompletion()
+        configuration.peerConnected?()
     }
 
     func sessionEnded(_ session: Session, reason: String?) {
