@@ -12,8 +12,8 @@ HYPERNET_PACKAGES="libfuse3-dev fuse3 libsodium-dev libssl-dev libsqlite3-dev li
 # stress-ng and fio for the conformance-under-load tests (tests/integration/test_load_verify.py), systemd's
 # systemd-analyze for checking the units offline (tests/integration/test_service.py).
 HYPERNET_TEST_PACKAGES="$HYPERNET_PACKAGES vim vim-tiny emacs-nox nano ed python3-pytest python3-hypothesis iproute2 util-linux nftables faketime tcpdump python3-fusepy stress-ng fio systemd"
-# Benchmarks: the anchors they compare against.
-HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs syncthing rsync ripgrep plocate restic borgbackup bc"
+# Benchmarks: the anchors they compare against (aria2, opentracker, mktorrent: the BitTorrent swarm of bench/swarm.sh).
+HYPERNET_BENCH_PACKAGES="$HYPERNET_TEST_PACKAGES gocryptfs syncthing rsync ripgrep plocate restic borgbackup bc aria2 opentracker mktorrent"
 
 # Every build (setup.sh, test.sh, CI): warnings in Hypernet's own targets fail it (dependencies are built with
 # their warnings suppressed), and so does importing a module the target does not declare in Package.swift.
