@@ -205,7 +205,8 @@ final class Controller: Sendable {
     /// A garbage collection pass run now, streamed as `GarbageLine`s: its progress, then its report.
     private func collectGarbage(dryRun: Bool) -> EventReader {
         streamed { [self, store] (progress: (GarbageProgress) -> Void) throws(StoreError) in
-            try store.collectGarbage(dryRun: dryRun, retention: self.retention(), progress: progress)
+            try store.collectGarbage(
+                dryRun: dryRun, retention: self.retention(), statements: self.appliesStatements, progress: progress)
         }
     }
 
@@ -279,6 +280,9 @@ final class Controller: Sendable {
 
     /// The retention rules in force now (docs/design.md, "Retention decisions"); nil keeps every revision's
     /// content: without a mount (a node that cannot place documents under their policies) or with `--keep-all`.
+    /// A node without a mount applies its trees' owners' release statements instead, unless `--keep-all`.
+    var appliesStatements: Bool { fileSystem == nil && !keepAll }
+
     func retention() -> (rules: Store.RetentionRules, now: UInt64)? {
         guard let fileSystem, !keepAll else { return nil }
         let rules = fileSystem.retentionRules()

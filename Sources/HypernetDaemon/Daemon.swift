@@ -178,7 +178,8 @@ public enum Daemon {
             indexer: indexer, node: node, quorum: configuration.quorum, keepAll: options.keepAll, logger: logger,
             requestExit: requestExit)
         server.start(handler: controller.handle)
-        let collector = collectInBackground(store, retention: { controller.retention() }, logger: logger)
+        let collector = collectInBackground(
+            store, retention: { controller.retention() }, statements: controller.appliesStatements, logger: logger)
         defer { collector.cancel() }
         // `/.hypernet/status`: the node's lines after the filesystem's.
         fileSystem?.setStatusProvider {
@@ -243,7 +244,7 @@ public enum Daemon {
         let own = store.keyring.identity.publicKey
         let queue = DispatchQueue(label: "hypernet.apply")
         store.observeRevisions { added in
-            let revisions = added.filter { !$0.isBlock }
+            let revisions = added.filter { !$0.isBlock && !$0.isStatement }
             let blocks = Array(Set(added.filter(\.isBlock).map(\.tree)))
             let documents = revisions.filter { $0.tree == own && !$0.isLocal }.map(\.document)
             queue.async {
@@ -258,15 +259,16 @@ public enum Daemon {
     }
 
     /// Every `Store.collectionInterval` a throttled garbage collection pass (docs/store-format.md, "Compaction"),
-    /// releasing what the retention policies `retention` gives then no longer keep.
+    /// releasing what the retention policies `retention` gives then no longer keep, or, `statements`, what the
+    /// trees' owners' release statements say.
     private static func collectInBackground(
         _ store: Store, retention: @escaping @Sendable () -> (rules: Store.RetentionRules, now: UInt64)?,
-        logger: Logger
+        statements: Bool, logger: Logger
     ) -> any DispatchSourceTimer {
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "hypernet.gc", qos: .background))
         timer.schedule(deadline: .now() + Store.collectionInterval, repeating: Store.collectionInterval)
         timer.setEventHandler {
-            do { _ = try store.collectGarbage(throttled: true, retention: retention()) } catch {
+            do { _ = try store.collectGarbage(throttled: true, retention: retention(), statements: statements) } catch {
                 logger.error("background garbage collection failed: \(error)")
             }
         }

@@ -123,16 +123,18 @@ public struct SignedRevision: Sendable, Equatable {
     }
 }
 
-/// One record of a tree's log: a revision, or a permission block of one of the tree's documents. The first
-/// byte of a record says which (docs/store-format.md, "Log records").
+/// One record of a tree's log: a revision, a permission block of one of the tree's documents, or a release
+/// statement of its owner. The first byte of a record says which (docs/store-format.md, "Log records").
 public enum LogRecord: Sendable, Equatable {
     case revision(SignedRevision)
     case block(SignedPermissionBlock)
+    case release(SignedReleaseStatement)
 
     public init(record: [UInt8]) throws(DecodingError) {
         switch record.first {
         case PermissionBlock.formatVersion, PermissionBlock.chainedFormatVersion:
             self = .block(try SignedPermissionBlock(record: record))
+        case ReleaseStatement.formatVersion: self = .release(try SignedReleaseStatement(record: record))
         default: self = .revision(try SignedRevision(record: record))
         }
     }
@@ -141,6 +143,7 @@ public enum LogRecord: Sendable, Equatable {
         switch self {
         case .revision(let r): r.record
         case .block(let b): b.record
+        case .release(let s): s.record
         }
     }
 }

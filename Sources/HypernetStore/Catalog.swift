@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 11
+    static let formatVersion = 12
     let pool: DatabasePool
     let path: String
 
@@ -234,6 +234,23 @@ final class Catalog: Sendable {
                     ) WITHOUT ROWID;
                     -- chunks a pass over the kept subtrees took out of `cached` or fetched: back in it once not kept
                     CREATE TABLE keeping (id BLOB PRIMARY KEY) WITHOUT ROWID;
+                    """)
+        }
+        // Format 12: owners' release statements (docs/design.md, "Release statements"), records of a tree's log that
+        // older code would neither serve nor apply.
+        m.registerMigration("v12-statements") { db in
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '12');
+                    CREATE TABLE statements (
+                        id BLOB PRIMARY KEY,
+                        tree BLOB NOT NULL,
+                        time INTEGER NOT NULL,        -- the statement's, Unix milliseconds
+                        record BLOB NOT NULL,         -- the exact signed bytes
+                        seq INTEGER NOT NULL UNIQUE,  -- shares the log's numbering with revisions.seq
+                        applied INTEGER NOT NULL DEFAULT 0  -- 1: applied here, or made here
+                    );
+                    CREATE INDEX statements_tree ON statements(tree, seq);
                     """)
         }
         return m

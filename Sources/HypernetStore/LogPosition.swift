@@ -11,8 +11,10 @@ extension Store {
         try catalog.read { db in
             try Int64.fetchOne(
                 db,
-                sql:
-                    "SELECT MAX(seq) FROM (SELECT seq FROM revisions WHERE tree = ?1 UNION ALL SELECT seq FROM blocks WHERE tree = ?1)",
+                sql: """
+                    SELECT MAX(seq) FROM (SELECT seq FROM revisions WHERE tree = ?1
+                        UNION ALL SELECT seq FROM blocks WHERE tree = ?1 UNION ALL SELECT seq FROM statements WHERE tree = ?1)
+                    """,
                 arguments: [Data(tree.bytes)]) ?? 0
         }
     }

@@ -39,11 +39,13 @@ public struct RemoteRevision: Sendable {
 public enum RemoteRecord: Sendable {
     case revision(RemoteRevision)
     case block(SignedPermissionBlock, tree: SigningPublicKey)
+    case release(SignedReleaseStatement, tree: SigningPublicKey)
 
     public var id: Digest {
         switch self {
         case .revision(let r): r.signed.id
         case .block(let b, _): b.id
+        case .release(let s, _): s.id
         }
     }
 }
@@ -60,12 +62,14 @@ public enum Rejection: Error, Sendable, Equatable, CustomStringConvertible {
     /// A block that is not the next link of its chain: forged, replayed, rolled back or forking.
     case badBlock(PermissionChainError)
     case badMetadata(String)
+    /// A release statement of another tree than the run's, or older than the newest held of its tree (a replay).
+    case badStatement(String)
 
     /// The revision may be stored once what it lacks arrives (from this peer later, or another).
     public var isTransient: Bool {
         switch self {
         case .missingParent, .missingChunk, .missingBlock: return true
-        case .notAuthorized, .badBlock, .badMetadata: return false
+        case .notAuthorized, .badBlock, .badMetadata, .badStatement: return false
         }
     }
 
@@ -77,6 +81,7 @@ public enum Rejection: Error, Sendable, Equatable, CustomStringConvertible {
         case .missingBlock(let d, let e): return "permission block \(e) of \(d) is unknown"
         case .badBlock(let why): return "permission block refused: \(why)"
         case .badMetadata(let why): return "metadata does not open: \(why)"
+        case .badStatement(let why): return "release statement refused: \(why)"
         }
     }
 }
@@ -117,6 +122,7 @@ extension Store {
                         SELECT seq, record, id FROM revisions WHERE tree = ?1 AND seq > ?2
                             AND id NOT IN (SELECT revision FROM refused)
                         UNION ALL SELECT seq, record, id FROM blocks WHERE tree = ?1 AND seq > ?2
+                        UNION ALL SELECT seq, record, id FROM statements WHERE tree = ?1 AND seq > ?2
                         ORDER BY seq LIMIT ?3
                         """),
                 arguments: [Data(tree.bytes), seq, limit]
@@ -193,6 +199,11 @@ extension Store {
                 guard case .revision(let remote) = record else {
                     if case .block(let block, let tree) = record, let problem = try tx.receive(block, tree: tree) {
                         rejected.append((block.id, problem))
+                    }
+                    if case .release(let statement, let tree) = record,
+                        let problem = try tx.receive(statement, tree: tree)
+                    {
+                        rejected.append((statement.id, problem))
                     }
                     continue
                 }

@@ -320,15 +320,16 @@ extension StoreTransaction {
             AddedRevision(id: block.id, document: block.block.document, tree: tree, isLocal: false, isBlock: true))
     }
 
-    /// The next number of the log, which revisions and blocks share; past every seq sent before the store was
+    /// The next number of the log, which revisions, blocks and release statements share; past every seq sent before the store was
     /// opened (`Store.openLog`), even one a power loss took.
     func nextSeq() throws -> Int64 {
         let revisions = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM revisions")) ?? 0
         let blocks = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM blocks")) ?? 0
+        let statements = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM statements")) ?? 0
         let floor =
             try Int64.fetchOne(
                 db.cachedStatement(sql: "SELECT CAST(value AS INTEGER) FROM settings WHERE key = 'seq-floor'")) ?? 0
-        return max(revisions, blocks, floor) + 1
+        return max(revisions, blocks, statements, floor) + 1
     }
 
     /// The chain new revisions of `document` are written under from now on (nil: the owner's key).

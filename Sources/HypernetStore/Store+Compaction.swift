@@ -23,10 +23,11 @@ extension Store {
     /// (the background pass) pauses after each batch as long as the batch took, so foreground writes and reads keep
     /// at least half the disk. `progress` is told each pack as it starts. Passes run one at a time.
     /// `retention`: the policies' rules (nil: keep every revision's content) and the time they are applied at (Unix
-    /// milliseconds); the content they release (`releaseContent`; a dry run: its plan) goes first.
+    /// milliseconds); the content they release (`releaseContent`; a dry run: its plan) goes first. Without them,
+    /// `statements`: the tree owners' release statements are applied instead (`applyStatements`).
     public func collectGarbage(
         dryRun: Bool = false, throttled: Bool = false, retention: (rules: RetentionRules, now: UInt64)? = nil,
-        progress: (GarbageProgress) -> Void = { _ in }
+        statements: Bool = false, progress: (GarbageProgress) -> Void = { _ in }
     ) throws(StoreError) -> GarbageReport {
         try collecting.withLock { (_) throws(StoreError) -> GarbageReport in
             let start = ContinuousClock.now
@@ -41,6 +42,11 @@ extension Store {
                         : try releaseContent(rules: retention.rules, now: retention.now)
                 } catch {
                     logger.error("retention: nothing released: \(error)")
+                    report.retentionError = "\(error)"
+                }
+            } else if statements {
+                do throws(StoreError) { report.retention = try applyStatements(dryRun: dryRun) } catch {
+                    logger.error("release statements: nothing released: \(error)")
                     report.retentionError = "\(error)"
                 }
             }
@@ -260,7 +266,7 @@ public struct GarbageReport: Codable, Sendable {
     public var liveBytesCopied: Int64 = 0
     public var seconds = 0.0
     /// What the retention policies released (a dry run: would release; docs/design.md, "Retention decisions");
-    /// absent when the node keeps every revision (no mount places documents under their policies, `--keep-all`).
+    /// on a node without a mount, what the owners' release statements released; absent with `--keep-all`.
     public var retention: CollectionSummary?
     /// Why the retention step released nothing.
     public var retentionError: String?

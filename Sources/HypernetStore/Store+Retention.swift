@@ -82,6 +82,7 @@ extension Store {
             summary.chunks = dead.count
             let sizes = try storedBytes(dead)
             summary.bytes = sizes.values.reduce(0) { $0 + $1 - Int64(PackStore.recordHeaderSize) }
+            var statement: AddedRevision?
             let gone = try catalog.write { db in
                 var gone: [ChunkLocation] = []
                 let find = try db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?")
@@ -95,10 +96,12 @@ extension Store {
                 }
                 let mark = try db.cachedStatement(sql: "INSERT OR IGNORE INTO released (revision) VALUES (?)")
                 for id in released { try mark.execute(arguments: [Data(id.bytes)]) }
+                statement = try publishStatement(db, released: released, dead: dead, now: now)
                 if Failpoint.hit("retention.release") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
                 return gone
             }
             forget(gone)
+            if let statement { notify([statement]) }
             if !released.isEmpty {
                 logger.notice(
                     "released the content of revisions the retention policies no longer keep",
@@ -195,6 +198,167 @@ extension Store {
             $0 + $1 - Int64(PackStore.recordHeaderSize)
         }
         return planned
+    }
+}
+
+// MARK: Release statements (docs/design.md, "Release statements")
+
+extension Store {
+    /// Records, in the release's transaction, this tree owner's signed statement of what it released, for the
+    /// nodes that cannot read the policies (`applyStatements`). `covered`: every other revision of the tree stored
+    /// here, each of which the release walked as live. A statement past `ReleaseStatement.maximumIds` is not made:
+    /// those nodes keep more.
+    fileprivate func publishStatement(_ db: Database, released: Set<RevisionID>, dead: Set<ChunkID>, now: UInt64)
+        throws -> AddedRevision?
+    {
+        guard !released.isEmpty else { return nil }
+        let tree = keyring.identity.publicKey
+        let all = try Data.fetchAll(db, sql: "SELECT id FROM revisions WHERE tree = ?", arguments: [Data(tree.bytes)])
+        let covered = Set(all.compactMap { try? Digest(bytes: $0) }).subtracting(released)
+        // Later than every statement held of the tree: a receiver refuses an older one as a replay.
+        let newest =
+            try Int64.fetchOne(
+                db, sql: "SELECT MAX(time) FROM statements WHERE tree = ?", arguments: [Data(tree.bytes)])
+        let time = max(now, newest.map { UInt64($0) + 1 } ?? 0)
+        let statement = ReleaseStatement(tree: tree, time: time, released: released, covered: covered, dead: dead)
+        guard let signed = SignedReleaseStatement(statement, signer: keyring.identity) else {
+            logger.notice("the release names too many revisions for a release statement; storage nodes keep them")
+            return nil
+        }
+        return try StoreTransaction(db: db, store: self, added: AddedRevisions()).insert(signed, applied: true)
+    }
+
+    /// Applies the release statements received from tree owners (docs/design.md, "Release statements"), oldest
+    /// first: by a node that keeps every revision unless told, one serving without a mount and without
+    /// `--keep-all`. A statement is applied only where this node's own checks agree: every revision of its tree
+    /// stored here is one the statement covers or releases (none arrived that it did not weigh), no released one is
+    /// a head here, and an object goes only if no other revision this node can open needs it. A statement that
+    /// fails them stays and is tried at the next pass. `dryRun`: what would go now, changing nothing.
+    func applyStatements(dryRun: Bool) throws(StoreError) -> CollectionSummary {
+        let pending: [SignedReleaseStatement] = try catalog.read { db in
+            try Data.fetchAll(db, sql: "SELECT record FROM statements WHERE applied = 0 ORDER BY time, seq").compactMap
+            {
+                try? SignedReleaseStatement(record: Array($0))
+            }
+        }
+        var summary = CollectionSummary()
+        for signed in pending {
+            if stopCollecting.load(ordering: .relaxed) { break }
+            guard let applied = try apply(signed, dryRun: dryRun) else { continue }
+            summary.revisions += applied.revisions
+            summary.chunks += applied.chunks
+            summary.bytes += applied.bytes
+        }
+        return summary
+    }
+
+    /// One statement (`applyStatements`); nil when this node's checks do not let it apply now.
+    private func apply(_ signed: SignedReleaseStatement, dryRun: Bool) throws(StoreError) -> CollectionSummary? {
+        let statement = signed.statement
+        let released = Set(statement.released)
+        let weighed = released.union(statement.covered)
+        let tree = Data(statement.tree.bytes)
+        // Checked again in the transaction below: nothing arrived meanwhile (`seen`).
+        func agrees(_ db: Database) throws -> Bool {
+            let held = try Data.fetchAll(db, sql: "SELECT id FROM revisions WHERE tree = ?", arguments: [tree])
+            guard held.allSatisfy({ (try? Digest(bytes: $0)).map(weighed.contains) ?? false }) else { return false }
+            let head = try db.cachedStatement(sql: "SELECT 1 FROM heads WHERE revision = ?")
+            return try released.allSatisfy { try Int.fetchOne(head, arguments: [Data($0.bytes)]) == nil }
+        }
+        let (agreed, rows, seen) = try catalog.read { db in
+            (
+                try agrees(db),
+                try Row.fetchAll(
+                    db,
+                    sql: "SELECT id, seq FROM revisions WHERE id NOT IN (SELECT revision FROM released) ORDER BY seq"),
+                try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM revisions") ?? 0
+            )
+        }
+        guard agreed else { return nil }
+        // What any other revision this node can open needs stays (public content shared across trees; the tree's
+        // own revisions on a node that holds its keys).
+        var live = Reach(store: self)
+        for row in rows {
+            guard let id = try? Digest(bytes: row[0] as Data), !released.contains(id) else { continue }
+            let metadata: RevisionMetadata
+            do throws(StoreError) { metadata = try revision(id, readingXattrs: false).metadata } catch {
+                if case .rights = error { continue }
+                throw error
+            }
+            for root in [metadata.content, metadata.xattrList] { try live.walk(root, strict: false) }
+        }
+        let dead = Set(statement.dead).subtracting(live.objects)
+        let sizes = try storedBytes(dead)
+        var summary = CollectionSummary()
+        summary.chunks = sizes.count
+        summary.bytes = sizes.values.reduce(0) { $0 + $1 - Int64(PackStore.recordHeaderSize) }
+        let gone: [ChunkLocation]? = try catalog.write { db in
+            guard try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM revisions") ?? 0 == seen, try agrees(db) else {
+                return nil
+            }
+            let has = try db.cachedStatement(sql: "SELECT 1 FROM revisions WHERE id = ?")
+            summary.revisions = try released.filter { try Int.fetchOne(has, arguments: [Data($0.bytes)]) != nil }.count
+            if dryRun { return [] }
+            var gone: [ChunkLocation] = []
+            let find = try db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?")
+            let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE id = ?")
+            for id in dead {
+                let key = Data(id.bytes)
+                if let row = try Row.fetchOne(find, arguments: [key]) {
+                    gone.append(ChunkLocation(id: id, pack: row[0], offset: row[1], length: row[2]))
+                }
+                try delete.execute(arguments: [key])
+            }
+            let mark = try db.cachedStatement(sql: "INSERT OR IGNORE INTO released (revision) VALUES (?)")
+            for id in released { try mark.execute(arguments: [Data(id.bytes)]) }
+            try db.execute(sql: "UPDATE statements SET applied = 1 WHERE id = ?", arguments: [Data(signed.id.bytes)])
+            if Failpoint.hit("retention.statement") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
+            return gone
+        }
+        guard let gone else { return nil }
+        forget(gone)
+        if !dryRun {
+            logger.notice(
+                "applied a release statement of a tree's owner",
+                metadata: [
+                    "tree": "\(statement.tree.bytes.prefix(8).map { String($0, radix: 16) }.joined())",
+                    "revisions": "\(summary.revisions)", "chunks": "\(summary.chunks)", "bytes": "\(summary.bytes)",
+                ])
+        }
+        return summary
+    }
+}
+
+extension StoreTransaction {
+    /// A release statement received in `tree`'s log: stored (to be applied by `Store.applyStatements`, and served
+    /// on) unless it is of another tree, or older than one held of its tree (a replay; docs/security.md). Its
+    /// signature was checked when it was decoded. Nil if stored or held already.
+    func receive(_ signed: SignedReleaseStatement, tree: SigningPublicKey) throws -> Rejection? {
+        guard signed.statement.tree == tree else { return .badStatement("it is of another tree") }
+        if try Int.fetchOne(db, sql: "SELECT 1 FROM statements WHERE id = ?", arguments: [Data(signed.id.bytes)]) != nil
+        {
+            return nil
+        }
+        if let newest = try Int64.fetchOne(
+            db, sql: "SELECT MAX(time) FROM statements WHERE tree = ?", arguments: [Data(tree.bytes)]),
+            UInt64(newest) >= signed.statement.time
+        {
+            return .badStatement("it is not newer than one held (replayed)")
+        }
+        added.list.append(try insert(signed, applied: false))
+        return nil
+    }
+
+    /// Stores a statement at the next seq of the log; what its subscribers are told.
+    func insert(_ signed: SignedReleaseStatement, applied: Bool) throws -> AddedRevision {
+        let tree = signed.statement.tree
+        try db.execute(
+            sql: "INSERT INTO statements (id, tree, time, record, seq, applied) VALUES (?, ?, ?, ?, ?, ?)",
+            arguments: [
+                Data(signed.id.bytes), Data(tree.bytes), Int64(signed.statement.time), Data(signed.record),
+                try nextSeq(), applied,
+            ])
+        return AddedRevision(id: signed.id, document: .root(of: tree), tree: tree, isLocal: false, isStatement: true)
     }
 }
 

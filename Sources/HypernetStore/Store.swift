@@ -172,7 +172,7 @@ public final class Store: Sendable {
         durableObservers.withLock { $0.append(body) }
     }
 
-    private func notify(_ added: [AddedRevision]) {
+    func notify(_ added: [AddedRevision]) {
         let local = added.filter(\.isLocal).map(\.id)
         if !local.isEmpty {
             // Bounded: past the limit the oldest go unannounced (peers still learn of them from echoes).
@@ -1173,6 +1173,8 @@ public struct AddedRevision: Sendable {
     public var isLocal: Bool
     /// A permission block of `document`'s chain, not a revision of it.
     public var isBlock = false
+    /// A release statement of `tree`'s owner (`document`: the tree's root), not a revision.
+    public var isStatement = false
     /// Chunk ids listed with a received revision.
     public var chunkCount = 0
 }

@@ -401,11 +401,12 @@ struct Forger {
     }
 }
 
-/// The next number of the store's one log, which revisions and blocks share.
+/// The next number of the store's one log, which revisions, blocks and release statements share.
 func nextSeq(_ db: Database) throws -> Int64 {
     let revisions = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM revisions") ?? 0
     let blocks = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM blocks") ?? 0
-    return max(revisions, blocks) + 1
+    let statements = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM statements") ?? 0
+    return max(revisions, blocks, statements) + 1
 }
 
 let options = parseOptions()

@@ -245,6 +245,40 @@ def test_a_node_catching_up_stores_released_revisions_as_released(cluster):
     check_revisions(b, b.p("d", "f"), saved, gone)
 
 
+@pytest.mark.replication
+@pytest.mark.timeout(240)
+def test_a_storage_node_applies_the_owners_release(cluster):
+    """a sets `last 1` and saves four times; c, a storage node without a's keys, holds everything. a's gc releases
+    three saves and puts a signed release statement in its log; c's gc applies it: its packs shrink by what a's plan
+    said. b, a's second device, then gets the tree from c alone: the retained save reads back byte-exact, the
+    released ones are marked so (docs/design.md, "Release statements")."""
+    a = cluster.add("a")
+    c = cluster.add("c", serve=True, pins=[a])
+    b = cluster.add("b", identity=a)
+    cluster.start([a, c])
+    f, saved = saves(a, b"last 1", 4, 150_000)
+    eventually(lambda: a.revisions() <= c.revisions(), 30,
+               lambda: f"c lacks {len(a.revisions() - c.revisions())} of a's revisions")
+    # Released only once c's acks are recorded (quorum 2).
+    eventually(lambda: gc_plan(a)["revisions"] == 3, 30, lambda: f"a's plan: {gc_plan(a)}")
+    plan = gc_plan(a)
+    assert gc(a)["retention"] == plan
+    eventually(lambda: gc_plan(c) == plan, 30, lambda: f"c's plan: {gc_plan(c)}, a's: {plan}")
+    before = c.pack_bytes()
+    report = gc(c)
+    assert report["retention"] == plan, (plan, report)
+    freed = before - c.pack_bytes()
+    assert plan["bytes"] * 0.99 <= freed <= plan["bytes"] * 1.05 + (64 << 10), f"freed {freed}, plan {plan}"
+    assert gc(c)["retention"] == {"revisions": 0, "chunks": 0, "bytes": 0}, "applied twice"
+    a.stop()
+    b.start()
+    cluster.wait_connected([b, c])
+    eventually(lambda: a.revisions() <= b.revisions(), 30,
+               lambda: f"b lacks {len(a.revisions() - b.revisions())} of a's revisions")
+    eventually(lambda: helpers.read_or_none(b.p("d", "f")) == list(saved.values())[-1], 10, "b does not show f")
+    check_revisions(b, b.p("d", "f"), saved, set(list(saved)[:3]))
+
+
 class KeepAllNode(helpers.Node):
     """A node mounted with `--keep-all`."""
 

@@ -909,6 +909,8 @@ public final class SyncNode: SessionDelegate {
                         ids.append(hash)
                     case .block(let block):
                         fresh.append(.block(block, tree: tree))
+                    case .release(let statement):
+                        fresh.append(.release(statement, tree: tree))
                     }
                     seqs[hash] = e.seq
                 } catch {
