@@ -201,6 +201,61 @@ extension Store {
     }
 }
 
+// MARK: Received revisions that reuse released content (docs/design.md, "Retention decisions", item 5)
+
+extension Store {
+    /// For each received file revision (held in full, its metadata open here), the objects its content and xattr
+    /// list need that are neither stored here nor arrived with it: those this node released and the revision reuses
+    /// (its sender lists only the chunks new to it). Only a node that released content (or stored revisions
+    /// released by their sender) can lack such objects, so others answer at once. A stored object's whole subtree
+    /// is stored (a release removes nothing a kept revision needs), so the walk only enters objects that arrived:
+    /// about the nodes new to the revision. A root that is missing is listed too: its sender may hold it (a
+    /// restore of a released revision), or may have released it (then it answers "not held", and the revision is
+    /// recorded released as before). The caller fetches them from the sender and walks again, for what the
+    /// fetched nodes name.
+    public func unlistedObjects(of revisions: [RemoteRevision]) throws(StoreError) -> [RevisionID: [ChunkID]] {
+        let released = try catalog.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM released)") }
+        guard released == true else { return [:] }
+        var found: [RevisionID: [ChunkID]] = [:]
+        for remote in revisions where !remote.onDemand && remote.signed.revision.kind == .file {
+            let r = remote.signed.revision
+            guard let key = epochKey(tree: remote.tree, rights: r.rights, epoch: r.epoch),
+                let metadata = try? RevisionMetadata(unsealing: r.sealedMetadata, epochKey: key, document: r.document)
+            else { continue }
+            var walk = UnlistedWalk(store: self)
+            // What does not read (damaged bytes) is the storing's to refuse, not this look-ahead's.
+            for root in [metadata.content, metadata.xattrList].compactMap({ $0 }) {
+                try? walk.visit(root.node, level: root.level)
+            }
+            if !walk.missing.isEmpty { found[remote.signed.id] = walk.missing }
+        }
+        return found
+    }
+}
+
+/// `Store.unlistedObjects`' walk of one revision.
+private struct UnlistedWalk {
+    let store: Store
+    var missing: [ChunkID] = []
+    var seen = Set<ChunkID>()
+
+    /// `level`: of a manifest node; nil for a data chunk or a delta base.
+    mutating func visit(_ reference: ChunkReference, level: UInt8?) throws(StoreError) {
+        guard !reference.isHole, seen.insert(reference.id).inserted, try store.catalog.location(of: reference.id) == nil
+        else { return }
+        guard try store.location(of: reference.id) != nil else { return missing.append(reference.id) }
+        // Arrived with the revision: its delta bases, then what a node lists.
+        let before = missing.count
+        if case .delta(let delta) = try store.opened(reference) {
+            for base in delta.bases { try visit(base, level: nil) }
+        }
+        guard let level, missing.count == before else { return }
+        for child in try store.manifestNode(reference).children {
+            try visit(child, level: level == 0 ? nil : level - 1)
+        }
+    }
+}
+
 // MARK: Release statements (docs/design.md, "Release statements")
 
 extension Store {

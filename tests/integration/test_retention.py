@@ -279,6 +279,35 @@ def test_a_storage_node_applies_the_owners_release(cluster):
     check_revisions(b, b.p("d", "f"), saved, set(list(saved)[:3]))
 
 
+@pytest.mark.replication
+@pytest.mark.timeout(240)
+def test_a_revision_reusing_content_this_node_released_brings_it_back(cluster):
+    """a releases the first two of three saves under `last 1`; b, a's second device, has not collected and still
+    holds them. b then writes g, the first save's bytes and a tail (a new manifest root over the first save's data
+    chunks), and restores f to its second save (the same root): b's log lists only what is new to b. a fetches
+    what they reuse of the content it released: both read back byte-exact on a, and fsck is clean (docs/design.md,
+    "Retention decisions", item 5)."""
+    a = cluster.add("a")
+    b = cluster.add("b", identity=a)
+    cluster.start()
+    f, saved = saves(a, b"last 1", 3, 300_000)
+    eventually(lambda: a.revisions() <= b.revisions(), 30,
+               lambda: f"b lacks {len(a.revisions() - b.revisions())} of a's revisions")
+    eventually(lambda: gc_plan(a)["revisions"] == 2, 30, lambda: f"a's plan: {gc_plan(a)}")
+    assert gc(a)["retention"]["revisions"] == 2
+    first, second = list(saved.values())[:2]
+    g = first + os.urandom(1000)
+    write_file(b.p("g"), g)
+    b.cli("restore", b.p("d", "f"), list(saved)[1])
+    eventually(lambda: helpers.read_or_none(a.p("g")) == g and helpers.read_or_none(a.p("d", "f")) == second, 30,
+               lambda: f"on a, g reads {errno_of(lambda: read_file(a.p('g')))}, f "
+                       f"{errno_of(lambda: read_file(a.p('d', 'f')))} (None: no error)")
+    a.restart()
+    assert read_file(a.p("g")) == g and read_file(a.p("d", "f")) == second
+    proc = a.cli("fsck", check=False, timeout=300)
+    assert proc.returncode == 0, f"fsck: {proc.stdout}{proc.stderr}"
+
+
 class KeepAllNode(helpers.Node):
     """A node mounted with `--keep-all`."""
 

@@ -865,6 +865,27 @@ public final class SyncNode: SessionDelegate {
 
     // MARK: Receiving (receive queue)
 
+    /// Fetches from `session` what the revisions reuse of content this node released (`Store.unlistedObjects`),
+    /// walking again what arrives (a fetched node names more), until nothing new is missing or the sender holds
+    /// none of it. Returns each revision's objects asked for; those that arrived are in `arrived`.
+    private func fetchUnlisted(
+        of revisions: [RemoteRevision], via session: Session, into arrived: inout [ChunkID: ChunkLocation]
+    ) -> [RevisionID: [ChunkID]] {
+        var reused: [RevisionID: [ChunkID]] = [:]
+        var asked = Set<ChunkID>()
+        while !session.isEnded {
+            guard let found = try? store.unlistedObjects(of: revisions) else { break }
+            let ids = Array(Set(found.values.joined()).subtracting(asked))
+            if ids.isEmpty { break }
+            for (revision, objects) in found { reused[revision, default: []] += objects }
+            asked.formUnion(ids)
+            let got = fetcher.fetch(ids, via: session)
+            if got.isEmpty { break }
+            arrived.merge(got) { a, _ in a }
+        }
+        return reused
+    }
+
     /// Stores a run of `session`'s log, then confirms it (freeing one slot of its window) and acks.
     /// `retrying`: the run failed on a full disk before and was logged then.
     private func receive(
@@ -939,9 +960,17 @@ public final class SyncNode: SessionDelegate {
                 // eager one is likely pushing them here already (see `eagerFanout`).
                 fetcher.awaitPushes(missing, timeout: Self.lazyWait)
             }
-            let arrived = try fetchRun(missing, of: tree, from: session).merging(pushed) { a, _ in a }
+            var arrived = try fetchRun(missing, of: tree, from: session).merging(pushed) { a, _ in a }
             if session.isEnded { return }
             if let error = fetcher.localFailure(among: missing) { throw error }
+            let reused = fetchUnlisted(of: allowed, via: session, into: &arrived)
+            if session.isEnded { return }
+            // What they reuse is listed with them here: recorded as held, and in this node's log.
+            fresh = fresh.map { record in
+                guard case .revision(var r) = record, let ids = reused[r.signed.id] else { return record }
+                r.chunks += ids.filter { arrived[$0] != nil && !r.chunks.contains($0) }
+                return .revision(r)
+            }
             // A run of revisions held already (echoed back by a peer that got them from us) costs no write.
             if Failpoint.hit("sync.store") { throw StoreError.io(path: "received revisions", errno: EIO) }
             let rejected = ledger.settle(
