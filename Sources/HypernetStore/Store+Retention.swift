@@ -84,18 +84,7 @@ extension Store {
             summary.bytes = sizes.values.reduce(0) { $0 + $1 - Int64(PackStore.recordHeaderSize) }
             var statement: AddedRevision?
             let gone = try catalog.write { db in
-                var gone: [ChunkLocation] = []
-                let find = try db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?")
-                let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE id = ?")
-                for id in dead {
-                    let key = Data(id.bytes)
-                    if let row = try Row.fetchOne(find, arguments: [key]) {
-                        gone.append(ChunkLocation(id: id, pack: row[0], offset: row[1], length: row[2]))
-                    }
-                    try delete.execute(arguments: [key])
-                }
-                let mark = try db.cachedStatement(sql: "INSERT OR IGNORE INTO released (revision) VALUES (?)")
-                for id in released { try mark.execute(arguments: [Data(id.bytes)]) }
+                let gone = try Self.release(db, dead: dead, revisions: released)
                 statement = try publishStatement(db, released: released, dead: dead, now: now)
                 if Failpoint.hit("retention.release") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
                 return gone
@@ -111,6 +100,26 @@ extension Store {
             }
             return summary
         }
+    }
+
+    /// In a release's transaction: deletes the rows of the `dead` chunks (their records become dead for
+    /// compaction) and records `revisions` as released. Returns where the deleted chunks were.
+    fileprivate static func release(_ db: Database, dead: Set<ChunkID>, revisions: Set<RevisionID>) throws
+        -> [ChunkLocation]
+    {
+        var gone: [ChunkLocation] = []
+        let find = try db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?")
+        let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE id = ?")
+        for id in dead {
+            let key = Data(id.bytes)
+            if let row = try Row.fetchOne(find, arguments: [key]) {
+                gone.append(ChunkLocation(id: id, pack: row[0], offset: row[1], length: row[2]))
+            }
+            try delete.execute(arguments: [key])
+        }
+        let mark = try db.cachedStatement(sql: "INSERT OR IGNORE INTO released (revision) VALUES (?)")
+        for id in revisions { try mark.execute(arguments: [Data(id.bytes)]) }
+        return gone
     }
 
     /// Whether revision `id`'s content was released (`releaseContent`, or before it was received here).
@@ -354,20 +363,8 @@ extension Store {
             let has = try db.cachedStatement(sql: "SELECT 1 FROM revisions WHERE id = ?")
             summary.revisions = try released.filter { try Int.fetchOne(has, arguments: [Data($0.bytes)]) != nil }.count
             if dryRun { return [] }
-            var gone: [ChunkLocation] = []
-            let find = try db.cachedStatement(sql: "SELECT pack, offset, length FROM chunks WHERE id = ?")
-            let delete = try db.cachedStatement(sql: "DELETE FROM chunks WHERE id = ?")
-            for id in dead {
-                let key = Data(id.bytes)
-                if let row = try Row.fetchOne(find, arguments: [key]) {
-                    gone.append(ChunkLocation(id: id, pack: row[0], offset: row[1], length: row[2]))
-                }
-                try delete.execute(arguments: [key])
-            }
-            let mark = try db.cachedStatement(sql: "INSERT OR IGNORE INTO released (revision) VALUES (?)")
-            for id in released { try mark.execute(arguments: [Data(id.bytes)]) }
+            let gone = try Self.release(db, dead: dead, revisions: released)
             try db.execute(sql: "UPDATE statements SET applied = 1 WHERE id = ?", arguments: [Data(signed.id.bytes)])
-            if Failpoint.hit("retention.statement") { throw StoreError.io(path: home.catalogPath, errno: EIO) }
             return gone
         }
         guard let gone else { return nil }

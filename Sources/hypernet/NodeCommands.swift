@@ -84,7 +84,8 @@ struct StoreOptions: ParsableArguments {
             "Bytes of content fetched on demand kept at most (suffix K, M, G or T: powers of 1024; default 4G).",
             valueName: "SIZE"))
     var cacheSize: String?
-    @Flag(help: "Keep every revision's content, whatever the retention policies would release.") var keepAll = false
+    @Flag(help: "Keep every revision's content, whatever the retention policies or release statements would release.")
+    var keepAll = false
 
     /// `--max-store-size` in bytes.
     var maximumBytes: Int64? { maxStoreSize.flatMap(Self.bytes) }

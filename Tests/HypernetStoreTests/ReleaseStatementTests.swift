@@ -13,20 +13,10 @@ import Testing
     static func replicate(from source: Store, to target: Store, after seq: Int64 = 0) throws -> Int64 {
         let tree = source.keyring.identity.publicKey
         let entries = try source.log(tree: tree, after: seq, limit: 1000)
-        var records: [RemoteRecord] = []
-        var arrived: [ChunkLocation] = []
-        for entry in entries {
-            for id in try target.missingChunks(entry.chunks) {
-                arrived.append(try target.receiveChunk(id: id, sealed: try #require(try source.sealedChunk(id))))
-            }
-            switch try LogRecord(record: entry.record) {
-            case .revision(let signed):
-                records.append(.revision(RemoteRevision(signed: signed, tree: tree, chunks: entry.chunks)))
-            case .block(let block): records.append(.block(block, tree: tree))
-            case .release(let statement): records.append(.release(statement, tree: tree))
-            }
+        let arrived = try target.missingChunks(entries.flatMap(\.chunks)).map { id in
+            try target.receiveChunk(id: id, sealed: try #require(try source.sealedChunk(id)))
         }
-        #expect(try target.storeRemote(records: records, chunks: arrived).isEmpty)
+        #expect(try target.storeRemote(records: remoteRecords(entries, tree: tree), chunks: arrived).isEmpty)
         return entries.last?.seq ?? seq
     }
 

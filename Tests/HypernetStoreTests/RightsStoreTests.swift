@@ -32,12 +32,7 @@ import Testing
 
     /// What `receiver` does with `entries` of alice's log, as replication hands them over (chunks included).
     func deliver(_ entries: [LogEntry], to receiver: Store) throws -> [(Digest, Rejection)] {
-        let records = try entries.map { e -> RemoteRecord in
-            switch try LogRecord(record: e.record) {
-            case .revision(let r): .revision(RemoteRevision(signed: r, tree: tree, chunks: e.chunks))
-            case .block(let b): .block(b, tree: tree)
-            }
-        }
+        let records = try remoteRecords(entries, tree: tree)
         let chunks = try entries.flatMap(\.chunks).map {
             try receiver.receiveChunk(id: $0, sealed: try alice.sealedChunk($0)!)
         }

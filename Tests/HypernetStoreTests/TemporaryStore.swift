@@ -1,4 +1,6 @@
 import Glibc
+import HypernetCrypto
+import HypernetModel
 import HypernetStore
 import Logging
 
@@ -13,3 +15,14 @@ func temporaryStore(_ label: String) throws -> Store {
 }
 
 func removeTemporaryStore(_ store: Store) { _ = system("rm -rf '\(store.home.path)'") }
+
+/// Log entries of `tree` as replication hands them to `storeRemote`.
+func remoteRecords(_ entries: [LogEntry], tree: SigningPublicKey) throws -> [RemoteRecord] {
+    try entries.map { e -> RemoteRecord in
+        switch try LogRecord(record: e.record) {
+        case .revision(let r): .revision(RemoteRevision(signed: r, tree: tree, chunks: e.chunks))
+        case .block(let b): .block(b, tree: tree)
+        case .release(let s): .release(s, tree: tree)
+        }
+    }
+}
