@@ -13,7 +13,8 @@ extension Store {
                 db,
                 sql: """
                     SELECT MAX(seq) FROM (SELECT seq FROM revisions WHERE tree = ?1
-                        UNION ALL SELECT seq FROM blocks WHERE tree = ?1 UNION ALL SELECT seq FROM statements WHERE tree = ?1)
+                        UNION ALL SELECT seq FROM blocks WHERE tree = ?1
+                        UNION ALL SELECT seq FROM statements WHERE tree = ?1)
                     """,
                 arguments: [Data(tree.bytes)]) ?? 0
         }

@@ -320,8 +320,8 @@ extension StoreTransaction {
             AddedRevision(id: block.id, document: block.block.document, tree: tree, isLocal: false, isBlock: true))
     }
 
-    /// The next number of the log, which revisions, blocks and release statements share; past every seq sent before the store was
-    /// opened (`Store.openLog`), even one a power loss took.
+    /// The next number of the log, which revisions, blocks and release statements share; past every seq sent before
+    /// the store was opened (`Store.openLog`), even one a power loss took.
     func nextSeq() throws -> Int64 {
         let revisions = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM revisions")) ?? 0
         let blocks = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM blocks")) ?? 0
