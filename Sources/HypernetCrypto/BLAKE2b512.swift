@@ -17,6 +17,27 @@ public enum BLAKE2b512 {
         }
     }
 
+    /// Keyed BLAKE2b-512 (`crypto_generichash` with a 16...64-byte key and 64 bytes out), written to `out`: the
+    /// primitive of the reference's keyed test vectors, which blind tokens truncate (docs/security.md).
+    public static func hash(
+        _ data: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer
+    ) {
+        Sodium.ready()
+        precondition(
+            (crypto_generichash_keybytes_min()...crypto_generichash_keybytes_max()).contains(key.count),
+            "BLAKE2b key must be 16...64 bytes, got \(key.count)")
+        let rc = crypto_generichash(
+            out.assumingMemoryBound(to: UInt8.self), byteCount, data.sodiumPointer, UInt64(data.count),
+            key.sodiumPointer, key.count)
+        precondition(rc == 0, "crypto_generichash failed")
+    }
+
+    public static func hash(_ data: [UInt8], key: [UInt8]) -> [UInt8] {
+        makeBytes(count: byteCount) { out in
+            data.withUnsafeBytes { d in key.withUnsafeBytes { hash(d, key: $0, into: out) } }
+        }
+    }
+
     /// HMAC (RFC 2104) over BLAKE2b-512: Noise's HMAC-HASH.
     public static func hmac(key: SecureBytes, message: [UInt8]) -> SecureBytes {
         let mac = SecureBytes(count: byteCount)
