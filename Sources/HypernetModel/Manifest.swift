@@ -28,6 +28,8 @@ public struct ChunkReference: Sendable, Equatable, Hashable {
     }
 
     private static let zero = try! Digest(bytes: [UInt8](repeating: 0, count: Digest.byteCount))
+    /// The key of a chunk stored in the clear (a public epoch's, a blind index).
+    public static var clearKey: Digest { zero }
 
     /// `length` zero bytes that are stored nowhere (a hole: a truncate or a write past the end). Its id and key
     /// are 32 zero bytes each: no chunk has that id (BLAKE2b-256 preimage), and no reference to a stored chunk

@@ -14,9 +14,12 @@ public enum RevisionKind: UInt8, Sendable, Codable {
 /// the id is BLAKE2b-256 over them, so equal ids mean equal records (docs/store-format.md, "Revision").
 /// Format 1 is a revision under its tree owner's key; format 2 adds the document whose permission chain
 /// governs it (`rights`), and is written only then, so a tree nobody shares stays readable by older nodes.
+/// Formats 3 and 4 are 1 and 2 with a file's blind token index (`BlindIndex`) named at the end, written only then.
 public struct Revision: Sendable, Equatable {
     public static let formatVersion: UInt8 = 1
     public static let governedFormatVersion: UInt8 = 2
+    public static let indexedFormatVersion: UInt8 = 3
+    public static let indexedGovernedFormatVersion: UInt8 = 4
     static let signatureContext = Array("hypernet revision v1\n".utf8)
     static let maximumParents = 1024
     static let maximumSealedMetadata = 16 << 20
@@ -33,10 +36,13 @@ public struct Revision: Sendable, Equatable {
     public var parents: [RevisionID]
     /// `RevisionMetadata`, sealed with the epoch's metadata key (see `RevisionMetadata.seal`).
     public var sealedMetadata: [UInt8]
+    /// A file's blind token index, a chunk stored in the clear (its key is 32 zero bytes): what lets a node without
+    /// the epoch key find the blocks holding a word (docs/security.md, "Search on ciphertext").
+    public var blindIndex: ChunkReference?
 
     public init(
         document: DocumentID, kind: RevisionKind, epoch: UInt32, rights: DocumentID? = nil, time: HLCTime,
-        author: SigningPublicKey, parents: [RevisionID], sealedMetadata: [UInt8]
+        author: SigningPublicKey, parents: [RevisionID], sealedMetadata: [UInt8], blindIndex: ChunkReference? = nil
     ) {
         self.document = document
         self.kind = kind
@@ -46,12 +52,18 @@ public struct Revision: Sendable, Equatable {
         self.author = author
         self.parents = parents
         self.sealedMetadata = sealedMetadata
+        self.blindIndex = blindIndex
     }
 
     /// The canonical encoding that is signed.
     public var body: [UInt8] {
         var w = ByteWriter(capacity: 128 + sealedMetadata.count + 32 * parents.count)
-        w.u8(rights == nil ? Self.formatVersion : Self.governedFormatVersion)
+        switch (rights == nil, blindIndex == nil) {
+        case (true, true): w.u8(Self.formatVersion)
+        case (false, true): w.u8(Self.governedFormatVersion)
+        case (true, false): w.u8(Self.indexedFormatVersion)
+        case (false, false): w.u8(Self.indexedGovernedFormatVersion)
+        }
         w.raw(document.bytes)
         w.u8(kind.rawValue)
         w.u32(epoch)
@@ -61,6 +73,10 @@ public struct Revision: Sendable, Equatable {
         w.u16(UInt16(parents.count))
         for p in parents { w.digest(p) }
         w.blob(sealedMetadata)
+        if let blindIndex {
+            w.digest(blindIndex.id)
+            w.u64(blindIndex.length)
+        }
         return w.bytes
     }
 
@@ -93,14 +109,15 @@ public struct SignedRevision: Sendable, Equatable {
         let signature = Array(record[(record.count - signatureCount)...])
         var r = ByteReader(body, context: "revision")
         let version = try r.u8()
-        guard version == Revision.formatVersion || version == Revision.governedFormatVersion else {
+        guard (Revision.formatVersion...Revision.indexedGovernedFormatVersion).contains(version) else {
             throw .unsupportedVersion(Int(version))
         }
+        let governed = version == Revision.governedFormatVersion || version == Revision.indexedGovernedFormatVersion
         let document = try DocumentID(bytes: r.raw(DocumentID.byteCount))
         guard let kind = RevisionKind(rawValue: try r.u8()) else { throw .invalid("revision kind") }
         let epoch = try r.u32()
         let rights =
-            version == Revision.governedFormatVersion ? try DocumentID(bytes: r.raw(DocumentID.byteCount)) : nil
+            governed ? try DocumentID(bytes: r.raw(DocumentID.byteCount)) : nil
         guard rights != nil || epoch == 0 else { throw .invalid("epoch \(epoch) under the tree owner's key") }
         let time = HLCTime(rawValue: try r.u64())
         let author: SigningPublicKey
@@ -112,13 +129,18 @@ public struct SignedRevision: Sendable, Equatable {
         var parents: [RevisionID] = []
         for _ in 0..<parentCount { parents.append(try r.digest()) }
         let sealed = try r.blob(limit: Revision.maximumSealedMetadata)
+        var blindIndex: ChunkReference?
+        if version >= Revision.indexedFormatVersion {
+            guard kind == .file else { throw .invalid("a blind index of a revision that is not a file's") }
+            blindIndex = ChunkReference(id: try r.digest(), key: ChunkReference.clearKey, length: try r.u64())
+        }
         try r.expectEnd()
         guard author.isValidSignature(signature, for: Revision.signatureContext + body) else {
             throw .invalid("revision signature")
         }
         self.revision = Revision(
             document: document, kind: kind, epoch: epoch, rights: rights, time: time, author: author,
-            parents: parents, sealedMetadata: sealed)
+            parents: parents, sealedMetadata: sealed, blindIndex: blindIndex)
         self.record = record
     }
 }

@@ -7,7 +7,7 @@ import HypernetModel
 /// survive a power loss). Schema and invariants: docs/store-format.md, "Catalog".
 final class Catalog: Sendable {
     /// The format this code writes; a catalog with a greater one is refused, never misread.
-    static let formatVersion = 12
+    static let formatVersion = 13
     let pool: DatabasePool
     let path: String
 
@@ -252,6 +252,11 @@ final class Catalog: Sendable {
                     );
                     CREATE INDEX statements_tree ON statements(tree, seq);
                     """)
+        }
+        // Format 13: blind token indexes, named by revision records of formats 3 and 4. Older code would report
+        // those revisions as corrupt, so it must refuse the store.
+        m.registerMigration("v13-blind-index") { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO settings (key, value) VALUES ('format', '13')")
         }
         return m
     }

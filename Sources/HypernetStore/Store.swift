@@ -1118,15 +1118,19 @@ public struct StoreTransaction {
 
     /// Signs a new revision of `document` by this node's identity, stores it and moves the heads. It lists
     /// every chunk recorded since the last revision, so those replicate with it (docs/protocol.md).
+    /// `blindIndex`, written under the sealing the revision gets, is named by it (one made under an epoch that
+    /// ended meanwhile is not: its tokens would not match the readers' trapdoors).
     public func appendRevision(
-        document: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, parents: [RevisionID]
+        document: DocumentID, kind: RevisionKind, metadata: RevisionMetadata, parents: [RevisionID],
+        blindIndex: BlindIndexWrite? = nil
     ) throws -> RevisionID {
         let keyring = store.keyring
         let sealing = try Store.sealing(db, store: store, document: document)
+        let index = blindIndex.flatMap { $0.rights == sealing.rights && $0.epoch == sealing.epoch ? $0.reference : nil }
         let revision = Revision(
             document: document, kind: kind, epoch: sealing.epoch, rights: sealing.rights, time: store.nextTime(),
             author: keyring.identity.publicKey, parents: parents,
-            sealedMetadata: metadata.sealed(epochKey: sealing.key, document: document))
+            sealedMetadata: metadata.sealed(epochKey: sealing.key, document: document), blindIndex: index)
         // The rule every node applies to what it stores: a revision no peer would take (its chain took this
         // identity's write in a block another admin signed) is refused here, so close or fsync fails with EACCES
         // rather than the revision being stored to go nowhere.

@@ -569,10 +569,19 @@ extension VirtualFileSystem {
             locations += try store.writeXattrList(
                 &record.metadata, previous: previous, key: store.sealing(for: record.id).key)
         }
+        // A file's blind token index, so nodes without its key can find the blocks holding a word.
+        var blindIndex: BlindIndexWrite?
+        if record.kind == .file {
+            let previous = record.head.flatMap { try? store.sealedRevision($0)?.revision.blindIndex }
+            blindIndex = try store.writeBlindIndex(
+                record.metadata.content, sealing: store.sealing(for: record.id), previous: previous)
+        }
+        locations += blindIndex?.locations ?? []
         let head = try store.transaction(appended: locations) { tx in
             try tx.recordChunks(locations)
             let head = try tx.appendRevision(
-                document: record.id, kind: record.kind, metadata: record.metadata, parents: building)
+                document: record.id, kind: record.kind, metadata: record.metadata, parents: building,
+                blindIndex: blindIndex)
             record.head = head
             record.dirty = false
             try tx.updateDocument(record)
