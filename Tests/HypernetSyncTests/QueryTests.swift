@@ -21,6 +21,8 @@ import Testing
         var revision: SignedRevision
         var blocks: [PermissionBlock] = []
         var content: [UInt8]
+        /// Its blind index, for blind queries (BlindQueryTests).
+        var index: BlindIndex? = nil
         var target: Query.Target {
             Query.Target(tree: tree, document: revision.revision.document, revision: revision.id)
         }
@@ -102,6 +104,10 @@ import Testing
             let scan = LineScan(d.content, pattern: query.pattern, after: Int(target.after), read: read)
             scan.failAt = failAt
             return scan
+        }
+        func blindScan(_ revision: Revision, _ target: Query.Target, trapdoors: [UInt32]) -> (any QueryScan)? {
+            guard let index = documents[target.document]?.index else { return nil }
+            return BlindScan(index: index, trapdoors: trapdoors, after: Int(target.after))
         }
     }
 

@@ -33,12 +33,20 @@ public final class QueryClient: Sendable {
         public var flags: Query.Flags
         public var pattern: String
         public var limit: UInt32
+        /// A blind query's trapdoors (docs/protocol.md, "Blind queries"): then `after` and cursors count blocks.
+        public var trapdoors: [UInt32]?
 
         public init(op: Query.Operator, flags: Query.Flags, pattern: String, limit: UInt32 = 0) {
             self.op = op
             self.flags = flags
             self.pattern = pattern
             self.limit = limit
+        }
+
+        /// A blind query for the blocks holding every one of `trapdoors`.
+        public init(trapdoors: [UInt32]) {
+            self.init(op: .grep, flags: [], pattern: "")
+            self.trapdoors = trapdoors
         }
     }
 
@@ -242,7 +250,7 @@ public final class QueryClient: Sendable {
             let query = Query.signed(
                 by: identity, id: id, origin: node, issued: now(), op: r.request.op, flags: r.request.flags,
                 pattern: r.request.pattern, window: window, limit: r.request.limit,
-                targets: list.map { s.runs[run]!.targets[$0].target })
+                targets: list.map { s.runs[run]!.targets[$0].target }, trapdoors: r.request.trapdoors)
             sends.append((link, .query(query)))
         }
     }

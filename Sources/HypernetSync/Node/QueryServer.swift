@@ -13,6 +13,8 @@ protocol QueryHost: Sendable {
     func canOpen(_ revision: Revision, tree: SigningPublicKey) -> Bool
     /// Runs `query`'s operator over the target's content from byte `target.after`; nil when it cannot be read.
     func scan(_ query: Query, _ target: Query.Target) -> (any QueryScan)?
+    /// The blocks of `revision`'s blind index holding every trapdoor, from block `target.after`; nil without one.
+    func blindScan(_ revision: Revision, _ target: Query.Target, trapdoors: [UInt32]) -> (any QueryScan)?
 }
 
 /// One target's scan, pulled by the server as credit allows, so nothing is read ahead of what may be sent.
@@ -197,6 +199,12 @@ final class QueryServer: Sendable {
         }
     }
 
+    /// The target's scan: a blind query needs its index, not the key that opens it ("Blind queries").
+    private func open(_ query: Query, _ target: Query.Target, _ revision: Revision) -> (any QueryScan)? {
+        if let trapdoors = query.trapdoors { return host.blindScan(revision, target, trapdoors: trapdoors) }
+        return host.canOpen(revision, tree: target.tree) ? host.scan(query, target) : nil
+    }
+
     /// The next result of `entry`: from its open scan, else the next target's first; nil when all are answered.
     private func produce(_ entry: Running) -> QueryResult? {
         let query = entry.query
@@ -207,7 +215,7 @@ final class QueryServer: Sendable {
                 guard let held = host.held(target),
                     QueryAccess.mayRead(
                         query.requester, tree: target.tree, revision: held.revision, blocks: held.blocks),
-                    host.canOpen(held.revision, tree: target.tree), let scan = host.scan(query, target)
+                    let scan = open(query, target, held.revision)
                 else {
                     entry.next += 1
                     return QueryResult(id: query.id, status: .unavailable, index: index)

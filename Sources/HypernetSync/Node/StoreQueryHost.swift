@@ -26,4 +26,12 @@ struct StoreQueryHost: QueryHost {
     }
 
     func scan(_ query: Query, _ target: Query.Target) -> (any QueryScan)? { scanner?(query, target) }
+
+    /// Only an index held here: a missing one would be fetched from peers, and the requester can ask them itself.
+    func blindScan(_ revision: Revision, _ target: Query.Target, trapdoors: [UInt32]) -> (any QueryScan)? {
+        guard let reference = revision.blindIndex, store.holds(reference.id),
+            let index = try? BlindIndex(decoding: store.readChunk(reference))
+        else { return nil }
+        return BlindScan(index: index, trapdoors: trapdoors, after: Int(target.after))
+    }
 }

@@ -29,7 +29,8 @@ public enum Message: Sendable, Equatable {
     case prune(tree: SigningPublicKey)
     /// Send me your relayed live runs of `tree` at once again (undoes `prune`).
     case graft(tree: SigningPublicKey)
-    /// Run this query on the documents it names that you hold (docs/protocol.md, "Queries").
+    /// Run this query on the documents it names that you hold (docs/protocol.md, "Queries"); a `blind query` (16)
+    /// when it carries trapdoors ("Blind queries").
     case query(Query)
     /// A piece of the answer to the query `id` this connection's peer sent.
     case result(QueryResult)
@@ -112,6 +113,7 @@ public enum Message: Sendable, Equatable {
         case interest = 16
         case have = 17
         case got = 18
+        case blindQuery = 19
     }
 
     /// Limits that bound what one frame can make a node allocate (docs/protocol.md, "Limits").
@@ -141,7 +143,7 @@ public enum Message: Sendable, Equatable {
         case .ping: .ping
         case .prune: .prune
         case .graft: .graft
-        case .query: .query
+        case .query(let q): q.trapdoors == nil ? .query : .blindQuery
         case .result: .result
         case .credit: .credit
         case .cancel: .cancel
@@ -301,6 +303,8 @@ public enum Message: Sendable, Equatable {
             self = .graft(tree: try key())
         case .query:
             self = .query(try Query.decode(&r))
+        case .blindQuery:
+            self = .query(try Query.decodeBlind(&r))
         case .result:
             self = .result(try QueryResult.decode(&r))
         case .credit:

@@ -60,20 +60,25 @@ public struct Query: Sendable, Equatable {
     public var limit: UInt32
     public var targets: [Target]
     public var signature: [UInt8]
+    /// Set for a `blind query` (message 16, BlindQuery.swift): the tokens of the words whose blocks are wanted.
+    /// Such a query carries no operator, flags, pattern or limit (`grep`, none, empty, 0).
+    public var trapdoors: [UInt32]? = nil
 
     public static func signed(
         by identity: SigningKeyPair, id: UInt64, origin: SigningPublicKey, issued: Int64, op: Operator, flags: Flags,
-        pattern: String, window: UInt32, limit: UInt32, targets: [Target]
+        pattern: String, window: UInt32, limit: UInt32, targets: [Target], trapdoors: [UInt32]? = nil
     ) -> Query {
         var q = Query(
             id: id, requester: identity.publicKey, origin: origin, issued: issued, op: op, flags: flags,
-            pattern: pattern, window: window, limit: limit, targets: targets, signature: [])
-        q.signature = identity.signature(for: Self.context + q.body)
+            pattern: pattern, window: window, limit: limit, targets: targets, signature: [], trapdoors: trapdoors)
+        q.signature = identity.signature(for: q.signingContext + q.body)
         return q
     }
 
     /// Everything but the signature, as encoded.
-    var body: [UInt8] {
+    var body: [UInt8] { trapdoors.map(blindBody) ?? queryBody }
+
+    private var queryBody: [UInt8] {
         var w = ByteWriter(capacity: 128 + 88 * targets.count)
         w.u64(id)
         w.raw(requester.bytes)
@@ -84,6 +89,11 @@ public struct Query: Sendable, Equatable {
         w.string(pattern)
         w.u32(window)
         w.u32(limit)
+        Self.encode(targets, &w)
+        return w.bytes
+    }
+
+    static func encode(_ targets: [Target], _ w: inout ByteWriter) {
         w.u32(UInt32(targets.count))
         for t in targets {
             w.raw(t.tree.bytes)
@@ -91,10 +101,9 @@ public struct Query: Sendable, Equatable {
             w.digest(t.revision)
             w.i64(t.after)
         }
-        return w.bytes
     }
 
-    public var isValid: Bool { requester.isValidSignature(signature, for: Self.context + body) }
+    public var isValid: Bool { requester.isValidSignature(signature, for: signingContext + body) }
 
     /// The longest pattern a query carries (bytes), and the most documents one query names: a receiver refuses
     /// more, so a requester refuses a longer pattern and splits a longer list.
@@ -112,6 +121,13 @@ public struct Query: Sendable, Equatable {
         let pattern = try r.string(limit: maximumPattern)
         let window = try r.u32()
         let limit = try r.u32()
+        let targets = try decodeTargets(&r)
+        return Query(
+            id: id, requester: requester, origin: origin, issued: issued, op: op, flags: flags, pattern: pattern,
+            window: window, limit: limit, targets: targets, signature: try r.raw(SigningKeyPair.signatureByteCount))
+    }
+
+    static func decodeTargets(_ r: inout ByteReader) throws(DecodingError) -> [Target] {
         let n = Int(try r.u32())
         guard n <= maximumTargets else { throw .invalid("query of \(n) documents") }
         var targets: [Target] = []
@@ -123,9 +139,7 @@ public struct Query: Sendable, Equatable {
             guard after >= 0 else { throw .invalid("negative query offset") }
             targets.append(Target(tree: tree, document: document, revision: revision, after: after))
         }
-        return Query(
-            id: id, requester: requester, origin: origin, issued: issued, op: op, flags: flags, pattern: pattern,
-            window: window, limit: limit, targets: targets, signature: try r.raw(SigningKeyPair.signatureByteCount))
+        return targets
     }
 }
 
