@@ -394,6 +394,8 @@ final class Controller: Sendable {
         if query.invert { flags.insert(.invert) }
         if query.output == .counts { flags.insert(.countOnly) }
         if query.output == .files { flags.insert(.namesOnly) }
+        let blindWord = Self.blindWord(query)
+        var blind: [(String, Query.Target)] = []
         let events = QueryEvents()
         let op: Query.Operator = query.output == .groups ? .count : query.output == .tail ? .tail : .grep
         let handle = node.query(
@@ -436,6 +438,11 @@ final class Controller: Sendable {
                 total.documents += 1
                 total.cursor = Int(cursor)
             case .unavailable(let t):
+                // A whole word may still be found by the nodes holding the document's blind index.
+                if blindWord != nil {
+                    blind.append(targets[t])
+                    continue
+                }
                 guard send(ScanLine(error: "\(targets[t].0): no connected peer may read it here")) else {
                     node.cancelQuery(handle)
                     return false
@@ -443,7 +450,8 @@ final class Controller: Sendable {
             case .refused(let reason):
                 logger.warning("a peer refused a query", metadata: ["reason": "\(reason)"])
             case .finished:
-                return true
+                guard let blindWord, !blind.isEmpty else { return true }
+                return blindScan(query, word: blindWord, blind, stream: stream, send: send, total: &total)
             }
         }
     }
