@@ -572,9 +572,8 @@ extension VirtualFileSystem {
         // A file's blind token index, so nodes without its key can find the blocks holding a word.
         var blindIndex: BlindIndexWrite?
         if record.kind == .file {
-            let previous = record.head.flatMap { try? store.sealedRevision($0)?.revision.blindIndex }
             blindIndex = try store.writeBlindIndex(
-                record.metadata.content, sealing: store.sealing(for: record.id), previous: previous)
+                record.metadata.content, sealing: store.sealing(for: record.id), head: record.head)
         }
         locations += blindIndex?.locations ?? []
         let head = try store.transaction(appended: locations) { tx in
