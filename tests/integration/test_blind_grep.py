@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from cluster import capture_loopback, eventually
-from helpers import write_file
 from test_grep import by_file, gnu_grep, hypernet_grep, log_lines
+from test_remote_grep import write_with_copies
 from test_security import files_of, found_in
 
 pytestmark = pytest.mark.replication
@@ -92,12 +92,7 @@ def test_a_storage_node_finds_whole_words_it_cannot_read(cluster, node_dir, tmp_
     with capture_loopback(pcap, [n.listen.split(":")[0] for n in cluster.nodes]):
         cluster.start()
         alice.run("contact", "add", "bob", bob.token)
-        for relative, data in files.items():
-            os.makedirs(os.path.dirname(alice.p(relative)), exist_ok=True)
-            write_file(alice.p(relative), data)
-            copy = tmp_path / "copy" / relative
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_bytes(data)
+        write_with_copies(alice, files, tmp_path / "copy")
         alice.run("grant", alice.p("shared"), "bob", "read")
         for relative, data in files.items():
             path = bob.p("@alice", relative)

@@ -26,6 +26,16 @@ from test_tail import LINES, LOGGEN, TailProcess, grep, loggen, printed_all, sto
 pytestmark = pytest.mark.replication
 
 
+def write_with_copies(node, files, copies):
+    """Writes `files` ({relative path: bytes}) in the node's mount, and copies of them under `copies` for GNU grep."""
+    for relative, data in files.items():
+        os.makedirs(os.path.dirname(node.p(relative)), exist_ok=True)
+        write_file(node.p(relative), data)
+        copy = copies / relative
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(data)
+
+
 def shared_logs(cluster, tmp_path, files, others=()):
     """alice writes `files` (also copied to tmp_path/copy) and grants bob read on `shared/`; bob, and `others`, hold
     her tree on demand (her contacts). Returns alice and bob once bob lists the shared files in full."""
@@ -37,12 +47,7 @@ def shared_logs(cluster, tmp_path, files, others=()):
     cluster.start()
     for node in contacts:
         alice.run("contact", "add", node.name, node.token)
-    for relative, data in files.items():
-        os.makedirs(os.path.dirname(alice.p(relative)), exist_ok=True)
-        write_file(alice.p(relative), data)
-        copy = tmp_path / "copy" / relative
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_bytes(data)
+    write_with_copies(alice, files, tmp_path / "copy")
     alice.run("grant", alice.p("shared"), "bob", "read")
     for relative in files:
         if relative.startswith("shared/"):
