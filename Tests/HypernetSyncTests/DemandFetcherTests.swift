@@ -154,9 +154,9 @@ import Testing
 
     @Test func withIdleTheFetchOutlastsTheTimeoutWhileChunksArriveAndEndsWhenNotGoing() {
         let ids = (0..<20).map { Self.chunk(UInt8(30 + $0)) }
-        let slow = Peer(Set(ids), fetcher: fetcher, delay: .milliseconds(150))
+        let slow = Peer(Set(ids), fetcher: fetcher, haves: haves, delay: .milliseconds(150))
         // 16 requests in flight at most: two answers of 150 ms each, past the 100 ms timeout.
-        let demand = DemandFetcher(fetcher: fetcher, timeout: .milliseconds(100))
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .milliseconds(100))
         let found = demand.fetch(ids, idle: .seconds(5)) { [slow] }
         #expect(Set(found.map(\.id)) == Set(ids))
         let other = Self.chunk(29)
