@@ -10,7 +10,7 @@ import HypernetSync
 extension Controller {
     /// The one word whose trapdoor answers `query`, nil when only a node that reads can answer it.
     static func blindWord(_ query: ScanQuery) -> [UInt8]? {
-        guard query.wholeWord, !query.invert, query.output != .groups else { return nil }
+        guard query.wholeWord, !query.invert, query.output != .groups, query.output != .tail else { return nil }
         let word = Array(query.pattern.utf8)
         return !word.isEmpty && word.allSatisfy(BlindWords.isWordByte) ? word : nil
     }
@@ -74,7 +74,7 @@ extension Controller {
                         }
                     }
                     node.consumed(credit)
-                case .done(let m):
+                case .done(let m, _):
                     let path = targets[members[m]].0
                     total.documents += 1
                     switch query.output {
@@ -83,7 +83,7 @@ extension Controller {
                     case .files:
                         guard selected[m] > 0 else { break }
                         guard send(ScanLine(file: .init(path: path))) else { return stop() }
-                    case .lines, .groups: break
+                    case .lines, .groups, .tail: break
                     }
                     total.selected =
                         (total.selected ?? 0) + (query.output == .files ? min(selected[m], 1) : selected[m])
