@@ -39,7 +39,7 @@ def governed(node, rev):
     assert rows, f"node {node.name}: revision {rev} is not stored"
     record = rows[0][0]
     version, epoch = record[0], struct.unpack_from("<I", record, 18)[0]
-    return (record[22:38].hex() if version == 2 else None), epoch
+    return (record[22:38].hex() if version in (2, 4) else None), epoch
 
 
 @pytest.mark.timeout(180)
