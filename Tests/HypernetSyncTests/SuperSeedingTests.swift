@@ -139,6 +139,33 @@ import Testing
         #expect(table.interest(s1, ids: c, from: 3, held: { _ in true }, now: 1.2) == [0b001])
     }
 
+    /// A peer that never asks for what it was told (it got those chunks from another peer, which the seeder does not
+    /// learn) has its slots back after the wait: its later fetches are told the seeder's own chunks again. Regression
+    /// test: the slots stayed taken while the first fetch lasted, and a storage node's catch-up after restarts
+    /// (test_replication.py, restarting every node in turn) stalled until its run's fetch gave up.
+    @Test func slotsNotAskedForAreFreedAfterTheWait() {
+        let c = (0..<2).map { BLAKE2b.hash([UInt8(20 + $0)]) }
+        var table = Announcements<Int>(uploadSlots: 1, spreadWait: 1)
+        let (s1, s2) = (HaveSets.newSwarm(), HaveSets.newSwarm())
+        #expect(table.interest(s1, ids: [c[0]], from: 1, held: { _ in true }, now: 0) == [0b1])
+        #expect(table.interest(s2, ids: [c[1]], from: 1, held: { _ in true }, now: 0.5) == [0], "its one slot is taken")
+        #expect(table.interest(s2, ids: [c[1]], from: 1, held: { _ in true }, now: 0.9) == [0])
+        #expect(table.interest(s2, ids: [c[1]], from: 1, held: { _ in true }, now: 1.1) == [0b1], "c[0] not asked for")
+    }
+
+    /// A fetch asking again lists the chunks that arrived too: what it was told before takes no slot then, so each time
+    /// it asks the slots go to chunks it lacks. Regression test: the slots went to the same first chunks of its list
+    /// each time, which it had got from another peer, and it was never told the rest (a storage node catching up after
+    /// restarts stalled until its run's fetch gave up).
+    @Test func askingAgainTellsWhatItWasNotToldBefore() {
+        let c = (0..<3).map { BLAKE2b.hash([UInt8(30 + $0)]) }
+        var table = Announcements<Int>(uploadSlots: 1, spreadWait: 100)
+        let swarm = HaveSets.newSwarm()
+        #expect(table.interest(swarm, ids: c, from: 1, held: { _ in true }, now: 0) == [0b001])
+        #expect(table.interest(swarm, ids: c, from: 1, held: { _ in true }, now: 0.25) == [0b011])
+        #expect(table.interest(swarm, ids: c, from: 1, held: { _ in true }, now: 0.5) == [0b111])
+    }
+
     @Test func chunksGotFromPeersAreToldToEveryoneAtOnce() {
         let c = (0..<2).map { BLAKE2b.hash([UInt8(10 + $0)]) }
         var table = Announcements<Int>(uploadSlots: 1, spreadWait: 100)

@@ -45,8 +45,14 @@ struct Announcements<Peer: Hashable> {
         _ swarm: Digest, ids: [ChunkID], from peer: Peer, held: (ChunkID) -> Bool, now: Double
     ) -> [UInt8] {
         // Asked again: the peer finds no holder of some chunk (docs/protocol.md, "Have-sets").
-        let starving = interests[peer]?.contains { $0.swarm == swarm } ?? false
+        let previous = interests[peer]?.first { $0.swarm == swarm }?.interest
+        let starving = previous != nil
+        // What it was told before: it got those (from whichever peer: a fetch's list keeps the chunks that arrived)
+        // or will ask. Told again without taking a slot, and still its own, so that the slots go to what it lacks.
+        let toldBefore = Set(previous.map { p in p.told.indices.filter { p.told[$0] }.map { p.ids[$0] } } ?? [])
+        let reserved = toldBefore.compactMap { id in given[id].flatMap { $0.peer == peer ? (id, $0) : nil } }
         end(swarm, of: peer)
+        for (id, entry) in reserved { given[id] = entry }
         guard !ids.isEmpty else { return [] }
         // Only the first `maximumIds` get `got`s: past them, the have-set says all it will.
         let kept = min(ids.count, Self.maximumIds)
@@ -54,7 +60,7 @@ struct Announcements<Peer: Hashable> {
         var bits = [UInt8](repeating: 0, count: (ids.count + 7) / 8)
         for (i, id) in ids.enumerated() {
             let isHeld = held(id)
-            let tell = isHeld && mayTell(id, to: peer, now: now, starving: starving)
+            let tell = isHeld && (toldBefore.contains(id) || mayTell(id, to: peer, now: now, starving: starving))
             if tell { bits[i >> 3] |= 1 << (i & 7) }
             guard i < kept else { continue }
             interest.told.append(tell)
@@ -126,6 +132,14 @@ struct Announcements<Peer: Hashable> {
         return out
     }
 
+    /// Frees the slots of `peer` whose chunk it did not ask for within `spreadWait` of being told it: it got the chunk
+    /// from another peer (this node is not told) or its fetch moved on, and a slot held for good would keep every later
+    /// fetch of it from being told this node's own chunks. Whether a slot is free now.
+    private mutating func freeStaleSlots(of peer: Peer, now: Double) -> Bool {
+        slots[peer] = slots[peer]?.filter { id in given[id].map { now - $0.at < spreadWait } ?? false }
+        return slots[peer, default: []].count < uploadSlots
+    }
+
     private mutating func tell(_ index: Int, of at: Int, for peer: Peer) {
         let id = interests[peer]![at].interest.ids[index]
         interests[peer]![at].interest.told[index] = true
@@ -141,7 +155,7 @@ struct Announcements<Peer: Hashable> {
     private mutating func mayTell(_ id: ChunkID, to peer: Peer, now: Double, starving: Bool = false) -> Bool {
         if fetched.contains(id) { return true }
         if let g = given[id] { return g.peer == peer || (starving && now - g.at >= spreadWait) }
-        guard slots[peer, default: []].count < uploadSlots else { return false }
+        guard slots[peer, default: []].count < uploadSlots || freeStaleSlots(of: peer, now: now) else { return false }
         if given.count >= Self.maximumRemembered { given.removeAll() }
         given[id] = (peer, now)
         slots[peer, default: []].insert(id)
