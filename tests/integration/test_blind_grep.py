@@ -8,12 +8,12 @@ import os
 import random
 import struct
 import subprocess
-import time
 
 import pytest
 
 from cluster import capture_loopback, eventually
 from test_grep import by_file, gnu_grep, hypernet_grep, log_lines
+from test_partial import settled
 from test_remote_grep import write_with_copies
 from test_security import files_of, found_in
 
@@ -46,18 +46,6 @@ def stored_chunk(node, chunk_id: bytes) -> bytes:
         return frame[1:]
     assert frame[0] == 1, f"codec {frame[0]}"
     return subprocess.run(["zstd", "-d", "-c"], input=frame[1:], capture_output=True, check=True).stdout
-
-
-def settled(read, quiet=1.5, timeout=20):
-    """`read()` once it gave the same value for `quiet` seconds: replication records small chunks in the background
-    (two listing chunks reached bob up to 2 s after the first grep), which are not the greps' fetches."""
-    value, since, deadline = read(), time.monotonic(), time.monotonic() + timeout
-    while time.monotonic() - since < quiet and time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = read()
-        if now != value:
-            value, since = now, time.monotonic()
-    return value
 
 
 def blind_indexes(node):
@@ -123,7 +111,10 @@ def test_a_storage_node_finds_whole_words_it_cannot_read(cluster, node_dir, tmp_
         # What is not a whole word needs a node that reads: none is reachable.
         partial = hypernet_grep(bob, ["-F", marker[:8].decode(), "shared"], bob.p("@alice"))
         assert partial.returncode == 2 and b"no connected peer may read it" in partial.stderr, partial
-        held = lambda: settled(lambda: bob.query("SELECT COUNT(*) FROM chunks")[0][0])  # noqa: E731
+        # Replication records small listing chunks in the background (two reached bob up to 2 s after the first
+        # grep): the count is read once it settled, so that only the greps' fetches are counted.
+        count = lambda: bob.query("SELECT COUNT(*) FROM chunks")[0][0]  # noqa: E731
+        held = lambda: settled(count, "the count of bob's chunks", quiet=1.5, timeout=20)  # noqa: E731
         before = held()
         for args in (["-w", "-F", "-n", marker.decode()], ["-w", "-i", "-c", marker.decode()],
                      ["-w", "-l", "-i", marker.upper().decode()]):

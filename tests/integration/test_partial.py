@@ -49,18 +49,24 @@ def shared_tree(cluster, bob_pins_on_demand=False, bob_arguments=(), alice_quoru
     return alice, bob, contents
 
 
-def settled_pack_bytes(node, quiet=1.0, timeout=15):
-    """The node's pack bytes once they stopped changing for `quiet` seconds."""
-    last, since = node.pack_bytes(), time.monotonic()
+def settled(read, what, quiet=1.0, timeout=15):
+    """`read()` once it gave the same value for `quiet` seconds (replication and fetches record in the background);
+    fails the test if `what` kept changing for `timeout` seconds."""
+    last, since = read(), time.monotonic()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        now = node.pack_bytes()
+        now = read()
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= quiet:
             return now
-    raise AssertionError(f"{node.name}'s packs kept changing for {timeout} s")
+    raise AssertionError(f"{what} kept changing for {timeout} s")
+
+
+def settled_pack_bytes(node, quiet=1.0, timeout=15):
+    """The node's pack bytes once they stopped changing for `quiet` seconds."""
+    return settled(node.pack_bytes, f"{node.name}'s packs", quiet, timeout)
 
 
 @pytest.mark.timeout(180)
