@@ -13,12 +13,14 @@ import Testing
 /// socket is involved.
 @Suite struct DemandFetcherTests {
     /// A peer holding `holds` (`claims`: what its have-sets say, by default the same): it answers each `interest` at
-    /// once, and each asked id after `delay`, with the chunk or "not held".
+    /// once, and each asked id after `delay`, with the chunk or "not held"; `paced`, one id after another, each
+    /// `delay` after the one before (a link's queue).
     final class Peer: PeerLink {
         let node: SigningPublicKey? = SigningKeyPair.generate().publicKey
         let holds: Set<ChunkID>
         let claims: Set<ChunkID>
         let delay: DispatchTimeInterval
+        let paced: Bool
         let fetcher: ChunkFetcher
         let haves: HaveSets
         private let state = Mutex((wants: [[ChunkID]](), swarms: [Digest](), closed: false))
@@ -27,9 +29,10 @@ import Testing
 
         init(
             _ holds: Set<ChunkID>, claims: Set<ChunkID>? = nil, fetcher: ChunkFetcher, haves: HaveSets,
-            delay: DispatchTimeInterval = .milliseconds(1)
+            delay: DispatchTimeInterval = .milliseconds(1), paced: Bool = false
         ) {
             self.holds = holds
+            self.paced = paced
             self.claims = claims ?? holds
             self.fetcher = fetcher
             self.haves = haves
@@ -54,9 +57,17 @@ import Testing
                 }
             case .want(let ids):
                 state.withLock { $0.wants.append(ids) }
-                queue.asyncAfter(deadline: .now() + delay) { [self] in
+                let answer: @Sendable (ChunkID) -> Void = { [self] id in
+                    fetcher.answered(id, by: self, holds.contains(id) ? .held(location(id)) : .notHeld)
+                }
+                guard paced else {
+                    queue.asyncAfter(deadline: .now() + delay) { ids.forEach(answer) }
+                    return
+                }
+                queue.async { [delay] in
                     for id in ids {
-                        fetcher.answered(id, by: self, holds.contains(id) ? .held(location(id)) : .notHeld)
+                        _ = DispatchSemaphore(value: 0).wait(timeout: .now() + delay)
+                        answer(id)
                     }
                 }
             default: break
@@ -150,6 +161,24 @@ import Testing
         #expect(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds >= 600_000_000)
         // Told again while the timeout ran: a peer may get the chunk meanwhile.
         #expect(empty.interests > 1 && empty.wants.isEmpty)
+    }
+
+    /// The regression: a read of content held on demand failed with EIO on a slow link, its chunk queued at the peer
+    /// behind a readahead's for longer than the fetch timeout although the queue moved.
+    @Test func aReadQueuedBehindAReadaheadOutlastsTheTimeoutWhileThePeerAnswers() {
+        let ids = (0..<10).map { Self.chunk(UInt8(60 + $0)) }
+        let link = Peer(Set(ids), fetcher: fetcher, haves: haves, delay: .milliseconds(80), paced: true)
+        let demand = DemandFetcher(fetcher: fetcher, haves: haves, timeout: .milliseconds(300))
+        let readahead = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            _ = demand.fetch(Array(ids.dropLast())) { [link] }
+            readahead.signal()
+        }
+        usleep(50_000)
+        // Nine answers of 80 ms ahead of it: about 800 ms, past the 300 ms timeout.
+        let found = demand.fetch([ids.last!]) { [link] }
+        readahead.wait()
+        #expect(found.map(\.id) == [ids.last!])
     }
 
     @Test func withIdleTheFetchOutlastsTheTimeoutWhileChunksArriveAndEndsWhenNotGoing() {

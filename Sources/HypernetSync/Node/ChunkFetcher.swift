@@ -47,6 +47,9 @@ final class ChunkFetcher: Sendable {
         }
     }
     private let state = Mutex(State())
+    /// Answers to `want`s so far, from any link: a fetch whose requests wait in a queue that moves is not stalled.
+    private let answers = Atomic<Int>(0)
+    var answerCount: Int { answers.load(ordering: .relaxed) }
     /// A fetch gives up when no requested chunk arrived for this long.
     static let stallLimit: DispatchTimeInterval = .seconds(60)
     static let wantBatch = 4096
@@ -204,6 +207,7 @@ final class ChunkFetcher: Sendable {
     /// `link` answered its `want` of `id`. "Not held" fails the chunk only when no other live link is asked for
     /// it; a copy that arrived from another link first is kept, this one dropped.
     func answered(_ id: ChunkID, by link: any PeerLink, _ answer: Answer) {
+        answers.add(1, ordering: .relaxed)
         let key = ObjectIdentifier(link)
         let settled = state.withLock { s -> Bool in
             if let n = s.asked[key]?.ids[id] { s.asked[key]!.ids[id] = n > 1 ? n - 1 : nil }
