@@ -10,10 +10,10 @@ import Synchronization
 /// wait for one fetch and every copy is checked against its id as it arrives. Each peer is told the fetch's ids
 /// (`interest`) and asked only for what its have-set says it holds (`HaveSets`). When no peer holds what is left,
 /// or a peer joins later, they are asked again after a pause, until every chunk arrived or the fetch timeout passed
-/// (for a log run's chunks: until none arrived for a while, or the run's connection ended). While requests of the
-/// fetch (or its `interest`) await an answer and the peers answer requests (its own or others', such as a
-/// readahead's queued ahead of a read), the timeout starts again, up to `ChunkFetcher.stallLimit` for a read: a slow
-/// link delays a read, a stalled one fails it.
+/// (for a log run's chunks: until none arrived for a while, or the run's connection ended). While a read's requests
+/// (or its `interest`) await an answer and the peers answer requests (its own or others', such as a readahead's
+/// queued ahead of it), its timeout starts again, up to `ChunkFetcher.stallLimit`: a slow link delays a read, a
+/// stalled one fails it.
 final class DemandFetcher: Sendable {
     private let fetcher: ChunkFetcher
     private let haves: HaveSets
@@ -58,7 +58,7 @@ final class DemandFetcher: Sendable {
         var answers = fetcher.answerCount
         // A read waits for a moving queue up to the stall limit (a peer that never answers its `interest` while
         // others answer would hold it for ever).
-        let longest = idle == nil ? start + ChunkFetcher.stallLimit : .distantFuture
+        let longest = start + ChunkFetcher.stallLimit
         defer {
             fetcher.release(asked)
             if let swarm { haves.close(swarm) }
@@ -125,7 +125,7 @@ final class DemandFetcher: Sendable {
             let waiting =
                 !picker.outstanding.isEmpty
                 || swarm.map { s in live.contains { haves.held(s, at: ObjectIdentifier($0)) == nil } } ?? false
-            if heard != answers, waiting { deadline = min(longest, max(deadline, .now() + (idle ?? timeout))) }
+            if idle == nil, heard != answers, waiting { deadline = min(longest, max(deadline, .now() + timeout)) }
             answers = heard
         }
         return found
