@@ -1052,12 +1052,8 @@ public final class SyncNode: SessionDelegate {
         let here = fetcher.arrived(among: missing)
         let absent = try store.missingChunks(missing).filter { here[$0] == nil }
         fetcher.forgetLocalFailures(absent)
-        // A small run's chunks may be missing at every peer (a forged revision): refused after the fetch timeout.
-        let idle: DispatchTimeInterval =
-            missing.count < Self.forwardThreshold
-            ? .milliseconds(Int((configuration.fetchTimeout * 1000).rounded())) : ChunkFetcher.stallLimit
         let found = demand.fetch(
-            absent, idle: idle,
+            absent, idle: ChunkFetcher.stallLimit,
             while: { !session.isEnded && fetcher.localFailure(among: absent) == nil },
             from: {
                 state.withLock { s in
