@@ -164,8 +164,8 @@ public final class SyncNode: SessionDelegate {
 
     struct State {
         var peers: [ObjectIdentifier: PeerState] = [:]
-        /// Where each received revision came from: its chunks are not pushed back there, and relays are pruned.
-        var origins = Origins<SigningPublicKey>()
+        /// The node each received revision came from: its chunks are not pushed back to it.
+        var origins: [RevisionID: SigningPublicKey] = [:]
         var listener: Channel?
         var stopped = false
 
@@ -940,13 +940,10 @@ public final class SyncNode: SessionDelegate {
                 }
             }
             // Known before they are stored: storing announces them to this node's subscribers at once, and its
-            // runs must neither push their chunks back to this peer nor be held as if made here. A run with chunks
-            // pushed ahead is the path of what came here lazily (see `adjustRelay`).
-            let pushedAhead = state.withLock { s in
-                s.origins.received(fresh.map(\.id), from: node)
-                let pushed = s.peers[ObjectIdentifier(session)].map { $0.pushedBytes > 0 } ?? false
-                if pushed { s.origins.pushed(hashes, by: node) }
-                return pushed
+            // runs must neither push their chunks back to this peer nor be held as if made here.
+            state.withLock { s in
+                if s.origins.count > 100_000 { s.origins.removeAll() }
+                for record in fresh where s.origins[record.id] == nil { s.origins[record.id] = node }
             }
             // The chunks of a revision its author had no right to make are not fetched (they would stay as garbage).
             let revisions = fresh.compactMap { record -> RemoteRevision? in
@@ -958,17 +955,12 @@ public final class SyncNode: SessionDelegate {
             let missing = try store.missingChunks(allowed.filter { !$0.onDemand }.flatMap(\.chunks))
             // Chunks of on-demand content pushed here anyway are kept, as if read.
             let pushed = fetcher.arrived(among: allowed.filter(\.onDemand).flatMap(\.chunks))
-            if !missing.isEmpty, !pushedAhead, !Self.isLarge(entries) {
-                // Records without their content: no path for it yet (see `adjustRelay`).
-                state.withLock { $0.origins.cameLazily(allowed.map(\.signed.id), from: node) }
-            }
-            let lazy = !missing.isEmpty && !Self.isLarge(entries) && hasOtherSource(of: tree, than: session)
-            if lazy {
+            if !missing.isEmpty, !Self.isLarge(entries), hasOtherSource(of: tree, than: session) {
                 // A live run without its chunks: this node is one of the sender's lazy subscribers, and an
                 // eager one is likely pushing them here already (see `eagerFanout`).
                 fetcher.awaitPushes(missing, timeout: Self.lazyWait)
             }
-            var arrived = try fetchRun(missing, of: tree, from: session, lazily: lazy).merging(pushed) { a, _ in a }
+            var arrived = try fetchRun(missing, of: tree, from: session).merging(pushed) { a, _ in a }
             if session.isEnded { return }
             if let error = fetcher.localFailure(among: missing) { throw error }
             let reused = fetchUnlisted(of: allowed, via: session, into: &arrived)
@@ -1033,24 +1025,20 @@ public final class SyncNode: SessionDelegate {
     /// The chunks a run of `tree` from `session` lacks (docs/protocol.md, "Chunks"). A large run's come from every
     /// connected peer that offers the tree, at once ("Multi-source fetch"): the replicas of a large write fetch it
     /// from each other, and from the writer only when it sent them the run without holding it back (a writer
-    /// uploads a large write about once: `holdForForwarding`). So do the rest of a small run's that this node
-    /// waited for as a `lazy` subscriber: the eager ones hold them by now, and the writer uploads them only its
-    /// share. Another small run's come from `session`, which holds them: another peer may not have them yet, and
-    /// asking it would cost a round trip. The fetch ends with the run's connection (the run comes again on the
-    /// next), at a failure of this node's store, or when no chunk arrived for a while.
-    private func fetchRun(
-        _ missing: [ChunkID], of tree: SigningPublicKey, from session: Session, lazily lazy: Bool
-    ) throws(StoreError) -> [ChunkID: ChunkLocation] {
-        guard missing.count >= Self.forwardThreshold || lazy else {
+    /// uploads a large write about once: `holdForForwarding`). A small run's come from `session`, which holds them: another peer may
+    /// not have them yet, and asking it would cost a round trip. The fetch ends with the run's connection (the
+    /// run comes again on the next), at a failure of this node's store, or when no chunk arrived for a while.
+    private func fetchRun(_ missing: [ChunkID], of tree: SigningPublicKey, from session: Session) throws(StoreError)
+        -> [ChunkID: ChunkLocation]
+    {
+        guard missing.count >= Self.forwardThreshold else {
             return missing.isEmpty ? [:] : fetcher.fetch(missing, via: session)
         }
         // The same run may come from two peers (a relay, the writer): what the other fetch stores from now on is
         // found in its slot, what it stored already in the catalog, so no chunk is fetched twice.
         fetcher.hold(missing)
         defer { fetcher.unhold(missing) }
-        // Pushed here already: no peer is asked.
-        let here = fetcher.arrived(among: missing)
-        let absent = try store.missingChunks(missing).filter { here[$0] == nil }
+        let absent = try store.missingChunks(missing)
         fetcher.forgetLocalFailures(absent)
         let found = demand.fetch(
             absent, idle: ChunkFetcher.stallLimit,
@@ -1064,7 +1052,7 @@ public final class SyncNode: SessionDelegate {
                     return (willing.isEmpty ? holders : willing).map { $0.session as any PeerLink }
                 }
             })
-        return Dictionary(found.map { ($0.id, $0) }) { a, _ in a }.merging(here) { a, _ in a }
+        return Dictionary(found.map { ($0.id, $0) }) { a, _ in a }
     }
 
     /// `receive` again in a second, with the session's later runs held back until then.
@@ -1094,7 +1082,8 @@ public final class SyncNode: SessionDelegate {
                 // A tree held on demand stays pruned: it wants no pushed chunks.
                 return onDemand ? nil : s.peers[key]?.pruning.remove(tree).map { .graft(tree: $0) }
             }
-            guard !held, !p.pruning.contains(tree), s.origins.provesOtherPath(ids, relayedBy: node) else { return nil }
+            guard !held, !p.pruning.contains(tree), ids.contains(where: { s.origins[$0].map { $0 != node } ?? false })
+            else { return nil }
             s.peers[key]?.pruning.insert(tree)
             return .prune(tree: tree)
         }
