@@ -33,11 +33,14 @@ import Testing
             return ids.compactMap { id in try? c.receiveChunk(id: id, sealed: try a.sealedChunk(id)!) }
         }
         #expect(try c.readContent(root) == bytes)
-        #expect(Set(asked.withLock { $0 }) == Set(entry.chunks), "each absent chunk is fetched once")
+        // Asked once per chunk by the node's fetcher; this source has none, so the read and its readahead may both
+        // ask for one chunk (DemandFetcherTests covers the one fetch per chunk).
+        #expect(Set(asked.withLock { $0 }) == Set(entry.chunks), "each absent chunk is fetched")
+        let asks = asked.withLock { $0.count }
         #expect(try c.missingChunks(entry.chunks).isEmpty, "fetched chunks are held")
         #expect(!(try c.hasAbsent(in: tree)))
         #expect(try c.readContent(root) == bytes)
-        #expect(asked.withLock { $0.count } == entry.chunks.count, "held content is not fetched again")
+        #expect(asked.withLock { $0.count } == asks, "held content is not fetched again")
         #expect(Set(try c.log(tree: tree, after: 0, limit: 10)[0].chunks) == Set(entry.chunks))
     }
 
