@@ -120,12 +120,14 @@ final class DemandFetcher: Sendable {
                 if let idle { deadline = .now() + idle }
             }
             for (id, link) in unanswered { picker.lacks(id, at: ObjectIdentifier(link)) }
-            // Waiting for answers (to its requests, or a peer's first `have`) while the peers answer others'.
+            // A read waiting for answers (to its requests, or a peer's first `have`) while the peers answer others'.
             let heard = fetcher.answerCount
-            let waiting =
+            if idle == nil, heard != answers,
                 !picker.outstanding.isEmpty
-                || swarm.map { s in live.contains { haves.held(s, at: ObjectIdentifier($0)) == nil } } ?? false
-            if idle == nil, heard != answers, waiting { deadline = min(longest, max(deadline, .now() + timeout)) }
+                    || swarm.map({ s in live.contains { haves.held(s, at: ObjectIdentifier($0)) == nil } }) ?? false
+            {
+                deadline = min(longest, max(deadline, .now() + timeout))
+            }
             answers = heard
         }
         return found
